@@ -1,0 +1,127 @@
+import type { Location } from '../io/location.js';
+import type { RandomAccessFile } from '../io/store.js';
+
+/** Formats the tool reads and writes. */
+export type DiskFormat = 'raw' | 'vhd' | 'vhdx';
+
+/** The allocation kind of an image. */
+export type DiskType = 'raw' | 'fixed' | 'dynamic' | 'differencing';
+
+/**
+ * What a range of virtual content is, known from allocation tables without reading data.
+ * - `data`: stored in layer `depth` of the chain (0 = this image); must be read.
+ * - `zero`: known to read as zeros (for example a VHDX ZERO block), stored in layer `depth`.
+ * - `unallocated`: present in no layer of the chain; reads as zeros.
+ */
+export type ExtentState = 'data' | 'zero' | 'unallocated';
+
+/** A run of virtual content with one state. */
+export interface Extent {
+  offset: number;
+  length: number;
+  state: ExtentState;
+  /** The chain layer that decides this range: 0 for this image, 1 for its parent, ... */
+  depth: number;
+}
+
+/**
+ * What identifies one version of an image's content, recorded in metafiles so a stale one is
+ * detected. `contentId` changes whenever the format says the content changed (VHDX DataWriteGuid);
+ * file size and mtime catch writers that do not update it.
+ */
+export interface DiskIdentity {
+  format: DiskFormat;
+  /** VHD UniqueId or VHDX DataWriteGuid, as text; empty for raw. */
+  contentId: string;
+  /** VHD footer timestamp (seconds since 2000-01-01), 0 otherwise. */
+  timestamp: number;
+  fileSize: number;
+  mtimeMs: number;
+}
+
+/** Everything `info` shows: common fields plus format-specific ones. */
+export type DiskInfo = Record<string, string | number | boolean | null | string[] | Record<string, unknown>>;
+
+/** A virtual disk, seen through one interface whatever its format and wherever it is stored. */
+export interface Disk {
+  readonly format: DiskFormat;
+  readonly type: DiskType;
+  readonly location: Location;
+  readonly virtualSize: number;
+  readonly logicalSectorSize: number;
+  readonly physicalSectorSize: number;
+  /** Allocation unit of the format (VHD/VHDX block); for raw, 0. */
+  readonly blockSize: number;
+  readonly writable: boolean;
+  /** The opened parent for differencing images. */
+  readonly parent: Disk | null;
+  /** The underlying file (for identity, sizes and durability). */
+  readonly file: RandomAccessFile;
+
+  /** Reads `length` bytes of virtual content at `offset`, resolving the parent chain. */
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
+  /** Describes [offset, offset+length) as extents, from allocation tables only. Extents are contiguous and cover the range. */
+  status(offset: number, length: number): Promise<Extent[]>;
+  /** Writes virtual content; allocates blocks and sets presence bits as needed. */
+  write(offset: number, data: Uint8Array): Promise<void>;
+  /** Makes [offset, offset+length) read as zeros, deallocating or using zero states where the format allows. */
+  writeZeroes(offset: number, length: number): Promise<void>;
+  /** Makes all writes durable (data before the metadata that points at it). */
+  flush(): Promise<void>;
+  /** Flushes if writable, then closes this image and its parents. */
+  close(): Promise<void>;
+  identity(): Promise<DiskIdentity>;
+  info(): Promise<DiskInfo>;
+}
+
+/** Options for opening images. */
+export interface OpenOptions {
+  writable?: boolean;
+  /** Accept a parent whose id does not match the child's record of it (VHDX parent_linkage, VHD ParentUniqueId). */
+  ignoreParentMismatch?: boolean;
+  /** Accept wrong VHD checksums (for recovery; never the default). */
+  ignoreChecksums?: boolean;
+  /** Force a format instead of detecting it by content. */
+  format?: DiskFormat;
+}
+
+/** Options for creating images. */
+export interface CreateOptions {
+  format: DiskFormat;
+  type: 'fixed' | 'dynamic' | 'differencing';
+  /** Required unless differencing (then it comes from the parent). */
+  virtualSize?: number;
+  blockSize?: number;
+  logicalSectorSize?: number;
+  physicalSectorSize?: number;
+  /** The opened parent, for differencing images. */
+  parent?: Disk;
+  /**
+   * Where the child will finally live, when it is written elsewhere first (a temp name, a --diffdir):
+   * parent locators are computed from this place.
+   */
+  finalLocation?: Location;
+}
+
+/** Opens a parent image named by a child; provided by the generic opener so formats need not import it. */
+export type ParentOpener = (candidates: Location[], child: Location, opts: OpenOptions, expect: ParentExpectation) => Promise<Disk>;
+
+/** What a child records about its parent, to check the candidate found. */
+export interface ParentExpectation {
+  /** VHD: ParentUniqueId (hex of 16 bytes); VHDX: parent_linkage GUID text. */
+  id: string;
+  /** Human description of the id for messages, e.g. `ParentUniqueId` or `parent_linkage`. */
+  idName: string;
+  /** Which identity field of the parent must equal `id`. */
+  matches(parent: Disk): Promise<boolean>;
+}
+
+/** One image format: how to recognise, open and create it. */
+export interface FormatDriver {
+  readonly name: DiskFormat;
+  /** True when the file's content is of this format. */
+  probe(file: RandomAccessFile): Promise<boolean>;
+  open(file: RandomAccessFile, location: Location, opts: OpenOptions, openParent: ParentOpener): Promise<Disk>;
+  /** Creates a new image at `location` (which must not exist) and returns it opened for writing. */
+  create(location: Location, opts: CreateOptions): Promise<Disk>;
+}

@@ -1,0 +1,8 @@
+/** Registers every built-in format; import this once before opening images. */
+import { registerFormat } from './open.js';
+import { rawDriver } from './raw/raw-disk.js';
+
+registerFormat(rawDriver);
+
+export { openDisk, createDisk, chainOf, formatDriver, registeredFormats } from './open.js';
+export type * from './disk.js';

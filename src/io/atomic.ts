@@ -1,0 +1,43 @@
+import { randomBytes } from 'node:crypto';
+import type { Location } from './location.js';
+import { AlreadyExistsError } from '../util/errors.js';
+
+/** The temporary name `writeAtomically` uses for `target`: hidden, next to it, unique per call. */
+export function tempLocationFor(target: Location): Location {
+  const { store, path } = target;
+  const name = `.${store.paths.basename(path)}.${randomBytes(4).toString('hex')}.partial`;
+  return { store, path: store.paths.join(store.paths.dirname(path), name) };
+}
+
+/**
+ * Produces a new file under a temporary name next to its final one, then flushes and renames it, so a
+ * crash never leaves a partial file under the final name. `body` creates and closes the temp file.
+ */
+export async function writeAtomically<T>(
+  target: Location,
+  body: (temp: Location) => Promise<T>,
+  opts: { overwrite?: boolean } = {},
+): Promise<T> {
+  const { store, path } = target;
+  if (!opts.overwrite && (await store.stat(path))) {
+    throw new AlreadyExistsError('already exists (use --force to replace it)', store.display(path));
+  }
+  const temp = tempLocationFor(target);
+  let ok = false;
+  try {
+    const result = await body(temp);
+    // Flush through a fresh handle: whatever wrote the file, its data is durable before the rename.
+    const f = await store.open(temp.path, 'readwrite');
+    try {
+      await f.flush();
+    } finally {
+      await f.close();
+    }
+    await store.rename(temp.path, path);
+    await store.syncDir(store.paths.dirname(path));
+    ok = true;
+    return result;
+  } finally {
+    if (!ok) await store.unlink(temp.path).catch(() => {});
+  }
+}

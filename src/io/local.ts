@@ -1,0 +1,166 @@
+import { promises as fsp, constants as fsc } from 'node:fs';
+import * as path from 'node:path';
+import type { ByteStore, OpenMode, RandomAccessFile, StoreStat, StorePaths } from './store.js';
+import { fromSystemError } from '../util/errors.js';
+
+/** A local file opened with a FileHandle; every call is positioned, so several may be in flight. */
+class LocalFile implements RandomAccessFile {
+  constructor(
+    private readonly fh: fsp.FileHandle,
+    readonly name: string,
+    readonly writable: boolean,
+  ) {}
+
+  async read(position: number, length: number, into?: Buffer): Promise<Buffer> {
+    const buf = into ?? Buffer.allocUnsafe(length);
+    let done = 0;
+    try {
+      while (done < length) {
+        const { bytesRead } = await this.fh.read(buf, done, length - done, position + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+    } catch (err) {
+      throw fromSystemError(err, this.name);
+    }
+    return done === buf.length ? buf : buf.subarray(0, done);
+  }
+
+  async write(position: number, data: Uint8Array): Promise<void> {
+    let done = 0;
+    try {
+      while (done < data.byteLength) {
+        const { bytesWritten } = await this.fh.write(data, done, data.byteLength - done, position + done);
+        done += bytesWritten;
+      }
+    } catch (err) {
+      throw fromSystemError(err, this.name);
+    }
+  }
+
+  async size(): Promise<number> {
+    try {
+      return (await this.fh.stat()).size;
+    } catch (err) {
+      throw fromSystemError(err, this.name);
+    }
+  }
+
+  async truncate(size: number): Promise<void> {
+    try {
+      await this.fh.truncate(size);
+    } catch (err) {
+      throw fromSystemError(err, this.name);
+    }
+  }
+
+  async flush(): Promise<void> {
+    try {
+      await this.fh.sync();
+    } catch (err) {
+      throw fromSystemError(err, this.name);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close();
+  }
+}
+
+const posixPaths: StorePaths = {
+  join: (...p) => path.join(...p),
+  dirname: (p) => path.dirname(p),
+  basename: (p) => path.basename(p),
+  resolve: (base, rel) => path.resolve(base, rel),
+  relative: (from, to) => path.relative(from, to),
+  isAbsolute: (p) => path.isAbsolute(p),
+};
+
+/** The local file system. */
+export class LocalStore implements ByteStore {
+  readonly kind = 'local';
+  readonly paths = posixPaths;
+
+  async open(p: string, mode: OpenMode): Promise<RandomAccessFile> {
+    try {
+      const st = await fsp.stat(p);
+      if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
+      const fh = await fsp.open(p, mode === 'read' ? 'r' : 'r+');
+      return new LocalFile(fh, p, mode !== 'read');
+    } catch (err) {
+      throw fromSystemError(err, p);
+    }
+  }
+
+  async createExclusive(p: string): Promise<RandomAccessFile> {
+    try {
+      const fh = await fsp.open(p, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o644);
+      return new LocalFile(fh, p, true);
+    } catch (err) {
+      throw fromSystemError(err, p);
+    }
+  }
+
+  async stat(p: string): Promise<StoreStat | null> {
+    try {
+      const st = await fsp.stat(p);
+      return { size: st.size, mtimeMs: st.mtimeMs, isDirectory: st.isDirectory() };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw fromSystemError(err, p);
+    }
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    try {
+      await fsp.rename(from, to);
+    } catch (err) {
+      throw fromSystemError(err, from);
+    }
+  }
+
+  async unlink(p: string): Promise<void> {
+    try {
+      await fsp.unlink(p);
+    } catch (err) {
+      throw fromSystemError(err, p);
+    }
+  }
+
+  async list(dir: string): Promise<string[]> {
+    try {
+      return await fsp.readdir(dir);
+    } catch (err) {
+      throw fromSystemError(err, dir);
+    }
+  }
+
+  async mkdirp(dir: string): Promise<void> {
+    try {
+      await fsp.mkdir(dir, { recursive: true });
+    } catch (err) {
+      throw fromSystemError(err, dir);
+    }
+  }
+
+  async syncDir(dir: string): Promise<void> {
+    let fh: fsp.FileHandle | undefined;
+    try {
+      fh = await fsp.open(dir, 'r');
+      await fh.sync();
+    } catch (err) {
+      // Some file systems refuse fsync on directories; the rename itself has still happened.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EINVAL' && code !== 'EISDIR' && code !== 'EBADF') throw fromSystemError(err, dir);
+    } finally {
+      await fh?.close();
+    }
+  }
+
+  display(p: string): string {
+    return p;
+  }
+}
+
+/** The one shared local store. */
+export const localStore = new LocalStore();

@@ -1,0 +1,74 @@
+/**
+ * Byte stores: where image bytes live (local files now; SMB and HTTP through the same interface).
+ * Formats and sync code only ever see these interfaces.
+ */
+
+/** A file opened for positioned I/O. */
+export interface RandomAccessFile {
+  /** The location string this file was opened from, for messages. */
+  readonly name: string;
+  readonly writable: boolean;
+  /**
+   * Reads up to `length` bytes at `position` into `into` (allocated when absent). The result is
+   * shorter than `length` only at end of file.
+   */
+  read(position: number, length: number, into?: Buffer): Promise<Buffer>;
+  /** Writes all of `data` at `position`, extending the file if needed. */
+  write(position: number, data: Uint8Array): Promise<void>;
+  /** The current file size in bytes. */
+  size(): Promise<number>;
+  /** Sets the file size, cutting or extending with zeros. */
+  truncate(size: number): Promise<void>;
+  /** Makes everything written so far durable (fsync). */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** What a store reports about a path. */
+export interface StoreStat {
+  size: number;
+  mtimeMs: number;
+  isDirectory: boolean;
+}
+
+/** How to open a file. */
+export type OpenMode = 'read' | 'readwrite';
+
+/** A namespace of files: the local file system, an SMB share, an HTTP server. */
+export interface ByteStore {
+  /** Short name for messages: `local`, `smb`, `http`. */
+  readonly kind: string;
+  open(path: string, mode: OpenMode): Promise<RandomAccessFile>;
+  /** Creates a new file, failing with AlreadyExistsError when one exists. */
+  createExclusive(path: string): Promise<RandomAccessFile>;
+  /** Returns null when nothing exists at `path`. */
+  stat(path: string): Promise<StoreStat | null>;
+  /** Renames, replacing an existing destination atomically where the store can. */
+  rename(from: string, to: string): Promise<void>;
+  unlink(path: string): Promise<void>;
+  /** Names (not paths) of the entries of a directory. */
+  list(dir: string): Promise<string[]>;
+  mkdirp(dir: string): Promise<void>;
+  /** Makes a directory's entries (renames, creates) durable, where the store supports it. */
+  syncDir(dir: string): Promise<void>;
+  /** Path helpers in the store's own syntax. */
+  readonly paths: StorePaths;
+  /** A location string for a path in this store, as the user would write it. */
+  display(path: string): string;
+}
+
+/** Path arithmetic for a store (POSIX style for local files on Linux, share-relative for SMB). */
+export interface StorePaths {
+  join(...parts: string[]): string;
+  dirname(p: string): string;
+  basename(p: string): string;
+  resolve(base: string, rel: string): string;
+  relative(from: string, to: string): string;
+  isAbsolute(p: string): boolean;
+}
+
+/** Reads exactly `length` bytes or returns null when the file ends first. */
+export async function readFully(file: RandomAccessFile, position: number, length: number): Promise<Buffer | null> {
+  const buf = await file.read(position, length);
+  return buf.length === length ? buf : null;
+}

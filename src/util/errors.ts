@@ -1,0 +1,82 @@
+/**
+ * Every error the tool raises on purpose. The CLI prints `vhdsync: <subject>: <message>` for these
+ * and exits with `exitCode`; anything else is a bug and prints a stack trace only with --debug.
+ */
+
+/** Base class of all deliberate errors; `subject` names the file or argument concerned. */
+export class VhdsyncError extends Error {
+  readonly exitCode: number = 1;
+  constructor(
+    message: string,
+    readonly subject?: string,
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+
+  /** One line for the user: `<subject>: <message>` or just the message. */
+  describe(): string {
+    return this.subject ? `${this.subject}: ${this.message}` : this.message;
+  }
+}
+
+/** Bad command-line use: exit code 2. */
+export class UsageError extends VhdsyncError {
+  override readonly exitCode: number = 2;
+}
+
+/** The file's structure is broken or inconsistent (bad checksum, entry past end of file, ...). */
+export class CorruptImageError extends VhdsyncError {}
+
+/** A legal but unsupported feature or combination. */
+export class UnsupportedError extends VhdsyncError {}
+
+/** A file, share or directory does not exist. */
+export class NotFoundError extends VhdsyncError {}
+
+/** A file exists where the operation would create one, and overwriting was not asked for. */
+export class AlreadyExistsError extends VhdsyncError {}
+
+/** A differencing image's parent cannot be found, does not match, or the chain loops. */
+export class ParentError extends VhdsyncError {}
+
+/** A metafile is unreadable, stale, or incompatible with another. */
+export class MetafileError extends VhdsyncError {}
+
+/** The image's content changed under us (for example, a copied block's digest no longer matches). */
+export class ContentChangedError extends VhdsyncError {}
+
+/** An operating-system or network I/O failure, translated to one line. */
+export class IoError extends VhdsyncError {}
+
+/** Translates Node's system errors (ENOENT, EACCES, ENOSPC, ...) into typed one-line errors. */
+export function fromSystemError(err: unknown, subject: string): Error {
+  if (err instanceof VhdsyncError) return err;
+  const e = err as NodeJS.ErrnoException;
+  switch (e?.code) {
+    case 'ENOENT':
+      return new NotFoundError('no such file or directory', subject);
+    case 'EEXIST':
+      return new AlreadyExistsError('already exists', subject);
+    case 'EACCES':
+    case 'EPERM':
+      return new IoError('permission denied', subject);
+    case 'ENOSPC':
+      return new IoError('no space left on device', subject);
+    case 'EISDIR':
+      return new IoError('is a directory', subject);
+    case 'ENOTDIR':
+      return new IoError('a path component is not a directory', subject);
+    case 'EROFS':
+      return new IoError('read-only file system', subject);
+    case 'EIO':
+      return new IoError('input/output error', subject);
+    case 'EDQUOT':
+      return new IoError('disk quota exceeded', subject);
+    case 'EFBIG':
+      return new IoError('file too large for this file system', subject);
+    default:
+      if (e && typeof e.code === 'string') return new IoError(`${e.code}: ${e.message}`, subject);
+      return err instanceof Error ? err : new Error(String(err));
+  }
+}

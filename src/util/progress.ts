@@ -1,0 +1,46 @@
+/** A one-line progress bar on stderr, drawn only when stderr is a TTY and not disabled. */
+export interface Progress {
+  /** Adds `n` units of work done. */
+  advance(n: number): void;
+  /** Sets the work done so far. */
+  set(done: number): void;
+  /** Removes the bar. */
+  finish(): void;
+}
+
+const NOOP: Progress = { advance() {}, set() {}, finish() {} };
+
+/** Creates a progress bar for `total` bytes; a no-op when output is not a terminal. */
+export function createProgress(label: string, total: number, enabled = Boolean(process.stderr.isTTY)): Progress {
+  if (!enabled || total <= 0) return NOOP;
+  const stream = process.stderr;
+  const start = Date.now();
+  let done = 0;
+  let lastDraw = 0;
+  const draw = (force: boolean) => {
+    const now = Date.now();
+    if (!force && now - lastDraw < 100) return;
+    lastDraw = now;
+    const frac = Math.min(1, done / total);
+    const width = Math.max(10, Math.min(40, (stream.columns ?? 80) - label.length - 40));
+    const filled = Math.round(frac * width);
+    const secs = (now - start) / 1000;
+    const rate = secs > 0 ? done / secs / 1024 ** 2 : 0;
+    const bar = '#'.repeat(filled) + '-'.repeat(width - filled);
+    stream.write(`\r${label} [${bar}] ${(frac * 100).toFixed(1).padStart(5)}% ${rate.toFixed(0).padStart(6)} MiB/s`);
+  };
+  return {
+    advance(n) {
+      done += n;
+      draw(false);
+    },
+    set(v) {
+      done = v;
+      draw(false);
+    },
+    finish() {
+      draw(true);
+      stream.write('\n');
+    },
+  };
+}
