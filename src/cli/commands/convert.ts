@@ -1,0 +1,71 @@
+import type { CommandModule } from 'yargs';
+import { createDisk, openDisk } from '../../formats/index.js';
+import { copyDiskContent } from '../../formats/transfer.js';
+import { displayLocation, parseLocation } from '../../io/location.js';
+import { writeAtomically } from '../../io/atomic.js';
+import { createProgress } from '../../util/progress.js';
+import { formatSize, parseSize } from '../../util/units.js';
+import { formatForOutput, OUTPUT_FORMATS, openOptionsFrom, withOpenOptions, type OpenArgs } from '../options.js';
+import { out, outJson, wantProgress, withJson, type GlobalArgs } from '../output.js';
+
+interface ConvertArgs extends OpenArgs, GlobalArgs {
+  src: string;
+  dst: string;
+  format?: string;
+  type?: string;
+  'block-size'?: string;
+  'logical-sector-size'?: number;
+  force?: boolean;
+}
+
+/** `vhdsync convert`: flattens an image (and its chain) into a new image of any format. */
+export const convertCommand: CommandModule<object, ConvertArgs> = {
+  command: 'convert <src> <dst>',
+  describe: 'copy an image (flattening its parent chain) into a new raw, VHD or VHDX image',
+  builder: (y) =>
+    withJson(withOpenOptions(y))
+      .positional('src', { type: 'string', demandOption: true })
+      .positional('dst', { type: 'string', demandOption: true })
+      .option('format', { choices: OUTPUT_FORMATS, describe: 'output format (default: from the extension of DST)' })
+      .option('type', { choices: ['dynamic', 'fixed'] as const, describe: 'output allocation (default dynamic)' })
+      .option('block-size', { type: 'string', describe: 'output block size' })
+      .option('logical-sector-size', { type: 'number', choices: [512, 4096], describe: 'VHDX output logical sector size (default: the source)' })
+      .option('force', { type: 'boolean', describe: 'replace DST if it exists' }) as never,
+  handler: async (args) => {
+    const format = formatForOutput(args.dst, args.format);
+    const src = await openDisk(args.src, openOptionsFrom(args));
+    const started = Date.now();
+    try {
+      const target = await parseLocation(args.dst);
+      const progress = createProgress(`converting`, src.virtualSize, wantProgress(args));
+      const stats = await writeAtomically(
+        target,
+        async (temp) => {
+          const dst = await createDisk(temp, {
+            format,
+            type: (args.type ?? 'dynamic') as 'dynamic' | 'fixed',
+            virtualSize: src.virtualSize,
+            blockSize: args['block-size'] ? parseSize(args['block-size'], 'block size') : undefined,
+            logicalSectorSize: args['logical-sector-size'] ?? (format === 'vhdx' ? src.logicalSectorSize : undefined),
+            finalLocation: target,
+          });
+          try {
+            return await copyDiskContent(src, dst, { onProgress: (n) => progress.advance(n) });
+          } finally {
+            await dst.close();
+          }
+        },
+        { overwrite: args.force },
+      );
+      progress.finish();
+      const seconds = (Date.now() - started) / 1000;
+      const summary = { source: displayLocation(src.location), destination: displayLocation(target), format, virtualSize: src.virtualSize, bytesRead: stats.read, bytesWritten: stats.written, seconds };
+      if (args.json) outJson(summary);
+      else if (!args.quiet) {
+        out(`converted ${summary.source} -> ${summary.destination} (${format}): ${formatSize(stats.written)} of data written, ${formatSize(stats.skipped)} skipped as zero or unallocated, ${seconds.toFixed(2)} s`);
+      }
+    } finally {
+      await src.close();
+    }
+  },
+};

@@ -1,0 +1,9 @@
+import type { CommandModule } from 'yargs';
+import { createCommand } from './create.js';
+import { infoCommand } from './info.js';
+import { getCommand } from './get.js';
+import { convertCommand } from './convert.js';
+
+/** Every subcommand, in the order `--help` lists them. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const commands: CommandModule<any, any>[] = [createCommand, infoCommand, getCommand, convertCommand];

