@@ -1,0 +1,67 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import fc from 'fast-check';
+import { localStore } from '../../../src/io/local.js';
+import { writeAtomically } from '../../../src/io/atomic.js';
+import { parseLocation } from '../../../src/io/location.js';
+import { AlreadyExistsError, NotFoundError, UsageError } from '../../../src/util/errors.js';
+import { makeTempDir } from '../../helpers/tmp.js';
+
+describe('local byte store', () => {
+  let tmp: ReturnType<typeof makeTempDir>;
+  beforeEach(() => (tmp = makeTempDir()));
+  afterEach(() => tmp.cleanup());
+
+  it('does positioned reads and writes that match a model', async () => {
+    const p = path.join(tmp.dir, 'f');
+    const f = await localStore.createExclusive(p);
+    const model = Buffer.alloc(1 << 16);
+    await fc.assert(
+      fc.asyncProperty(fc.nat((1 << 16) - 1), fc.uint8Array({ minLength: 1, maxLength: 4096 }), async (pos, data) => {
+        const d = Buffer.from(data.subarray(0, model.length - pos));
+        await f.write(pos, d);
+        d.copy(model, pos);
+      }),
+      { numRuns: 100 },
+    );
+    await f.truncate(model.length);
+    expect((await f.read(0, model.length)).equals(model)).toBe(true);
+    expect((await f.read(model.length - 10, 100)).length).toBe(10);
+    await f.flush();
+    await f.close();
+  });
+
+  it('refuses to create over an existing file and reports missing ones clearly', async () => {
+    const p = path.join(tmp.dir, 'f');
+    fs.writeFileSync(p, 'x');
+    await expect(localStore.createExclusive(p)).rejects.toBeInstanceOf(AlreadyExistsError);
+    await expect(localStore.open(path.join(tmp.dir, 'nope'), 'read')).rejects.toBeInstanceOf(NotFoundError);
+    expect(await localStore.stat(path.join(tmp.dir, 'nope'))).toBeNull();
+    expect(await localStore.list(tmp.dir)).toEqual(['f']);
+  });
+
+  it('writes atomically: nothing under the final name when the body fails', async () => {
+    const target = await parseLocation(path.join(tmp.dir, 'out.img'));
+    await expect(
+      writeAtomically(target, async (temp) => {
+        const f = await temp.store.createExclusive(temp.path);
+        await f.write(0, Buffer.from('partial'));
+        await f.close();
+        throw new Error('boom');
+      }),
+    ).rejects.toThrow('boom');
+    expect(fs.readdirSync(tmp.dir)).toEqual([]);
+
+    await writeAtomically(target, async (temp) => {
+      const f = await temp.store.createExclusive(temp.path);
+      await f.write(0, Buffer.from('done'));
+      await f.close();
+    });
+    expect(fs.readFileSync(target.path, 'utf8')).toBe('done');
+    await expect(writeAtomically(target, async () => {})).rejects.toBeInstanceOf(AlreadyExistsError);
+  });
+
+  it('refuses unknown URL schemes', async () => {
+    await expect(parseLocation('ftp://host/x')).rejects.toBeInstanceOf(UsageError);
+  });
+});
