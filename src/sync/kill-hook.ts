@@ -1,0 +1,102 @@
+/**
+ * TEST HOOK for the crash tests (test/crash/sync*): with `VHDSYNC_TEST_KILL_AFTER_WRITES=N` in the environment,
+ * the process kills itself with SIGKILL just before the (N+1)-th mutating store operation (file write,
+ * truncate, flush, rename, unlink) of a copy or merge, so a test can stop it at an exact point inside a
+ * driver's write ordering (data, allocation table, log, header), the state file or the metafile rotation.
+ * Without the variable, `hookLocation` returns its argument unchanged and costs nothing.
+ */
+import type { ByteStore, OpenMode, RandomAccessFile } from '../io/store.js';
+import type { Location } from '../io/location.js';
+
+const ENV = 'VHDSYNC_TEST_KILL_AFTER_WRITES';
+
+let remaining: number | null = null;
+let parsed = false;
+
+function budget(): number | null {
+  if (!parsed) {
+    parsed = true;
+    const v = process.env[ENV];
+    const n = v === undefined || v === '' ? NaN : Number(v);
+    remaining = Number.isSafeInteger(n) && n >= 0 ? n : null;
+  }
+  return remaining;
+}
+
+/** Counts one mutation; dies when the budget is spent. */
+function tick(): void {
+  if (remaining === null) return;
+  if (remaining === 0) process.kill(process.pid, 'SIGKILL');
+  remaining--;
+}
+
+class CountingFile implements RandomAccessFile {
+  constructor(private readonly inner: RandomAccessFile) {}
+  get name() {
+    return this.inner.name;
+  }
+  get writable() {
+    return this.inner.writable;
+  }
+  read(position: number, length: number, into?: Buffer) {
+    return this.inner.read(position, length, into);
+  }
+  async write(position: number, data: Uint8Array) {
+    tick();
+    return this.inner.write(position, data);
+  }
+  size() {
+    return this.inner.size();
+  }
+  async truncate(size: number) {
+    tick();
+    return this.inner.truncate(size);
+  }
+  async flush() {
+    tick();
+    return this.inner.flush();
+  }
+  close() {
+    return this.inner.close();
+  }
+}
+
+function countingStore(inner: ByteStore): ByteStore {
+  return {
+    kind: inner.kind,
+    paths: inner.paths,
+    display: (p) => inner.display(p),
+    open: async (p: string, mode: OpenMode) => new CountingFile(await inner.open(p, mode)),
+    createExclusive: async (p) => {
+      tick();
+      return new CountingFile(await inner.createExclusive(p));
+    },
+    stat: (p) => inner.stat(p),
+    rename: async (a, b) => {
+      tick();
+      return inner.rename(a, b);
+    },
+    unlink: async (p) => {
+      tick();
+      return inner.unlink(p);
+    },
+    list: (d) => inner.list(d),
+    mkdirp: (d) => inner.mkdirp(d),
+    syncDir: (d) => inner.syncDir(d),
+  };
+}
+
+const wrapped = new WeakMap<ByteStore, ByteStore>();
+const counting = new WeakSet<ByteStore>();
+
+/** The location through a counting store when the test hook is armed; otherwise `loc` itself. */
+export function hookLocation(loc: Location): Location {
+  if (budget() === null || counting.has(loc.store)) return loc;
+  let store = wrapped.get(loc.store);
+  if (!store) {
+    store = countingStore(loc.store);
+    wrapped.set(loc.store, store);
+    counting.add(store);
+  }
+  return { store, path: loc.path };
+}

@@ -1,0 +1,342 @@
+/**
+ * `merge`: folds a differencing image into its parent at sector granularity, crash-safe and resumable, then
+ * rotates the metafile so the parent's list describes its new content. See docs/decisions/0003-merge-state.md.
+ */
+import type { Disk, FormatDriver, ParentExpectation, ParentOpener } from '../formats/disk.js';
+import { formatDriver, openDisk, registeredFormats } from '../formats/open.js';
+import type { Location } from '../io/location.js';
+import { displayLocation } from '../io/location.js';
+import type { RandomAccessFile } from '../io/store.js';
+import { NotFoundError, ParentError, UsageError } from '../util/errors.js';
+import { hookLocation } from './kill-hook.js';
+import {
+  MERGE_STATE_SUFFIX,
+  mergeStateLocationFor,
+  readMergeState,
+  removeMergeState,
+  writeMergeState,
+  type MergeState,
+} from './merge-state.js';
+import { checkDiffMetafile, removeDiffMetafile, rotateMetafile } from './rotate.js';
+
+/** Data is copied in pieces this large; one piece is read ahead while the previous one is written. */
+const CHUNK = 4 << 20;
+/** Allocation tables are asked about this much virtual content at a time, so huge disks need no huge lists. */
+const STATUS_WINDOW = 1 << 30;
+/** After this many bytes merged, the parent is flushed and the progress recorded, bounding redone work. */
+const CHECKPOINT_BYTES = 256 << 20;
+
+/** Options for mergeDiff. */
+export interface MergeOptions {
+  /** Keep the diff and its metafile after the merge. */
+  keepDiff?: boolean;
+  /** Called once with the bytes the merge will write (depth-0 extents from the resume point). */
+  onTotal?: (bytes: number) => void;
+  /** Called with bytes merged as they are. */
+  onProgress?: (bytes: number) => void;
+}
+
+/** What a merge did, for summaries and --json. */
+export interface MergeSummary {
+  diff: string;
+  parent: string;
+  /** Bytes of virtual content folded into the parent (data and zeroed ranges), over all runs. */
+  bytesMerged: number;
+  /** Depth-0 extents folded in, over all runs. */
+  extentsMerged: number;
+  /** Whether this run finished a merge an earlier run started. */
+  resumed: boolean;
+  /** The step an earlier run had reached when this one resumed it. */
+  resumedFrom: string | null;
+  /** The parent's metafile written by the rotation, or null when the diff had none. */
+  metafile: string | null;
+  diffKept: boolean;
+  seconds: number;
+}
+
+/** Progress callback of mergeExtents: called after each checkpoint-worthy amount with the new safe offset. */
+export type Checkpoint = (doneOffset: number, bytes: number, extents: number) => Promise<void>;
+
+interface Piece {
+  offset: number;
+  length: number;
+  zero: boolean;
+  /** True on the last piece of an extent, so extents are counted once. */
+  last: boolean;
+}
+
+/** Yields the depth-0 content of `diff` from `from` on, as zero ranges and data pieces of at most CHUNK bytes. */
+async function* ownPieces(diff: Disk, from: number): AsyncGenerator<Piece> {
+  for (let base = from; base < diff.virtualSize; base += STATUS_WINDOW) {
+    const len = Math.min(STATUS_WINDOW, diff.virtualSize - base);
+    for (const e of await diff.status(base, len)) {
+      // Only what this image itself holds moves; depth > 0 is already the parent's, `unallocated` is nobody's.
+      if (e.depth !== 0 || e.state === 'unallocated') continue;
+      if (e.state === 'zero') {
+        yield { offset: e.offset, length: e.length, zero: true, last: true };
+        continue;
+      }
+      for (let o = 0; o < e.length; o += CHUNK) {
+        const n = Math.min(CHUNK, e.length - o);
+        yield { offset: e.offset + o, length: n, zero: false, last: o + n === e.length };
+      }
+    }
+  }
+}
+
+/** Counts the bytes the merge will write from `from` on, from allocation tables only (for progress bars). */
+export async function bytesToMerge(diff: Disk, from = 0): Promise<number> {
+  let total = 0;
+  for await (const p of ownPieces(diff, from)) total += p.length;
+  return total;
+}
+
+/**
+ * Folds every range `diff` itself holds (depth 0) into `parent`, from virtual offset `from` on: data is read
+ * from the diff and written, zero ranges become parent.writeZeroes. Presence is per sector, so a partly
+ * present block moves only its present sectors. Every piece is idempotent, so a rerun may redo any of them.
+ * `checkpoint` is called with a safe resume offset after the parent has been flushed.
+ */
+export async function mergeExtents(
+  diff: Disk,
+  parent: Disk,
+  from: number,
+  opts: { checkpoint?: Checkpoint; onProgress?: (bytes: number) => void; checkpointBytes?: number } = {},
+): Promise<{ bytes: number; extents: number }> {
+  const { checkpoint, onProgress } = opts;
+  const every = opts.checkpointBytes ?? CHECKPOINT_BYTES;
+  let bytes = 0;
+  let extents = 0;
+  let sinceCheckpoint = 0;
+  const pieces = ownPieces(diff, from);
+  const fetch = async (): Promise<{ piece: Piece; data: Buffer | null } | null> => {
+    const r = await pieces.next();
+    if (r.done) return null;
+    return { piece: r.value, data: r.value.zero ? null : await diff.read(r.value.offset, r.value.length) };
+  };
+  let next = fetch();
+  for (;;) {
+    const cur = await next;
+    if (!cur) break;
+    next = fetch();
+    // Keep the read-ahead from becoming an unhandled rejection while the write below runs.
+    next.catch(() => {});
+    const { piece, data } = cur;
+    if (data) await parent.write(piece.offset, data);
+    else await parent.writeZeroes(piece.offset, piece.length);
+    bytes += piece.length;
+    sinceCheckpoint += piece.length;
+    if (piece.last) extents++;
+    onProgress?.(piece.length);
+    if (checkpoint && sinceCheckpoint >= every) {
+      await parent.flush();
+      await checkpoint(piece.offset + piece.length, bytes, extents);
+      sinceCheckpoint = 0;
+    }
+  }
+  await parent.flush();
+  return { bytes, extents };
+}
+
+/** The parent an opened diff found, with what the diff expects of it. */
+interface MergePair {
+  diff: Disk;
+  parent: Disk;
+  expect: ParentExpectation;
+}
+
+async function detectDriver(file: RandomAccessFile, subject: string): Promise<FormatDriver> {
+  for (const name of registeredFormats()) {
+    const d = formatDriver(name);
+    if (name !== 'raw' && (await d.probe(file))) return d;
+  }
+  throw new UsageError('not a differencing image (no VHD or VHDX structure found): nothing to merge', subject);
+}
+
+/**
+ * Opens the diff read-only with its parent opened *writable* in the same chain, so one handle serves both
+ * and a VHDX parent's log is replayed on open. The parent match is not checked here: a resumed merge has
+ * already changed the parent's id, so the caller decides from the state file.
+ */
+async function openPair(diffLoc: Location): Promise<MergePair> {
+  const subject = displayLocation(diffLoc);
+  const file = await diffLoc.store.open(diffLoc.path, 'read');
+  let found: { parent: Disk; expect: ParentExpectation } | null = null;
+  const opener: ParentOpener = async (candidates, child, _opts, expect) => {
+    const tried: string[] = [];
+    for (const cand of candidates) {
+      tried.push(displayLocation(cand));
+      const st = await cand.store.stat(cand.path).catch(() => null);
+      if (!st || st.isDirectory) continue;
+      const parent = await openDisk(cand, { writable: true });
+      found = { parent, expect };
+      return parent;
+    }
+    throw new ParentError(`parent image not found (looked for ${tried.length ? tried.join(', ') : 'no locator'})`, displayLocation(child));
+  };
+  let diff: Disk;
+  try {
+    const driver = await detectDriver(file, subject);
+    diff = await driver.open(file, diffLoc, { writable: false }, opener);
+  } catch (err) {
+    await file.close().catch(() => {});
+    throw err;
+  }
+  const got = found as { parent: Disk; expect: ParentExpectation } | null;
+  if (!diff.parent || !got) {
+    await diff.close();
+    throw new UsageError(`not a differencing image (${diff.format} ${diff.type}): nothing to merge`, subject);
+  }
+  return { diff, parent: got.parent, expect: got.expect };
+}
+
+/** Finds the state file of a merge whose diff is already gone (killed during cleanup): it sits in the diff's folder. */
+async function findOrphanState(diffLoc: Location): Promise<{ loc: Location; state: MergeState } | null> {
+  const { store, path } = diffLoc;
+  const dir = store.paths.dirname(path);
+  const names = await store.list(dir).catch(() => [] as string[]);
+  for (const name of names) {
+    if (!name.endsWith(MERGE_STATE_SUFFIX)) continue;
+    const loc = { store, path: store.paths.join(dir, name) };
+    const state = await readMergeState(loc).catch(() => null);
+    if (state && state.diff === path) return { loc, state };
+  }
+  return null;
+}
+
+/** Last step: removes the diff and its metafile (unless kept), then the state file that pointed at them. */
+async function cleanup(diffLoc: Location, stateLoc: Location, keepDiff: boolean): Promise<void> {
+  if (!keepDiff) {
+    await removeDiffMetafile(diffLoc);
+    if (await diffLoc.store.stat(diffLoc.path)) await diffLoc.store.unlink(diffLoc.path);
+  }
+  await removeMergeState(stateLoc);
+}
+
+/**
+ * Merges the differencing image at `where` into its parent. Reruns after a crash resume from the state file
+ * `<parent>.merge-state.json`; each step is idempotent. Refuses a parent that does not match the diff (unless
+ * this is a resumed merge, which changed the parent's id itself), a different virtual size, and a second
+ * diff while another merge into the same parent is pending.
+ */
+export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promise<MergeSummary> {
+  const started = Date.now();
+  const diffLoc = hookLocation(where);
+  const subject = displayLocation(diffLoc);
+  if (!(await diffLoc.store.stat(diffLoc.path))) {
+    const orphan = await findOrphanState(diffLoc);
+    if (!orphan || orphan.state.step !== 'cleanup') throw new NotFoundError('no such file', subject);
+    await cleanup(diffLoc, orphan.loc, orphan.state.keepDiff);
+    return summaryOf(orphan.state, diffLoc, true, 'cleanup', started);
+  }
+
+  const pair = await openPair(diffLoc);
+  const { diff, parent } = pair;
+  let closed = false;
+  try {
+    const parentLoc = parent.location;
+    const stateLoc = mergeStateLocationFor(parentLoc);
+    const diffId = (await diff.identity()).contentId;
+    let state = await readMergeState(stateLoc);
+    const resumedFrom = state ? state.step : null;
+    if (state) {
+      if (state.diff !== diffLoc.path || state.diffId !== diffId) {
+        throw new UsageError(
+          `another merge into this parent is pending (${diffLoc.store.display(state.diff)}); run merge on that diff first`,
+          displayLocation(parentLoc),
+        );
+      }
+    } else {
+      if (!(await pair.expect.matches(parent))) {
+        const got = (await parent.identity()).contentId;
+        throw new ParentError(
+          `parent ${displayLocation(parentLoc)} does not match: the diff expects ${pair.expect.idName} ${pair.expect.id}, the parent has ${got} (the parent changed after the diff was made)`,
+          subject,
+        );
+      }
+      if (diff.virtualSize !== parent.virtualSize) {
+        throw new ParentError(`virtual size ${diff.virtualSize} differs from the parent's ${parent.virtualSize}`, subject);
+      }
+      // A broken diff metafile is found before the parent is touched, not after.
+      await checkDiffMetafile(diffLoc, diff.virtualSize);
+      const before = await parent.identity();
+      state = {
+        version: 1,
+        diff: diffLoc.path,
+        diffId,
+        parent: parentLoc.path,
+        parentBefore: { contentId: before.contentId, fileSize: before.fileSize, mtimeMs: before.mtimeMs },
+        step: 'merging',
+        doneOffset: 0,
+        bytesMerged: 0,
+        extentsMerged: 0,
+        virtualSize: diff.virtualSize,
+        keepDiff: Boolean(opts.keepDiff),
+        startedAt: new Date().toISOString(),
+      };
+      await writeMergeState(stateLoc, state);
+    }
+    const st: MergeState = state;
+    // A rerun may ask for --keep-diff even if the first run did not; never lose a diff someone asked to keep.
+    st.keepDiff = st.keepDiff || Boolean(opts.keepDiff);
+
+    if (st.step === 'merging') {
+      opts.onTotal?.(await bytesToMerge(diff, st.doneOffset));
+      const baseBytes = st.bytesMerged;
+      const baseExtents = st.extentsMerged;
+      const done = await mergeExtents(
+        diff,
+        parent,
+        st.doneOffset,
+        {
+          checkpoint: async (doneOffset, bytes, extents) => {
+            await writeMergeState(stateLoc, { ...st, doneOffset, bytesMerged: baseBytes + bytes, extentsMerged: baseExtents + extents });
+          },
+          onProgress: opts.onProgress,
+        },
+      );
+      st.bytesMerged = baseBytes + done.bytes;
+      st.extentsMerged = baseExtents + done.extents;
+      st.doneOffset = st.virtualSize;
+      // Closing the pair closes the writable parent: its allocation tables and headers are final and durable
+      // before the state says so.
+      closed = true;
+      await diff.close();
+      st.step = 'rotating';
+      await writeMergeState(stateLoc, st);
+    } else {
+      closed = true;
+      await diff.close();
+    }
+
+    if (st.step === 'rotating') {
+      st.metafile = await rotateMetafile(diffLoc, parentLoc);
+      st.step = 'cleanup';
+      await writeMergeState(stateLoc, st);
+    }
+    await cleanup(diffLoc, stateLoc, st.keepDiff);
+    return summaryOf(st, diffLoc, resumedFrom !== null, resumedFrom, started);
+  } finally {
+    if (!closed) await diff.close().catch(() => {});
+  }
+}
+
+function summaryOf(
+  st: MergeState,
+  diffLoc: Location,
+  resumed: boolean,
+  resumedFrom: string | null,
+  started: number,
+): MergeSummary {
+  return {
+    diff: displayLocation(diffLoc),
+    parent: diffLoc.store.display(st.parent),
+    bytesMerged: st.bytesMerged,
+    extentsMerged: st.extentsMerged,
+    resumed,
+    resumedFrom,
+    metafile: st.metafile ?? null,
+    diffKept: st.keepDiff,
+    seconds: (Date.now() - started) / 1000,
+  };
+}
