@@ -1,8 +1,10 @@
 /** Registers every built-in format; import this once before opening images. */
 import { registerFormat } from './open.js';
 import { rawDriver } from './raw/raw-disk.js';
+import { vhdDriver } from './vhd/vhd-disk.js';
 
 registerFormat(rawDriver);
+registerFormat(vhdDriver);
 
 export { openDisk, createDisk, chainOf, formatDriver, registeredFormats } from './open.js';
 export type * from './disk.js';
