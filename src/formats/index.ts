@@ -2,9 +2,11 @@
 import { registerFormat } from './open.js';
 import { rawDriver } from './raw/raw-disk.js';
 import { vhdDriver } from './vhd/vhd-disk.js';
+import { vhdxDriver } from './vhdx/driver.js';
 
 registerFormat(rawDriver);
 registerFormat(vhdDriver);
+registerFormat(vhdxDriver);
 
 export { openDisk, createDisk, chainOf, formatDriver, registeredFormats } from './open.js';
 export type * from './disk.js';

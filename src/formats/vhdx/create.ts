@@ -1,0 +1,132 @@
+/** Creating VHDX images: fixed, dynamic and differencing, laid out on 1 MiB boundaries. */
+import type { CreateOptions, Disk } from '../disk.js';
+import { displayLocation, type Location } from '../../io/location.js';
+import type { RandomAccessFile } from '../../io/store.js';
+import { UnsupportedError, UsageError } from '../../util/errors.js';
+import { ZERO_GUID, newGuid } from '../../util/guid.js';
+import { isPowerOfTwo } from '../../util/units.js';
+import * as fileId from './file-identifier.js';
+import * as hdr from './header.js';
+import * as rt from './region-table.js';
+import * as md from './metadata.js';
+import { Bat, PAYLOAD, geometry, payloadIndex, regionLengthFor } from './bat.js';
+import { VHDX_LOCATOR_TYPE, type ParentLocator } from './parent-locator.js';
+import { VhdxDisk, readLayout } from './vhdx-disk.js';
+
+const MIB = 1 << 20;
+const LOG_OFFSET = MIB;
+const LOG_LENGTH = MIB;
+const METADATA_OFFSET = 2 * MIB;
+const METADATA_LENGTH = MIB;
+const BAT_OFFSET = 3 * MIB;
+/** Hyper-V's defaults. */
+const DEFAULT_BLOCK_DYNAMIC = 32 * MIB;
+const DEFAULT_BLOCK_DIFFERENCING = 2 * MIB;
+
+/**
+ * The locator of a child written at `finalLocation`: parent_linkage is the parent's DataWriteGuid;
+ * relative_path is Windows style from the child's final folder (`.\name`, `..\dir\name`);
+ * absolute_win32_path is the parent's path as the store spells it. For a POSIX path that is not a
+ * Win32 path, but writing it as is lets a reader on the same machine find the parent, and a Windows
+ * reader falls back to relative_path first anyway.
+ */
+export function childLocator(parent: Disk, parentGuid: string, finalLocation: Location): ParentLocator {
+  const entries: Array<[string, string]> = [['parent_linkage', `{${parentGuid}}`]];
+  if (parent.location.store === finalLocation.store) {
+    const paths = finalLocation.store.paths;
+    let rel = paths.relative(paths.dirname(finalLocation.path), parent.location.path).replace(/\//g, '\\');
+    if (!rel.startsWith('..\\')) rel = `.\\${rel}`;
+    entries.push(['relative_path', rel]);
+  }
+  entries.push(['absolute_win32_path', parent.location.store.display(parent.location.path)]);
+  return { type: VHDX_LOCATOR_TYPE, entries };
+}
+
+/** Checks and completes the creation options. */
+async function plan(location: Location, opts: CreateOptions) {
+  const subject = displayLocation(location);
+  const differencing = opts.type === 'differencing';
+  const parent = opts.parent;
+  if (differencing !== Boolean(parent)) throw new UsageError(differencing ? 'a differencing image needs a parent' : `a ${opts.type} image has no parent`, subject);
+  if (parent && parent.format !== 'vhdx') {
+    throw new UnsupportedError(`a VHDX differencing image needs a VHDX parent (${displayLocation(parent.location)} is ${parent.format}; Hyper-V does not allow it)`, subject);
+  }
+  const logicalSectorSize = opts.logicalSectorSize ?? parent?.logicalSectorSize ?? 512;
+  if (logicalSectorSize !== 512 && logicalSectorSize !== 4096) throw new UsageError(`logical sector size must be 512 or 4096 (got ${logicalSectorSize})`, subject);
+  if (parent && logicalSectorSize !== parent.logicalSectorSize) throw new UsageError(`a child must have its parent's logical sector size (${parent.logicalSectorSize})`, subject);
+  const physicalSectorSize = opts.physicalSectorSize ?? parent?.physicalSectorSize ?? 4096;
+  if (physicalSectorSize !== 512 && physicalSectorSize !== 4096) throw new UsageError(`physical sector size must be 512 or 4096 (got ${physicalSectorSize})`, subject);
+  const blockSize = opts.blockSize ?? (differencing ? DEFAULT_BLOCK_DIFFERENCING : DEFAULT_BLOCK_DYNAMIC);
+  if (!isPowerOfTwo(blockSize) || blockSize < MIB || blockSize > 256 * MIB) throw new UsageError(`VHDX block size must be a power of two from 1 MiB to 256 MiB (got ${blockSize})`, subject);
+  const virtualSize = parent ? parent.virtualSize : opts.virtualSize;
+  if (parent && opts.virtualSize !== undefined && opts.virtualSize !== parent.virtualSize) throw new UsageError(`a child has its parent's size (${parent.virtualSize})`, subject);
+  if (virtualSize === undefined) throw new UsageError('a size is needed (--size)', subject);
+  if (!Number.isSafeInteger(virtualSize) || virtualSize <= 0 || virtualSize > md.MAX_VIRTUAL_SIZE || virtualSize % logicalSectorSize !== 0) {
+    throw new UsageError(`VHDX size must be a multiple of ${logicalSectorSize} bytes from ${logicalSectorSize} to 64 TiB (got ${virtualSize})`, subject);
+  }
+  return { subject, differencing, parent, logicalSectorSize, physicalSectorSize, blockSize, virtualSize };
+}
+
+/** Creates a VHDX image at `location` (which must not exist) and returns it opened for writing. */
+export async function createVhdx(location: Location, opts: CreateOptions): Promise<VhdxDisk> {
+  const p = await plan(location, opts);
+  const g = geometry(p.virtualSize, p.blockSize, p.logicalSectorSize, p.differencing);
+  const batLength = regionLengthFor(g.totalEntries);
+  const payloadStart = BAT_OFFSET + batLength;
+  const bat = Bat.empty(g, batLength);
+  let fileSize = payloadStart;
+  if (opts.type === 'fixed') {
+    for (let i = 0; i < g.payloadBlocks; i++) bat.set(payloadIndex(g, i), { state: PAYLOAD.FULLY_PRESENT, fileOffset: payloadStart + i * p.blockSize });
+    fileSize = payloadStart + g.payloadBlocks * p.blockSize;
+  }
+  const parentGuid = p.parent ? (await p.parent.identity()).contentId : '';
+  const meta: md.VhdxMetadata = {
+    blockSize: p.blockSize,
+    leaveBlockAllocated: opts.type === 'fixed',
+    hasParent: p.differencing,
+    virtualSize: p.virtualSize,
+    logicalSectorSize: p.logicalSectorSize,
+    physicalSectorSize: p.physicalSectorSize,
+    page83: newGuid(),
+    parentLocator: p.parent ? childLocator(p.parent, parentGuid, opts.finalLocation ?? location) : null,
+  };
+  const header: hdr.VhdxHeader = {
+    sequenceNumber: 1n,
+    fileWriteGuid: newGuid(),
+    dataWriteGuid: newGuid(),
+    logGuid: Buffer.from(ZERO_GUID),
+    logVersion: 0,
+    version: 1,
+    logLength: LOG_LENGTH,
+    logOffset: LOG_OFFSET,
+  };
+  const regions: rt.Region[] = [
+    { guid: rt.BAT_REGION, fileOffset: BAT_OFFSET, length: batLength, required: true },
+    { guid: rt.METADATA_REGION, fileOffset: METADATA_OFFSET, length: METADATA_LENGTH, required: true },
+  ];
+  const file = await location.store.createExclusive(location.path);
+  try {
+    await writeStructures(file, { header, regions, meta, bat, fileSize });
+    const { layout, view } = await readLayout(file, p.subject, true);
+    return new VhdxDisk(file, location, layout, view, p.parent ?? null, true);
+  } catch (err) {
+    await file.close().catch(() => {});
+    await location.store.unlink(location.path).catch(() => {});
+    throw err;
+  }
+}
+
+async function writeStructures(
+  file: RandomAccessFile,
+  s: { header: hdr.VhdxHeader; regions: rt.Region[]; meta: md.VhdxMetadata; bat: Bat; fileSize: number },
+): Promise<void> {
+  await file.truncate(s.fileSize);
+  await file.write(0, fileId.serialize({ creator: 'vhdsync' }));
+  const h = hdr.serialize(s.header);
+  for (const o of hdr.HEADER_OFFSETS) await file.write(o, h);
+  const table = rt.serialize(s.regions);
+  for (const o of rt.REGION_TABLE_OFFSETS) await file.write(o, table);
+  await file.write(METADATA_OFFSET, md.serialize(s.meta, METADATA_LENGTH));
+  await file.write(BAT_OFFSET, s.bat.serialize());
+  await file.flush();
+}

@@ -1,0 +1,639 @@
+/**
+ * A VHDX image as a Disk: composes the on-disk structures, replays the log before any read, and
+ * routes every metadata update (BAT, sector bitmaps) through the log so a crash at any point leaves
+ * a file that replays to a consistent state.
+ */
+import type { Disk, DiskIdentity, DiskInfo, DiskType, Extent, OpenOptions, ParentOpener } from '../disk.js';
+import { displayLocation, withPath, type Location } from '../../io/location.js';
+import type { RandomAccessFile } from '../../io/store.js';
+import { CorruptImageError, ParentError, UnsupportedError, UsageError } from '../../util/errors.js';
+import { ZERO_GUID, formatGuidLE, isGuidText, newGuid } from '../../util/guid.js';
+import { checkRange, pushExtent } from '../ranges.js';
+import * as fileId from './file-identifier.js';
+import * as hdr from './header.js';
+import * as rt from './region-table.js';
+import * as md from './metadata.js';
+import * as log from './log.js';
+import * as bitmap from './sector-bitmap.js';
+import { locatorValue } from './parent-locator.js';
+import { Bat, BITMAP, PAYLOAD, SECTOR_BITMAP_BLOCK_SIZE, bitmapIndex, geometry, payloadIndex, type BatGeometry } from './bat.js';
+import { FileView, applyChanges } from './replay.js';
+
+const MIB = 1 << 20;
+/** The fixed part of every VHDX: identifier, two headers, two region tables. */
+const HEADER_AREA = MIB;
+/** Logs larger than this are refused rather than read into memory (Hyper-V and qemu write 1 MiB). */
+const MAX_LOG_LENGTH = 64 * MIB;
+/** Metadata regions larger than this are refused rather than read into memory. */
+const MAX_METADATA_LENGTH = 64 * MIB;
+/** Dirty 4 KiB metadata sectors that trigger a log commit inside write(), batching BAT updates. */
+const COMMIT_THRESHOLD = 64;
+
+/** Everything parsed from an image's fixed structures. */
+export interface VhdxLayout {
+  creator: string;
+  header: hdr.VhdxHeader;
+  headerSlot: number;
+  regions: rt.Region[];
+  batRegion: rt.Region;
+  metaRegion: rt.Region;
+  meta: md.VhdxMetadata;
+  geometry: BatGeometry;
+  bat: Bat;
+  /** The file size a reader sees (after a replay that extended it). */
+  fileSize: number;
+  /** Log sequence numbers replayed on open, for info(). */
+  replayed: number;
+}
+
+/** Writes a header to the non-current slot, flushes, and repeats for the other slot, as the spec's update rule asks. */
+export async function updateHeaders(
+  file: RandomAccessFile,
+  current: { header: hdr.VhdxHeader; slot: number },
+  patch: Partial<hdr.VhdxHeader>,
+): Promise<{ header: hdr.VhdxHeader; slot: number }> {
+  let { header, slot } = current;
+  for (let i = 0; i < 2; i++) {
+    header = { ...header, ...patch, sequenceNumber: header.sequenceNumber + 1n };
+    slot = 1 - slot;
+    await file.write(hdr.HEADER_OFFSETS[slot], hdr.serialize(header));
+    await file.flush();
+  }
+  return { header, slot };
+}
+
+/** Reads and checks the fixed structures, replaying the log (in the file when writable, in memory otherwise). */
+export async function readLayout(file: RandomAccessFile, subject: string, writable: boolean): Promise<{ layout: VhdxLayout; view: FileView }> {
+  const realSize = await file.size();
+  if (realSize < HEADER_AREA) throw new CorruptImageError(`file is ${realSize} bytes, smaller than the 1 MiB VHDX header area`, subject);
+  const head = await file.read(0, 320 * 1024);
+  const creator = fileId.parse(head, subject).creator;
+  let cur = hdr.pickCurrent(hdr.HEADER_OFFSETS.map((o) => hdr.parse(head.subarray(o, o + hdr.HEADER_SIZE))), subject);
+  let overlay: log.LogChange[] = [];
+  let fileSize = realSize;
+  let replayed = 0;
+  if (hdr.logIsActive(cur.header)) {
+    const { logOffset, logLength } = cur.header;
+    if (logLength > MAX_LOG_LENGTH) throw new UnsupportedError(`log of ${logLength} bytes is larger than supported (${MAX_LOG_LENGTH})`, subject);
+    if (logOffset + logLength > realSize) throw new CorruptImageError(`log at ${logOffset}+${logLength} lies past the end of the file (${realSize})`, subject);
+    const logBytes = await file.read(logOffset, logLength);
+    const seq = log.findActiveSequence(logBytes, cur.header.logGuid);
+    if (!seq) throw new CorruptImageError('the header says the log holds entries to replay (LogGuid set) but the log has no valid entry sequence', subject);
+    const headEntry = seq[seq.length - 1];
+    if (headEntry.flushedFileOffset > realSize) {
+      throw new CorruptImageError(`file is ${realSize} bytes but the log says ${headEntry.flushedFileOffset} were flushed: the file was truncated`, subject);
+    }
+    const changes = seq.flatMap((e) => e.changes);
+    const lastOffset = Math.max(...seq.map((e) => e.lastFileOffset));
+    for (const c of changes) {
+      const end = c.fileOffset + (c.kind === 'data' ? c.data.length : c.length);
+      // The log may rewrite region tables and everything after them, never the identifier or headers.
+      if (c.fileOffset < rt.REGION_TABLE_OFFSETS[0]) throw new CorruptImageError(`log entry writes into the VHDX headers (offset ${c.fileOffset})`, subject);
+      if (end > Math.max(realSize, Math.ceil(lastOffset / MIB) * MIB)) {
+        throw new CorruptImageError(`log entry writes at ${c.fileOffset}+${end - c.fileOffset}, past the file's end and the log's LastFileOffset`, subject);
+      }
+    }
+    // Like qemu, round the extended size up to 1 MiB: every structure is 1 MiB aligned.
+    fileSize = Math.max(realSize, Math.ceil(lastOffset / MIB) * MIB);
+    replayed = seq.length;
+    if (writable) {
+      await applyChanges(file, changes);
+      if (fileSize > realSize) await file.truncate(fileSize);
+      await file.flush();
+      cur = await updateHeaders(file, cur, { logGuid: Buffer.from(ZERO_GUID), fileWriteGuid: newGuid() });
+    } else {
+      overlay = changes;
+    }
+  }
+  const view = new FileView(file, overlay);
+  const rtBytes = await view.read(rt.REGION_TABLE_OFFSETS[0], 2 * rt.REGION_TABLE_SIZE);
+  const regions = rt.pickValid([rt.parse(rtBytes.subarray(0, rt.REGION_TABLE_SIZE), subject), rt.parse(rtBytes.subarray(rt.REGION_TABLE_SIZE), subject)], subject);
+  rt.checkOverlaps([...regions, { fileOffset: cur.header.logOffset, length: cur.header.logLength, guid: 'log' }], subject, 'regions (log, BAT, metadata)');
+  for (const r of regions) {
+    if (r.fileOffset + r.length > fileSize) throw new CorruptImageError(`region ${r.guid} at ${r.fileOffset}+${r.length} lies past the end of the file (${fileSize})`, subject);
+  }
+  const batRegion = regions.find((r) => r.guid === rt.BAT_REGION)!;
+  const metaRegion = regions.find((r) => r.guid === rt.METADATA_REGION)!;
+  if (metaRegion.length > MAX_METADATA_LENGTH) throw new UnsupportedError(`metadata region of ${metaRegion.length} bytes is larger than supported`, subject);
+  const meta = md.parse(await view.read(metaRegion.fileOffset, metaRegion.length), subject);
+  const g = geometry(meta.virtualSize, meta.blockSize, meta.logicalSectorSize, meta.hasParent);
+  const bat = Bat.parse(g, await view.read(batRegion.fileOffset, batRegion.length), subject);
+  checkBat(g, bat, meta.hasParent, fileSize, subject);
+  return {
+    layout: { creator, header: cur.header, headerSlot: cur.slot, regions, batRegion, metaRegion, meta, geometry: g, bat, fileSize, replayed },
+    view,
+  };
+}
+
+/** Refuses BAT entries with offsets inside the header area or past the end of the file. */
+function checkBat(g: BatGeometry, bat: Bat, differencing: boolean, fileSize: number, subject: string): void {
+  for (let i = 0; i < g.payloadBlocks; i++) {
+    const e = bat.get(payloadIndex(g, i));
+    if (e.state !== PAYLOAD.FULLY_PRESENT && e.state !== PAYLOAD.PARTIALLY_PRESENT) continue;
+    if (e.state === PAYLOAD.PARTIALLY_PRESENT && !differencing) throw new CorruptImageError(`BAT entry of block ${i} is PARTIALLY_PRESENT in an image without a parent`, subject);
+    if (e.fileOffset < HEADER_AREA || e.fileOffset + g.blockSize > fileSize) {
+      throw new CorruptImageError(`BAT entry of block ${i} points at ${e.fileOffset}, outside the file (${fileSize} bytes)`, subject);
+    }
+  }
+  if (!differencing) return;
+  for (let k = 0; k * g.chunkRatio < g.payloadBlocks; k++) {
+    const e = bat.get(bitmapIndex(g, k));
+    if (e.state === BITMAP.NOT_PRESENT) continue;
+    if (e.state !== BITMAP.PRESENT) throw new CorruptImageError(`sector bitmap entry ${k} has invalid state ${e.state}`, subject);
+    if (e.fileOffset < HEADER_AREA || e.fileOffset + SECTOR_BITMAP_BLOCK_SIZE > fileSize) {
+      throw new CorruptImageError(`sector bitmap block ${k} points at ${e.fileOffset}, outside the file (${fileSize} bytes)`, subject);
+    }
+  }
+}
+
+/** Serializes async operations that change state (allocation, logging), so concurrent writers cannot race. */
+class Mutex {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.tail.then(fn, fn);
+    this.tail = next.catch(() => {});
+    return next;
+  }
+}
+
+/** A VHDX image (fixed, dynamic or differencing). */
+export class VhdxDisk implements Disk {
+  readonly format = 'vhdx' as const;
+  readonly type: DiskType;
+  readonly virtualSize: number;
+  readonly logicalSectorSize: number;
+  readonly physicalSectorSize: number;
+  readonly blockSize: number;
+  private readonly g: BatGeometry;
+  private readonly bat: Bat;
+  private readonly subject: string;
+  private readonly bitmaps = new Map<number, Buffer>();
+  /** 4 KiB sector indices of the BAT region changed in memory and not yet logged. */
+  private readonly dirtyBat = new Set<number>();
+  /** Sector bitmap sectors changed in memory: file offset -> [chunk, sector within the bitmap block]. */
+  private readonly dirtyBitmap = new Map<number, [number, number]>();
+  private readonly lock = new Mutex();
+  private header: { header: hdr.VhdxHeader; slot: number };
+  /** Next 1 MiB aligned allocation offset. */
+  private eof: number;
+  private fileGuidRenewed: boolean;
+  private dataGuidRenewed: boolean;
+  /** The LogGuid this session's entries carry; set in the header after the first entry is durable. */
+  private readonly logGuid = newGuid();
+  private logPosition = 0;
+  private logSequence = 1n;
+  private closed = false;
+
+  constructor(
+    readonly file: RandomAccessFile,
+    readonly location: Location,
+    private readonly layout: VhdxLayout,
+    private readonly view: FileView,
+    readonly parent: Disk | null,
+    fresh: boolean,
+  ) {
+    const m = layout.meta;
+    this.virtualSize = m.virtualSize;
+    this.logicalSectorSize = m.logicalSectorSize;
+    this.physicalSectorSize = m.physicalSectorSize;
+    this.blockSize = m.blockSize;
+    this.g = layout.geometry;
+    this.bat = layout.bat;
+    this.subject = displayLocation(location);
+    this.header = { header: layout.header, slot: layout.headerSlot };
+    this.eof = Math.ceil(layout.fileSize / MIB) * MIB;
+    this.fileGuidRenewed = fresh;
+    this.dataGuidRenewed = fresh;
+    this.type = m.hasParent ? 'differencing' : m.leaveBlockAllocated || this.allFullyPresent() ? 'fixed' : 'dynamic';
+  }
+
+  get writable(): boolean {
+    return this.file.writable && !this.view.hasOverlay;
+  }
+
+  private allFullyPresent(): boolean {
+    for (let i = 0; i < this.g.payloadBlocks; i++) if (this.bat.get(payloadIndex(this.g, i)).state !== PAYLOAD.FULLY_PRESENT) return false;
+    return true;
+  }
+
+  /** Bytes of block `b` inside the virtual disk (the last block may be cut short). */
+  private blockBytes(b: number): number {
+    return Math.min(this.blockSize, this.virtualSize - b * this.blockSize);
+  }
+
+  /** Visits [offset, offset+length) block by block. */
+  private async forBlocks(offset: number, length: number, fn: (b: number, inBlock: number, n: number, done: number) => Promise<void>): Promise<void> {
+    let done = 0;
+    while (done < length) {
+      const pos = offset + done;
+      const b = Math.floor(pos / this.blockSize);
+      const inBlock = pos - b * this.blockSize;
+      const n = Math.min(this.blockSize - inBlock, length - done);
+      await fn(b, inBlock, n, done);
+      done += n;
+    }
+  }
+
+  private async loadBitmap(chunk: number): Promise<Buffer | null> {
+    const cached = this.bitmaps.get(chunk);
+    if (cached) return cached;
+    const e = this.bat.get(bitmapIndex(this.g, chunk));
+    if (e.state !== BITMAP.PRESENT) return null;
+    const bm = await this.view.read(e.fileOffset, SECTOR_BITMAP_BLOCK_SIZE);
+    this.bitmaps.set(chunk, bm);
+    return bm;
+  }
+
+  /** The first bitmap bit of block `b` within its chunk's bitmap. */
+  private firstBit(b: number): number {
+    return (b % this.g.chunkRatio) * (this.blockSize / this.logicalSectorSize);
+  }
+
+  private async readParent(pos: number, dst: Buffer): Promise<void> {
+    const p = this.parent!;
+    const n = Math.max(0, Math.min(dst.length, p.virtualSize - pos));
+    if (n > 0) await p.read(pos, n, dst.subarray(0, n));
+    dst.fill(0, n);
+  }
+
+  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    checkRange(this, offset, length);
+    const out = into ?? Buffer.allocUnsafe(length);
+    const lss = this.logicalSectorSize;
+    await this.forBlocks(offset, length, async (b, inBlock, n, done) => {
+      const dst = out.subarray(done, done + n);
+      const e = this.bat.get(payloadIndex(this.g, b));
+      if (e.state === PAYLOAD.FULLY_PRESENT) {
+        await this.view.read(e.fileOffset + inBlock, n, dst);
+      } else if (e.state === PAYLOAD.PARTIALLY_PRESENT) {
+        const bm = await this.loadBitmap(Math.floor(b / this.g.chunkRatio));
+        if (!bm) throw new CorruptImageError(`block ${b} is PARTIALLY_PRESENT but its sector bitmap block is not present`, this.subject);
+        // Runs of present / absent sectors; the range is sector aligned only when the caller's is, so round outwards.
+        const base = this.firstBit(b);
+        let pos = inBlock;
+        while (pos < inBlock + n) {
+          const bit = base + Math.floor(pos / lss);
+          const endBit = bitmap.runEnd(bm, bit, base + Math.ceil((inBlock + n) / lss));
+          const runEnd = Math.min(inBlock + n, (endBit - base) * lss);
+          const piece = dst.subarray(pos - inBlock, runEnd - inBlock);
+          if (bitmap.isSet(bm, bit)) await this.view.read(e.fileOffset + pos, piece.length, piece);
+          else await this.readParent(b * this.blockSize + pos, piece);
+          pos = runEnd;
+        }
+      } else if (e.state === PAYLOAD.NOT_PRESENT && this.parent) {
+        await this.readParent(b * this.blockSize + inBlock, dst);
+      } else {
+        // Dynamic NOT_PRESENT, UNDEFINED, ZERO, UNMAPPED and the reserved states read as zeros.
+        dst.fill(0);
+      }
+    });
+    return out;
+  }
+
+  async status(offset: number, length: number): Promise<Extent[]> {
+    checkRange(this, offset, length);
+    const out: Extent[] = [];
+    const lss = this.logicalSectorSize;
+    const fromParent = async (pos: number, n: number) => {
+      const p = this.parent!;
+      const inParent = Math.max(0, Math.min(n, p.virtualSize - pos));
+      if (inParent > 0) for (const x of await p.status(pos, inParent)) pushExtent(out, { ...x, depth: x.depth + 1 });
+      if (inParent < n) pushExtent(out, { offset: pos + inParent, length: n - inParent, state: 'unallocated', depth: 1 });
+    };
+    await this.forBlocks(offset, length, async (b, inBlock, n) => {
+      const pos = b * this.blockSize + inBlock;
+      const e = this.bat.get(payloadIndex(this.g, b));
+      if (e.state === PAYLOAD.FULLY_PRESENT) {
+        pushExtent(out, { offset: pos, length: n, state: 'data', depth: 0 });
+      } else if (e.state === PAYLOAD.PARTIALLY_PRESENT) {
+        const bm = await this.loadBitmap(Math.floor(b / this.g.chunkRatio));
+        if (!bm) throw new CorruptImageError(`block ${b} is PARTIALLY_PRESENT but its sector bitmap block is not present`, this.subject);
+        const base = this.firstBit(b);
+        let p = inBlock;
+        while (p < inBlock + n) {
+          const bit = base + Math.floor(p / lss);
+          const endBit = bitmap.runEnd(bm, bit, base + Math.ceil((inBlock + n) / lss));
+          const runEnd = Math.min(inBlock + n, (endBit - base) * lss);
+          if (bitmap.isSet(bm, bit)) pushExtent(out, { offset: b * this.blockSize + p, length: runEnd - p, state: 'data', depth: 0 });
+          else await fromParent(b * this.blockSize + p, runEnd - p);
+          p = runEnd;
+        }
+      } else if (e.state === PAYLOAD.NOT_PRESENT) {
+        if (this.parent) await fromParent(pos, n);
+        else pushExtent(out, { offset: pos, length: n, state: 'unallocated', depth: 0 });
+      } else if (e.state === PAYLOAD.ZERO || this.parent) {
+        // In a child, UNDEFINED and UNMAPPED blocks do not consult the parent either: they read as zeros.
+        pushExtent(out, { offset: pos, length: n, state: 'zero', depth: 0 });
+      } else {
+        pushExtent(out, { offset: pos, length: n, state: 'unallocated', depth: 0 });
+      }
+    });
+    return out;
+  }
+
+  private requireWritable(): void {
+    if (this.closed) throw new UsageError('image is closed', this.subject);
+    if (!this.writable) throw new UsageError('image is opened read-only', this.subject);
+  }
+
+  /** New FileWriteGuid before the first modification of this open, new DataWriteGuid before the first visible change. */
+  private async beginChange(visible: boolean): Promise<void> {
+    const patch: Partial<hdr.VhdxHeader> = {};
+    if (!this.fileGuidRenewed) patch.fileWriteGuid = newGuid();
+    if (visible && !this.dataGuidRenewed) patch.dataWriteGuid = newGuid();
+    if (Object.keys(patch).length === 0) return;
+    this.header = await updateHeaders(this.file, this.header, patch);
+    this.fileGuidRenewed = true;
+    if (visible) this.dataGuidRenewed = true;
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    checkRange(this, offset, data.byteLength);
+    if (data.byteLength === 0) return;
+    return this.lock.run(async () => {
+      this.requireWritable();
+      await this.beginChange(true);
+      const lss = this.logicalSectorSize;
+      const start = Math.floor(offset / lss) * lss;
+      const end = Math.ceil((offset + data.byteLength) / lss) * lss;
+      let buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+      if (start !== offset || end !== offset + data.byteLength) {
+        // Partial sectors: read the rest of each sector through the chain, then write whole sectors.
+        const merged = Buffer.alloc(end - start);
+        await this.read(start, lss, merged.subarray(0, lss));
+        if (end - lss > start) await this.read(end - lss, lss, merged.subarray(merged.length - lss));
+        buf.copy(merged, offset - start);
+        buf = merged;
+      }
+      await this.forBlocks(start, buf.length, (b, inBlock, n, done) => this.writeInBlock(b, inBlock, buf.subarray(done, done + n)));
+      if (this.dirtyBat.size + this.dirtyBitmap.size >= COMMIT_THRESHOLD) await this.commit();
+    });
+  }
+
+  /** Writes whole logical sectors inside block `b`, allocating it first when needed. */
+  private async writeInBlock(b: number, inBlock: number, piece: Buffer): Promise<void> {
+    const idx = payloadIndex(this.g, b);
+    const e = this.bat.get(idx);
+    if (e.state === PAYLOAD.FULLY_PRESENT || e.state === PAYLOAD.PARTIALLY_PRESENT) {
+      await this.file.write(e.fileOffset + inBlock, piece);
+      if (e.state === PAYLOAD.PARTIALLY_PRESENT) await this.markPresent(b, inBlock, piece.length);
+      return;
+    }
+    // A new block lies past the old end of file, so its unwritten parts read as zeros (a hole).
+    const at = await this.allocate(this.blockSize);
+    await this.file.write(at + inBlock, piece);
+    const whole = inBlock === 0 && piece.length === this.blockBytes(b);
+    if (this.parent && e.state === PAYLOAD.NOT_PRESENT && !whole) {
+      this.setBat(idx, PAYLOAD.PARTIALLY_PRESENT, at);
+      await this.markPresent(b, inBlock, piece.length);
+    } else {
+      this.setBat(idx, PAYLOAD.FULLY_PRESENT, at);
+    }
+  }
+
+  private setBat(index: number, state: number, fileOffset: number): void {
+    const at = this.bat.set(index, { state, fileOffset });
+    this.dirtyBat.add(Math.floor(at / log.LOG_SECTOR));
+  }
+
+  private async allocate(size: number): Promise<number> {
+    const at = this.eof;
+    this.eof += size;
+    // Extend now so no BAT entry ever points past the end of the file.
+    await this.file.truncate(this.eof);
+    return at;
+  }
+
+  /** Sets the presence bits of sectors [inBlock, inBlock+length) of block `b`, allocating its bitmap block on demand. */
+  private async markPresent(b: number, inBlock: number, length: number): Promise<void> {
+    const chunk = Math.floor(b / this.g.chunkRatio);
+    let bm = await this.loadBitmap(chunk);
+    if (!bm) {
+      const at = await this.allocate(SECTOR_BITMAP_BLOCK_SIZE);
+      this.setBat(bitmapIndex(this.g, chunk), BITMAP.PRESENT, at);
+      bm = Buffer.alloc(SECTOR_BITMAP_BLOCK_SIZE);
+      this.bitmaps.set(chunk, bm);
+    }
+    const lss = this.logicalSectorSize;
+    const from = this.firstBit(b) + inBlock / lss;
+    const to = from + length / lss;
+    bitmap.setRange(bm, from, to);
+    const blockAt = this.bat.get(bitmapIndex(this.g, chunk)).fileOffset;
+    for (let s = Math.floor(from / 8 / log.LOG_SECTOR); s <= Math.floor((to - 1) / 8 / log.LOG_SECTOR); s++) {
+      this.dirtyBitmap.set(blockAt + s * log.LOG_SECTOR, [chunk, s]);
+    }
+  }
+
+  async writeZeroes(offset: number, length: number): Promise<void> {
+    checkRange(this, offset, length);
+    if (length === 0) return;
+    return this.lock.run(async () => {
+      this.requireWritable();
+      await this.beginChange(true);
+      const zeros = Buffer.alloc(Math.min(length, this.blockSize));
+      await this.forBlocks(offset, length, async (b, inBlock, n) => {
+        const idx = payloadIndex(this.g, b);
+        const e = this.bat.get(idx);
+        const readsZero = this.parent
+          ? e.state === PAYLOAD.ZERO || e.state === PAYLOAD.UNDEFINED || e.state === PAYLOAD.UNMAPPED
+          : e.state !== PAYLOAD.FULLY_PRESENT && e.state !== PAYLOAD.PARTIALLY_PRESENT;
+        if (readsZero) return;
+        // ZERO is a legal state in dynamic and differencing images alike ([MS-VHDX] 2.5.1.1); a fixed image keeps its blocks.
+        if (inBlock === 0 && n === this.blockBytes(b) && this.type !== 'fixed') {
+          this.setBat(idx, PAYLOAD.ZERO, 0);
+          return;
+        }
+        const lss = this.logicalSectorSize;
+        const pos = b * this.blockSize + inBlock;
+        const s0 = Math.ceil(pos / lss) * lss;
+        const s1 = Math.floor((pos + n) / lss) * lss;
+        // Partial sectors at the edges need the chain's bytes; whole sectors go straight to the block.
+        const edge = async (from: number, to: number) => {
+          if (from >= to) return;
+          const sector = Math.floor(from / lss) * lss;
+          const cur = await this.read(sector, lss);
+          cur.fill(0, from - sector, to - sector);
+          await this.writeInBlock(b, sector - b * this.blockSize, cur);
+        };
+        if (s0 > s1) return edge(pos, pos + n);
+        await edge(pos, s0);
+        if (s1 > s0) await this.writeInBlock(b, s0 - b * this.blockSize, zeros.subarray(0, s1 - s0));
+        await edge(s1, pos + n);
+      });
+      if (this.dirtyBat.size + this.dirtyBitmap.size >= COMMIT_THRESHOLD) await this.commit();
+    });
+  }
+
+  /** The sector images of every dirty metadata sector, copied so later changes do not leak into a logged entry. */
+  private dirtySectors(): Array<{ fileOffset: number; data: Buffer }> {
+    const out: Array<{ fileOffset: number; data: Buffer }> = [];
+    const S = log.LOG_SECTOR;
+    for (const s of [...this.dirtyBat].sort((a, b) => a - b)) {
+      out.push({ fileOffset: this.layout.batRegion.fileOffset + s * S, data: Buffer.from(this.bat.bytes.subarray(s * S, (s + 1) * S)) });
+    }
+    for (const [fileOffset, [chunk, s]] of [...this.dirtyBitmap].sort((a, b) => a[0] - b[0])) {
+      out.push({ fileOffset, data: Buffer.from(this.bitmaps.get(chunk)!.subarray(s * S, (s + 1) * S)) });
+    }
+    return out;
+  }
+
+  /**
+   * Makes pending metadata durable through the log: data flushed first, then the log entry written
+   * and flushed (and the header pointed at this session's log), then the sectors written in place
+   * and flushed. Each entry is at most half the log, placed after the previous one, so a torn entry
+   * never damages the last complete one.
+   */
+  private async commit(): Promise<void> {
+    if (this.dirtyBat.size === 0 && this.dirtyBitmap.size === 0) return;
+    const sectors = this.dirtySectors();
+    this.dirtyBat.clear();
+    this.dirtyBitmap.clear();
+    await this.file.flush();
+    const { logOffset, logLength } = this.header.header;
+    const half = logLength / 2 / log.LOG_SECTOR;
+    let perEntry = half - 1;
+    while (log.descriptorSectors(perEntry) + perEntry > half) perEntry--;
+    for (let i = 0; i < sectors.length; i += perEntry) {
+      const batch = sectors.slice(i, i + perEntry);
+      const fileSize = await this.file.size();
+      const bytes = log.serializeEntry({
+        sequenceNumber: this.logSequence,
+        tail: this.logPosition,
+        logGuid: this.logGuid,
+        flushedFileOffset: fileSize,
+        lastFileOffset: fileSize,
+        changes: batch.map((s) => ({ kind: 'data' as const, ...s })),
+      });
+      for (const [at, piece] of log.placeInLog(logLength, this.logPosition, bytes)) await this.file.write(logOffset + at, piece);
+      await this.file.flush();
+      this.logPosition = (this.logPosition + bytes.length) % logLength;
+      this.logSequence++;
+      // The header names the log only once an entry is durable, so a set LogGuid always has a valid entry behind it.
+      if (!this.header.header.logGuid.equals(this.logGuid)) this.header = await updateHeaders(this.file, this.header, { logGuid: this.logGuid });
+      for (const s of batch) await this.file.write(s.fileOffset, s.data);
+      await this.file.flush();
+    }
+  }
+
+  async flush(): Promise<void> {
+    if (!this.writable || this.closed) return;
+    return this.lock.run(async () => {
+      await this.commit();
+      await this.file.flush();
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (this.writable) {
+        await this.flush();
+        await this.lock.run(async () => {
+          // Everything logged is applied in place: mark the log empty so other readers need not replay it.
+          if (hdr.logIsActive(this.header.header)) this.header = await updateHeaders(this.file, this.header, { logGuid: Buffer.from(ZERO_GUID) });
+        });
+      }
+    } finally {
+      this.closed = true;
+      await this.file.close();
+      await this.parent?.close();
+    }
+  }
+
+  async identity(): Promise<DiskIdentity> {
+    const st = await this.location.store.stat(this.location.path);
+    return {
+      format: 'vhdx',
+      contentId: formatGuidLE(this.header.header.dataWriteGuid),
+      timestamp: 0,
+      fileSize: st?.size ?? (await this.file.size()),
+      mtimeMs: st?.mtimeMs ?? 0,
+    };
+  }
+
+  async info(): Promise<DiskInfo> {
+    const h = this.header.header;
+    const m = this.layout.meta;
+    let allocated = 0;
+    for (let i = 0; i < this.g.payloadBlocks; i++) {
+      const s = this.bat.get(payloadIndex(this.g, i)).state;
+      if (s === PAYLOAD.FULLY_PRESENT || s === PAYLOAD.PARTIALLY_PRESENT) allocated++;
+    }
+    const info: DiskInfo = {
+      file: this.subject,
+      format: 'vhdx',
+      type: this.type,
+      virtualSize: this.virtualSize,
+      logicalSectorSize: this.logicalSectorSize,
+      physicalSectorSize: this.physicalSectorSize,
+      blockSize: this.blockSize,
+      fileSize: await this.file.size(),
+      dataWriteGuid: formatGuidLE(h.dataWriteGuid),
+      fileWriteGuid: formatGuidLE(h.fileWriteGuid),
+      logGuid: formatGuidLE(h.logGuid),
+      logState: this.layout.replayed ? `replayed ${this.layout.replayed} entries${this.view.hasOverlay ? ' in memory (file not modified)' : ''}` : 'empty',
+      headerSequenceNumber: h.sequenceNumber.toString(),
+      hasParent: m.hasParent,
+      leaveBlockAllocated: m.leaveBlockAllocated,
+      allocatedBlocks: allocated,
+      totalBlocks: this.g.payloadBlocks,
+      page83Id: formatGuidLE(m.page83),
+    };
+    if (this.layout.creator) info.creator = this.layout.creator;
+    if (m.parentLocator) info.parentLocator = Object.fromEntries(m.parentLocator.entries);
+    if (this.parent) info.parent = displayLocation(this.parent.location);
+    return info;
+  }
+}
+
+/** Candidate parent locations from a locator, in the spec's order, each also tried by name next to the child. */
+export function parentCandidates(locator: md.VhdxMetadata['parentLocator'], child: Location): Location[] {
+  const paths = child.store.paths;
+  const dir = paths.dirname(child.path);
+  const out: Location[] = [];
+  const add = (p: string) => {
+    if (!out.some((l) => l.path === p)) out.push(withPath(child, p));
+  };
+  const slashes = (p: string) => p.replace(/\\/g, '/');
+  const baseName = (p: string) => slashes(p).split('/').pop() ?? '';
+  const rel = locator ? locatorValue(locator, 'relative_path') : undefined;
+  if (rel) add(paths.resolve(dir, slashes(rel)));
+  for (const key of ['volume_path', 'absolute_win32_path']) {
+    const v = locator ? locatorValue(locator, key) : undefined;
+    if (!v) continue;
+    // A POSIX absolute path is usable as is; Windows drive and volume paths only by their file name next to the child.
+    if (v.startsWith('/')) add(v);
+    const name = baseName(v);
+    if (name) add(paths.join(dir, name));
+  }
+  return out;
+}
+
+/** Opens a VHDX image, replaying its log and resolving its parent chain. */
+export async function openVhdx(file: RandomAccessFile, location: Location, opts: OpenOptions, openParent: ParentOpener): Promise<VhdxDisk> {
+  const subject = displayLocation(location);
+  const { layout, view } = await readLayout(file, subject, Boolean(opts.writable && file.writable));
+  let parent: Disk | null = null;
+  if (layout.meta.hasParent) {
+    const loc = layout.meta.parentLocator;
+    const linkage = loc ? locatorValue(loc, 'parent_linkage') : undefined;
+    if (!linkage || !isGuidText(linkage)) throw new CorruptImageError(`parent locator has no valid parent_linkage (${linkage ?? 'missing'})`, subject);
+    const id = linkage.trim().replace(/^\{|\}$/g, '').toLowerCase();
+    parent = await openParent(parentCandidates(loc, location), location, { ...opts, writable: false }, {
+      id,
+      idName: 'parent_linkage',
+      // A non-VHDX parent is refused below with its own message, not as a mismatch.
+      matches: async (p) => p.format !== 'vhdx' || (await p.identity()).contentId === id,
+    });
+    if (parent.format !== 'vhdx') {
+      const name = displayLocation(parent.location);
+      await parent.close();
+      throw new UnsupportedError(`parent ${name} is a ${parent.format} image; a VHDX differencing image needs a VHDX parent (Hyper-V does not allow others)`, subject);
+    }
+    if (parent.logicalSectorSize !== layout.meta.logicalSectorSize) {
+      await parent.close();
+      throw new ParentError(`parent has ${parent.logicalSectorSize}-byte sectors, this image ${layout.meta.logicalSectorSize}-byte`, subject);
+    }
+  }
+  return new VhdxDisk(file, location, layout, view, parent, false);
+}
