@@ -1,0 +1,98 @@
+/** Comparing two metafiles block by block. */
+import { MetafileError } from '../util/errors.js';
+import { formatSize } from '../util/units.js';
+import type { Metafile } from './metafile.js';
+
+/** Consecutive blocks [first, first+count). */
+export interface BlockRange {
+  first: number;
+  count: number;
+}
+
+/** What differs between two lists. */
+export interface Comparison {
+  totalBlocks: number;
+  changedBlocks: number;
+  /** Virtual bytes in changed blocks (the last block counts its real length). */
+  changedBytes: number;
+  /** Changed blocks as ranges, in order. */
+  changed: BlockRange[];
+}
+
+/** Entries compared per step: bounded memory whatever the list's length. */
+const BATCH = 1 << 16;
+
+/**
+ * Refuses two lists that cannot be compared entry by entry, with the difference and its fix. `a` is the source
+ * side, `b` the target (the fix re-hashes the source, which is usually local).
+ */
+export function assertComparable(a: Metafile, b: Metafile): void {
+  const sa = a.summary;
+  const sb = b.summary;
+  const refuse = (why: string) => new MetafileError(why, a.name);
+  if (sa.layout !== sb.layout) {
+    const [vbb, native] = sa.layout === 'vbb' ? [a, b] : [b, a];
+    throw refuse(
+      `cannot compare a VhdBlockBackup metafile (${vbb.name}) with a native one (${native.name}): run vhdsync createmeta --format vbb on the image of ${native.name}, or re-hash the image of ${vbb.name} with vhdsync createmeta`,
+    );
+  }
+  if (sa.algorithm !== sb.algorithm) {
+    throw refuse(`hash algorithms differ (${sa.algorithm} vs ${sb.algorithm} in ${b.name}): run vhdsync createmeta --hash ${sb.algorithm} on the source image`);
+  }
+  if (sa.blockSize !== sb.blockSize) {
+    throw refuse(
+      `block sizes differ (${formatSize(sa.blockSize)} vs ${formatSize(sb.blockSize)} in ${b.name}): run vhdsync createmeta --block-size ${sb.blockSize} on the source image`,
+    );
+  }
+  const exact = sa.virtualSizeExact && sb.virtualSizeExact;
+  if ((exact && sa.virtualSize !== sb.virtualSize) || sa.blockCount !== sb.blockCount) {
+    throw refuse(
+      `virtual sizes differ (${sa.virtualSize} vs ${sb.virtualSize} bytes in ${b.name}): resize the target to the source's size and run vhdsync createmeta on it`,
+    );
+  }
+  if (sa.logicalSectorSize !== null && sb.logicalSectorSize !== null && sa.logicalSectorSize !== sb.logicalSectorSize) {
+    throw refuse(`logical sector sizes differ (${sa.logicalSectorSize} vs ${sb.logicalSectorSize} in ${b.name}): the images are not interchangeable`);
+  }
+}
+
+/** Yields ranges of blocks whose digests differ, in order; call assertComparable first. */
+export async function* changedRanges(a: Metafile, b: Metafile): AsyncGenerator<BlockRange> {
+  const total = a.summary.blockCount;
+  const len = a.summary.digestLength;
+  let open: BlockRange | null = null;
+  for (let first = 0; first < total; first += BATCH) {
+    const [x, y] = await Promise.all([a.read(first, BATCH), b.read(first, BATCH)]);
+    for (let i = 0; i < x.count; i++) {
+      const same = x.digests.compare(y.digests, i * len, i * len + len, i * len, i * len + len) === 0;
+      if (same) continue;
+      const index = first + i;
+      if (open && open.first + open.count === index) {
+        open.count++;
+      } else {
+        if (open) yield open;
+        open = { first: index, count: 1 };
+      }
+    }
+  }
+  if (open) yield open;
+}
+
+/** Compares two lists (refusing incompatible ones) and sums up what differs. */
+export async function compareMetafiles(a: Metafile, b: Metafile): Promise<Comparison> {
+  assertComparable(a, b);
+  const result: Comparison = { totalBlocks: a.summary.blockCount, changedBlocks: 0, changedBytes: 0, changed: [] };
+  for await (const r of changedRanges(a, b)) {
+    result.changed.push(r);
+    result.changedBlocks += r.count;
+    const last = r.first + r.count - 1;
+    result.changedBytes += (r.count - 1) * a.summary.blockSize + a.blockLength(last);
+  }
+  return result;
+}
+
+/** Expands ranges into block indices (for callers that want a flat list; ranges are far smaller). */
+export function blockIndices(ranges: Iterable<BlockRange>): number[] {
+  const out: number[] = [];
+  for (const r of ranges) for (let i = 0; i < r.count; i++) out.push(r.first + i);
+  return out;
+}

@@ -1,0 +1,159 @@
+/**
+ * The hashing pipeline: walks a disk block by block, never reading what the allocation tables say is unallocated
+ * or zero, keeping several large reads in flight while the current chunk is hashed.
+ */
+import type { Disk, Extent } from '../formats/disk.js';
+import { isAllZero } from '../util/struct.js';
+import type { BlockState } from './entries.js';
+import { digestBlock, zeroDigest, type HashAlgorithm } from './hashers.js';
+
+/** Reads are at least this large (several blocks at once when blocks are small): few async calls, each cheap. */
+export const DEFAULT_CHUNK = 8 << 20;
+/** Reads in flight besides the chunk being hashed: enough to keep the disk busy, memory = (n + 1) chunks. */
+export const DEFAULT_READ_AHEAD = 3;
+/** `status` is asked about this much of the disk at a time, so huge fragmented images need no huge extent list. */
+const STATUS_WINDOW = 1 << 30;
+
+/** Options for hashDisk. */
+export interface HashOptions {
+  algorithm: HashAlgorithm;
+  blockSize: number;
+  /** Also yield each data block's bytes (for a copy that hashes and copies in one pass). */
+  withData?: boolean;
+  /** Bytes per read (rounded to whole blocks, at least one block). */
+  chunkSize?: number;
+  readAhead?: number;
+}
+
+/** One hashed block. */
+export interface HashedBlock {
+  index: number;
+  offset: number;
+  length: number;
+  state: BlockState;
+  /** Whether the block was read (false when the allocation tables said unallocated or zero). */
+  read: boolean;
+  /** The digest of the block's content (for zero and unallocated blocks, the digest of zeros). */
+  digest: Buffer;
+  /** With `withData`, the bytes of a data block; valid only until the generator is resumed. */
+  data?: Buffer;
+}
+
+/** A run of consecutive blocks handled alike. */
+interface Run {
+  first: number;
+  count: number;
+  kind: 'read' | 'unallocated' | 'zero';
+}
+
+interface Loaded {
+  run: Run;
+  data: Buffer | null;
+  buffer: Buffer | null;
+}
+
+/**
+ * Yields every block of `disk` in order with its state and digest. Unallocated and zero blocks (from
+ * `disk.status`) are not read; data blocks found all zero are reported as `zero`. Memory is
+ * (readAhead + 1) × chunk whatever the disk's size.
+ */
+export async function* hashDisk(disk: Disk, opts: HashOptions): AsyncGenerator<HashedBlock> {
+  const { blockSize, algorithm } = opts;
+  const blocksPerRead = Math.max(1, Math.floor((opts.chunkSize ?? DEFAULT_CHUNK) / blockSize));
+  const readAhead = Math.max(1, opts.readAhead ?? DEFAULT_READ_AHEAD);
+  const blockLength = (i: number) => Math.min(blockSize, disk.virtualSize - i * blockSize);
+  const plan = planRuns(disk, blockSize, blocksPerRead);
+  const pool: Buffer[] = [];
+  const queue: Array<Promise<Loaded>> = [];
+  let planDone = false;
+
+  const fill = async () => {
+    while (!planDone && queue.length < readAhead) {
+      const r = await plan.next();
+      if (r.done) {
+        planDone = true;
+        break;
+      }
+      const run = r.value;
+      if (run.kind !== 'read') {
+        queue.push(Promise.resolve({ run, data: null, buffer: null }));
+        continue;
+      }
+      const offset = run.first * blockSize;
+      const length = Math.min(run.count * blockSize, disk.virtualSize - offset);
+      const buffer = pool.pop() ?? Buffer.allocUnsafe(blocksPerRead * blockSize);
+      const p = disk.read(offset, length, buffer.subarray(0, length)).then((data) => ({ run, data, buffer }));
+      // Rejections are handled where the promise is awaited; this keeps an abandoned one from crashing the process.
+      p.catch(() => {});
+      queue.push(p);
+    }
+  };
+
+  try {
+    await fill();
+    while (queue.length) {
+      const { run, data, buffer } = await queue.shift()!;
+      await fill();
+      for (let k = 0; k < run.count; k++) {
+        const index = run.first + k;
+        const length = blockLength(index);
+        const offset = index * blockSize;
+        if (!data) {
+          yield { index, offset, length, state: run.kind as BlockState, read: false, digest: zeroDigest(algorithm, length) };
+          continue;
+        }
+        const bytes = data.subarray(k * blockSize, k * blockSize + length);
+        if (isAllZero(bytes)) {
+          yield { index, offset, length, state: 'zero', read: true, digest: zeroDigest(algorithm, length) };
+        } else {
+          yield { index, offset, length, state: 'data', read: true, digest: digestBlock(algorithm, bytes), data: opts.withData ? bytes : undefined };
+        }
+      }
+      if (buffer) pool.push(buffer);
+    }
+  } finally {
+    // Let reads still in flight finish before the caller closes the disk under them.
+    await Promise.allSettled(queue);
+    await plan.return(undefined);
+  }
+}
+
+/** Classifies blocks from `disk.status` into runs: unallocated, zero (no read needed), or read (at most `maxRead` blocks). */
+async function* planRuns(disk: Disk, blockSize: number, maxRead: number): AsyncGenerator<Run> {
+  const window = Math.max(blockSize, Math.floor(STATUS_WINDOW / blockSize) * blockSize);
+  let pending: Run | null = null;
+  for (let base = 0; base < disk.virtualSize; base += window) {
+    const len = Math.min(window, disk.virtualSize - base);
+    const extents = await disk.status(base, len);
+    let ei = 0;
+    for (let off = base; off < base + len; off += blockSize) {
+      const end = Math.min(off + blockSize, disk.virtualSize);
+      while (ei < extents.length && extents[ei].offset + extents[ei].length <= off) ei++;
+      const kind = classify(extents, ei, off, end);
+      const index = off / blockSize;
+      const limit = kind === 'read' ? maxRead : Number.MAX_SAFE_INTEGER;
+      if (pending && pending.kind === kind && pending.count < limit) {
+        pending.count++;
+      } else {
+        if (pending) yield pending;
+        pending = { first: index, count: 1, kind };
+      }
+    }
+  }
+  if (pending) yield pending;
+}
+
+/** What block [start, end) needs, from extents sorted by offset starting at index `from`. Gaps count as data. */
+function classify(extents: Extent[], from: number, start: number, end: number): Run['kind'] {
+  let allUnallocated = true;
+  let covered = start;
+  for (let i = from; i < extents.length && extents[i].offset < end; i++) {
+    const e = extents[i];
+    if (e.offset > covered) return 'read';
+    if (e.state === 'data') return 'read';
+    if (e.state !== 'unallocated') allUnallocated = false;
+    covered = Math.max(covered, e.offset + e.length);
+  }
+  if (covered < end) return 'read';
+  return allUnallocated ? 'unallocated' : 'zero';
+}

@@ -1,0 +1,182 @@
+/**
+ * The native metafile header (512 bytes at offset 0); the byte layout is specified in docs/metafile.md.
+ */
+import type { DiskFormat, DiskIdentity } from '../formats/disk.js';
+import { crc32cWithZeroedField } from '../util/crc32c.js';
+import { MetafileError } from '../util/errors.js';
+import { readU64LE, writeU64LE } from '../util/struct.js';
+import { isPowerOfTwo } from '../util/units.js';
+import { DIGEST_LENGTH, type HashAlgorithm } from './hashers.js';
+
+/** ASCII magic at offset 0 of every native metafile. */
+export const MAGIC = Buffer.from('VHDSYNCB', 'ascii');
+export const HEADER_SIZE = 512;
+export const FORMAT_VERSION = 1;
+/** Block size bounds (both powers of two). */
+export const MIN_BLOCK_SIZE = 4 << 10;
+export const MAX_BLOCK_SIZE = 256 << 20;
+
+const FLAG_COMPLETE = 1;
+const CONTENT_ID_MAX = 63;
+const TOOL_VERSION_MAX = 31;
+const CRC_OFFSET = 508;
+
+const ALGORITHM_CODES: Array<[HashAlgorithm, number]> = [
+  ['xxh128', 1],
+  ['sha256', 2],
+];
+const FORMAT_CODES: Array<[DiskFormat, number]> = [
+  ['raw', 0],
+  ['vhd', 1],
+  ['vhdx', 2],
+];
+
+/** Everything the header of a native metafile records. */
+export interface MetafileHeader {
+  algorithm: HashAlgorithm;
+  digestLength: number;
+  blockSize: number;
+  logicalSectorSize: number;
+  virtualSize: number;
+  blockCount: number;
+  /** The image's identity when it was hashed (for staleness checks). */
+  identity: DiskIdentity;
+  createdMs: number;
+  toolVersion: string;
+  /** Set only once every entry and the trailer are written. */
+  complete: boolean;
+}
+
+/** Number of blocks of `blockSize` covering `virtualSize` bytes (the last may be partial). */
+export function blockCountFor(virtualSize: number, blockSize: number): number {
+  return Math.ceil(virtualSize / blockSize);
+}
+
+/** Bytes of one entry: state byte + digest. */
+export function entrySize(digestLength: number): number {
+  return 1 + digestLength;
+}
+
+/** Checks a block size a user asked for or a file recorded; returns the problem or null. */
+export function blockSizeProblem(blockSize: number, logicalSectorSize: number): string | null {
+  if (!isPowerOfTwo(blockSize) || blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE) {
+    return `block size ${blockSize} is not a power of two between 4 KiB and 256 MiB`;
+  }
+  if (blockSize % logicalSectorSize !== 0) {
+    return `block size ${blockSize} is not a multiple of the logical sector size ${logicalSectorSize}`;
+  }
+  return null;
+}
+
+/** True when `bytes` starts with the native magic. */
+export function hasMagic(bytes: Uint8Array): boolean {
+  return bytes.length >= MAGIC.length && MAGIC.equals(Buffer.from(bytes.buffer, bytes.byteOffset, MAGIC.length));
+}
+
+/** Serializes a header (512 bytes, checksum filled in). */
+export function serializeHeader(h: MetafileHeader): Buffer {
+  const b = Buffer.alloc(HEADER_SIZE);
+  MAGIC.copy(b, 0);
+  b.writeUInt32LE(FORMAT_VERSION, 8);
+  b.writeUInt32LE(HEADER_SIZE, 12);
+  b.writeUInt8(codeOf(ALGORITHM_CODES, h.algorithm, 'hash algorithm'), 16);
+  b.writeUInt8(h.digestLength, 17);
+  b.writeUInt8(h.complete ? FLAG_COMPLETE : 0, 18);
+  b.writeUInt8(codeOf(FORMAT_CODES, h.identity.format, 'image format'), 19);
+  b.writeUInt32LE(h.blockSize, 20);
+  b.writeUInt32LE(h.logicalSectorSize, 24);
+  writeU64LE(b, h.virtualSize, 32);
+  writeU64LE(b, h.blockCount, 40);
+  writeU64LE(b, h.identity.fileSize, 48);
+  b.writeDoubleLE(h.identity.mtimeMs, 56);
+  b.writeUInt32LE(h.identity.timestamp >>> 0, 64);
+  writeText(b, 68, h.identity.contentId, CONTENT_ID_MAX, 'content id');
+  writeU64LE(b, Math.max(0, Math.floor(h.createdMs)), 132);
+  writeText(b, 140, h.toolVersion.slice(0, TOOL_VERSION_MAX), TOOL_VERSION_MAX, 'tool version');
+  b.writeUInt32LE(crc32cWithZeroedField(b, CRC_OFFSET), CRC_OFFSET);
+  return b;
+}
+
+/**
+ * Parses and checks a header. `subject` names the metafile in errors. The block count is checked against the
+ * virtual size here; the caller checks it against the file length before reading entries.
+ */
+export function parseHeader(bytes: Buffer, subject: string): MetafileHeader {
+  const bad = (why: string) => new MetafileError(`${why}; the metafile is corrupt (recreate it with vhdsync createmeta)`, subject);
+  if (bytes.length < HEADER_SIZE) throw bad(`truncated header (${bytes.length} of ${HEADER_SIZE} bytes)`);
+  if (!hasMagic(bytes)) throw new MetafileError('not a vhdsync metafile (no VHDSYNCB magic)', subject);
+  const version = bytes.readUInt32LE(8);
+  if (version > FORMAT_VERSION) {
+    throw new MetafileError(`metafile version ${version} was written by a newer vhdsync (this one reads version ${FORMAT_VERSION})`, subject);
+  }
+  const stored = bytes.readUInt32LE(CRC_OFFSET);
+  const computed = crc32cWithZeroedField(bytes.subarray(0, HEADER_SIZE), CRC_OFFSET);
+  if (stored !== computed) throw bad(`header checksum mismatch (stored ${hex(stored)}, computed ${hex(computed)})`);
+  if (version !== FORMAT_VERSION) throw bad(`unknown metafile version ${version}`);
+  if (bytes.readUInt32LE(12) !== HEADER_SIZE) throw bad(`header size ${bytes.readUInt32LE(12)} is not ${HEADER_SIZE}`);
+  const algorithm = nameOf(ALGORITHM_CODES, bytes.readUInt8(16));
+  if (!algorithm) throw bad(`unknown hash algorithm code ${bytes.readUInt8(16)}`);
+  const digestLength = bytes.readUInt8(17);
+  if (digestLength !== DIGEST_LENGTH[algorithm]) throw bad(`digest length ${digestLength} does not fit ${algorithm}`);
+  const flags = bytes.readUInt8(18);
+  if (flags & ~FLAG_COMPLETE) throw bad(`unknown flags 0x${flags.toString(16)}`);
+  const format = nameOf(FORMAT_CODES, bytes.readUInt8(19));
+  if (!format) throw bad(`unknown image format code ${bytes.readUInt8(19)}`);
+  const blockSize = bytes.readUInt32LE(20);
+  const logicalSectorSize = bytes.readUInt32LE(24);
+  if (!isPowerOfTwo(logicalSectorSize) || logicalSectorSize < 512 || logicalSectorSize > 4096) {
+    throw bad(`logical sector size ${logicalSectorSize} is not 512..4096`);
+  }
+  const sizeProblem = blockSizeProblem(blockSize, logicalSectorSize);
+  if (sizeProblem) throw bad(sizeProblem);
+  const virtualSize = readU64LE(bytes, 32, 'virtual size', subject);
+  const blockCount = readU64LE(bytes, 40, 'block count', subject);
+  if (blockCount !== blockCountFor(virtualSize, blockSize)) {
+    throw bad(`block count ${blockCount} does not match virtual size ${virtualSize} / block size ${blockSize}`);
+  }
+  const fileSize = readU64LE(bytes, 48, 'image file size', subject);
+  const mtimeMs = bytes.readDoubleLE(56);
+  if (!Number.isFinite(mtimeMs) || mtimeMs < 0) throw bad(`invalid image mtime ${mtimeMs}`);
+  const contentId = readText(bytes, 68, CONTENT_ID_MAX, 'content id', bad);
+  const createdMs = readU64LE(bytes, 132, 'creation time', subject);
+  const toolVersion = readText(bytes, 140, TOOL_VERSION_MAX, 'tool version', bad);
+  return {
+    algorithm,
+    digestLength,
+    blockSize,
+    logicalSectorSize,
+    virtualSize,
+    blockCount,
+    identity: { format, contentId, timestamp: bytes.readUInt32LE(64), fileSize, mtimeMs },
+    createdMs,
+    toolVersion,
+    complete: (flags & FLAG_COMPLETE) !== 0,
+  };
+}
+
+function writeText(b: Buffer, offset: number, text: string, max: number, what: string): void {
+  const bytes = Buffer.from(text, 'utf8');
+  if (bytes.length > max) throw new MetafileError(`${what} '${text}' is longer than ${max} bytes`);
+  b.writeUInt8(bytes.length, offset);
+  bytes.copy(b, offset + 1);
+}
+
+function readText(b: Buffer, offset: number, max: number, what: string, bad: (why: string) => Error): string {
+  const len = b.readUInt8(offset);
+  if (len > max) throw bad(`${what} length ${len} exceeds ${max}`);
+  return b.toString('utf8', offset + 1, offset + 1 + len);
+}
+
+function codeOf<T>(table: Array<[T, number]>, name: T, what: string): number {
+  const e = table.find(([n]) => n === name);
+  if (!e) throw new MetafileError(`${what} '${String(name)}' cannot be recorded in a native metafile`);
+  return e[1];
+}
+
+function nameOf<T>(table: Array<[T, number]>, code: number): T | undefined {
+  return table.find(([, c]) => c === code)?.[0];
+}
+
+function hex(n: number): string {
+  return `0x${n.toString(16).padStart(8, '0')}`;
+}

@@ -1,0 +1,15 @@
+/**
+ * The metafile library: what the sync layer and the CLI use. Format in docs/metafile.md.
+ */
+export { metafileLocationFor, imageLocationForMetafile, readMetafile, writeMetafile, Metafile, METAFILE_SUFFIX } from './metafile.js';
+export type { MetafileLayout, MetafileSummary, NewMetafile, BlockRecord, ReadMetafileOptions } from './metafile.js';
+export { hashDisk } from './hash-disk.js';
+export type { HashOptions, HashedBlock } from './hash-disk.js';
+export { createMetafile, resolveHashSettings, describeCreated, DEFAULT_BLOCK_SIZE } from './create.js';
+export type { CreateMetafileOptions, CreateMetafileResult } from './create.js';
+export { compareMetafiles, changedRanges, assertComparable, blockIndices } from './compare.js';
+export type { BlockRange, Comparison } from './compare.js';
+export { checkFresh, identityProblem } from './fresh.js';
+export { digestBlock, zeroDigest, NATIVE_ALGORITHMS } from './hashers.js';
+export type { HashAlgorithm } from './hashers.js';
+export type { BlockState, EntryBatch } from './entries.js';

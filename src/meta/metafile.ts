@@ -1,0 +1,304 @@
+/**
+ * Reading and writing metafiles as files: native (header + entries + trailer) and VhdBlockBackup's headerless
+ * layout. Byte layouts are in docs/metafile.md; this module only sequences and bounds the I/O.
+ */
+import type { DiskIdentity } from '../formats/disk.js';
+import { writeAtomically } from '../io/atomic.js';
+import { displayLocation, type Location } from '../io/location.js';
+import type { RandomAccessFile } from '../io/store.js';
+import { MetafileError } from '../util/errors.js';
+import { decodeEntries, encodeEntry, ListVerifier, parseTrailer, serializeTrailer, TRAILER_SIZE, type BlockState, type EntryBatch } from './entries.js';
+import { DIGEST_LENGTH, type HashAlgorithm } from './hashers.js';
+import { blockCountFor, entrySize, hasMagic, HEADER_SIZE, parseHeader, serializeHeader, type MetafileHeader } from './header.js';
+import { decodeVbbEntries, VBB_BLOCK_SIZE, VBB_DIGEST_LENGTH, vbbBlockCount } from './vbb.js';
+import { crc32c } from '../util/crc32c.js';
+import { toolVersion } from './version.js';
+
+/** Name suffix of metafiles: `<image>.blocklist.bin`. */
+export const METAFILE_SUFFIX = '.blocklist.bin';
+
+/** Native lists up to this many bytes are kept in memory after verification; larger ones are read on demand. */
+export const LIST_IN_MEMORY_LIMIT = 64 << 20;
+
+/** Lists are verified and written in chunks of about this size. */
+const IO_CHUNK = 8 << 20;
+const WRITE_BATCH = 1 << 20;
+
+/** `native`: vhdsync's self-describing layout; `vbb`: VhdBlockBackup's headerless one. */
+export type MetafileLayout = 'native' | 'vbb';
+
+/** The location of an image's metafile: `<image>.blocklist.bin` in the same store. */
+export function metafileLocationFor(image: Location): Location {
+  return { store: image.store, path: image.path + METAFILE_SUFFIX };
+}
+
+/** The image a metafile belongs to by name (the name without `.blocklist.bin`), or null for other names. */
+export function imageLocationForMetafile(meta: Location): Location | null {
+  if (!meta.path.endsWith(METAFILE_SUFFIX) || meta.path.length === METAFILE_SUFFIX.length) return null;
+  return { store: meta.store, path: meta.path.slice(0, -METAFILE_SUFFIX.length) };
+}
+
+/** What is known about a metafile once opened, whatever its layout. */
+export interface MetafileSummary {
+  layout: MetafileLayout;
+  algorithm: HashAlgorithm;
+  digestLength: number;
+  blockSize: number;
+  /** Null for vbb files when no image told it. */
+  logicalSectorSize: number | null;
+  virtualSize: number;
+  /** False for a vbb file read without its image: the size is then rounded up to whole blocks. */
+  virtualSizeExact: boolean;
+  blockCount: number;
+  /** The identity recorded at hashing time; null for vbb files. */
+  identity: DiskIdentity | null;
+  createdMs: number | null;
+  toolVersion: string | null;
+}
+
+/** Options for readMetafile. */
+export interface ReadMetafileOptions {
+  /** The image's virtual size: required to recognise a vbb file exactly. */
+  virtualSize?: number;
+  /** The image's logical sector size, recorded in the summary of vbb files. */
+  logicalSectorSize?: number;
+  /** Override of LIST_IN_MEMORY_LIMIT (tests use it to exercise the streaming path). */
+  memoryLimit?: number;
+}
+
+/** An opened, verified metafile. Close it when done. */
+export class Metafile {
+  private constructor(
+    readonly location: Location,
+    readonly summary: MetafileSummary,
+    /** The metafile's own mtime (VhdBlockBackup's staleness rule compares it with the image's). */
+    readonly mtimeMs: number,
+    private readonly file: RandomAccessFile | null,
+    private readonly list: Buffer | null,
+  ) {}
+
+  /** The metafile as the user would write it, for messages. */
+  get name(): string {
+    return displayLocation(this.location);
+  }
+
+  /** Length in bytes of block `index` (the last block may be shorter). */
+  blockLength(index: number): number {
+    const s = this.summary;
+    return Math.min(s.blockSize, s.virtualSize - index * s.blockSize);
+  }
+
+  /** Reads entries [first, first+count) (clamped to the list). */
+  async read(first: number, count: number): Promise<EntryBatch> {
+    const s = this.summary;
+    if (!Number.isSafeInteger(first) || !Number.isSafeInteger(count) || first < 0 || count < 0) {
+      throw new RangeError(`bad entry range ${first}+${count}`);
+    }
+    const n = Math.max(0, Math.min(count, s.blockCount - first));
+    const stride = s.layout === 'native' ? entrySize(s.digestLength) : VBB_DIGEST_LENGTH;
+    const start = first * stride;
+    let bytes: Buffer;
+    if (this.list) {
+      bytes = this.list.subarray(start, start + n * stride);
+    } else {
+      const base = s.layout === 'native' ? HEADER_SIZE : 0;
+      bytes = await this.file!.read(base + start, n * stride);
+      if (bytes.length !== n * stride) throw new MetafileError('the metafile shrank while being read', this.name);
+    }
+    return s.layout === 'native' ? decodeEntries(bytes, first, s.digestLength) : decodeVbbEntries(bytes, first);
+  }
+
+  /** Releases the file handle (if the list was not held in memory). */
+  async close(): Promise<void> {
+    await this.file?.close();
+  }
+
+  /** Opens and verifies a metafile; see readMetafile. */
+  static async open(location: Location, opts: ReadMetafileOptions = {}): Promise<Metafile> {
+    const name = displayLocation(location);
+    const st = await location.store.stat(location.path);
+    if (!st) throw missingMetafile(location);
+    if (st.isDirectory) throw new MetafileError('is a directory, not a metafile', name);
+    const file = await location.store.open(location.path, 'read');
+    let keepOpen = false;
+    try {
+      const size = await file.size();
+      const head = await file.read(0, Math.min(size, HEADER_SIZE));
+      const limit = opts.memoryLimit ?? LIST_IN_MEMORY_LIMIT;
+      if (hasMagic(head)) {
+        const { summary, list } = await openNative(file, size, head, name, limit);
+        keepOpen = list === null;
+        return new Metafile(location, summary, st.mtimeMs, keepOpen ? file : null, list);
+      }
+      const blockCount = vbbBlockCount(size, opts.virtualSize, name);
+      const summary: MetafileSummary = {
+        layout: 'vbb',
+        algorithm: 'sha1-16',
+        digestLength: VBB_DIGEST_LENGTH,
+        blockSize: VBB_BLOCK_SIZE,
+        logicalSectorSize: opts.logicalSectorSize ?? null,
+        virtualSize: opts.virtualSize ?? blockCount * VBB_BLOCK_SIZE,
+        virtualSizeExact: opts.virtualSize !== undefined,
+        blockCount,
+        identity: null,
+        createdMs: null,
+        toolVersion: null,
+      };
+      const list = size <= limit ? await file.read(0, size) : null;
+      keepOpen = list === null;
+      return new Metafile(location, summary, st.mtimeMs, keepOpen ? file : null, list);
+    } finally {
+      if (!keepOpen) await file.close();
+    }
+  }
+}
+
+function missingMetafile(location: Location): MetafileError {
+  const image = imageLocationForMetafile(location);
+  const fix = image ? `run vhdsync createmeta ${displayLocation(image)}` : 'run vhdsync createmeta on its image';
+  return new MetafileError(`no metafile (${fix})`, displayLocation(location));
+}
+
+async function openNative(
+  file: RandomAccessFile,
+  size: number,
+  head: Buffer,
+  name: string,
+  memoryLimit: number,
+): Promise<{ summary: MetafileSummary; list: Buffer | null }> {
+  const h = parseHeader(head, name);
+  if (!h.complete) {
+    throw new MetafileError('incomplete: the program writing it was interrupted (recreate it with vhdsync createmeta)', name);
+  }
+  const stride = entrySize(h.digestLength);
+  const listBytes = h.blockCount * stride;
+  const expected = HEADER_SIZE + listBytes + TRAILER_SIZE;
+  if (size < expected) {
+    throw new MetafileError(`truncated: ${size} bytes, a list of ${h.blockCount} blocks needs ${expected} (recreate it with vhdsync createmeta)`, name);
+  }
+  if (size > expected) {
+    throw new MetafileError(`has ${size - expected} trailing bytes after a list of ${h.blockCount} blocks; the metafile is corrupt (recreate it with vhdsync createmeta)`, name);
+  }
+  // Bounded by the file's real length above, so these allocations are sized by data that exists.
+  const verifier = new ListVerifier(stride, name);
+  const keep = listBytes <= memoryLimit ? Buffer.allocUnsafe(listBytes) : null;
+  const chunk = Math.max(stride, Math.floor(IO_CHUNK / stride) * stride);
+  for (let off = 0; off < listBytes; off += chunk) {
+    const len = Math.min(chunk, listBytes - off);
+    const part = await file.read(HEADER_SIZE + off, len, keep ? keep.subarray(off, off + len) : undefined);
+    if (part.length !== len) throw new MetafileError('truncated while being read', name);
+    verifier.update(part);
+  }
+  const trailer = await file.read(HEADER_SIZE + listBytes, TRAILER_SIZE);
+  verifier.finish(parseTrailer(trailer, name));
+  const summary: MetafileSummary = {
+    layout: 'native',
+    algorithm: h.algorithm,
+    digestLength: h.digestLength,
+    blockSize: h.blockSize,
+    logicalSectorSize: h.logicalSectorSize,
+    virtualSize: h.virtualSize,
+    virtualSizeExact: true,
+    blockCount: h.blockCount,
+    identity: h.identity,
+    createdMs: h.createdMs,
+    toolVersion: h.toolVersion,
+  };
+  return { summary, list: keep };
+}
+
+/** Opens and verifies a metafile (native, or vbb recognised by its length), refusing anything corrupt or truncated. */
+export function readMetafile(location: Location, opts: ReadMetafileOptions = {}): Promise<Metafile> {
+  return Metafile.open(location, opts);
+}
+
+/** What a new metafile describes; the entries come separately. */
+export interface NewMetafile {
+  layout: MetafileLayout;
+  algorithm: HashAlgorithm;
+  blockSize: number;
+  logicalSectorSize: number;
+  virtualSize: number;
+  identity: DiskIdentity;
+  createdMs?: number;
+  toolVersion?: string;
+}
+
+/** One entry to write. */
+export interface BlockRecord {
+  index: number;
+  state: BlockState;
+  digest: Uint8Array;
+}
+
+/**
+ * Writes a metafile atomically (temp name, flush, rename; an existing one is replaced only when the new one is
+ * complete). `blocks` must yield every block in order; entries are streamed, so memory stays flat.
+ */
+export async function writeMetafile(
+  location: Location,
+  meta: NewMetafile,
+  blocks: AsyncIterable<BlockRecord> | Iterable<BlockRecord>,
+): Promise<void> {
+  const blockCount = blockCountFor(meta.virtualSize, meta.blockSize);
+  const digestLength = DIGEST_LENGTH[meta.algorithm];
+  if (meta.layout === 'vbb' && (meta.algorithm !== 'sha1-16' || meta.blockSize !== VBB_BLOCK_SIZE)) {
+    throw new Error('vbb metafiles are SHA-1-16 at 2 MiB blocks');
+  }
+  if (meta.layout === 'native' && meta.algorithm === 'sha1-16') throw new Error('native metafiles do not use sha1-16');
+  const header: MetafileHeader = {
+    algorithm: meta.algorithm,
+    digestLength,
+    blockSize: meta.blockSize,
+    logicalSectorSize: meta.logicalSectorSize,
+    virtualSize: meta.virtualSize,
+    blockCount,
+    identity: meta.identity,
+    createdMs: meta.createdMs ?? Date.now(),
+    toolVersion: meta.toolVersion ?? toolVersion(),
+    complete: false,
+  };
+  const native = meta.layout === 'native';
+  const stride = native ? entrySize(digestLength) : VBB_DIGEST_LENGTH;
+  await writeAtomically(
+    location,
+    async (temp) => {
+      const file = await temp.store.createExclusive(temp.path);
+      try {
+        if (native) await file.write(0, serializeHeader(header));
+        const batch = Buffer.alloc(Math.max(stride, Math.floor(WRITE_BATCH / stride) * stride));
+        let pos = native ? HEADER_SIZE : 0;
+        let used = 0;
+        let crc = 0;
+        let next = 0;
+        const flushBatch = async () => {
+          const part = batch.subarray(0, used);
+          crc = crc32c(part, crc);
+          await file.write(pos, part);
+          pos += used;
+          used = 0;
+        };
+        for await (const b of blocks) {
+          if (b.index !== next || next >= blockCount) throw new Error(`metafile entries out of order: got ${b.index}, expected ${next} of ${blockCount}`);
+          if (b.digest.length !== digestLength) throw new Error(`digest of ${b.digest.length} bytes, expected ${digestLength}`);
+          if (native) encodeEntry(batch, used, b.state, b.digest);
+          else batch.set(b.digest, used);
+          used += stride;
+          next++;
+          if (used + stride > batch.length) await flushBatch();
+        }
+        if (next !== blockCount) throw new Error(`metafile entries ended at ${next} of ${blockCount}`);
+        if (used) await flushBatch();
+        if (native) {
+          await file.write(pos, serializeTrailer(crc));
+          // The complete flag goes in last: a file without it is never trusted.
+          await file.flush();
+          await file.write(0, serializeHeader({ ...header, complete: true }));
+        }
+      } finally {
+        await file.close();
+      }
+    },
+    { overwrite: true },
+  );
+}
