@@ -19,6 +19,11 @@ function budget(): number | null {
     const v = process.env[ENV];
     const n = v === undefined || v === '' ? NaN : Number(v);
     remaining = Number.isSafeInteger(n) && n >= 0 ? n : null;
+    if (remaining !== null) {
+      const armed = remaining;
+      // Lets a test learn how many kill points a run has: run once with a huge budget and read this line.
+      process.on('exit', () => process.stderr.write(`vhdsync-test-hook: ${armed - (remaining ?? 0)} mutations\n`));
+    }
   }
   return remaining;
 }

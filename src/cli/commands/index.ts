@@ -3,7 +3,8 @@ import { createCommand } from './create.js';
 import { infoCommand } from './info.js';
 import { getCommand } from './get.js';
 import { convertCommand } from './convert.js';
+import { mergeCommand } from './merge.js';
 
 /** Every subcommand, in the order `--help` lists them. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [createCommand, infoCommand, getCommand, convertCommand];
+export const commands: CommandModule<any, any>[] = [createCommand, infoCommand, getCommand, convertCommand, mergeCommand];
