@@ -3,7 +3,7 @@
 #
 #   samba.sh start DIR PORT [--user U] [--password P] [--min-protocol SMB2_10|SMB3_11|...]
 #                          [--max-protocol ...] [--signing mandatory|auto|disabled]
-#                          [--encrypt required|desired|off] [--aio on|off]
+#                          [--encrypt required|desired|default|off] [--aio on|off]
 #   samba.sh stop DIR
 #
 # Everything (config, passdb, locks, logs, the share itself at DIR/share) lives under DIR, so it never
@@ -46,7 +46,7 @@ password=Secret-Pass1
 minproto=SMB2_02
 maxproto=SMB3_11
 signing=auto
-encrypt=desired
+encrypt=default
 aio=on
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -1,0 +1,275 @@
+/**
+ * An SMB client for one server and user: connects and authenticates on first use, keeps tree ids per
+ * share, reconnects after a dropped connection, and offers the file operations the store needs. Handles
+ * carry the connection generation they were opened on, so a stale handle is never used after a reconnect.
+ */
+import { IoError } from '../../util/errors.js';
+import { SmbConnection, type Reply } from './connection.js';
+import { Access, CreateOptions, Disposition, parseCreateResponse, serializeCreateRequest, ShareAccess, type CreateRequest, type CreateResponse } from './create.js';
+import { Command } from './header.js';
+import { parseQueryInfoResponse, serializeQueryInfoRequest, serializeSetInfoRequest } from './info.js';
+import { Dialect } from './negotiate.js';
+import type { NtlmCredentials } from './ntlm-messages.js';
+import { parseQueryDirectoryResponse, QueryDirectoryFlags, serializeQueryDirectoryRequest, type DirectoryEntry } from './query-directory.js';
+import { parseReadResponse, parseWriteResponse, serializeReadRequest, serializeWriteRequest } from './read-write.js';
+import { authenticate, negotiate, type SecurityOptions } from './session.js';
+import { serializeCloseRequest, serializeEmptyRequest, serializeFlushRequest } from './simple.js';
+import { ConnectionLostError, Status, statusError } from './status.js';
+import { parseTreeConnectResponse, serializeTreeConnectRequest, ShareFlags } from './tree-connect.js';
+
+/** Where and as whom to connect. */
+export interface SmbServerOptions extends SecurityOptions {
+  host: string;
+  port: number;
+  credentials: NtlmCredentials;
+  /** Per-request timeout (default 60 s, or VHDSYNC_SMB_TIMEOUT seconds). */
+  timeoutMs?: number;
+  /** How long to keep trying to reconnect after a drop (default 30 s). */
+  reconnectMs?: number;
+}
+
+/** An open file or directory on a share. */
+export interface SmbHandle {
+  share: string;
+  treeId: number;
+  fileId: Buffer;
+  generation: number;
+  info: CreateResponse;
+}
+
+/** The largest READ/WRITE this client issues: big enough to amortise per-request costs, small enough to pipeline. */
+const IO_CHUNK = 1 << 20;
+
+export class SmbClient {
+  /** Bumped on every new connection; handles from older generations are dead. */
+  generation = 0;
+  private conn: SmbConnection | null = null;
+  private connecting: Promise<SmbConnection> | null = null;
+  private trees = new Map<string, Promise<number>>();
+  private closed = false;
+
+  constructor(readonly opts: SmbServerOptions) {}
+
+  /** `host[:port]` for messages. */
+  get server(): string {
+    return this.opts.port === 445 ? this.opts.host : `${this.opts.host}:${this.opts.port}`;
+  }
+
+  /** The live connection, connecting (and authenticating) when there is none. */
+  async connection(): Promise<SmbConnection> {
+    if (this.closed) throw new IoError('SMB client already closed', this.server);
+    if (this.conn && !this.conn.failure) return this.conn;
+    if (!this.connecting) {
+      this.connecting = this.connect().finally(() => {
+        this.connecting = null;
+      });
+    }
+    return this.connecting;
+  }
+
+  /** Keeps trying to connect until it works or `reconnectMs` passes (used after a drop, when a server may be restarting). */
+  async reconnect(): Promise<void> {
+    const deadline = Date.now() + (this.opts.reconnectMs ?? 30000);
+    let delay = 100;
+    for (;;) {
+      try {
+        await this.connection();
+        return;
+      } catch (err) {
+        // Only transport trouble is worth waiting out; a refused logon will not get better.
+        const transient = err instanceof ConnectionLostError || (err instanceof IoError && /cannot connect/.test(err.message));
+        if (!transient || Date.now() + delay > deadline) throw err;
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 2000);
+      }
+    }
+  }
+
+  private async connect(): Promise<SmbConnection> {
+    const timeoutMs = this.opts.timeoutMs ?? (Number(process.env.VHDSYNC_SMB_TIMEOUT) * 1000 || 60000);
+    const conn = await SmbConnection.open(this.opts.host, this.opts.port, timeoutMs);
+    try {
+      const preauth = await negotiate(conn, this.opts);
+      await authenticate(conn, this.opts.credentials, preauth, this.opts);
+    } catch (err) {
+      conn.close();
+      throw err;
+    }
+    this.trees = new Map();
+    this.generation++;
+    this.conn = conn;
+    return conn;
+  }
+
+  /** The tree id for a share, connecting to it once per connection. */
+  async tree(conn: SmbConnection, share: string): Promise<number> {
+    const key = share.toLowerCase();
+    let t = this.trees.get(key);
+    if (!t) {
+      t = this.treeConnect(conn, share);
+      this.trees.set(key, t);
+      t.catch(() => this.trees.delete(key));
+    }
+    return t;
+  }
+
+  private async treeConnect(conn: SmbConnection, share: string): Promise<number> {
+    const unc = `\\\\${this.opts.host}\\${share}`;
+    const r = await conn.request(Command.TREE_CONNECT, [serializeTreeConnectRequest(unc)], { forceSign: conn.dialect === Dialect.SMB311 });
+    if (r.header.status !== Status.SUCCESS) throw statusError(r.header.status, `//${this.server}/${share}`);
+    const res = parseTreeConnectResponse(r.msg);
+    if (res.shareFlags & ShareFlags.ENCRYPT_DATA) {
+      if (!conn.security.encryptionKey) throw new IoError('share requires encryption, which needs SMB 3.x', `//${this.server}/${share}`);
+      conn.encryptedTrees.add(r.header.treeId);
+    }
+    return r.header.treeId;
+  }
+
+  /** Sends a request on a share and returns the reply; statuses other than `ok` become typed errors. */
+  async call(share: string, command: number, body: Buffer[], subject: string, opts: { payload?: number; ok?: number[]; handle?: SmbHandle } = {}): Promise<Reply> {
+    const conn = await this.connection();
+    if (opts.handle && opts.handle.generation !== this.generation) {
+      throw new ConnectionLostError(`connection to ${this.server} was re-established; the file must be reopened`, subject);
+    }
+    const treeId = opts.handle?.treeId ?? (await this.tree(conn, share));
+    const r = await conn.request(command, body, { treeId, payload: opts.payload });
+    const ok = opts.ok ?? [Status.SUCCESS];
+    if (!ok.includes(r.header.status)) {
+      if (r.header.status === Status.USER_SESSION_DELETED || r.header.status === Status.NETWORK_SESSION_EXPIRED || r.header.status === Status.NETWORK_NAME_DELETED) {
+        // The server forgot our session or tree (e.g. restarted behind a proxy): start over like after a drop.
+        conn.close();
+        throw new ConnectionLostError(`SMB session on ${this.server} ended`, subject);
+      }
+      throw statusError(r.header.status, subject);
+    }
+    return r;
+  }
+
+  /** Opens or creates `name` (share-relative, backslashes). */
+  async create(share: string, req: CreateRequest, subject: string): Promise<SmbHandle> {
+    const conn = await this.connection();
+    const generation = this.generation;
+    const treeId = await this.tree(conn, share);
+    const r = await this.call(share, Command.CREATE, [serializeCreateRequest(req)], subject);
+    return { share, treeId, fileId: parseCreateResponse(r.msg).fileId, generation, info: parseCreateResponse(r.msg) };
+  }
+
+  /** Closes a handle; a handle from a dead connection is already gone. */
+  async close(h: SmbHandle): Promise<void> {
+    if (h.generation !== this.generation || !this.conn || this.conn.failure) return;
+    await this.call(h.share, Command.CLOSE, [serializeCloseRequest(h.fileId)], h.share, { handle: h }).catch((err) => {
+      if (!(err instanceof ConnectionLostError)) throw err;
+    });
+  }
+
+  /** Reads up to `length` bytes at `offset` into `into` at `at`, in parallel chunks; returns the count (short only at end of file). */
+  async read(h: SmbHandle, offset: number, length: number, into: Buffer, at: number, subject: string): Promise<number> {
+    const conn = await this.connection();
+    const chunk = Math.min(conn.maxReadSize, IO_CHUNK);
+    const jobs: Promise<number>[] = [];
+    for (let done = 0; done < length; done += chunk) {
+      const n = Math.min(chunk, length - done);
+      jobs.push(this.readOnce(h, offset + done, n, into, at + done, subject));
+    }
+    const counts = await Promise.all(jobs);
+    // The file ends at the first short chunk; later chunks can only have read nothing.
+    let total = 0;
+    for (let i = 0; i < counts.length; i++) {
+      total += counts[i];
+      if (counts[i] < Math.min(chunk, length - i * chunk)) break;
+    }
+    return total;
+  }
+
+  private async readOnce(h: SmbHandle, offset: number, length: number, into: Buffer, at: number, subject: string): Promise<number> {
+    const r = await this.call(h.share, Command.READ, [serializeReadRequest(h.fileId, offset, length)], subject, {
+      payload: length,
+      ok: [Status.SUCCESS, Status.END_OF_FILE],
+      handle: h,
+    });
+    if (r.header.status === Status.END_OF_FILE) return 0;
+    const data = parseReadResponse(r.msg, length);
+    data.copy(into, at);
+    return data.length;
+  }
+
+  /** Writes all of `data` at `offset`, in parallel chunks. */
+  async write(h: SmbHandle, offset: number, data: Uint8Array, subject: string): Promise<void> {
+    const conn = await this.connection();
+    const chunk = Math.min(conn.maxWriteSize, IO_CHUNK);
+    const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const jobs: Promise<void>[] = [];
+    for (let done = 0; done < buf.length; done += chunk) {
+      const piece = buf.subarray(done, Math.min(buf.length, done + chunk));
+      jobs.push(this.writeOnce(h, offset + done, piece, subject));
+    }
+    await Promise.all(jobs);
+  }
+
+  private async writeOnce(h: SmbHandle, offset: number, piece: Buffer, subject: string): Promise<void> {
+    const r = await this.call(h.share, Command.WRITE, [serializeWriteRequest(h.fileId, offset, piece.length), piece], subject, {
+      payload: piece.length,
+      handle: h,
+    });
+    const n = parseWriteResponse(r.msg);
+    if (n !== piece.length) throw new IoError(`short write (${n} of ${piece.length} bytes) at offset ${offset}`, subject);
+  }
+
+  /** FLUSH: the server makes the file's data durable. */
+  async flush(h: SmbHandle, subject: string): Promise<void> {
+    await this.call(h.share, Command.FLUSH, [serializeFlushRequest(h.fileId)], subject, { handle: h });
+  }
+
+  /** QUERY_INFO for a file information class; returns the information buffer. */
+  async queryInfo(h: SmbHandle, infoClass: number, subject: string): Promise<Buffer> {
+    const r = await this.call(h.share, Command.QUERY_INFO, [serializeQueryInfoRequest(h.fileId, infoClass, 4096)], subject, { handle: h });
+    return Buffer.from(parseQueryInfoResponse(r.msg));
+  }
+
+  /** SET_INFO for a file information class. */
+  async setInfo(h: SmbHandle, infoClass: number, info: Buffer, subject: string): Promise<void> {
+    await this.call(h.share, Command.SET_INFO, [serializeSetInfoRequest(h.fileId, infoClass, info)], subject, { handle: h });
+  }
+
+  /** All entries of an open directory matching `pattern`. */
+  async queryDirectory(h: SmbHandle, pattern: string, subject: string): Promise<DirectoryEntry[]> {
+    const out: DirectoryEntry[] = [];
+    const conn = await this.connection();
+    const size = Math.min(conn.maxTransactSize, 65536);
+    for (let first = true; ; first = false) {
+      const body = serializeQueryDirectoryRequest(h.fileId, pattern, size, first ? QueryDirectoryFlags.RESTART_SCANS : 0);
+      const r = await this.call(h.share, Command.QUERY_DIRECTORY, [body], subject, {
+        ok: [Status.SUCCESS, Status.NO_MORE_FILES, Status.NO_SUCH_FILE],
+        handle: h,
+      });
+      if (r.header.status !== Status.SUCCESS) return out;
+      out.push(...parseQueryDirectoryResponse(r.msg));
+    }
+  }
+
+  /** Logs off and closes the connection (best effort: the process may be ending). */
+  async shutdown(): Promise<void> {
+    this.closed = true;
+    const conn = this.conn;
+    this.conn = null;
+    if (!conn || conn.failure) return;
+    await Promise.race([
+      conn.request(Command.LOGOFF, [serializeEmptyRequest()]).catch(() => undefined),
+      new Promise((r) => setTimeout(r, 1000).unref()),
+    ]);
+    conn.close();
+  }
+}
+
+/** Access masks and options used by the store. */
+export const OPEN = {
+  read: { access: Access.READ_DATA | Access.READ_ATTRIBUTES | Access.READ_CONTROL | Access.SYNCHRONIZE, share: ShareAccess.ALL },
+  readwrite: {
+    access:
+      Access.READ_DATA | Access.WRITE_DATA | Access.APPEND_DATA | Access.READ_ATTRIBUTES | Access.WRITE_ATTRIBUTES | Access.READ_CONTROL | Access.SYNCHRONIZE,
+    share: ShareAccess.ALL,
+  },
+  file: CreateOptions.NON_DIRECTORY_FILE,
+  dir: CreateOptions.DIRECTORY_FILE,
+  Disposition,
+} as const;

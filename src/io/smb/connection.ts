@@ -1,0 +1,264 @@
+/**
+ * One SMB2 connection with one session: message ids and credits, requests in flight matched to their
+ * replies (interim STATUS_PENDING replies included), a timeout on each, and signing/encryption applied
+ * as the session requires. It knows nothing about files; client.ts builds on it.
+ */
+import { IoError } from '../../util/errors.js';
+import { Command, HeaderFlags, parseHeader, serializeHeader, type Header, HEADER_SIZE } from './header.js';
+import { Dialect } from './negotiate.js';
+import { signMessage, verifyMessage } from './signing.js';
+import { ConnectionLostError, Status } from './status.js';
+import { decryptMessage, encryptMessage, isTransformed, NonceSource } from './transform.js';
+import { Transport } from './transport.js';
+
+/** A reply: its header and the whole message (header included), plus the request bytes when asked. */
+export interface Reply {
+  header: Header;
+  msg: Buffer;
+  sent?: Buffer;
+}
+
+/** Per-request choices. */
+export interface RequestOptions {
+  treeId?: number;
+  /** Payload bytes this request moves (READ length or WRITE data); decides the credit charge. */
+  payload?: number;
+  /** Sign even before the session decided to (3.1.1 TREE_CONNECT); ignored without a key. */
+  forceSign?: boolean;
+  /** Keep the exact bytes sent (for the preauth integrity hash). */
+  keepSent?: boolean;
+}
+
+/** Keys and rules of the authenticated session. */
+export interface SessionSecurity {
+  sessionId: bigint;
+  signingAlgorithm: number;
+  signingKey: Buffer | null;
+  encryptionKey: Buffer | null;
+  decryptionKey: Buffer | null;
+  cipher: number;
+  signAll: boolean;
+  encryptAll: boolean;
+}
+
+interface Pending {
+  resolve: (r: Reply) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+  command: number;
+  sent?: Buffer;
+}
+
+/** Keep this many credits granted so several large requests can be in flight. */
+const CREDIT_TARGET = 512;
+
+export class SmbConnection {
+  dialect = 0;
+  maxReadSize = 65536;
+  maxWriteSize = 65536;
+  maxTransactSize = 65536;
+  serverSecurityMode = 0;
+  serverCapabilities = 0;
+  security: SessionSecurity = {
+    sessionId: 0n,
+    signingAlgorithm: 0,
+    signingKey: null,
+    encryptionKey: null,
+    decryptionKey: null,
+    cipher: 0,
+    signAll: false,
+    encryptAll: false,
+  };
+  /** Trees whose share demands encryption even when the session does not. */
+  readonly encryptedTrees = new Set<number>();
+  /** Set once the connection is unusable; every later request fails with it. */
+  failure: Error | null = null;
+
+  private transport!: Transport;
+  private nextMessageId = 0;
+  private credits = 1;
+  private creditWaiters: Array<() => void> = [];
+  private readonly pending = new Map<number, Pending>();
+  private readonly nonces = new NonceSource();
+
+  private constructor(
+    readonly host: string,
+    readonly port: number,
+    readonly timeoutMs: number,
+  ) {}
+
+  /** Opens the TCP connection (no SMB traffic yet). */
+  static async open(host: string, port: number, timeoutMs: number): Promise<SmbConnection> {
+    const c = new SmbConnection(host, port, timeoutMs);
+    c.transport = await Transport.connect(
+      host,
+      port,
+      timeoutMs,
+      (f) => c.onFrame(f),
+      (e) => c.fail(new ConnectionLostError(`connection to ${host}:${port} lost (${e.message})`)),
+    );
+    c.transport.idle(true);
+    return c;
+  }
+
+  /** Whether 3.x features (key derivation, encryption, CMAC signing) apply. */
+  get isSmb3(): boolean {
+    return this.dialect >= Dialect.SMB300;
+  }
+
+  /** How many bytes one READ or WRITE may move, given the dialect's credit rules. */
+  get largeMtu(): boolean {
+    return this.dialect > Dialect.SMB202;
+  }
+
+  /**
+   * Sends a request and resolves with its final reply, whatever the status (callers judge it). Rejects
+   * with ConnectionLostError when the connection breaks or the reply does not come in time.
+   */
+  async request(command: number, body: Buffer[], opts: RequestOptions = {}): Promise<Reply> {
+    if (this.failure) throw this.failure;
+    const charge = this.largeMtu ? Math.max(1, Math.ceil((opts.payload ?? 0) / 65536)) : 1;
+    await this.takeCredits(charge);
+    if (this.failure) throw this.failure;
+
+    const messageId = this.nextMessageId;
+    this.nextMessageId += charge;
+    const sec = this.security;
+    const ask = this.credits < CREDIT_TARGET ? charge + 64 : charge;
+    const header = serializeHeader({
+      creditCharge: this.largeMtu ? charge : 0,
+      command,
+      credits: Math.min(ask, 8192),
+      flags: 0,
+      messageId,
+      treeId: opts.treeId ?? 0,
+      sessionId: command === Command.NEGOTIATE ? 0n : sec.sessionId,
+    });
+    let parts = [header, ...body];
+    const encrypt = sec.encryptionKey !== null && (sec.encryptAll || (opts.treeId !== undefined && this.encryptedTrees.has(opts.treeId)));
+    if (encrypt) {
+      parts = encryptMessage(sec.cipher, sec.encryptionKey!, sec.sessionId, this.nonces.next(), parts);
+    } else if (sec.signingKey && (sec.signAll || opts.forceSign)) {
+      signMessage(sec.signingAlgorithm, sec.signingKey, parts, messageId);
+    }
+
+    return new Promise<Reply>((resolve, reject) => {
+      const p: Pending = { resolve, reject, command, timer: this.timer(messageId) };
+      if (opts.keepSent) p.sent = Buffer.concat(parts);
+      this.pending.set(messageId, p);
+      this.transport.idle(false);
+      try {
+        this.transport.send(parts);
+      } catch (err) {
+        this.settle(messageId);
+        reject(err);
+      }
+    });
+  }
+
+  /** Ends the connection; requests still in flight fail. */
+  close(): void {
+    this.fail(new ConnectionLostError(`connection to ${this.host}:${this.port} closed`));
+  }
+
+  private timer(messageId: number): NodeJS.Timeout {
+    return setTimeout(() => {
+      // A reply that never comes leaves the server's view of credits and ids unknown: drop the connection.
+      this.fail(new ConnectionLostError(`no reply from ${this.host}:${this.port} within ${this.timeoutMs / 1000} s (message ${messageId})`));
+    }, this.timeoutMs);
+  }
+
+  private async takeCredits(n: number): Promise<void> {
+    while (this.credits < n && !this.failure) {
+      // With nothing in flight no grant can arrive: wait for nothing and use what we have (servers grant at least 1).
+      if (this.pending.size === 0) {
+        if (this.credits < 1) throw new IoError(`SMB server ${this.host} granted no credits`);
+        break;
+      }
+      await new Promise<void>((r) => this.creditWaiters.push(r));
+    }
+    this.credits -= n;
+  }
+
+  private grant(n: number): void {
+    if (n === 0) return;
+    this.credits += n;
+    const waiters = this.creditWaiters;
+    this.creditWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private settle(messageId: number): Pending | undefined {
+    const p = this.pending.get(messageId);
+    if (!p) return undefined;
+    clearTimeout(p.timer);
+    this.pending.delete(messageId);
+    if (this.pending.size === 0) this.transport.idle(true);
+    return p;
+  }
+
+  private fail(err: Error): void {
+    if (this.failure) return;
+    this.failure = err;
+    this.transport?.close();
+    for (const id of [...this.pending.keys()]) this.settle(id)?.reject(err);
+    const waiters = this.creditWaiters;
+    this.creditWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private onFrame(frame: Buffer): void {
+    let encrypted = false;
+    if (isTransformed(frame)) {
+      const sec = this.security;
+      if (!sec.decryptionKey) throw new IoError('server sent an encrypted message before a session key exists');
+      frame = decryptMessage(sec.cipher, sec.decryptionKey, sec.sessionId, frame);
+      encrypted = true;
+    }
+    // A frame may hold a compound chain; each message says where the next begins.
+    for (let off = 0; off < frame.length; ) {
+      const rest = frame.subarray(off);
+      const header = parseHeader(rest);
+      if (header.nextCommand !== 0 && (header.nextCommand < HEADER_SIZE || header.nextCommand > rest.length)) {
+        throw new IoError('malformed compound reply from server');
+      }
+      const msg = header.nextCommand ? rest.subarray(0, header.nextCommand) : rest;
+      off += header.nextCommand || rest.length;
+      this.onMessage(header, msg, encrypted);
+    }
+  }
+
+  private onMessage(header: Header, msg: Buffer, encrypted: boolean): void {
+    if ((header.flags & HeaderFlags.SERVER_TO_REDIR) === 0) throw new IoError('server sent a request, not a reply');
+    this.grant(header.credits);
+    const p = this.pending.get(header.messageId);
+    if (!p) return; // oplock breaks (id -1) and replies to requests already failed
+    if (header.status === Status.PENDING && header.flags & HeaderFlags.ASYNC) {
+      // Interim reply: the real one follows with the same MessageId. The server is alive, so restart the clock.
+      clearTimeout(p.timer);
+      p.timer = this.timer(header.messageId);
+      return;
+    }
+    const sec = this.security;
+    if (!encrypted && sec.signingKey && header.sessionId === sec.sessionId && sec.sessionId !== 0n) {
+      const signed = (header.flags & HeaderFlags.SIGNED) !== 0;
+      if (signed && !verifyMessage(sec.signingAlgorithm, sec.signingKey, msg, header.messageId)) {
+        this.settle(header.messageId);
+        p.reject(new IoError(`reply from ${this.host} has a bad signature (tampered with, or a protocol error)`));
+        return;
+      }
+      if (!signed && sec.signAll && header.status === Status.SUCCESS) {
+        this.settle(header.messageId);
+        p.reject(new IoError(`reply from ${this.host} is not signed although signing is required`));
+        return;
+      }
+    }
+    if (sec.encryptAll && !encrypted && header.command !== Command.SESSION_SETUP && header.status === Status.SUCCESS) {
+      this.settle(header.messageId);
+      p.reject(new IoError(`reply from ${this.host} is not encrypted although encryption is required`));
+      return;
+    }
+    this.settle(header.messageId);
+    p.resolve({ header, msg, sent: p.sent });
+  }
+}
