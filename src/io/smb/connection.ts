@@ -71,6 +71,8 @@ export class SmbConnection {
   };
   /** Trees whose share demands encryption even when the session does not. */
   readonly encryptedTrees = new Set<number>();
+  /** Interim (STATUS_PENDING) replies seen: the server went async on a request. */
+  interimReplies = 0;
   /** Set once the connection is unusable; every later request fails with it. */
   failure: Error | null = null;
 
@@ -235,6 +237,7 @@ export class SmbConnection {
     if (!p) return; // oplock breaks (id -1) and replies to requests already failed
     if (header.status === Status.PENDING && header.flags & HeaderFlags.ASYNC) {
       // Interim reply: the real one follows with the same MessageId. The server is alive, so restart the clock.
+      this.interimReplies++;
       clearTimeout(p.timer);
       p.timer = this.timer(header.messageId);
       return;
