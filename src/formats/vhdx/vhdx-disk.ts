@@ -204,16 +204,12 @@ export class VhdxDisk implements Disk {
     this.eof = Math.ceil(layout.fileSize / MIB) * MIB;
     this.fileGuidRenewed = fresh;
     this.dataGuidRenewed = fresh;
-    this.type = m.hasParent ? 'differencing' : m.leaveBlockAllocated || this.allFullyPresent() ? 'fixed' : 'dynamic';
+    // VHDX has no type field: Hyper-V marks fixed images by LeaveBlockAllocated.
+    this.type = m.hasParent ? 'differencing' : m.leaveBlockAllocated ? 'fixed' : 'dynamic';
   }
 
   get writable(): boolean {
     return this.file.writable && !this.view.hasOverlay;
-  }
-
-  private allFullyPresent(): boolean {
-    for (let i = 0; i < this.g.payloadBlocks; i++) if (this.bat.get(payloadIndex(this.g, i)).state !== PAYLOAD.FULLY_PRESENT) return false;
-    return true;
   }
 
   /** Bytes of block `b` inside the virtual disk (the last block may be cut short). */
