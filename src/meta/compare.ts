@@ -1,7 +1,8 @@
 /** Comparing two metafiles block by block. */
 import { MetafileError } from '../util/errors.js';
 import { formatSize } from '../util/units.js';
-import type { Metafile } from './metafile.js';
+import { displayLocation } from '../io/location.js';
+import { imageLocationForMetafile, type Metafile } from './metafile.js';
 
 /** Consecutive blocks [first, first+count). */
 export interface BlockRange {
@@ -32,27 +33,34 @@ export function assertComparable(a: Metafile, b: Metafile): void {
   const refuse = (why: string) => new MetafileError(why, a.name);
   if (sa.layout !== sb.layout) {
     const [vbb, native] = sa.layout === 'vbb' ? [a, b] : [b, a];
-    throw refuse(
-      `cannot compare a VhdBlockBackup metafile (${vbb.name}) with a native one (${native.name}): run vhdsync createmeta --format vbb on the image of ${native.name}, or re-hash the image of ${vbb.name} with vhdsync createmeta`,
+    throw new MetafileError(
+      `is a VhdBlockBackup (vbb) metafile and ${native.name} a native one, which cannot be compared: run vhdsync createmeta --format vbb ${imageOf(native)}, or vhdsync createmeta ${imageOf(vbb)}`,
+      vbb.name,
     );
   }
   if (sa.algorithm !== sb.algorithm) {
-    throw refuse(`hash algorithms differ (${sa.algorithm} vs ${sb.algorithm} in ${b.name}): run vhdsync createmeta --hash ${sb.algorithm} on the source image`);
+    throw refuse(`hash algorithms differ (${sa.algorithm} here, ${sb.algorithm} in ${b.name}): run vhdsync createmeta --hash ${sb.algorithm} ${imageOf(a)}`);
   }
   if (sa.blockSize !== sb.blockSize) {
     throw refuse(
-      `block sizes differ (${formatSize(sa.blockSize)} vs ${formatSize(sb.blockSize)} in ${b.name}): run vhdsync createmeta --block-size ${sb.blockSize} on the source image`,
+      `block sizes differ (${formatSize(sa.blockSize)} here, ${formatSize(sb.blockSize)} in ${b.name}): run vhdsync createmeta --block-size ${sb.blockSize} ${imageOf(a)}`,
     );
   }
   const exact = sa.virtualSizeExact && sb.virtualSizeExact;
   if ((exact && sa.virtualSize !== sb.virtualSize) || sa.blockCount !== sb.blockCount) {
     throw refuse(
-      `virtual sizes differ (${sa.virtualSize} vs ${sb.virtualSize} bytes in ${b.name}): resize the target to the source's size and run vhdsync createmeta on it`,
+      `virtual sizes differ (${sa.virtualSize} bytes here, ${sb.virtualSize} in ${b.name}): resize ${imageOf(b)} to the source's size and run vhdsync createmeta on it`,
     );
   }
   if (sa.logicalSectorSize !== null && sb.logicalSectorSize !== null && sa.logicalSectorSize !== sb.logicalSectorSize) {
-    throw refuse(`logical sector sizes differ (${sa.logicalSectorSize} vs ${sb.logicalSectorSize} in ${b.name}): the images are not interchangeable`);
+    throw refuse(`logical sector sizes differ (${sa.logicalSectorSize} here, ${sb.logicalSectorSize} in ${b.name}): the images are not interchangeable`);
   }
+}
+
+/** The image a metafile belongs to, for fix-it hints (the metafile itself when its name says nothing). */
+function imageOf(m: Metafile): string {
+  const image = imageLocationForMetafile(m.location);
+  return image ? displayLocation(image) : `<image of ${m.name}>`;
 }
 
 /** Yields ranges of blocks whose digests differ, in order; call assertComparable first. */

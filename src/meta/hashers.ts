@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
-import { XXHash128 } from 'xxhash-addon';
+import xxhash from 'xxhash-addon';
 import { UsageError } from '../util/errors.js';
+
+// xxhash-addon is CommonJS: Node's ESM loader cannot see its named exports.
+const { XXHash128 } = xxhash;
 
 /** Digest algorithms of metafiles; `sha1-16` is VhdBlockBackup's (first 16 bytes of SHA-1). */
 export type HashAlgorithm = 'xxh128' | 'sha256' | 'sha1-16';

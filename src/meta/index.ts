@@ -4,6 +4,7 @@
 export { metafileLocationFor, imageLocationForMetafile, readMetafile, writeMetafile, Metafile, METAFILE_SUFFIX } from './metafile.js';
 export type { MetafileLayout, MetafileSummary, NewMetafile, BlockRecord, ReadMetafileOptions } from './metafile.js';
 export { hashDisk } from './hash-disk.js';
+export { hasMagic } from './header.js';
 export type { HashOptions, HashedBlock } from './hash-disk.js';
 export { createMetafile, resolveHashSettings, describeCreated, DEFAULT_BLOCK_SIZE } from './create.js';
 export type { CreateMetafileOptions, CreateMetafileResult } from './create.js';

@@ -7,7 +7,7 @@ import { writeAtomically } from '../io/atomic.js';
 import { displayLocation, type Location } from '../io/location.js';
 import type { RandomAccessFile } from '../io/store.js';
 import { MetafileError } from '../util/errors.js';
-import { decodeEntries, encodeEntry, ListVerifier, parseTrailer, serializeTrailer, TRAILER_SIZE, type BlockState, type EntryBatch } from './entries.js';
+import { decodeEntries, encodeEntry, ListVerifier, parseTrailer, serializeTrailer, stateName, TRAILER_SIZE, type BlockState, type EntryBatch } from './entries.js';
 import { DIGEST_LENGTH, type HashAlgorithm } from './hashers.js';
 import { blockCountFor, entrySize, hasMagic, HEADER_SIZE, parseHeader, serializeHeader, type MetafileHeader } from './header.js';
 import { decodeVbbEntries, VBB_BLOCK_SIZE, VBB_DIGEST_LENGTH, vbbBlockCount } from './vbb.js';
@@ -106,6 +106,19 @@ export class Metafile {
       if (bytes.length !== n * stride) throw new MetafileError('the metafile shrank while being read', this.name);
     }
     return s.layout === 'native' ? decodeEntries(bytes, first, s.digestLength) : decodeVbbEntries(bytes, first);
+  }
+
+  /**
+   * Every entry in order as records writeMetafile accepts, read in batches (for example to re-stamp a list with
+   * a new identity after a merge: `writeMetafile(to, { ...fields, identity }, meta.records())`).
+   */
+  async *records(batchSize = 1 << 16): AsyncGenerator<BlockRecord> {
+    for (let first = 0; first < this.summary.blockCount; first += batchSize) {
+      const b = await this.read(first, batchSize);
+      for (let i = 0; i < b.count; i++) {
+        yield { index: first + i, state: stateName(b.states[i]), digest: b.digests.subarray(i * b.digestLength, (i + 1) * b.digestLength) };
+      }
+    }
   }
 
   /** Releases the file handle (if the list was not held in memory). */

@@ -3,8 +3,12 @@ import { createCommand } from './create.js';
 import { infoCommand } from './info.js';
 import { getCommand } from './get.js';
 import { convertCommand } from './convert.js';
+import { copyCommand } from './copy.js';
 import { mergeCommand } from './merge.js';
+import { createmetaCommand } from './createmeta.js';
+import { checkCommand } from './check.js';
+import { validateCommand } from './validate.js';
 
 /** Every subcommand, in the order `--help` lists them. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [createCommand, infoCommand, getCommand, convertCommand, mergeCommand];
+export const commands: CommandModule<any, any>[] = [createCommand, infoCommand, getCommand, convertCommand, mergeCommand, createmetaCommand, checkCommand, validateCommand];
