@@ -45,10 +45,10 @@ interface Run {
 }
 
 /** Groups ascending changed blocks into contiguous runs of at most RUN_BYTES. */
-function* runsOf(blocks: Iterable<ChangedBlock>, bs: number, size: number): Generator<Run> {
+async function* runsOf(blocks: AsyncIterable<ChangedBlock> | Iterable<ChangedBlock>, bs: number, size: number): AsyncGenerator<Run> {
   let run: Run | null = null;
   let last = -2;
-  for (const b of blocks) {
+  for await (const b of blocks) {
     if (b.index <= last) throw new RangeError('changed blocks must be ascending');
     const offset = b.index * bs;
     const length = Math.min(bs, size - offset);
@@ -76,12 +76,12 @@ async function readRun(source: Disk, run: Run): Promise<Buffer | null> {
  * Copies the listed source blocks (ascending indexes) into `diff`, verifying each digest. Throws
  * ContentChangedError on the first block whose content is not what the metafile says.
  */
-export async function copyChangedBlocks(source: Disk, diff: Disk, blocks: Iterable<ChangedBlock>, opts: CopyBlocksOptions): Promise<CopyBlocksStats> {
+export async function copyChangedBlocks(source: Disk, diff: Disk, blocks: AsyncIterable<ChangedBlock> | Iterable<ChangedBlock>, opts: CopyBlocksOptions): Promise<CopyBlocksStats> {
   const { blockSize: bs, algorithm } = opts;
   const stats: CopyBlocksStats = { blocks: 0, dataBytes: 0, zeroBytes: 0, readBytes: 0 };
   const runs = runsOf(blocks, bs, source.virtualSize);
   const fetch = async (): Promise<{ run: Run; data: Buffer | null } | null> => {
-    const r = runs.next();
+    const r = await runs.next();
     if (r.done) return null;
     return { run: r.value, data: await readRun(source, r.value) };
   };

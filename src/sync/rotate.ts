@@ -1,30 +1,56 @@
 /**
  * The metafile rotation at the end of a merge: the diff's metafile (which already lists the content the parent
- * has after the merge) becomes the parent's, stamped with the parent's new identity.
- * PROVISIONAL: waits for src/meta (readMetafile/writeMetafile); until then only the "no metafile" case works.
+ * has after the merge) becomes the parent's, stamped with the parent's new identity, written atomically.
  */
 import type { Location } from '../io/location.js';
-import { displayLocation, sibling } from '../io/location.js';
-import { UnsupportedError } from '../util/errors.js';
-
-/** The metafile of an image: `<image>.blocklist.bin` next to it. */
-function metaOf(loc: Location): Location {
-  return sibling(loc, loc.store.paths.basename(loc.path) + '.blocklist.bin');
-}
+import { displayLocation } from '../io/location.js';
+import { openDisk } from '../formats/open.js';
+import { metafileLocationFor, readMetafile, writeMetafile } from '../meta/index.js';
+import { MetafileError } from '../util/errors.js';
 
 /** Checks that the diff's metafile, if any, is readable and fits the disk, before a merge touches the parent. */
-export async function checkDiffMetafile(diffLoc: Location, _virtualSize: number): Promise<void> {
-  if (await diffLoc.store.stat(metaOf(diffLoc).path)) throw new UnsupportedError('metafile rotation not available yet', displayLocation(diffLoc));
+export async function checkDiffMetafile(diffLoc: Location, virtualSize: number): Promise<void> {
+  const loc = metafileLocationFor(diffLoc);
+  if (!(await loc.store.stat(loc.path))) return;
+  const meta = await readMetafile(loc, { virtualSize });
+  await meta.close();
+  if (meta.summary.virtualSize !== virtualSize) {
+    throw new MetafileError(`describes ${meta.summary.virtualSize} bytes, the diff has ${virtualSize}; it does not belong to this diff`, displayLocation(loc));
+  }
 }
 
-/** Writes the parent's new metafile from the diff's; returns its location text, or null when the diff has none. */
-export async function rotateMetafile(diffLoc: Location, _parentLoc: Location): Promise<string | null> {
-  if (await diffLoc.store.stat(metaOf(diffLoc).path)) throw new UnsupportedError('metafile rotation not available yet', displayLocation(diffLoc));
-  return null;
+/**
+ * Writes the parent's new metafile from the diff's and returns its location text, or null when the diff has
+ * none (the parent's old metafile is then stale, which `check` reports). Idempotent: a rerun rewrites it.
+ */
+export async function rotateMetafile(diffLoc: Location, parentLoc: Location): Promise<string | null> {
+  const from = metafileLocationFor(diffLoc);
+  if (!(await from.store.stat(from.path))) return null;
+  // The identity is read after the parent was closed: a VHDX writer's last header update is already in it.
+  const parent = await openDisk(parentLoc);
+  let identity;
+  let sectors;
+  let size;
+  try {
+    identity = await parent.identity();
+    sectors = parent.logicalSectorSize;
+    size = parent.virtualSize;
+  } finally {
+    await parent.close();
+  }
+  const list = await readMetafile(from, { virtualSize: size, logicalSectorSize: sectors });
+  const to = metafileLocationFor(parentLoc);
+  try {
+    const s = list.summary;
+    await writeMetafile(to, { layout: s.layout, algorithm: s.algorithm, blockSize: s.blockSize, logicalSectorSize: s.logicalSectorSize ?? sectors, virtualSize: s.virtualSize, identity }, list.records());
+  } finally {
+    await list.close();
+  }
+  return displayLocation(to);
 }
 
 /** Removes the diff's metafile if present. */
 export async function removeDiffMetafile(diffLoc: Location): Promise<void> {
-  const m = metaOf(diffLoc);
+  const m = metafileLocationFor(diffLoc);
   if (await m.store.stat(m.path)) await m.store.unlink(m.path);
 }

@@ -11,4 +11,4 @@ import { validateCommand } from './validate.js';
 
 /** Every subcommand, in the order `--help` lists them. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [createCommand, infoCommand, getCommand, convertCommand, mergeCommand, createmetaCommand, checkCommand, validateCommand];
+export const commands: CommandModule<any, any>[] = [createCommand, infoCommand, getCommand, convertCommand, copyCommand, mergeCommand, createmetaCommand, checkCommand, validateCommand];

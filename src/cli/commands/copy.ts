@@ -1,0 +1,47 @@
+import type { CommandModule } from 'yargs';
+import { parseLocation } from '../../io/location.js';
+import { copyToDiff } from '../../sync/copy.js';
+import { createProgress, type Progress } from '../../util/progress.js';
+import { formatSize } from '../../util/units.js';
+import { out, outJson, wantProgress, withJson, type GlobalArgs } from '../output.js';
+
+interface CopyArgs extends GlobalArgs {
+  source: string;
+  target: string;
+  createmeta?: boolean;
+  diffdir?: string;
+  force?: boolean;
+}
+
+/** `vhdsync copy SOURCE TARGET`: writes the changed blocks as a differencing image parented on TARGET. */
+export const copyCommand: CommandModule<object, CopyArgs> = {
+  command: 'copy <source> <target>',
+  describe: 'write the blocks where SOURCE differs from TARGET into TARGET_diff.<ext>, a differencing image on TARGET',
+  builder: (y) =>
+    withJson(y)
+      .positional('source', { type: 'string', demandOption: true, describe: 'the new content (raw, VHD or VHDX; any chain)' })
+      .positional('target', { type: 'string', demandOption: true, describe: 'the VHD or VHDX the diff will be merged into' })
+      .option('createmeta', { type: 'boolean', describe: "hash the source in the same pass (no source metafile needed) and write its new metafile" })
+      .option('diffdir', { type: 'string', describe: "write the diff in this folder (its parent locators still point from TARGET's folder)" })
+      .option('force', { type: 'boolean', describe: 'replace an existing diff' }) as never,
+  handler: async (args) => {
+    let progress: Progress | null = null;
+    const summary = await copyToDiff(await parseLocation(args.source), await parseLocation(args.target), {
+      createmeta: args.createmeta,
+      diffdir: args.diffdir ? await parseLocation(args.diffdir) : undefined,
+      force: args.force,
+      onTotal: (total) => (progress = createProgress(args.createmeta ? 'hashing+copying' : 'copying', total, wantProgress(args))),
+      onProgress: (n) => progress?.advance(n),
+    });
+    (progress as Progress | null)?.finish();
+    if (args.json) outJson(summary);
+    else if (!args.quiet) {
+      out(
+        `${summary.diff}: ${summary.changedBlocks} of ${summary.totalBlocks} blocks changed (${formatSize(summary.changedBytes)}): ` +
+          `${formatSize(summary.dataBytes)} data, ${formatSize(summary.zeroBytes)} zeros; ${summary.seconds.toFixed(2)} s`,
+      );
+      if (summary.sourceMetafile) out(`source metafile written: ${summary.sourceMetafile}`);
+      if (summary.diff !== summary.diffFinalLocation) out(`move it (and ${summary.diffMetafile}) to ${summary.diffFinalLocation}, then run vhdsync merge there`);
+    }
+  },
+};

@@ -1,0 +1,221 @@
+/**
+ * `copy`: writes only the blocks that differ between SOURCE and TARGET into a new differencing image
+ * `<target-name>_diff.<ext>` parented on TARGET (next to it or in --diffdir), plus the diff's metafile, which
+ * lists the content TARGET will have once the diff is merged.
+ */
+import type { Disk, DiskIdentity } from '../formats/disk.js';
+import { createDisk, openDisk } from '../formats/open.js';
+import { writeAtomically } from '../io/atomic.js';
+import type { Location } from '../io/location.js';
+import { displayLocation, sibling } from '../io/location.js';
+import { createMetafile, metafileLocationFor, readMetafile, writeMetafile, type Metafile } from '../meta/index.js';
+import { AlreadyExistsError, UnsupportedError, UsageError } from '../util/errors.js';
+import { copyChangedBlocks } from './copy-blocks.js';
+import { hookLocation } from './kill-hook.js';
+import { mergeStateLocationFor } from './merge-state.js';
+import { changedBlocksOf, DigestCursor, openFreshMetafile, planCopy } from './plan.js';
+
+/** Options for copyToDiff. */
+export interface CopyOptions {
+  /** Hash the source in the same pass (its old metafile is not needed) and write its new metafile. */
+  createmeta?: boolean;
+  /** Write the diff here instead of next to the target; its parent locators still point from the target's folder. */
+  diffdir?: Location;
+  /** Replace an existing diff. */
+  force?: boolean;
+  /** Called once with the bytes the copy will examine (changed bytes, or the whole source with createmeta). */
+  onTotal?: (bytes: number) => void;
+  onProgress?: (bytes: number) => void;
+}
+
+/** What a copy did, for summaries and --json. */
+export interface CopySummary {
+  source: string;
+  target: string;
+  /** Where the diff was written. */
+  diff: string;
+  /** Where its parent locators expect it to live (next to the target). */
+  diffFinalLocation: string;
+  diffMetafile: string;
+  /** The source's new metafile (createmeta only). */
+  sourceMetafile: string | null;
+  totalBlocks: number;
+  blockSize: number;
+  changedBlocks: number;
+  /** Virtual bytes of the changed blocks. */
+  changedBytes: number;
+  /** Bytes written into the diff as data, and as zeros. */
+  dataBytes: number;
+  zeroBytes: number;
+  /** Bytes read from the source. */
+  bytesRead: number;
+  /** Size of the diff file (its apparent size; holes included). */
+  diffFileSize: number;
+  seconds: number;
+}
+
+/** The diff's file name for a target: `<stem>_diff.<ext>` (VhdBlockBackup's naming). */
+export function diffNameFor(target: Location, format: string): string {
+  const base = target.store.paths.basename(target.path);
+  const dot = base.lastIndexOf('.');
+  return dot > 0 ? `${base.slice(0, dot)}_diff${base.slice(dot)}` : `${base}_diff.${format}`;
+}
+
+/** Removes `.partial` leftovers of earlier killed copies of this diff (writeAtomically's temp names). */
+async function removeLeftovers(diff: Location): Promise<void> {
+  const { store, path } = diff;
+  const dir = store.paths.dirname(path);
+  const prefix = `.${store.paths.basename(path)}.`;
+  for (const name of await store.list(dir).catch(() => [] as string[])) {
+    if (name.startsWith(prefix) && name.endsWith('.partial')) await store.unlink(store.paths.join(dir, name)).catch(() => {});
+  }
+}
+
+/**
+ * Writes the differencing image that turns TARGET into SOURCE. Refuses raw targets, different virtual sizes,
+ * missing, stale or incompatible metafiles, an existing diff (without `force`) and a target with a merge pending.
+ */
+export async function copyToDiff(sourceWhere: Location, targetWhere: Location, opts: CopyOptions = {}): Promise<CopySummary> {
+  const started = Date.now();
+  const pending = mergeStateLocationFor(targetWhere);
+  if (await pending.store.stat(pending.path)) {
+    throw new UsageError('a merge into this image is pending (merge-state file present); run vhdsync merge on its diff first', displayLocation(targetWhere));
+  }
+  const source = await openDisk(sourceWhere);
+  let target: Disk | null = null;
+  const metas: Metafile[] = [];
+  try {
+    target = await openDisk(targetWhere);
+    const targetName = displayLocation(target.location);
+    if (target.format === 'raw') {
+      throw new UnsupportedError('a raw image has no differencing format, so no diff can be written for it; convert it to VHDX or VHD (vhdsync convert) and run createmeta on it', targetName);
+    }
+    if (source.virtualSize !== target.virtualSize) {
+      throw new UnsupportedError(`virtual sizes differ (source ${source.virtualSize} bytes, target ${target.virtualSize}): a diff cannot resize its parent`, displayLocation(source.location));
+    }
+    const diffName = diffNameFor(target.location, target.format);
+    const finalLoc = sibling(target.location, diffName);
+    let writeLoc = finalLoc;
+    if (opts.diffdir) {
+      const st = await opts.diffdir.store.stat(opts.diffdir.path);
+      if (!st?.isDirectory) throw new UsageError('--diffdir is not an existing directory', displayLocation(opts.diffdir));
+      writeLoc = { store: opts.diffdir.store, path: opts.diffdir.store.paths.join(opts.diffdir.path, diffName) };
+    }
+    if (!opts.force && (await writeLoc.store.stat(writeLoc.path))) {
+      throw new AlreadyExistsError('the diff already exists (merge it first, or use --force to replace it)', displayLocation(writeLoc));
+    }
+    await removeLeftovers(writeLoc);
+
+    const targetMeta = await openFreshMetafile(target);
+    metas.push(targetMeta);
+    const ts = targetMeta.summary;
+    const summary: CopySummary = {
+      source: displayLocation(source.location),
+      target: targetName,
+      diff: displayLocation(writeLoc),
+      diffFinalLocation: displayLocation(finalLoc),
+      diffMetafile: displayLocation(metafileLocationFor(writeLoc)),
+      sourceMetafile: null,
+      totalBlocks: ts.blockCount,
+      blockSize: ts.blockSize,
+      changedBlocks: 0,
+      changedBytes: 0,
+      dataBytes: 0,
+      zeroBytes: 0,
+      bytesRead: 0,
+      diffFileSize: 0,
+      seconds: 0,
+    };
+    const parent = target;
+
+    await writeAtomically(
+      writeLoc,
+      async (temp) => {
+        const diff = await createDisk(hookLocation(temp), { format: parent.format, type: 'differencing', parent, finalLocation: finalLoc });
+        let diffId: DiskIdentity;
+        let sourceList: Location;
+        try {
+          if (opts.createmeta) {
+            sourceList = await copyWithCreatemeta(source, diff, targetMeta, summary, opts);
+            summary.sourceMetafile = displayLocation(sourceList);
+          } else {
+            const plan = await planCopy(source, targetMeta);
+            metas.push(plan.source);
+            sourceList = plan.source.location;
+            summary.changedBlocks = plan.comparison.changedBlocks;
+            summary.changedBytes = plan.comparison.changedBytes;
+            opts.onTotal?.(plan.comparison.changedBytes);
+            const st = await copyChangedBlocks(source, diff, changedBlocksOf(plan), {
+              blockSize: ts.blockSize,
+              algorithm: ts.algorithm,
+              onProgress: opts.onProgress,
+            });
+            summary.dataBytes = st.dataBytes;
+            summary.zeroBytes = st.zeroBytes;
+            summary.bytesRead = st.readBytes;
+          }
+          await diff.flush();
+          diffId = await diff.identity();
+        } finally {
+          await diff.close();
+        }
+        // The diff's list is the source's list: after the merge it is what the target holds. The merge's
+        // rotation re-stamps it with the parent's new identity.
+        await writeDiffMetafile(sourceList, metafileLocationFor(writeLoc), diffId, source);
+      },
+      { overwrite: opts.force },
+    );
+    summary.diffFileSize = (await writeLoc.store.stat(writeLoc.path))?.size ?? 0;
+    summary.seconds = (Date.now() - started) / 1000;
+    return summary;
+  } finally {
+    for (const m of metas) await m.close().catch(() => {});
+    await target?.close().catch(() => {});
+    await source.close().catch(() => {});
+  }
+}
+
+/** Copies a list under a new name with the diff's identity in its header. */
+async function writeDiffMetafile(from: Location, to: Location, identity: DiskIdentity, source: Disk): Promise<void> {
+  const list = await readMetafile(from, { virtualSize: source.virtualSize, logicalSectorSize: source.logicalSectorSize });
+  try {
+    const s = list.summary;
+    await writeMetafile(
+      to,
+      { layout: s.layout, algorithm: s.algorithm, blockSize: s.blockSize, logicalSectorSize: s.logicalSectorSize ?? source.logicalSectorSize, virtualSize: s.virtualSize, identity },
+      list.records(),
+    );
+  } finally {
+    await list.close();
+  }
+}
+
+/**
+ * One pass over the source: hashes every block (the meta pipeline, which skips what the allocation tables
+ * say is empty), copies the blocks whose digest differs from the target's, and writes the source's new
+ * metafile. Returns that metafile's location.
+ */
+async function copyWithCreatemeta(source: Disk, diff: Disk, targetMeta: Metafile, summary: CopySummary, opts: CopyOptions): Promise<Location> {
+  const ts = targetMeta.summary;
+  const cursor = new DigestCursor(targetMeta);
+  opts.onTotal?.(source.virtualSize);
+  const hashing = ts.layout === 'vbb' ? { layout: 'vbb' as const } : { layout: 'native' as const, algorithm: ts.algorithm as 'xxh128' | 'sha256', blockSize: ts.blockSize };
+  const result = await createMetafile(source, {
+    ...hashing,
+    onProgress: opts.onProgress,
+    onBlock: async (b) => {
+      if (b.read) summary.bytesRead += b.length;
+      if (b.digest.equals(await cursor.digest(b.index))) return;
+      summary.changedBlocks++;
+      summary.changedBytes += b.length;
+      if (b.state === 'data') {
+        await diff.write(b.offset, b.data!);
+        summary.dataBytes += b.length;
+      } else {
+        await diff.writeZeroes(b.offset, b.length);
+        summary.zeroBytes += b.length;
+      }
+    },
+  });
+  return result.metafile;
+}
