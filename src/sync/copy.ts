@@ -88,7 +88,7 @@ export async function copyToDiff(sourceWhere: Location, targetWhere: Location, o
     target = await openDisk(targetWhere);
     const targetName = displayLocation(target.location);
     if (target.format === 'raw') {
-      throw new UnsupportedError('a raw image has no differencing format, so no diff can be written for it; convert it to VHDX or VHD (vhdsync convert) and run createmeta on it', targetName);
+      throw new UnsupportedError('not a VHD or VHDX image (raw content has no differencing format, so no diff can be written for it); convert it with vhdsync convert and run createmeta on the result', targetName);
     }
     if (source.virtualSize !== target.virtualSize) {
       throw new UnsupportedError(`virtual sizes differ (source ${source.virtualSize} bytes, target ${target.virtualSize}): a diff cannot resize its parent`, displayLocation(source.location));

@@ -1,0 +1,150 @@
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { makeTempDir } from '../helpers/tmp.js';
+import { HAVE_QEMU, PYTHON_VHDI, requireTool, pyvhdiRead, run, runStatus } from '../helpers/tools.js';
+import { cli, expectOneLineError } from '../helpers/cli.js';
+import { MiB, qemuImage, qemuRaw, qemuSame, qemuWrite, type Change } from './sync-helpers.js';
+
+const ok = requireTool(HAVE_QEMU && PYTHON_VHDI !== null, 'qemu-img, qemu-io and pyvhdi');
+const d = ok ? describe : describe.skip;
+
+type Fmt = 'vhdx' | 'vhd' | 'raw';
+const QEMU: Record<Fmt, 'vhdx' | 'vpc' | 'raw'> = { vhdx: 'vhdx', vhd: 'vpc', raw: 'raw' };
+const CREATE: Record<Fmt, string> = { vhdx: 'subformat=dynamic,block_size=32M', vhd: 'subformat=dynamic,force_size=on', raw: '' };
+const SIZE = 64 * MiB;
+
+/** The target's content: two data areas. */
+const BASE: Change[] = [
+  { offset: 0, length: 4 * MiB, fill: 0xa5 },
+  { offset: 40 * MiB, length: 8 * MiB, fill: 0x33 },
+];
+/** What the source changes: new data, zeros over target data, data in an empty area, a change inside a 32 MiB block. */
+const CHANGES: Change[] = [
+  { offset: MiB, length: 64 << 10, fill: 0x11 },
+  { offset: 41 * MiB, length: 128 << 10, fill: 'zero' },
+  { offset: 20 * MiB + (192 << 10), length: 4096, fill: 0x12 },
+  { offset: SIZE - 65536, length: 65536, fill: 0x13 },
+];
+
+d('copy + merge end to end (qemu-made images, checked by qemu and libvhdi)', () => {
+  let tmp: ReturnType<typeof makeTempDir>;
+  beforeEach(() => (tmp = makeTempDir()));
+  afterEach(() => tmp.cleanup());
+
+  /** Makes target.<tf> with qemu and source.<sf> = target's content + CHANGES, also with qemu. Returns paths. */
+  function setup(tf: Fmt, sf: Fmt) {
+    const target = path.join(tmp.dir, `target.${tf}`);
+    const source = path.join(tmp.dir, `source.${sf}`);
+    qemuImage(target, QEMU[tf], SIZE, BASE, CREATE[tf]);
+    if (sf === 'raw') qemuRaw(target, QEMU[tf], source);
+    else run('qemu-img', ['convert', '-f', QEMU[tf], '-O', QEMU[sf], ...(CREATE[sf] ? ['-o', CREATE[sf]] : []), target, source]);
+    qemuWrite(source, QEMU[sf], CHANGES);
+    const expected = path.join(tmp.dir, 'expected.raw');
+    qemuRaw(source, QEMU[sf], expected);
+    return { target, source, expected };
+  }
+
+  it.each([
+    ['vhdx', 'raw'],
+    ['vhdx', 'vhd'],
+    ['vhdx', 'vhdx'],
+    ['vhd', 'raw'],
+    ['vhd', 'vhdx'],
+  ] as const)('%s target, %s source: createmeta, check, copy, merge; target equals source and check finds nothing', (tf, sf) => {
+    const { target, source, expected } = setup(tf, sf);
+    expect(cli(['createmeta', '--block-size', '64K', source, target]).status).toBe(0);
+    const before = JSON.parse(cli(['check', '--json', source, target]).stdout);
+    expect(before.changedBlocks).toBe(1 + 2 + 1 + 1);
+
+    const c = cli(['copy', '--json', source, target]);
+    expect(c.stderr).toBe('');
+    expect(c.status).toBe(0);
+    const summary = JSON.parse(c.stdout);
+    const diff = path.join(tmp.dir, `target_diff.${tf}`);
+    expect(summary.diff).toBe(diff);
+    expect(summary.changedBlocks).toBe(5);
+    expect(summary.zeroBytes).toBe(128 << 10);
+    expect(summary.dataBytes).toBe(3 * 65536);
+    // Only the changed blocks were read from the source.
+    expect(summary.bytesRead).toBeLessThanOrEqual(5 * 65536);
+
+    // The diff as another implementation reads it through its parent.
+    expect(pyvhdiRead(diff, target).equals(readFileSync(expected))).toBe(true);
+    if (tf === 'vhdx') expect(runStatus('qemu-img', ['info', diff]).stderr).toMatch(/Operation not supported/);
+
+    const m = cli(['merge', '--json', diff]);
+    expect(m.stderr).toBe('');
+    expect(m.status).toBe(0);
+    expect(JSON.parse(m.stdout).metafile).toBe(target + '.blocklist.bin');
+    expect(qemuSame(target, QEMU[tf], expected, 'raw').output).toContain('identical');
+    if (tf === 'vhdx') run('qemu-img', ['check', '-q', '-f', 'vhdx', target]);
+    // The rotated metafile is fresh and equal to the source's: nothing to copy, no re-hash of the target.
+    const after = JSON.parse(cli(['check', '--json', source, target]).stdout);
+    expect(after.changedBlocks).toBe(0);
+    expect(cli(['validate', target]).status).toBe(0);
+    expect(readdirSync(tmp.dir).sort()).toEqual(['expected.raw', `source.${sf}`, `source.${sf}.blocklist.bin`, `target.${tf}`, `target.${tf}.blocklist.bin`]);
+  });
+
+  it('--createmeta hashes the source in one pass, needs no source metafile, and writes it', () => {
+    const { target, source, expected } = setup('vhdx', 'raw');
+    expect(cli(['createmeta', '--block-size', '64K', target]).status).toBe(0);
+    const c = cli(['copy', '--createmeta', '--json', source, target]);
+    expect(c.stderr).toBe('');
+    const summary = JSON.parse(c.stdout);
+    expect(summary.changedBlocks).toBe(5);
+    expect(summary.sourceMetafile).toBe(source + '.blocklist.bin');
+    expect(JSON.parse(cli(['check', '--json', source, target]).stdout).changedBlocks).toBe(5);
+    expect(cli(['merge', path.join(tmp.dir, 'target_diff.vhdx')]).status).toBe(0);
+    expect(qemuSame(target, 'vhdx', expected, 'raw').output).toContain('identical');
+    expect(JSON.parse(cli(['check', '--json', source, target]).stdout).changedBlocks).toBe(0);
+  });
+
+  it("VhdBlockBackup syntax with --diffdir: the diff is written elsewhere, moved next to the target, merged", () => {
+    const { target, source, expected } = setup('vhd', 'raw');
+    const dd = path.join(tmp.dir, 'out');
+    mkdirSync(dd);
+    expect(cli(['createmeta', '--format', 'vbb', target]).status).toBe(0);
+    const c = cli(['--copy', '--createmeta', `--diffdir=${dd}`, source, target]);
+    expect(c.stderr).toBe('');
+    expect(c.status).toBe(0);
+    expect(readdirSync(dd).sort()).toEqual(['target_diff.vhd', 'target_diff.vhd.blocklist.bin']);
+    // Its parent locators name the target as seen from the target's folder: after the move it finds its parent.
+    for (const f of readdirSync(dd)) renameSync(path.join(dd, f), path.join(tmp.dir, f));
+    const m = cli(['merge', path.join(tmp.dir, 'target_diff.vhd')]);
+    expect(m.stderr).toBe('');
+    expect(qemuSame(target, 'vpc', expected, 'raw').output).toContain('identical');
+    expect(cli(['check', source, target]).stdout).toMatch(/no blocks differ/);
+  });
+
+  it('refuses with one clear line: raw target, sizes, stale or missing metafiles, existing diff, pending merge', () => {
+    const { target, source } = setup('vhdx', 'raw');
+    const rawTarget = path.join(tmp.dir, 'plain.raw');
+    writeFileSync(rawTarget, 'this is not a disk image\n');
+    expectOneLineError(cli(['copy', source, rawTarget]), 1, /not a VHD or VHDX image/);
+    expectOneLineError(cli(['copy', source, target]), 1, /no metafile \(run vhdsync createmeta .*target\.vhdx\)/);
+    expect(cli(['createmeta', '--block-size', '64K', source, target]).status).toBe(0);
+    const small = path.join(tmp.dir, 'small.vhdx');
+    run('qemu-img', ['create', '-q', '-f', 'vhdx', small, '32M']);
+    expectOneLineError(cli(['copy', source, small]), 1, /virtual sizes differ/);
+    // Source changed after its metafile: stale by mtime.
+    qemuWrite(source, 'raw', [{ offset: 0, length: 4096, fill: 0x99 }]);
+    expectOneLineError(cli(['copy', source, target]), 1, /stale/);
+    expect(cli(['createmeta', '--block-size', '64K', source]).status).toBe(0);
+    expect(cli(['copy', source, target]).status).toBe(0);
+    expectOneLineError(cli(['copy', source, target]), 1, /already exists.*--force/);
+    expect(cli(['copy', '--force', source, target]).status).toBe(0);
+    writeFileSync(target + '.merge-state.json', '{}');
+    expectOneLineError(cli(['copy', '--force', source, target]), 2, /merge .* pending/);
+  });
+
+  it('a source changed behind its metafile (same size and mtime) stops with ContentChangedError and leaves no diff', () => {
+    const { target, source } = setup('vhdx', 'raw');
+    expect(cli(['createmeta', '--block-size', '64K', source, target]).status).toBe(0);
+    run('touch', ['-r', source, source + '.ref']);
+    qemuWrite(source, 'raw', [{ offset: MiB, length: 4096, fill: 0x77 }]);
+    run('touch', ['-r', source + '.ref', source]);
+    expectOneLineError(cli(['copy', source, target]), 1, /block 16 .*changed since its metafile was made/);
+    expect(readdirSync(tmp.dir).filter((f) => f.includes('_diff'))).toEqual([]);
+    expect(existsSync(path.join(tmp.dir, 'target_diff.vhdx'))).toBe(false);
+  });
+});
