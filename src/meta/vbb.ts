@@ -26,6 +26,9 @@ export function vbbBlockCount(fileLength: number, virtualSize: number | undefine
       subject,
     );
   }
+  if (fileLength === 0 && virtualSize === undefined) {
+    throw new MetafileError('empty file: not a metafile (recreate it with vhdsync createmeta)', subject);
+  }
   if (fileLength % VBB_DIGEST_LENGTH !== 0) {
     throw new MetafileError(`not a metafile: no vhdsync header, and ${fileLength} bytes is not a multiple of 16 as a VhdBlockBackup list would be`, subject);
   }
