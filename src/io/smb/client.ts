@@ -101,6 +101,11 @@ export class SmbClient {
     return conn;
   }
 
+  /** Connects to a share (once per connection), so its errors are not mistaken for a missing file. */
+  async ensureShare(share: string): Promise<void> {
+    await this.tree(await this.connection(), share);
+  }
+
   /** The tree id for a share, connecting to it once per connection. */
   async tree(conn: SmbConnection, share: string): Promise<number> {
     const key = share.toLowerCase();

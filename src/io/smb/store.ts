@@ -156,6 +156,7 @@ export class SmbStore implements ByteStore {
   async stat(path: string): Promise<StoreStat | null> {
     const name = this.display(path);
     const req = this.req(path, Access.READ_ATTRIBUTES | Access.SYNCHRONIZE, Disposition.OPEN, 0);
+    await retrying(this.client, () => this.client.ensureShare(this.share), name);
     try {
       const h = await retrying(this.client, () => this.client.create(this.share, req, name), name);
       await this.client.close(h);
