@@ -1,0 +1,93 @@
+/**
+ * smbd killed and restarted under a transfer: positioned I/O reconnects, reopens and retries, and the
+ * result is either complete and correct or a clear error; never a half-written file under its final name.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { haveSamba, SambaServer } from './samba-server.js';
+import { writeAtomically } from '../../src/io/atomic.js';
+import type { SmbClient } from '../../src/io/smb/client.js';
+import { VhdsyncError } from '../../src/util/errors.js';
+
+const run = haveSamba() ? describe : describe.skip;
+
+run('SMB reconnect after smbd restarts', () => {
+  let server: SambaServer;
+  let client: SmbClient;
+  beforeAll(async () => {
+    server = await SambaServer.start({ signing: 'mandatory' });
+    client = server.client({ reconnectMs: 15000 });
+  });
+  afterAll(async () => {
+    await client?.shutdown();
+    server?.stop();
+  });
+
+  it('finishes an atomic write begun before the restart, with the right bytes', async () => {
+    const store = server.store(client);
+    const data = randomBytes(24 << 20);
+    const chunk = 1 << 20;
+    const generationBefore = client.generation;
+    await writeAtomically({ store, path: '/restart.bin' }, async (temp) => {
+      const f = await store.createExclusive(temp.path);
+      try {
+        for (let off = 0; off < data.length; off += 4 * chunk) {
+          const writes = [0, 1, 2, 3].map((i) => f.write(off + i * chunk, data.subarray(off + i * chunk, off + (i + 1) * chunk)));
+          // Kill while four writes are in flight, then bring the server back on the same port.
+          if (off === 8 * chunk) {
+            server.kill();
+            server.restart();
+          }
+          await Promise.all(writes);
+        }
+      } finally {
+        await f.close();
+      }
+    });
+    expect(client.generation).toBeGreaterThan(generationBefore);
+    expect(readFileSync(path.join(server.shareDir, 'restart.bin')).equals(data)).toBe(true);
+    expect(readdirSync(server.shareDir).filter((n) => n.includes('partial'))).toEqual([]);
+  });
+
+  it('reads through a restart', async () => {
+    const store = server.store(client);
+    const f = await store.open('/restart.bin', 'read');
+    try {
+      const first = await f.read(0, 1 << 20);
+      server.kill();
+      server.restart();
+      const rest = await f.read(1 << 20, 3 << 20);
+      const local = readFileSync(path.join(server.shareDir, 'restart.bin'));
+      expect(Buffer.concat([first, rest]).equals(local.subarray(0, 4 << 20))).toBe(true);
+    } finally {
+      await f.close();
+    }
+  });
+
+  it('fails with one clear line when the server stays down, leaving no file under the final name', async () => {
+    const store = server.store(client);
+    const quick = server.client({ reconnectMs: 1500 });
+    const quickStore = server.store(quick);
+    let caught: unknown;
+    try {
+      await writeAtomically({ store: quickStore, path: '/never.bin' }, async (temp) => {
+        const f = await quickStore.createExclusive(temp.path);
+        await f.write(0, randomBytes(1 << 20));
+        server.kill();
+        await f.write(1 << 20, randomBytes(1 << 20));
+      });
+    } catch (err) {
+      caught = err;
+    } finally {
+      server.restart();
+      await quick.shutdown();
+    }
+    expect(caught).toBeInstanceOf(VhdsyncError);
+    const line = (caught as VhdsyncError).describe();
+    expect(line).not.toContain('\n');
+    expect(line).toMatch(/never\.bin.*(cannot connect|lost)/);
+    expect(existsSync(path.join(server.shareDir, 'never.bin'))).toBe(false);
+    expect(await store.stat('/never.bin')).toBeNull();
+  });
+});
