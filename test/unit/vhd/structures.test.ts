@@ -168,6 +168,8 @@ describe('VHD parent locators', () => {
     expect(c.map((l) => l.path)).toEqual(['/data/bases/base.vhd', '/data/vms/base.vhd', '/data/vms/name.vhd']);
     const posix = parentCandidates(child('/a/c.vhd'), [{ source: 'W2ku', path: '\\srv\\p.vhd' }]);
     expect(posix.map((l) => l.path)).toEqual(['/srv/p.vhd', '/a/p.vhd']);
+    const mac = parentCandidates(child('/a/c.vhd'), [{ source: 'MacX', path: '/Users/me/base.vhd' }]);
+    expect(mac.map((l) => l.path)).toEqual(['/Users/me/base.vhd', '/a/base.vhd']);
   });
 
   it('computes Windows-style relative and absolute paths from the child\'s final folder', () => {

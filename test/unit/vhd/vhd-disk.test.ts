@@ -3,7 +3,8 @@ import * as path from 'node:path';
 import { chainOf } from '../../../src/formats/index.js';
 import { parseLocation } from '../../../src/io/location.js';
 import { AlreadyExistsError, CorruptImageError, ParentError, UnsupportedError, UsageError } from '../../../src/util/errors.js';
-import { VhdDisk } from '../../../src/formats/vhd/vhd-disk.js';
+import { VhdDisk, vhdDriver } from '../../../src/formats/vhd/vhd-disk.js';
+import { localStore } from '../../../src/io/local.js';
 import { parseDynamicHeader } from '../../../src/formats/vhd/dynamic-header.js';
 import { formatGuidBE } from '../../../src/util/guid.js';
 import { makeTempDir } from '../../helpers/tmp.js';
@@ -126,6 +127,26 @@ describe('VHD images', () => {
     expect((await again.read(0, 3 * MiB)).equals(model)).toBe(true);
     expect(again.parent?.format).toBe('raw');
     await again.close();
+  });
+
+  it('detects VHDs by content (fixed by its trailing footer, also the old 511-byte one) and leaves other files to raw', async () => {
+    const fx = await makeVhd(p('f.vhd'), { type: 'fixed', virtualSize: MiB });
+    await fx.write(0, pattern(MiB, 5));
+    await fx.close();
+    const file = await localStore.open(p('f.vhd'), 'read');
+    expect(await vhdDriver.probe(file)).toBe(true);
+    await file.close();
+    // Old Virtual PC versions wrote a 511-byte footer (the last reserved byte missing).
+    fs.truncateSync(p('f.vhd'), MiB + 511);
+    const old = await open(p('f.vhd'));
+    expect(old.format).toBe('vhd');
+    expect((await old.read(0, MiB)).equals(pattern(MiB, 5))).toBe(true);
+    await old.close();
+    fs.writeFileSync(p('plain.img'), pattern(MiB, 6));
+    const plain = await open(p('plain.img'));
+    expect(plain.format).toBe('raw');
+    await plain.close();
+    await expect(open(p('plain.img'), { format: 'vhd' })).rejects.toThrow(/not a VHD/);
   });
 
   it('refuses bad creation options with clear errors', async () => {
