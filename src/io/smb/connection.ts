@@ -80,6 +80,9 @@ export class SmbConnection {
   private nextMessageId = 0;
   private credits = 1;
   private creditWaiters: Array<() => void> = [];
+  /** Credits wanted by requests waiting for them; asked for in the next request's CreditRequest. */
+  private demand = 0;
+  private askingForCredits = false;
   private readonly pending = new Map<number, Pending>();
   private readonly nonces = new NonceSource();
 
@@ -126,7 +129,7 @@ export class SmbConnection {
     const messageId = this.nextMessageId;
     this.nextMessageId += charge;
     const sec = this.security;
-    const ask = this.credits < CREDIT_TARGET ? charge + 64 : charge;
+    const ask = charge + Math.max(this.demand, this.credits < CREDIT_TARGET ? 64 : 0);
     const header = serializeHeader({
       creditCharge: this.largeMtu ? charge : 0,
       command,
@@ -171,15 +174,32 @@ export class SmbConnection {
   }
 
   private async takeCredits(n: number): Promise<void> {
-    while (this.credits < n && !this.failure) {
-      // With nothing in flight no grant can arrive: wait for nothing and use what we have (servers grant at least 1).
-      if (this.pending.size === 0) {
-        if (this.credits < 1) throw new IoError(`SMB server ${this.host} granted no credits`);
-        break;
+    this.demand += n;
+    try {
+      for (;;) {
+        if (this.failure) throw this.failure;
+        if (this.credits >= n) {
+          this.credits -= n;
+          return;
+        }
+        if (this.pending.size === 0 && !this.askingForCredits) {
+          // Nothing in flight, so no grant is on its way: ask for credits with an ECHO (it costs one).
+          if (this.credits < 1) throw new IoError(`SMB server ${this.host} granted no credits`);
+          this.askingForCredits = true;
+          this.demand -= n;
+          try {
+            await this.request(Command.ECHO, [Buffer.from([4, 0, 0, 0])]);
+          } finally {
+            this.askingForCredits = false;
+            this.demand += n;
+          }
+          continue;
+        }
+        await new Promise<void>((r) => this.creditWaiters.push(r));
       }
-      await new Promise<void>((r) => this.creditWaiters.push(r));
+    } finally {
+      this.demand -= n;
     }
-    this.credits -= n;
   }
 
   private grant(n: number): void {

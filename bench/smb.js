@@ -1,0 +1,94 @@
+#!/usr/bin/env node
+// Sequential write and read of one file through our SMB client vs `smbclient put/get`, against a
+// private smbd on loopback, with no signing, mandatory signing, and required encryption.
+// Run as root after `npm run build`:  node bench/smb.js [MiB=256]
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync, statSync, unlinkSync } from 'node:fs';
+import * as path from 'node:path';
+import { tmpdir } from 'node:os';
+import { SmbClient } from '../dist/io/smb/client.js';
+import { SmbStore } from '../dist/io/smb/store.js';
+
+const MiB = 1 << 20;
+const size = Number(process.argv[2] ?? 256) * MiB;
+const CALL = 16 * MiB; // bytes per read()/write() call; the client splits it into 1 MiB requests in flight together
+const script = path.resolve('scripts/samba/samba.sh');
+const user = 'vhdsynctest';
+const password = 'Secret-Pass1';
+const port = 4000 + Math.floor(Math.random() * 20000);
+const scratch = mkdtempSync(path.join('/dev/shm', 'vhdsync-bench-'));
+const source = path.join(scratch, 'source.bin');
+writeFileSync(source, randomBytes(size));
+
+const configs = [
+  { name: 'plain', args: ['--signing', 'auto'], protection: 'off' },
+  { name: 'signed', args: ['--signing', 'mandatory'], protection: 'sign' },
+  { name: 'encrypted', args: ['--encrypt', 'required'], protection: 'encrypt' },
+];
+
+const mibps = (bytes, ms) => (bytes / MiB / (ms / 1000));
+
+function timeIt(fn) {
+  const t = process.hrtime.bigint();
+  return Promise.resolve(fn()).then(() => Number(process.hrtime.bigint() - t) / 1e6);
+}
+
+function smbclient(dir, cmd, protection) {
+  const r = spawnSync('smbclient', [`//127.0.0.1/share`, '-s', path.join(dir, 'smb.conf'), '-p', String(port), '-U', `${user}%${password}`,
+    `--client-protection=${protection}`, '-c', cmd], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`smbclient failed: ${r.stderr || r.stdout}`);
+}
+
+const rows = [];
+for (const cfg of configs) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'vhdsync-bench-samba-'));
+  execFileSync(script, ['start', dir, String(port), '--aio', 'on', ...cfg.args], { stdio: 'inherit' });
+  try {
+    const client = new SmbClient({ host: '127.0.0.1', port, credentials: { user, password, domain: '' } });
+    const store = new SmbStore(client, 'share', `smb://${user}@127.0.0.1:${port}/share`);
+    const data = (await import('node:fs')).readFileSync(source);
+    await client.connection();
+
+    const ourWrite = await timeIt(async () => {
+      const f = await store.createExclusive('/ours.bin');
+      for (let off = 0; off < size; off += CALL) await f.write(off, data.subarray(off, Math.min(size, off + CALL)));
+      await f.close();
+    });
+    const buf = Buffer.allocUnsafe(CALL);
+    let check = 0;
+    const ourRead = await timeIt(async () => {
+      const f = await store.open('/ours.bin', 'read');
+      for (let off = 0; off < size; off += CALL) {
+        const got = await f.read(off, Math.min(CALL, size - off), buf);
+        check += got.length;
+      }
+      await f.close();
+    });
+    if (check !== size) throw new Error('short read');
+    await client.shutdown();
+
+    const theirPut = await timeIt(() => smbclient(dir, `put ${source} theirs.bin`, cfg.protection));
+    const back = path.join(scratch, 'back.bin');
+    const theirGet = await timeIt(() => smbclient(dir, `get theirs.bin ${back}`, cfg.protection));
+    if (statSync(back).size !== size) throw new Error('smbclient get size mismatch');
+    unlinkSync(back);
+
+    rows.push({
+      config: cfg.name,
+      write: mibps(size, ourWrite), put: mibps(size, theirPut),
+      read: mibps(size, ourRead), get: mibps(size, theirGet),
+    });
+  } finally {
+    execFileSync(script, ['stop', dir], { stdio: 'inherit' });
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+rmSync(scratch, { recursive: true, force: true });
+
+const f = (x) => x.toFixed(0).padStart(6);
+console.log(`SMB loopback, ${size / MiB} MiB sequential, MiB/s (ratio = ours / smbclient)`);
+console.log('config     | our write | smbclient put | ratio | our read | smbclient get | ratio');
+for (const r of rows) {
+  console.log(`${r.config.padEnd(10)} | ${f(r.write)}    | ${f(r.put)}        | ${(r.write / r.put).toFixed(2)}  | ${f(r.read)}   | ${f(r.get)}        | ${(r.read / r.get).toFixed(2)}`);
+}
