@@ -149,6 +149,33 @@ describe('VHD images', () => {
     await expect(open(p('plain.img'), { format: 'vhd' })).rejects.toThrow(/not a VHD/);
   });
 
+  it('shows the last flushed content after a crash before flush, with or without the new trailing footer', async () => {
+    fs.writeFileSync(p('base.raw'), pattern(4 * MiB, 11));
+    const child = await makeVhd(p('c.vhd'), { type: 'differencing', parent: await open(p('base.raw')), blockSize: MiB });
+    const flushed = pattern(4 * MiB, 11);
+    await child.write(0, pattern(4096, 12));
+    pattern(4096, 12).copy(flushed, 0);
+    await child.flush();
+    // Unflushed: new sectors in an allocated block, and a new block.
+    await child.write(4096, pattern(4096, 13));
+    await child.write(2 * MiB, pattern(8192, 14));
+    // A crash now: whatever was written reached the disk, nothing more.
+    fs.copyFileSync(p('c.vhd'), p('crash.vhd'));
+    const size = fs.statSync(p('crash.vhd')).size;
+    await child.close();
+    for (const cut of [0, 512]) {
+      fs.truncateSync(p('crash.vhd'), size - cut);
+      const r = await open(p('crash.vhd'));
+      expect((await r.read(0, 4 * MiB)).equals(flushed)).toBe(true);
+      await r.close();
+    }
+    const done = await open(p('c.vhd'));
+    pattern(4096, 13).copy(flushed, 4096);
+    pattern(8192, 14).copy(flushed, 2 * MiB);
+    expect((await done.read(0, 4 * MiB)).equals(flushed)).toBe(true);
+    await done.close();
+  });
+
   it('refuses bad creation options with clear errors', async () => {
     await expect(makeVhd(p('a.vhd'), { type: 'dynamic', virtualSize: 1000 })).rejects.toThrow(UsageError);
     await expect(makeVhd(p('a.vhd'), { type: 'dynamic', virtualSize: MiB, blockSize: 3 * MiB })).rejects.toThrow(/block size/);
