@@ -1,5 +1,5 @@
 /** Real Windows / Hyper-V / qemu VHD images read by our driver, against their published digests and libvhdi. */
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { jest } from '@jest/globals';
 import { createDisk, openDisk, type Disk } from '../../src/formats/index.js';
@@ -8,10 +8,10 @@ import { CorruptImageError } from '../../src/util/errors.js';
 import { formatGuidBE } from '../../src/util/guid.js';
 import { haveRealImages, sha256, unpackFixture } from '../helpers/fixtures.js';
 import { makeTempDir } from '../helpers/tmp.js';
-import { PYTHON_VHDI, pyvhdiRead, requireTool } from '../helpers/tools.js';
+import { HAVE_QEMU, PYTHON_VHDI, pyvhdiRead, requireTool, runStatus } from '../helpers/tools.js';
 import { patchFooter, pattern } from '../unit/vhd/vhd-test-utils.js';
 
-const real = haveRealImages() && requireTool(Boolean(PYTHON_VHDI), 'pyvhdi');
+const real = haveRealImages() && requireTool(Boolean(PYTHON_VHDI), 'pyvhdi') && requireTool(HAVE_QEMU, 'qemu-img');
 const d = real ? describe : describe.skip;
 const MiB = 1 << 20;
 
@@ -43,6 +43,28 @@ d('VHD real images', () => {
     } finally {
       await disk.close();
     }
+  });
+
+  test('Windows dynamic.vhd written by us (new and existing blocks) reads as expected in qemu and libvhdi', async () => {
+    const dir = path.join(tmp.dir, 'w');
+    mkdirSync(dir);
+    const file = await unpackFixture('dynamic.vhd.gz', dir);
+    const before = await openDisk(file);
+    const expected = await readAll(before);
+    const st = await before.status(0, before.virtualSize);
+    await before.close();
+    const hole = st.find((e) => e.state === 'unallocated')!;
+    const disk = await openDisk(file, { writable: true });
+    const w = async (off: number, data: Buffer) => {
+      await disk.write(off, data);
+      data.copy(expected, off);
+    };
+    await w(hole.offset + 1000, pattern(300000, 1));
+    await w(100, pattern(5000, 2));
+    await disk.close();
+    writeFileSync(path.join(dir, 'expected.raw'), expected);
+    expect(runStatus('qemu-img', ['compare', '-q', '-f', 'vpc', '-F', 'raw', file, path.join(dir, 'expected.raw')]).status).toBe(0);
+    expect(pyvhdiRead(file).equals(expected)).toBe(true);
   });
 
   test('Hyper-V 2012 R2 dynamic VHD: size from current_size, all unallocated, zeros read without touching the file', async () => {
