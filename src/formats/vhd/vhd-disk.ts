@@ -81,8 +81,14 @@ export const CREATOR_APP = 'vhds';
 const CREATOR_VERSION = 0x00010000;
 /** New blocks' data starts on this boundary, as Windows aligns it, so guest 4 KiB I/O stays aligned. */
 const DATA_ALIGN = 4096;
-/** Sector bitmaps kept in memory (a bitmap is 512 bytes for 2 MiB blocks). */
-const BITMAP_CACHE_LIMIT = 8192;
+/** Memory for cached sector bitmaps (512 bytes each for 2 MiB blocks, 64 KiB for 256 MiB blocks). */
+const BITMAP_CACHE_BYTES = 32 << 20;
+/** Changed bitmaps held before write() flushes them itself, so memory stays bounded without flush() calls. */
+const DIRTY_BITMAP_BYTES = 16 << 20;
+/** New BAT entries held before write() flushes them itself. */
+const DIRTY_BAT_ENTRIES = 1 << 16;
+/** Block tables larger than this (64 MiB in memory) are refused: only absurdly small blocks need them. */
+export const MAX_BAT_ENTRIES = 1 << 24;
 /** Positioned reads in flight for one read() call. */
 const IO_PARALLEL = 8;
 /** Zero writes are issued in pieces of this size. */
@@ -239,14 +245,17 @@ export class VhdDisk implements Disk {
 
   async flush(): Promise<void> {
     if (!this.writable) return;
-    await this.locked(async () => {
-      if (this.dirtyBitmaps.size || this.dirtyBat.size || this.footerDirty) {
-        // Data first: the bitmaps and BAT entries written below must never point at data still in flight.
-        await this.file.flush();
-        await this.writeDirtyMetadata();
-      }
+    await this.locked(() => this.flushLocked());
+  }
+
+  /** flush() for callers already holding the lock. */
+  private async flushLocked(): Promise<void> {
+    if (this.dirtyBitmaps.size || this.dirtyBat.size || this.footerDirty) {
+      // Data first: the bitmaps and BAT entries written below must never point at data still in flight.
       await this.file.flush();
-    });
+      await this.writeDirtyMetadata();
+    }
+    await this.file.flush();
   }
 
   async close(): Promise<void> {
@@ -372,7 +381,7 @@ export class VhdDisk implements Disk {
     // Another caller may have loaded (and since modified) it while we waited: theirs wins.
     const again = this.bitmaps.get(b);
     if (again) return again;
-    if (this.bitmaps.size >= BITMAP_CACHE_LIMIT) {
+    if (this.bitmaps.size * bitmapSize >= BITMAP_CACHE_BYTES) {
       for (const k of this.bitmaps.keys()) {
         if (!this.dirtyBitmaps.has(k)) {
           this.bitmaps.delete(k);
@@ -425,7 +434,10 @@ export class VhdDisk implements Disk {
     const sp = this.sparse;
     if (sp.bat[b] === UNALLOCATED) await this.allocate(b);
     const data = sp.bat[b] * SECTOR + sp.bitmapSize;
-    if (this.type !== 'differencing') return this.file.write(data + inBlock, piece);
+    if (this.type !== 'differencing') {
+      await this.file.write(data + inBlock, piece);
+      return this.autoFlush();
+    }
 
     const bm = await this.bitmap(b);
     const s0 = Math.floor(inBlock / SECTOR);
@@ -452,6 +464,14 @@ export class VhdDisk implements Disk {
     await this.file.write(data + at, buf);
     setSectors(bm, s0, s1 - s0);
     this.dirtyBitmaps.add(b);
+    await this.autoFlush();
+  }
+
+  /** Flushes when so much metadata waits that memory would grow without bound (a long write with no flush()). */
+  private async autoFlush(): Promise<void> {
+    if (this.dirtyBitmaps.size * this.sparse.bitmapSize >= DIRTY_BITMAP_BYTES || this.dirtyBat.size >= DIRTY_BAT_ENTRIES) {
+      await this.flushLocked();
+    }
   }
 
   /** Appends block `b` at the end of the file (see the crash windows at the top of this file). */
@@ -554,6 +574,9 @@ async function openSparse(file: RandomAccessFile, size: number, footer: VhdFoote
     throw new CorruptImageError(`unsupported VHD block size ${blockSize} (expected a power of two from 512 bytes to 256 MiB)`, subject);
   }
   const needed = Math.ceil(virtualSize / blockSize);
+  if (needed > MAX_BAT_ENTRIES) {
+    throw new UnsupportedError(`VHD with ${needed} blocks of ${blockSize} bytes: more than the ${MAX_BAT_ENTRIES} blocks this tool supports`, subject);
+  }
   if (maxTableEntries < needed) {
     throw new CorruptImageError(`VHD BAT has ${maxTableEntries} entries but ${formatSize(virtualSize)} needs ${needed}`, subject);
   }
@@ -660,6 +683,9 @@ function planCreate(location: Location, opts: CreateOptions): { size: number; ge
   }
   if (!Number.isSafeInteger(size) || size <= 0 || size % SECTOR !== 0 || size > MAX_VHD_SIZE) {
     throw new UsageError(`invalid VHD size ${size} (a positive multiple of 512 bytes, at most 2040 GiB)`, subject);
+  }
+  if (opts.type !== 'fixed' && Math.ceil(size / blockSize) > MAX_BAT_ENTRIES) {
+    throw new UsageError(`block size ${blockSize} is too small for ${formatSize(size)} (more than ${MAX_BAT_ENTRIES} blocks)`, subject);
   }
   return { size, geometry, blockSize };
 }
