@@ -75,8 +75,10 @@ async function removeLeftovers(diff: Location): Promise<void> {
  * Writes the differencing image that turns TARGET into SOURCE. Refuses raw targets, different virtual sizes,
  * missing, stale or incompatible metafiles, an existing diff (without `force`) and a target with a merge pending.
  */
-export async function copyToDiff(sourceWhere: Location, targetWhere: Location, opts: CopyOptions = {}): Promise<CopySummary> {
+export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: CopyOptions = {}): Promise<CopySummary> {
   const started = Date.now();
+  const sourceWhere = hookLocation(sourceAt);
+  const targetWhere = hookLocation(targetAt);
   const pending = mergeStateLocationFor(targetWhere);
   if (await pending.store.stat(pending.path)) {
     throw new UsageError('a merge into this image is pending (merge-state file present); run vhdsync merge on its diff first', displayLocation(targetWhere));
@@ -99,7 +101,7 @@ export async function copyToDiff(sourceWhere: Location, targetWhere: Location, o
     if (opts.diffdir) {
       const st = await opts.diffdir.store.stat(opts.diffdir.path);
       if (!st?.isDirectory) throw new UsageError('--diffdir is not an existing directory', displayLocation(opts.diffdir));
-      writeLoc = { store: opts.diffdir.store, path: opts.diffdir.store.paths.join(opts.diffdir.path, diffName) };
+      writeLoc = hookLocation({ store: opts.diffdir.store, path: opts.diffdir.store.paths.join(opts.diffdir.path, diffName) });
     }
     if (!opts.force && (await writeLoc.store.stat(writeLoc.path))) {
       throw new AlreadyExistsError('the diff already exists (merge it first, or use --force to replace it)', displayLocation(writeLoc));
@@ -131,7 +133,7 @@ export async function copyToDiff(sourceWhere: Location, targetWhere: Location, o
     await writeAtomically(
       writeLoc,
       async (temp) => {
-        const diff = await createDisk(hookLocation(temp), { format: parent.format, type: 'differencing', parent, finalLocation: finalLoc });
+        const diff = await createDisk(temp, { format: parent.format, type: 'differencing', parent, finalLocation: finalLoc });
         let diffId: DiskIdentity;
         let sourceList: Location;
         try {
