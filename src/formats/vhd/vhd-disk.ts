@@ -647,7 +647,10 @@ export async function openVhd(file: RandomAccessFile, location: Location, opts: 
 export async function probeVhd(file: RandomAccessFile): Promise<boolean> {
   const size = await file.size();
   if (size < FOOTER_SIZE) return false;
-  if (hasFooterCookie(await file.read(0, 8))) return true;
+  const head = await file.read(0, 8);
+  if (hasFooterCookie(head)) return true;
+  // A VHDX's last payload sector may hold anything, even a nested VHD's footer: its own signature wins.
+  if (head.toString('latin1') === 'vhdxfile') return false;
   const tail = await file.read(size - FOOTER_SIZE, 9);
   return hasFooterCookie(tail) || hasFooterCookie(tail.subarray(1));
 }
