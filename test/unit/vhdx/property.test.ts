@@ -1,0 +1,105 @@
+/** Random writes into dynamic and differencing VHDX against an in-memory model, across flushes and reopens. */
+import fc from 'fast-check';
+import * as path from 'node:path';
+import { openDisk, createDisk } from '../../../src/formats/index.js';
+import type { Disk } from '../../../src/formats/disk.js';
+import { makeTempDir } from '../../helpers/tmp.js';
+
+const MiB = 1 << 20;
+const tmp = makeTempDir('vhdx-prop-');
+afterAll(() => tmp.cleanup());
+let n = 0;
+
+type Op = { kind: 'write'; off: number; len: number; seed: number } | { kind: 'zero'; off: number; len: number } | { kind: 'flush' } | { kind: 'reopen' };
+
+const opArb = (size: number): fc.Arbitrary<Op> =>
+  fc.oneof(
+    { weight: 6, arbitrary: fc.record({ kind: fc.constant('write' as const), off: fc.integer({ min: 0, max: size - 1 }), len: fc.oneof(fc.integer({ min: 1, max: 9000 }), fc.integer({ min: 1, max: 2 * MiB + 700 })), seed: fc.integer({ min: 1, max: 250 }) }) },
+    { weight: 2, arbitrary: fc.record({ kind: fc.constant('zero' as const), off: fc.integer({ min: 0, max: size - 1 }), len: fc.integer({ min: 1, max: 3 * MiB }) }) },
+    { weight: 1, arbitrary: fc.constant({ kind: 'flush' as const }) },
+    { weight: 1, arbitrary: fc.constant({ kind: 'reopen' as const }) },
+  );
+
+function data(seed: number, len: number): Buffer {
+  const b = Buffer.alloc(len);
+  for (let i = 0; i < len; i++) b[i] = (seed + i * 13 + (i >> 8)) & 255;
+  return b;
+}
+
+/** Applies ops to the disk and the model, reopening when asked; returns the disk (maybe reopened). */
+async function run(disk: Disk, file: string, model: Buffer, ops: Op[]): Promise<Disk> {
+  for (const op of ops) {
+    if (op.kind === 'flush') await disk.flush();
+    else if (op.kind === 'reopen') {
+      await disk.close();
+      disk = await openDisk(file, { writable: true });
+    } else {
+      const len = Math.min(op.len, model.length - op.off);
+      if (op.kind === 'write') {
+        const d = data(op.seed, len);
+        await disk.write(op.off, d);
+        d.copy(model, op.off);
+      } else {
+        await disk.writeZeroes(op.off, len);
+        model.fill(0, op.off, op.off + len);
+      }
+    }
+  }
+  return disk;
+}
+
+/** Content equals the model, and status never calls a non-zero range zero or unallocated. */
+async function check(disk: Disk, model: Buffer): Promise<void> {
+  expect((await disk.read(0, disk.virtualSize)).equals(model)).toBe(true);
+  const st = await disk.status(0, disk.virtualSize);
+  expect(st.reduce((a, e) => a + e.length, 0)).toBe(disk.virtualSize);
+  for (const e of st) {
+    if (e.state !== 'data') expect(model.subarray(e.offset, e.offset + e.length).every((b) => b === 0)).toBe(true);
+  }
+}
+
+test('dynamic VHDX (512 and 4096-byte sectors) behaves like a flat buffer', async () => {
+  const size = 6 * MiB + 3 * 4096;
+  await fc.assert(
+    fc.asyncProperty(fc.constantFrom(512, 4096), fc.array(opArb(size), { minLength: 1, maxLength: 14 }), async (lss, ops) => {
+      const file = path.join(tmp.dir, `dyn-${n++}.vhdx`);
+      const model = Buffer.alloc(size);
+      let disk: Disk = await createDisk(file, { format: 'vhdx', type: 'dynamic', virtualSize: size, blockSize: MiB, logicalSectorSize: lss });
+      disk = await run(disk, file, model, ops);
+      await check(disk, model);
+      await disk.close();
+      const ro = await openDisk(file);
+      await check(ro, model);
+      await ro.close();
+    }),
+    { numRuns: 15 },
+  );
+});
+
+test('differencing VHDX over a dynamic parent behaves like parent content plus writes', async () => {
+  const size = 5 * MiB + 512 * 7;
+  await fc.assert(
+    fc.asyncProperty(fc.array(opArb(size), { minLength: 1, maxLength: 12 }), fc.integer({ min: 1, max: 200 }), async (ops, parentSeed) => {
+      const parentFile = path.join(tmp.dir, `base-${n}.vhdx`);
+      const childFile = path.join(tmp.dir, `child-${n++}.avhdx`);
+      const model = Buffer.alloc(size);
+      const parent = await createDisk(parentFile, { format: 'vhdx', type: 'dynamic', virtualSize: size, blockSize: MiB });
+      // The parent has data in some blocks, zeros in others, and nothing in the rest.
+      const pd = data(parentSeed, 2 * MiB + 1000);
+      await parent.write(MiB - 500, pd);
+      pd.copy(model, MiB - 500);
+      await parent.write(4 * MiB, data(parentSeed + 1, 4096));
+      data(parentSeed + 1, 4096).copy(model, 4 * MiB);
+      await parent.close();
+      let child: Disk = await createDisk(childFile, { format: 'vhdx', type: 'differencing', parent: await openDisk(parentFile), blockSize: MiB });
+      child = await run(child, childFile, model, ops);
+      await check(child, model);
+      await child.close();
+      const ro = await openDisk(childFile);
+      expect(ro.parent?.location.path).toBe(parentFile);
+      await check(ro, model);
+      await ro.close();
+    }),
+    { numRuns: 15 },
+  );
+});
