@@ -131,13 +131,19 @@ export class SmbClient {
   }
 
   /** Sends a request on a share and returns the reply; statuses other than `ok` become typed errors. */
-  async call(share: string, command: number, body: Buffer[], subject: string, opts: { payload?: number; ok?: number[]; handle?: SmbHandle } = {}): Promise<Reply> {
+  async call(
+    share: string,
+    command: number,
+    body: Buffer[],
+    subject: string,
+    opts: { payload?: number; ok?: number[]; handle?: SmbHandle; readInto?: Buffer } = {},
+  ): Promise<Reply> {
     const conn = await this.connection();
     if (opts.handle && opts.handle.generation !== this.generation) {
       throw new ConnectionLostError(`connection to ${this.server} was re-established; the file must be reopened`, subject);
     }
     const treeId = opts.handle?.treeId ?? (await this.tree(conn, share));
-    const r = await conn.request(command, body, { treeId, payload: opts.payload });
+    const r = await conn.request(command, body, { treeId, payload: opts.payload, readInto: opts.readInto });
     const ok = opts.ok ?? [Status.SUCCESS];
     if (!ok.includes(r.header.status)) {
       if (r.header.status === Status.USER_SESSION_DELETED || r.header.status === Status.NETWORK_SESSION_EXPIRED || r.header.status === Status.NETWORK_NAME_DELETED) {
@@ -191,8 +197,10 @@ export class SmbClient {
       payload: length,
       ok: [Status.SUCCESS, Status.END_OF_FILE],
       handle: h,
+      readInto: into.subarray(at, at + length),
     });
     if (r.header.status === Status.END_OF_FILE) return 0;
+    if (r.placed !== undefined) return r.placed;
     const data = parseReadResponse(r.msg, length);
     data.copy(into, at);
     return data.length;

@@ -9,6 +9,7 @@ import { Dialect } from './negotiate.js';
 import { signMessage, verifyMessage } from './signing.js';
 import { ConnectionLostError, Status } from './status.js';
 import { decryptMessage, encryptMessage, isTransformed, NonceSource } from './transform.js';
+import { PLACE_PREFIX } from './frame-reader.js';
 import { Transport } from './transport.js';
 
 /** A reply: its header and the whole message (header included), plus the request bytes when asked. */
@@ -16,6 +17,8 @@ export interface Reply {
   header: Header;
   msg: Buffer;
   sent?: Buffer;
+  /** For a READ with `readInto`: the data went straight there, this many bytes, and `msg` is only the prefix. */
+  placed?: number;
 }
 
 /** Per-request choices. */
@@ -27,6 +30,8 @@ export interface RequestOptions {
   forceSign?: boolean;
   /** Keep the exact bytes sent (for the preauth integrity hash). */
   keepSent?: boolean;
+  /** For READ: where the data may be placed directly, without passing through a frame buffer. */
+  readInto?: Buffer;
 }
 
 /** Keys and rules of the authenticated session. */
@@ -47,6 +52,7 @@ interface Pending {
   timer: NodeJS.Timeout;
   command: number;
   sent?: Buffer;
+  readInto?: Buffer;
 }
 
 /** Keep this many credits granted so several large requests can be in flight. */
@@ -71,6 +77,8 @@ export class SmbConnection {
   };
   /** Trees whose share demands encryption even when the session does not. */
   readonly encryptedTrees = new Set<number>();
+  /** READ replies whose data went straight into the caller's buffer. */
+  placedReplies = 0;
   /** Interim (STATUS_PENDING) replies seen: the server went async on a request. */
   interimReplies = 0;
   /** Set once the connection is unusable; every later request fails with it. */
@@ -99,10 +107,11 @@ export class SmbConnection {
       host,
       port,
       timeoutMs,
-      (f) => c.onFrame(f),
+      (f, placed) => c.onFrame(f, placed),
       (e) => c.fail(new ConnectionLostError(`connection to ${host}:${port} lost (${e.message})`)),
     );
     c.transport.idle(true);
+    c.transport.placer = (prefix, len) => c.place(prefix, len);
     return c;
   }
 
@@ -148,7 +157,7 @@ export class SmbConnection {
     }
 
     return new Promise<Reply>((resolve, reject) => {
-      const p: Pending = { resolve, reject, command, timer: this.timer(messageId) };
+      const p: Pending = { resolve, reject, command, timer: this.timer(messageId), readInto: opts.readInto };
       if (opts.keepSent) p.sent = Buffer.concat(parts);
       this.pending.set(messageId, p);
       this.transport.idle(false);
@@ -229,7 +238,24 @@ export class SmbConnection {
     for (const w of waiters) w();
   }
 
-  private onFrame(frame: Buffer): void {
+  /** Where a plain READ reply's data can go directly: the caller's buffer, when the reply is exactly what we asked. */
+  private place(prefix: Buffer, frameLength: number): Buffer | null {
+    if (isTransformed(prefix)) return null;
+    const h = parseHeader(prefix);
+    if (h.command !== Command.READ || h.status !== Status.SUCCESS || h.nextCommand !== 0) return null;
+    const into = this.pending.get(h.messageId)?.readInto;
+    const dataOffset = prefix.readUInt8(HEADER_SIZE + 2);
+    const dataLength = prefix.readUInt32LE(HEADER_SIZE + 4);
+    if (!into || dataOffset !== PLACE_PREFIX || dataLength !== frameLength - PLACE_PREFIX || dataLength > into.length) return null;
+    return into.subarray(0, dataLength);
+  }
+
+  private onFrame(frame: Buffer, placed?: Buffer): void {
+    if (placed) {
+      this.placedReplies++;
+      this.onMessage(parseHeader(frame), frame, false, placed);
+      return;
+    }
     let encrypted = false;
     if (isTransformed(frame)) {
       const sec = this.security;
@@ -250,7 +276,7 @@ export class SmbConnection {
     }
   }
 
-  private onMessage(header: Header, msg: Buffer, encrypted: boolean): void {
+  private onMessage(header: Header, msg: Buffer, encrypted: boolean, placed?: Buffer): void {
     if ((header.flags & HeaderFlags.SERVER_TO_REDIR) === 0) throw new IoError('server sent a request, not a reply');
     this.grant(header.credits);
     const p = this.pending.get(header.messageId);
@@ -265,7 +291,7 @@ export class SmbConnection {
     const sec = this.security;
     if (!encrypted && sec.signingKey && header.sessionId === sec.sessionId && sec.sessionId !== 0n) {
       const signed = (header.flags & HeaderFlags.SIGNED) !== 0;
-      if (signed && !verifyMessage(sec.signingAlgorithm, sec.signingKey, msg, header.messageId)) {
+      if (signed && !verifyMessage(sec.signingAlgorithm, sec.signingKey, msg, header.messageId, placed)) {
         this.settle(header.messageId);
         p.reject(new IoError(`reply from ${this.host} has a bad signature (tampered with, or a protocol error)`));
         return;
@@ -282,6 +308,6 @@ export class SmbConnection {
       return;
     }
     this.settle(header.messageId);
-    p.resolve({ header, msg, sent: p.sent });
+    p.resolve({ header, msg, sent: p.sent, placed: placed?.length });
   }
 }

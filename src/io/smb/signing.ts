@@ -33,9 +33,10 @@ export function signMessage(algorithm: number, key: Buffer, parts: Buffer[], mes
   computeSignature(algorithm, key, parts, messageId, false).copy(header, SIG_AT);
 }
 
-/** True when a received message (one, not a compound chain) carries a valid signature. */
-export function verifyMessage(algorithm: number, key: Buffer, msg: Buffer, messageId: number): boolean {
+/** True when a received message (one, not a compound chain; `tail` continues `msg`) carries a valid signature. */
+export function verifyMessage(algorithm: number, key: Buffer, msg: Buffer, messageId: number, tail?: Buffer): boolean {
   const sig = Buffer.from(msg.subarray(SIG_AT, SIG_AT + 16));
   const parts = [msg.subarray(0, SIG_AT), ZERO_SIG, msg.subarray(SIG_AT + 16)];
+  if (tail) parts.push(tail);
   return timingSafeEqual(sig, computeSignature(algorithm, key, parts, messageId, true));
 }

@@ -1,26 +1,27 @@
-/**
- * Direct-TCP transport ([MS-SMB2] 2.1): each message is preceded by a zero byte and a 24-bit big-endian
- * length. Frames are reassembled without copying when one TCP chunk holds a whole frame.
- */
+/** Direct-TCP transport ([MS-SMB2] 2.1) over a socket; frame reassembly is frame-reader.ts. */
 import * as net from 'node:net';
 import { IoError } from '../../util/errors.js';
-
-/** Largest frame accepted from a server: 16 MiB, the field's limit, so a bad length cannot make us allocate more. */
-const MAX_FRAME = 0xffffff;
+import { FrameReader, MAX_FRAME, type FrameHandler, type Placer } from './frame-reader.js';
 
 /** A connected socket delivering whole frames. */
 export class Transport {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
   private closed = false;
+  private readonly reader: FrameReader;
 
   private constructor(
     private readonly socket: net.Socket,
-    private readonly onFrame: (frame: Buffer) => void,
+    onFrame: FrameHandler,
     private readonly onClose: (err: Error) => void,
   ) {
+    this.reader = new FrameReader(onFrame);
     socket.setNoDelay(true);
-    socket.on('data', (d: Buffer) => this.receive(d));
+    socket.on('data', (d: Buffer) => {
+      try {
+        this.reader.push(d);
+      } catch (err) {
+        this.shut(err as Error);
+      }
+    });
     socket.on('error', (err) => this.shut(err));
     socket.on('close', () => this.shut(new Error('connection closed by server')));
   }
@@ -30,7 +31,7 @@ export class Transport {
     host: string,
     port: number,
     timeoutMs: number,
-    onFrame: (frame: Buffer) => void,
+    onFrame: FrameHandler,
     onClose: (err: Error) => void,
   ): Promise<Transport> {
     return new Promise((resolve, reject) => {
@@ -64,6 +65,11 @@ export class Transport {
     this.socket.uncork();
   }
 
+  /** Installs the placer that may route a frame's tail straight into a caller's buffer. */
+  set placer(p: Placer) {
+    this.reader.placer = p;
+  }
+
   /** Lets the process exit while idle (true) or keeps it alive while requests are in flight (false). */
   idle(isIdle: boolean): void {
     if (isIdle) this.socket.unref();
@@ -80,49 +86,5 @@ export class Transport {
     this.closed = true;
     this.socket.destroy();
     this.onClose(err);
-  }
-
-  private receive(d: Buffer): void {
-    this.chunks.push(d);
-    this.buffered += d.length;
-    while (this.buffered >= 4) {
-      const head = this.peek(4);
-      if (head[0] !== 0) return this.shut(new IoError('malformed frame from server (not direct TCP SMB)'));
-      const len = (head[1] << 16) | (head[2] << 8) | head[3];
-      if (len > MAX_FRAME || this.buffered < 4 + len) return;
-      this.consume(4);
-      const frame = this.consume(len);
-      try {
-        this.onFrame(frame);
-      } catch (err) {
-        return this.shut(err as Error);
-      }
-    }
-  }
-
-  private peek(n: number): Buffer {
-    return this.chunks[0].length >= n ? this.chunks[0] : Buffer.concat(this.chunks, n);
-  }
-
-  /** Takes `n` bytes off the front: a view when the first chunk holds them, else one copy. */
-  private consume(n: number): Buffer {
-    this.buffered -= n;
-    const first = this.chunks[0];
-    if (first.length >= n) {
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    const out = Buffer.allocUnsafe(n);
-    let done = 0;
-    while (done < n) {
-      const c = this.chunks[0];
-      const take = Math.min(c.length, n - done);
-      c.copy(out, done, 0, take);
-      done += take;
-      if (take === c.length) this.chunks.shift();
-      else this.chunks[0] = c.subarray(take);
-    }
-    return out;
   }
 }
