@@ -1,0 +1,164 @@
+#!/usr/bin/env node
+// createmeta benchmarks (results and how to read them: docs/performance.md, "createmeta").
+// Run after `npm run build`:  node bench/createmeta.js [--dir DIR] [--runs N] [--keep] [--skip-vhdx] [--skip-cold]
+//  1. digest rates in memory (2 MiB blocks): XXH128, SHA-256, SHA-1
+//  2. a 4 GiB random raw image in the page cache: cat, `xxhsum -H2`, `vhdsync createmeta` (median of N runs)
+//  3. the same cold (caches dropped before each run), if /proc/sys/vm/drop_caches is writable
+//  4. a 100 GiB dynamic VHDX holding 1 GiB of data (made with qemu-img) vs a 10 GiB one with the same data
+// Peak memory comes from /usr/bin/time -v when installed. Prints Markdown tables.
+import { spawnSync } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import { existsSync, mkdirSync, openSync, writeSync, closeSync, ftruncateSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { digestBlock } from '../dist/meta/hashers.js';
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const RUNS = Number(opt('--runs', 3));
+const DIR = path.resolve(opt('--dir', path.join(tmpdir(), 'vhdsync-bench')));
+const KEEP = args.includes('--keep');
+const BIN = path.resolve('bin/vhdsync.js');
+const GiB = 1 << 30;
+const MiB = 1 << 20;
+const TIME = existsSync('/usr/bin/time') ? '/usr/bin/time' : null;
+mkdirSync(DIR, { recursive: true });
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const fmt = (s) => `${s.toFixed(2)} s`;
+const rate = (bytes, s) => `${(bytes / s / 1e9).toFixed(2)} GB/s`;
+
+/** Runs a command, returning wall seconds and peak RSS in MiB (null without /usr/bin/time). */
+function timed(cmd, argv) {
+  const full = TIME ? [TIME, ['-f', '%e %M', cmd, ...argv]] : [cmd, argv];
+  const t = process.hrtime.bigint();
+  const r = spawnSync(full[0], full[1], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const wall = Number(process.hrtime.bigint() - t) / 1e9;
+  if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed: ${r.stderr}`);
+  const last = TIME ? r.stderr.trim().split('\n').pop().split(' ') : null;
+  return { seconds: wall, peakMiB: last ? Number(last[1]) / 1024 : null, stdout: r.stdout };
+}
+
+function medianRuns(fn) {
+  const rs = [];
+  for (let i = 0; i < RUNS; i++) rs.push(fn());
+  const secs = rs.map((r) => r.seconds);
+  const m = median(secs);
+  return { seconds: m, min: Math.min(...secs), max: Math.max(...secs), peakMiB: Math.max(...rs.map((r) => r.peakMiB ?? 0)) || null };
+}
+
+const dropCaches = () => {
+  try {
+    writeFileSync('/proc/sys/vm/drop_caches', '3');
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+function randomFile(file, size) {
+  if (existsSync(file) && statSync(file).size === size) return;
+  const fd = openSync(file, 'w');
+  const buf = Buffer.allocUnsafe(64 * MiB);
+  for (let off = 0; off < size; off += buf.length) writeSync(fd, randomFillSync(buf), 0, Math.min(buf.length, size - off), off);
+  closeSync(fd);
+}
+
+const createmeta = (file, extra = []) => timed(process.execPath, [BIN, 'createmeta', '--json', ...extra, file]);
+const row = (cells) => console.log(`| ${cells.join(' | ')} |`);
+const load = () => (spawnSync('cat', ['/proc/loadavg'], { encoding: 'utf8' }).stdout.split(' ').slice(0, 3).join(' '));
+
+console.log(`# createmeta benchmark, ${new Date().toISOString()}, node ${process.version}, ${RUNS} runs, load average ${load()}\n`);
+
+// 1. Digest rates in memory.
+{
+  const block = randomFillSync(Buffer.allocUnsafe(2 * MiB));
+  console.log('## Digests in memory (2 MiB blocks, one core)\n');
+  row(['digest', 'rate']);
+  row(['---', '---']);
+  for (const alg of ['xxh128', 'sha256', 'sha1-16']) {
+    const total = alg === 'xxh128' ? 8 * GiB : GiB;
+    const t = process.hrtime.bigint();
+    for (let done = 0; done < total; done += block.length) digestBlock(alg, block);
+    const s = Number(process.hrtime.bigint() - t) / 1e9;
+    row([alg, rate(total, s)]);
+  }
+  console.log();
+}
+
+// 2 and 3. 4 GiB random raw, warm and cold.
+const big = path.join(DIR, 'random-4g.raw');
+randomFile(big, 4 * GiB);
+{
+  console.log(`## 4 GiB random raw image (${big})\n`);
+  timed('cat', [big]); // warm the page cache
+  const cat = medianRuns(() => timed('sh', ['-c', `cat "$1" > /dev/null`, 'sh', big]));
+  const xx = medianRuns(() => timed('xxhsum', ['-H2', big]));
+  const cm = medianRuns(() => createmeta(big));
+  row(['page cache', 'median (min-max)', 'rate', 'peak RSS']);
+  row(['---', '---', '---', '---']);
+  const line = (name, r) => row([name, `${fmt(r.seconds)} (${r.min.toFixed(2)}-${r.max.toFixed(2)})`, rate(4 * GiB, r.seconds), r.peakMiB ? `${r.peakMiB.toFixed(0)} MiB` : 'n/a']);
+  line('`cat > /dev/null`', cat);
+  line('`xxhsum -H2`', xx);
+  line('`vhdsync createmeta` (xxh128, 2 MiB)', cm);
+  const cmSha = medianRuns(() => createmeta(big, ['--hash', 'sha256']));
+  line('`vhdsync createmeta --hash sha256`', cmSha);
+  console.log(`\ncreatemeta / xxhsum -H2: ${(cm.seconds / xx.seconds).toFixed(2)} (below 1 = faster)\n`);
+
+  if (args.includes('--skip-cold')) {
+    console.log('cold runs skipped (--skip-cold)\n');
+  } else if (!dropCaches()) {
+    console.log('cold runs skipped: /proc/sys/vm/drop_caches is not writable here (needs root outside a container)\n');
+  } else {
+    const cold = (fn) => medianRuns(() => {
+      dropCaches();
+      return fn();
+    });
+    const ccat = cold(() => timed('sh', ['-c', `cat "$1" > /dev/null`, 'sh', big]));
+    const cxx = cold(() => timed('xxhsum', ['-H2', big]));
+    const ccm = cold(() => createmeta(big));
+    row(['cold (caches dropped)', 'median (min-max)', 'rate', 'peak RSS']);
+    row(['---', '---', '---', '---']);
+    line('`cat > /dev/null`', ccat);
+    line('`xxhsum -H2`', cxx);
+    line('`vhdsync createmeta`', ccm);
+    console.log(`\ncold createmeta / cat: ${(ccm.seconds / ccat.seconds).toFixed(2)}\n`);
+  }
+}
+
+// 4. Time follows data, not virtual size.
+if (!args.includes('--skip-vhdx')) {
+  console.log('## Dynamic VHDX holding 1 GiB of random data (qemu-img convert)\n');
+  const raws = [];
+  const make = (virtual) => {
+    const raw = path.join(DIR, `data1g-${virtual / GiB}g.raw`);
+    const vhdx = raw.replace(/\.raw$/, '.vhdx');
+    if (!existsSync(vhdx)) {
+      const fd = openSync(raw, 'w');
+      ftruncateSync(fd, virtual);
+      const buf = Buffer.allocUnsafe(64 * MiB);
+      // 16 runs of 64 MiB spread over the disk.
+      for (let i = 0; i < 16; i++) writeSync(fd, randomFillSync(buf), 0, buf.length, Math.floor((virtual / 16) * i / (2 * MiB)) * 2 * MiB);
+      closeSync(fd);
+      timed('qemu-img', ['convert', '-f', 'raw', '-O', 'vhdx', '-o', 'subformat=dynamic', raw, vhdx]);
+      rmSync(raw);
+    }
+    raws.push(vhdx);
+    return vhdx;
+  };
+  row(['virtual size', 'blocks (2 MiB)', 'createmeta median', 'peak RSS']);
+  row(['---', '---', '---', '---']);
+  for (const v of [10 * GiB, 100 * GiB]) {
+    const f = make(v);
+    timed('cat', [f]);
+    const r = medianRuns(() => createmeta(f));
+    row([`${v / GiB} GiB`, String(v / (2 * MiB)), fmt(r.seconds), r.peakMiB ? `${r.peakMiB.toFixed(0)} MiB` : 'n/a']);
+  }
+  console.log();
+  if (!KEEP) for (const f of raws) rmSync(f, { force: true });
+}
+
+if (!KEEP) rmSync(DIR, { recursive: true, force: true });
