@@ -160,6 +160,8 @@ d('VHDX and qemu / libvhdi', () => {
     const expected = Buffer.alloc(size);
     const parent = await createDisk(parentPath, { format: 'vhdx', type: 'dynamic', virtualSize: size, blockSize: 1 * MiB });
     await randomWrites(parent, expected, 5, 30);
+    await parent.write(8 * MiB, fill(4 * MiB, 3));
+    fill(4 * MiB, 3).copy(expected, 8 * MiB);
     await parent.close();
     const childPath = p('child.avhdx');
     const child = await createDisk(childPath, { format: 'vhdx', type: 'differencing', parent: await openDisk(parentPath) });
@@ -167,6 +169,9 @@ d('VHDX and qemu / libvhdi', () => {
     // Whole blocks (FULLY_PRESENT), partial blocks (sector bitmaps), sub-sector writes (read-modify-write through the chain).
     await child.write(4 * MiB, fill(2 * MiB, 1));
     fill(2 * MiB, 1).copy(expected, 4 * MiB);
+    // Whole blocks zeroed over parent data must read as zeros in libvhdi too.
+    await child.writeZeroes(8 * MiB, 4 * MiB);
+    expected.fill(0, 8 * MiB, 12 * MiB);
     await randomWrites(child, expected, 6, 40);
     await child.close();
     const q = runStatus('qemu-img', ['info', '-f', 'vhdx', childPath]);
@@ -182,6 +187,9 @@ d('VHDX and qemu / libvhdi', () => {
       await reopened.close();
     }
     const vi = run('vhdiinfo', [childPath]).toString();
-    expect(vi).toMatch(/Differential/i);
+    expect(vi).toMatch(/Disk type\s*:\s*Differential/i);
+    const parentDisk = await openDisk(parentPath);
+    expect(vi).toContain(`Parent identifier\t: ${(await parentDisk.identity()).contentId}`);
+    await parentDisk.close();
   });
 });

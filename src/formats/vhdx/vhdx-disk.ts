@@ -434,9 +434,15 @@ export class VhdxDisk implements Disk {
           ? e.state === PAYLOAD.ZERO || e.state === PAYLOAD.UNDEFINED || e.state === PAYLOAD.UNMAPPED
           : e.state !== PAYLOAD.FULLY_PRESENT && e.state !== PAYLOAD.PARTIALLY_PRESENT;
         if (readsZero) return;
-        // ZERO is a legal state in dynamic and differencing images alike ([MS-VHDX] 2.5.1.1); a fixed image keeps its blocks.
-        if (inBlock === 0 && n === this.blockBytes(b) && this.type !== 'fixed') {
+        const whole = inBlock === 0 && n === this.blockBytes(b);
+        // A fixed image keeps its blocks. In a child, ZERO is legal ([MS-VHDX] 2.5.1.1) but libvhdi reads such
+        // a block from the parent, so an unallocated block becomes a fresh FULLY_PRESENT hole instead: as cheap, read alike everywhere.
+        if (whole && !this.parent && this.type !== 'fixed') {
           this.setBat(idx, PAYLOAD.ZERO, 0);
+          return;
+        }
+        if (whole && this.parent && e.state === PAYLOAD.NOT_PRESENT) {
+          this.setBat(idx, PAYLOAD.FULLY_PRESENT, await this.allocate(this.blockSize));
           return;
         }
         const lss = this.logicalSectorSize;
