@@ -103,7 +103,10 @@ cat >"$dir/smb.conf" <<EOF
  force user = root
 EOF
 
-id "$user" >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin "$user"
+# Test files start servers in parallel: serialise creating the shared Unix account.
+if ! id "$user" >/dev/null 2>&1; then
+  flock /tmp/.vhdsync-samba-useradd.lock sh -c 'id "$1" >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin "$1"' sh "$user"
+fi
 printf '%s\n%s\n' "$password" "$password" | smbpasswd -c "$dir/smb.conf" -s -a "$user" >"$dir/log/smbpasswd.out" 2>&1 || { cat "$dir/log/smbpasswd.out" >&2; exit 1; }
 
 # smbd daemonises into its own session; do not wrap it in setsid or pass --no-process-group.

@@ -20,6 +20,11 @@ interface Case {
 
 const cases: Case[] = [
   {
+    name: 'SMB 2.0.2 (single-credit 64 KiB requests)',
+    server: { maxProtocol: 'SMB2_02', aio: false },
+    expect: { dialect: Dialect.SMB202, signAll: false, encryptAll: false },
+  },
+  {
     name: 'SMB 2.1 without signing',
     server: { maxProtocol: 'SMB2_10', signing: 'disabled', aio: false },
     expect: { dialect: Dialect.SMB210, signAll: false, encryptAll: false },
@@ -148,5 +153,14 @@ run.each(cases)('Samba: $name', ({ server: serverOpts, client: clientOpts, expec
     await store.unlink('/dir/b.bin');
     expect(await store.stat('/dir/b.bin')).toBeNull();
     expect(await store.list('/dir')).toEqual(['sub']);
+  });
+
+  it('lists with a wildcard evaluated by the server', async () => {
+    const store = server.store(client);
+    await store.mkdirp('/wild');
+    for (const n of ['b1.vhdx', 'b2.vhdx', 'c.vhdx', 'b3.bin']) await (await store.createExclusive(`/wild/${n}`)).close();
+    const hits = await store.listMatching('/wild', 'b*.vhdx');
+    expect(hits.map((e) => e.name).sort()).toEqual(['b1.vhdx', 'b2.vhdx']);
+    expect(hits.every((e) => !e.isDirectory && e.size === 0)).toBe(true);
   });
 });

@@ -1,4 +1,4 @@
-import { writeFileSync, readFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { makeTempDir } from '../helpers/tmp.js';
 import { haveSamba, PASSWORD, SambaServer, USER } from './samba-server.js';
@@ -109,6 +109,15 @@ run('smb:// locations end to end', () => {
     const next = sibling(loc, 'disk_diff.raw');
     expect(displayLocation(next)).toBe(`smb://${USER}@127.0.0.1:${server.port}/share/vm/disk_diff.raw`);
     expect(await loc.store.list('/vm')).toEqual(['disk.raw']);
+  });
+
+  it('lists a directory that needs several QUERY_DIRECTORY replies', async () => {
+    const dir = path.join(server.shareDir, 'many');
+    mkdirSync(dir);
+    const names = Array.from({ length: 1500 }, (_, i) => `file-with-a-longish-name-${String(i).padStart(5, '0')}.vhdx`);
+    for (const n of names) writeFileSync(path.join(dir, n), '');
+    const loc = await parseLocation(`smb://${USER}@127.0.0.1/share/many`);
+    expect((await loc.store.list(loc.path)).sort()).toEqual(names);
   });
 
   it('UNC paths reach the same pooled store', async () => {

@@ -266,10 +266,12 @@ export class SmbClient {
     const conn = this.conn;
     this.conn = null;
     if (!conn || conn.failure) return;
+    let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       conn.request(Command.LOGOFF, [serializeEmptyRequest()]).catch(() => undefined),
-      new Promise((r) => setTimeout(r, 1000).unref()),
+      new Promise((r) => (timer = setTimeout(r, 1000))),
     ]);
+    clearTimeout(timer);
     conn.close();
   }
 }

@@ -152,3 +152,5 @@ export const smbScheme: LocationScheme = {
 };
 
 registerScheme(smbScheme);
+// Log off politely when the event loop drains (idle connections do not keep the process alive).
+process.once('beforeExit', () => void closeAllSmbSessions());

@@ -11,6 +11,7 @@ import { OPEN, type SmbClient, type SmbHandle } from './client.js';
 import { Access, CreateOptions, Disposition, FILE_ATTRIBUTE_DIRECTORY, ShareAccess, type CreateRequest } from './create.js';
 import { dispositionInfo, endOfFileInfo, FileInfoClass, parseStandardInfo, renameInfo } from './info.js';
 import { ConnectionLostError, SmbStatusError, Status } from './status.js';
+import type { DirectoryEntry } from './query-directory.js';
 
 /** How many times one operation is retried across reconnects before giving up. */
 const MAX_RETRIES = 3;
@@ -193,6 +194,11 @@ export class SmbStore implements ByteStore {
   }
 
   async list(dir: string): Promise<string[]> {
+    return (await this.listMatching(dir, '*')).map((e) => e.name);
+  }
+
+  /** Entries of `dir` whose names match an SMB wildcard pattern (`*`, `?`), evaluated by the server. */
+  async listMatching(dir: string, pattern: string): Promise<DirectoryEntry[]> {
     const name = this.display(dir);
     const req = this.req(dir, Access.READ_DATA | Access.READ_ATTRIBUTES | Access.SYNCHRONIZE, Disposition.OPEN, CreateOptions.DIRECTORY_FILE);
     return retrying(
@@ -200,8 +206,8 @@ export class SmbStore implements ByteStore {
       async () => {
         const h = await this.client.create(this.share, req, name);
         try {
-          const entries = await this.client.queryDirectory(h, '*', name);
-          return entries.map((e) => e.name).filter((n) => n !== '.' && n !== '..');
+          const entries = await this.client.queryDirectory(h, pattern, name);
+          return entries.filter((e) => e.name !== '.' && e.name !== '..');
         } finally {
           await this.client.close(h).catch(() => undefined);
         }
