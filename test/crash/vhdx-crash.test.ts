@@ -5,7 +5,7 @@
  * any) present sector by sector either entirely old or entirely new.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { openDisk, createDisk } from '../../src/formats/index.js';
 import { makeTempDir } from '../helpers/tmp.js';
@@ -112,11 +112,11 @@ d('VHDX crash safety', () => {
     const image = path.join(tmp.dir, 'crash.vhdx');
     const disk = await createDisk(image, { format: 'vhdx', type: 'dynamic', virtualSize: SIZE, blockSize: 1 * MiB });
     await disk.close();
-    let model = Buffer.alloc(SIZE);
+    let model: Buffer = Buffer.alloc(SIZE);
     let next = 0;
     let dirtySeen = 0;
     let inFlightSeen = 0;
-    const times: number[] = [];
+    const times: string[] = [];
     for (let k = 0; k < KILLS; k++) {
       const t0 = Date.now();
       const res = await runChild(dist, image, next, 1000 + k, k % 4 === 0 ? (k * 7) % 30 : (k * 13) % 50, k % 4 !== 0);
@@ -151,6 +151,8 @@ d('VHDX crash safety', () => {
       expect(check.status).toBe(0);
       run('qemu-img', ['convert', '-f', 'vhdx', '-O', 'raw', copy, copy + '.raw']);
       expect(readFileSync(copy + '.raw').equals(content)).toBe(true);
+      rmSync(copy);
+      rmSync(copy + '.raw');
       model = content;
       times.push(`${tChild}/${Date.now() - t0}/${res.done.length}`);
       next += res.done.length + (flight ? 1 : 0);
