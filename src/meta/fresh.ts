@@ -2,7 +2,8 @@
  * Staleness: whether a metafile still describes its image (the rule is in docs/metafile.md, "Staleness").
  */
 import type { Disk, DiskIdentity } from '../formats/disk.js';
-import { displayLocation } from '../io/location.js';
+import { openDisk } from '../formats/index.js';
+import { displayLocation, type Location } from '../io/location.js';
 import { MetafileError } from '../util/errors.js';
 import { formatSize } from '../util/units.js';
 import type { Metafile } from './metafile.js';
@@ -24,13 +25,23 @@ export function identityProblem(recorded: DiskIdentity, current: DiskIdentity): 
 }
 
 /**
- * Throws a one-line MetafileError naming the metafile and the fix when `meta` no longer describes `disk`:
- * a different geometry, a changed identity, or (vbb files, which record none) a metafile older than the image.
+ * Throws a one-line MetafileError naming the metafile and the fix when `meta` no longer describes the image (an
+ * opened Disk, or a location that is opened read-only for the check): a different geometry, a changed identity,
+ * or (vbb files, which record none) a metafile older than the image.
  */
-export async function checkFresh(meta: Metafile, disk: Disk): Promise<void> {
+export async function checkFresh(meta: Metafile, image: Disk | Location): Promise<void> {
+  if (!('read' in image)) {
+    const disk = await openDisk(image);
+    try {
+      return await checkFresh(meta, disk);
+    } finally {
+      await disk.close();
+    }
+  }
+  const disk = image;
   const s = meta.summary;
-  const image = displayLocation(disk.location);
-  const stale = (why: string) => new MetafileError(`stale: ${why} (run vhdsync createmeta ${image})`, meta.name);
+  const name = displayLocation(disk.location);
+  const stale = (why: string) => new MetafileError(`stale: ${why} (run vhdsync createmeta ${name})`, meta.name);
   if (s.virtualSizeExact && s.virtualSize !== disk.virtualSize) {
     throw stale(`it describes ${formatSize(s.virtualSize)} (${s.virtualSize} bytes) of virtual size, the image has ${disk.virtualSize}`);
   }

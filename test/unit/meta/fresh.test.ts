@@ -51,6 +51,8 @@ describe('checkFresh on files', () => {
     const err = await checkFresh(meta, disk).catch((e) => e);
     expect(err).toBeInstanceOf(MetafileError);
     expect(err.describe()).toMatch(new RegExp(`^${img}\\.blocklist\\.bin: stale: .*\\(run vhdsync createmeta ${img}\\)$`));
+    // The image may also be given by location; it is opened for the check and closed again.
+    await expect(checkFresh(meta, { store: localStore, path: img })).rejects.toThrow(/stale/);
     await meta.close();
     await disk.close();
   });
