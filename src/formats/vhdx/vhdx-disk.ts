@@ -117,7 +117,9 @@ export async function readLayout(file: RandomAccessFile, subject: string, writab
   if (metaRegion.length > MAX_METADATA_LENGTH) throw new UnsupportedError(`metadata region of ${metaRegion.length} bytes is larger than supported`, subject);
   const meta = md.parse(await view.read(metaRegion.fileOffset, metaRegion.length), subject);
   const g = geometry(meta.virtualSize, meta.blockSize, meta.logicalSectorSize, meta.hasParent);
-  const bat = Bat.parse(g, await view.read(batRegion.fileOffset, batRegion.length), subject);
+  // Read only the entries the geometry needs (whole 4 KiB sectors, as they are logged), not a region of any claimed size.
+  const batBytes = Math.min(batRegion.length, Math.ceil((g.totalEntries * 8) / log.LOG_SECTOR) * log.LOG_SECTOR);
+  const bat = Bat.parse(g, await view.read(batRegion.fileOffset, batBytes), subject);
   checkBat(g, bat, meta.hasParent, fileSize, subject);
   return {
     layout: { creator, header: cur.header, headerSlot: cur.slot, regions, batRegion, metaRegion, meta, geometry: g, bat, fileSize, replayed },
