@@ -12,6 +12,7 @@ import { createMetafile, metafileLocationFor, readMetafile, writeMetafile, type 
 import { AlreadyExistsError, UnsupportedError, UsageError } from '../util/errors.js';
 import { copyChangedBlocks } from './copy-blocks.js';
 import { hookLocation } from './kill-hook.js';
+import { removePartials } from './leftovers.js';
 import { mergeStateLocationFor } from './merge-state.js';
 import { changedBlocksOf, DigestCursor, openFreshMetafile, planCopy } from './plan.js';
 
@@ -61,16 +62,6 @@ export function diffNameFor(target: Location, format: string): string {
   return dot > 0 ? `${base.slice(0, dot)}_diff${base.slice(dot)}` : `${base}_diff.${format}`;
 }
 
-/** Removes `.partial` leftovers of earlier killed copies of this diff (writeAtomically's temp names). */
-async function removeLeftovers(diff: Location): Promise<void> {
-  const { store, path } = diff;
-  const dir = store.paths.dirname(path);
-  const prefix = `.${store.paths.basename(path)}.`;
-  for (const name of await store.list(dir).catch(() => [] as string[])) {
-    if (name.startsWith(prefix) && name.endsWith('.partial')) await store.unlink(store.paths.join(dir, name)).catch(() => {});
-  }
-}
-
 /**
  * Writes the differencing image that turns TARGET into SOURCE. Refuses raw targets, different virtual sizes,
  * missing, stale or incompatible metafiles, an existing diff (without `force`) and a target with a merge pending.
@@ -106,7 +97,8 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     if (!opts.force && (await writeLoc.store.stat(writeLoc.path))) {
       throw new AlreadyExistsError('the diff already exists (merge it first, or use --force to replace it)', displayLocation(writeLoc));
     }
-    await removeLeftovers(writeLoc);
+    await removePartials(writeLoc);
+    await removePartials(metafileLocationFor(writeLoc));
 
     const targetMeta = await openFreshMetafile(target);
     metas.push(targetMeta);

@@ -5,7 +5,9 @@
 import type { Disk, FormatDriver, ParentExpectation, ParentOpener } from '../formats/disk.js';
 import { formatDriver, openDisk, registeredFormats } from '../formats/open.js';
 import type { Location } from '../io/location.js';
-import { displayLocation } from '../io/location.js';
+import { displayLocation, withPath } from '../io/location.js';
+import { metafileLocationFor } from '../meta/index.js';
+import { removePartials } from './leftovers.js';
 import type { RandomAccessFile } from '../io/store.js';
 import { NotFoundError, ParentError, UsageError } from '../util/errors.js';
 import { hookLocation } from './kill-hook.js';
@@ -204,13 +206,18 @@ async function findOrphanState(diffLoc: Location): Promise<{ loc: Location; stat
   return null;
 }
 
-/** Last step: removes the diff and its metafile (unless kept), then the state file that pointed at them. */
-async function cleanup(diffLoc: Location, stateLoc: Location, keepDiff: boolean): Promise<void> {
+/**
+ * Last step: removes the diff and its metafile (unless kept), then the state file that pointed at them, and
+ * temp files of state and metafile writes that earlier killed runs left behind.
+ */
+async function cleanup(diffLoc: Location, stateLoc: Location, keepDiff: boolean, parent: Location): Promise<void> {
   if (!keepDiff) {
     await removeDiffMetafile(diffLoc);
     if (await diffLoc.store.stat(diffLoc.path)) await diffLoc.store.unlink(diffLoc.path);
   }
   await removeMergeState(stateLoc);
+  await removePartials(stateLoc);
+  await removePartials(metafileLocationFor(parent));
 }
 
 /**
@@ -226,7 +233,7 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
   if (!(await diffLoc.store.stat(diffLoc.path))) {
     const orphan = await findOrphanState(diffLoc);
     if (!orphan || orphan.state.step !== 'cleanup') throw new NotFoundError('no such file', subject);
-    await cleanup(diffLoc, orphan.loc, orphan.state.keepDiff);
+    await cleanup(diffLoc, orphan.loc, orphan.state.keepDiff, withPath(diffLoc, orphan.state.parent));
     return summaryOf(orphan.state, diffLoc, true, 'cleanup', started);
   }
 
@@ -314,7 +321,7 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
       st.step = 'cleanup';
       await writeMergeState(stateLoc, st);
     }
-    await cleanup(diffLoc, stateLoc, st.keepDiff);
+    await cleanup(diffLoc, stateLoc, st.keepDiff, parentLoc);
     return summaryOf(st, diffLoc, resumedFrom !== null, resumedFrom, started);
   } finally {
     if (!closed) await diff.close().catch(() => {});

@@ -59,7 +59,7 @@ export function duBytes(path: string): number {
 
 /** Copies a file keeping holes. */
 export function cpSparse(from: string, to: string): void {
-  const r = spawnSync('cp', ['--sparse=always', from, to]);
+  const r = spawnSync('cp', ['--sparse=always', '--preserve=timestamps', from, to]);
   if (r.status !== 0) copyFileSync(from, to);
 }
 
