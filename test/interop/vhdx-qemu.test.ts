@@ -154,6 +154,25 @@ d('VHDX and qemu / libvhdi', () => {
     await checkOurs(img, expected, 'Dynamic');
   });
 
+  test('qemu writes into a VHDX we made (through its own log), and we read what qemu reads', async () => {
+    const img = p('ours-then-qemu.vhdx');
+    const disk = await createDisk(img, { format: 'vhdx', type: 'dynamic', virtualSize: 32 * MiB, blockSize: MiB });
+    await disk.write(3 * MiB, fill(MiB, 4));
+    await disk.close();
+    run('qemu-io', ['-f', 'vhdx', '-c', 'write -q -P 0x61 0 5000', '-c', 'write -q -P 0x62 3M 4096', '-c', 'write -q -P 0x63 20M 3M', img]);
+    const expected = qemuRaw(img);
+    const again = await openDisk(img, { writable: true });
+    try {
+      expect((await readAll(again)).equals(expected)).toBe(true);
+      // And our next session on qemu's file is still clean for qemu.
+      await again.write(21 * MiB + 100, fill(10000, 5));
+      fill(10000, 5).copy(expected, 21 * MiB + 100);
+    } finally {
+      await again.close();
+    }
+    await checkOurs(img, expected, 'Dynamic');
+  });
+
   test('differencing VHDX we write: qemu refuses it, libvhdi reads it on its parent', async () => {
     const parentPath = p('base.vhdx');
     const size = 24 * MiB;

@@ -622,12 +622,20 @@ export async function openVhdx(file: RandomAccessFile, location: Location, opts:
     const loc = layout.meta.parentLocator;
     const linkage = loc ? locatorValue(loc, 'parent_linkage') : undefined;
     if (!linkage || !isGuidText(linkage)) throw new CorruptImageError(`parent locator has no valid parent_linkage (${linkage ?? 'missing'})`, subject);
-    const id = linkage.trim().replace(/^\{|\}$/g, '').toLowerCase();
+    const bare = (g: string) => g.trim().replace(/^\{|\}$/g, '').toLowerCase();
+    const id = bare(linkage);
+    // parent_linkage2, when set, names a second acceptable DataWriteGuid ([MS-VHDX] 2.6.2.6.1).
+    const linkage2 = loc ? locatorValue(loc, 'parent_linkage2') : undefined;
+    const id2 = linkage2 && isGuidText(linkage2) && !/^[{]?[0-]+[}]?$/.test(linkage2.trim()) ? bare(linkage2) : null;
     parent = await openParent(parentCandidates(loc, location), location, { ...opts, writable: false }, {
       id,
       idName: 'parent_linkage',
       // A non-VHDX parent is refused below with its own message, not as a mismatch.
-      matches: async (p) => p.format !== 'vhdx' || (await p.identity()).contentId === id,
+      matches: async (p) => {
+        if (p.format !== 'vhdx') return true;
+        const got = (await p.identity()).contentId;
+        return got === id || got === id2;
+      },
     });
     if (parent.format !== 'vhdx') {
       const name = displayLocation(parent.location);
