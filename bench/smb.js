@@ -29,15 +29,22 @@ const configs = [
 
 const mibps = (bytes, ms) => (bytes / MiB / (ms / 1000));
 
-function timeIt(fn) {
+// Wall time, and the client's own CPU time (user+sys): on a shared, loaded machine the CPU time is the steadier figure.
+async function timeIt(fn) {
   const t = process.hrtime.bigint();
-  return Promise.resolve(fn()).then(() => Number(process.hrtime.bigint() - t) / 1e6);
+  const c = process.cpuUsage();
+  await fn();
+  const cpu = process.cpuUsage(c);
+  return { ms: Number(process.hrtime.bigint() - t) / 1e6, cpuMs: (cpu.user + cpu.system) / 1000 };
 }
 
 function smbclient(dir, cmd, protection) {
-  const r = spawnSync('smbclient', [`//127.0.0.1/share`, '-s', path.join(dir, 'smb.conf'), '-p', String(port), '-U', `${user}%${password}`,
-    `--client-protection=${protection}`, '-c', cmd], { encoding: 'utf8' });
+  const t = process.hrtime.bigint();
+  const r = spawnSync('/usr/bin/time', ['-f', '%U %S', 'smbclient', `//127.0.0.1/share`, '-s', path.join(dir, 'smb.conf'), '-p', String(port),
+    '-U', `${user}%${password}`, `--client-protection=${protection}`, '-c', cmd], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`smbclient failed: ${r.stderr || r.stdout}`);
+  const [u, sy] = r.stderr.trim().split('\n').pop().split(' ').map(Number);
+  return { ms: Number(process.hrtime.bigint() - t) / 1e6, cpuMs: (u + sy) * 1000 };
 }
 
 const rows = [];
@@ -68,16 +75,17 @@ for (const cfg of configs) {
     if (check !== size) throw new Error('short read');
     await client.shutdown();
 
-    const theirPut = await timeIt(() => smbclient(dir, `put ${source} theirs.bin`, cfg.protection));
+    const theirPut = smbclient(dir, `put ${source} theirs.bin`, cfg.protection);
     const back = path.join(scratch, 'back.bin');
-    const theirGet = await timeIt(() => smbclient(dir, `get theirs.bin ${back}`, cfg.protection));
+    const theirGet = smbclient(dir, `get theirs.bin ${back}`, cfg.protection);
     if (statSync(back).size !== size) throw new Error('smbclient get size mismatch');
     unlinkSync(back);
 
     rows.push({
       config: cfg.name,
-      write: mibps(size, ourWrite), put: mibps(size, theirPut),
-      read: mibps(size, ourRead), get: mibps(size, theirGet),
+      write: mibps(size, ourWrite.ms), put: mibps(size, theirPut.ms),
+      read: mibps(size, ourRead.ms), get: mibps(size, theirGet.ms),
+      cpu: [ourWrite, theirPut, ourRead, theirGet].map((x) => x.cpuMs),
     });
   } finally {
     execFileSync(script, ['stop', dir], { stdio: 'inherit' });
@@ -87,8 +95,9 @@ for (const cfg of configs) {
 rmSync(scratch, { recursive: true, force: true });
 
 const f = (x) => x.toFixed(0).padStart(6);
-console.log(`SMB loopback, ${size / MiB} MiB sequential, MiB/s (ratio = ours / smbclient)`);
-console.log('config     | our write | smbclient put | ratio | our read | smbclient get | ratio');
+console.log(`SMB loopback, ${size / MiB} MiB sequential, MiB/s (ratio = ours / smbclient); load average ${(await import('node:os')).loadavg()[0].toFixed(1)}`);
+console.log('config     | our write | smbclient put | ratio | our read | smbclient get | ratio | client CPU s: write/put, read/get');
 for (const r of rows) {
-  console.log(`${r.config.padEnd(10)} | ${f(r.write)}    | ${f(r.put)}        | ${(r.write / r.put).toFixed(2)}  | ${f(r.read)}   | ${f(r.get)}        | ${(r.read / r.get).toFixed(2)}`);
+  const c = r.cpu.map((ms) => (ms / 1000).toFixed(2));
+  console.log(`${r.config.padEnd(10)} | ${f(r.write)}    | ${f(r.put)}        | ${(r.write / r.put).toFixed(2)}  | ${f(r.read)}   | ${f(r.get)}        | ${(r.read / r.get).toFixed(2)}  | ${c[0]}/${c[1]}, ${c[2]}/${c[3]}`);
 }

@@ -5,7 +5,7 @@
  */
 import { IoError } from '../../util/errors.js';
 import { SmbConnection, type Reply } from './connection.js';
-import { Access, CreateOptions, Disposition, parseCreateResponse, serializeCreateRequest, ShareAccess, type CreateRequest, type CreateResponse } from './create.js';
+import { Access, parseCreateResponse, serializeCreateRequest, ShareAccess, type CreateRequest, type CreateResponse } from './create.js';
 import { Command } from './header.js';
 import { parseQueryInfoResponse, serializeQueryInfoRequest, serializeSetInfoRequest } from './info.js';
 import { Dialect } from './negotiate.js';
@@ -162,7 +162,8 @@ export class SmbClient {
     const generation = this.generation;
     const treeId = await this.tree(conn, share);
     const r = await this.call(share, Command.CREATE, [serializeCreateRequest(req)], subject);
-    return { share, treeId, fileId: parseCreateResponse(r.msg).fileId, generation, info: parseCreateResponse(r.msg) };
+    const info = parseCreateResponse(r.msg);
+    return { share, treeId, fileId: info.fileId, generation, info };
   }
 
   /** Closes a handle; a handle from a dead connection is already gone. */
@@ -284,7 +285,4 @@ export const OPEN = {
       Access.READ_DATA | Access.WRITE_DATA | Access.APPEND_DATA | Access.READ_ATTRIBUTES | Access.WRITE_ATTRIBUTES | Access.READ_CONTROL | Access.SYNCHRONIZE,
     share: ShareAccess.ALL,
   },
-  file: CreateOptions.NON_DIRECTORY_FILE,
-  dir: CreateOptions.DIRECTORY_FILE,
-  Disposition,
 } as const;

@@ -7,6 +7,7 @@ import { IoError } from '../../util/errors.js';
 import { Command, HeaderFlags, parseHeader, serializeHeader, type Header, HEADER_SIZE } from './header.js';
 import { Dialect } from './negotiate.js';
 import { signMessage, verifyMessage } from './signing.js';
+import { serializeEmptyRequest } from './simple.js';
 import { ConnectionLostError, Status } from './status.js';
 import { decryptMessage, encryptMessage, isTransformed, NonceSource } from './transform.js';
 import { PLACE_PREFIX } from './frame-reader.js';
@@ -120,7 +121,7 @@ export class SmbConnection {
     return this.dialect >= Dialect.SMB300;
   }
 
-  /** How many bytes one READ or WRITE may move, given the dialect's credit rules. */
+  /** Whether multi-credit requests (more than 64 KiB per READ/WRITE) are allowed: every dialect after 2.0.2. */
   get largeMtu(): boolean {
     return this.dialect > Dialect.SMB202;
   }
@@ -197,7 +198,7 @@ export class SmbConnection {
           this.askingForCredits = true;
           this.demand -= n;
           try {
-            await this.request(Command.ECHO, [Buffer.from([4, 0, 0, 0])]);
+            await this.request(Command.ECHO, [serializeEmptyRequest()]);
           } finally {
             this.askingForCredits = false;
             this.demand += n;

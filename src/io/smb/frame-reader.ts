@@ -32,15 +32,32 @@ export class FrameReader {
 
   constructor(private readonly onFrame: FrameHandler) {}
 
-  /** Feeds one chunk; throws (and stays failed) on a malformed stream or when a handler throws. */
-  push(d: Buffer): void {
+  /**
+   * Feeds one chunk; throws (and stays failed) on a malformed stream or when a handler throws. A `transient`
+   * chunk lives in a buffer the caller reuses: nothing is kept pointing into it (placed data is copied once
+   * into its destination, everything else that must outlive this call is copied out).
+   */
+  push(d: Buffer, transient = false): void {
     if (this.failed) return;
     try {
+      this.transientMemory = transient ? d.buffer : null;
       this.receive(d);
     } catch (err) {
       this.failed = true;
       throw err;
+    } finally {
+      if (this.transientMemory) {
+        this.chunks = this.chunks.map((c) => this.stable(c));
+        this.transientMemory = null;
+      }
     }
+  }
+
+  /** The memory of the chunk being pushed, when it must not be retained. */
+  private transientMemory: ArrayBufferLike | null = null;
+
+  private stable(b: Buffer): Buffer {
+    return this.transientMemory && b.buffer === this.transientMemory ? Buffer.from(b) : b;
   }
 
   private receive(d: Buffer): void {
@@ -81,7 +98,7 @@ export class FrameReader {
       this.consume(4);
       const frame = this.consume(len);
       this.asked = false;
-      this.onFrame(frame);
+      this.onFrame(this.stable(frame));
     }
   }
 
