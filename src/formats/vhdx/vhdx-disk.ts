@@ -62,6 +62,29 @@ export async function updateHeaders(
   return { header, slot };
 }
 
+/** Finds and checks the log's active sequence: its changes in order, and the file size after replay. */
+async function readActiveLog(file: RandomAccessFile, h: hdr.VhdxHeader, realSize: number, subject: string): Promise<{ changes: log.LogChange[]; fileSize: number; entries: number }> {
+  const { logOffset, logLength } = h;
+  if (logLength > MAX_LOG_LENGTH) throw new UnsupportedError(`log of ${logLength} bytes is larger than supported (${MAX_LOG_LENGTH})`, subject);
+  if (logOffset + logLength > realSize) throw new CorruptImageError(`log at ${logOffset}+${logLength} lies past the end of the file (${realSize})`, subject);
+  const seq = log.findActiveSequence(await file.read(logOffset, logLength), h.logGuid);
+  if (!seq) throw new CorruptImageError('the header says the log holds entries to replay (LogGuid set) but the log has no valid entry sequence', subject);
+  const headEntry = seq[seq.length - 1];
+  if (headEntry.flushedFileOffset > realSize) {
+    throw new CorruptImageError(`file is ${realSize} bytes but the log says ${headEntry.flushedFileOffset} were flushed: the file was truncated`, subject);
+  }
+  // Like qemu, round the extended size up to 1 MiB: every structure is 1 MiB aligned.
+  const fileSize = Math.max(realSize, Math.ceil(Math.max(...seq.map((e) => e.lastFileOffset)) / MIB) * MIB);
+  const changes = seq.flatMap((e) => e.changes);
+  for (const c of changes) {
+    const end = c.fileOffset + (c.kind === 'data' ? c.data.length : c.length);
+    // The log may rewrite region tables and everything after them, never the identifier or headers.
+    if (c.fileOffset < rt.REGION_TABLE_OFFSETS[0]) throw new CorruptImageError(`log entry writes into the VHDX headers (offset ${c.fileOffset})`, subject);
+    if (end > fileSize) throw new CorruptImageError(`log entry writes at ${c.fileOffset}+${end - c.fileOffset}, past the file's end and the log's LastFileOffset`, subject);
+  }
+  return { changes, fileSize, entries: seq.length };
+}
+
 /** Reads and checks the fixed structures, replaying the log (in the file when writable, in memory otherwise). */
 export async function readLayout(file: RandomAccessFile, subject: string, writable: boolean): Promise<{ layout: VhdxLayout; view: FileView }> {
   const realSize = await file.size();
@@ -73,36 +96,16 @@ export async function readLayout(file: RandomAccessFile, subject: string, writab
   let fileSize = realSize;
   let replayed = 0;
   if (hdr.logIsActive(cur.header)) {
-    const { logOffset, logLength } = cur.header;
-    if (logLength > MAX_LOG_LENGTH) throw new UnsupportedError(`log of ${logLength} bytes is larger than supported (${MAX_LOG_LENGTH})`, subject);
-    if (logOffset + logLength > realSize) throw new CorruptImageError(`log at ${logOffset}+${logLength} lies past the end of the file (${realSize})`, subject);
-    const logBytes = await file.read(logOffset, logLength);
-    const seq = log.findActiveSequence(logBytes, cur.header.logGuid);
-    if (!seq) throw new CorruptImageError('the header says the log holds entries to replay (LogGuid set) but the log has no valid entry sequence', subject);
-    const headEntry = seq[seq.length - 1];
-    if (headEntry.flushedFileOffset > realSize) {
-      throw new CorruptImageError(`file is ${realSize} bytes but the log says ${headEntry.flushedFileOffset} were flushed: the file was truncated`, subject);
-    }
-    const changes = seq.flatMap((e) => e.changes);
-    const lastOffset = Math.max(...seq.map((e) => e.lastFileOffset));
-    for (const c of changes) {
-      const end = c.fileOffset + (c.kind === 'data' ? c.data.length : c.length);
-      // The log may rewrite region tables and everything after them, never the identifier or headers.
-      if (c.fileOffset < rt.REGION_TABLE_OFFSETS[0]) throw new CorruptImageError(`log entry writes into the VHDX headers (offset ${c.fileOffset})`, subject);
-      if (end > Math.max(realSize, Math.ceil(lastOffset / MIB) * MIB)) {
-        throw new CorruptImageError(`log entry writes at ${c.fileOffset}+${end - c.fileOffset}, past the file's end and the log's LastFileOffset`, subject);
-      }
-    }
-    // Like qemu, round the extended size up to 1 MiB: every structure is 1 MiB aligned.
-    fileSize = Math.max(realSize, Math.ceil(lastOffset / MIB) * MIB);
-    replayed = seq.length;
+    const active = await readActiveLog(file, cur.header, realSize, subject);
+    fileSize = active.fileSize;
+    replayed = active.entries;
     if (writable) {
-      await applyChanges(file, changes);
+      await applyChanges(file, active.changes);
       if (fileSize > realSize) await file.truncate(fileSize);
       await file.flush();
       cur = await updateHeaders(file, cur, { logGuid: Buffer.from(ZERO_GUID), fileWriteGuid: newGuid() });
     } else {
-      overlay = changes;
+      overlay = active.changes;
     }
   }
   const view = new FileView(file, overlay);
