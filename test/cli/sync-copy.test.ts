@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { makeTempDir } from '../helpers/tmp.js';
 import { HAVE_QEMU, PYTHON_VHDI, requireTool, pyvhdiRead, run, runStatus } from '../helpers/tools.js';
 import { cli, expectOneLineError } from '../helpers/cli.js';
-import { MiB, qemuImage, qemuRaw, qemuSame, qemuWrite, type Change } from './sync-helpers.js';
+import { duBytes, MiB, ourDiff, qemuImage, qemuRaw, qemuSame, qemuWrite, type Change } from './sync-helpers.js';
 
 const ok = requireTool(HAVE_QEMU && PYTHON_VHDI !== null, 'qemu-img, qemu-io and pyvhdi');
 const d = ok ? describe : describe.skip;
@@ -147,4 +147,30 @@ d('copy + merge end to end (qemu-made images, checked by qemu and libvhdi)', () 
     expect(readdirSync(tmp.dir).filter((f) => f.includes('_diff'))).toEqual([]);
     expect(existsSync(path.join(tmp.dir, 'target_diff.vhdx'))).toBe(false);
   });
+
+  it.each(['vhdx', 'vhd'] as const)(
+    'the %s diff costs about the changed data: scattered 64 KiB changes into 32 MiB target blocks (du)',
+    async (tf) => {
+      const target = path.join(tmp.dir, `t.${tf}`);
+      const source = path.join(tmp.dir, 's.raw');
+      qemuImage(target, QEMU[tf], 128 * MiB, [{ offset: 0, length: 16 * MiB, fill: 0xa5 }], tf === 'vhdx' ? 'subformat=dynamic,block_size=32M' : CREATE.vhd);
+      qemuRaw(target, QEMU[tf], source);
+      const changes: Change[] = Array.from({ length: 30 }, (_, i) => ({ offset: i * 4 * MiB + 7 * 65536, length: 65536, fill: i + 1 }));
+      qemuWrite(source, 'raw', changes);
+      expect(cli(['createmeta', '--block-size', '64K', source, target]).status).toBe(0);
+      const r = cli(['copy', '--json', source, target]);
+      expect(r.stderr).toBe('');
+      const changed = JSON.parse(r.stdout).changedBytes;
+      expect(changed).toBe(30 * 65536);
+      // Metadata: what an empty diff of the same parent occupies (headers, log, BAT, metadata region).
+      const empty = path.join(tmp.dir, `empty.${tf}`);
+      await ourDiff(target, empty, tf, []);
+      const used = duBytes(path.join(tmp.dir, `t_diff.${tf}`));
+      const metadata = duBytes(empty);
+      // eslint-disable-next-line no-console
+      console.log(`${tf} diff: du ${used} bytes for ${changed} changed bytes; empty diff ${metadata}`);
+      expect(used).toBeLessThanOrEqual(2 * changed + metadata);
+      expect(used).toBeGreaterThanOrEqual(changed);
+    },
+  );
 });
