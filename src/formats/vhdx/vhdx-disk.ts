@@ -28,6 +28,8 @@ const MAX_LOG_LENGTH = 64 * MIB;
 const MAX_METADATA_LENGTH = 64 * MIB;
 /** Dirty 4 KiB metadata sectors that trigger a log commit inside write(), batching BAT updates. */
 const COMMIT_THRESHOLD = 64;
+/** Sector bitmap blocks (1 MiB each) kept in memory; a huge child would otherwise pull in all of them. */
+const MAX_CACHED_BITMAPS = 64;
 
 /** Everything parsed from an image's fixed structures. */
 export interface VhdxLayout {
@@ -241,8 +243,22 @@ export class VhdxDisk implements Disk {
     const e = this.bat.get(bitmapIndex(this.g, chunk));
     if (e.state !== BITMAP.PRESENT) return null;
     const bm = await this.view.read(e.fileOffset, SECTOR_BITMAP_BLOCK_SIZE);
+    // A write may have created or changed this bitmap in memory while the read was in flight: that copy wins.
+    const raced = this.bitmaps.get(chunk);
+    if (raced) return raced;
+    this.evictBitmaps();
     this.bitmaps.set(chunk, bm);
     return bm;
+  }
+
+  /** Keeps at most MAX_CACHED_BITMAPS clean bitmaps in memory; bitmaps with unlogged changes stay. */
+  private evictBitmaps(): void {
+    if (this.bitmaps.size < MAX_CACHED_BITMAPS) return;
+    const pinned = new Set([...this.dirtyBitmap.values()].map(([chunk]) => chunk));
+    for (const chunk of this.bitmaps.keys()) {
+      if (this.bitmaps.size < MAX_CACHED_BITMAPS) break;
+      if (!pinned.has(chunk)) this.bitmaps.delete(chunk);
+    }
   }
 
   /** The first bitmap bit of block `b` within its chunk's bitmap. */
@@ -411,9 +427,10 @@ export class VhdxDisk implements Disk {
     let bm = await this.loadBitmap(chunk);
     if (!bm) {
       const at = await this.allocate(SECTOR_BITMAP_BLOCK_SIZE);
-      this.setBat(bitmapIndex(this.g, chunk), BITMAP.PRESENT, at);
       bm = Buffer.alloc(SECTOR_BITMAP_BLOCK_SIZE);
+      this.evictBitmaps();
       this.bitmaps.set(chunk, bm);
+      this.setBat(bitmapIndex(this.g, chunk), BITMAP.PRESENT, at);
     }
     const lss = this.logicalSectorSize;
     const from = this.firstBit(b) + inBlock / lss;
