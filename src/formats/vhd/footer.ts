@@ -33,7 +33,7 @@ export interface VhdFooter {
   dataOffset: number | null;
   /** Seconds since 2000-01-01T00:00:00Z. */
   timestamp: number;
-  /** Four characters, e.g. `win `, `qemu`, `vhds`. */
+  /** Four characters, e.g. `win `, `qemu`, `vpc `. */
   creatorApp: string;
   creatorVersion: number;
   creatorHostOs: number;

@@ -16,9 +16,8 @@ export const MAX_CHS: Geometry = { cylinders: 65535, heads: 16, sectorsPerTrack:
 
 /**
  * Creators whose current_size is authoritative. qemu's list (`win `, `qem2`, `d2v `, `CTXS`, `tap\0`)
- * plus our own creator `vhds`: we always write exact sizes.
  */
-export const EXACT_SIZE_CREATORS: ReadonlySet<string> = new Set(['win ', 'qem2', 'd2v ', 'CTXS', 'tap\0', 'vhds']);
+export const EXACT_SIZE_CREATORS: ReadonlySet<string> = new Set(['win ', 'qem2', 'd2v ', 'CTXS', 'tap\0']);
 
 /** The geometry the spec appendix assigns to a disk of `size` bytes (rounded down to whole sectors). */
 export function chsForSize(size: number): Geometry {

@@ -76,9 +76,14 @@ export const DEFAULT_BLOCK_SIZE = 2 << 20;
 /** Block sizes outside this range are refused: tiny ones make absurd tables, huge ones absurd buffers. */
 export const MIN_BLOCK_SIZE = 512;
 export const MAX_BLOCK_SIZE = 256 << 20;
-/** Creator application of images written here; `geometry.ts` trusts its current_size. */
-export const CREATOR_APP = 'vhds';
-const CREATOR_VERSION = 0x00010000;
+/**
+ * Creator application of images written here. qemu takes a VHD's size from its CHS geometry unless the creator is
+ * one it trusts for current_size, so a VHD marked with a name of our own would lose its tail in qemu/KVM (a 24 MiB
+ * disk reads as 23.9 MiB). We write Hyper-V's marker, as Windows' own tools do (docs/decisions/0005-vhd-creator.md).
+ */
+export const CREATOR_APP = 'win ';
+/** Hyper-V writes 10.0 here; qemu and libvhdi do not look at it. */
+const CREATOR_VERSION = 0x000a0000;
 /** New blocks' data starts on this boundary, as Windows aligns it, so guest 4 KiB I/O stays aligned. */
 const DATA_ALIGN = 4096;
 /** Memory for cached sector bitmaps (512 bytes each for 2 MiB blocks, 64 KiB for 256 MiB blocks). */
