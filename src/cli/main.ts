@@ -4,7 +4,7 @@ import { rewriteLegacyArgs } from './legacy.js';
 import { EXIT_USAGE, reportError } from './run.js';
 import { UsageError } from '../util/errors.js';
 import '../formats/index.js';
-import '../io/schemes.js';
+import { closeAllSmbSessions } from '../io/schemes.js';
 
 /** Runs the command line and returns the exit code (never calls process.exit itself). */
 export async function main(argv: string[]): Promise<number> {
@@ -17,6 +17,14 @@ export async function main(argv: string[]): Promise<number> {
     .option('debug', { type: 'boolean', describe: 'print stack traces on errors' })
     .option('progress', { type: 'boolean', describe: 'draw progress bars (default: when stderr is a terminal)' })
     .option('quiet', { alias: 'q', type: 'boolean', describe: 'print nothing but errors and requested output' })
+    .option('smb-credentials', {
+      type: 'string',
+      describe: 'mount.cifs-style file (username=, password=, domain=) for smb:// and \\\\host\\share locations',
+    })
+    .middleware((argv) => {
+      // The SMB scheme reads credentials from the environment, so one place serves the CLI and the library.
+      if (typeof argv['smb-credentials'] === 'string') process.env.VHDSYNC_SMB_CREDENTIALS = argv['smb-credentials'];
+    }, true)
     .command(commands)
     .demandCommand(1, 'name a command (see --help)')
     .strict()
@@ -38,6 +46,8 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT_USAGE;
     }
     code = reportError(err, debug);
+  } finally {
+    await closeAllSmbSessions().catch(() => {});
   }
   return code;
 }

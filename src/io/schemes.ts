@@ -1,2 +1,4 @@
 /** Registers every location scheme beyond local paths; imported once by the CLI and the library entry. */
-export {};
+import './smb/scheme.js';
+
+export { closeAllSmbSessions } from './smb/scheme.js';

@@ -15,7 +15,7 @@ export interface Geometry {
 export const MAX_CHS: Geometry = { cylinders: 65535, heads: 16, sectorsPerTrack: 255 };
 
 /**
- * Creators whose current_size is authoritative. qemu's list (`win `, `qem2`, `d2v `, `CTXS`, `tap\0`)
+ * Creators whose current_size is authoritative. qemu's list (`win `, `qem2`, `d2v `, `CTXS`, `tap\0`); other creators get the CHS size.
  */
 export const EXACT_SIZE_CREATORS: ReadonlySet<string> = new Set(['win ', 'qem2', 'd2v ', 'CTXS', 'tap\0']);
 
