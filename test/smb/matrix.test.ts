@@ -150,9 +150,15 @@ run.each(cases)('Samba: $name', ({ server: serverOpts, client: clientOpts, expec
     expect((await store.list('/dir')).sort()).toEqual(['b.bin', 'sub']);
     expect(await store.stat('/dir/b.bin')).toMatchObject({ size: 10, isDirectory: false });
     expect(await store.stat('/dir/sub')).toMatchObject({ isDirectory: true });
+    const other = await store.createExclusive('/dir/ünï €.bin');
+    await other.write(0, Buffer.from('newer'));
+    await other.close();
+    await store.rename('/dir/ünï €.bin', '/dir/b.bin'); // replaces, as writeAtomically's overwrite needs
+    expect(readFileSync(path.join(server.shareDir, 'dir/b.bin'), 'utf8')).toBe('newer');
     await store.unlink('/dir/b.bin');
     expect(await store.stat('/dir/b.bin')).toBeNull();
     expect(await store.list('/dir')).toEqual(['sub']);
+    await expect(store.unlink('/dir/sub')).rejects.toThrow(/is a directory/);
   });
 
   it('lists with a wildcard evaluated by the server', async () => {
