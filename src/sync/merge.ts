@@ -46,6 +46,9 @@ export interface MergeSummary {
   bytesMerged: number;
   /** Depth-0 extents folded in, over all runs. */
   extentsMerged: number;
+  /** Blocks of the parent (of `parentBlockSize`) the merge wrote into; 0 when the diff was already gone. */
+  blocksMerged: number;
+  parentBlockSize: number;
   /** Whether this run finished a merge an earlier run started. */
   resumed: boolean;
   /** The step an earlier run had reached when this one resumed it. */
@@ -86,11 +89,24 @@ async function* ownPieces(diff: Disk, from: number): AsyncGenerator<Piece> {
   }
 }
 
-/** Counts the bytes the merge will write from `from` on, from allocation tables only (for progress bars). */
-export async function bytesToMerge(diff: Disk, from = 0): Promise<number> {
-  let total = 0;
-  for await (const p of ownPieces(diff, from)) total += p.length;
-  return total;
+/**
+ * What the merge will write from `from` on, from allocation tables only: bytes (for progress bars) and how many
+ * blocks of `blockSize` (the parent's allocation unit) those bytes touch.
+ */
+export async function mergeFootprint(diff: Disk, from = 0, blockSize = 0): Promise<{ bytes: number; blocks: number }> {
+  let bytes = 0;
+  let blocks = 0;
+  let lastBlock = -1;
+  for await (const p of ownPieces(diff, from)) {
+    bytes += p.length;
+    if (blockSize > 0) {
+      const first = Math.max(lastBlock + 1, Math.floor(p.offset / blockSize));
+      const last = Math.floor((p.offset + p.length - 1) / blockSize);
+      if (last >= first) blocks += last - first + 1;
+      lastBlock = Math.max(lastBlock, last);
+    }
+  }
+  return { bytes, blocks };
 }
 
 /**
@@ -284,11 +300,14 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
       await writeMergeState(stateLoc, state);
     }
     const st: MergeState = state;
+    let footprint = { blocks: 0, blockSize: 0 };
     // A rerun may ask for --keep-diff even if the first run did not; never lose a diff someone asked to keep.
     st.keepDiff = st.keepDiff || Boolean(opts.keepDiff);
 
+    const whole = await mergeFootprint(diff, 0, parent.blockSize);
+    footprint = { blocks: whole.blocks, blockSize: parent.blockSize };
     if (st.step === 'merging') {
-      opts.onTotal?.(await bytesToMerge(diff, st.doneOffset));
+      opts.onTotal?.((await mergeFootprint(diff, st.doneOffset)).bytes);
       const baseBytes = st.bytesMerged;
       const baseExtents = st.extentsMerged;
       const done = await mergeExtents(
@@ -322,7 +341,7 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
       await writeMergeState(stateLoc, st);
     }
     await cleanup(diffLoc, stateLoc, st.keepDiff, parentLoc);
-    return summaryOf(st, diffLoc, resumedFrom !== null, resumedFrom, started);
+    return { ...summaryOf(st, diffLoc, resumedFrom !== null, resumedFrom, started), blocksMerged: footprint.blocks, parentBlockSize: footprint.blockSize };
   } finally {
     if (!closed) await diff.close().catch(() => {});
   }
@@ -340,6 +359,8 @@ function summaryOf(
     parent: diffLoc.store.display(st.parent),
     bytesMerged: st.bytesMerged,
     extentsMerged: st.extentsMerged,
+    blocksMerged: 0,
+    parentBlockSize: 0,
     resumed,
     resumedFrom,
     metafile: st.metafile ?? null,

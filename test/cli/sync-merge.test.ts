@@ -87,4 +87,44 @@ d('merge (end to end, against qemu and libvhdi)', () => {
     expectOneLineError(cli(['merge', diff]), 1, /parent image not found/);
     expect(existsSync(parent + '.merge-state.json')).toBe(false);
   });
+
+  it.each([
+    ['vhdx', 'vhdx'],
+    ['vhd', 'vpc'],
+  ] as const)('into a differencing %s parent: the middle of a chain takes the child, the base is untouched', async (fmt, qfmt) => {
+    const base = path.join(tmp.dir, `base.${fmt}`);
+    const mid = path.join(tmp.dir, `mid.${fmt}`);
+    const top = path.join(tmp.dir, `top.${fmt}`);
+    qemuImage(base, qfmt, 32 * MiB, [{ offset: 0, length: 8 * MiB, fill: 0x01 }], fmt === 'vhd' ? 'subformat=dynamic,force_size=on' : '');
+    await ourDiff(base, mid, fmt, [{ offset: MiB, length: MiB, fill: 0x02 }]);
+    await ourDiff(mid, top, fmt, [
+      { offset: MiB + 4096, length: 8192, fill: 0x03 },
+      { offset: 20 * MiB, length: 65536, fill: 0x04 },
+      { offset: 2 * MiB, length: 65536, fill: 'zero' },
+    ]);
+    const chain3 = pyChain([top, mid, base]);
+    // The oracle really resolved all three layers.
+    expect([chain3[0], chain3[MiB], chain3[MiB + 4096], chain3[2 * MiB], chain3[20 * MiB]]).toEqual([1, 2, 3, 0, 4]);
+    const baseBefore = readFileSync(base);
+    expect(cli(['merge', top]).status).toBe(0);
+    // libvhdi reads the merged middle through the base exactly as it read the three-image chain.
+    expect(pyChain([mid, base]).equals(chain3)).toBe(true);
+    expect(readFileSync(base).equals(baseBefore)).toBe(true);
+  });
 });
+
+/** Reads a chain [child, ..., base] through pyvhdi with each image's parent set explicitly. */
+function pyChain(images: string[]): Buffer {
+  const script = `
+import pyvhdi, sys
+files = []
+for name in sys.argv[1:]:
+    f = pyvhdi.file(); f.open(name); files.append(f)
+for child, parent in reversed(list(zip(files, files[1:]))):
+    child.set_parent(parent)
+f = files[0]; size = f.media_size; off = 0; out = sys.stdout.buffer
+while off < size:
+    n = min(1 << 24, size - off); out.write(f.read_buffer_at_offset(n, off)); off += n
+`;
+  return run(PYTHON_VHDI!, ['-c', script, ...images]);
+}

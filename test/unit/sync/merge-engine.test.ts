@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { mergeExtents, bytesToMerge } from '../../../src/sync/merge.js';
+import { mergeExtents, mergeFootprint } from '../../../src/sync/merge.js';
 import { MemDisk } from './mem-disk.js';
 
 const SIZE = 256 * 512;
@@ -35,7 +35,7 @@ describe('mergeExtents against an in-memory model', () => {
         const { parent, diff } = await build(pOps, dOps);
         const expected = await diff.content();
         const before = Buffer.from(await parent.content());
-        const own = await bytesToMerge(diff);
+        const own = (await mergeFootprint(diff)).bytes;
         const r = await mergeExtents(diff, parent, 0);
         expect(r.bytes).toBe(own);
         expect((await parent.content()).equals(expected)).toBe(true);
@@ -85,5 +85,17 @@ describe('mergeExtents against an in-memory model', () => {
     const r = await mergeExtents(diff, parent, 0);
     expect(r).toEqual({ bytes: 512, extents: 1 });
     expect(parent.writes).toBe(1);
+  });
+});
+
+describe('mergeFootprint', () => {
+  it('counts bytes and the parent blocks they touch, each block once', async () => {
+    const parent = new MemDisk(SIZE);
+    const diff = new MemDisk(SIZE, { parent });
+    await diff.write(512, Buffer.alloc(1024, 1)); // block 0
+    await diff.writeZeroes(4096 - 512, 1024); // blocks 0 and 1
+    await diff.write(5 * 4096, Buffer.alloc(3 * 4096, 2)); // blocks 5, 6, 7
+    expect(await mergeFootprint(diff, 0, 4096)).toEqual({ bytes: 1024 + 1024 + 3 * 4096, blocks: 5 });
+    expect(await mergeFootprint(diff, 5 * 4096, 4096)).toEqual({ bytes: 3 * 4096, blocks: 3 });
   });
 });
