@@ -56,6 +56,7 @@ async function plan(location: Location, opts: CreateOptions) {
   if (parent && logicalSectorSize !== parent.logicalSectorSize) throw new UsageError(`a child must have its parent's logical sector size (${parent.logicalSectorSize})`, subject);
   const physicalSectorSize = opts.physicalSectorSize ?? parent?.physicalSectorSize ?? 4096;
   if (physicalSectorSize !== 512 && physicalSectorSize !== 4096) throw new UsageError(`physical sector size must be 512 or 4096 (got ${physicalSectorSize})`, subject);
+  if (physicalSectorSize < logicalSectorSize) throw new UsageError(`physical sector size ${physicalSectorSize} is smaller than the logical sector size ${logicalSectorSize}`, subject);
   const blockSize = opts.blockSize ?? (differencing ? DEFAULT_BLOCK_DIFFERENCING : DEFAULT_BLOCK_DYNAMIC);
   if (!isPowerOfTwo(blockSize) || blockSize < MIB || blockSize > 256 * MIB) throw new UsageError(`VHDX block size must be a power of two from 1 MiB to 256 MiB (got ${blockSize})`, subject);
   const virtualSize = parent ? parent.virtualSize : opts.virtualSize;

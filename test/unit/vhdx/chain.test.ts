@@ -132,3 +132,24 @@ test('a missing parent is a clear parent error naming where it looked', async ()
   expect(err).toBeInstanceOf(ParentError);
   expect((err as Error).message).toMatch(/base\.vhdx/);
 });
+
+test('create refuses options VHDX cannot hold, and honours the ones it can', async () => {
+  const dir = path.join(tmp.dir, 'opts');
+  mkdirSync(dir, { recursive: true });
+  const at = (name: string) => path.join(dir, name);
+  await expect(createDisk(at('a.vhdx'), { format: 'vhdx', type: 'dynamic', virtualSize: 8 * MiB, blockSize: 3 * MiB })).rejects.toThrow(/power of two/);
+  await expect(createDisk(at('b.vhdx'), { format: 'vhdx', type: 'dynamic', virtualSize: 8 * MiB, logicalSectorSize: 1024 })).rejects.toThrow(/512 or 4096/);
+  await expect(createDisk(at('c.vhdx'), { format: 'vhdx', type: 'dynamic', virtualSize: 8 * MiB + 100 })).rejects.toThrow(/multiple of 512/);
+  await expect(createDisk(at('d.vhdx'), { format: 'vhdx', type: 'dynamic', virtualSize: 8 * MiB, logicalSectorSize: 4096, physicalSectorSize: 512 })).rejects.toThrow(/smaller than the logical/);
+  await expect(createDisk(at('e.vhdx'), { format: 'vhdx', type: 'dynamic', virtualSize: 65 * 1024 ** 4 })).rejects.toThrow(/64 TiB/);
+  await expect(createDisk(at('f.vhdx'), { format: 'vhdx', type: 'differencing', virtualSize: MiB })).rejects.toThrow(/needs a parent/);
+  const d = await createDisk(at('g.vhdx'), { format: 'vhdx', type: 'fixed', virtualSize: 8 * MiB, blockSize: 4 * MiB, logicalSectorSize: 4096, physicalSectorSize: 4096 });
+  expect([d.type, d.virtualSize, d.blockSize, d.logicalSectorSize, d.physicalSectorSize]).toEqual(['fixed', 8 * MiB, 4 * MiB, 4096, 4096]);
+  expect(await d.status(0, d.virtualSize)).toEqual([{ offset: 0, length: 8 * MiB, state: 'data', depth: 0 }]);
+  await d.close();
+  const dyn = await createDisk(at('h.vhdx'), { format: 'vhdx', type: 'dynamic', virtualSize: 100 * MiB });
+  expect([dyn.type, dyn.blockSize, dyn.logicalSectorSize, dyn.physicalSectorSize]).toEqual(['dynamic', 32 * MiB, 512, 4096]);
+  expect(await dyn.status(0, dyn.virtualSize)).toEqual([{ offset: 0, length: 100 * MiB, state: 'unallocated', depth: 0 }]);
+  await dyn.close();
+  await expect(createDisk(at('h.vhdx'), { format: 'vhdx', type: 'dynamic', virtualSize: MiB })).rejects.toThrow(/exists/);
+});
