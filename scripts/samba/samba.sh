@@ -7,7 +7,8 @@
 #   samba.sh stop DIR
 #
 # Everything (config, passdb, locks, logs, the share itself at DIR/share) lives under DIR, so it never
-# touches a system Samba. A second share DIR/ro is read-only for USER ("no permission" tests).
+# touches a system Samba. A second share DIR/ro is read-only for USER ("no permission" tests); a third,
+# DIR/enc, requires encryption on its own (share-level encryption).
 # `start` prints nothing on success and waits until the server answers; the pid is in DIR/smbd.pid.
 set -eu
 
@@ -63,7 +64,7 @@ done
 if [ "$aio" = on ]; then aiosize=1; else aiosize=0; fi
 
 stop
-mkdir -p "$dir/private" "$dir/lock" "$dir/state" "$dir/cache" "$dir/pid" "$dir/ncalrpc" "$dir/log" "$dir/share" "$dir/ro"
+mkdir -p "$dir/private" "$dir/lock" "$dir/state" "$dir/cache" "$dir/pid" "$dir/ncalrpc" "$dir/log" "$dir/share" "$dir/ro" "$dir/enc"
 cat >"$dir/smb.conf" <<EOF
 [global]
  server role = standalone server
@@ -101,6 +102,12 @@ cat >"$dir/smb.conf" <<EOF
  read only = yes
  valid users = $user
  force user = root
+[enc]
+ path = $dir/enc
+ read only = no
+ valid users = $user
+ force user = root
+ smb encrypt = required
 EOF
 
 # Test files start servers in parallel: serialise creating the shared Unix account.

@@ -170,3 +170,40 @@ run.each(cases)('Samba: $name', ({ server: serverOpts, client: clientOpts, expec
     expect(hits.every((e) => !e.isDirectory && e.size === 0)).toBe(true);
   });
 });
+
+run('Samba: a share that alone requires encryption', () => {
+  let server: SambaServer;
+  beforeAll(async () => {
+    server = await SambaServer.start({ aio: false });
+  });
+  afterAll(() => server?.stop());
+
+  it('encrypts that tree only, and reads back what it wrote', async () => {
+    const client = server.client();
+    try {
+      const data = randomBytes((3 << 20) + 77);
+      const f = await server.store(client, 'enc').createExclusive('/secret.bin');
+      await f.write(0, data);
+      expect((await f.read(0, data.length)).equals(data)).toBe(true);
+      await f.close();
+      const conn = await client.connection();
+      expect(conn.security.encryptAll).toBe(false);
+      expect(conn.encryptedTrees.size).toBe(1);
+      expect(readFileSync(path.join(server.dir, 'enc', 'secret.bin')).equals(data)).toBe(true);
+      // The plain share on the same session stays unencrypted.
+      await server.store(client).stat('/');
+      expect(conn.encryptedTrees.size).toBe(1);
+    } finally {
+      await client.shutdown();
+    }
+  });
+
+  it('refuses it clearly over SMB 2.1, which cannot encrypt', async () => {
+    const client = server.client({ dialects: [Dialect.SMB210] });
+    try {
+      await expect(server.store(client, 'enc').stat('/x')).rejects.toThrow(/permission denied|requires encryption/);
+    } finally {
+      await client.shutdown();
+    }
+  });
+});
