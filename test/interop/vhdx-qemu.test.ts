@@ -1,5 +1,5 @@
 /** VHDX against qemu-img/qemu-io and libvhdi: images they make read by us, images we make read by them. */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import { openDisk, createDisk } from '../../src/formats/index.js';
 import { makeTempDir } from '../helpers/tmp.js';
@@ -142,6 +142,37 @@ d('VHDX and qemu / libvhdi', () => {
     expect(after).not.toBe(before);
     await again.close();
     await checkOurs(img, expected, type === 'fixed' ? 'Fixed' : 'Dynamic', lss === 512);
+  });
+
+  test('256 MiB blocks, the largest legal size: ours read by qemu, qemu-made read by us', async () => {
+    const size = 600 * MiB;
+    const ours = p('ours-256m.vhdx');
+    const raw = p('ours-256m.raw');
+    const disk = await createDisk(ours, { format: 'vhdx', type: 'dynamic', virtualSize: size, blockSize: 256 * MiB });
+    const pieces: Array<[number, Buffer]> = [[5, fill(70000, 1)], [256 * MiB - 300, fill(1000, 2)], [590 * MiB, fill(MiB, 3)]];
+    for (const [off, b] of pieces) await disk.write(off, b);
+    await disk.close();
+    // The expected image as a sparse raw file, so nothing 600 MiB large is held in memory.
+    writeFileSync(raw, Buffer.alloc(0));
+    truncateSync(raw, size);
+    const fd = openSync(raw, 'r+');
+    for (const [off, b] of pieces) writeSync(fd, b, 0, b.length, off);
+    closeSync(fd);
+    expect(runStatus('qemu-img', ['check', '-q', '-f', 'vhdx', ours]).status).toBe(0);
+    expect(runStatus('qemu-img', ['compare', '-q', '-f', 'vhdx', '-F', 'raw', ours, raw]).status).toBe(0);
+    const theirs = p('q-256m.vhdx');
+    run('qemu-img', ['create', '-q', '-f', 'vhdx', '-o', 'subformat=dynamic,block_size=256M', theirs, `${size}`]);
+    run('qemu-io', ['-f', 'vhdx', ...pieces.flatMap(([off, b], i) => ['-c', `write -q -P ${0x41 + i} ${off} ${b.length}`]), theirs]);
+    const q = await openDisk(theirs);
+    try {
+      expect(q.blockSize).toBe(256 * MiB);
+      for (const [off, b] of pieces.map(([o, b], i) => [o, Buffer.alloc(b.length, 0x41 + i)] as const)) {
+        expect((await q.read(off, b.length)).equals(b)).toBe(true);
+      }
+      expect((await q.read(300 * MiB, MiB)).equals(Buffer.alloc(MiB))).toBe(true);
+    } finally {
+      await q.close();
+    }
   });
 
   test('default dynamic VHDX: 32 MiB blocks, reads back in qemu', async () => {

@@ -153,3 +153,36 @@ test('create refuses options VHDX cannot hold, and honours the ones it can', asy
   await dyn.close();
   await expect(createDisk(at('h.vhdx'), { format: 'vhdx', type: 'dynamic', virtualSize: MiB })).rejects.toThrow(/exists/);
 });
+
+test('a three-level chain reads through every layer and reports each layer as its depth', async () => {
+  const dir = path.join(tmp.dir, 'three');
+  mkdirSync(dir, { recursive: true });
+  const base = path.join(dir, 'base.vhdx');
+  const mid = path.join(dir, 'mid.avhdx');
+  const top = path.join(dir, 'top.avhdx');
+  const b = await createDisk(base, { format: 'vhdx', type: 'dynamic', virtualSize: 4 * MiB, blockSize: MiB });
+  await b.write(0, Buffer.alloc(3 * MiB, 1));
+  await b.close();
+  const m = await createDisk(mid, { format: 'vhdx', type: 'differencing', parent: await openDisk(base), blockSize: MiB });
+  await m.write(MiB, Buffer.alloc(2 * MiB, 2));
+  await m.writeZeroes(2 * MiB + 512, 512);
+  await m.close();
+  const t = await createDisk(top, { format: 'vhdx', type: 'differencing', parent: await openDisk(mid), blockSize: 2 * MiB });
+  await t.write(2 * MiB, Buffer.alloc(4096, 3));
+  await t.close();
+  const d = await openDisk(top);
+  const expected = Buffer.alloc(4 * MiB);
+  expected.fill(1, 0, MiB);
+  expected.fill(2, MiB, 3 * MiB);
+  expected.fill(0, 2 * MiB + 512, 2 * MiB + 1024);
+  expected.fill(3, 2 * MiB, 2 * MiB + 4096);
+  expect((await d.read(0, 4 * MiB)).equals(expected)).toBe(true);
+  expect(await d.status(0, 4 * MiB)).toEqual([
+    { offset: 0, length: MiB, state: 'data', depth: 2 },
+    { offset: MiB, length: MiB, state: 'data', depth: 1 },
+    { offset: 2 * MiB, length: 4096, state: 'data', depth: 0 },
+    { offset: 2 * MiB + 4096, length: MiB - 4096, state: 'data', depth: 1 },
+    { offset: 3 * MiB, length: MiB, state: 'unallocated', depth: 2 },
+  ]);
+  await d.close();
+});
