@@ -140,9 +140,10 @@ export function serialize(m: VhdxMetadata, regionLength = MIB): Buffer {
   fp.writeUInt32LE((m.leaveBlockAllocated ? 1 : 0) | (m.hasParent ? 2 : 0), 4);
   const vs = Buffer.alloc(8);
   vs.writeBigUInt64LE(BigInt(m.virtualSize));
-  // Flags: 4 = IsRequired, 2 = IsVirtualDisk, as Hyper-V and qemu set them.
+  // Flags: 4 = IsRequired, 2 = IsVirtualDisk, as Hyper-V and qemu set them (checked against a Hyper-V child).
   items.push([FILE_PARAMETERS, fp, 4], [VIRTUAL_DISK_SIZE, vs, 6], [PAGE_83, m.page83, 6], [LOGICAL_SECTOR_SIZE, u32(m.logicalSectorSize), 6], [PHYSICAL_SECTOR_SIZE, u32(m.physicalSectorSize), 6]);
-  if (m.parentLocator) items.push([PARENT_LOCATOR, locator.serialize(m.parentLocator), 6]);
+  // Hyper-V marks the parent locator IsRequired only (it describes the file, not the virtual disk).
+  if (m.parentLocator) items.push([PARENT_LOCATOR, locator.serialize(m.parentLocator), 4]);
   region.writeUInt16LE(items.length, 10);
   let off = METADATA_TABLE_SIZE;
   items.forEach(([id, data, flags], i) => {
