@@ -2,7 +2,8 @@ import { ntowfv2, ntlmv2Answer } from '../../src/io/smb/ntlmv2.js';
 import { authenticateMessage, negotiateMessage, parseChallenge, NTLM_FLAGS } from '../../src/io/smb/ntlm-messages.js';
 import { negTokenInit, negTokenResp, parseNegTokenResp } from '../../src/io/smb/spnego.js';
 import { readTlvs, tlv } from '../../src/io/smb/der.js';
-import { rc4 } from '../../src/io/smb/rc4.js';
+import { createHmac } from 'node:crypto';
+import { Rc4, rc4 } from '../../src/io/smb/rc4.js';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 const u16 = (s: string) => Buffer.from(s, 'utf16le');
@@ -76,10 +77,51 @@ describe('SPNEGO tokens', () => {
   it('reads negState and the response token back from a NegTokenResp, long lengths included', () => {
     const token = Buffer.alloc(300, 7);
     const server = tlv(0xa1, tlv(0x30, tlv(0xa0, tlv(0x0a, Buffer.from([1]))), tlv(0xa2, tlv(0x04, token))));
-    expect(parseNegTokenResp(server)).toEqual({ negState: 1, responseToken: token });
+    expect(parseNegTokenResp(server)).toEqual({ negState: 1, responseToken: token, mechListMic: null });
     expect(parseNegTokenResp(negTokenResp(token)).responseToken).toEqual(token);
   });
   it('rejects a truncated token', () => {
     expect(() => parseNegTokenResp(Buffer.from([0xa1, 0x30, 0x30]))).toThrow(/malformed SPNEGO/);
+  });
+});
+
+describe('NTLM MIC', () => {
+  const timestamped = Buffer.concat([av(2, u16('Domain')), av(7, Buffer.alloc(8, 1)), Buffer.alloc(4)]);
+  const challengeMsg = Buffer.alloc(56 + timestamped.length);
+  challengeMsg.write('NTLMSSP\0', 0, 'latin1');
+  challengeMsg.writeUInt32LE(2, 8);
+  challengeMsg.writeUInt32LE(0xe28a8233, 20);
+  serverChallenge.copy(challengeMsg, 24);
+  challengeMsg.writeUInt16LE(timestamped.length, 40);
+  challengeMsg.writeUInt16LE(timestamped.length, 42);
+  challengeMsg.writeUInt32LE(56, 44);
+  timestamped.copy(challengeMsg, 56);
+  const creds = { user: 'User', password: 'Password', domain: 'Domain' };
+
+  it('is HMAC-MD5 under the session key over all three messages, with MsvAvFlags announcing it', () => {
+    const ch = parseChallenge(challengeMsg);
+    const neg = negotiateMessage();
+    const auth = authenticateMessage(creds, ch, { clientChallenge, randomSessionKey: Buffer.alloc(16, 0x55) }, neg);
+    expect(auth.mic).toBe(true);
+    const mic = Buffer.from(auth.message.subarray(72, 88));
+    const zeroed = Buffer.from(auth.message);
+    zeroed.fill(0, 72, 88);
+    expect(createHmac('md5', Buffer.alloc(16, 0x55)).update(neg).update(challengeMsg).update(zeroed).digest()).toEqual(mic);
+    const nt = auth.message.subarray(auth.message.readUInt32LE(24), auth.message.readUInt32LE(24) + auth.message.readUInt16LE(20));
+    expect(nt.includes(Buffer.from([6, 0, 4, 0, 2, 0, 0, 0]))).toBe(true);
+    // With a server timestamp the LM response is zeros ([MS-NLMP] 3.1.5.1.2).
+    expect(auth.message.subarray(auth.message.readUInt32LE(16), auth.message.readUInt32LE(16) + 24)).toEqual(Buffer.alloc(24));
+  });
+  it('is left out without a server timestamp or without the NEGOTIATE message', () => {
+    expect(authenticateMessage(creds, parseChallenge(challengeMsg)).mic).toBe(false);
+  });
+});
+
+describe('RC4 as a stream', () => {
+  it('continues its key stream across calls', () => {
+    const key = Buffer.from('stream key');
+    const data = Buffer.alloc(100, 3);
+    const s = new Rc4(key);
+    expect(Buffer.concat([s.update(data.subarray(0, 37)), s.update(data.subarray(37))])).toEqual(rc4(key, data));
   });
 });

@@ -1,5 +1,5 @@
 /** NTLMSSP messages ([MS-NLMP] 2.2.1): NEGOTIATE and AUTHENTICATE built, CHALLENGE parsed and checked. */
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { IoError } from '../../util/errors.js';
 import { ntowfv2, ntlmv2Answer } from './ntlmv2.js';
 import { rc4 } from './rc4.js';
@@ -38,7 +38,9 @@ export const CLIENT_FLAGS =
 const VERSION = Buffer.from([10, 0, 0, 0, 0, 0, 0, 15]);
 
 /** AV pair ids used here ([MS-NLMP] 2.2.2.1). */
-export const AV = { EOL: 0, NB_COMPUTER: 1, NB_DOMAIN: 2, TIMESTAMP: 7 } as const;
+export const AV = { EOL: 0, NB_COMPUTER: 1, NB_DOMAIN: 2, FLAGS: 6, TIMESTAMP: 7 } as const;
+/** MsvAvFlags bit: the AUTHENTICATE_MESSAGE carries a MIC. */
+const AV_FLAG_MIC = 0x2;
 
 /** A NEGOTIATE_MESSAGE without domain or workstation (they are optional and only informative). */
 export function negotiateMessage(flags = CLIENT_FLAGS): Buffer {
@@ -60,6 +62,8 @@ export interface ChallengeMessage {
   targetInfo: Buffer;
   /** The server's timestamp AV pair (8 bytes), when present. */
   timestamp: Buffer | null;
+  /** The message as received (the MIC covers it). */
+  raw: Buffer;
 }
 
 function field(b: Buffer, at: number, what: string): Buffer {
@@ -85,7 +89,7 @@ export function parseChallenge(b: Buffer): ChallengeMessage {
     if (id === AV.TIMESTAMP && len === 8) timestamp = Buffer.from(targetInfo.subarray(p + 4, p + 12));
     p += 4 + len;
   }
-  return { flags, serverChallenge: Buffer.from(b.subarray(24, 32)), targetInfo: Buffer.from(targetInfo), timestamp };
+  return { flags, serverChallenge: Buffer.from(b.subarray(24, 32)), targetInfo: Buffer.from(targetInfo), timestamp, raw: Buffer.from(b) };
 }
 
 /** Who authenticates. */
@@ -110,12 +114,42 @@ export function fileTimeNow(): Buffer {
   return b;
 }
 
-/** Builds the AUTHENTICATE_MESSAGE and returns it with the session key both ends now share. */
+/** The server's AV pairs with MsvAvFlags saying a MIC follows, placed before the terminating MsvAvEOL. */
+function withMicFlag(targetInfo: Buffer): Buffer {
+  const pairs: Buffer[] = [];
+  for (let p = 0; p + 4 <= targetInfo.length; ) {
+    const id = targetInfo.readUInt16LE(p);
+    const len = targetInfo.readUInt16LE(p + 2);
+    if (id === AV.EOL) break;
+    if (id !== AV.FLAGS) pairs.push(targetInfo.subarray(p, p + 4 + len));
+    p += 4 + len;
+  }
+  const flags = Buffer.from([AV.FLAGS, 0, 4, 0, AV_FLAG_MIC, 0, 0, 0]);
+  return Buffer.concat([...pairs, flags, Buffer.alloc(4)]);
+}
+
+/** What answering a challenge produced. */
+export interface Authentication {
+  message: Buffer;
+  /** The exported session key both ends now share. */
+  sessionKey: Buffer;
+  /** The flags both ends agreed on. */
+  flags: number;
+  /** Whether the message carries a MIC (then SPNEGO must carry a mechListMIC too). */
+  mic: boolean;
+}
+
+/**
+ * Builds the AUTHENTICATE_MESSAGE. With `negotiate` (the NEGOTIATE_MESSAGE sent) and a server that sent a
+ * timestamp, it carries a MIC over all three messages, as [MS-NLMP] 3.1.5.1.2 asks of clients.
+ */
 export function authenticateMessage(
   creds: NtlmCredentials,
   challenge: ChallengeMessage,
   inputs: AuthenticateInputs = {},
-): { message: Buffer; sessionKey: Buffer } {
+  negotiate?: Buffer,
+): Authentication {
+  const mic = negotiate !== undefined && challenge.timestamp !== null;
   const flags = (CLIENT_FLAGS & challenge.flags) | NTLM_FLAGS.UNICODE;
   const key = ntowfv2(creds.password, creds.user, creds.domain);
   const clientChallenge = inputs.clientChallenge ?? randomBytes(8);
@@ -124,7 +158,7 @@ export function authenticateMessage(
     challenge.serverChallenge,
     clientChallenge,
     inputs.time ?? challenge.timestamp ?? fileTimeNow(),
-    challenge.targetInfo,
+    mic ? withMicFlag(challenge.targetInfo) : challenge.targetInfo,
     challenge.timestamp !== null,
   );
   // With NTLMv2 the key-exchange key is the session base key ([MS-NLMP] 3.4.5.1).
@@ -142,7 +176,7 @@ export function authenticateMessage(
     Buffer.from(creds.workstation ?? '', 'utf16le'),
     encryptedKey,
   ];
-  const fixed = 88; // fields, flags, version and a zero MIC (no MsvAvFlags, so the server ignores it)
+  const fixed = 88; // fields, flags, version and the MIC (left zero when there is none)
   const b = Buffer.alloc(fixed + payloads.reduce((n, p) => n + p.length, 0));
   SIGNATURE.copy(b, 0);
   b.writeUInt32LE(3, 8);
@@ -157,5 +191,6 @@ export function authenticateMessage(
   });
   b.writeUInt32LE(flags >>> 0, 60);
   VERSION.copy(b, 64);
-  return { message: b, sessionKey };
+  if (mic) createHmac('md5', sessionKey).update(negotiate!).update(challenge.raw).update(b).digest().copy(b, 72);
+  return { message: b, sessionKey, flags: flags >>> 0, mic };
 }

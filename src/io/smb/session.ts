@@ -17,9 +17,10 @@ import {
   serializeNegotiateRequest,
   SigningAlgorithm,
 } from './negotiate.js';
-import { authenticateMessage, negotiateMessage, parseChallenge, type NtlmCredentials } from './ntlm-messages.js';
+import { authenticateMessage, negotiateMessage, NTLM_FLAGS, parseChallenge, type NtlmCredentials } from './ntlm-messages.js';
+import { NtlmSigner } from './ntlm-signing.js';
 import { parseSessionSetupResponse, serializeSessionSetupRequest, SessionFlags } from './session-setup.js';
-import { negTokenInit, negTokenResp, NEG_STATE, parseNegTokenResp } from './spnego.js';
+import { MECH_TYPE_LIST, negTokenInit, negTokenResp, NEG_STATE, parseNegTokenResp } from './spnego.js';
 import { Status, statusError } from './status.js';
 import { verifyMessage } from './signing.js';
 
@@ -86,7 +87,8 @@ export async function authenticate(conn: SmbConnection, creds: NtlmCredentials, 
     return r;
   };
 
-  const first = await step(negTokenInit(negotiateMessage()));
+  const negotiateMsg = negotiateMessage();
+  const first = await step(negTokenInit(negotiateMsg));
   if (first.header.status !== Status.MORE_PROCESSING_REQUIRED) throw statusError(first.header.status, subject);
   if (preauth) preauth = sha512(preauth, first.msg);
   conn.security.sessionId = first.header.sessionId;
@@ -95,13 +97,23 @@ export async function authenticate(conn: SmbConnection, creds: NtlmCredentials, 
     throw new IoError('logon failure (server rejected NTLM authentication)', subject);
   }
   const challenge = parseChallenge(serverToken.responseToken);
-  const { message, sessionKey } = authenticateMessage(creds, challenge);
+  const auth = authenticateMessage(creds, challenge, {}, negotiateMsg);
+  const { sessionKey } = auth;
+  // With a MIC in the NTLM message, SPNEGO protects the mechanism list too ([MS-SPNG] 3.1.5.1).
+  const keyExchange = (auth.flags & NTLM_FLAGS.KEY_EXCH) !== 0;
+  const mechListMic = auth.mic ? new NtlmSigner(sessionKey, 'client-to-server', keyExchange).sign(MECH_TYPE_LIST) : undefined;
 
-  const last = await step(negTokenResp(message));
+  const last = await step(negTokenResp(auth.message, mechListMic));
   if (last.header.status !== Status.SUCCESS) throw statusError(last.header.status, subject);
   const { sessionFlags, token } = parseSessionSetupResponse(last.msg);
-  if (token.length > 0 && parseNegTokenResp(token).negState === NEG_STATE.REJECT) {
-    throw new IoError('logon failure (server rejected NTLM authentication)', subject);
+  if (token.length > 0) {
+    const final = parseNegTokenResp(token);
+    if (final.negState === NEG_STATE.REJECT) throw new IoError('logon failure (server rejected NTLM authentication)', subject);
+    // The server's mechListMIC proves it derived the same keys from our exchange.
+    if (auth.mic && final.mechListMic) {
+      const expected = new NtlmSigner(sessionKey, 'server-to-client', keyExchange).sign(MECH_TYPE_LIST);
+      if (!expected.equals(final.mechListMic)) throw new IoError('server mechListMIC does not match (tampered exchange?)', subject);
+    }
   }
   if (sessionFlags & (SessionFlags.IS_GUEST | SessionFlags.IS_NULL)) {
     // A guest session has no usable keys: refuse rather than silently run unauthenticated.
