@@ -300,12 +300,10 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
       await writeMergeState(stateLoc, state);
     }
     const st: MergeState = state;
-    let footprint = { blocks: 0, blockSize: 0 };
     // A rerun may ask for --keep-diff even if the first run did not; never lose a diff someone asked to keep.
     st.keepDiff = st.keepDiff || Boolean(opts.keepDiff);
 
-    const whole = await mergeFootprint(diff, 0, parent.blockSize);
-    footprint = { blocks: whole.blocks, blockSize: parent.blockSize };
+    const footprint = { blocks: (await mergeFootprint(diff, 0, parent.blockSize)).blocks, blockSize: parent.blockSize };
     if (st.step === 'merging') {
       opts.onTotal?.((await mergeFootprint(diff, st.doneOffset)).bytes);
       const baseBytes = st.bytesMerged;
