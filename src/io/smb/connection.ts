@@ -92,6 +92,8 @@ export class SmbConnection {
   /** Credits wanted by requests waiting for them; asked for in the next request's CreditRequest. */
   private demand = 0;
   private askingForCredits = false;
+  /** Requests that hold credits but are not yet in `pending`: a grant may still come through them. */
+  private starting = 0;
   private readonly pending = new Map<number, Pending>();
   private readonly nonces = new NonceSource();
 
@@ -134,6 +136,7 @@ export class SmbConnection {
     if (this.failure) throw this.failure;
     const charge = this.largeMtu ? Math.max(1, Math.ceil((opts.payload ?? 0) / 65536)) : 1;
     await this.takeCredits(charge);
+    this.starting--;
     if (this.failure) throw this.failure;
 
     const messageId = this.nextMessageId;
@@ -190,9 +193,10 @@ export class SmbConnection {
         if (this.failure) throw this.failure;
         if (this.credits >= n) {
           this.credits -= n;
+          this.starting++;
           return;
         }
-        if (this.pending.size === 0 && !this.askingForCredits) {
+        if (this.pending.size === 0 && this.starting === 0 && !this.askingForCredits) {
           // Nothing in flight, so no grant is on its way: ask for credits with an ECHO (it costs one).
           if (this.credits < 1) throw new IoError(`SMB server ${this.host} granted no credits`);
           this.askingForCredits = true;
