@@ -397,7 +397,7 @@ export class VhdxDisk implements Disk {
       return;
     }
     // A new block lies past the old end of file, so its unwritten parts read as zeros (a hole).
-    const at = await this.allocate(this.blockSize);
+    const at = this.allocate(this.blockSize);
     await this.file.write(at + inBlock, piece);
     const whole = inBlock === 0 && piece.length === this.blockBytes(b);
     if (this.parent && e.state === PAYLOAD.NOT_PRESENT && !whole) {
@@ -413,11 +413,10 @@ export class VhdxDisk implements Disk {
     this.dirtyBat.add(Math.floor(at / log.LOG_SECTOR));
   }
 
-  private async allocate(size: number): Promise<number> {
+  /** Reserves space at the end of the file; the file is extended to cover it before the BAT is committed. */
+  private allocate(size: number): number {
     const at = this.eof;
     this.eof += size;
-    // Extend now so no BAT entry ever points past the end of the file.
-    await this.file.truncate(this.eof);
     return at;
   }
 
@@ -426,7 +425,7 @@ export class VhdxDisk implements Disk {
     const chunk = Math.floor(b / this.g.chunkRatio);
     let bm = await this.loadBitmap(chunk);
     if (!bm) {
-      const at = await this.allocate(SECTOR_BITMAP_BLOCK_SIZE);
+      const at = this.allocate(SECTOR_BITMAP_BLOCK_SIZE);
       bm = Buffer.alloc(SECTOR_BITMAP_BLOCK_SIZE);
       this.evictBitmaps();
       this.bitmaps.set(chunk, bm);
@@ -464,7 +463,7 @@ export class VhdxDisk implements Disk {
           return;
         }
         if (whole && this.parent && e.state === PAYLOAD.NOT_PRESENT) {
-          this.setBat(idx, PAYLOAD.FULLY_PRESENT, await this.allocate(this.blockSize));
+          this.setBat(idx, PAYLOAD.FULLY_PRESENT, this.allocate(this.blockSize));
           return;
         }
         const lss = this.logicalSectorSize;
@@ -512,6 +511,9 @@ export class VhdxDisk implements Disk {
     const sectors = this.dirtySectors();
     this.dirtyBat.clear();
     this.dirtyBitmap.clear();
+    // Blocks allocated since the last commit may be only partly written: extend the file over them
+    // (one call, not one per block), so no committed BAT entry ever points past the end of the file.
+    if ((await this.file.size()) < this.eof) await this.file.truncate(this.eof);
     await this.file.flush();
     const { logOffset, logLength } = this.header.header;
     const half = logLength / 2 / log.LOG_SECTOR;
@@ -519,7 +521,7 @@ export class VhdxDisk implements Disk {
     while (log.descriptorSectors(perEntry) + perEntry > half) perEntry--;
     for (let i = 0; i < sectors.length; i += perEntry) {
       const batch = sectors.slice(i, i + perEntry);
-      const fileSize = await this.file.size();
+      const fileSize = this.eof;
       const bytes = log.serializeEntry({
         sequenceNumber: this.logSequence,
         tail: this.logPosition,
