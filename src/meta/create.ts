@@ -1,4 +1,5 @@
 /** Hashing an image into its metafile: identity before, the pipeline streamed into the file, identity after. */
+import { availableParallelism } from 'node:os';
 import type { Disk } from '../formats/disk.js';
 import { displayLocation, type Location } from '../io/location.js';
 import { ContentChangedError, UsageError } from '../util/errors.js';
@@ -29,6 +30,8 @@ export interface CreateMetafileOptions {
   onBlock?: (block: HashedBlock) => void | Promise<void>;
   chunkSize?: number;
   readAhead?: number;
+  /** Hashing worker threads (see hashDisk); default: none for XXH128, which keeps up with reads on one core. */
+  workers?: number;
 }
 
 /** What createMetafile did. */
@@ -79,7 +82,7 @@ export async function createMetafile(disk: Disk, opts: CreateMetafileOptions = {
     bytesRead: 0,
   };
   async function* records(): AsyncGenerator<BlockRecord> {
-    for await (const b of hashDisk(disk, { algorithm, blockSize, withData: Boolean(opts.onBlock), chunkSize: opts.chunkSize, readAhead: opts.readAhead })) {
+    for await (const b of hashDisk(disk, { algorithm, blockSize, withData: Boolean(opts.onBlock), chunkSize: opts.chunkSize, readAhead: opts.readAhead, workers: opts.workers ?? defaultWorkers(algorithm) })) {
       result.blocks[b.state]++;
       if (b.read) result.bytesRead += b.length;
       if (opts.onBlock) await opts.onBlock(b);
@@ -92,6 +95,16 @@ export async function createMetafile(disk: Disk, opts: CreateMetafileOptions = {
   }
   await writeMetafile(target, { layout, algorithm, blockSize, logicalSectorSize: disk.logicalSectorSize, virtualSize: disk.virtualSize, identity: before }, records());
   return result;
+}
+
+/**
+ * Worker threads for an algorithm: SHA-256 and SHA-1 run at about 1-2 GB/s per core, well below the disk, so they
+ * get up to 4 workers where there are cores to spare; XXH128 hashes faster than the reads arrive (docs/performance.md).
+ */
+export function defaultWorkers(algorithm: HashAlgorithm): number {
+  if (algorithm === 'xxh128') return 0;
+  const cores = availableParallelism();
+  return cores > 1 ? Math.min(4, cores) : 0;
 }
 
 /** One line describing a created metafile. */

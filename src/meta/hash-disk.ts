@@ -7,6 +7,7 @@ import { allocAligned } from '../util/aligned.js';
 import { isAllZero } from '../util/struct.js';
 import type { BlockState } from './entries.js';
 import { digestBlock, zeroDigest, type HashAlgorithm } from './hashers.js';
+import { HashPool } from './hash-pool.js';
 
 /** Reads are at least this large (several blocks at once when blocks are small): few async calls, and buffers small enough to stay warm in cache between the read and the hash (2 MiB measured best; docs/performance.md). */
 export const DEFAULT_CHUNK = 2 << 20;
@@ -24,6 +25,8 @@ export interface HashOptions {
   /** Bytes per read (rounded to whole blocks, at least one block). */
   chunkSize?: number;
   readAhead?: number;
+  /** Worker threads that compute digests beside the reads; 0 (default) hashes on the calling thread. */
+  workers?: number;
 }
 
 /** One hashed block. */
@@ -51,6 +54,8 @@ interface Loaded {
   run: Run;
   data: Buffer | null;
   buffer: Buffer | null;
+  /** With workers: per block of the run, its digest in progress, or null when the block is all zero. */
+  digests?: Array<Promise<Buffer> | null>;
 }
 
 /**
@@ -61,9 +66,13 @@ interface Loaded {
 export async function* hashDisk(disk: Disk, opts: HashOptions): AsyncGenerator<HashedBlock> {
   const { blockSize, algorithm } = opts;
   const blocksPerRead = Math.max(1, Math.floor((opts.chunkSize ?? DEFAULT_CHUNK) / blockSize));
-  const readAhead = Math.max(1, opts.readAhead ?? DEFAULT_READ_AHEAD);
+  const workers = Math.max(0, opts.workers ?? 0);
+  // Workers only help when several blocks wait for them at once.
+  const readAhead = Math.max(1, opts.readAhead ?? (workers ? 2 * workers + 2 : DEFAULT_READ_AHEAD));
   const blockLength = (i: number) => Math.min(blockSize, disk.virtualSize - i * blockSize);
   const plan = planRuns(disk, blockSize, blocksPerRead);
+  const hashPool = workers > 0 ? new HashPool(workers) : null;
+  const alloc = hashPool ? HashPool.alloc : allocAligned;
   const pool: Buffer[] = [];
   const queue: Array<Promise<Loaded>> = [];
   let planDone = false;
@@ -82,8 +91,20 @@ export async function* hashDisk(disk: Disk, opts: HashOptions): AsyncGenerator<H
       }
       const offset = run.first * blockSize;
       const length = Math.min(run.count * blockSize, disk.virtualSize - offset);
-      const buffer = pool.pop() ?? allocAligned(blocksPerRead * blockSize);
-      const p = disk.read(offset, length, buffer.subarray(0, length)).then((data) => ({ run, data, buffer }));
+      const buffer = pool.pop() ?? alloc(blocksPerRead * blockSize);
+      const p = disk.read(offset, length, buffer.subarray(0, length)).then((data): Loaded => {
+        if (!hashPool) return { run, data, buffer };
+        // Start every block's digest as soon as its bytes are here, so workers hash while the next reads run.
+        const shared = data.buffer === buffer.buffer ? buffer : HashPool.copyIn(data, buffer);
+        const digests = [];
+        for (let k = 0; k < run.count; k++) {
+          const len = blockLength(run.first + k);
+          const at = k * blockSize;
+          digests.push(isAllZero(shared.subarray(at, at + len)) ? null : hashPool.digest(algorithm, shared, at, len));
+        }
+        for (const d of digests) d?.catch(() => {});
+        return { run, data: shared, buffer, digests };
+      });
       // Rejections are handled where the promise is awaited; this keeps an abandoned one from crashing the process.
       p.catch(() => {});
       queue.push(p);
@@ -93,7 +114,7 @@ export async function* hashDisk(disk: Disk, opts: HashOptions): AsyncGenerator<H
   try {
     await fill();
     while (queue.length) {
-      const { run, data, buffer } = await queue.shift()!;
+      const { run, data, buffer, digests } = await queue.shift()!;
       await fill();
       for (let k = 0; k < run.count; k++) {
         const index = run.first + k;
@@ -104,7 +125,11 @@ export async function* hashDisk(disk: Disk, opts: HashOptions): AsyncGenerator<H
           continue;
         }
         const bytes = data.subarray(k * blockSize, k * blockSize + length);
-        if (isAllZero(bytes)) {
+        if (digests) {
+          const d = digests[k];
+          if (!d) yield { index, offset, length, state: 'zero', read: true, digest: zeroDigest(algorithm, length) };
+          else yield { index, offset, length, state: 'data', read: true, digest: await d, data: opts.withData ? bytes : undefined };
+        } else if (isAllZero(bytes)) {
           yield { index, offset, length, state: 'zero', read: true, digest: zeroDigest(algorithm, length) };
         } else {
           yield { index, offset, length, state: 'data', read: true, digest: digestBlock(algorithm, bytes), data: opts.withData ? bytes : undefined };
@@ -116,6 +141,7 @@ export async function* hashDisk(disk: Disk, opts: HashOptions): AsyncGenerator<H
     // Let reads still in flight finish before the caller closes the disk under them.
     await Promise.allSettled(queue);
     await plan.return(undefined);
+    await hashPool?.close();
   }
 }
 

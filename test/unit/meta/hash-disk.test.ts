@@ -78,6 +78,20 @@ describe('hashDisk', () => {
     }
   });
 
+  it('computes the same states and digests on worker threads, for every algorithm', async () => {
+    const d = await sampleDisk();
+    for (const algorithm of ['xxh128', 'sha256', 'sha1-16'] as const) {
+      const main = (await collect(hashDisk(d, { algorithm, blockSize: 4096 }))).map((b) => [b.state, b.digest.toString('hex')]);
+      const workers = (await collect(hashDisk(d, { algorithm, blockSize: 4096, workers: 2, chunkSize: 8192 }))).map((b) => [b.state, b.digest.toString('hex')]);
+      expect(workers).toEqual(main);
+    }
+    // A driver that ignores the buffer it is given: blocks are copied into shared memory first.
+    const realRead = d.read.bind(d);
+    d.read = (offset, length) => realRead(offset, length);
+    const copied = (await collect(hashDisk(d, { algorithm: 'sha256', blockSize: 4096, workers: 1 }))).map((b) => b.digest.toString('hex'));
+    expect(copied).toEqual((await collect(hashDisk(d, { algorithm: 'sha256', blockSize: 4096 }))).map((b) => b.digest.toString('hex')));
+  });
+
   it('passes read errors to the consumer', async () => {
     const d = await sampleDisk();
     d.read = async () => {
@@ -160,8 +174,8 @@ describe('compareMetafiles finds exactly the changed blocks (property)', () => {
           run++;
           const ta = { store: localStore, path: path.join(tmp.dir, `a${run}.bin`) };
           const tb = { store: localStore, path: path.join(tmp.dir, `b${run}.bin`) };
-          await createMetafile(a, { algorithm, blockSize, target: ta });
-          await createMetafile(b, { algorithm, blockSize, target: tb });
+          await createMetafile(a, { algorithm, blockSize, target: ta, workers: 0 });
+          await createMetafile(b, { algorithm, blockSize, target: tb, workers: 0 });
           const [ma, mb] = [await readMetafile(ta), await readMetafile(tb)];
           const c = await compareMetafiles(ma, mb);
           await ma.close();
