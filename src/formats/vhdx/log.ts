@@ -117,7 +117,11 @@ export function findActiveSequence(log: Buffer, logGuid: Buffer): LogEntry[] | n
     return cache.get(pos)!;
   };
   let best: LogEntry[] | null = null;
+  // An entry met inside an earlier run starts only a suffix of that run, with the same head: skipping
+  // such starts keeps the search linear even for a crafted log full of entries.
+  const inner = new Set<number>();
   for (let start = 0; start < log.length; start += LOG_SECTOR) {
+    if (inner.has(start)) continue;
     const first = at(start);
     if (!first) continue;
     const run = [first];
@@ -127,6 +131,7 @@ export function findActiveSequence(log: Buffer, logGuid: Buffer): LogEntry[] | n
       const next = at((prev.position + prev.length) % log.length);
       if (!next || next.sequenceNumber !== prev.sequenceNumber + 1n || used + next.length > log.length) break;
       run.push(next);
+      inner.add(next.position);
       used += next.length;
     }
     const head = run[run.length - 1];

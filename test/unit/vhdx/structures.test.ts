@@ -231,3 +231,16 @@ describe('log', () => {
     expect(seq[0].changes.map((c) => (c.kind === 'data' ? c.data[100] : -1))).toEqual([9, 8]);
   });
 });
+
+test('a log packed with valid entries is searched quickly', () => {
+  const guid = newGuid();
+  const len = 16 * MiB;
+  const buf = Buffer.alloc(len);
+  for (let i = 0; i < len / 4096; i++) {
+    log.serializeEntry({ sequenceNumber: BigInt(i + 1), tail: 0, logGuid: guid, flushedFileOffset: 0, lastFileOffset: 0, changes: [] }).copy(buf, i * 4096);
+  }
+  const t0 = Date.now();
+  const seq = log.findActiveSequence(buf, guid)!;
+  expect(seq).toHaveLength(len / 4096);
+  expect(Date.now() - t0).toBeLessThan(10000);
+});
