@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Location } from './location.js';
-import { AlreadyExistsError } from '../util/errors.js';
+import { AlreadyExistsError, NotFoundError } from '../util/errors.js';
 
 /** The temporary name `writeAtomically` uses for `target`: hidden, next to it, unique per call. */
 export function tempLocationFor(target: Location): Location {
@@ -37,6 +37,11 @@ export async function writeAtomically<T>(
     await store.syncDir(store.paths.dirname(path));
     ok = true;
     return result;
+  } catch (err) {
+    // A missing folder shows up as the hidden temp name not being found: name the folder instead.
+    const dir = store.paths.dirname(path);
+    if (err instanceof NotFoundError && !(await store.stat(dir).catch(() => 'unknown'))) throw new NotFoundError('no such directory', store.display(dir));
+    throw err;
   } finally {
     if (!ok) await store.unlink(temp.path).catch(() => {});
   }
