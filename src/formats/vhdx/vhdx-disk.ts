@@ -266,6 +266,26 @@ export class VhdxDisk implements Disk {
     return (b % this.g.chunkRatio) * (this.blockSize / this.logicalSectorSize);
   }
 
+  /**
+   * Splits [inBlock, inBlock+n) of a PARTIALLY_PRESENT block into runs stored here or not, from its
+   * sector bitmap. The range need not be sector aligned: a run covers the sectors it touches.
+   */
+  private async presenceRuns(b: number, inBlock: number, n: number): Promise<Array<{ from: number; to: number; present: boolean }>> {
+    const bm = await this.loadBitmap(Math.floor(b / this.g.chunkRatio));
+    if (!bm) throw new CorruptImageError(`block ${b} is PARTIALLY_PRESENT but its sector bitmap block is not present`, this.subject);
+    const lss = this.logicalSectorSize;
+    const base = this.firstBit(b);
+    const lastBit = base + Math.ceil((inBlock + n) / lss);
+    const runs: Array<{ from: number; to: number; present: boolean }> = [];
+    for (let pos = inBlock; pos < inBlock + n; ) {
+      const bit = base + Math.floor(pos / lss);
+      const to = Math.min(inBlock + n, (bitmap.runEnd(bm, bit, lastBit) - base) * lss);
+      runs.push({ from: pos, to, present: bitmap.isSet(bm, bit) });
+      pos = to;
+    }
+    return runs;
+  }
+
   private async readParent(pos: number, dst: Buffer): Promise<void> {
     const p = this.parent!;
     const n = Math.max(0, Math.min(dst.length, p.virtualSize - pos));
@@ -276,26 +296,16 @@ export class VhdxDisk implements Disk {
   async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
     checkRange(this, offset, length);
     const out = into ?? Buffer.allocUnsafe(length);
-    const lss = this.logicalSectorSize;
     await this.forBlocks(offset, length, async (b, inBlock, n, done) => {
       const dst = out.subarray(done, done + n);
       const e = this.bat.get(payloadIndex(this.g, b));
       if (e.state === PAYLOAD.FULLY_PRESENT) {
         await this.view.read(e.fileOffset + inBlock, n, dst);
       } else if (e.state === PAYLOAD.PARTIALLY_PRESENT) {
-        const bm = await this.loadBitmap(Math.floor(b / this.g.chunkRatio));
-        if (!bm) throw new CorruptImageError(`block ${b} is PARTIALLY_PRESENT but its sector bitmap block is not present`, this.subject);
-        // Runs of present / absent sectors; the range is sector aligned only when the caller's is, so round outwards.
-        const base = this.firstBit(b);
-        let pos = inBlock;
-        while (pos < inBlock + n) {
-          const bit = base + Math.floor(pos / lss);
-          const endBit = bitmap.runEnd(bm, bit, base + Math.ceil((inBlock + n) / lss));
-          const runEnd = Math.min(inBlock + n, (endBit - base) * lss);
-          const piece = dst.subarray(pos - inBlock, runEnd - inBlock);
-          if (bitmap.isSet(bm, bit)) await this.view.read(e.fileOffset + pos, piece.length, piece);
-          else await this.readParent(b * this.blockSize + pos, piece);
-          pos = runEnd;
+        for (const run of await this.presenceRuns(b, inBlock, n)) {
+          const piece = dst.subarray(run.from - inBlock, run.to - inBlock);
+          if (run.present) await this.view.read(e.fileOffset + run.from, piece.length, piece);
+          else await this.readParent(b * this.blockSize + run.from, piece);
         }
       } else if (e.state === PAYLOAD.NOT_PRESENT && this.parent) {
         await this.readParent(b * this.blockSize + inBlock, dst);
@@ -310,7 +320,6 @@ export class VhdxDisk implements Disk {
   async status(offset: number, length: number): Promise<Extent[]> {
     checkRange(this, offset, length);
     const out: Extent[] = [];
-    const lss = this.logicalSectorSize;
     const fromParent = async (pos: number, n: number) => {
       const p = this.parent!;
       const inParent = Math.max(0, Math.min(n, p.virtualSize - pos));
@@ -323,17 +332,10 @@ export class VhdxDisk implements Disk {
       if (e.state === PAYLOAD.FULLY_PRESENT) {
         pushExtent(out, { offset: pos, length: n, state: 'data', depth: 0 });
       } else if (e.state === PAYLOAD.PARTIALLY_PRESENT) {
-        const bm = await this.loadBitmap(Math.floor(b / this.g.chunkRatio));
-        if (!bm) throw new CorruptImageError(`block ${b} is PARTIALLY_PRESENT but its sector bitmap block is not present`, this.subject);
-        const base = this.firstBit(b);
-        let p = inBlock;
-        while (p < inBlock + n) {
-          const bit = base + Math.floor(p / lss);
-          const endBit = bitmap.runEnd(bm, bit, base + Math.ceil((inBlock + n) / lss));
-          const runEnd = Math.min(inBlock + n, (endBit - base) * lss);
-          if (bitmap.isSet(bm, bit)) pushExtent(out, { offset: b * this.blockSize + p, length: runEnd - p, state: 'data', depth: 0 });
-          else await fromParent(b * this.blockSize + p, runEnd - p);
-          p = runEnd;
+        for (const run of await this.presenceRuns(b, inBlock, n)) {
+          const at = b * this.blockSize + run.from;
+          if (run.present) pushExtent(out, { offset: at, length: run.to - run.from, state: 'data', depth: 0 });
+          else await fromParent(at, run.to - run.from);
         }
       } else if (e.state === PAYLOAD.NOT_PRESENT) {
         if (this.parent) await fromParent(pos, n);
