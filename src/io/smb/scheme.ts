@@ -103,6 +103,15 @@ export function resolveCredentials(parts: SmbLocationParts, env: NodeJS.ProcessE
 
 const truthy = (v: string | undefined) => v !== undefined && /^(1|true|yes|on)$/i.test(v);
 
+/** A duration in seconds from the environment, in ms; undefined when unset (the client's default applies). */
+function secondsFromEnv(env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const v = env[name];
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new UsageError(`bad ${name} '${v}': a number of seconds`);
+  return n * 1000;
+}
+
 const clients = new Map<string, SmbClient>();
 const stores = new Map<string, SmbStore>();
 
@@ -120,6 +129,9 @@ export function storeFor(parts: SmbLocationParts, env: NodeJS.ProcessEnv = proce
       credentials: creds,
       sign: truthy(env.VHDSYNC_SMB_SIGN),
       encrypt: truthy(env.VHDSYNC_SMB_ENCRYPT),
+      timeoutMs: secondsFromEnv(env, 'VHDSYNC_SMB_TIMEOUT') || undefined,
+      // How long to wait out a server that went away (restarting) before failing; 0 fails at once.
+      reconnectMs: secondsFromEnv(env, 'VHDSYNC_SMB_RECONNECT'),
     });
     clients.set(key, client);
   }
