@@ -22,7 +22,8 @@ const RUNS = Number(opt('--runs', 3));
 const DIR = path.resolve(opt('--dir', path.join(tmpdir(), 'vhdsync-bench-copy')));
 const SIZE = Number(opt('--size-gib', 4)) * 2 ** 30;
 const KEEP = args.includes('--keep');
-const BIN = path.resolve('bin/vhdsync.js');
+// VHDSYNC_BIN: a private build (the shared dist/ may be rebuilt by other runs while benchmarking).
+const BIN = process.env.VHDSYNC_BIN ?? path.resolve('bin/vhdsync.js');
 const MiB = 1 << 20;
 const GiB = 1 << 30;
 const PIECE = 64 << 10;
