@@ -33,13 +33,13 @@ const rate = (bytes, s) => `${(bytes / s / 1e9).toFixed(2)} GB/s`;
 
 /** Runs a command, returning wall seconds and peak RSS in MiB (null without /usr/bin/time). */
 function timed(cmd, argv) {
-  const full = TIME ? [TIME, ['-f', '%e %M', cmd, ...argv]] : [cmd, argv];
+  const full = TIME ? [TIME, ['-f', '%e %M %U %S', cmd, ...argv]] : [cmd, argv];
   const t = process.hrtime.bigint();
   const r = spawnSync(full[0], full[1], { encoding: 'utf8', maxBuffer: 1 << 26 });
   const wall = Number(process.hrtime.bigint() - t) / 1e9;
   if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed: ${r.stderr}`);
   const last = TIME ? r.stderr.trim().split('\n').pop().split(' ') : null;
-  return { seconds: wall, peakMiB: last ? Number(last[1]) / 1024 : null, stdout: r.stdout };
+  return { seconds: wall, peakMiB: last ? Number(last[1]) / 1024 : null, cpu: last ? Number(last[2]) + Number(last[3]) : null, stdout: r.stdout };
 }
 
 function medianRuns(fn) {
@@ -47,7 +47,9 @@ function medianRuns(fn) {
   for (let i = 0; i < RUNS; i++) rs.push(fn());
   const secs = rs.map((r) => r.seconds);
   const m = median(secs);
-  return { seconds: m, min: Math.min(...secs), max: Math.max(...secs), peakMiB: Math.max(...rs.map((r) => r.peakMiB ?? 0)) || null };
+  const inner = rs.every((r) => r.inner !== undefined) ? median(rs.map((r) => r.inner)) : null;
+  const cpu = rs.every((r) => r.cpu !== null) ? median(rs.map((r) => r.cpu)) : null;
+  return { seconds: m, min: Math.min(...secs), max: Math.max(...secs), inner, cpu, peakMiB: Math.max(...rs.map((r) => r.peakMiB ?? 0)) || null };
 }
 
 const dropCaches = () => {
@@ -67,7 +69,12 @@ function randomFile(file, size) {
   closeSync(fd);
 }
 
-const createmeta = (file, extra = []) => timed(process.execPath, [BIN, 'createmeta', '--json', ...extra, file]);
+const catNull = (file) => timed('sh', ['-c', 'cat "$1" > /dev/null', 'sh', file]);
+/** createmeta's wall time (with Node's startup) and its own `seconds` (without). */
+const createmeta = (file, extra = []) => {
+  const r = timed(process.execPath, [BIN, 'createmeta', '--json', ...extra, file]);
+  return { ...r, inner: JSON.parse(r.stdout)[0].seconds };
+};
 const row = (cells) => console.log(`| ${cells.join(' | ')} |`);
 const load = () => (spawnSync('cat', ['/proc/loadavg'], { encoding: 'utf8' }).stdout.split(' ').slice(0, 3).join(' '));
 
@@ -94,19 +101,27 @@ const big = path.join(DIR, 'random-4g.raw');
 randomFile(big, 4 * GiB);
 {
   console.log(`## 4 GiB random raw image (${big})\n`);
-  timed('cat', [big]); // warm the page cache
-  const cat = medianRuns(() => timed('sh', ['-c', `cat "$1" > /dev/null`, 'sh', big]));
+  catNull(big); // warm the page cache
+  const cat = medianRuns(() => catNull(big));
   const xx = medianRuns(() => timed('xxhsum', ['-H2', big]));
   const cm = medianRuns(() => createmeta(big));
-  row(['page cache', 'median (min-max)', 'rate', 'peak RSS']);
-  row(['---', '---', '---', '---']);
-  const line = (name, r) => row([name, `${fmt(r.seconds)} (${r.min.toFixed(2)}-${r.max.toFixed(2)})`, rate(4 * GiB, r.seconds), r.peakMiB ? `${r.peakMiB.toFixed(0)} MiB` : 'n/a']);
+  row(['page cache', 'wall median (min-max)', 'rate', 'in-process (no startup)', 'CPU user+sys', 'peak RSS']);
+  row(['---', '---', '---', '---', '---', '---']);
+  const line = (name, r) =>
+    row([
+      name,
+      `${fmt(r.seconds)} (${r.min.toFixed(2)}-${r.max.toFixed(2)})`,
+      rate(4 * GiB, r.seconds),
+      r.inner !== null ? `${fmt(r.inner)}, ${rate(4 * GiB, r.inner)}` : '',
+      r.cpu !== null ? fmt(r.cpu) : 'n/a',
+      r.peakMiB ? `${r.peakMiB.toFixed(0)} MiB` : 'n/a',
+    ]);
   line('`cat > /dev/null`', cat);
   line('`xxhsum -H2`', xx);
   line('`vhdsync createmeta` (xxh128, 2 MiB)', cm);
   const cmSha = medianRuns(() => createmeta(big, ['--hash', 'sha256']));
   line('`vhdsync createmeta --hash sha256`', cmSha);
-  console.log(`\ncreatemeta / xxhsum -H2: ${(cm.seconds / xx.seconds).toFixed(2)} (below 1 = faster)\n`);
+  console.log(`\ncreatemeta / xxhsum -H2: ${(cm.seconds / xx.seconds).toFixed(2)} wall, ${(cm.inner / xx.seconds).toFixed(2)} in-process (below 1 = faster)\n`);
 
   if (args.includes('--skip-cold')) {
     console.log('cold runs skipped (--skip-cold)\n');
@@ -117,14 +132,16 @@ randomFile(big, 4 * GiB);
       dropCaches();
       return fn();
     });
-    const ccat = cold(() => timed('sh', ['-c', `cat "$1" > /dev/null`, 'sh', big]));
+    const ccat = cold(() => catNull(big));
     const cxx = cold(() => timed('xxhsum', ['-H2', big]));
     const ccm = cold(() => createmeta(big));
-    row(['cold (caches dropped)', 'median (min-max)', 'rate', 'peak RSS']);
-    row(['---', '---', '---', '---']);
+    const cnode = cold(() => timed(process.execPath, ['-e', `const fs=require('fs');const fd=fs.openSync(process.argv[1],'r');const b=Buffer.allocUnsafe(1<<22);let p=0,n;while((n=fs.readSync(fd,b,0,b.length,p))>0)p+=n`, big]));
+    row(['cold (caches dropped)', 'wall median (min-max)', 'rate', 'in-process (no startup)', 'CPU user+sys', 'peak RSS']);
+    row(['---', '---', '---', '---', '---', '---']);
     line('`cat > /dev/null`', ccat);
     line('`xxhsum -H2`', cxx);
     line('`vhdsync createmeta`', ccm);
+    line('plain Node `readSync` loop, 4 MiB', cnode);
     console.log(`\ncold createmeta / cat: ${(ccm.seconds / ccat.seconds).toFixed(2)}\n`);
   }
 }
@@ -149,13 +166,13 @@ if (!args.includes('--skip-vhdx')) {
     raws.push(vhdx);
     return vhdx;
   };
-  row(['virtual size', 'blocks (2 MiB)', 'createmeta median', 'peak RSS']);
-  row(['---', '---', '---', '---']);
+  row(['virtual size', 'blocks (2 MiB)', 'createmeta wall median', 'in-process', 'peak RSS']);
+  row(['---', '---', '---', '---', '---']);
   for (const v of [10 * GiB, 100 * GiB]) {
     const f = make(v);
-    timed('cat', [f]);
+    catNull(f);
     const r = medianRuns(() => createmeta(f));
-    row([`${v / GiB} GiB`, String(v / (2 * MiB)), fmt(r.seconds), r.peakMiB ? `${r.peakMiB.toFixed(0)} MiB` : 'n/a']);
+    row([`${v / GiB} GiB`, String(v / (2 * MiB)), fmt(r.seconds), fmt(r.inner), r.peakMiB ? `${r.peakMiB.toFixed(0)} MiB` : 'n/a']);
   }
   console.log();
   if (!KEEP) for (const f of raws) rmSync(f, { force: true });
