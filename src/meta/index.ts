@@ -1,7 +1,7 @@
 /**
  * The metafile library: what the sync layer and the CLI use. Format in docs/metafile.md.
  */
-export { metafileLocationFor, imageLocationForMetafile, readMetafile, writeMetafile, Metafile, METAFILE_SUFFIX } from './metafile.js';
+export { metafileLocationFor, imageLocationForMetafile, readMetafile, writeMetafile, restampMetafile, Metafile, METAFILE_SUFFIX } from './metafile.js';
 export type { MetafileLayout, MetafileSummary, NewMetafile, BlockRecord, ReadMetafileOptions } from './metafile.js';
 export { hashDisk } from './hash-disk.js';
 export { hasMagic } from './header.js';

@@ -315,3 +315,21 @@ export async function writeMetafile(
     { overwrite: true },
   );
 }
+
+/**
+ * Writes the list of metafile `from` to `to` (atomically; `to` may equal `from`) recording a new image identity:
+ * after a merge, the diff's list describes the parent's new content. vbb files record no identity and are copied.
+ */
+export async function restampMetafile(from: Location, to: Location, identity: DiskIdentity): Promise<void> {
+  const meta = await readMetafile(from);
+  try {
+    const s = meta.summary;
+    await writeMetafile(
+      to,
+      { layout: s.layout, algorithm: s.algorithm, blockSize: s.blockSize, logicalSectorSize: s.logicalSectorSize ?? 512, virtualSize: s.virtualSize, identity },
+      meta.records(),
+    );
+  } finally {
+    await meta.close();
+  }
+}

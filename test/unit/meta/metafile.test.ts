@@ -7,7 +7,7 @@ import type { Location } from '../../../src/io/location.js';
 import { MetafileError } from '../../../src/util/errors.js';
 import { crc32c } from '../../../src/util/crc32c.js';
 import { serializeHeader, parseHeader, HEADER_SIZE, type MetafileHeader } from '../../../src/meta/header.js';
-import { readMetafile, writeMetafile, metafileLocationFor, imageLocationForMetafile, type BlockRecord, type NewMetafile } from '../../../src/meta/metafile.js';
+import { readMetafile, writeMetafile, restampMetafile, metafileLocationFor, imageLocationForMetafile, type BlockRecord, type NewMetafile } from '../../../src/meta/metafile.js';
 import type { BlockState } from '../../../src/meta/entries.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 
@@ -183,6 +183,19 @@ describe('metafile files', () => {
     await expect(writeMetafile(loc(p('o.bin')), meta, recs.slice(0, 37))).rejects.toThrow(/ended at 37/);
     await expect(writeMetafile(loc(p('o.bin')), meta, [recs[1]])).rejects.toThrow(/out of order/);
     expect(fs.readdirSync(tmp.dir).filter((n) => n.startsWith('.o.bin') || n === 'o.bin')).toEqual([]);
+  });
+
+  it('restamps a list with a new identity, in place, keeping every entry', async () => {
+    const recs = randomRecords(38, 16);
+    await writeMetafile(loc(p('r.bin')), meta, recs);
+    const fresh = { ...identity, contentId: 'fedcba9876543210fedcba9876543210', mtimeMs: 1763899999000 };
+    await restampMetafile(loc(p('r.bin')), loc(p('r.bin')), fresh);
+    const m = await readMetafile(loc(p('r.bin')));
+    expect(m.summary.identity).toEqual(fresh);
+    const b = await m.read(0, 38);
+    expect(b.digests.equals(Buffer.concat(recs.map((r) => Buffer.from(r.digest))))).toBe(true);
+    expect(Array.from(b.states)).toEqual(recs.map((r) => ({ unallocated: 0, zero: 1, data: 2 })[r.state]));
+    await m.close();
   });
 
   it('writes vbb lists as bare 16-byte digests and recognises them by length', async () => {
