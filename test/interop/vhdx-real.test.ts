@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { openDisk, createDisk } from '../../src/formats/index.js';
 import { haveRealImages, unpackFixture, sha256 } from '../helpers/fixtures.js';
 import { makeTempDir } from '../helpers/tmp.js';
-import { PYTHON_VHDI, requireTool } from '../helpers/tools.js';
+import { HAVE_QEMU, PYTHON_VHDI, requireTool, runStatus } from '../helpers/tools.js';
 import { crc32cWithZeroedField } from '../../src/util/crc32c.js';
 import { parseGuidLE } from '../../src/util/guid.js';
 import { digestByStatus, pyvhdiReadRange, readAll } from '../unit/vhdx/helpers.js';
@@ -74,6 +74,14 @@ d('VHDX real images', () => {
     copyFileSync(file, copy);
     const w = await openDisk(copy, { writable: true });
     await w.close();
+    if (requireTool(HAVE_QEMU, 'qemu-img')) {
+      // qemu now opens it read-only (it refuses a dirty log) and sees the replayed content.
+      const check = runStatus('qemu-img', ['check', '-f', 'vhdx', copy]);
+      expect(check.stdout + check.stderr).toMatch(/No errors were found/);
+      const io = runStatus('qemu-io', ['-r', '-f', 'vhdx', '-c', 'read -q -P 0xa5 0 18M', '-c', 'read -q -P 0 18M 2M', copy]);
+      expect(io.stdout + io.stderr).not.toMatch(/Pattern verification failed|error/i);
+      expect(io.status).toBe(0);
+    }
     const again = await openDisk(copy);
     try {
       expect((await again.info()).logState).toBe('empty');
