@@ -33,7 +33,7 @@ run('SMB errors against Samba', () => {
 
   it('wrong password: logon failure', async () => {
     const bad = new SmbClient({ host: '127.0.0.1', port: server.port, credentials: { user: USER, password: 'wrong', domain: '' } });
-    expect(await failure(bad.connection())).toBe(`${USER}@127.0.0.1: logon failure (wrong user name or password)`);
+    expect(await failure(bad.connection())).toBe(`${USER}@127.0.0.1:${server.port}: logon failure (wrong user name or password)`);
   });
 
   it('unknown user: logon failure', async () => {

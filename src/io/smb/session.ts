@@ -79,7 +79,9 @@ export async function negotiate(conn: SmbConnection, opts: SecurityOptions): Pro
 
 /** Authenticates with NTLMv2 inside SPNEGO and installs the session's keys on the connection. */
 export async function authenticate(conn: SmbConnection, creds: NtlmCredentials, preauth: Buffer | null, opts: SecurityOptions): Promise<void> {
-  const subject = `${creds.domain ? creds.domain + '\\' : ''}${creds.user}@${conn.host}`;
+  // The port is named when it is not the default, so two servers on one host are told apart.
+  const server = conn.port === 445 ? conn.host : `${conn.host}:${conn.port}`;
+  const subject = `${creds.domain ? creds.domain + '\\' : ''}${creds.user}@${server}`;
   const securityMode = SecurityMode.SIGNING_ENABLED | (opts.sign ? SecurityMode.SIGNING_REQUIRED : 0);
   const step = async (token: Buffer) => {
     const r = await conn.request(Command.SESSION_SETUP, [serializeSessionSetupRequest(securityMode, token)], { keepSent: true });
