@@ -90,7 +90,7 @@ export async function createMetafile(disk: Disk, opts: CreateMetafileOptions = {
       yield b;
     }
     // Checked before the rename: a metafile of content that moved under us must never be published.
-    const why = identityProblem(before, await disk.identity());
+    const why = identityProblem(before, await disk.identity(), true);
     if (why) throw new ContentChangedError(`the image changed while it was being hashed (${why}); run createmeta again when nothing writes to it`, displayLocation(disk.location));
   }
   await writeMetafile(target, { layout, algorithm, blockSize, logicalSectorSize: disk.logicalSectorSize, virtualSize: disk.virtualSize, identity: before }, records());

@@ -8,15 +8,19 @@ import { MetafileError } from '../util/errors.js';
 import { formatSize } from '../util/units.js';
 import type { Metafile } from './metafile.js';
 
-/** Why `current` is not the image `recorded` describes, or null when it still is. */
-export function identityProblem(recorded: DiskIdentity, current: DiskIdentity): string | null {
+/**
+ * Why `current` is not the image `recorded` describes, or null when it still is. `strict` also compares a VHDX's
+ * file size and mtime: while an image is being hashed any write is a change, and a VHDX opened earlier would not
+ * see another writer's new DataWriteGuid.
+ */
+export function identityProblem(recorded: DiskIdentity, current: DiskIdentity, strict = false): string | null {
   if (recorded.format !== current.format) return `it was made from a ${recorded.format} image, this is ${current.format}`;
   if (recorded.format !== 'raw' && recorded.contentId !== current.contentId) {
     const what = recorded.format === 'vhdx' ? 'DataWriteGuid' : 'UniqueId';
     return `the image's ${what} changed (${recorded.contentId} -> ${current.contentId})`;
   }
   // VHDX writers renew DataWriteGuid on every visible change; VHD and raw writers leave only size and mtime.
-  if (recorded.format === 'vhdx') return null;
+  if (recorded.format === 'vhdx' && !strict) return null;
   if (recorded.fileSize !== current.fileSize) return `the image's file size changed (${recorded.fileSize} -> ${current.fileSize} bytes)`;
   if (recorded.mtimeMs !== current.mtimeMs) {
     return `the image was modified at ${new Date(current.mtimeMs).toISOString()}, after the metafile's record of ${new Date(recorded.mtimeMs).toISOString()}`;

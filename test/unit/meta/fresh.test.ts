@@ -16,6 +16,8 @@ describe('identityProblem (the staleness rule of docs/metafile.md)', () => {
   it('VHDX: only the DataWriteGuid matters', () => {
     expect(identityProblem(base, { ...base, fileSize: 8 << 20, mtimeMs: 2000 })).toBeNull();
     expect(identityProblem(base, { ...base, contentId: 'ff34003b-11ed-4cf8-a166-b2be05e20b80' })).toMatch(/DataWriteGuid changed/);
+    // While hashing (strict), any write counts.
+    expect(identityProblem(base, { ...base, mtimeMs: 2000 }, true)).toMatch(/modified at/);
   });
 
   it('VHD: UniqueId, file size and mtime (writers keep UniqueId)', () => {
