@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// Runs every benchmark script in bench/ (all *.js but this one) in turn, after `npm run build`; arguments are
-// passed to each. A failing script is reported and the others still run. Benchmarks are not part of CI.
+// Runs every benchmark script in bench/ (all *.js but this one) in turn with its default settings, after
+// `npm run build`; BENCH=createmeta,copy selects scripts by name prefix. The scripts take different arguments,
+// so none are passed on: run a script directly to change its settings. A failing script is reported and the
+// others still run. Benchmarks are not part of CI.
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import * as path from 'node:path';
@@ -13,7 +15,7 @@ let failed = 0;
 for (const s of scripts) {
   if (only && !only.some((o) => s.startsWith(o))) continue;
   console.log(`\n=== bench/${s} ===\n`);
-  const r = spawnSync(process.execPath, [path.join(here, s), ...process.argv.slice(2)], { stdio: 'inherit' });
+  const r = spawnSync(process.execPath, [path.join(here, s)], { stdio: 'inherit' });
   if (r.status !== 0) {
     console.log(`bench/${s} failed (exit ${r.status ?? r.signal})`);
     failed++;
