@@ -1,0 +1,113 @@
+/**
+ * smbd killed while `vhdsync copy` writes its diff onto the share. The CLI is frozen (SIGSTOP) once the diff's
+ * temp file holds data, so the kill lands mid-transfer every time. If the server stays down the copy fails
+ * with one line and nothing finished-looking exists under the diff's final name; a rerun after the restart
+ * cleans up and completes. If the server comes back in time the copy reconnects and completes correctly.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import * as path from 'node:path';
+import { BIN, expectOneLineError, type CliResult } from '../helpers/cli.js';
+import { makeTempDir } from '../helpers/tmp.js';
+import { run } from '../helpers/tools.js';
+import { qemuSame } from '../cli/sync-helpers.js';
+import { SambaServer } from './samba-server.js';
+import { BASE_CHANGES, changedBlocks, expectNoSecrets, haveWorkflowTools, makeImagePair, MiB, partials, passwordEnv, smbBase, vsOk, type ImagePair } from './workflow-helpers.js';
+
+const go = haveWorkflowTools() ? describe : describe.skip;
+
+/** A run of the CLI whose process the test can stop and continue. */
+function startCli(args: string[], env: NodeJS.ProcessEnv): { pid: number; done: Promise<CliResult> } {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const done = new Promise<CliResult>((resolve) => child.on('close', (code) => resolve({ status: code ?? -1, stdout, stderr })));
+  return { pid: child.pid!, done };
+}
+
+/** Waits until a hidden `.partial` temp file for `name` in `dir` has at least `bytes` allocated; returns false if `done` settles first. */
+async function waitForPartialData(dir: string, name: string, bytes: number, done: Promise<unknown>): Promise<boolean> {
+  let finished = false;
+  void done.then(() => (finished = true));
+  const deadline = Date.now() + 30000;
+  while (!finished && Date.now() < deadline) {
+    for (const n of readdirSync(dir)) {
+      if (n.startsWith(`.${name}.`) && n.endsWith('.partial')) {
+        const st = statSync(path.join(dir, n), { throwIfNoEntry: false });
+        if (st && st.blocks * 512 >= bytes) return true;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return false;
+}
+
+go('smbd killed in the middle of a copy onto the share', () => {
+  let server: SambaServer;
+  let S: string;
+  let img: ImagePair;
+  const { dir, cleanup } = makeTempDir('vhdsync-smb-kill-');
+  const env = passwordEnv();
+  const vm = () => path.join(server.shareDir, 'vm');
+
+  beforeAll(async () => {
+    server = await SambaServer.start();
+    S = smbBase(server);
+    // 48 MiB of new data: long enough a transfer to stop in the middle of.
+    img = makeImagePair(dir, 64 * MiB, BASE_CHANGES, [{ offset: 8 * MiB, length: 48 * MiB, fill: 0x5c }]);
+    mkdirSync(vm());
+    for (const t of ['t1.vhdx', 't2.vhdx']) run('qemu-img', ['convert', '-f', 'raw', '-O', 'vhdx', img.baseRaw, path.join(vm(), t)]);
+    await Promise.all([vsOk(['createmeta', `${S}/vm/t?.vhdx`], env), vsOk(['createmeta', img.srcVhdx])]);
+  });
+  afterAll(() => {
+    server?.stop();
+    cleanup();
+  });
+
+  /** Starts the copy onto `target` and freezes it once its diff's temp file holds 4 MiB of data. */
+  async function copyFrozenMidway(target: string, extraEnv: NodeJS.ProcessEnv = {}) {
+    const args = ['copy', img.srcVhdx, `${S}/vm/${target}.vhdx`];
+    const c = startCli(args, { ...env, ...extraEnv });
+    const midway = await waitForPartialData(vm(), `${target}_diff.vhdx`, 4 * MiB, c.done);
+    if (!midway) throw new Error(`the copy ended before it could be interrupted: ${JSON.stringify(await c.done)}`);
+    process.kill(c.pid, 'SIGSTOP');
+    expect(existsSync(path.join(vm(), `${target}_diff.vhdx`))).toBe(false);
+    return { args, ...c };
+  }
+
+  it('server stays down: one line, no diff or diff metafile under the final names, target intact; a rerun completes', async () => {
+    const c = await copyFrozenMidway('t1', { VHDSYNC_SMB_RECONNECT: '1' });
+    server.kill();
+    process.kill(c.pid, 'SIGCONT');
+    const r = await c.done;
+    expectNoSecrets(r, c.args);
+    expectOneLineError(r, 1, /^vhdsync: cannot connect to 127\.0\.0\.1:\d+: connection refused$/);
+    const names = readdirSync(vm());
+    expect(names.filter((n) => !n.startsWith('.')).sort()).toEqual(['t1.vhdx', 't1.vhdx.blocklist.bin', 't2.vhdx', 't2.vhdx.blocklist.bin']);
+    expect(qemuSame(path.join(vm(), 't1.vhdx'), 'vhdx', img.baseRaw, 'raw').same).toBe(true);
+
+    server.restart();
+    const again = JSON.parse((await vsOk(['copy', '--json', img.srcVhdx, `${S}/vm/t1.vhdx`], env)).stdout);
+    expect(again.changedBlocks).toBe(changedBlocks(img.baseRaw, img.srcRaw));
+    expect(partials(vm())).toEqual([]);
+    await vsOk(['merge', `${S}/vm/t1_diff.vhdx`], env);
+    expect(qemuSame(path.join(vm(), 't1.vhdx'), 'vhdx', img.srcRaw, 'raw').same).toBe(true);
+  });
+
+  it('server restarted while the copy waits: it reconnects and the diff is complete and correct', async () => {
+    const c = await copyFrozenMidway('t2');
+    server.kill();
+    server.restart();
+    process.kill(c.pid, 'SIGCONT');
+    const r = await c.done;
+    expectNoSecrets(r, c.args);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(partials(vm())).toEqual([]);
+    await vsOk(['merge', `${S}/vm/t2_diff.vhdx`], env);
+    expect(qemuSame(path.join(vm(), 't2.vhdx'), 'vhdx', img.srcRaw, 'raw').same).toBe(true);
+    expect(JSON.parse((await vsOk(['check', '--json', img.srcVhdx, `${S}/vm/t2.vhdx`], env)).stdout).changedBlocks).toBe(0);
+  });
+});
