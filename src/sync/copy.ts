@@ -121,6 +121,13 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
       seconds: 0,
     };
     const parent = target;
+    // Planned before anything is written, so a missing, stale or incompatible source list refuses cleanly.
+    const plan = opts.createmeta ? null : await planCopy(source, targetMeta);
+    if (plan) {
+      metas.push(plan.source);
+      summary.changedBlocks = plan.comparison.changedBlocks;
+      summary.changedBytes = plan.comparison.changedBytes;
+    }
 
     await writeAtomically(
       writeLoc,
@@ -129,15 +136,11 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
         let diffId: DiskIdentity;
         let sourceList: Location;
         try {
-          if (opts.createmeta) {
+          if (!plan) {
             sourceList = await copyWithCreatemeta(source, diff, targetMeta, summary, opts);
             summary.sourceMetafile = displayLocation(sourceList);
           } else {
-            const plan = await planCopy(source, targetMeta);
-            metas.push(plan.source);
             sourceList = plan.source.location;
-            summary.changedBlocks = plan.comparison.changedBlocks;
-            summary.changedBytes = plan.comparison.changedBytes;
             opts.onTotal?.(plan.comparison.changedBytes);
             const st = await copyChangedBlocks(source, diff, changedBlocksOf(plan), {
               blockSize: ts.blockSize,
