@@ -2,14 +2,15 @@
  * smbd killed while `vhdsync copy` writes its diff onto the share. The CLI is frozen (SIGSTOP) once the diff's
  * temp file holds data, so the kill lands mid-transfer every time. If the server stays down the copy fails
  * with one line and nothing finished-looking exists under the diff's final name; a rerun after the restart
- * cleans up and completes. If the server comes back in time the copy reconnects and completes correctly.
+ * cleans up and completes. A merge on the share stopped the same way resumes on the rerun. If the server comes
+ * back in time the copy reconnects and completes correctly.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { BIN, expectOneLineError, type CliResult } from '../helpers/cli.js';
 import { makeTempDir } from '../helpers/tmp.js';
-import { run } from '../helpers/tools.js';
+import { run, runStatus } from '../helpers/tools.js';
 import { qemuSame } from '../cli/sync-helpers.js';
 import { SambaServer } from './samba-server.js';
 import { BASE_CHANGES, changedBlocks, expectNoSecrets, haveWorkflowTools, makeImagePair, MiB, partials, passwordEnv, smbBase, vsOk, type ImagePair } from './workflow-helpers.js';
@@ -27,21 +28,25 @@ function startCli(args: string[], env: NodeJS.ProcessEnv): { pid: number; done: 
   return { pid: child.pid!, done };
 }
 
-/** Waits until a hidden `.partial` temp file for `name` in `dir` has at least `bytes` allocated; returns false if `done` settles first. */
-async function waitForPartialData(dir: string, name: string, bytes: number, done: Promise<unknown>): Promise<boolean> {
+/** Polls `ready` every 5 ms; false if `done` settles (the run ended) first. */
+async function waitFor(ready: () => boolean, done: Promise<unknown>): Promise<boolean> {
   let finished = false;
   void done.then(() => (finished = true));
   const deadline = Date.now() + 30000;
   while (!finished && Date.now() < deadline) {
-    for (const n of readdirSync(dir)) {
-      if (n.startsWith(`.${name}.`) && n.endsWith('.partial')) {
-        const st = statSync(path.join(dir, n), { throwIfNoEntry: false });
-        if (st && st.blocks * 512 >= bytes) return true;
-      }
-    }
+    if (ready()) return true;
     await new Promise((r) => setTimeout(r, 5));
   }
   return false;
+}
+
+/** True when a hidden `.partial` temp file for `name` in `dir` has at least `bytes` allocated. */
+function partialHolds(dir: string, name: string, bytes: number): boolean {
+  return readdirSync(dir).some((n) => {
+    if (!n.startsWith(`.${name}.`) || !n.endsWith('.partial')) return false;
+    const st = statSync(path.join(dir, n), { throwIfNoEntry: false });
+    return !!st && st.blocks * 512 >= bytes;
+  });
 }
 
 go('smbd killed in the middle of a copy onto the share', () => {
@@ -70,14 +75,14 @@ go('smbd killed in the middle of a copy onto the share', () => {
   async function copyFrozenMidway(target: string, extraEnv: NodeJS.ProcessEnv = {}) {
     const args = ['copy', img.srcVhdx, `${S}/vm/${target}.vhdx`];
     const c = startCli(args, { ...env, ...extraEnv });
-    const midway = await waitForPartialData(vm(), `${target}_diff.vhdx`, 4 * MiB, c.done);
+    const midway = await waitFor(() => partialHolds(vm(), `${target}_diff.vhdx`, 4 * MiB), c.done);
     if (!midway) throw new Error(`the copy ended before it could be interrupted: ${JSON.stringify(await c.done)}`);
     process.kill(c.pid, 'SIGSTOP');
     expect(existsSync(path.join(vm(), `${target}_diff.vhdx`))).toBe(false);
     return { args, ...c };
   }
 
-  it('server stays down: one line, no diff or diff metafile under the final names, target intact; a rerun completes', async () => {
+  it('server stays down: one line, no diff or diff metafile under the final names, target intact; a rerun completes; the same for merge, which resumes', async () => {
     const c = await copyFrozenMidway('t1', { VHDSYNC_SMB_RECONNECT: '1' });
     server.kill();
     process.kill(c.pid, 'SIGCONT');
@@ -92,11 +97,31 @@ go('smbd killed in the middle of a copy onto the share', () => {
     const again = JSON.parse((await vsOk(['copy', '--json', img.srcVhdx, `${S}/vm/t1.vhdx`], env)).stdout);
     expect(again.changedBlocks).toBe(changedBlocks(img.baseRaw, img.srcRaw));
     expect(partials(vm())).toEqual([]);
-    await vsOk(['merge', `${S}/vm/t1_diff.vhdx`], env);
+
+    // Now the merge on the share, frozen once its state file is there (it has begun changing the target).
+    const mergeArgs = ['merge', '--json', `${S}/vm/t1_diff.vhdx`];
+    const m = startCli(mergeArgs, { ...env, VHDSYNC_SMB_RECONNECT: '1' });
+    const state = path.join(vm(), 't1.vhdx.merge-state.json');
+    if (!(await waitFor(() => existsSync(state), m.done))) throw new Error(`the merge ended before it could be interrupted: ${JSON.stringify(await m.done)}`);
+    process.kill(m.pid, 'SIGSTOP');
+    server.kill();
+    process.kill(m.pid, 'SIGCONT');
+    const mr = await m.done;
+    expectNoSecrets(mr, mergeArgs);
+    expectOneLineError(mr, 1, /^vhdsync: (\S+t1_diff\.vhdx: )?cannot connect to 127\.0\.0\.1:\d+: connection refused$/);
+    expect(existsSync(state)).toBe(true);
+
+    server.restart();
+    const resumed = JSON.parse((await vsOk(mergeArgs, env)).stdout);
+    expect(resumed.resumed).toBe(true);
+    expect(existsSync(state) || existsSync(path.join(vm(), 't1_diff.vhdx'))).toBe(false);
     expect(qemuSame(path.join(vm(), 't1.vhdx'), 'vhdx', img.srcRaw, 'raw').same).toBe(true);
+    expect(runStatus('qemu-img', ['check', '-q', '-f', 'vhdx', path.join(vm(), 't1.vhdx')]).status).toBe(0);
+    expect(JSON.parse((await vsOk(['check', '--json', img.srcVhdx, `${S}/vm/t1.vhdx`], env)).stdout).changedBlocks).toBe(0);
   });
 
   it('server restarted while the copy waits: it reconnects and the diff is complete and correct', async () => {
+    server.restart(); // whatever the test before left
     const c = await copyFrozenMidway('t2');
     server.kill();
     server.restart();
