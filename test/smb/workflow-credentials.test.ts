@@ -80,6 +80,7 @@ go('SMB credentials and failures through the CLI', () => {
       [['--smb-credentials', path.join(dir, 'none'), 'info', `${S}/vm/disk.vhdx`], {}, 2, /none: cannot read SMB credentials file$/],
       [['info', `smb://${USER}@127.0.0.1:${closed}/share/disk.vhdx`], passwordEnv(), 1, new RegExp(`cannot connect to 127.0.0.1:${closed}: connection refused$`)],
       [['info', `${S}/vm/disk.vhdx`], { ...passwordEnv(), VHDSYNC_SMB_TIMEOUT: 'soon' }, 2, /bad VHDSYNC_SMB_TIMEOUT 'soon'/],
+      [['info', `${S}/vm/100%.vhdx`], passwordEnv(), 2, /bad %-escape in '100%\.vhdx' \(write a literal % as %25\) in SMB location/],
     ];
     const results = await Promise.all(cases.map(([args, env]) => vs(args, env)));
     results.forEach((r, i) => {

@@ -24,6 +24,15 @@ export interface SmbLocationParts {
 
 const bad = (text: string, why: string) => new UsageError(`${why} in SMB location '${text.replace(/:[^@/;]*@/, ':***@')}'`);
 
+/** Decodes %-escapes; a stray '%' is a usage error, not a crash (a literal '%' is written %25). */
+function decode(part: string, text: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw bad(text, `bad %-escape in '${part}' (write a literal % as %25)`);
+  }
+}
+
 /** Splits an smb:// URL or a UNC path into its parts (no credentials looked up yet). */
 export function parseSmbLocation(text: string): SmbLocationParts {
   if (text.startsWith('\\\\')) {
@@ -38,7 +47,7 @@ export function parseSmbLocation(text: string): SmbLocationParts {
   let domain: string | null = null;
   if (userinfo !== undefined) {
     if (userinfo.includes(':')) throw bad(text, 'passwords are not accepted in URLs (use VHDSYNC_SMB_PASSWORD or --smb-credentials)');
-    const u = decodeURIComponent(userinfo);
+    const u = decode(userinfo, text);
     const semi = u.indexOf(';');
     if (semi >= 0) {
       domain = u.slice(0, semi);
@@ -57,8 +66,8 @@ export function parseSmbLocation(text: string): SmbLocationParts {
     port: portNum,
     user,
     domain,
-    share: decodeURIComponent(share),
-    path: '/' + segments.filter(Boolean).map(decodeURIComponent).join('/'),
+    share: decode(share, text),
+    path: '/' + segments.filter(Boolean).map((seg) => decode(seg, text)).join('/'),
   };
 }
 

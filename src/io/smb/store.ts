@@ -121,7 +121,8 @@ export class SmbStore implements ByteStore {
   ) {}
 
   display(path: string): string {
-    const rel = smbName(path).replace(/\\/g, '/');
+    // '%' is escaped so a displayed location can be given back to vhdsync as it is.
+    const rel = smbName(path).replace(/\\/g, '/').replace(/%/g, '%25');
     return rel ? `${this.urlBase}/${rel}` : this.urlBase;
   }
 
