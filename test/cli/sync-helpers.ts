@@ -1,5 +1,6 @@
 /** Helpers shared by the copy/merge end-to-end and crash tests. */
-import { copyFileSync, existsSync, statSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, statSync, symlinkSync } from 'node:fs';
+import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import '../../src/formats/index.js';
 import { createDisk, openDisk } from '../../src/formats/index.js';
@@ -63,9 +64,28 @@ export function cpSparse(from: string, to: string): void {
   if (r.status !== 0) copyFileSync(from, to);
 }
 
+/**
+ * A private copy of the built CLI (bin/ + dist/, node_modules linked) in `dir`, for long suites: on a machine
+ * shared with other runs, `dist/` may be rebuilt under a test that starts the CLI hundreds of times.
+ */
+export function privateCli(dir: string): string {
+  const root = path.dirname(path.dirname(BIN));
+  const out = path.join(dir, 'cli');
+  mkdirSync(out, { recursive: true });
+  for (const part of ['bin', 'dist', 'package.json']) cpSync(path.join(root, part), path.join(out, part), { recursive: true });
+  symlinkSync(path.join(root, 'node_modules'), path.join(out, 'node_modules'));
+  return path.join(out, 'bin', path.basename(BIN));
+}
+
+/** Runs the CLI at `bin` (default: the repository's) and returns exit status and output. */
+export function cliAt(bin: string, args: string[]): { status: number; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', maxBuffer: 1 << 28 });
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
 /** Runs the CLI with the kill hook armed and returns its exit status, signal and reported mutation count. */
-export function cliWithHook(args: string[], budget: number, cwd?: string): { status: number | null; signal: string | null; mutations: number | null; stderr: string } {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd, env: { ...process.env, VHDSYNC_TEST_KILL_AFTER_WRITES: String(budget) } });
+export function cliWithHook(args: string[], budget: number, bin = BIN): { status: number | null; signal: string | null; mutations: number | null; stderr: string } {
+  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env: { ...process.env, VHDSYNC_TEST_KILL_AFTER_WRITES: String(budget) } });
   const m = /vhdsync-test-hook: (\d+) mutations/.exec(r.stderr);
   return { status: r.status, signal: r.signal, mutations: m ? Number(m[1]) : null, stderr: r.stderr };
 }

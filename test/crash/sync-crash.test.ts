@@ -8,8 +8,7 @@ import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { makeTempDir } from '../helpers/tmp.js';
 import { HAVE_QEMU, PYTHON_VHDI, requireTool, pyvhdiRead, run, runStatus } from '../helpers/tools.js';
-import { cli } from '../helpers/cli.js';
-import { cliWithHook, cpSparse, MiB, qemuImage, qemuRaw, qemuSame, qemuWrite, type Change } from '../cli/sync-helpers.js';
+import { cliAt, cliWithHook, cpSparse, privateCli, MiB, qemuImage, qemuRaw, qemuSame, qemuWrite, type Change } from '../cli/sync-helpers.js';
 import { openDisk } from '../../src/formats/index.js';
 import { checkFresh, compareMetafiles, metafileLocationFor, readMetafile } from '../../src/meta/index.js';
 
@@ -59,9 +58,13 @@ d.each(['vhdx', 'vhd'] as const)('killed with SIGKILL (%s target)', (tf) => {
   let expected: string;
   let diff: string;
   const pristine = (f: string) => f + '.pristine';
+  let bin: string;
+  const cli = (args: string[]) => cliAt(bin, args);
+  const hooked = (args: string[], n: number) => cliWithHook(args, n, bin);
 
   beforeAll(() => {
     tmp = makeTempDir('vhdsync-crash-');
+    bin = privateCli(tmp.dir);
     target = path.join(tmp.dir, `target.${tf}`);
     source = path.join(tmp.dir, 'source.raw');
     expected = path.join(tmp.dir, 'expected.raw');
@@ -109,7 +112,7 @@ d.each(['vhdx', 'vhd'] as const)('killed with SIGKILL (%s target)', (tf) => {
 
   it(`copy: after a kill at any of ${POINTS} points there is no finished-looking diff, or a complete one; a rerun completes`, async () => {
     restoreTarget();
-    const full = cliWithHook(['copy', source, target], 1e9);
+    const full = hooked(['copy', source, target], 1e9);
     expect(full.stderr).toMatch(/^vhdsync-test-hook: \d+ mutations\n$/);
     const total = full.mutations!;
     expect(total).toBeGreaterThan(POINTS);
@@ -117,7 +120,7 @@ d.each(['vhdx', 'vhd'] as const)('killed with SIGKILL (%s target)', (tf) => {
     expect(points.length).toBeGreaterThanOrEqual(20);
     for (const n of points) {
       restoreTarget();
-      const r = cliWithHook(['copy', source, target], n);
+      const r = hooked(['copy', source, target], n);
       expect({ n, signal: r.signal }).toEqual({ n, signal: 'SIGKILL' });
       // The target is never written by copy.
       expect(readFileSync(target).equals(readFileSync(pristine(target)))).toBe(true);
@@ -138,7 +141,7 @@ d.each(['vhdx', 'vhd'] as const)('killed with SIGKILL (%s target)', (tf) => {
     restoreTarget();
     expect(cli(['copy', source, target]).status).toBe(0);
     for (const f of [diff, diff + '.blocklist.bin']) cpSparse(f, pristine(f));
-    const full = cliWithHook(['merge', diff], 1e9);
+    const full = hooked(['merge', diff], 1e9);
     expect(full.stderr).toMatch(/^vhdsync-test-hook: \d+ mutations\n$/);
     await assertFinal();
     const total = full.mutations!;
@@ -149,7 +152,7 @@ d.each(['vhdx', 'vhd'] as const)('killed with SIGKILL (%s target)', (tf) => {
     for (const n of points) {
       restoreTarget();
       for (const f of [diff, diff + '.blocklist.bin']) cpSparse(pristine(f), f);
-      const r = cliWithHook(['merge', diff], n);
+      const r = hooked(['merge', diff], n);
       expect({ n, total, signal: r.signal, stderr: r.stderr }).toEqual({ n, total, signal: 'SIGKILL', stderr: '' });
       assertReadable(target);
       const statePath = target + '.merge-state.json';
