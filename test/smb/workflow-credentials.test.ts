@@ -55,8 +55,14 @@ go('SMB credentials and failures through the CLI', () => {
     expect(d.stdout.trim()).toBe(String(64 << 20));
   });
 
-  it('VHDSYNC_SMB_SIGN and VHDSYNC_SMB_ENCRYPT; the share that requires encryption', async () => {
-    await vsOk(['convert', img.srcVhdx, `smb://${USER}@127.0.0.1:${server.port}/enc/e.vhdx`], { ...passwordEnv(), VHDSYNC_SMB_SIGN: '1' });
+  it('VHDSYNC_SMB_SIGN and VHDSYNC_SMB_ENCRYPT; the whole cycle on the share that requires encryption', async () => {
+    const E = `smb://${USER}@127.0.0.1:${server.port}/enc`;
+    const signed = { ...passwordEnv(), VHDSYNC_SMB_SIGN: '1' };
+    await vsOk(['convert', img.baseRaw, `${E}/e.vhdx`], signed);
+    expect(qemuSame(path.join(server.dir, 'enc/e.vhdx'), 'vhdx', img.baseRaw, 'raw').same).toBe(true);
+    await vsOk(['createmeta', `${E}/e.vhdx`], signed);
+    await vsOk(['copy', '--createmeta', img.srcVhdx, `${E}/e.vhdx`], signed);
+    await vsOk(['merge', `${E}/e_diff.vhdx`], passwordEnv());
     expect(qemuSame(path.join(server.dir, 'enc/e.vhdx'), 'vhdx', img.srcRaw, 'raw').same).toBe(true);
     const r = await vsOk(['createmeta', `${S}/vm/disk.vhdx`], { ...passwordEnv(), VHDSYNC_SMB_ENCRYPT: 'yes' });
     expect(r.stdout).toContain(`${S}/vm/disk.vhdx.blocklist.bin`);
