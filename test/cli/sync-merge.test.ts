@@ -106,7 +106,8 @@ d('merge (end to end, against qemu and libvhdi)', () => {
     // The oracle really resolved all three layers.
     expect([chain3[0], chain3[MiB], chain3[MiB + 4096], chain3[2 * MiB], chain3[20 * MiB]]).toEqual([1, 2, 3, 0, 4]);
     const baseBefore = readFileSync(base);
-    expect(cli(['merge', top]).status).toBe(0);
+    // VhdBlockBackup-style syntax maps onto the same command.
+    expect(cli(['--merge', top]).status).toBe(0);
     // libvhdi reads the merged middle through the base exactly as it read the three-image chain.
     expect(pyChain([mid, base]).equals(chain3)).toBe(true);
     expect(readFileSync(base).equals(baseBefore)).toBe(true);
