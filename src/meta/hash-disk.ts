@@ -2,12 +2,14 @@
  * The hashing pipeline: walks a disk block by block, never reading what the allocation tables say is unallocated
  * or zero, keeping several large reads in flight while the current chunk is hashed.
  */
+import { availableParallelism } from 'node:os';
 import type { Disk, Extent } from '../formats/disk.js';
 import { allocAligned } from '../util/aligned.js';
 import { isAllZero } from '../util/struct.js';
 import type { BlockState } from './entries.js';
 import { digestBlock, zeroDigest, type HashAlgorithm } from './hashers.js';
 import { HashPool } from './hash-pool.js';
+import { canHashDirectly, hashRawDirectly } from './hash-raw.js';
 
 /** Reads are at least this large (several blocks at once when blocks are small): few async calls, and buffers small enough to stay warm in cache between the read and the hash (2 MiB measured best; docs/performance.md). */
 export const DEFAULT_CHUNK = 2 << 20;
@@ -27,6 +29,11 @@ export interface HashOptions {
   readAhead?: number;
   /** Worker threads that compute digests beside the reads; 0 (default) hashes on the calling thread. */
   workers?: number;
+  /**
+   * Local raw images (without `withData`) are read and hashed by worker threads directly (hash-raw.ts) when
+   * there are 2+ cores; false forces the generic pipeline.
+   */
+  direct?: boolean;
 }
 
 /** One hashed block. */
@@ -65,6 +72,11 @@ interface Loaded {
  */
 export async function* hashDisk(disk: Disk, opts: HashOptions): AsyncGenerator<HashedBlock> {
   const { blockSize, algorithm } = opts;
+  const cores = availableParallelism();
+  if (opts.direct !== false && !opts.withData && cores > 1 && canHashDirectly(disk)) {
+    yield* hashRawDirectly(disk, algorithm, blockSize, Math.min(4, cores));
+    return;
+  }
   const blocksPerRead = Math.max(1, Math.floor((opts.chunkSize ?? DEFAULT_CHUNK) / blockSize));
   const workers = Math.max(0, opts.workers ?? 0);
   // Workers only help when several blocks wait for them at once.

@@ -120,7 +120,9 @@ describe('XXH128 digests match xxhsum -H2 (the reference implementation)', () =>
     const data = randomBytes(5 * 65536 + 4096);
     fs.writeFileSync(img, data);
     const disk = await openDisk(img);
-    const blocks = await collect(hashDisk(disk, { algorithm: 'xxh128', blockSize: 65536 }));
+    const blocks = await collect(hashDisk(disk, { algorithm: 'xxh128', blockSize: 65536, direct: false }));
+    // The direct path for local raw files (worker threads reading the file) must agree with it.
+    expect(await collect(hashDisk(disk, { algorithm: 'xxh128', blockSize: 65536, direct: true }))).toEqual(blocks);
     await disk.close();
     const files = blocks.map((b, i) => {
       const f = path.join(tmp.dir, `b${i}`);
@@ -129,6 +131,36 @@ describe('XXH128 digests match xxhsum -H2 (the reference implementation)', () =>
     });
     const lines = run('xxhsum', ['-H2', ...files]).toString().trim().split('\n');
     expect(lines.map((l) => l.split(/\s+/)[0])).toEqual(blocks.map((b) => b.digest.toString('hex')));
+  });
+});
+
+describe('the direct path for local raw images', () => {
+  let tmp: ReturnType<typeof makeTempDir>;
+  beforeAll(() => (tmp = makeTempDir()));
+  afterAll(() => tmp.cleanup());
+
+  it('gives the same states and digests as the generic pipeline: data, zero and sparse blocks, short last block', async () => {
+    const img = path.join(tmp.dir, 'd.raw');
+    const MiB = 1 << 20;
+    fs.writeFileSync(img, Buffer.alloc(0));
+    fs.truncateSync(img, 9 * MiB + 3 * 512);
+    const fd = fs.openSync(img, 'r+');
+    fs.writeSync(fd, randomBytes(MiB), 0, MiB, 0); // block 0 (2 MiB) half data
+    fs.writeSync(fd, Buffer.alloc(MiB), 0, MiB, 2 * MiB); // block 1: written zeros
+    fs.writeSync(fd, randomBytes(100), 0, 100, 5 * MiB + 7); // block 2: data in its second 1 MiB piece
+    fs.writeSync(fd, randomBytes(512), 0, 512, 9 * MiB + 1024); // short last block
+    fs.closeSync(fd);
+    const disk = await openDisk(img);
+    for (const algorithm of ['xxh128', 'sha256', 'sha1-16'] as const) {
+      for (const blockSize of [4096, 2 * MiB, 4 * MiB]) {
+        const generic = await collect(hashDisk(disk, { algorithm, blockSize, direct: false }));
+        const direct = await collect(hashDisk(disk, { algorithm, blockSize, direct: true }));
+        expect(direct.map((b) => [b.index, b.state, b.length, b.digest.toString('hex')])).toEqual(generic.map((b) => [b.index, b.state, b.length, b.digest.toString('hex')]));
+      }
+    }
+    const states = (await collect(hashDisk(disk, { algorithm: 'xxh128', blockSize: 2 * MiB }))).map((b) => b.state);
+    expect(states).toEqual(['data', 'zero', 'data', 'zero', 'data']);
+    await disk.close();
   });
 });
 
