@@ -173,4 +173,20 @@ d('copy + merge end to end (qemu-made images, checked by qemu and libvhdi)', () 
       expect(used).toBeGreaterThanOrEqual(changed);
     },
   );
+
+  it('the source may be a differencing chain: its flattened content is what the target becomes', async () => {
+    const target = path.join(tmp.dir, 'target.vhdx');
+    const base = path.join(tmp.dir, 'base.vhdx');
+    const child = path.join(tmp.dir, 'child.vhdx');
+    qemuImage(target, 'vhdx', SIZE, BASE, CREATE.vhdx);
+    run('cp', [target, base]);
+    await ourDiff(base, child, 'vhdx', CHANGES);
+    const expected = path.join(tmp.dir, 'expected.raw');
+    writeFileSync(expected, pyvhdiRead(child, base));
+    expect(cli(['createmeta', '--block-size', '64K', child, target]).status).toBe(0);
+    expect(JSON.parse(cli(['copy', '--json', child, target]).stdout).changedBlocks).toBe(5);
+    expect(cli(['merge', path.join(tmp.dir, 'target_diff.vhdx')]).status).toBe(0);
+    expect(qemuSame(target, 'vhdx', expected, 'raw').output).toContain('identical');
+    expect(cli(['check', child, target]).stdout).toMatch(/no blocks differ/);
+  });
 });
