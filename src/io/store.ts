@@ -55,6 +55,11 @@ export interface ByteStore {
   readonly paths: StorePaths;
   /** A location string for a path in this store, as the user would write it. */
   display(path: string): string;
+  /**
+   * The path as Windows names it (`\\HOST\SHARE\DIR\FILE` for SMB), for parent locators that Hyper-V reads;
+   * absent where the store has no Windows spelling.
+   */
+  windowsPath?(path: string): string;
 }
 
 /** Path arithmetic for a store (POSIX style for local files on Linux, share-relative for SMB). */

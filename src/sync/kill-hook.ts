@@ -71,6 +71,7 @@ function countingStore(inner: ByteStore): ByteStore {
     kind: inner.kind,
     paths: inner.paths,
     display: (p) => inner.display(p),
+    windowsPath: inner.windowsPath ? (p) => inner.windowsPath!(p) : undefined,
     open: async (p: string, mode: OpenMode) => new CountingFile(await inner.open(p, mode)),
     createExclusive: async (p) => {
       tick();

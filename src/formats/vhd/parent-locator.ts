@@ -143,8 +143,10 @@ export function windowsRelativePath(childFinal: Location, parent: Location): str
   return rel.startsWith('..') ? rel : `.\\${rel}`;
 }
 
-/** The W2ku path of `parent`: a UNC or drive path as displayed by its store, else its path with backslashes. */
+/** The W2ku path of `parent`: its store's Windows path (UNC on a share), a UNC or drive path as displayed, else its path with backslashes. */
 export function windowsAbsolutePath(parent: Location): string {
+  const windows = parent.store.windowsPath?.(parent.path);
+  if (windows) return windows;
   const shown = parent.store.display(parent.path);
   if (shown.startsWith('\\\\') || /^[A-Za-z]:[\\/]/.test(shown)) return shown.replace(/\//g, '\\');
   return parent.path.replace(/\//g, '\\');

@@ -26,7 +26,7 @@ const DEFAULT_BLOCK_DIFFERENCING = 2 * MIB;
 /**
  * The locator of a child written at `finalLocation`: parent_linkage is the parent's DataWriteGuid;
  * relative_path is Windows style from the child's final folder (`.\name`, `..\dir\name`);
- * absolute_win32_path is the parent's path as the store spells it. For a POSIX path that is not a
+ * absolute_win32_path is the parent's Windows path (UNC on a share), else as the store spells it. For a POSIX path that is not a
  * Win32 path, but writing it as is lets a reader on the same machine find the parent, and a Windows
  * reader falls back to relative_path first anyway.
  */
@@ -38,7 +38,8 @@ export function childLocator(parent: Disk, parentGuid: string, finalLocation: Lo
     if (!rel.startsWith('..\\')) rel = `.\\${rel}`;
     entries.push(['relative_path', rel]);
   }
-  entries.push(['absolute_win32_path', parent.location.store.display(parent.location.path)]);
+  const { store, path } = parent.location;
+  entries.push(['absolute_win32_path', store.windowsPath?.(path) ?? store.display(path)]);
   return { type: VHDX_LOCATOR_TYPE, entries };
 }
 

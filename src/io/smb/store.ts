@@ -126,6 +126,12 @@ export class SmbStore implements ByteStore {
     return rel ? `${this.urlBase}/${rel}` : this.urlBase;
   }
 
+  /** The UNC path `\\HOST\SHARE\DIR\FILE` (no user or port: UNC has neither), as Hyper-V's parent locators hold it. */
+  windowsPath(path: string): string {
+    const rel = smbName(path);
+    return `\\\\${this.client.opts.host}\\${this.share}${rel ? '\\' + rel : ''}`;
+  }
+
   private req(path: string, access: number, disposition: number, options: number, share: number = ShareAccess.ALL): CreateRequest {
     return { name: smbName(path), access, shareAccess: share, disposition, options };
   }
