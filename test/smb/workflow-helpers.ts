@@ -2,15 +2,15 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { cliAsync, type CliResult } from '../helpers/cli.js';
-import { HAVE_QEMU, requireTool } from '../helpers/tools.js';
+import { HAVE_QEMU, haveTool, PYTHON_VHDI, requireTool } from '../helpers/tools.js';
 import { MiB, qemuImage, qemuRaw, type Change } from '../cli/sync-helpers.js';
 import { haveSamba, PASSWORD, USER, type SambaServer } from './samba-server.js';
 
 export { MiB };
 
-/** Samba and qemu are both here (in CI a missing one fails loudly). */
+/** Samba, qemu and libvhdi (vhdiinfo, pyvhdi) are all here (in CI a missing one fails loudly). */
 export function haveWorkflowTools(): boolean {
-  return haveSamba() && requireTool(HAVE_QEMU, 'qemu-img and qemu-io');
+  return haveSamba() && requireTool(HAVE_QEMU, 'qemu-img and qemu-io') && requireTool(haveTool('vhdiinfo') && PYTHON_VHDI !== null, 'vhdiinfo and pyvhdi');
 }
 
 /** `smb://USER@127.0.0.1:PORT/SHARE` for a running server. */

@@ -7,7 +7,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { makeTempDir } from '../helpers/tmp.js';
-import { PYTHON_VHDI, pyvhdiRead, run, runStatus } from '../helpers/tools.js';
+import { pyvhdiRead, run, runStatus } from '../helpers/tools.js';
 import { qemuSame } from '../cli/sync-helpers.js';
 import { SambaServer } from './samba-server.js';
 import { changedBlocks, haveWorkflowTools, makeImagePair, passwordEnv, partials, smbBase, vsOk, type ImagePair } from './workflow-helpers.js';
@@ -61,12 +61,14 @@ go('vhdsync workflow with the target on an SMB share', () => {
     expect(existsSync(local('dir/target_diff.vhdx')) && existsSync(local('dir/target_diff.vhdx.blocklist.bin'))).toBe(true);
     expect(partials(local('dir'))).toEqual([]);
     // The diff as libvhdi reads it on the server, parented on the target there: exactly the source.
-    if (PYTHON_VHDI) expect(pyvhdiRead(local('dir/target_diff.vhdx'), local('dir/target.vhdx')).equals(readFileSync(img.srcRaw))).toBe(true);
+    expect(pyvhdiRead(local('dir/target_diff.vhdx'), local('dir/target.vhdx')).equals(readFileSync(img.srcRaw))).toBe(true);
     // qemu refuses a differencing VHDX: proof that the diff on the share is marked as one.
     expect(runStatus('qemu-img', ['info', '-f', 'vhdx', local('dir/target_diff.vhdx')]).stderr).toMatch(/not supported/i);
 
+    // Locators as Hyper-V reads them: relative, and the UNC path (no smb:// URL, user or port in the file).
     const info = JSON.parse((await vsOk(['info', `${S}/dir/target_diff.vhdx`, '--json'], env)).stdout);
-    expect(JSON.stringify(info)).toContain('target.vhdx');
+    expect(info.parentLocator).toMatchObject({ relative_path: '.\\target.vhdx', absolute_win32_path: '\\\\127.0.0.1\\share\\dir\\target.vhdx' });
+    expect(run('vhdiinfo', [local('dir/target_diff.vhdx')]).toString()).toContain('Parent filename\t\t: \\\\127.0.0.1\\share\\dir\\target.vhdx\n');
     expect((await vsOk(['get', `${S}/dir/target_diff.vhdx`, 'type'], env)).stdout.trim()).toBe('differencing');
 
     const merged = await vsOk(['merge', `${S}/dir/target_diff.vhdx`], env);
@@ -93,6 +95,8 @@ go('vhdsync workflow with the target on an SMB share', () => {
     expect(copy.changedBlocks).toBe(changedBlocks(img.baseRaw, img.srcRaw));
     expect(existsSync(`${img.srcRaw}.blocklist.bin`)).toBe(true);
     expect(existsSync(local('vhd/disk_diff.vhd'))).toBe(true);
+    const info = JSON.parse((await vsOk(['info', `${S}/vhd/disk_diff.vhd`, '--json'], env)).stdout);
+    expect(info.parentLocators).toEqual(['W2ku: \\\\127.0.0.1\\share\\vhd\\disk.vhd', 'W2ru: .\\disk.vhd']);
 
     await vsOk(['merge', `${S}/vhd/disk_diff.vhd`], env);
     expect(qemuSame(local('vhd/disk.vhd'), 'vpc', img.srcRaw, 'raw')).toEqual({ same: true, output: 'Images are identical.\n' });
