@@ -11,7 +11,7 @@ import { makeTempDir } from '../helpers/tmp.js';
 import { run } from '../helpers/tools.js';
 import { qemuSame } from '../cli/sync-helpers.js';
 import { PASSWORD, SambaServer, USER } from './samba-server.js';
-import { haveWorkflowTools, makeImagePair, passwordEnv, secret, smbBase, vs, vsOk, type ImagePair } from './workflow-helpers.js';
+import { haveWorkflowTools, makeImagePair, passwordEnv, secret, smbBase, vs, vsOk, usePrivateCli, type ImagePair } from './workflow-helpers.js';
 
 const go = haveWorkflowTools() ? describe : describe.skip;
 
@@ -28,6 +28,7 @@ go('SMB credentials and failures through the CLI', () => {
   };
 
   beforeAll(async () => {
+    usePrivateCli(dir);
     server = await SambaServer.start();
     S = smbBase(server);
     img = makeImagePair(dir);

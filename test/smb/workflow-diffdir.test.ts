@@ -9,7 +9,7 @@ import { makeTempDir } from '../helpers/tmp.js';
 import { run } from '../helpers/tools.js';
 import { qemuSame } from '../cli/sync-helpers.js';
 import { PASSWORD, SambaServer, USER } from './samba-server.js';
-import { haveWorkflowTools, makeImagePair, passwordEnv, partials, smbBase, vsOk, type ImagePair } from './workflow-helpers.js';
+import { haveWorkflowTools, makeImagePair, passwordEnv, partials, smbBase, vsOk, usePrivateCli, type ImagePair } from './workflow-helpers.js';
 
 const go = haveWorkflowTools() ? describe : describe.skip;
 
@@ -25,6 +25,7 @@ go('copy --diffdir between a local disk and an SMB share', () => {
     run('smbclient', ['-s', path.join(server.dir, 'smb.conf'), '-p', String(server.port), '//127.0.0.1/share', '-U', `${USER}%${PASSWORD}`, '-c', cmds]);
 
   beforeAll(async () => {
+    usePrivateCli(dir);
     server = await SambaServer.start();
     S = smbBase(server);
     img = makeImagePair(dir);

@@ -1,9 +1,10 @@
 /** Helpers for the end-to-end SMB workflow tests: CLI runs that never show the password, and qemu-made images. */
 import { readFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { cliAsync, type CliResult } from '../helpers/cli.js';
+import { spawn } from 'node:child_process';
+import { BIN, type CliResult } from '../helpers/cli.js';
 import { HAVE_QEMU, haveTool, PYTHON_VHDI, requireTool } from '../helpers/tools.js';
-import { MiB, qemuImage, qemuRaw, type Change } from '../cli/sync-helpers.js';
+import { MiB, privateCli, qemuImage, qemuRaw, type Change } from '../cli/sync-helpers.js';
 import { haveSamba, PASSWORD, USER, type SambaServer } from './samba-server.js';
 
 export { MiB };
@@ -34,13 +35,31 @@ export function expectNoSecrets(r: CliResult, args: string[]): void {
   }
 }
 
+let bin = BIN;
+
+/** Runs this file's CLI calls from a private copy of the build in `dir` (the shared dist/ may be rebuilt meanwhile). */
+export function usePrivateCli(dir: string): void {
+  bin = privateCli(dir);
+}
+
 /**
- * Runs `vhdsync ARGS` with only the SMB settings given in `env` (the test process's own VHDSYNC_SMB_* are
- * cleared), and checks that no password shows up on stdout or stderr.
+ * Starts `vhdsync ARGS` without blocking the event loop, with only the SMB settings given in `env` (the test
+ * process's own VHDSYNC_SMB_* are cleared); the pid lets a test stop and continue it.
  */
-export async function vs(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): { pid: number; done: Promise<CliResult> } {
   const clean: NodeJS.ProcessEnv = { VHDSYNC_SMB_PASSWORD: undefined, VHDSYNC_SMB_USER: undefined, VHDSYNC_SMB_CREDENTIALS: undefined, VHDSYNC_SMB_PORT: undefined };
-  const r = await cliAsync(args, { env: { ...clean, ...env } });
+  const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...clean, ...env } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const done = new Promise<CliResult>((resolve) => child.on('close', (code) => resolve({ status: code ?? -1, stdout, stderr })));
+  return { pid: child.pid!, done };
+}
+
+/** Runs `vhdsync ARGS` (see startCli) and checks that no password shows up on stdout or stderr. */
+export async function vs(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  const r = await startCli(args, env).done;
   expectNoSecrets(r, args);
   return r;
 }

@@ -5,28 +5,16 @@
  * cleans up and completes. A merge on the share stopped the same way resumes on the rerun. If the server comes
  * back in time the copy reconnects and completes correctly.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
-import { BIN, expectOneLineError, type CliResult } from '../helpers/cli.js';
+import { expectOneLineError } from '../helpers/cli.js';
 import { makeTempDir } from '../helpers/tmp.js';
 import { run, runStatus } from '../helpers/tools.js';
 import { qemuSame } from '../cli/sync-helpers.js';
 import { SambaServer } from './samba-server.js';
-import { BASE_CHANGES, changedBlocks, expectNoSecrets, haveWorkflowTools, makeImagePair, MiB, partials, passwordEnv, smbBase, vsOk, type ImagePair } from './workflow-helpers.js';
+import { BASE_CHANGES, changedBlocks, expectNoSecrets, haveWorkflowTools, makeImagePair, MiB, partials, passwordEnv, smbBase, startCli, usePrivateCli, vsOk, type ImagePair } from './workflow-helpers.js';
 
 const go = haveWorkflowTools() ? describe : describe.skip;
-
-/** A run of the CLI whose process the test can stop and continue. */
-function startCli(args: string[], env: NodeJS.ProcessEnv): { pid: number; done: Promise<CliResult> } {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env } });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  const done = new Promise<CliResult>((resolve) => child.on('close', (code) => resolve({ status: code ?? -1, stdout, stderr })));
-  return { pid: child.pid!, done };
-}
 
 /** Polls `ready` every 5 ms; false if `done` settles (the run ended) first. */
 async function waitFor(ready: () => boolean, done: Promise<unknown>): Promise<boolean> {
@@ -58,6 +46,7 @@ go('smbd killed in the middle of a copy onto the share', () => {
   const vm = () => path.join(server.shareDir, 'vm');
 
   beforeAll(async () => {
+    usePrivateCli(dir);
     server = await SambaServer.start();
     S = smbBase(server);
     // 48 MiB of new data: long enough a transfer to stop in the middle of.

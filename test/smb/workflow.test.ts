@@ -10,7 +10,7 @@ import { makeTempDir } from '../helpers/tmp.js';
 import { pyvhdiRead, run, runStatus } from '../helpers/tools.js';
 import { qemuSame } from '../cli/sync-helpers.js';
 import { SambaServer } from './samba-server.js';
-import { changedBlocks, haveWorkflowTools, makeImagePair, passwordEnv, partials, smbBase, vsOk, type ImagePair } from './workflow-helpers.js';
+import { changedBlocks, haveWorkflowTools, makeImagePair, passwordEnv, partials, smbBase, vsOk, usePrivateCli, type ImagePair } from './workflow-helpers.js';
 
 const go = haveWorkflowTools() ? describe : describe.skip;
 
@@ -23,6 +23,7 @@ go('vhdsync workflow with the target on an SMB share', () => {
   const local = (...p: string[]) => path.join(server.shareDir, ...p);
 
   beforeAll(async () => {
+    usePrivateCli(dir);
     server = await SambaServer.start();
     S = smbBase(server);
     img = makeImagePair(dir);
@@ -46,12 +47,11 @@ go('vhdsync workflow with the target on an SMB share', () => {
     // A second VHDX the server holds, made by qemu, so the wildcard has two matches.
     run('qemu-img', ['convert', '-f', 'raw', '-O', 'vhdx', img.baseRaw, local('dir/other.vhdx')]);
 
-    const meta = await vsOk(['createmeta', '--block-size', '64K', `${S}/dir/*.vhdx`], env);
+    const [meta] = await Promise.all([vsOk(['createmeta', '--block-size', '64K', `${S}/dir/*.vhdx`], env), vsOk(['createmeta', '--block-size', '64K', img.srcVhdx])]);
     expect(meta.stdout.trim().split('\n')).toHaveLength(2);
     expect(meta.stdout).toContain(`${S}/dir/other.vhdx.blocklist.bin`);
     expect(meta.stdout).toContain(`${S}/dir/target.vhdx.blocklist.bin`);
     expect(existsSync(local('dir/target.vhdx.blocklist.bin')) && existsSync(local('dir/other.vhdx.blocklist.bin'))).toBe(true);
-    await vsOk(['createmeta', '--block-size', '64K', img.srcVhdx]);
 
     const before = JSON.parse((await vsOk(['check', img.srcVhdx, `${S}/dir/target.vhdx`, '--json'], env)).stdout);
     expect(before.changedBlocks).toBe(expected);
@@ -66,10 +66,11 @@ go('vhdsync workflow with the target on an SMB share', () => {
     expect(runStatus('qemu-img', ['info', '-f', 'vhdx', local('dir/target_diff.vhdx')]).stderr).toMatch(/not supported/i);
 
     // Locators as Hyper-V reads them: relative, and the UNC path (no smb:// URL, user or port in the file).
-    const info = JSON.parse((await vsOk(['info', `${S}/dir/target_diff.vhdx`, '--json'], env)).stdout);
+    const [infoRun, getRun] = await Promise.all([vsOk(['info', `${S}/dir/target_diff.vhdx`, '--json'], env), vsOk(['get', `${S}/dir/target_diff.vhdx`, 'type'], env)]);
+    const info = JSON.parse(infoRun.stdout);
+    expect(getRun.stdout.trim()).toBe('differencing');
     expect(info.parentLocator).toMatchObject({ relative_path: '.\\target.vhdx', absolute_win32_path: '\\\\127.0.0.1\\share\\dir\\target.vhdx' });
     expect(run('vhdiinfo', [local('dir/target_diff.vhdx')]).toString()).toContain('Parent filename\t\t: \\\\127.0.0.1\\share\\dir\\target.vhdx\n');
-    expect((await vsOk(['get', `${S}/dir/target_diff.vhdx`, 'type'], env)).stdout.trim()).toBe('differencing');
 
     const merged = await vsOk(['merge', `${S}/dir/target_diff.vhdx`], env);
     expect(merged.stdout).toContain('metafile rotated');
@@ -77,12 +78,14 @@ go('vhdsync workflow with the target on an SMB share', () => {
     expect(qemuSame(local('dir/target.vhdx'), 'vhdx', img.srcRaw, 'raw')).toEqual({ same: true, output: 'Images are identical.\n' });
     expect(runStatus('qemu-img', ['check', '-q', '-f', 'vhdx', local('dir/target.vhdx')]).status).toBe(0);
 
-    const after = JSON.parse((await vsOk(['check', img.srcVhdx, `${S}/dir/target.vhdx`, '--json'], env)).stdout);
-    expect(after.changedBlocks).toBe(0);
-    await vsOk(['validate', `${S}/dir/target.vhdx`], env);
-
-    // convert share -> local: our reader over SMB gives qemu's view of the source.
-    await vsOk(['convert', `${S}/dir/target.vhdx`, path.join(dir, 'back.raw')], env);
+    // check finds nothing, validate re-hashes the merged target on the share, and convert share -> local gives
+    // qemu's view of the source through our reader over SMB.
+    const [after] = await Promise.all([
+      vsOk(['check', img.srcVhdx, `${S}/dir/target.vhdx`, '--json'], env),
+      vsOk(['validate', `${S}/dir/target.vhdx`], env),
+      vsOk(['convert', `${S}/dir/target.vhdx`, path.join(dir, 'back.raw')], env),
+    ]);
+    expect(JSON.parse(after.stdout).changedBlocks).toBe(0);
     expect(readFileSync(path.join(dir, 'back.raw')).equals(readFileSync(img.srcRaw))).toBe(true);
   });
 
