@@ -75,8 +75,13 @@ describe('vhdsync createmeta / check / validate (raw images)', () => {
       { firstBlock: 5, blocks: 1, offset: 10 * MiB, length: 2 * MiB },
       { firstBlock: 10, blocks: 1, offset: 20 * MiB, length: 4096 },
     ]);
-    // Metafiles can be named directly.
+    // Metafiles can be named directly; one whose image is not next to it (a target kept elsewhere) is trusted.
     expect(JSON.parse(cli(['check', '--json', `${a}.blocklist.bin`, `${p('b.raw')}.blocklist.bin`]).stdout).changedBlocks).toBe(3);
+    fs.mkdirSync(p('elsewhere'));
+    fs.copyFileSync(`${p('b.raw')}.blocklist.bin`, path.join(p('elsewhere'), 'gone.raw.blocklist.bin'));
+    const away = cli(['check', '--json', a, path.join(p('elsewhere'), 'gone.raw.blocklist.bin')]);
+    expect(away.status).toBe(0);
+    expect(JSON.parse(away.stdout)).toMatchObject({ target: path.join(p('elsewhere'), 'gone.raw.blocklist.bin'), changedBlocks: 3 });
   });
 
   it('check refuses missing, stale, corrupt and incompatible metafiles with one line naming the file and the fix', () => {
