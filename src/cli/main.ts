@@ -36,13 +36,13 @@ export async function main(argv: string[]): Promise<number> {
     .wrap(Math.min(110, process.stdout.columns ?? 100))
     .exitProcess(false)
     .fail((msg, err) => {
-      throw err ?? new UsageError(msg);
+      throw err ?? new UsageError(oneLine(msg));
     });
   try {
     await parser.parseAsync();
   } catch (err) {
     if (!(err instanceof UsageError) && isYargsValidation(err)) {
-      process.stderr.write(`vhdsync: ${(err as Error).message}\n`);
+      process.stderr.write(`vhdsync: ${oneLine((err as Error).message)}\n`);
       return EXIT_USAGE;
     }
     code = reportError(err, debug);
@@ -50,6 +50,11 @@ export async function main(argv: string[]): Promise<number> {
     await closeAllSmbSessions().catch(() => {});
   }
   return code;
+}
+
+/** yargs words some messages over several lines ("Invalid values:\n  Argument: ..."); errors here are one line. */
+function oneLine(text: string): string {
+  return text.replace(/:\s*\n\s*/g, ': ').replace(/\s*\n\s*/g, '; ').trim();
 }
 
 function isYargsValidation(err: unknown): boolean {
