@@ -44,6 +44,17 @@ go('smbd killed in the middle of a copy onto the share', () => {
   const { dir, cleanup } = makeTempDir('vhdsync-smb-kill-');
   const env = passwordEnv();
   const vm = () => path.join(server.shareDir, 'vm');
+  /** Runs this test started that may still be alive (stopped, if an assertion failed in between). */
+  const running = new Set<number>();
+  const start = (args: string[], e: NodeJS.ProcessEnv) => {
+    const c = startCli(args, e);
+    running.add(c.pid);
+    void c.done.then(() => running.delete(c.pid));
+    return c;
+  };
+  afterEach(() => {
+    for (const pid of running) process.kill(pid, 'SIGKILL');
+  });
 
   beforeAll(async () => {
     usePrivateCli(dir);
@@ -63,7 +74,7 @@ go('smbd killed in the middle of a copy onto the share', () => {
   /** Starts the copy onto `target` and freezes it once its diff's temp file holds 4 MiB of data. */
   async function copyFrozenMidway(target: string, extraEnv: NodeJS.ProcessEnv = {}) {
     const args = ['copy', img.srcVhdx, `${S}/vm/${target}.vhdx`];
-    const c = startCli(args, { ...env, ...extraEnv });
+    const c = start(args, { ...env, ...extraEnv });
     const midway = await waitFor(() => partialHolds(vm(), `${target}_diff.vhdx`, 4 * MiB), c.done);
     if (!midway) throw new Error(`the copy ended before it could be interrupted: ${JSON.stringify(await c.done)}`);
     process.kill(c.pid, 'SIGSTOP');
@@ -92,7 +103,7 @@ go('smbd killed in the middle of a copy onto the share', () => {
 
     // Now the merge on the share, frozen once its state file is there (it has begun changing the target).
     const mergeArgs = ['merge', '--json', `${S}/vm/t1_diff.vhdx`];
-    const m = startCli(mergeArgs, { ...env, VHDSYNC_SMB_RECONNECT: '1' });
+    const m = start(mergeArgs, { ...env, VHDSYNC_SMB_RECONNECT: '1' });
     const state = path.join(vm(), 't1.vhdx.merge-state.json');
     if (!(await waitFor(() => existsSync(state), m.done))) throw new Error(`the merge ended before it could be interrupted: ${JSON.stringify(await m.done)}`);
     process.kill(m.pid, 'SIGSTOP');
