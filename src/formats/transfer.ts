@@ -1,5 +1,6 @@
 import type { Disk } from './disk.js';
 import { isAllZero } from '../util/struct.js';
+import { allocAligned } from '../util/aligned.js';
 
 /** Reads are this large; several are in flight while one write runs. */
 const CHUNK = 4 << 20;
@@ -45,11 +46,16 @@ export async function copyDiskContent(src: Disk, dst: Disk, opts: TransferOption
   const gran = opts.zeroGranularity ?? (dst.blockSize > 0 ? Math.min(dst.blockSize, 1 << 20) : 64 << 10);
   const pieces = dataPieces(src);
   const inflight: Array<Promise<{ piece: Piece; buf: Buffer }>> = [];
+  // One buffer per read in flight plus the one being written; page aligned, as copies from the page cache into
+  // unaligned memory run several times slower (docs/performance.md, createmeta).
+  const pool = Array.from({ length: READS_IN_FLIGHT + 1 }, () => allocAligned(CHUNK));
+  let nextBuffer = 0;
   const next = async (): Promise<boolean> => {
     const r = await pieces.next();
     if (r.done) return false;
     const piece = r.value;
-    const read = piece.data ? src.read(piece.offset, piece.length) : Promise.resolve(Buffer.alloc(0));
+    const into = pool[nextBuffer++ % pool.length].subarray(0, piece.length);
+    const read = piece.data ? src.read(piece.offset, piece.length, into) : Promise.resolve(Buffer.alloc(0));
     inflight.push(read.then((buf) => ({ piece, buf })));
     return true;
   };
