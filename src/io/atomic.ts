@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Location } from './location.js';
-import { AlreadyExistsError, NotFoundError } from '../util/errors.js';
+import { AlreadyExistsError, NotFoundError, VhdsyncError } from '../util/errors.js';
 
 /** The temporary name `writeAtomically` uses for `target`: hidden, next to it, unique per call. */
 export function tempLocationFor(target: Location): Location {
@@ -41,6 +41,10 @@ export async function writeAtomically<T>(
     // A missing folder shows up as the hidden temp name not being found: name the folder instead.
     const dir = store.paths.dirname(path);
     if (err instanceof NotFoundError && !(await store.stat(dir).catch(() => 'unknown'))) throw new NotFoundError('no such directory', store.display(dir));
+    // The user never named the hidden temp file: errors about it (permission denied, no space) are about the target.
+    if (err instanceof VhdsyncError && err.subject === store.display(temp.path)) {
+      throw err.withSubject(store.display(path));
+    }
     throw err;
   } finally {
     if (!ok) await store.unlink(temp.path).catch(() => {});

@@ -14,6 +14,13 @@ export class VhdsyncError extends Error {
     this.name = new.target.name;
   }
 
+  /** The same error (same class) about another subject, e.g. a file's final name instead of its temp name. */
+  withSubject(subject: string): this {
+    const copy = Object.create(Object.getPrototypeOf(this)) as this;
+    Object.assign(copy, this, { subject, message: this.message, stack: this.stack });
+    return copy;
+  }
+
   /** One line for the user: `<subject>: <message>` or just the message. */
   describe(): string {
     return this.subject ? `${this.subject}: ${this.message}` : this.message;

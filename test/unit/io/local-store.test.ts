@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { localStore } from '../../../src/io/local.js';
 import { writeAtomically } from '../../../src/io/atomic.js';
 import { parseLocation } from '../../../src/io/location.js';
-import { AlreadyExistsError, NotFoundError, UsageError } from '../../../src/util/errors.js';
+import { AlreadyExistsError, IoError, NotFoundError, UsageError } from '../../../src/util/errors.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 
 describe('local byte store', () => {
@@ -59,6 +59,17 @@ describe('local byte store', () => {
     });
     expect(fs.readFileSync(target.path, 'utf8')).toBe('done');
     await expect(writeAtomically(target, async () => {})).rejects.toBeInstanceOf(AlreadyExistsError);
+  });
+
+  it('names the final file, never the hidden temp name, when the temp file cannot be made', async () => {
+    const target = await parseLocation(path.join(tmp.dir, 'out.img'));
+    const denied = new IoError('permission denied', 'placeholder');
+    const err = await writeAtomically(target, async (temp) => {
+      throw denied.withSubject(temp.path);
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(IoError);
+    expect((err as IoError).describe()).toBe(`${target.path}: permission denied`);
+    await expect(writeAtomically(await parseLocation(path.join(tmp.dir, 'no/such/dir/x')), async () => {})).rejects.toThrow(/no such directory/);
   });
 
   it('refuses unknown URL schemes', async () => {
