@@ -9,48 +9,16 @@
 //   - `rsync --inplace --no-whole-file SOURCE OLDCOPY` (rolling checksums over both files; the usual tool)
 //   - the physical limit: read exactly the changed ranges from SOURCE and write them into a file, then fsync
 //     (python3 os.pread/os.pwrite, one process) — what any tool must at least do.
-// Prints a Markdown table and the diff's size (apparent and du).
-import { spawnSync } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+// Prints a Markdown table and the diff's size (apparent and du). VHDSYNC_BIN: a private build (bench/lib.js).
+import { closeSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { BIN, PIECE, benchDir, distinctRandom, flag, header, opt, randomFile, rewritePieces, sh, timedRuns } from './lib.js';
 
-const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : dflt;
-};
 const RUNS = Number(opt('--runs', 3));
-const DIR = path.resolve(opt('--dir', path.join(tmpdir(), 'vhdsync-bench-copy')));
+const DIR = benchDir('vhdsync-bench-copy');
 const SIZE = Number(opt('--size-gib', 4)) * 2 ** 30;
-const KEEP = args.includes('--keep');
-// VHDSYNC_BIN: a private build (the shared dist/ may be rebuilt by other runs while benchmarking).
-const BIN = process.env.VHDSYNC_BIN ?? path.resolve('bin/vhdsync.js');
-const MiB = 1 << 20;
-const PIECE = 64 << 10;
-mkdirSync(DIR, { recursive: true });
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const load = () => spawnSync('cat', ['/proc/loadavg'], { encoding: 'utf8' }).stdout.split(' ').slice(0, 3).join(' ');
-
-function sh(cmd, argv, opts = {}) {
-  const r = spawnSync(cmd, argv, { encoding: 'utf8', maxBuffer: 1 << 26, ...opts });
-  if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed: ${r.stderr}`);
-  return r.stdout;
-}
-
-function timed(cmd, argv, before) {
-  const secs = [];
-  let out = '';
-  for (let i = 0; i < RUNS; i++) {
-    before?.();
-    const t = process.hrtime.bigint();
-    out = sh(cmd, argv);
-    secs.push(Number(process.hrtime.bigint() - t) / 1e9);
-  }
-  return { seconds: median(secs), min: Math.min(...secs), max: Math.max(...secs), out };
-}
+const KEEP = flag('--keep');
+const timed = (cmd, argv, before) => timedRuns(RUNS, cmd, argv, before);
 
 const f = (n) => path.join(DIR, n);
 const old = f('old.raw');
@@ -61,24 +29,17 @@ const limitOut = f('limit.out');
 const diff = f('target_diff.vhdx');
 
 // Old content: random data, so nothing is skipped as zero.
-if (!existsSync(old) || statSync(old).size !== SIZE) {
-  const fd = openSync(old, 'w');
-  const buf = Buffer.allocUnsafe(64 * MiB);
-  for (let off = 0; off < SIZE; off += buf.length) writeSync(fd, randomFillSync(buf), 0, Math.min(buf.length, SIZE - off), off);
-  closeSync(fd);
-}
+randomFile(old, SIZE);
 rmSync(target, { force: true });
 sh('qemu-img', ['convert', '-f', 'raw', '-O', 'vhdx', '-o', 'subformat=dynamic,block_size=32M', old, target]);
 sh('cp', [old, source]);
 // 1% of the 64 KiB pieces, at random distinct places.
 const pieces = SIZE / PIECE;
-const chosen = new Set();
-while (chosen.size < Math.round(pieces / 100)) chosen.add(Math.floor(Math.random() * pieces));
-const ranges = [...chosen].sort((a, b) => a - b).map((i) => i * PIECE);
+const picked = distinctRandom(pieces, Math.round(pieces / 100)).sort((a, b) => a - b);
+const ranges = picked.map((i) => i * PIECE);
 {
   const fd = openSync(source, 'r+');
-  const buf = Buffer.allocUnsafe(PIECE);
-  for (const off of ranges) writeSync(fd, randomFillSync(buf), 0, PIECE, off);
+  rewritePieces(fd, picked);
   closeSync(fd);
 }
 const changed = ranges.length * PIECE;
@@ -87,7 +48,7 @@ sh(process.execPath, [BIN, 'createmeta', '--block-size', '64K', source, target])
 // Warm the page cache for every contestant alike.
 sh('sh', ['-c', 'cat "$1" "$2" "$3" > /dev/null', 'sh', old, source, target]);
 
-console.log(`# copy benchmark, ${new Date().toISOString()}, node ${process.version}, ${RUNS} runs, load average ${load()}\n`);
+header('copy', RUNS);
 console.log(`${(SIZE / 2 ** 30).toFixed(0)} GiB random image, ${ranges.length} changed 64 KiB pieces = ${(changed / 1e6).toFixed(1)} MB (1%), metafile blocks 64 KiB, target VHDX 32 MiB blocks, page cache warm.\n`);
 
 const rmDiff = () => {

@@ -8,28 +8,19 @@
 // Peak memory comes from /usr/bin/time -v when installed. Prints Markdown tables.
 import { spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { existsSync, mkdirSync, openSync, writeSync, closeSync, ftruncateSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, openSync, writeSync, closeSync, ftruncateSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { digestBlock } from '../dist/meta/hashers.js';
+import { GiB, MiB, benchDir, flag, gbps as rate, header, median, opt, randomFile } from './lib.js';
 
-const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : dflt;
-};
 const RUNS = Number(opt('--runs', 3));
-const DIR = path.resolve(opt('--dir', path.join(tmpdir(), 'vhdsync-bench')));
-const KEEP = args.includes('--keep');
+const DIR = benchDir('vhdsync-bench');
+const KEEP = flag('--keep');
+// This checkout's CLI, like the digests from ../dist above: this script does not read VHDSYNC_BIN.
 const BIN = path.resolve('bin/vhdsync.js');
-const GiB = 1 << 30;
-const MiB = 1 << 20;
 const TIME = existsSync('/usr/bin/time') ? '/usr/bin/time' : null;
-mkdirSync(DIR, { recursive: true });
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (s) => `${s.toFixed(2)} s`;
-const rate = (bytes, s) => `${(bytes / s / 1e9).toFixed(2)} GB/s`;
 
 /** Runs a command, returning wall seconds and peak RSS in MiB (null without /usr/bin/time). */
 function timed(cmd, argv) {
@@ -61,14 +52,6 @@ const dropCaches = () => {
   }
 };
 
-function randomFile(file, size) {
-  if (existsSync(file) && statSync(file).size === size) return;
-  const fd = openSync(file, 'w');
-  const buf = Buffer.allocUnsafe(64 * MiB);
-  for (let off = 0; off < size; off += buf.length) writeSync(fd, randomFillSync(buf), 0, Math.min(buf.length, size - off), off);
-  closeSync(fd);
-}
-
 const catNull = (file) => timed('sh', ['-c', 'cat "$1" > /dev/null', 'sh', file]);
 /** createmeta's wall time (with Node's startup) and its own `seconds` (without). */
 const createmeta = (file, extra = []) => {
@@ -76,9 +59,8 @@ const createmeta = (file, extra = []) => {
   return { ...r, inner: JSON.parse(r.stdout)[0].seconds };
 };
 const row = (cells) => console.log(`| ${cells.join(' | ')} |`);
-const load = () => (spawnSync('cat', ['/proc/loadavg'], { encoding: 'utf8' }).stdout.split(' ').slice(0, 3).join(' '));
 
-console.log(`# createmeta benchmark, ${new Date().toISOString()}, node ${process.version}, ${RUNS} runs, load average ${load()}\n`);
+header('createmeta', RUNS);
 
 // 1. Digest rates in memory.
 {
@@ -123,7 +105,7 @@ randomFile(big, 4 * GiB);
   line('`vhdsync createmeta --hash sha256`', cmSha);
   console.log(`\ncreatemeta / xxhsum -H2: ${(cm.seconds / xx.seconds).toFixed(2)} wall, ${(cm.inner / xx.seconds).toFixed(2)} in-process (below 1 = faster)\n`);
 
-  if (args.includes('--skip-cold')) {
+  if (flag('--skip-cold')) {
     console.log('cold runs skipped (--skip-cold)\n');
   } else if (!dropCaches()) {
     console.log('cold runs skipped: /proc/sys/vm/drop_caches is not writable here (needs root outside a container)\n');
@@ -147,7 +129,7 @@ randomFile(big, 4 * GiB);
 }
 
 // 4. Time follows data, not virtual size.
-if (!args.includes('--skip-vhdx')) {
+if (!flag('--skip-vhdx')) {
   console.log('## Dynamic VHDX holding 1 GiB of random data (qemu-img convert)\n');
   const raws = [];
   const make = (virtual) => {

@@ -1,15 +1,15 @@
 #!/usr/bin/env node
-// Runs every benchmark script in bench/ (all *.js but this one) in turn with its default settings, after
-// `npm run build`; BENCH=createmeta,copy selects scripts by name prefix. The scripts take different arguments,
-// so none are passed on: run a script directly to change its settings. A failing script is reported and the
-// others still run. Benchmarks are not part of CI.
+// Runs every benchmark script in bench/ (all *.js but this one and lib.js, the scripts' shared helpers) in turn
+// with its default settings, after `npm run build`; BENCH=createmeta,copy selects scripts by name prefix. The
+// scripts take different arguments, so none are passed on: run a script directly to change its settings. A
+// failing script is reported and the others still run. Benchmarks are not part of CI.
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const scripts = readdirSync(here).filter((n) => n.endsWith('.js') && n !== 'run.js').sort();
+const scripts = readdirSync(here).filter((n) => n.endsWith('.js') && n !== 'run.js' && n !== 'lib.js').sort();
 const only = process.env.BENCH ? process.env.BENCH.split(',') : null;
 let failed = 0;
 for (const s of scripts) {

@@ -11,39 +11,23 @@
 //     own reported rate is printed as well).
 // For metafile block sizes 64 KiB (changed bytes ~ 1% of the image) and 2 MiB, the default (most 2 MiB blocks
 // hold a changed piece, so far more moves). VHDSYNC_BIN: a private build of bin/vhdsync.js.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import {
+  BIN, MiB, PIECE, SAMBA, distinctRandom, load, median, opt, randomFile, randomPort, rewritePieces, run, sh, smbclientArgv, smbclientRate, startSamba,
+} from './lib.js';
 
-const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : dflt;
-};
-const MiB = 1 << 20;
 const SIZE = Number(opt('--size-mib', 1024)) * MiB;
 const RUNS = Number(opt('--runs', 3));
 const BASE_DIR = opt('--dir', '/dev/shm');
-const BIN = process.env.VHDSYNC_BIN ?? path.resolve('bin/vhdsync.js');
-const PIECE = 64 << 10;
-const script = path.resolve('scripts/samba/samba.sh');
-const user = 'vhdsynctest';
-const password = 'Secret-Pass1';
-const port = 4000 + Math.floor(Math.random() * 20000);
+const { user, password } = SAMBA;
+const port = randomPort();
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const load = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-
-function sh(cmd, argv, opts = {}) {
-  const r = spawnSync(cmd, argv, { encoding: 'utf8', maxBuffer: 1 << 26, ...opts });
-  if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed: ${r.stderr || r.stdout}`);
-  return r;
-}
-
+/** One run of a command: wall milliseconds, and stdout and stderr together. */
 function timed(cmd, argv, opts) {
   const t = process.hrtime.bigint();
-  const r = sh(cmd, argv, opts);
+  const r = run(cmd, argv, opts);
   return { ms: Number(process.hrtime.bigint() - t) / 1e6, out: r.stdout + r.stderr };
 }
 
@@ -57,22 +41,15 @@ try {
   // Old content, random; the source rewrites 1% of the 64 KiB pieces.
   const base = path.join(scratch, 'base.raw');
   const source = path.join(scratch, 'source.raw');
-  const buf = Buffer.allocUnsafe(16 * MiB);
-  let fd = openSync(base, 'w');
-  for (let off = 0; off < SIZE; off += buf.length) writeSync(fd, randomFillSync(buf), 0, Math.min(buf.length, SIZE - off), off);
-  closeSync(fd);
+  randomFile(base, SIZE);
   sh('cp', ['--sparse=always', base, source]);
   const pieces = SIZE / PIECE;
-  const chosen = new Set();
-  while (chosen.size < Math.ceil(pieces / 100)) chosen.add(Math.floor(Math.random() * pieces));
-  fd = openSync(source, 'r+');
-  const piece = Buffer.allocUnsafe(PIECE);
-  for (const p of chosen) writeSync(fd, randomFillSync(piece), 0, PIECE, p * PIECE);
+  const fd = openSync(source, 'r+');
+  rewritePieces(fd, distinctRandom(pieces, Math.ceil(pieces / 100)));
   closeSync(fd);
 
-  execFileSync(script, ['start', sambaDir, String(port), '--aio', 'on'], { stdio: 'inherit' });
-  const smbclient = (cmd) =>
-    timed('smbclient', ['//127.0.0.1/share', '-s', path.join(sambaDir, 'smb.conf'), '-p', String(port), '-U', `${user}%${password}`, '-c', cmd]);
+  startSamba(sambaDir, port);
+  const smbclient = (cmd) => timed('smbclient', smbclientArgv(sambaDir, port, cmd));
 
   const rows = [];
   for (const blockSize of ['64K', '2M']) {
@@ -80,7 +57,7 @@ try {
     sh('qemu-img', ['convert', '-f', 'raw', '-O', 'vhdx', '-o', 'subformat=dynamic', base, path.join(share, name)]);
     sh(process.execPath, [BIN, 'createmeta', '--block-size', blockSize, url(name)], { env });
     sh(process.execPath, [BIN, 'createmeta', '--block-size', blockSize, source], { env });
-    const plan = JSON.parse(sh(process.execPath, [BIN, 'check', '--json', source, url(name)], { env }).stdout);
+    const plan = JSON.parse(sh(process.execPath, [BIN, 'check', '--json', source, url(name)], { env }));
 
     // The same changed bytes, as one local file for smbclient.
     const changed = path.join(scratch, `changed-${blockSize}.bin`);
@@ -103,8 +80,8 @@ try {
       inside.push(summary.seconds * 1000);
       const p = smbclient(`put ${changed} changed-${blockSize}.bin`);
       theirs.push(p.ms);
-      const m = /average ([\d.]+) (?:kb\/s|KiloBytes\/sec)/.exec(p.out);
-      if (m) theirRate.push(Number(m[1]) / 1024);
+      const kbps = smbclientRate(p.out);
+      if (kbps !== null) theirRate.push(kbps / 1024);
     }
     rows.push({ blockSize, changedBytes: plan.changedBytes, changedBlocks: plan.changedBlocks, diffSize, ours: median(ours), inside: median(inside), theirs: median(theirs), rate: median(theirRate) });
   }
@@ -122,6 +99,6 @@ try {
     );
   }
 } finally {
-  spawnSync(script, ['stop', sambaDir], { stdio: 'inherit' });
+  spawnSync(SAMBA.script, ['stop', sambaDir], { stdio: 'inherit' });
   rmSync(scratch, { recursive: true, force: true });
 }

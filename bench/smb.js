@@ -10,14 +10,12 @@ import * as path from 'node:path';
 import { tmpdir } from 'node:os';
 import { SmbClient } from '../dist/io/smb/client.js';
 import { SmbStore } from '../dist/io/smb/store.js';
+import { MiB, SAMBA, randomPort, smbclientArgv, smbclientRate, startSamba } from './lib.js';
 
-const MiB = 1 << 20;
 const size = Number(process.argv[2] ?? 256) * MiB;
 const CALL = 16 * MiB; // bytes per read()/write() call; the client splits it into 1 MiB requests in flight together
-const script = path.resolve('scripts/samba/samba.sh');
-const user = 'vhdsynctest';
-const password = 'Secret-Pass1';
-const port = 4000 + Math.floor(Math.random() * 20000);
+const { script, user, password } = SAMBA;
+const port = randomPort();
 const scratch = mkdtempSync(path.join('/dev/shm', 'vhdsync-bench-'));
 const source = path.join(scratch, 'source.bin');
 writeFileSync(source, randomBytes(size));
@@ -41,21 +39,20 @@ async function timeIt(fn) {
 
 function smbclient(dir, cmd, protection) {
   const t = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', '%U %S', 'smbclient', `//127.0.0.1/share`, '-s', path.join(dir, 'smb.conf'), '-p', String(port),
-    '-U', `${user}%${password}`, `--client-protection=${protection}`, '-c', cmd], { encoding: 'utf8' });
+  const r = spawnSync('/usr/bin/time', ['-f', '%U %S', 'smbclient', ...smbclientArgv(dir, port, cmd, [`--client-protection=${protection}`])], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`smbclient failed: ${r.stderr || r.stdout}`);
   const [u, sy] = r.stderr.trim().split('\n').pop().split(' ').map(Number);
   // smbclient's own rate excludes its start-up, connect and logon: the fair comparison, used for the ratios.
-  const m = /average ([\d.]+) (?:kb\/s|KiloBytes\/sec)/.exec(r.stdout + r.stderr);
-  if (!m) throw new Error(`no rate in smbclient output: ${r.stdout}`);
-  const ms = (size / 1024 / Number(m[1])) * 1000;
+  const kbps = smbclientRate(r.stdout + r.stderr);
+  if (kbps === null) throw new Error(`no rate in smbclient output: ${r.stdout}`);
+  const ms = (size / 1024 / kbps) * 1000;
   return { ms, wallMs: Number(process.hrtime.bigint() - t) / 1e6, cpuMs: (u + sy) * 1000 };
 }
 
 const rows = [];
 for (const cfg of configs) {
   const dir = mkdtempSync(path.join(tmpdir(), 'vhdsync-bench-samba-'));
-  execFileSync(script, ['start', dir, String(port), '--aio', 'on', ...cfg.args], { stdio: 'inherit' });
+  startSamba(dir, port, cfg.args);
   try {
     const client = new SmbClient({ host: '127.0.0.1', port, credentials: { user, password, domain: '' } });
     const store = new SmbStore(client, 'share', `smb://${user}@127.0.0.1:${port}/share`);
