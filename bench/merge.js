@@ -3,7 +3,7 @@
 // Run after `npm run build`:  node bench/merge.js [--dir DIR] [--runs N] [--size-gib N] [--keep]
 // Target: a dynamic VHDX (32 MiB blocks) of a random raw image (4 GiB by default; old.raw is shared with
 // bench/copy.js). Two diffs are made with `vhdsync copy` (untimed):
-//   A. 1 GiB of new random data in one region -> merge throughput, against `dd bs=4M conv=notrunc,fsync`
+//   A. 1 GiB of new random data in one region (a quarter of the image when it is under 4 GiB) -> merge throughput, against `dd bs=4M conv=notrunc,fsync`
 //      writing the same 1 GiB from the source into a raw copy (the cost of just putting the bytes in place);
 //   B. 1% of the 64 KiB pieces changed at random places -> a scattered merge (many extents, partial blocks).
 // Each run restores the target and merges with --keep-diff; page cache warm; median of N runs.
@@ -48,10 +48,12 @@ function makeDiff(name, edit) {
   return { src, diff: path.join(out, 'm-target_diff.vhdx') };
 }
 
-const regionAt = GiB;
+// Region A is 1 GiB at 1 GiB on the default 4 GiB image; smaller images get a quarter of their size at their middle.
+const REGION = Math.min(GiB, SIZE / 4);
+const regionAt = Math.min(GiB, SIZE / 2);
 const A = makeDiff('m-source-a.raw', (fd) => {
   const buf = Buffer.allocUnsafe(64 * MiB);
-  for (let off = 0; off < GiB; off += buf.length) writeSync(fd, randomFillSync(buf), 0, buf.length, regionAt + off);
+  for (let off = 0; off < REGION; off += buf.length) writeSync(fd, randomFillSync(buf), 0, Math.min(buf.length, REGION - off), regionAt + off);
 });
 const B = makeDiff('m-source-b.raw', (fd) => rewritePieces(fd, distinctRandom(SIZE / PIECE, Math.round(SIZE / PIECE / 100))));
 
@@ -70,13 +72,13 @@ function benchMerge(d) {
 }
 const mA = benchMerge(A);
 const ddTarget = f('m-dd.raw');
-const dd = timed('dd', [`if=${A.src}`, `of=${ddTarget}`, 'bs=4M', `skip=${regionAt / (4 * MiB)}`, `seek=${regionAt / (4 * MiB)}`, `count=${GiB / (4 * MiB)}`, 'conv=notrunc,fsync', 'status=none'], () => sh('cp', [old, ddTarget]));
+const dd = timed('dd', [`if=${A.src}`, `of=${ddTarget}`, 'bs=4M', `skip=${regionAt / (4 * MiB)}`, `seek=${regionAt / (4 * MiB)}`, `count=${REGION / (4 * MiB)}`, 'conv=notrunc,fsync', 'status=none'], () => sh('cp', [old, ddTarget]));
 const mB = benchMerge(B);
 
 console.log('| what | median (min-max) | rate |');
 console.log('|---|---|---|');
-console.log(`| \`dd bs=4M conv=notrunc,fsync\` of the 1 GiB region into a raw copy | ${dd.seconds.toFixed(2)} s (${dd.min.toFixed(2)}-${dd.max.toFixed(2)}) | ${gbps(GiB, dd.seconds)} |`);
-console.log(`| \`vhdsync merge\` A: 1 GiB contiguous (${mA.summary.extentsMerged} extents, ${mA.summary.blocksMerged} parent blocks) | ${mA.seconds.toFixed(2)} s (${mA.min.toFixed(2)}-${mA.max.toFixed(2)}) | ${gbps(mA.summary.bytesMerged, mA.seconds)} |`);
+console.log(`| \`dd bs=4M conv=notrunc,fsync\` of the ${REGION / MiB} MiB region into a raw copy | ${dd.seconds.toFixed(2)} s (${dd.min.toFixed(2)}-${dd.max.toFixed(2)}) | ${gbps(REGION, dd.seconds)} |`);
+console.log(`| \`vhdsync merge\` A: ${REGION / MiB} MiB contiguous (${mA.summary.extentsMerged} extents, ${mA.summary.blocksMerged} parent blocks) | ${mA.seconds.toFixed(2)} s (${mA.min.toFixed(2)}-${mA.max.toFixed(2)}) | ${gbps(mA.summary.bytesMerged, mA.seconds)} |`);
 console.log(`| \`vhdsync merge\` B: 1% scattered 64 KiB (${(mB.summary.bytesMerged / 1e6).toFixed(1)} MB, ${mB.summary.extentsMerged} extents, ${mB.summary.blocksMerged} parent blocks) | ${mB.seconds.toFixed(2)} s (${mB.min.toFixed(2)}-${mB.max.toFixed(2)}) | ${gbps(mB.summary.bytesMerged, mB.seconds)} |`);
 console.log(`\nRatio: merge A / dd ${(mA.seconds / dd.seconds).toFixed(2)}x`);
 
