@@ -1,6 +1,7 @@
 import type { Disk } from './disk.js';
 import { isAllZero } from '../util/struct.js';
 import { allocAligned } from '../util/aligned.js';
+import { prefetch } from '../util/prefetch.js';
 
 /** Reads are this large; several are in flight while one write runs. */
 const CHUNK = 4 << 20;
@@ -44,27 +45,14 @@ interface Piece {
 export async function copyDiskContent(src: Disk, dst: Disk, opts: TransferOptions = {}): Promise<TransferStats> {
   const stats: TransferStats = { scanned: 0, read: 0, written: 0, skipped: 0 };
   const gran = opts.zeroGranularity ?? (dst.blockSize > 0 ? Math.min(dst.blockSize, 1 << 20) : 64 << 10);
-  const pieces = dataPieces(src);
-  const inflight: Array<Promise<{ piece: Piece; buf: Buffer }>> = [];
   // One buffer per read in flight plus the one being written; page aligned, as copies from the page cache into
   // unaligned memory run several times slower (docs/performance.md, createmeta).
   const pool = Array.from({ length: READS_IN_FLIGHT + 1 }, () => allocAligned(CHUNK));
   let nextBuffer = 0;
-  const next = async (): Promise<boolean> => {
-    const r = await pieces.next();
-    if (r.done) return false;
-    const piece = r.value;
-    const into = pool[nextBuffer++ % pool.length].subarray(0, piece.length);
-    const read = piece.data ? src.read(piece.offset, piece.length, into) : Promise.resolve(Buffer.alloc(0));
-    inflight.push(read.then((buf) => ({ piece, buf })));
-    return true;
-  };
-  let more = true;
-  for (let i = 0; i < READS_IN_FLIGHT && more; i++) more = await next();
-  while (inflight.length) {
-    const { piece, buf } = await inflight.shift()!;
-    if (more) more = await next();
-    if (!piece.data) {
+  const read = (piece: Piece) =>
+    piece.data ? src.read(piece.offset, piece.length, pool[nextBuffer++ % pool.length].subarray(0, piece.length)) : Promise.resolve(null);
+  for await (const { item: piece, value: buf } of prefetch(dataPieces(src), read, READS_IN_FLIGHT)) {
+    if (!buf) {
       opts.onProgress?.(piece.length);
       continue;
     }
@@ -74,9 +62,7 @@ export async function copyDiskContent(src: Disk, dst: Disk, opts: TransferOption
       const abs = piece.offset + off;
       const end = Math.min(piece.length, off + (gran - (abs % gran)));
       const part = buf.subarray(off, end);
-      if (isAllZero(part)) {
-        stats.skipped += part.length;
-      } else {
+      if (!isAllZero(part)) {
         await dst.write(abs, part);
         stats.written += part.length;
       }

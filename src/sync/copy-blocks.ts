@@ -8,6 +8,7 @@ import type { HashAlgorithm } from '../meta/hashers.js';
 import { digestBlock, zeroDigest } from '../meta/hashers.js';
 import { displayLocation } from '../io/location.js';
 import { ContentChangedError } from '../util/errors.js';
+import { prefetch } from '../util/prefetch.js';
 import { isAllZero } from '../util/struct.js';
 
 /** Contiguous changed blocks are read together up to this many bytes. */
@@ -79,19 +80,8 @@ async function readRun(source: Disk, run: Run): Promise<Buffer | null> {
 export async function copyChangedBlocks(source: Disk, diff: Disk, blocks: AsyncIterable<ChangedBlock> | Iterable<ChangedBlock>, opts: CopyBlocksOptions): Promise<CopyBlocksStats> {
   const { blockSize: bs, algorithm } = opts;
   const stats: CopyBlocksStats = { blocks: 0, dataBytes: 0, zeroBytes: 0, readBytes: 0 };
-  const runs = runsOf(blocks, bs, source.virtualSize);
-  const fetch = async (): Promise<{ run: Run; data: Buffer | null } | null> => {
-    const r = await runs.next();
-    if (r.done) return null;
-    return { run: r.value, data: await readRun(source, r.value) };
-  };
-  let next = fetch();
-  for (;;) {
-    const cur = await next;
-    if (!cur) break;
-    next = fetch();
-    next.catch(() => {});
-    const { run, data } = cur;
+  // One run read ahead while the previous one is verified and written.
+  for await (const { item: run, value: data } of prefetch(runsOf(blocks, bs, source.virtualSize), (r) => readRun(source, r), 2)) {
     if (data) stats.readBytes += run.length;
     // Consecutive blocks of one kind go to the diff in one call.
     let pendStart = run.offset;

@@ -10,6 +10,7 @@ import { metafileLocationFor } from '../meta/index.js';
 import { removePartials } from './leftovers.js';
 import type { RandomAccessFile } from '../io/store.js';
 import { NotFoundError, ParentError, UsageError } from '../util/errors.js';
+import { prefetch } from '../util/prefetch.js';
 import { hookLocation } from './kill-hook.js';
 import {
   MERGE_STATE_SUFFIX,
@@ -126,20 +127,9 @@ export async function mergeExtents(
   let bytes = 0;
   let extents = 0;
   let sinceCheckpoint = 0;
-  const pieces = ownPieces(diff, from);
-  const fetch = async (): Promise<{ piece: Piece; data: Buffer | null } | null> => {
-    const r = await pieces.next();
-    if (r.done) return null;
-    return { piece: r.value, data: r.value.zero ? null : await diff.read(r.value.offset, r.value.length) };
-  };
-  let next = fetch();
-  for (;;) {
-    const cur = await next;
-    if (!cur) break;
-    next = fetch();
-    // Keep the read-ahead from becoming an unhandled rejection while the write below runs.
-    next.catch(() => {});
-    const { piece, data } = cur;
+  // One piece read ahead from the diff while the previous one is written into the parent.
+  const read = (piece: Piece) => (piece.zero ? Promise.resolve(null) : diff.read(piece.offset, piece.length));
+  for await (const { item: piece, value: data } of prefetch(ownPieces(diff, from), read, 2)) {
     if (data) await parent.write(piece.offset, data);
     else await parent.writeZeroes(piece.offset, piece.length);
     bytes += piece.length;
