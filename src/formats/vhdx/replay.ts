@@ -38,14 +38,19 @@ export class FileView {
 /** Applies replayed changes to the file in place (the writable-open path); the caller flushes. */
 export async function applyChanges(file: RandomAccessFile, changes: LogChange[]): Promise<void> {
   const ZERO_CHUNK = 1 << 20;
+  // Past what the file holds (its size, or data replayed past it) every byte already reads as zero, and the caller
+  // extends the file with a hole: writing zeros there would let a zero descriptor of any length fill the disk.
+  let written = await file.size();
   for (const c of changes) {
     if (c.kind === 'data') {
       await file.write(c.fileOffset, c.data);
+      written = Math.max(written, c.fileOffset + c.data.length);
       continue;
     }
-    const zeros = Buffer.alloc(Math.min(c.length, ZERO_CHUNK));
-    for (let done = 0; done < c.length; done += zeros.length) {
-      await file.write(c.fileOffset + done, zeros.subarray(0, Math.min(zeros.length, c.length - done)));
+    const end = Math.min(c.fileOffset + c.length, written);
+    const zeros = Buffer.alloc(Math.max(0, Math.min(end - c.fileOffset, ZERO_CHUNK)));
+    for (let at = c.fileOffset; at < end; at += zeros.length) {
+      await file.write(at, zeros.subarray(0, Math.min(zeros.length, end - at)));
     }
   }
 }

@@ -22,8 +22,14 @@ import { FileView, applyChanges } from './replay.js';
 const MIB = 1 << 20;
 /** The fixed part of every VHDX: identifier, two headers, two region tables. */
 const HEADER_AREA = MIB;
-/** Logs larger than this are refused rather than read into memory (Hyper-V and qemu write 1 MiB). */
-const MAX_LOG_LENGTH = 64 * MIB;
+/**
+ * Logs larger than this are refused (Hyper-V and qemu write 1 MiB). The search for the active sequence tries every
+ * 4 KiB sector as an entry start and checksums each candidate, so a crafted log costs about length^2: 8 MiB bounds
+ * that to seconds.
+ */
+const MAX_LOG_LENGTH = 8 * MIB;
+/** No VHDX (64 TiB of data at most, plus metadata) needs a file larger than this; a log saying otherwise is corrupt. */
+const MAX_FILE_SIZE = 2 ** 47;
 /** Metadata regions larger than this are refused rather than read into memory. */
 const MAX_METADATA_LENGTH = 64 * MIB;
 /** Dirty 4 KiB metadata sectors that trigger a log commit inside write(), batching BAT updates. */
@@ -75,8 +81,10 @@ async function readActiveLog(file: RandomAccessFile, h: hdr.VhdxHeader, realSize
   if (headEntry.flushedFileOffset > realSize) {
     throw new CorruptImageError(`file is ${realSize} bytes but the log says ${headEntry.flushedFileOffset} were flushed: the file was truncated`, subject);
   }
+  const lastFileOffset = Math.max(...seq.map((e) => e.lastFileOffset));
+  if (lastFileOffset > MAX_FILE_SIZE) throw new CorruptImageError(`log says the file extends to ${lastFileOffset} bytes, more than any VHDX needs`, subject);
   // Like qemu, round the extended size up to 1 MiB: every structure is 1 MiB aligned.
-  const fileSize = Math.max(realSize, Math.ceil(Math.max(...seq.map((e) => e.lastFileOffset)) / MIB) * MIB);
+  const fileSize = Math.max(realSize, Math.ceil(lastFileOffset / MIB) * MIB);
   const changes = seq.flatMap((e) => e.changes);
   for (const c of changes) {
     const end = c.fileOffset + (c.kind === 'data' ? c.data.length : c.length);
@@ -114,7 +122,8 @@ export async function readLayout(file: RandomAccessFile, subject: string, writab
   const rtBytes = await view.read(rt.REGION_TABLE_OFFSETS[0], 2 * rt.REGION_TABLE_SIZE);
   const regions = rt.pickValid([rt.parse(rtBytes.subarray(0, rt.REGION_TABLE_SIZE), subject), rt.parse(rtBytes.subarray(rt.REGION_TABLE_SIZE), subject)], subject);
   rt.checkOverlaps([...regions, { fileOffset: cur.header.logOffset, length: cur.header.logLength, guid: 'log' }], subject, 'regions (log, BAT, metadata)');
-  for (const r of regions) {
+  // The log too: new blocks are allocated at the end of the file, and must never land on it.
+  for (const r of [...regions, { fileOffset: cur.header.logOffset, length: cur.header.logLength, guid: 'log' }]) {
     if (r.fileOffset + r.length > fileSize) throw new CorruptImageError(`region ${r.guid} at ${r.fileOffset}+${r.length} lies past the end of the file (${fileSize})`, subject);
   }
   const batRegion = regions.find((r) => r.guid === rt.BAT_REGION)!;

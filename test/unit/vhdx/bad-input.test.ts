@@ -210,3 +210,41 @@ describe('log replay of a crafted entry (data and zero descriptors, file extensi
     await again.close();
   });
 });
+
+describe('crafted logs and layouts found in review', () => {
+  test('a zero descriptor past the end of the file extends it with a hole, never by writing zeros', async () => {
+    const p = await image();
+    const size = statSync(p).size;
+    const guid = newGuid();
+    const huge = 2 ** 40;
+    poke(p, LOG, log.serializeEntry({
+      sequenceNumber: 7n,
+      tail: 0,
+      logGuid: guid,
+      flushedFileOffset: size,
+      lastFileOffset: size + huge,
+      changes: [{ kind: 'zero', fileOffset: size, length: huge }],
+    }));
+    patchHeaders(p, { logGuid: guid });
+    const rw = await openDisk(p, { writable: true });
+    await rw.close();
+    // The file now claims 1 TiB, but as a hole: next to nothing was written.
+    expect(statSync(p).size).toBe(size + huge);
+    expect(statSync(p).blocks * 512).toBeLessThan(size + 64 * MiB);
+  });
+
+  test('a log that says the file extends past any possible VHDX is refused', async () => {
+    const p = await image();
+    const size = statSync(p).size;
+    const guid = newGuid();
+    poke(p, LOG, log.serializeEntry({ sequenceNumber: 7n, tail: 0, logGuid: guid, flushedFileOffset: size, lastFileOffset: 2 ** 50, changes: [] }));
+    patchHeaders(p, { logGuid: guid });
+    await expect(openDisk(p)).rejects.toThrow(/more than any VHDX needs/);
+  });
+
+  test('a log region past the end of the file is refused, so no block is ever allocated over it', async () => {
+    const p = await image();
+    patchHeaders(p, { logOffset: statSync(p).size });
+    await expect(openDisk(p, { writable: true })).rejects.toThrow(/region log .* lies past the end of the file/);
+  });
+});
