@@ -134,13 +134,17 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
       async (temp) => {
         const diff = await createDisk(temp, { format: parent.format, type: 'differencing', parent, finalLocation: finalLoc });
         let diffId: DiskIdentity;
-        let sourceList: Location;
+        let sourceList: Metafile;
         try {
           if (!plan) {
-            sourceList = await copyWithCreatemeta(source, diff, targetMeta, summary, opts);
-            summary.sourceMetafile = displayLocation(sourceList);
+            const written = await copyWithCreatemeta(source, diff, targetMeta, summary, opts);
+            summary.sourceMetafile = displayLocation(written);
+            sourceList = await readMetafile(written, { virtualSize: source.virtualSize, logicalSectorSize: source.logicalSectorSize });
+            metas.push(sourceList);
           } else {
-            sourceList = plan.source.location;
+            // The list that was checked fresh and planned from, read through its open handle: a createmeta that
+            // replaces the file by name meanwhile cannot slip a different list into the diff.
+            sourceList = plan.source;
             opts.onTotal?.(plan.comparison.changedBytes);
             const st = await copyChangedBlocks(source, diff, changedBlocksOf(plan), {
               blockSize: ts.blockSize,
@@ -156,6 +160,9 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
         } finally {
           await diff.close();
         }
+        // --force: the old diff goes before the new list takes its metafile's name, so an old diff is never left
+        // under a list that is not its own. Until the rename below neither is there; the new one is durable in temp.
+        if (opts.force) await writeLoc.store.unlink(writeLoc.path).catch(() => {});
         // The diff's list is the source's list: after the merge it is what the target holds. The merge's
         // rotation re-stamps it with the parent's new identity.
         await writeDiffMetafile(sourceList, metafileLocationFor(writeLoc), diffId, source);
@@ -172,19 +179,14 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
   }
 }
 
-/** Copies a list under a new name with the diff's identity in its header. */
-async function writeDiffMetafile(from: Location, to: Location, identity: DiskIdentity, source: Disk): Promise<void> {
-  const list = await readMetafile(from, { virtualSize: source.virtualSize, logicalSectorSize: source.logicalSectorSize });
-  try {
-    const s = list.summary;
-    await writeMetafile(
-      to,
-      { layout: s.layout, algorithm: s.algorithm, blockSize: s.blockSize, logicalSectorSize: s.logicalSectorSize ?? source.logicalSectorSize, virtualSize: s.virtualSize, identity },
-      list.records(),
-    );
-  } finally {
-    await list.close();
-  }
+/** Writes a list under a new name with the diff's identity in its header. */
+async function writeDiffMetafile(list: Metafile, to: Location, identity: DiskIdentity, source: Disk): Promise<void> {
+  const s = list.summary;
+  await writeMetafile(
+    to,
+    { layout: s.layout, algorithm: s.algorithm, blockSize: s.blockSize, logicalSectorSize: s.logicalSectorSize ?? source.logicalSectorSize, virtualSize: s.virtualSize, identity },
+    list.records(),
+  );
 }
 
 /**

@@ -271,7 +271,7 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
         throw new ParentError(`virtual size ${diff.virtualSize} differs from the parent's ${parent.virtualSize}`, subject);
       }
       // A broken diff metafile is found before the parent is touched, not after.
-      await checkDiffMetafile(diffLoc, diff.virtualSize);
+      await checkDiffMetafile(diffLoc, diff);
       const before = await parent.identity();
       state = {
         version: 1,

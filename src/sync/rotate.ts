@@ -7,15 +7,24 @@ import { displayLocation } from '../io/location.js';
 import { openDisk } from '../formats/open.js';
 import { metafileLocationFor, readMetafile, writeMetafile } from '../meta/index.js';
 import { MetafileError } from '../util/errors.js';
+import type { Disk } from '../formats/disk.js';
 
-/** Checks that the diff's metafile, if any, is readable and fits the disk, before a merge touches the parent. */
-export async function checkDiffMetafile(diffLoc: Location, virtualSize: number): Promise<void> {
+/**
+ * Checks that the diff's metafile, if any, is readable and belongs to this diff (size, and the diff's id recorded
+ * by copy), before a merge touches the parent: a list that is not the diff's would be rotated onto the parent.
+ */
+export async function checkDiffMetafile(diffLoc: Location, diff: Pick<Disk, 'virtualSize' | 'identity'>): Promise<void> {
   const loc = metafileLocationFor(diffLoc);
   if (!(await loc.store.stat(loc.path))) return;
-  const meta = await readMetafile(loc, { virtualSize });
+  const meta = await readMetafile(loc, { virtualSize: diff.virtualSize });
   await meta.close();
-  if (meta.summary.virtualSize !== virtualSize) {
-    throw new MetafileError(`describes ${meta.summary.virtualSize} bytes, the diff has ${virtualSize}; it does not belong to this diff`, displayLocation(loc));
+  const { virtualSize, identity } = meta.summary;
+  if (virtualSize !== diff.virtualSize) {
+    throw new MetafileError(`describes ${virtualSize} bytes, the diff has ${diff.virtualSize}; it does not belong to this diff`, displayLocation(loc));
+  }
+  const id = (await diff.identity()).contentId;
+  if (identity && identity.contentId !== id) {
+    throw new MetafileError(`was written for another diff (id ${identity.contentId}, this diff is ${id}); delete it or copy again`, displayLocation(loc));
   }
 }
 
