@@ -14,6 +14,7 @@ import { copyChangedBlocks } from './copy-blocks.js';
 import { hookLocation } from './kill-hook.js';
 import { removePartials } from './leftovers.js';
 import { mergeStateLocationFor } from './merge-state.js';
+import { lockImage } from './lock.js';
 import { changedBlocksOf, DigestCursor, openFreshMetafile, planCopy } from './plan.js';
 
 /** Options for copyToDiff. */
@@ -70,11 +71,19 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
   const started = Date.now();
   const sourceWhere = hookLocation(sourceAt);
   const targetWhere = hookLocation(targetAt);
-  const pending = mergeStateLocationFor(targetWhere);
-  if (await pending.store.stat(pending.path)) {
-    throw new UsageError('a merge into this image is pending (merge-state file present); run vhdsync merge on its diff first', displayLocation(targetWhere));
+  // Held for the whole copy: a merge into the target, or a second copy sharing its diff name, must wait.
+  const lock = await lockImage(targetWhere, 'copy');
+  let source: Disk;
+  try {
+    const pending = mergeStateLocationFor(targetWhere);
+    if (await pending.store.stat(pending.path)) {
+      throw new UsageError('a merge into this image is pending (merge-state file present); run vhdsync merge on its diff first', displayLocation(targetWhere));
+    }
+    source = await openDisk(sourceWhere);
+  } catch (err) {
+    await lock.release();
+    throw err;
   }
-  const source = await openDisk(sourceWhere);
   let target: Disk | null = null;
   const metas: Metafile[] = [];
   try {
@@ -176,6 +185,7 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     for (const m of metas) await m.close().catch(() => {});
     await target?.close().catch(() => {});
     await source.close().catch(() => {});
+    await lock.release();
   }
 }
 

@@ -94,6 +94,7 @@ function countingStore(inner: ByteStore): ByteStore {
 
 const wrapped = new WeakMap<ByteStore, ByteStore>();
 const counting = new WeakSet<ByteStore>();
+const innerOf = new WeakMap<ByteStore, ByteStore>();
 
 /** The location through a counting store when the test hook is armed; otherwise `loc` itself. */
 export function hookLocation(loc: Location): Location {
@@ -103,6 +104,16 @@ export function hookLocation(loc: Location): Location {
     store = countingStore(loc.store);
     wrapped.set(loc.store, store);
     counting.add(store);
+    innerOf.set(store, loc.store);
   }
   return { store, path: loc.path };
+}
+
+/**
+ * The location without the counting store: for the run's lock file, whose taking and release are bookkeeping
+ * around the work, not points inside it (a kill there is covered by the lock's own stale-lock tests).
+ */
+export function unhookedLocation(loc: Location): Location {
+  const inner = innerOf.get(loc.store);
+  return inner ? { store: inner, path: loc.path } : loc;
 }

@@ -11,6 +11,7 @@ import { removePartials } from './leftovers.js';
 import type { RandomAccessFile } from '../io/store.js';
 import { NotFoundError, ParentError, UsageError } from '../util/errors.js';
 import { prefetch } from '../util/prefetch.js';
+import { lockImage, type ImageLock } from './lock.js';
 import { hookLocation } from './kill-hook.js';
 import {
   MERGE_STATE_SUFFIX,
@@ -151,6 +152,8 @@ interface MergePair {
   diff: Disk;
   parent: Disk;
   expect: ParentExpectation;
+  /** Taken before the parent was opened writable (a writable open may already replay its log). */
+  lock: ImageLock;
 }
 
 async function detectDriver(file: RandomAccessFile, subject: string): Promise<FormatDriver> {
@@ -170,12 +173,14 @@ async function openPair(diffLoc: Location): Promise<MergePair> {
   const subject = displayLocation(diffLoc);
   const file = await diffLoc.store.open(diffLoc.path, 'read');
   let found: { parent: Disk; expect: ParentExpectation } | null = null;
+  let lock: ImageLock | null = null;
   const opener: ParentOpener = async (candidates, child, _opts, expect) => {
     const tried: string[] = [];
     for (const cand of candidates) {
       tried.push(displayLocation(cand));
       const st = await cand.store.stat(cand.path).catch(() => null);
       if (!st || st.isDirectory) continue;
+      lock = await lockImage(cand, 'merge');
       const parent = await openDisk(cand, { writable: true });
       found = { parent, expect };
       return parent;
@@ -188,14 +193,16 @@ async function openPair(diffLoc: Location): Promise<MergePair> {
     diff = await driver.open(file, diffLoc, { writable: false }, opener);
   } catch (err) {
     await file.close().catch(() => {});
+    await (lock as ImageLock | null)?.release();
     throw err;
   }
   const got = found as { parent: Disk; expect: ParentExpectation } | null;
-  if (!diff.parent || !got) {
+  if (!diff.parent || !got || !lock) {
     await diff.close();
+    await (lock as ImageLock | null)?.release();
     throw new UsageError(`not a differencing image (${diff.format} ${diff.type}): nothing to merge`, subject);
   }
-  return { diff, parent: got.parent, expect: got.expect };
+  return { diff, parent: got.parent, expect: got.expect, lock };
 }
 
 /** Finds the state file of a merge whose diff is already gone (killed during cleanup): it sits in the diff's folder. */
@@ -239,7 +246,14 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
   if (!(await diffLoc.store.stat(diffLoc.path))) {
     const orphan = await findOrphanState(diffLoc);
     if (!orphan || orphan.state.step !== 'cleanup') throw new NotFoundError('no such file', subject);
-    await cleanup(diffLoc, orphan.loc, orphan.state.keepDiff, withPath(diffLoc, orphan.state.parent));
+    const parentLoc = withPath(diffLoc, orphan.state.parent);
+    // Taking the lock also clears the one the killed run left behind.
+    const lock = await lockImage(parentLoc, 'merge');
+    try {
+      await cleanup(diffLoc, orphan.loc, orphan.state.keepDiff, parentLoc);
+    } finally {
+      await lock.release();
+    }
     return summaryOf(orphan.state, diffLoc, true, 'cleanup', started);
   }
 
@@ -332,6 +346,7 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
     return { ...summaryOf(st, diffLoc, resumedFrom !== null, resumedFrom, started), blocksMerged: footprint.blocks, parentBlockSize: footprint.blockSize };
   } finally {
     if (!closed) await diff.close().catch(() => {});
+    await pair.lock.release();
   }
 }
 

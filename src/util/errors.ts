@@ -53,6 +53,9 @@ export class MetafileError extends VhdsyncError {}
 /** The image's content changed under us (for example, a copied block's digest no longer matches). */
 export class ContentChangedError extends VhdsyncError {}
 
+/** Another vhdsync run holds the image (a copy or merge in progress). */
+export class BusyError extends VhdsyncError {}
+
 /** An operating-system or network I/O failure, translated to one line. */
 export class IoError extends VhdsyncError {}
 

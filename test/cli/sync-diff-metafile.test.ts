@@ -1,4 +1,5 @@
-import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { makeTempDir } from '../helpers/tmp.js';
 import { HAVE_QEMU, requireTool } from '../helpers/tools.js';
@@ -30,11 +31,19 @@ d("a diff's metafile must be its own", () => {
     expect(readFileSync(p('t.vhdx')).equals(parentBefore)).toBe(true);
     expect(existsSync(p('t.vhdx.merge-state.json'))).toBe(false);
 
+    // While another run holds the target (here: this test process, alive), copy and merge refuse and touch nothing.
+    writeFileSync(p('t.vhdx.vhdsync-lock'), JSON.stringify({ pid: process.pid, host: hostname(), op: 'merge', since: 'now' }));
+    expectOneLineError(cli(['merge', p('b/t_diff.vhdx')]), 1, /t\.vhdx: in use by a merge \(pid \d+ on .*\); if that run is gone, delete .*t\.vhdx\.vhdsync-lock$/);
+    expectOneLineError(cli(['copy', '--force', '--diffdir', p('a'), p('s.raw'), p('t.vhdx')]), 1, /in use by a merge/);
+    expect(readFileSync(p('t.vhdx')).equals(parentBefore)).toBe(true);
+    unlinkSync(p('t.vhdx.vhdsync-lock'));
+
     // --force over an existing diff: the new diff and its own list, which merge accepts.
     expect(cli(['copy', '--force', '--diffdir', p('a'), p('s.raw'), p('t.vhdx')]).status).toBe(0);
     const m = cli(['merge', p('a/t_diff.vhdx')]);
     expect(m.stderr).toBe('');
     expect(qemuSame(p('t.vhdx'), 'vhdx', p('s.raw'), 'raw').same).toBe(true);
     expect(JSON.parse(cli(['check', '--json', p('s.raw'), p('t.vhdx')]).stdout).changedBlocks).toBe(0);
+    expect(existsSync(p('t.vhdx.vhdsync-lock'))).toBe(false);
   });
 });
