@@ -5,6 +5,7 @@
 import { availableParallelism } from 'node:os';
 import type { Disk, Extent } from '../formats/disk.js';
 import { allocAligned } from '../util/aligned.js';
+import { prefetch } from '../util/prefetch.js';
 import { isAllZero } from '../util/struct.js';
 import type { BlockState } from './entries.js';
 import { digestBlock, zeroDigest, type HashAlgorithm } from './hashers.js';
@@ -86,48 +87,30 @@ export async function* hashDisk(disk: Disk, opts: HashOptions): AsyncGenerator<H
   const hashPool = workers > 0 ? new HashPool(workers) : null;
   const alloc = hashPool ? HashPool.alloc : allocAligned;
   const pool: Buffer[] = [];
-  const queue: Array<Promise<Loaded>> = [];
-  let planDone = false;
 
-  const fill = async () => {
-    while (!planDone && queue.length < readAhead) {
-      const r = await plan.next();
-      if (r.done) {
-        planDone = true;
-        break;
-      }
-      const run = r.value;
-      if (run.kind !== 'read') {
-        queue.push(Promise.resolve({ run, data: null, buffer: null }));
-        continue;
-      }
-      const offset = run.first * blockSize;
-      const length = Math.min(run.count * blockSize, disk.virtualSize - offset);
-      const buffer = pool.pop() ?? alloc(blocksPerRead * blockSize);
-      const p = disk.read(offset, length, buffer.subarray(0, length)).then((data): Loaded => {
-        if (!hashPool) return { run, data, buffer };
-        // Start every block's digest as soon as its bytes are here, so workers hash while the next reads run.
-        const shared = data.buffer === buffer.buffer ? buffer : HashPool.copyIn(data, buffer);
-        const digests = [];
-        for (let k = 0; k < run.count; k++) {
-          const len = blockLength(run.first + k);
-          const at = k * blockSize;
-          digests.push(isAllZero(shared.subarray(at, at + len)) ? null : hashPool.digest(algorithm, shared, at, len));
-        }
-        for (const d of digests) d?.catch(() => {});
-        return { run, data: shared, buffer, digests };
-      });
-      // Rejections are handled where the promise is awaited; this keeps an abandoned one from crashing the process.
-      p.catch(() => {});
-      queue.push(p);
+  const load = async (run: Run): Promise<Loaded> => {
+    if (run.kind !== 'read') return { run, data: null, buffer: null };
+    const offset = run.first * blockSize;
+    const length = Math.min(run.count * blockSize, disk.virtualSize - offset);
+    const buffer = pool.pop() ?? alloc(blocksPerRead * blockSize);
+    const data = await disk.read(offset, length, buffer.subarray(0, length));
+    if (!hashPool) return { run, data, buffer };
+    // Start every block's digest as soon as its bytes are here, so workers hash while the next reads run.
+    const shared = data.buffer === buffer.buffer ? buffer : HashPool.copyIn(data, buffer);
+    const digests = [];
+    for (let k = 0; k < run.count; k++) {
+      const len = blockLength(run.first + k);
+      const at = k * blockSize;
+      digests.push(isAllZero(shared.subarray(at, at + len)) ? null : hashPool.digest(algorithm, shared, at, len));
     }
+    for (const d of digests) d?.catch(() => {});
+    return { run, data: shared, buffer, digests };
   };
 
   try {
-    await fill();
-    while (queue.length) {
-      const { run, data, buffer, digests } = await queue.shift()!;
-      await fill();
+    // readAhead runs in flight while one is hashed; a buffer returns to the pool before the next read starts.
+    for await (const { value } of prefetch(plan, load, readAhead + 1)) {
+      const { run, data, buffer, digests } = value;
       for (let k = 0; k < run.count; k++) {
         const index = run.first + k;
         const length = blockLength(index);
@@ -150,9 +133,6 @@ export async function* hashDisk(disk: Disk, opts: HashOptions): AsyncGenerator<H
       if (buffer) pool.push(buffer);
     }
   } finally {
-    // Let reads still in flight finish before the caller closes the disk under them.
-    await Promise.allSettled(queue);
-    await plan.return(undefined);
     await hashPool?.close();
   }
 }

@@ -30,6 +30,8 @@ export async function* prefetch<T, R>(
       yield await head;
     }
   } finally {
+    // A consumer that stops early (an error, a break) may close what the loads read from: let them finish first.
+    await Promise.allSettled(queue);
     await it.return?.();
   }
 }
