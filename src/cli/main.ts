@@ -2,6 +2,7 @@ import yargs from 'yargs';
 import { commands } from './commands/index.js';
 import { rewriteLegacyArgs } from './legacy.js';
 import { EXIT_USAGE, reportError } from './run.js';
+import { setQuiet } from './output.js';
 import { UsageError } from '../util/errors.js';
 import '../formats/index.js';
 import { closeAllSmbSessions } from '../io/schemes.js';
@@ -11,17 +12,19 @@ export async function main(argv: string[]): Promise<number> {
   const args = rewriteLegacyArgs(argv);
   const debug = args.includes('--debug');
   let code = 0;
+  setQuiet(false);
   const parser = yargs(args)
     .scriptName('vhdsync')
     .usage('$0 <command> [options]\n\nBlock-level incremental backup of virtual disk images (VHD, VHDX, raw).')
     .option('debug', { type: 'boolean', describe: 'print stack traces on errors' })
     .option('progress', { type: 'boolean', describe: 'draw progress bars (default: when stderr is a terminal)' })
-    .option('quiet', { alias: 'q', type: 'boolean', describe: 'print nothing but errors and requested output' })
+    .option('quiet', { alias: 'q', type: 'boolean', describe: 'print nothing on stdout, --json included (errors still go to stderr; the exit code tells the result)' })
     .option('smb-credentials', {
       type: 'string',
       describe: 'mount.cifs-style file (username=, password=, domain=) for smb:// and \\\\host\\share locations',
     })
     .middleware((argv) => {
+      setQuiet(Boolean(argv.quiet));
       // The SMB scheme reads credentials from the environment, so one place serves the CLI and the library.
       if (typeof argv['smb-credentials'] === 'string') process.env.VHDSYNC_SMB_CREDENTIALS = argv['smb-credentials'];
     }, true)

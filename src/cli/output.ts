@@ -8,14 +8,21 @@ export interface GlobalArgs {
   progress?: boolean;
 }
 
-/** Prints a line on stdout. */
-export function out(line = ''): void {
-  process.stdout.write(line + '\n');
+let quiet = false;
+
+/** Sets whether `out` and `outJson` print at all: `-q` silences every command in this one place. */
+export function setQuiet(on: boolean): void {
+  quiet = on;
 }
 
-/** Prints a value as JSON on stdout (pretty when stdout is a terminal). */
+/** Prints a line on stdout (nothing with -q). */
+export function out(line = ''): void {
+  if (!quiet) process.stdout.write(line + '\n');
+}
+
+/** Prints a value as JSON on stdout (pretty when stdout is a terminal; nothing with -q). */
 export function outJson(value: unknown): void {
-  process.stdout.write(JSON.stringify(value, null, process.stdout.isTTY ? 2 : undefined) + '\n');
+  if (!quiet) process.stdout.write(JSON.stringify(value, null, process.stdout.isTTY ? 2 : undefined) + '\n');
 }
 
 /** Whether progress bars should be drawn: only on a terminal, never with --json or --quiet. */
