@@ -1,16 +1,34 @@
 import type { Argv } from 'yargs';
 import type { DiskFormat, OpenOptions } from '../formats/disk.js';
+import { registeredFormats } from '../formats/open.js';
 import { UsageError } from '../util/errors.js';
 
 /** Options that change how images are opened. */
-export interface OpenArgs {
+export interface OpenArgs extends InputFormatArgs {
   'ignore-parent-mismatch'?: boolean;
   'ignore-checksums'?: boolean;
 }
 
+/** The format forced on the image(s) a command names, instead of detecting it. */
+export interface InputFormatArgs {
+  'input-format'?: DiskFormat;
+}
+
+/**
+ * Adds `--input-format`; `formatAlias` also accepts it as `--format` on commands where `--format` means nothing
+ * else (on create, convert and createmeta it names the output or metafile format).
+ */
+export function withInputFormat<T>(y: Argv<T>, formatAlias = false): Argv<T & InputFormatArgs> {
+  return y.option('input-format', {
+    choices: registeredFormats(),
+    ...(formatAlias ? { alias: 'format' } : {}),
+    describe: 'take the image as this format instead of detecting it (raw: read a file that looks like another container as a raw disk)',
+  }) as Argv<T & InputFormatArgs>;
+}
+
 /** Adds the image-opening options to a command. */
-export function withOpenOptions<T>(y: Argv<T>): Argv<T & OpenArgs> {
-  return y
+export function withOpenOptions<T>(y: Argv<T>, formatAlias = false): Argv<T & OpenArgs> {
+  return withInputFormat(y, formatAlias)
     .option('ignore-parent-mismatch', {
       type: 'boolean',
       describe: "open a differencing image even if its parent's id does not match (only if you know the parent is unchanged)",
@@ -24,6 +42,7 @@ export function openOptionsFrom(args: OpenArgs, writable = false): OpenOptions {
     writable,
     ignoreParentMismatch: Boolean(args['ignore-parent-mismatch']),
     ignoreChecksums: Boolean(args['ignore-checksums']),
+    format: args['input-format'],
   };
 }
 

@@ -1,6 +1,8 @@
 import type { CreateOptions, Disk, DiskFormat, FormatDriver, OpenOptions, ParentExpectation } from './disk.js';
 import { displayLocation, parseLocation, type Location } from '../io/location.js';
-import { ParentError, UsageError } from '../util/errors.js';
+import type { RandomAccessFile } from '../io/store.js';
+import { ParentError, UnsupportedError, UsageError } from '../util/errors.js';
+import { probeContainer } from './signatures.js';
 
 /** Chains deeper than this are refused: real chains are a handful deep, a loop is endless. */
 export const MAX_CHAIN_DEPTH = 256;
@@ -43,7 +45,7 @@ async function openInChain(loc: Location, opts: OpenOptions, chain: string[]): P
   const fileOpts = chain.length === 0 ? opts : { ...opts, writable: false };
   const file = await loc.store.open(loc.path, fileOpts.writable ? 'readwrite' : 'read');
   try {
-    const driver = opts.format && chain.length === 0 ? formatDriver(opts.format) : await detect(file);
+    const driver = opts.format && chain.length === 0 ? formatDriver(opts.format) : await detect(file, displayLocation(loc));
     const nextChain = [...chain, key];
     return await driver.open(file, loc, fileOpts, (candidates, child, o, expect) =>
       openParent(candidates, child, o, expect, nextChain),
@@ -54,9 +56,29 @@ async function openInChain(loc: Location, opts: OpenOptions, chain: string[]): P
   }
 }
 
-async function detect(file: import('../io/store.js').RandomAccessFile): Promise<FormatDriver> {
-  for (const d of drivers) if (await d.probe(file)) return d;
-  throw new UsageError('no format driver registered', file.name);
+/**
+ * The registered non-raw driver a file's content belongs to, or null for content that is none of them (raw).
+ * A container that no driver reads is refused by name rather than taken for raw.
+ */
+export async function detectStructured(file: RandomAccessFile, subject: string): Promise<FormatDriver | null> {
+  for (const d of drivers) if (d.name !== 'raw' && (await d.probe(file))) return d;
+  const container = await probeContainer(file);
+  if (container) {
+    throw new UnsupportedError(
+      `${container.name}, a format vhdsync does not read (it reads ${drivers.map((d) => d.name).join(', ')}): ${container.remedy}, or give --input-format raw to take the file's bytes as a raw disk`,
+      subject,
+    );
+  }
+  return null;
+}
+
+/** The driver for a file's content: the registered formats, then the refused containers, then raw. */
+async function detect(file: RandomAccessFile, subject: string): Promise<FormatDriver> {
+  const found = await detectStructured(file, subject);
+  if (found) return found;
+  const raw = drivers.find((d) => d.name === 'raw');
+  if (!raw) throw new UsageError('no format driver registered', subject);
+  return raw;
 }
 
 async function openParent(

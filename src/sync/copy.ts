@@ -3,7 +3,7 @@
  * `<target-name>_diff.<ext>` parented on TARGET (next to it or in --diffdir), plus the diff's metafile, which
  * lists the content TARGET will have once the diff is merged.
  */
-import type { Disk, DiskIdentity } from '../formats/disk.js';
+import type { Disk, DiskIdentity, OpenOptions } from '../formats/disk.js';
 import { createDisk, openDisk } from '../formats/open.js';
 import { writeAtomically } from '../io/atomic.js';
 import type { Location } from '../io/location.js';
@@ -25,6 +25,8 @@ export interface CopyOptions {
   diffdir?: Location;
   /** Replace an existing diff. */
   force?: boolean;
+  /** How images are opened; a forced `format` applies to SOURCE only (TARGET must be a VHD or VHDX). */
+  open?: OpenOptions;
   /** Called once with the bytes the copy will examine (changed bytes, or the whole source with createmeta). */
   onTotal?: (bytes: number) => void;
   onProgress?: (bytes: number) => void;
@@ -79,7 +81,7 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     if (await pending.store.stat(pending.path)) {
       throw new UsageError('a merge into this image is pending (merge-state file present); run vhdsync merge on its diff first', displayLocation(targetWhere));
     }
-    source = await openDisk(sourceWhere);
+    source = await openDisk(sourceWhere, opts.open);
   } catch (err) {
     await lock.release();
     throw err;
@@ -87,7 +89,7 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
   let target: Disk | null = null;
   const metas: Metafile[] = [];
   try {
-    target = await openDisk(targetWhere);
+    target = await openDisk(targetWhere, { ...opts.open, format: undefined });
     const targetName = displayLocation(target.location);
     if (target.format === 'raw') {
       throw new UnsupportedError('not a VHD or VHDX image (raw content has no differencing format, so no diff can be written for it); convert it with vhdsync convert and run createmeta on the result', targetName);

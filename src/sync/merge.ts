@@ -3,7 +3,7 @@
  * rotates the metafile so the parent's list describes its new content. See docs/decisions/0003-merge-state.md.
  */
 import type { Disk, FormatDriver, ParentExpectation, ParentOpener } from '../formats/disk.js';
-import { formatDriver, openDisk, registeredFormats } from '../formats/open.js';
+import { detectStructured, openDisk } from '../formats/open.js';
 import type { Location } from '../io/location.js';
 import { displayLocation, withPath } from '../io/location.js';
 import { metafileLocationFor } from '../meta/index.js';
@@ -157,10 +157,8 @@ interface MergePair {
 }
 
 async function detectDriver(file: RandomAccessFile, subject: string): Promise<FormatDriver> {
-  for (const name of registeredFormats()) {
-    const d = formatDriver(name);
-    if (name !== 'raw' && (await d.probe(file))) return d;
-  }
+  const d = await detectStructured(file, subject);
+  if (d) return d;
   throw new UsageError('not a differencing image (no VHD or VHDX structure found): nothing to merge', subject);
 }
 

@@ -1,5 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { openDisk } from '../../formats/index.js';
+import type { OpenOptions } from '../../formats/disk.js';
 import { displayLocation, parseLocation, type Location } from '../../io/location.js';
 import { checkFresh, compareMetafiles, hasMagic, imageLocationForMetafile, metafileLocationFor, METAFILE_SUFFIX, readMetafile, type Metafile } from '../../meta/index.js';
 import { formatSize } from '../../util/units.js';
@@ -16,13 +17,14 @@ export const checkCommand: CommandModule<object, CheckArgs> = {
   command: 'check <source> <target>',
   describe: "compare two images' metafiles and report the blocks and bytes that differ (exit 0 either way)",
   builder: (y) =>
-    withJson(withOpenOptions(y))
+    withJson(withOpenOptions(y, true))
       .positional('source', { type: 'string', demandOption: true, describe: 'source image, or its metafile' })
       .positional('target', { type: 'string', demandOption: true, describe: 'target image, or its metafile' }) as never,
   handler: async (args) => {
-    const src = await openVerifiedMetafile(args.source, args);
+    // A forced --input-format is SOURCE's (content from elsewhere); TARGET is always detected.
+    const src = await openVerifiedMetafile(args.source, openOptionsFrom(args));
     try {
-      const dst = await openVerifiedMetafile(args.target, args);
+      const dst = await openVerifiedMetafile(args.target, { ...openOptionsFrom(args), format: undefined });
       try {
         const c = await compareMetafiles(src.meta, dst.meta);
         const s = src.meta.summary;
@@ -72,7 +74,7 @@ export interface VerifiedMetafile {
  * Opens the metafile an argument names (an image, whose `<image>.blocklist.bin` is used, or a metafile path) and
  * refuses it when stale. A metafile given directly is checked against the image next to it when that exists.
  */
-export async function openVerifiedMetafile(arg: string, args: OpenArgs): Promise<VerifiedMetafile> {
+export async function openVerifiedMetafile(arg: string, opts: OpenOptions): Promise<VerifiedMetafile> {
   const loc = await parseLocation(arg);
   let imageLoc: Location | null;
   let metaLoc: Location;
@@ -85,7 +87,7 @@ export async function openVerifiedMetafile(arg: string, args: OpenArgs): Promise
     metaLoc = metafileLocationFor(loc);
   }
   if (!imageLoc) return { meta: await readMetafile(metaLoc), image: displayLocation(metaLoc) };
-  const disk = await openDisk(imageLoc, openOptionsFrom(args));
+  const disk = await openDisk(imageLoc, opts);
   try {
     const meta = await readMetafile(metaLoc, { virtualSize: disk.virtualSize, logicalSectorSize: disk.logicalSectorSize });
     try {

@@ -33,7 +33,7 @@ export const getCommand: CommandModule<object, GetArgs> = {
   command: 'get <file> <field>',
   describe: 'print one field of an image (virtual-size, format, type, block-size, uuid, parent, ...)',
   builder: (y) =>
-    withOpenOptions(y)
+    withOpenOptions(y, true)
       .positional('file', { type: 'string', demandOption: true })
       .positional('field', { type: 'string', demandOption: true, describe: 'field name; `vhdsync get FILE list` lists them' }) as never,
   handler: async (args) => {

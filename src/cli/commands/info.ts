@@ -48,7 +48,7 @@ export function renderInfo(info: DiskInfo): string[] {
 export const infoCommand: CommandModule<object, InfoArgs> = {
   command: 'info <file>',
   describe: 'show format, type, sizes, ids, parent and allocation of an image',
-  builder: (y) => withJson(withOpenOptions(y)).positional('file', { type: 'string', demandOption: true }) as never,
+  builder: (y) => withJson(withOpenOptions(y, true)).positional('file', { type: 'string', demandOption: true }) as never,
   handler: async (args) => {
     const disk = await openDisk(args.file, openOptionsFrom(args));
     try {

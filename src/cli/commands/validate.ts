@@ -30,7 +30,7 @@ export const validateCommand: CommandModule<object, ValidateArgs> = {
   command: 'validate <file>',
   describe: 're-hash an image and list block ranges that differ from its metafile (exit 1 if any); --createmeta rewrites it',
   builder: (y) =>
-    withJson(withOpenOptions(y))
+    withJson(withOpenOptions(y, true))
       .positional('file', { type: 'string', demandOption: true, describe: 'the image' })
       .option('createmeta', { type: 'boolean', describe: 'rewrite the metafile from the image (also when the old one is stale or unreadable)' }) as never,
   handler: async (args) => {

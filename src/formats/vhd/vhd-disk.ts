@@ -54,6 +54,7 @@ import {
   type VhdFooter,
 } from './footer.js';
 import { chsForSize, virtualSizeOf, type Geometry } from './geometry.js';
+import { containerSignatureOf, SIGNATURE_HEAD_BYTES } from '../signatures.js';
 import {
   checkLocatorBounds,
   decodeLocatorData,
@@ -652,10 +653,10 @@ export async function openVhd(file: RandomAccessFile, location: Location, opts: 
 export async function probeVhd(file: RandomAccessFile): Promise<boolean> {
   const size = await file.size();
   if (size < FOOTER_SIZE) return false;
-  const head = await file.read(0, 8);
+  const head = await file.read(0, SIGNATURE_HEAD_BYTES);
   if (hasFooterCookie(head)) return true;
-  // A VHDX's last payload sector may hold anything, even a nested VHD's footer: its own signature wins.
-  if (head.toString('latin1') === 'vhdxfile') return false;
+  // A container's last payload sector may hold anything, even a nested VHD's footer: its own signature wins.
+  if (head.toString('latin1', 0, 8) === 'vhdxfile' || containerSignatureOf(head)) return false;
   const tail = await file.read(size - FOOTER_SIZE, 9);
   return hasFooterCookie(tail) || hasFooterCookie(tail.subarray(1));
 }
