@@ -44,7 +44,7 @@ interface Piece {
  */
 export async function copyDiskContent(src: Disk, dst: Disk, opts: TransferOptions = {}): Promise<TransferStats> {
   const stats: TransferStats = { scanned: 0, read: 0, written: 0, skipped: 0 };
-  const gran = opts.zeroGranularity ?? (dst.blockSize > 0 ? Math.min(dst.blockSize, 1 << 20) : 64 << 10);
+  const gran = opts.zeroGranularity ?? zeroGranularity(dst);
   // One buffer per read in flight plus the one being written; page aligned, as copies from the page cache into
   // unaligned memory run several times slower (docs/performance.md, createmeta).
   const pool = Array.from({ length: READS_IN_FLIGHT + 1 }, () => allocAligned(CHUNK));
@@ -57,22 +57,37 @@ export async function copyDiskContent(src: Disk, dst: Disk, opts: TransferOption
       continue;
     }
     stats.read += piece.length;
-    for (let off = 0; off < piece.length; ) {
-      // Split at granularity boundaries of the virtual disk so zero runs line up with target blocks.
-      const abs = piece.offset + off;
-      const end = Math.min(piece.length, off + (gran - (abs % gran)));
-      const part = buf.subarray(off, end);
-      if (!isAllZero(part)) {
-        await dst.write(abs, part);
-        stats.written += part.length;
-      }
-      off = end;
-    }
+    stats.written += await writeNonZero(dst, piece.offset, buf, gran);
     opts.onProgress?.(piece.length);
   }
   stats.scanned = src.virtualSize;
   stats.skipped = stats.scanned - stats.written;
   return stats;
+}
+
+/**
+ * Writes `buf` at `offset` of `dst` except its `gran`-aligned all-zero runs (a fresh target reads zeros there),
+ * and returns the bytes written. Splitting at multiples of `gran` of the virtual disk lines zero runs up with
+ * target blocks.
+ */
+export async function writeNonZero(dst: Disk, offset: number, buf: Buffer, gran: number): Promise<number> {
+  let written = 0;
+  for (let off = 0; off < buf.length; ) {
+    const abs = offset + off;
+    const end = Math.min(buf.length, off + (gran - (abs % gran)));
+    const part = buf.subarray(off, end);
+    if (!isAllZero(part)) {
+      await dst.write(abs, part);
+      written += part.length;
+    }
+    off = end;
+  }
+  return written;
+}
+
+/** The zero-detection granularity for writes into `dst`: its block size up to 1 MiB, or 64 KiB for raw. */
+export function zeroGranularity(dst: Disk): number {
+  return dst.blockSize > 0 ? Math.min(dst.blockSize, 1 << 20) : 64 << 10;
 }
 
 /** Yields the whole disk as data pieces of at most CHUNK bytes and skip pieces for unallocated or zero extents. */

@@ -6,7 +6,7 @@ import { openDisk } from '../formats/index.js';
 import { displayLocation, type Location } from '../io/location.js';
 import { MetafileError } from '../util/errors.js';
 import { formatSize } from '../util/units.js';
-import type { Metafile } from './metafile.js';
+import { metafileLocationFor, readMetafile, type Metafile } from './metafile.js';
 
 /**
  * Why `current` is not the image `recorded` describes, or null when it still is. `strict` also compares a VHDX's
@@ -62,4 +62,16 @@ export async function checkFresh(meta: Metafile, image: Disk | Location): Promis
   } else if (meta.mtimeMs < current.mtimeMs) {
     throw stale('the metafile is older than the image');
   }
+}
+
+/** Opens an image's metafile and refuses it (MetafileError, one line) when missing, corrupt or stale. */
+export async function openFreshMetafile(disk: Disk): Promise<Metafile> {
+  const meta = await readMetafile(metafileLocationFor(disk.location), { virtualSize: disk.virtualSize, logicalSectorSize: disk.logicalSectorSize });
+  try {
+    await checkFresh(meta, disk);
+  } catch (err) {
+    await meta.close();
+    throw err;
+  }
+  return meta;
 }

@@ -10,7 +10,7 @@ export { createMetafile, resolveHashSettings, describeCreated, DEFAULT_BLOCK_SIZ
 export type { CreateMetafileOptions, CreateMetafileResult } from './create.js';
 export { compareMetafiles, changedRanges, assertComparable, blockIndices } from './compare.js';
 export type { BlockRange, Comparison } from './compare.js';
-export { checkFresh, identityProblem } from './fresh.js';
+export { checkFresh, identityProblem, openFreshMetafile } from './fresh.js';
 export { digestBlock, zeroDigest, NATIVE_ALGORITHMS } from './hashers.js';
 export type { HashAlgorithm } from './hashers.js';
 export type { BlockState, EntryBatch } from './entries.js';

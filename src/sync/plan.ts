@@ -3,23 +3,13 @@
  * then the changed blocks listed with the digest the source's metafile expects for each.
  */
 import type { Disk } from '../formats/disk.js';
-import { checkFresh, compareMetafiles, metafileLocationFor, readMetafile, type Comparison, type Metafile } from '../meta/index.js';
+import { compareMetafiles, openFreshMetafile, type Comparison, type Metafile } from '../meta/index.js';
 import type { ChangedBlock } from './copy-blocks.js';
+
+export { openFreshMetafile };
 
 /** Entries are read from the source metafile this many at a time. */
 const BATCH = 1 << 16;
-
-/** Opens an image's metafile and refuses it (MetafileError, one line) when missing, corrupt or stale. */
-export async function openFreshMetafile(disk: Disk): Promise<Metafile> {
-  const meta = await readMetafile(metafileLocationFor(disk.location), { virtualSize: disk.virtualSize, logicalSectorSize: disk.logicalSectorSize });
-  try {
-    await checkFresh(meta, disk);
-  } catch (err) {
-    await meta.close();
-    throw err;
-  }
-  return meta;
-}
 
 /** A copy plan: both lists (open; the caller closes them) and what differs. */
 export interface CopyPlan {

@@ -1,0 +1,154 @@
+/**
+ * What an encoder reads: a disk's virtual size, the ranges whose content must be sent (everything else reads as
+ * zeros in a full stream, or is the base's in a delta), and a read function. Built from a Disk here, from a
+ * forward-only VHD stream in vhd-stream-source.ts.
+ */
+import type { Disk } from '../formats/disk.js';
+import { displayLocation } from '../io/location.js';
+import { prefetch } from '../util/prefetch.js';
+import { isAllZero } from '../util/struct.js';
+
+/** A byte range of the virtual disk. */
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
+/** The base a delta applies to, as a differencing image must name it. */
+export interface DeltaBase {
+  /** VHD UniqueId of the base (zeros when the base is not a VHD). */
+  uniqueId: Buffer;
+  /** VHD timestamp of the base (seconds since 2000-01-01). */
+  timestamp: number;
+  /** The base's file name, recorded as the parent's name. */
+  name: string;
+  /** A path to the base for a parent locator (Windows style), or null for none. */
+  locatorPath: string | null;
+  /** `W2ru` for a path relative to the stream's final place, `W2ku` for an absolute one. */
+  locatorCode: 'W2ru' | 'W2ku';
+}
+
+/** An encoder's input. */
+export interface ContentSource {
+  readonly virtualSize: number;
+  /** Sorted, disjoint, non-empty ranges to send. */
+  readonly ranges: readonly ByteRange[];
+  /** Set for a delta: the content outside `ranges` is the base's, not zeros. */
+  readonly base: DeltaBase | null;
+  /** A name for messages. */
+  readonly name: string;
+  /**
+   * Reads content inside `ranges`. Encoders call it in ascending offset order and may start the next read before
+   * the previous one resolves (forward-only sources serialize them).
+   */
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
+  /** Called once after the last read and before the last byte goes out: a stream source checks its tail here. */
+  finish?(): Promise<void>;
+}
+
+/** Reads and writes are split into pieces of at most this size. */
+export const PIECE = 4 << 20;
+/** Reads in flight while the consumer handles the previous piece. */
+export const READS_IN_FLIGHT = 3;
+
+/** Sorts and merges ranges (touching ones included), dropping empty ones. */
+export function normalizeRanges(ranges: Iterable<ByteRange>): ByteRange[] {
+  const sorted = [...ranges].filter((r) => r.length > 0).sort((a, b) => a.offset - b.offset);
+  const out: ByteRange[] = [];
+  for (const r of sorted) {
+    const last = out[out.length - 1];
+    if (last && r.offset <= last.offset + last.length) {
+      last.length = Math.max(last.length, r.offset + r.length - last.offset);
+    } else {
+      out.push({ ...r });
+    }
+  }
+  return out;
+}
+
+/** Splits ranges into pieces of at most `max` bytes that never cross a multiple of `align` (0: no alignment). */
+export function* splitRanges(ranges: readonly ByteRange[], max = PIECE, align = 0): Generator<ByteRange> {
+  for (const r of ranges) {
+    for (let off = r.offset; off < r.offset + r.length; ) {
+      let end = Math.min(r.offset + r.length, off + max);
+      if (align > 0) end = Math.min(end, (Math.floor(off / align) + 1) * align);
+      yield { offset: off, length: end - off };
+      off = end;
+    }
+  }
+}
+
+/** A piece of content with its bytes; `data` is valid only until the next piece is requested. */
+export interface ReadPiece {
+  offset: number;
+  data: Buffer;
+}
+
+/** Reads `pieces` from `source` in order, several in flight, into a small rotating set of buffers. */
+export async function* readPieces(source: ContentSource, pieces: Iterable<ByteRange>, max = PIECE): AsyncGenerator<ReadPiece> {
+  const pool = Array.from({ length: READS_IN_FLIGHT + 1 }, () => Buffer.allocUnsafeSlow(max));
+  let next = 0;
+  const load = (p: ByteRange) => source.read(p.offset, p.length, pool[next++ % pool.length].subarray(0, p.length));
+  for await (const { item, value } of prefetch(pieces, load, READS_IN_FLIGHT)) yield { offset: item.offset, data: value };
+}
+
+/** Options for diskContent. */
+export interface DiskContentOptions {
+  /**
+   * Drop `granule`-aligned runs of data that read as all zeros (costs a read of the data before streaming).
+   * Only layers in `scanLayers` (chain depths) are scanned: formats with allocation tables already say what is empty.
+   */
+  zeroScan?: { granule: number; scanDepths: (depth: number) => boolean };
+}
+
+/** The full content of a disk (its whole chain): data extents from `status`, optionally with all-zero runs dropped. */
+export async function diskContent(disk: Disk, opts: DiskContentOptions = {}): Promise<ContentSource> {
+  const data: { range: ByteRange; depth: number }[] = [];
+  const STATUS_WINDOW = 1 << 30;
+  for (let base = 0; base < disk.virtualSize; base += STATUS_WINDOW) {
+    for (const e of await disk.status(base, Math.min(STATUS_WINDOW, disk.virtualSize - base))) {
+      if (e.state === 'data') data.push({ range: { offset: e.offset, length: e.length }, depth: e.depth });
+    }
+  }
+  let ranges = normalizeRanges(data.map((d) => d.range));
+  const scan = opts.zeroScan;
+  if (scan) {
+    const keep = data.filter((d) => !scan.scanDepths(d.depth)).map((d) => d.range);
+    const toScan = normalizeRanges(data.filter((d) => scan.scanDepths(d.depth)).map((d) => d.range));
+    keep.push(...(await nonZeroRuns(disk, toScan, scan.granule)));
+    ranges = normalizeRanges(keep);
+  }
+  return contentOfDisk(disk, ranges, null);
+}
+
+/** A ContentSource reading `ranges` of a disk. */
+export function contentOfDisk(disk: Disk, ranges: ByteRange[], base: DeltaBase | null): ContentSource {
+  return {
+    virtualSize: disk.virtualSize,
+    ranges,
+    base,
+    name: displayLocation(disk.location),
+    read: (offset, length, into) => disk.read(offset, length, into),
+  };
+}
+
+/** The parts of `ranges` (widened to whole granules) whose granules are not all zero. */
+async function nonZeroRuns(disk: Disk, ranges: ByteRange[], granule: number): Promise<ByteRange[]> {
+  const widened = normalizeRanges(
+    ranges.map((r) => {
+      const start = Math.floor(r.offset / granule) * granule;
+      const end = Math.min(disk.virtualSize, Math.ceil((r.offset + r.length) / granule) * granule);
+      return { offset: start, length: end - start };
+    }),
+  );
+  const max = Math.max(PIECE, granule);
+  const out: ByteRange[] = [];
+  const source = contentOfDisk(disk, widened, null);
+  for await (const p of readPieces(source, splitRanges(widened, max, granule), max)) {
+    for (let o = 0; o < p.data.length; o += granule) {
+      const part = p.data.subarray(o, Math.min(p.data.length, o + granule));
+      if (!isAllZero(part)) out.push({ offset: p.offset + o, length: part.length });
+    }
+  }
+  return normalizeRanges(out);
+}
