@@ -1,6 +1,7 @@
 import yargs from 'yargs';
 import { commands } from './commands/index.js';
 import { rewriteLegacyArgs } from './legacy.js';
+import { joinDashValues } from './stream-endpoints.js';
 import { EXIT_USAGE, reportError } from './run.js';
 import { setQuiet } from './output.js';
 import { UsageError } from '../util/errors.js';
@@ -9,7 +10,7 @@ import { closeAllSmbSessions } from '../io/schemes.js';
 
 /** Runs the command line and returns the exit code (never calls process.exit itself). */
 export async function main(argv: string[]): Promise<number> {
-  const args = rewriteLegacyArgs(argv);
+  const args = joinDashValues(rewriteLegacyArgs(argv));
   const debug = args.includes('--debug');
   let code = 0;
   setQuiet(false);

@@ -44,3 +44,31 @@ export function createProgress(label: string, total: number, enabled = Boolean(p
     },
   };
 }
+
+/** vhd-tool's `--machine` progress for programs that wrap the tool: the whole percentage done, one per line, when it changes. */
+export function createMachineProgress(total: number, stream: NodeJS.WritableStream = process.stdout): Progress {
+  let done = 0;
+  let shown = -1;
+  const show = () => {
+    const pct = total > 0 ? Math.min(100, Math.floor((done * 100) / total)) : 100;
+    if (pct !== shown) {
+      shown = pct;
+      stream.write(`${pct}\n`);
+    }
+  };
+  show();
+  return {
+    advance(n) {
+      done += n;
+      show();
+    },
+    set(v) {
+      done = v;
+      show();
+    },
+    finish() {
+      done = total;
+      show();
+    },
+  };
+}

@@ -3,6 +3,7 @@ import { createDisk, openDisk } from '../../formats/index.js';
 import { copyDiskContent } from '../../formats/transfer.js';
 import { displayLocation, parseLocation } from '../../io/location.js';
 import { writeAtomically } from '../../io/atomic.js';
+import { ForwardReader, vhdStreamContent, writeContentOnto } from '../../stream/index.js';
 import { createProgress } from '../../util/progress.js';
 import { formatSize, parseSize } from '../../util/units.js';
 import { formatForOutput, OUTPUT_FORMATS, openOptionsFrom, withOpenOptions, type OpenArgs } from '../options.js';
@@ -33,23 +34,30 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
       .option('force', { type: 'boolean', describe: 'replace DST if it exists' }) as never,
   handler: async (args) => {
     const format = formatForOutput(args.dst, args.format);
-    const src = await openDisk(args.src, openOptionsFrom(args));
+    // A VHD stream on a pipe (vhd-tool's, Xen Orchestra's, ours): read forward once, written into the new image.
+    const piped = args.src === '-' || args.src === 'stdin:' ? await vhdStreamContent(new ForwardReader(process.stdin, 'stdin')) : null;
+    const src = piped ? null : await openDisk(args.src, openOptionsFrom(args));
+    const virtualSize = piped ? piped.virtualSize : src!.virtualSize;
     const started = Date.now();
     try {
       const target = await parseLocation(args.dst);
-      const progress = createProgress(`converting`, src.virtualSize, wantProgress(args));
+      const progress = createProgress(`converting`, virtualSize, wantProgress(args));
       const stats = await writeAtomically(
         target,
         async (temp) => {
           const dst = await createDisk(temp, {
             format,
             type: (args.type ?? 'dynamic') as 'dynamic' | 'fixed',
-            virtualSize: src.virtualSize,
+            virtualSize,
             blockSize: args['block-size'] ? parseSize(args['block-size'], 'block size') : undefined,
-            logicalSectorSize: args['logical-sector-size'] ?? (format === 'vhdx' ? src.logicalSectorSize : undefined),
+            logicalSectorSize: args['logical-sector-size'] ?? (format === 'vhdx' && src ? src.logicalSectorSize : undefined),
             finalLocation: target,
           });
           try {
+            if (!src) {
+              const written = await writeContentOnto(piped!, dst, { fresh: true, onProgress: (n) => progress.advance(n) });
+              return { scanned: virtualSize, read: piped!.ranges.reduce((s, r) => s + r.length, 0), written, skipped: virtualSize - written };
+            }
             return await copyDiskContent(src, dst, { onProgress: (n) => progress.advance(n) });
           } finally {
             await dst.close();
@@ -59,13 +67,13 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
       );
       progress.finish();
       const seconds = (Date.now() - started) / 1000;
-      const summary = { source: displayLocation(src.location), destination: displayLocation(target), format, virtualSize: src.virtualSize, bytesRead: stats.read, bytesWritten: stats.written, seconds };
+      const summary = { source: src ? displayLocation(src.location) : 'stdin', destination: displayLocation(target), format, virtualSize, bytesRead: stats.read, bytesWritten: stats.written, seconds };
       if (args.json) outJson(summary);
       else if (!args.quiet) {
         out(`converted ${summary.source} -> ${summary.destination} (${format}): ${formatSize(stats.written)} of data written, ${formatSize(stats.skipped)} skipped as zero or unallocated, ${seconds.toFixed(2)} s`);
       }
     } finally {
-      await src.close();
+      await src?.close();
     }
   },
 };

@@ -8,7 +8,8 @@ import { mergeCommand } from './merge.js';
 import { createmetaCommand } from './createmeta.js';
 import { checkCommand } from './check.js';
 import { validateCommand } from './validate.js';
+import { streamCommand } from './stream.js';
 
 /** Every subcommand, in the order `--help` lists them. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [createCommand, infoCommand, getCommand, convertCommand, copyCommand, mergeCommand, createmetaCommand, checkCommand, validateCommand];
+export const commands: CommandModule<any, any>[] = [createCommand, infoCommand, getCommand, convertCommand, copyCommand, mergeCommand, createmetaCommand, checkCommand, validateCommand, streamCommand];

@@ -1,0 +1,307 @@
+/**
+ * `vhdsync stream`: vhd-tool's stream command. Any image or chain (or a VHD stream, raw bytes or XAPI chunked
+ * frames on a pipe) to a file, a pipe, `null:` or an HTTP(S) PUT, as raw, a VHD stream or chunked frames, full or
+ * relative to a base, each in one pass whose length is known before the first byte.
+ */
+import type { CommandModule } from 'yargs';
+import { createDisk, openDisk } from '../../formats/index.js';
+import type { Disk, DiskFormat } from '../../formats/disk.js';
+import { displayLocation, type Location } from '../../io/location.js';
+import { writeAtomically } from '../../io/atomic.js';
+import {
+  applyChunked,
+  deltaContent,
+  diskContent,
+  encode,
+  ForwardReader,
+  nullSink,
+  sendToFile,
+  sendToSink,
+  STREAM_BLOCK_SIZE,
+  vhdStreamContent,
+  writableSink,
+  writeContentOnto,
+  type ContentSource,
+  type DeltaMethod,
+  type EncodedStream,
+  type StreamFormat,
+} from '../../stream/index.js';
+import { hasFooterCookie } from '../../formats/vhd/footer.js';
+import { UsageError, UnsupportedError } from '../../util/errors.js';
+import { createMachineProgress, createProgress, type Progress } from '../../util/progress.js';
+import { formatSize, parseSize } from '../../util/units.js';
+import { openOptionsFrom, withOpenOptions, type OpenArgs } from '../options.js';
+import { out, outJson, type GlobalArgs } from '../output.js';
+import { fileBytes, parseEndpoint, peek, type Endpoint } from '../stream-endpoints.js';
+import { httpDestination, httpSource, httpOptionsFrom, withHttpOptions, type HttpArgs } from '../http-args.js';
+
+const SOURCE_FORMATS = ['raw', 'vhd', 'vhdx', 'chunked'] as const;
+const DESTINATION_FORMATS = ['raw', 'vhd', 'vhdx', 'chunked'] as const;
+
+interface StreamArgs extends OpenArgs, Omit<GlobalArgs, 'progress'>, HttpArgs {
+  source: string;
+  'source-format'?: (typeof SOURCE_FORMATS)[number];
+  'relative-to'?: string;
+  destination: string;
+  'destination-format': (typeof DESTINATION_FORMATS)[number];
+  size?: string;
+  force?: boolean;
+  progress?: boolean | 'machine';
+}
+
+/** What the source turned out to be. */
+type Source = { kind: 'disk'; disk: Disk } | { kind: 'content'; content: ContentSource } | { kind: 'chunked'; reader: ForwardReader; size: number };
+
+/** The result of one run, as `--json` prints it. */
+interface StreamSummary {
+  source: string;
+  destination: string;
+  format: string;
+  /** The announced length (what a Content-Length carries). */
+  bytes: number;
+  virtualSize: number;
+  relativeTo?: string;
+  method?: DeltaMethod;
+  seconds: number;
+}
+
+export const streamCommand: CommandModule<object, StreamArgs> = {
+  command: 'stream',
+  describe: "send an image (full or relative to a base) as raw, a VHD stream or XAPI chunked frames to a file, a pipe or HTTP(S), as vhd-tool's stream does",
+  builder: (y) =>
+    withHttpOptions(withOpenOptions(y))
+      .option('source', { type: 'string', default: 'stdin:', describe: 'image, path, file://, smb://, http(s):// URL, or stdin: / -' })
+      .option('source-format', { choices: SOURCE_FORMATS, describe: 'format of the source (default: detected from content; raw and chunked on a pipe must be named)' })
+      .option('relative-to', { type: 'string', describe: 'send only what differs from this base image (VHD differencing or chunked frames)' })
+      .option('destination', { type: 'string', default: 'stdout:', describe: 'path, file://, smb://, http(s):// URL (PUT), stdout: / -, or null:' })
+      .option('destination-format', { choices: DESTINATION_FORMATS, default: 'raw' as const, describe: 'raw, vhd (vhd-tool layout), chunked (XAPI frames), vhdx (files only)' })
+      .option('size', { type: 'string', describe: 'virtual size of a raw or chunked source read from a pipe' })
+      .option('force', { type: 'boolean', describe: 'replace the destination file if it exists' })
+      .option('json', { type: 'boolean', describe: 'print one JSON object (format, bytes = announced length, ...) on stdout' })
+      .option('progress', {
+        describe: 'draw a progress bar on stderr; --progress=machine prints one percentage per line on stdout',
+        coerce: (v: unknown) => {
+          if (v === true || v === '' || v === 'true') return true;
+          if (v === false || v === 'false') return false;
+          if (v === 'machine') return 'machine';
+          throw new UsageError(`--progress takes no value or 'machine', not '${String(v)}'`);
+        },
+      }) as never,
+  handler: async (args) => {
+    const started = Date.now();
+    const dest = await parseEndpoint(args.destination, 'destination');
+    const format = args['destination-format'];
+    if (dest.kind === 'pipe' && (args.json || args.progress === 'machine')) {
+      throw new UsageError('--json and --progress=machine print on stdout, which carries the stream here: send the stream elsewhere');
+    }
+    if (format === 'vhdx' && dest.kind !== 'location') {
+      throw new UnsupportedError('a VHDX cannot be streamed in one pass yet (no one-pass VHDX layout): write it to a file, or use --destination-format vhd');
+    }
+    const http = httpOptionsFrom(args);
+    const source = await openSource(args, http);
+    let base: Disk | null = null;
+    try {
+      let content: ContentSource | null = null;
+      let method: DeltaMethod | undefined;
+      if (args['relative-to']) {
+        if (source.kind !== 'disk') throw new UsageError('--relative-to needs an image as --source, not a stream');
+        base = await openDisk(args['relative-to'], openOptionsFrom(args));
+        const delta = await deltaContent(source.disk, base, { finalLocation: dest.kind === 'location' ? dest.location : null });
+        content = delta.source;
+        method = delta.method;
+      } else if (source.kind === 'disk') {
+        content = await fullContent(source.disk, format);
+      } else if (source.kind === 'content') {
+        content = source.content;
+      }
+      const virtualSize = content ? content.virtualSize : (source as { size: number }).size;
+      const progress = makeProgress(args);
+      let bytes: number;
+      if (!content || format === 'vhdx') {
+        // Decoded onto a new image: chunked frames (no index up front) and VHDX (no one-pass layout).
+        if (dest.kind !== 'location') throw new UsageError('chunked frames as a source can only be written into an image file: give a path as --destination');
+        if (format === 'chunked') throw new UsageError('--destination-format chunked from a chunked source: copy the bytes instead');
+        bytes = await writeImage(dest, format, content, source, base, args, progress);
+      } else {
+        const stream = encode(format as StreamFormat, content);
+        progress.total(stream.length);
+        bytes = stream.length;
+        await send(stream, dest, args, http, progress.bar);
+      }
+      progress.bar.finish();
+      const summary: StreamSummary = {
+        source: describeSource(args.source, source),
+        destination: dest.kind === 'location' ? displayLocation(dest.location) : args.destination,
+        format,
+        bytes,
+        virtualSize,
+        ...(base ? { relativeTo: displayLocation(base.location), method } : {}),
+        seconds: (Date.now() - started) / 1000,
+      };
+      if (args.json) outJson(summary);
+      else if (!args.quiet && dest.kind !== 'pipe' && args.progress !== 'machine') {
+        const what = base ? `delta from ${summary.relativeTo} (${method})` : 'full';
+        out(`streamed ${summary.source} -> ${summary.destination} (${format}, ${what}): ${formatSize(bytes)}, ${summary.seconds.toFixed(2)} s`);
+      }
+    } finally {
+      await base?.close().catch(() => {});
+      if (source.kind === 'disk') await source.disk.close();
+    }
+  },
+};
+
+/** The full content of a disk; all-zero blocks of raw layers are found by reading them first, as vhd-tool does. */
+function fullContent(disk: Disk, format: string): Promise<ContentSource> {
+  if (format === 'raw' || format === 'vhdx') return diskContent(disk);
+  const layers: Disk[] = [];
+  for (let d: Disk | null = disk; d; d = d.parent) layers.push(d);
+  const granule = format === 'vhd' ? STREAM_BLOCK_SIZE : 64 << 10;
+  return diskContent(disk, { zeroScan: { granule, scanDepths: (depth) => layers[depth]?.format === 'raw' } });
+}
+
+/** Opens `--source`: an image, or a stream on a pipe, a file or an HTTP body. */
+async function openSource(args: StreamArgs, http: ReturnType<typeof httpOptionsFrom>): Promise<Source> {
+  const ep = await parseEndpoint(args.source, 'source');
+  const named = args['source-format'];
+  if (ep.kind === 'location' && named !== 'chunked') {
+    const opts = { ...openOptionsFrom(args), format: named as DiskFormat | undefined };
+    return { kind: 'disk', disk: await openDisk(ep.location, opts) };
+  }
+  let bytes: AsyncIterable<Uint8Array>;
+  let length: number | null = null;
+  let name: string;
+  if (ep.kind === 'location') {
+    const file = await ep.location.store.open(ep.location.path, 'read');
+    length = await file.size();
+    name = displayLocation(ep.location);
+    bytes = closing(fileBytes(file), () => file.close());
+  } else if (ep.kind === 'http') {
+    const body = await httpSource(ep.url, http);
+    bytes = body.bytes;
+    length = body.length;
+    name = body.name;
+  } else {
+    bytes = process.stdin;
+    name = 'stdin';
+  }
+  const { head, rest } = await peek(bytes, 8);
+  const format = named ?? (hasFooterCookie(head) ? 'vhd' : null);
+  if (!format) throw new UsageError(`cannot tell the format of ${name} from its content (no VHD footer at its start): add --source-format raw or chunked`);
+  const reader = new ForwardReader(rest, name, length);
+  if (format === 'vhd') return { kind: 'content', content: await vhdStreamContent(reader) };
+  if (format === 'vhdx') throw new UnsupportedError('a VHDX cannot be read as a stream (its metadata may follow its data): give it as a file', name);
+  const size = args.size !== undefined ? parseSize(args.size, '--size') : length !== null && format === 'raw' ? length : null;
+  if (size === null) throw new UsageError(`${format} on ${name} carries no disk size: add --size`);
+  if (format === 'chunked') return { kind: 'chunked', reader, size };
+  return { kind: 'content', content: rawPipeContent(reader, size) };
+}
+
+/** Raw bytes on a pipe: the whole disk, read in order. */
+function rawPipeContent(reader: ForwardReader, size: number): ContentSource {
+  let queue: Promise<unknown> = Promise.resolve();
+  return {
+    virtualSize: size,
+    ranges: size > 0 ? [{ offset: 0, length: size }] : [],
+    base: null,
+    name: reader.name,
+    read(offset, length, into) {
+      const p = queue.then(async () => {
+        await reader.skipTo(offset, 'raw data');
+        return reader.read(length, 'raw data', into);
+      });
+      queue = p.catch(() => {});
+      return p;
+    },
+    async finish() {
+      await queue;
+      if (!(await reader.atEnd())) throw new UsageError(`${reader.name} holds more than --size (${size}) bytes`);
+    },
+  };
+}
+
+/** Closes a file when its bytes have been read (or reading stopped). */
+async function* closing(it: AsyncIterable<Buffer>, close: () => Promise<void>): AsyncGenerator<Buffer> {
+  try {
+    yield* it;
+  } finally {
+    await close();
+  }
+}
+
+/** A progress display that learns its total once the stream's length is known. */
+function makeProgress(args: StreamArgs): { bar: Progress; total: (n: number) => void } {
+  let inner: Progress | null = null;
+  const bar: Progress = {
+    advance: (n) => inner?.advance(n),
+    set: (v) => inner?.set(v),
+    finish: () => inner?.finish(),
+  };
+  const total = (n: number) => {
+    if (args.progress === 'machine') inner = createMachineProgress(n);
+    else if (!args.json && !args.quiet && args.progress !== false) inner = createProgress('streaming', n, args.progress === true || Boolean(process.stderr.isTTY));
+  };
+  return { bar, total };
+}
+
+/** Sends an encoded stream to its destination. */
+async function send(stream: EncodedStream, dest: Endpoint, args: StreamArgs, http: ReturnType<typeof httpOptionsFrom>, progress: Progress): Promise<void> {
+  const tick = (n: number) => progress.advance(n);
+  if (dest.kind === 'null') await sendToSink(stream, nullSink, tick);
+  else if (dest.kind === 'pipe') await sendToSink(stream, writableSink(process.stdout), tick);
+  else if (dest.kind === 'http') await httpDestination(dest.url, stream, http, tick);
+  else {
+    await writeAtomically(
+      dest.location,
+      async (temp) => {
+        const file = await temp.store.createExclusive(temp.path);
+        try {
+          await sendToFile(stream, file, tick);
+        } finally {
+          await file.close();
+        }
+      },
+      { overwrite: args.force },
+    );
+  }
+}
+
+/** Writes the source into a new image file (VHDX, or any format from chunked frames); returns its file size. */
+async function writeImage(
+  dest: Extract<Endpoint, { kind: 'location' }>,
+  format: string,
+  content: ContentSource | null,
+  source: Source,
+  base: Disk | null,
+  args: StreamArgs,
+  progress: { bar: Progress; total: (n: number) => void },
+): Promise<number> {
+  const target: Location = dest.location;
+  const size = content ? content.virtualSize : (source as { size: number }).size;
+  progress.total(content ? content.ranges.reduce((s, r) => s + r.length, 0) : size);
+  return writeAtomically(
+    target,
+    async (temp) => {
+      const disk = await createDisk(temp, {
+        format: format as DiskFormat,
+        type: base ? 'differencing' : 'dynamic',
+        virtualSize: base ? undefined : size,
+        parent: base ?? undefined,
+        finalLocation: target,
+      });
+      try {
+        const tick = (n: number) => progress.bar.advance(n);
+        if (content) await writeContentOnto(content, disk, { fresh: !content.base, onProgress: tick });
+        else await applyChunked((source as { reader: ForwardReader }).reader, disk, { fresh: true, onProgress: tick });
+        await disk.flush();
+        return await disk.file.size();
+      } finally {
+        await disk.close();
+      }
+    },
+    { overwrite: args.force },
+  );
+}
+
+function describeSource(text: string, source: Source): string {
+  return source.kind === 'disk' ? displayLocation(source.disk.location) : text;
+}
