@@ -2,7 +2,7 @@ import type { Location } from '../io/location.js';
 import type { RandomAccessFile } from '../io/store.js';
 
 /** Formats the tool reads and writes. */
-export type DiskFormat = 'raw' | 'vhd' | 'vhdx';
+export type DiskFormat = 'raw' | 'vhd' | 'vhdx' | 'qcow2';
 
 /** The allocation kind of an image. */
 export type DiskType = 'raw' | 'fixed' | 'dynamic' | 'differencing';
@@ -114,6 +114,8 @@ export interface ParentExpectation {
   idName: string;
   /** Which identity field of the parent must equal `id`. */
   matches(parent: Disk): Promise<boolean>;
+  /** The parent's format when the child names it (QCOW2 backing-format extension); detected by content otherwise. */
+  format?: DiskFormat;
 }
 
 /** One image format: how to recognise, open and create it. */

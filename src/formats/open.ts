@@ -45,7 +45,8 @@ async function openInChain(loc: Location, opts: OpenOptions, chain: string[]): P
   const fileOpts = chain.length === 0 ? opts : { ...opts, writable: false };
   const file = await loc.store.open(loc.path, fileOpts.writable ? 'readwrite' : 'read');
   try {
-    const driver = opts.format && chain.length === 0 ? formatDriver(opts.format) : await detect(file, displayLocation(loc));
+    // A parent's format is whatever its child names (openParent sets it, or clears the child's own).
+    const driver = opts.format ? formatDriver(opts.format) : await detect(file, displayLocation(loc));
     const nextChain = [...chain, key];
     return await driver.open(file, loc, fileOpts, (candidates, child, o, expect) =>
       openParent(candidates, child, o, expect, nextChain),
@@ -93,7 +94,7 @@ async function openParent(
     tried.push(displayLocation(cand));
     const st = await cand.store.stat(cand.path).catch(() => null);
     if (!st || st.isDirectory) continue;
-    const parent = await openInChain(cand, { ...opts, writable: false, format: undefined }, chain);
+    const parent = await openInChain(cand, { ...opts, writable: false, format: expect.format }, chain);
     if (!opts.ignoreParentMismatch && !(await expect.matches(parent))) {
       const got = (await parent.identity()).contentId;
       await parent.close();

@@ -29,6 +29,7 @@ const FORMAT_CODES: Array<[DiskFormat, number]> = [
   ['raw', 0],
   ['vhd', 1],
   ['vhdx', 2],
+  ['qcow2', 3],
 ];
 
 /** Everything the header of a native metafile records. */

@@ -10,7 +10,7 @@ import { HAVE_QEMU, requireTool, run } from '../helpers/tools.js';
  * that option is free) takes them as raw on purpose.
  */
 const FORMATS: Array<[qemu: string, named: RegExp]> = [
-  ['qcow2', /qcow2 image/],
+  ['qcow', /qcow \(version 1\) image/],
   ['vmdk', /VMDK sparse extent/],
   ['vdi', /VirtualBox VDI image/],
   ['qed', /QED image/],
@@ -88,7 +88,7 @@ describe('formats vhdsync does not read', () => {
     expect(fs.readFileSync(p('back.raw')).equals(fs.readFileSync(file))).toBe(true);
     ok(['convert', file, p('direct.raw'), '--input-format', 'raw']);
     expect(fs.readFileSync(p('direct.raw')).equals(fs.readFileSync(file))).toBe(true);
-    // The qcow2 is still a qcow2 to qemu: nothing wrote into it.
+    // The VMDK is still a VMDK to qemu: nothing wrote into it.
     expect(run('qemu-img', ['info', '--output=json', file]).toString()).toMatch(/"format": "vmdk"/);
   });
 });
