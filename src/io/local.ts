@@ -67,7 +67,8 @@ class LocalFile implements RandomAccessFile {
   }
 }
 
-const posixPaths: StorePaths = {
+/** Path arithmetic of local files (POSIX); also what in-memory test stores use. */
+export const posixPaths: StorePaths = {
   join: (...p) => path.join(...p),
   dirname: (p) => path.dirname(p),
   basename: (p) => path.basename(p),

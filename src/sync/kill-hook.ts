@@ -5,7 +5,8 @@
  * driver's write ordering (data, allocation table, log, header), the state file or the metafile rotation.
  * Without the variable, `hookLocation` returns its argument unchanged and costs nothing.
  */
-import type { ByteStore, OpenMode, RandomAccessFile } from '../io/store.js';
+import type { ByteStore } from '../io/store.js';
+import { recordingStore } from '../io/recording-store.js';
 import type { Location } from '../io/location.js';
 
 const ENV = 'VHDSYNC_TEST_KILL_AFTER_WRITES';
@@ -35,61 +36,11 @@ function tick(): void {
   remaining--;
 }
 
-class CountingFile implements RandomAccessFile {
-  constructor(private readonly inner: RandomAccessFile) {}
-  get name() {
-    return this.inner.name;
-  }
-  get writable() {
-    return this.inner.writable;
-  }
-  read(position: number, length: number, into?: Buffer) {
-    return this.inner.read(position, length, into);
-  }
-  async write(position: number, data: Uint8Array) {
-    tick();
-    return this.inner.write(position, data);
-  }
-  size() {
-    return this.inner.size();
-  }
-  async truncate(size: number) {
-    tick();
-    return this.inner.truncate(size);
-  }
-  async flush() {
-    tick();
-    return this.inner.flush();
-  }
-  close() {
-    return this.inner.close();
-  }
-}
-
+/** Every mutating store operation counts; opens and folder creation do not (they change no file's content). */
 function countingStore(inner: ByteStore): ByteStore {
-  return {
-    kind: inner.kind,
-    paths: inner.paths,
-    display: (p) => inner.display(p),
-    windowsPath: inner.windowsPath ? (p) => inner.windowsPath!(p) : undefined,
-    open: async (p: string, mode: OpenMode) => new CountingFile(await inner.open(p, mode)),
-    createExclusive: async (p) => {
-      tick();
-      return new CountingFile(await inner.createExclusive(p));
-    },
-    stat: (p) => inner.stat(p),
-    rename: async (a, b) => {
-      tick();
-      return inner.rename(a, b);
-    },
-    unlink: async (p) => {
-      tick();
-      return inner.unlink(p);
-    },
-    list: (d) => inner.list(d),
-    mkdirp: (d) => inner.mkdirp(d),
-    syncDir: (d) => inner.syncDir(d),
-  };
+  return recordingStore(inner, (e) => {
+    if (e.op !== 'open' && e.op !== 'mkdir') tick();
+  });
 }
 
 const wrapped = new WeakMap<ByteStore, ByteStore>();

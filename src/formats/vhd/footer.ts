@@ -107,7 +107,8 @@ export function serializeFooter(f: Omit<VhdFooter, 'checksum' | 'checksumOk'>): 
   b.write(f.creatorApp.padEnd(4, ' ').slice(0, 4), 28, 'latin1');
   b.writeUInt32BE(f.creatorVersion >>> 0, 32);
   b.writeUInt32BE(f.creatorHostOs >>> 0, 36);
-  writeU64BE(b, f.originalSize, 40);
+  // Parsed from any 64-bit value into a double it can round up to 2^64: write back the largest double below, never throw.
+  b.writeBigUInt64BE(BigInt(Math.min(f.originalSize, 2 ** 64 - 2048)), 40);
   writeU64BE(b, f.currentSize, 48);
   b.writeUInt16BE(f.geometry.cylinders, 56);
   b[58] = f.geometry.heads;

@@ -27,7 +27,8 @@ export interface NegotiateRequest {
   signingAlgorithms: number[];
 }
 
-const align8 = (n: number) => (n + 7) & ~7;
+// Arithmetic, not `& ~7`: a 32-bit offset from a server past 2^31 must stay positive for the bounds checks.
+const align8 = (n: number) => Math.ceil(n / 8) * 8;
 
 function context(type: number, data: Buffer): Buffer {
   const b = Buffer.alloc(8 + data.length);

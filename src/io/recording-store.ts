@@ -1,0 +1,86 @@
+/**
+ * TEST HOOK: a store decorator that reports every open, change and flush a caller makes through it, before passing
+ * the call on. The fuzzer (test/fuzz/) checks with it that a reader changed nothing and that a writer touched only the
+ * file it was given; the crash tests' kill hook (sync/kill-hook.ts) counts mutations with it.
+ */
+import type { ByteStore, OpenMode, RandomAccessFile } from './store.js';
+
+/** An open or a change seen by a recording store; `path` is the store path it concerns. */
+export type StoreEvent =
+  | { op: 'open'; path: string; mode: OpenMode }
+  | { op: 'create'; path: string }
+  | { op: 'write'; path: string; position: number; length: number }
+  | { op: 'truncate'; path: string; size: number }
+  | { op: 'flush'; path: string }
+  | { op: 'rename'; path: string; to: string }
+  | { op: 'unlink'; path: string }
+  | { op: 'mkdir'; path: string };
+
+/** A file whose writes, truncations and flushes are reported under `path`. */
+class RecordingFile implements RandomAccessFile {
+  constructor(
+    private readonly inner: RandomAccessFile,
+    private readonly path: string,
+    private readonly record: (e: StoreEvent) => void,
+  ) {}
+  get name() {
+    return this.inner.name;
+  }
+  get writable() {
+    return this.inner.writable;
+  }
+  read(position: number, length: number, into?: Buffer) {
+    return this.inner.read(position, length, into);
+  }
+  write(position: number, data: Uint8Array) {
+    this.record({ op: 'write', path: this.path, position, length: data.byteLength });
+    return this.inner.write(position, data);
+  }
+  size() {
+    return this.inner.size();
+  }
+  truncate(size: number) {
+    this.record({ op: 'truncate', path: this.path, size });
+    return this.inner.truncate(size);
+  }
+  flush() {
+    this.record({ op: 'flush', path: this.path });
+    return this.inner.flush();
+  }
+  close() {
+    return this.inner.close();
+  }
+}
+
+/** `inner` seen through a decorator that calls `record` for each open, change and flush, before making it. */
+export function recordingStore(inner: ByteStore, record: (e: StoreEvent) => void): ByteStore {
+  return {
+    kind: inner.kind,
+    paths: inner.paths,
+    display: (p) => inner.display(p),
+    windowsPath: inner.windowsPath ? (p) => inner.windowsPath!(p) : undefined,
+    open: async (path, mode) => {
+      record({ op: 'open', path, mode });
+      return new RecordingFile(await inner.open(path, mode), path, record);
+    },
+    createExclusive: async (path) => {
+      record({ op: 'create', path });
+      return new RecordingFile(await inner.createExclusive(path), path, record);
+    },
+    stat: (p) => inner.stat(p),
+    rename: (from, to) => {
+      record({ op: 'rename', path: from, to });
+      return inner.rename(from, to);
+    },
+    unlink: (path) => {
+      record({ op: 'unlink', path });
+      return inner.unlink(path);
+    },
+    list: (d) => inner.list(d),
+    mkdirp: (path) => {
+      record({ op: 'mkdir', path });
+      return inner.mkdirp(path);
+    },
+    syncDir: (d) => inner.syncDir(d),
+  };
+}

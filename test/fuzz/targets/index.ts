@@ -1,0 +1,8 @@
+/** Every fuzz target, in run order. Adding one: write a FuzzTarget (image formats: imageTarget + a layout) and list it here. */
+import type { FuzzTarget } from '../target.js';
+import { vhdRead, vhdWrite } from './vhd.js';
+import { vhdxRead, vhdxWrite } from './vhdx.js';
+import { metafiles } from './meta.js';
+import { smbFrames, smbMessages } from './smb.js';
+
+export const TARGETS: FuzzTarget[] = [vhdRead, vhdWrite, vhdxRead, vhdxWrite, metafiles, smbMessages, smbFrames];
