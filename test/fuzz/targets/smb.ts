@@ -163,13 +163,13 @@ function withData(name: string, command: number, structure: number, data: Buffer
 function directory(): Reply {
   const entry = (name: string, last: boolean) => {
     const n = Buffer.from(name, 'utf16le');
-    const e = Buffer.alloc((104 + n.length + 7) & ~7);
+    const e = Buffer.alloc((64 + n.length + 7) & ~7);
     e.writeUInt32LE(last ? 0 : e.length, 0);
     e.writeBigUInt64LE(133000000000000000n, 24);
     e.writeBigUInt64LE(12345n, 40);
     e.writeUInt32LE(name === 'dir' ? 0x10 : 0x20, 56);
     e.writeUInt32LE(n.length, 60);
-    n.copy(e, 104);
+    n.copy(e, 64);
     return e;
   };
   const data = Buffer.concat([entry('a.vhdx', false), entry('dir', false), entry('b.bin', true)]);
@@ -274,9 +274,13 @@ function parseReply(msg: Buffer): void {
       case Command.QUERY_INFO:
         parseStandardInfo(parseQueryInfoResponse(m));
         break;
-      case Command.QUERY_DIRECTORY:
-        parseQueryDirectoryResponse(m);
+      case Command.QUERY_DIRECTORY: {
+        // Each entry takes at least its 64 fixed bytes: more entries than that means they overlap, and a 16 MiB
+        // reply could then expand into millions of objects.
+        const n = parseQueryDirectoryResponse(m).length;
+        if (n * 64 > m.length) throw new Violation('memory', `QUERY_DIRECTORY reply of ${m.length} bytes parsed into ${n} entries`);
         break;
+      }
     }
   }
 }
