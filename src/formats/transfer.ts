@@ -1,6 +1,6 @@
 import type { Disk } from './disk.js';
 import { isAllZero } from '../util/struct.js';
-import { allocAligned } from '../util/aligned.js';
+import { alignedRing } from '../util/aligned.js';
 import { prefetch } from '../util/prefetch.js';
 
 /** Reads are this large; several are in flight while one write runs. */
@@ -47,10 +47,8 @@ export async function copyDiskContent(src: Disk, dst: Disk, opts: TransferOption
   const gran = opts.zeroGranularity ?? zeroGranularity(dst);
   // One buffer per read in flight plus the one being written; page aligned, as copies from the page cache into
   // unaligned memory run several times slower (docs/performance.md, createmeta).
-  const pool = Array.from({ length: READS_IN_FLIGHT + 1 }, () => allocAligned(CHUNK));
-  let nextBuffer = 0;
-  const read = (piece: Piece) =>
-    piece.data ? src.read(piece.offset, piece.length, pool[nextBuffer++ % pool.length].subarray(0, piece.length)) : Promise.resolve(null);
+  const buffer = alignedRing(READS_IN_FLIGHT + 1, CHUNK);
+  const read = (piece: Piece) => (piece.data ? src.read(piece.offset, piece.length, buffer().subarray(0, piece.length)) : Promise.resolve(null));
   for await (const { item: piece, value: buf } of prefetch(dataPieces(src), read, READS_IN_FLIGHT)) {
     if (!buf) {
       opts.onProgress?.(piece.length);

@@ -2,6 +2,13 @@ import { promises as fsp, constants as fsc } from 'node:fs';
 import * as path from 'node:path';
 import type { ByteStore, OpenMode, RandomAccessFile, StoreStat, StorePaths } from './store.js';
 import { fromSystemError } from '../util/errors.js';
+import { PAGE, allocAligned, directSource } from '../util/aligned.js';
+
+/** Writes from other memory are copied through bounce buffers of this size (plus a page for the phase). */
+const BOUNCE = 1 << 20;
+/** Idle bounce buffers kept for reuse (one per write in flight is taken; more are made when needed). */
+const KEEP_BOUNCE = 4;
+const idleBounce: Buffer[] = [];
 
 /** A local file opened with a FileHandle; every call is positioned, so several may be in flight. */
 class LocalFile implements RandomAccessFile {
@@ -26,7 +33,29 @@ class LocalFile implements RandomAccessFile {
     return done === buf.length ? buf : buf.subarray(0, done);
   }
 
+  /**
+   * Writes from page-aligned, touched memory only (decision 0009): a caller's buffer that is not (or not in the
+   * file position's page phase) is copied through a bounce buffer first, so a kill mid-write cuts the file only at a
+   * 4 KiB boundary and never tears a sector.
+   */
   async write(position: number, data: Uint8Array): Promise<void> {
+    const direct = directSource(data, position);
+    if (direct) return this.writeAll(position, direct);
+    const bounce = idleBounce.pop() ?? allocAligned(BOUNCE + PAGE);
+    try {
+      for (let done = 0; done < data.byteLength; ) {
+        const n = Math.min(BOUNCE, data.byteLength - done);
+        const phase = (position + done) % PAGE;
+        bounce.set(data.subarray(done, done + n), phase);
+        await this.writeAll(position + done, bounce.subarray(phase, phase + n));
+        done += n;
+      }
+    } finally {
+      if (idleBounce.length < KEEP_BOUNCE) idleBounce.push(bounce);
+    }
+  }
+
+  private async writeAll(position: number, data: Uint8Array): Promise<void> {
     let done = 0;
     try {
       while (done < data.byteLength) {

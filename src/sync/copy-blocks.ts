@@ -8,6 +8,7 @@ import type { HashAlgorithm } from '../meta/hashers.js';
 import { digestBlock, zeroDigest } from '../meta/hashers.js';
 import { displayLocation } from '../io/location.js';
 import { ContentChangedError } from '../util/errors.js';
+import { alignedRing } from '../util/aligned.js';
 import { prefetch } from '../util/prefetch.js';
 import { isAllZero } from '../util/struct.js';
 
@@ -66,11 +67,14 @@ async function* runsOf(blocks: AsyncIterable<ChangedBlock> | Iterable<ChangedBlo
   if (run) yield run;
 }
 
-/** Reads a run, skipping the read when the source's allocation tables say it is all zeros. */
-async function readRun(source: Disk, run: Run): Promise<Buffer | null> {
+/**
+ * Reads a run into `into` (aligned, so the diff's store writes it without a bounce copy), skipping the read when
+ * the source's allocation tables say it is all zeros.
+ */
+async function readRun(source: Disk, run: Run, into: () => Buffer): Promise<Buffer | null> {
   const ext = await source.status(run.offset, run.length);
   if (ext.every((e) => e.state !== 'data')) return null;
-  return source.read(run.offset, run.length);
+  return source.read(run.offset, run.length, into().subarray(0, run.length));
 }
 
 /**
@@ -81,7 +85,8 @@ export async function copyChangedBlocks(source: Disk, diff: Disk, blocks: AsyncI
   const { blockSize: bs, algorithm } = opts;
   const stats: CopyBlocksStats = { blocks: 0, dataBytes: 0, zeroBytes: 0, readBytes: 0 };
   // One run read ahead while the previous one is verified and written.
-  for await (const { item: run, value: data } of prefetch(runsOf(blocks, bs, source.virtualSize), (r) => readRun(source, r), 2)) {
+  const buffer = alignedRing(3, Math.max(RUN_BYTES, bs));
+  for await (const { item: run, value: data } of prefetch(runsOf(blocks, bs, source.virtualSize), (r) => readRun(source, r, buffer), 2)) {
     if (data) stats.readBytes += run.length;
     // Consecutive blocks of one kind go to the diff in one call.
     let pendStart = run.offset;

@@ -10,6 +10,7 @@ import { metafileLocationFor } from '../meta/index.js';
 import { removePartials } from './leftovers.js';
 import type { RandomAccessFile } from '../io/store.js';
 import { NotFoundError, ParentError, UsageError } from '../util/errors.js';
+import { alignedRing } from '../util/aligned.js';
 import { prefetch } from '../util/prefetch.js';
 import { lockImage, type ImageLock } from './lock.js';
 import { hookLocation } from './kill-hook.js';
@@ -129,7 +130,9 @@ export async function mergeExtents(
   let extents = 0;
   let sinceCheckpoint = 0;
   // One piece read ahead from the diff while the previous one is written into the parent.
-  const read = (piece: Piece) => (piece.zero ? Promise.resolve(null) : diff.read(piece.offset, piece.length));
+  // Aligned buffers, so the parent's store writes them without a bounce copy (decision 0009).
+  const buffer = alignedRing(3, CHUNK);
+  const read = (piece: Piece) => (piece.zero ? Promise.resolve(null) : diff.read(piece.offset, piece.length, buffer().subarray(0, piece.length)));
   for await (const { item: piece, value: data } of prefetch(ownPieces(diff, from), read, 2)) {
     if (data) await parent.write(piece.offset, data);
     else await parent.writeZeroes(piece.offset, piece.length);

@@ -4,12 +4,13 @@
  * and the content is the model after every write reported flushed, with the write in flight (if
  * any) present sector by sector either entirely old or entirely new.
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { openDisk, createDisk } from '../../src/formats/index.js';
 import { makeTempDir } from '../helpers/tmp.js';
 import { HAVE_QEMU, requireTool, run, runStatus } from '../helpers/tools.js';
+import { privateCli } from '../cli/sync-helpers.js';
+import { applyWrite, runWriter, tornSectors } from './vhdx-writer-run.mjs';
 
 const MiB = 1 << 20;
 const SIZE = 16 * MiB;
@@ -17,92 +18,12 @@ const KILLS = 24;
 const ok = requireTool(HAVE_QEMU, 'qemu-img');
 const d = ok ? describe : describe.skip;
 
-/** Must match `pattern` in vhdx-writer.mjs. */
-function pattern(i: number, len: number): Buffer {
-  const b = Buffer.alloc(len);
-  for (let k = 0; k < len; k++) b[k] = (i * 131 + k * 7 + (k >> 9)) & 255;
-  return b;
-}
-
-/** Newest modification time of the TypeScript sources. */
-function newestSource(dir = path.resolve('src')): number {
-  let t = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    t = Math.max(t, e.isDirectory() ? newestSource(p) : statSync(p).mtimeMs);
-  }
-  return t;
-}
-
 /**
- * The compiled sources for the child, built inside node_modules (so package imports resolve) and
- * reused while newer than every source. Not `dist/` outside CI: others may rebuild it while this test runs.
+ * The compiled sources for the child: a private copy of the dist/ that jest's global setup has just built (others
+ * may rebuild dist/ while this test runs), next to a link to node_modules so package imports resolve.
  */
-function buildForChild(): string {
-  // In CI nothing else runs beside this suite, and jest's global setup has just built dist/.
-  if (process.env.CI && existsSync(path.resolve('dist/formats/vhdx/vhdx-disk.js'))) return path.resolve('dist');
-  const out = path.resolve('node_modules/.cache/vhdsync-vhdx-crash');
-  const stamp = path.join(out, '.built');
-  if (existsSync(stamp) && statSync(stamp).mtimeMs >= newestSource()) return out;
-  // tsc exits non-zero on type errors elsewhere in the tree but still emits; the emitted entry point is what matters.
-  spawnSync(process.execPath, [path.resolve('node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json', '--outDir', out, '--declaration', 'false', '--sourceMap', 'false'], { stdio: 'ignore' });
-  if (!existsSync(path.join(out, 'formats/index.js'))) throw new Error('could not compile the sources for the crash-test child');
-  writeFileSync(stamp, '');
-  return out;
-}
-
-interface Write {
-  i: number;
-  off: number;
-  len: number;
-  zero: boolean;
-}
-
-/** What a write puts into the model. */
-function apply(model: Buffer, w: Write): void {
-  if (w.zero) model.fill(0, w.off, w.off + w.len);
-  else pattern(w.i, w.len).copy(model, w.off);
-}
-
-interface Outcome {
-  /** Writes reported flushed, in order. */
-  done: Write[];
-  /** The write started and not reported flushed when the child died. */
-  inFlight: Write | null;
-}
-
-/** Runs the writer until it has been killed (after `delayMs` from ready) or finished. */
-function runChild(dist: string, image: string, first: number, seed: number, delayMs: number, fromFirstDone: boolean): Promise<Outcome> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.resolve('test/crash/vhdx-writer.mjs'), dist, image, String(first), '40', String(seed)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let buf = '';
-    let err = '';
-    let armed = false;
-    const out: Outcome = { done: [], inFlight: null };
-    child.stderr.on('data', (c) => (err += c));
-    child.stdout.on('data', (c) => {
-      buf += c;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl).split(' ');
-        buf = buf.slice(nl + 1);
-        // Timed from the first flushed write, a kill lands in a session with a live log; from ready, in its first steps.
-        if (line[0] === (fromFirstDone ? 'done' : 'ready') && !armed) {
-          armed = true;
-          setTimeout(() => child.kill('SIGKILL'), delayMs);
-        }
-        if (line[0] === 'start') out.inFlight = { i: Number(line[1]), off: Number(line[2]), len: Number(line[3]), zero: line[4] === 'zero' };
-        if (line[0] === 'done' && out.inFlight) {
-          out.done.push(out.inFlight);
-          out.inFlight = null;
-        }
-      }
-    });
-    child.on('exit', (code, signal) => {
-      if (signal !== 'SIGKILL' && code !== 0) reject(new Error(`writer failed (${code}): ${err}`));
-      else resolve(out);
-    });
-  });
+function buildForChild(dir: string): string {
+  return path.join(path.dirname(path.dirname(privateCli(dir))), 'dist');
 }
 
 d('VHDX crash safety', () => {
@@ -110,7 +31,7 @@ d('VHDX crash safety', () => {
   afterAll(() => tmp.cleanup());
 
   test(`SIGKILL at ${KILLS} points leaves a consistent image`, async () => {
-    const dist = buildForChild();
+    const dist = buildForChild(tmp.dir);
     const image = path.join(tmp.dir, 'crash.vhdx');
     const disk = await createDisk(image, { format: 'vhdx', type: 'dynamic', virtualSize: SIZE, blockSize: 1 * MiB });
     await disk.close();
@@ -121,7 +42,7 @@ d('VHDX crash safety', () => {
     const times: string[] = [];
     for (let k = 0; k < KILLS; k++) {
       const t0 = Date.now();
-      const res = await runChild(dist, image, next, 1000 + k, k % 4 === 0 ? (k * 7) % 30 : (k * 13) % 50, k % 4 !== 0);
+      const res = await runWriter(dist, image, next, 1000 + k, k % 4 === 0 ? (k * 7) % 30 : (k * 13) % 50, k % 4 !== 0);
       const tChild = Date.now() - t0;
       const ours = await openDisk(image);
       const info = await ours.info();
@@ -130,18 +51,13 @@ d('VHDX crash safety', () => {
       await ours.close();
       // Writes reported done are all there; the one in flight is, per sector, old or new.
       const expected = Buffer.from(model);
-      for (const w of res.done) apply(expected, w);
+      for (const w of res.done) applyWrite(expected, w);
       const flight = res.inFlight;
       if (flight) {
         inFlightSeen++;
         const newer = Buffer.from(expected);
-        apply(newer, flight);
-        const bad: number[] = [];
-        for (let s = 0; s < SIZE; s += 512) {
-          const c = content.subarray(s, s + 512);
-          if (!c.equals(expected.subarray(s, s + 512)) && !c.equals(newer.subarray(s, s + 512))) bad.push(s);
-        }
-        expect(bad).toEqual([]);
+        applyWrite(newer, flight);
+        expect(tornSectors(content, expected, newer)).toEqual([]);
       } else {
         expect(content.equals(expected)).toBe(true);
       }
@@ -163,5 +79,6 @@ d('VHDX crash safety', () => {
     // The kills must have landed inside sessions with a live log and inside writes, or the test proves little.
     expect(dirtySeen).toBeGreaterThan(KILLS / 3);
     expect(inFlightSeen).toBeGreaterThan(KILLS / 4);
-  });
+    // Each kill costs a child start, a qemu-img check and a convert: about 5 s on a loaded 2-core machine.
+  }, 300_000);
 });

@@ -2,6 +2,7 @@
 // performs deterministic writes, announcing each before it starts and after it is flushed, until killed.
 import { pathToFileURL } from 'node:url';
 import * as path from 'node:path';
+import { pattern } from './vhdx-writer-run.mjs';
 
 const [dist, image, firstArg, countArg, seedArg] = process.argv.slice(2);
 const { openDisk } = await import(pathToFileURL(path.join(dist, 'formats/index.js')).href);
@@ -12,13 +13,6 @@ const rand = () => {
   s = (s * 1664525 + 1013904223) >>> 0;
   return s / 2 ** 32;
 };
-/** Must match `pattern` in vhdx-crash.test.ts. */
-const pattern = (i, len) => {
-  const b = Buffer.alloc(len);
-  for (let k = 0; k < len; k++) b[k] = (i * 131 + k * 7 + (k >> 9)) & 255;
-  return b;
-};
-
 const disk = await openDisk(image, { writable: true });
 process.stdout.write('ready\n');
 for (let i = first; i < first + count; i++) {

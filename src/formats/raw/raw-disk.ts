@@ -4,9 +4,7 @@ import { displayLocation } from '../../io/location.js';
 import type { RandomAccessFile } from '../../io/store.js';
 import { UsageError, UnsupportedError } from '../../util/errors.js';
 import { checkRange, zeroFill } from '../ranges.js';
-
-/** Zero buffers larger than this are written in pieces so memory stays flat. */
-const ZERO_CHUNK = 4 << 20;
+import { ZERO_RUN, zeros } from '../../util/aligned.js';
 
 /** A raw image: the file's bytes are the virtual content. */
 export class RawDisk implements Disk {
@@ -47,10 +45,7 @@ export class RawDisk implements Disk {
 
   async writeZeroes(offset: number, length: number): Promise<void> {
     checkRange(this, offset, length);
-    const zeros = Buffer.alloc(Math.min(length, ZERO_CHUNK));
-    for (let done = 0; done < length; done += zeros.length) {
-      await this.file.write(offset + done, zeros.subarray(0, Math.min(zeros.length, length - done)));
-    }
+    for (let done = 0; done < length; done += ZERO_RUN) await this.file.write(offset + done, zeros(length - done));
   }
 
   async flush(): Promise<void> {

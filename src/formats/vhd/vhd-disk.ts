@@ -34,6 +34,7 @@ import { readFully, type RandomAccessFile } from '../../io/store.js';
 import { CorruptImageError, ParentError, UnsupportedError, UsageError } from '../../util/errors.js';
 import { formatGuidBE, newGuid, ZERO_GUID } from '../../util/guid.js';
 import { isAllZero } from '../../util/struct.js';
+import { ZERO_RUN, zeros } from '../../util/aligned.js';
 import { alignUp, formatSize, isPowerOfTwo } from '../../util/units.js';
 import { checkRange, pushExtent } from '../ranges.js';
 import { batBytes, emptyBatBytes, parseBat, serializeBat, UNALLOCATED } from './bat.js';
@@ -97,8 +98,6 @@ const DIRTY_BAT_ENTRIES = 1 << 16;
 export const MAX_BAT_ENTRIES = 1 << 24;
 /** Positioned reads in flight for one read() call. */
 const IO_PARALLEL = 8;
-/** Zero writes are issued in pieces of this size. */
-const ZERO_CHUNK = 4 << 20;
 /** BAT entries per 512-byte sector of the table. */
 const ENTRIES_PER_SECTOR = SECTOR / 4;
 
@@ -227,12 +226,9 @@ export class VhdDisk implements Disk {
   async writeZeroes(offset: number, length: number): Promise<void> {
     checkRange(this, offset, length);
     this.ensureWritable();
-    const zeros = Buffer.alloc(Math.min(length, ZERO_CHUNK));
     await this.locked(async () => {
       if (!this.state.sparse) {
-        for (let done = 0; done < length; done += zeros.length) {
-          await this.file.write(offset + done, zeros.subarray(0, Math.min(zeros.length, length - done)));
-        }
+        for (let done = 0; done < length; done += ZERO_RUN) await this.file.write(offset + done, zeros(length - done));
         return;
       }
       const { bat } = this.sparse;
@@ -241,10 +237,7 @@ export class VhdDisk implements Disk {
           // Dynamic: already zeros. Differencing: the parent shows through, so mask it only where it has something.
           if (this.type === 'dynamic' || !(await this.parentHasContent(v, n))) return;
         }
-        for (let done = 0; done < n; done += zeros.length) {
-          const k = Math.min(zeros.length, n - done);
-          await this.writeInBlock(b, inBlock + done, zeros.subarray(0, k));
-        }
+        for (let done = 0; done < n; done += ZERO_RUN) await this.writeInBlock(b, inBlock + done, zeros(n - done));
       });
     });
   }

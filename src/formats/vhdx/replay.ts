@@ -3,6 +3,7 @@
  * image is opened read-only (so the file itself is never modified), and zeros past its end.
  */
 import type { RandomAccessFile } from '../../io/store.js';
+import { ZERO_RUN, zeros } from '../../util/aligned.js';
 import type { LogChange } from './log.js';
 
 /** A read-only view of an image file with an optional in-memory log replay on top. */
@@ -37,7 +38,6 @@ export class FileView {
 
 /** Applies replayed changes to the file in place (the writable-open path); the caller flushes. */
 export async function applyChanges(file: RandomAccessFile, changes: LogChange[]): Promise<void> {
-  const ZERO_CHUNK = 1 << 20;
   // Past what the file holds (its size, or data replayed past it) every byte already reads as zero, and the caller
   // extends the file with a hole: writing zeros there would let a zero descriptor of any length fill the disk.
   let written = await file.size();
@@ -48,9 +48,6 @@ export async function applyChanges(file: RandomAccessFile, changes: LogChange[])
       continue;
     }
     const end = Math.min(c.fileOffset + c.length, written);
-    const zeros = Buffer.alloc(Math.max(0, Math.min(end - c.fileOffset, ZERO_CHUNK)));
-    for (let at = c.fileOffset; at < end; at += zeros.length) {
-      await file.write(at, zeros.subarray(0, Math.min(zeros.length, end - at)));
-    }
+    for (let at = c.fileOffset; at < end; at += ZERO_RUN) await file.write(at, zeros(end - at));
   }
 }

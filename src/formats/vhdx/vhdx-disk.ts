@@ -8,6 +8,7 @@ import { displayLocation, withPath, type Location } from '../../io/location.js';
 import type { RandomAccessFile } from '../../io/store.js';
 import { CorruptImageError, ParentError, UnsupportedError, UsageError } from '../../util/errors.js';
 import { ZERO_GUID, formatGuidLE, isGuidText, newGuid } from '../../util/guid.js';
+import { ZERO_RUN, zeros } from '../../util/aligned.js';
 import { checkRange, pushExtent } from '../ranges.js';
 import * as fileId from './file-identifier.js';
 import * as hdr from './header.js';
@@ -458,7 +459,6 @@ export class VhdxDisk implements Disk {
     return this.lock.run(async () => {
       this.requireWritable();
       await this.beginChange(true);
-      const zeros = Buffer.alloc(Math.min(length, this.blockSize));
       await this.forBlocks(offset, length, async (b, inBlock, n) => {
         const idx = payloadIndex(this.g, b);
         const e = this.bat.get(idx);
@@ -491,7 +491,7 @@ export class VhdxDisk implements Disk {
         };
         if (s0 > s1) return edge(pos, pos + n);
         await edge(pos, s0);
-        if (s1 > s0) await this.writeInBlock(b, s0 - b * this.blockSize, zeros.subarray(0, s1 - s0));
+        for (let at = s0; at < s1; at += ZERO_RUN) await this.writeInBlock(b, at - b * this.blockSize, zeros(s1 - at));
         await edge(s1, pos + n);
       });
       if (this.dirtyBat.size + this.dirtyBitmap.size >= COMMIT_THRESHOLD) await this.commit();
