@@ -71,6 +71,12 @@ export interface Disk {
   /** Flushes if writable, then closes this image and its parents. */
   close(): Promise<void>;
   identity(): Promise<DiskIdentity>;
+  /**
+   * Durably gives a writable image the content id `id` (GUID text as identity() reports it: VHD UniqueId, VHDX
+   * DataWriteGuid), so children and metafiles made against the old content no longer match it. Absent for raw.
+   * Idempotent; a VHDX keeps `id` for the rest of this open instead of renewing it at the first write.
+   */
+  setContentId?(id: string): Promise<void>;
   info(): Promise<DiskInfo>;
 }
 

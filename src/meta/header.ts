@@ -11,7 +11,11 @@ import { DIGEST_LENGTH, type HashAlgorithm } from './hashers.js';
 /** ASCII magic at offset 0 of every native metafile. */
 export const MAGIC = Buffer.from('VHDSYNCB', 'ascii');
 export const HEADER_SIZE = 512;
-export const FORMAT_VERSION = 1;
+/** The newest version written and read. Version 1 files (no parent identity) are still written when nothing needs 2. */
+export const FORMAT_VERSION = 2;
+/** Version 2 adds the parent identity section (a diff's metafile: the target identity `copy` checked). */
+const PARENT_IDENTITY_VERSION = 2;
+const PARENT_AT = 172;
 /** Block size bounds (both powers of two). */
 export const MIN_BLOCK_SIZE = 4 << 10;
 export const MAX_BLOCK_SIZE = 256 << 20;
@@ -42,6 +46,11 @@ export interface MetafileHeader {
   blockCount: number;
   /** The image's identity when it was hashed (for staleness checks). */
   identity: DiskIdentity;
+  /**
+   * A diff's metafile only: the identity of the parent (copy's target) when copy checked its metafile, so merge
+   * refuses a parent written to since. Null in every other metafile (and in version 1 files).
+   */
+  parentIdentity: DiskIdentity | null;
   createdMs: number;
   toolVersion: string;
   /** Set only once every entry and the trailer are written. */
@@ -78,7 +87,7 @@ export function hasMagic(bytes: Uint8Array): boolean {
 export function serializeHeader(h: MetafileHeader): Buffer {
   const b = Buffer.alloc(HEADER_SIZE);
   MAGIC.copy(b, 0);
-  b.writeUInt32LE(FORMAT_VERSION, 8);
+  b.writeUInt32LE(h.parentIdentity ? PARENT_IDENTITY_VERSION : 1, 8);
   b.writeUInt32LE(HEADER_SIZE, 12);
   b.writeUInt8(codeOf(ALGORITHM_CODES, h.algorithm, 'hash algorithm'), 16);
   b.writeUInt8(h.digestLength, 17);
@@ -94,6 +103,7 @@ export function serializeHeader(h: MetafileHeader): Buffer {
   writeText(b, 68, h.identity.contentId, CONTENT_ID_MAX, 'content id');
   writeU64LE(b, Math.max(0, Math.floor(h.createdMs)), 132);
   writeText(b, 140, h.toolVersion.slice(0, TOOL_VERSION_MAX), TOOL_VERSION_MAX, 'tool version');
+  if (h.parentIdentity) writeIdentity(b, PARENT_AT, h.parentIdentity);
   b.writeUInt32LE(crc32cWithZeroedField(b, CRC_OFFSET), CRC_OFFSET);
   return b;
 }
@@ -113,7 +123,7 @@ export function parseHeader(bytes: Buffer, subject: string): MetafileHeader {
   const stored = bytes.readUInt32LE(CRC_OFFSET);
   const computed = crc32cWithZeroedField(bytes.subarray(0, HEADER_SIZE), CRC_OFFSET);
   if (stored !== computed) throw bad(`header checksum mismatch (stored ${hex(stored)}, computed ${hex(computed)})`);
-  if (version !== FORMAT_VERSION) throw bad(`unknown metafile version ${version}`);
+  if (version < 1) throw bad(`unknown metafile version ${version}`);
   if (bytes.readUInt32LE(12) !== HEADER_SIZE) throw bad(`header size ${bytes.readUInt32LE(12)} is not ${HEADER_SIZE}`);
   const algorithm = nameOf(ALGORITHM_CODES, bytes.readUInt8(16));
   if (!algorithm) throw bad(`unknown hash algorithm code ${bytes.readUInt8(16)}`);
@@ -149,10 +159,33 @@ export function parseHeader(bytes: Buffer, subject: string): MetafileHeader {
     virtualSize,
     blockCount,
     identity: { format, contentId, timestamp: bytes.readUInt32LE(64), fileSize, mtimeMs },
+    parentIdentity: version >= PARENT_IDENTITY_VERSION ? readIdentity(bytes, PARENT_AT, subject, bad) : null,
     createdMs,
     toolVersion,
     complete: (flags & FLAG_COMPLETE) !== 0,
   };
+}
+
+/**
+ * The parent identity section of version 2 (offsets relative to `at`): format code (1), content id length and
+ * text (1 + 63), 3 reserved, file size (u64), mtime (f64), VHD timestamp (u32).
+ */
+function writeIdentity(b: Buffer, at: number, id: DiskIdentity): void {
+  b.writeUInt8(codeOf(FORMAT_CODES, id.format, 'parent image format'), at);
+  writeText(b, at + 1, id.contentId, CONTENT_ID_MAX, 'parent content id');
+  writeU64LE(b, id.fileSize, at + 68);
+  b.writeDoubleLE(id.mtimeMs, at + 76);
+  b.writeUInt32LE(id.timestamp >>> 0, at + 84);
+}
+
+function readIdentity(b: Buffer, at: number, subject: string, bad: (why: string) => Error): DiskIdentity {
+  const format = nameOf(FORMAT_CODES, b.readUInt8(at));
+  if (!format) throw bad(`unknown parent image format code ${b.readUInt8(at)}`);
+  const contentId = readText(b, at + 1, CONTENT_ID_MAX, 'parent content id', bad);
+  const fileSize = readU64LE(b, at + 68, 'parent file size', subject);
+  const mtimeMs = b.readDoubleLE(at + 76);
+  if (!Number.isFinite(mtimeMs) || mtimeMs < 0) throw bad(`invalid parent mtime ${mtimeMs}`);
+  return { format, contentId, timestamp: b.readUInt32LE(at + 84), fileSize, mtimeMs };
 }
 
 function writeText(b: Buffer, offset: number, text: string, max: number, what: string): void {

@@ -52,6 +52,8 @@ export interface MetafileSummary {
   blockCount: number;
   /** The identity recorded at hashing time; null for vbb files. */
   identity: DiskIdentity | null;
+  /** A diff's metafile: its parent's identity when copy checked it (native version 2); null otherwise. */
+  parentIdentity: DiskIdentity | null;
   createdMs: number | null;
   toolVersion: string | null;
 }
@@ -154,6 +156,7 @@ export class Metafile {
         virtualSizeExact: opts.virtualSize !== undefined,
         blockCount,
         identity: null,
+        parentIdentity: null,
         createdMs: null,
         toolVersion: null,
       };
@@ -214,6 +217,7 @@ async function openNative(
     virtualSizeExact: true,
     blockCount: h.blockCount,
     identity: h.identity,
+    parentIdentity: h.parentIdentity,
     createdMs: h.createdMs,
     toolVersion: h.toolVersion,
   };
@@ -233,6 +237,8 @@ export interface NewMetafile {
   logicalSectorSize: number;
   virtualSize: number;
   identity: DiskIdentity;
+  /** Recorded only in a diff's metafile (see MetafileSummary.parentIdentity); makes the file version 2. */
+  parentIdentity?: DiskIdentity | null;
   createdMs?: number;
   toolVersion?: string;
 }
@@ -267,6 +273,7 @@ export async function writeMetafile(
     virtualSize: meta.virtualSize,
     blockCount,
     identity: meta.identity,
+    parentIdentity: meta.parentIdentity ?? null,
     createdMs: meta.createdMs ?? Date.now(),
     toolVersion: meta.toolVersion ?? toolVersion(),
     complete: false,

@@ -111,6 +111,9 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     await removePartials(writeLoc);
     await removePartials(metafileLocationFor(writeLoc));
 
+    // Read before the target's list is checked fresh, so a write after the check shows as a change: the diff's
+    // metafile records it and merge refuses a target that no longer matches (docs/metafile.md, parent identity).
+    const targetIdentity = await target.identity();
     const targetMeta = await openFreshMetafile(target);
     metas.push(targetMeta);
     const ts = targetMeta.summary;
@@ -176,7 +179,7 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
         if (opts.force) await writeLoc.store.unlink(writeLoc.path).catch(() => {});
         // The diff's list is the source's list: after the merge it is what the target holds. The merge's
         // rotation re-stamps it with the parent's new identity.
-        await writeDiffMetafile(sourceList, metafileLocationFor(writeLoc), diffId, source);
+        await writeDiffMetafile(sourceList, metafileLocationFor(writeLoc), { identity: diffId, parentIdentity: targetIdentity }, source);
       },
       { overwrite: opts.force },
     );
@@ -191,12 +194,12 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
   }
 }
 
-/** Writes a list under a new name with the diff's identity in its header. */
-async function writeDiffMetafile(list: Metafile, to: Location, identity: DiskIdentity, source: Disk): Promise<void> {
+/** Writes a list under a new name with the diff's identity and its parent's (the target's, as checked) in its header. */
+async function writeDiffMetafile(list: Metafile, to: Location, ids: { identity: DiskIdentity; parentIdentity: DiskIdentity }, source: Disk): Promise<void> {
   const s = list.summary;
   await writeMetafile(
     to,
-    { layout: s.layout, algorithm: s.algorithm, blockSize: s.blockSize, logicalSectorSize: s.logicalSectorSize ?? source.logicalSectorSize, virtualSize: s.virtualSize, identity },
+    { layout: s.layout, algorithm: s.algorithm, blockSize: s.blockSize, logicalSectorSize: s.logicalSectorSize ?? source.logicalSectorSize, virtualSize: s.virtualSize, ...ids },
     list.records(),
   );
 }

@@ -23,6 +23,8 @@ import {
   type MergeState,
 } from './merge-state.js';
 import { checkDiffMetafile, removeDiffMetafile, rotateMetafile } from './rotate.js';
+import { parentChange } from './parent-identity.js';
+import { randomUUID } from 'node:crypto';
 
 /** Data is copied in pieces this large; one piece is read ahead while the previous one is written. */
 const CHUNK = 4 << 20;
@@ -30,6 +32,9 @@ const CHUNK = 4 << 20;
 const STATUS_WINDOW = 1 << 30;
 /** After this many bytes merged, the parent is flushed and the progress recorded, bounding redone work. */
 const CHECKPOINT_BYTES = 256 << 20;
+
+/** The way out when the parent is not the image the diff was made against. */
+const REDO = (parent: string) => `delete the diff, run vhdsync createmeta ${parent}, then copy again`;
 
 /** Options for mergeDiff. */
 export interface MergeOptions {
@@ -157,6 +162,8 @@ interface MergePair {
   expect: ParentExpectation;
   /** Taken before the parent was opened writable (a writable open may already replay its log). */
   lock: ImageLock;
+  /** The parent file's size and mtime under the lock, before the writable open could change them. */
+  parentStat: { size: number; mtimeMs: number };
 }
 
 async function detectDriver(file: RandomAccessFile, subject: string): Promise<FormatDriver> {
@@ -173,7 +180,7 @@ async function detectDriver(file: RandomAccessFile, subject: string): Promise<Fo
 async function openPair(diffLoc: Location): Promise<MergePair> {
   const subject = displayLocation(diffLoc);
   const file = await diffLoc.store.open(diffLoc.path, 'read');
-  let found: { parent: Disk; expect: ParentExpectation } | null = null;
+  let found: { parent: Disk; expect: ParentExpectation; stat: { size: number; mtimeMs: number } } | null = null;
   let lock: ImageLock | null = null;
   const opener: ParentOpener = async (candidates, child, _opts, expect) => {
     const tried: string[] = [];
@@ -182,8 +189,9 @@ async function openPair(diffLoc: Location): Promise<MergePair> {
       const st = await cand.store.stat(cand.path).catch(() => null);
       if (!st || st.isDirectory) continue;
       lock = await lockImage(cand, 'merge');
+      const locked = (await cand.store.stat(cand.path)) ?? st;
       const parent = await openDisk(cand, { writable: true });
-      found = { parent, expect };
+      found = { parent, expect, stat: { size: locked.size, mtimeMs: locked.mtimeMs } };
       return parent;
     }
     throw new ParentError(`parent image not found (looked for ${tried.length ? tried.join(', ') : 'no locator'})`, displayLocation(child));
@@ -197,13 +205,13 @@ async function openPair(diffLoc: Location): Promise<MergePair> {
     await (lock as ImageLock | null)?.release();
     throw err;
   }
-  const got = found as { parent: Disk; expect: ParentExpectation } | null;
+  const got = found as { parent: Disk; expect: ParentExpectation; stat: { size: number; mtimeMs: number } } | null;
   if (!diff.parent || !got || !lock) {
     await diff.close();
     await (lock as ImageLock | null)?.release();
     throw new UsageError(`not a differencing image (${diff.format} ${diff.type}): nothing to merge`, subject);
   }
-  return { diff, parent: got.parent, expect: got.expect, lock };
+  return { diff, parent: got.parent, expect: got.expect, lock, parentStat: got.stat };
 }
 
 /** Finds the state file of a merge whose diff is already gone (killed during cleanup): it sits in the diff's folder. */
@@ -277,17 +285,23 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
     } else {
       if (!(await pair.expect.matches(parent))) {
         const got = (await parent.identity()).contentId;
+        const name = displayLocation(parentLoc);
         throw new ParentError(
-          `parent ${displayLocation(parentLoc)} does not match: the diff expects ${pair.expect.idName} ${pair.expect.id}, the parent has ${got} (the parent changed after the diff was made)`,
+          `parent ${name} does not match: the diff expects ${pair.expect.idName} ${pair.expect.id}, the parent has ${got} (the parent changed after the diff was made; ${REDO(name)})`,
           subject,
         );
       }
       if (diff.virtualSize !== parent.virtualSize) {
         throw new ParentError(`virtual size ${diff.virtualSize} differs from the parent's ${parent.virtualSize}`, subject);
       }
-      // A broken diff metafile is found before the parent is touched, not after.
-      await checkDiffMetafile(diffLoc, diff);
-      const before = await parent.identity();
+      // A broken diff metafile, or a parent written to since copy, is found before the parent is touched.
+      const record = await checkDiffMetafile(diffLoc, diff);
+      const before = { ...(await parent.identity()), fileSize: pair.parentStat.size, mtimeMs: pair.parentStat.mtimeMs };
+      const changed = parentChange(record, before);
+      if (changed) {
+        const name = displayLocation(parentLoc);
+        throw new ParentError(`parent ${name} changed after the diff was made (${changed}); merging would mix its new content into the result: ${REDO(name)}`, subject);
+      }
       state = {
         version: 1,
         diff: diffLoc.path,
@@ -310,6 +324,8 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
 
     const footprint = { blocks: (await mergeFootprint(diff, 0, parent.blockSize)).blocks, blockSize: parent.blockSize };
     if (st.step === 'merging') {
+      // A new id before the first data write: children and metafiles made against the old content stop matching.
+      await parent.setContentId?.(randomUUID());
       opts.onTotal?.((await mergeFootprint(diff, st.doneOffset)).bytes);
       const baseBytes = st.bytesMerged;
       const baseExtents = st.extentsMerged;

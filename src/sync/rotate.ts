@@ -8,14 +8,17 @@ import { openDisk } from '../formats/open.js';
 import { metafileLocationFor, readMetafile, writeMetafile } from '../meta/index.js';
 import { MetafileError } from '../util/errors.js';
 import type { Disk } from '../formats/disk.js';
+import type { ParentRecord } from './parent-identity.js';
 
 /**
  * Checks that the diff's metafile, if any, is readable and belongs to this diff (size, and the diff's id recorded
  * by copy), before a merge touches the parent: a list that is not the diff's would be rotated onto the parent.
+ * Returns what the diff side records about the parent.
  */
-export async function checkDiffMetafile(diffLoc: Location, diff: Pick<Disk, 'virtualSize' | 'identity'>): Promise<void> {
+export async function checkDiffMetafile(diffLoc: Location, diff: Pick<Disk, 'virtualSize' | 'identity'>): Promise<ParentRecord> {
   const loc = metafileLocationFor(diffLoc);
-  if (!(await loc.store.stat(loc.path))) return;
+  const st = await loc.store.stat(loc.path);
+  if (!st) return { parentIdentity: null, writtenMs: (await diffLoc.store.stat(diffLoc.path))?.mtimeMs ?? 0 };
   const meta = await readMetafile(loc, { virtualSize: diff.virtualSize });
   await meta.close();
   const { virtualSize, identity } = meta.summary;
@@ -26,6 +29,7 @@ export async function checkDiffMetafile(diffLoc: Location, diff: Pick<Disk, 'vir
   if (identity && identity.contentId !== id) {
     throw new MetafileError(`was written for another diff (id ${identity.contentId}, this diff is ${id}); delete it or copy again`, displayLocation(loc));
   }
+  return { parentIdentity: meta.summary.parentIdentity, writtenMs: st.mtimeMs };
 }
 
 /**

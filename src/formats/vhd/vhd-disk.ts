@@ -32,7 +32,7 @@ import type { Location } from '../../io/location.js';
 import { displayLocation } from '../../io/location.js';
 import { readFully, type RandomAccessFile } from '../../io/store.js';
 import { CorruptImageError, ParentError, UnsupportedError, UsageError } from '../../util/errors.js';
-import { formatGuidBE, newGuid, ZERO_GUID } from '../../util/guid.js';
+import { formatGuidBE, newGuid, parseGuidBE, ZERO_GUID } from '../../util/guid.js';
 import { isAllZero } from '../../util/struct.js';
 import { ZERO_RUN, zeros } from '../../util/aligned.js';
 import { alignUp, formatSize, isPowerOfTwo } from '../../util/units.js';
@@ -269,6 +269,18 @@ export class VhdDisk implements Disk {
         await this.parent?.close();
       }
     }
+  }
+
+  async setContentId(id: string): Promise<void> {
+    this.ensureWritable();
+    await this.locked(async () => {
+      this.state.footer = { ...this.state.footer, uniqueId: parseGuidBE(id) };
+      const footer = serializeFooter(this.state.footer);
+      // The footer readers use goes first: a kill before the copy at 0 is rewritten already shows the new id.
+      if (this.state.footerAtEnd) await this.file.write(this.state.footerPos, footer);
+      if (this.state.sparse) await this.file.write(0, footer);
+      await this.flushLocked();
+    });
   }
 
   async identity(): Promise<DiskIdentity> {

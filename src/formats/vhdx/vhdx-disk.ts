@@ -7,7 +7,7 @@ import type { Disk, DiskIdentity, DiskInfo, DiskType, Extent, OpenOptions, Paren
 import { displayLocation, withPath, type Location } from '../../io/location.js';
 import type { RandomAccessFile } from '../../io/store.js';
 import { CorruptImageError, ParentError, UnsupportedError, UsageError } from '../../util/errors.js';
-import { ZERO_GUID, formatGuidLE, isGuidText, newGuid } from '../../util/guid.js';
+import { ZERO_GUID, formatGuidLE, isGuidText, newGuid, parseGuidLE } from '../../util/guid.js';
 import { ZERO_RUN, zeros } from '../../util/aligned.js';
 import { checkRange, pushExtent } from '../ranges.js';
 import * as fileId from './file-identifier.js';
@@ -575,6 +575,20 @@ export class VhdxDisk implements Disk {
       await this.file.close();
       await this.parent?.close();
     }
+  }
+
+  async setContentId(id: string): Promise<void> {
+    const dataWriteGuid = parseGuidLE(id);
+    return this.lock.run(async () => {
+      this.requireWritable();
+      const patch: Partial<hdr.VhdxHeader> = { dataWriteGuid };
+      if (!this.fileGuidRenewed) patch.fileWriteGuid = newGuid();
+      if (!this.fileGuidRenewed || !this.header.header.dataWriteGuid.equals(dataWriteGuid)) {
+        this.header = await updateHeaders(this.file, this.header, patch);
+      }
+      this.fileGuidRenewed = true;
+      this.dataGuidRenewed = true;
+    });
   }
 
   async identity(): Promise<DiskIdentity> {

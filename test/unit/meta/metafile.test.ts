@@ -24,6 +24,7 @@ function sampleHeader(over: Partial<MetafileHeader> = {}): MetafileHeader {
     virtualSize: (10 << 20) + 512,
     blockCount: 6,
     identity,
+    parentIdentity: null,
     createdMs: 1763890001000,
     toolVersion: 'vhdsync 0.1.0',
     complete: true,
@@ -44,6 +45,30 @@ describe('metafile header', () => {
     expect(bytes.length).toBe(HEADER_SIZE);
     expect(bytes.subarray(0, 8).toString('ascii')).toBe('VHDSYNCB');
     expect(parseHeader(bytes, 'm')).toEqual(h);
+  });
+
+  const parentIdentity = { format: 'vhdx' as const, contentId: 'a4156192-1c2f-164a-bd95-a9337bbdfc49', timestamp: 7, fileSize: 2 ** 40 + 3, mtimeMs: 1763890000999.25 };
+
+  it('version 2 records a parent identity at offset 172 and round-trips it; without one the file stays version 1', () => {
+    const v2 = serializeHeader(sampleHeader({ parentIdentity }));
+    expect(v2.readUInt32LE(8)).toBe(2);
+    expect(v2.readUInt8(172)).toBe(2);
+    expect(v2.toString('utf8', 174, 174 + v2.readUInt8(173))).toBe(parentIdentity.contentId);
+    expect(v2.readBigUInt64LE(240)).toBe(BigInt(parentIdentity.fileSize));
+    expect(v2.readDoubleLE(248)).toBe(parentIdentity.mtimeMs);
+    expect(v2.readUInt32LE(256)).toBe(7);
+    expect(v2.subarray(260, 508).every((x) => x === 0)).toBe(true);
+    expect(parseHeader(v2, 'm')).toEqual(sampleHeader({ parentIdentity }));
+    expect(serializeHeader(sampleHeader()).readUInt32LE(8)).toBe(1);
+  });
+
+  it('a version 1 file keeps reading as before: whatever its reserved bytes hold is no parent identity', () => {
+    const v1 = serializeHeader(sampleHeader({ parentIdentity }));
+    v1.writeUInt32LE(1, 8);
+    expect(parseHeader(reseal(v1), 'm').parentIdentity).toBeNull();
+    const bad = serializeHeader(sampleHeader({ parentIdentity }));
+    bad.writeUInt8(9, 172);
+    expect(() => parseHeader(reseal(bad), 'm')).toThrow(/unknown parent image format code 9/);
   });
 
   it('stores the header checksum as CRC-32C of the header with the field zeroed (independent computation)', () => {
@@ -77,7 +102,8 @@ describe('metafile header', () => {
     ['a block size below 4 KiB', (b: Buffer) => b.writeUInt32LE(2048, 20), /power of two between/],
     ['a digest length that does not fit the hash', (b: Buffer) => b.writeUInt8(32, 17), /digest length/],
     ['an unknown hash', (b: Buffer) => b.writeUInt8(9, 16), /unknown hash/],
-    ['a newer version', (b: Buffer) => b.writeUInt32LE(2, 8), /newer vhdsync/],
+    ['a newer version', (b: Buffer) => b.writeUInt32LE(3, 8), /newer vhdsync/],
+    ['version 0', (b: Buffer) => b.writeUInt32LE(0, 8), /unknown metafile version 0/],
     ['an absurd virtual size', (b: Buffer) => b.writeBigUInt64LE(1n << 60n, 32), /out of range/],
     ['a content id length past its field', (b: Buffer) => b.writeUInt8(64, 68), /content id length/],
     ['unknown flags', (b: Buffer) => b.writeUInt8(3, 18), /unknown flags/],
