@@ -4,7 +4,7 @@ import { registeredFormats } from '../formats/open.js';
 import { UsageError } from '../util/errors.js';
 
 /** Options that change how images are opened. */
-export interface OpenArgs extends InputFormatArgs {
+export interface OpenArgs extends InputFormatArgs, VhdSizeArgs {
   'ignore-parent-mismatch'?: boolean;
   'ignore-checksums'?: boolean;
 }
@@ -12,6 +12,19 @@ export interface OpenArgs extends InputFormatArgs {
 /** The format forced on the image(s) a command names, instead of detecting it. */
 export interface InputFormatArgs {
   'input-format'?: DiskFormat;
+}
+
+/** Which VHD footer field gives the virtual size, when the creator's rule is wrong for an image. */
+export interface VhdSizeArgs {
+  'vhd-size'?: 'chs' | 'current';
+}
+
+/** Adds `--vhd-size chs|current`. */
+export function withVhdSize<T>(y: Argv<T>): Argv<T & VhdSizeArgs> {
+  return y.option('vhd-size', {
+    choices: ['chs', 'current'] as const,
+    describe: "VHD virtual size from the CHS geometry or from current_size (default: CHS for Virtual PC/Server images, current_size for all others)",
+  }) as Argv<T & VhdSizeArgs>;
 }
 
 /**
@@ -28,7 +41,7 @@ export function withInputFormat<T>(y: Argv<T>, formatAlias = false): Argv<T & In
 
 /** Adds the image-opening options to a command. */
 export function withOpenOptions<T>(y: Argv<T>, formatAlias = false): Argv<T & OpenArgs> {
-  return withInputFormat(y, formatAlias)
+  return withVhdSize(withInputFormat(y, formatAlias))
     .option('ignore-parent-mismatch', {
       type: 'boolean',
       describe: "open a differencing image even if its parent's id does not match (only if you know the parent is unchanged)",
@@ -43,6 +56,7 @@ export function openOptionsFrom(args: OpenArgs, writable = false): OpenOptions {
     ignoreParentMismatch: Boolean(args['ignore-parent-mismatch']),
     ignoreChecksums: Boolean(args['ignore-checksums']),
     format: args['input-format'],
+    vhdSize: args['vhd-size'],
   };
 }
 

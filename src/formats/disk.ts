@@ -89,6 +89,8 @@ export interface OpenOptions {
   ignoreChecksums?: boolean;
   /** Force a format instead of detecting it by content. */
   format?: DiskFormat;
+  /** VHD: take the virtual size from the CHS geometry or from current_size instead of the creator's rule. */
+  vhdSize?: 'chs' | 'current';
 }
 
 /** Options for creating images. */

@@ -2,7 +2,7 @@
  * `merge`: folds a differencing image into its parent at sector granularity, crash-safe and resumable, then
  * rotates the metafile so the parent's list describes its new content. See docs/decisions/0003-merge-state.md.
  */
-import type { Disk, FormatDriver, ParentExpectation, ParentOpener } from '../formats/disk.js';
+import type { Disk, FormatDriver, OpenOptions, ParentExpectation, ParentOpener } from '../formats/disk.js';
 import { detectStructured, openDisk } from '../formats/open.js';
 import type { Location } from '../io/location.js';
 import { displayLocation, withPath } from '../io/location.js';
@@ -40,6 +40,8 @@ const REDO = (parent: string) => `delete the diff, run vhdsync createmeta ${pare
 export interface MergeOptions {
   /** Keep the diff and its metafile after the merge. */
   keepDiff?: boolean;
+  /** How VHD virtual sizes are read (`--vhd-size`), for the diff and its parent alike. */
+  vhdSize?: OpenOptions['vhdSize'];
   /** Called once with the bytes the merge will write (depth-0 extents from the resume point). */
   onTotal?: (bytes: number) => void;
   /** Called with bytes merged as they are. */
@@ -177,7 +179,7 @@ async function detectDriver(file: RandomAccessFile, subject: string): Promise<Fo
  * and a VHDX parent's log is replayed on open. The parent match is not checked here: a resumed merge has
  * already changed the parent's id, so the caller decides from the state file.
  */
-async function openPair(diffLoc: Location): Promise<MergePair> {
+async function openPair(diffLoc: Location, vhdSize: OpenOptions['vhdSize']): Promise<MergePair> {
   const subject = displayLocation(diffLoc);
   const file = await diffLoc.store.open(diffLoc.path, 'read');
   let found: { parent: Disk; expect: ParentExpectation; stat: { size: number; mtimeMs: number } } | null = null;
@@ -190,7 +192,7 @@ async function openPair(diffLoc: Location): Promise<MergePair> {
       if (!st || st.isDirectory) continue;
       lock = await lockImage(cand, 'merge');
       const locked = (await cand.store.stat(cand.path)) ?? st;
-      const parent = await openDisk(cand, { writable: true });
+      const parent = await openDisk(cand, { writable: true, vhdSize });
       found = { parent, expect, stat: { size: locked.size, mtimeMs: locked.mtimeMs } };
       return parent;
     }
@@ -199,7 +201,7 @@ async function openPair(diffLoc: Location): Promise<MergePair> {
   let diff: Disk;
   try {
     const driver = await detectDriver(file, subject);
-    diff = await driver.open(file, diffLoc, { writable: false }, opener);
+    diff = await driver.open(file, diffLoc, { writable: false, vhdSize }, opener);
   } catch (err) {
     await file.close().catch(() => {});
     await (lock as ImageLock | null)?.release();
@@ -266,7 +268,7 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
     return summaryOf(orphan.state, diffLoc, true, 'cleanup', started);
   }
 
-  const pair = await openPair(diffLoc);
+  const pair = await openPair(diffLoc, opts.vhdSize);
   const { diff, parent } = pair;
   let closed = false;
   try {
@@ -355,7 +357,7 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
     }
 
     if (st.step === 'rotating') {
-      st.metafile = await rotateMetafile(diffLoc, parentLoc);
+      st.metafile = await rotateMetafile(diffLoc, parentLoc, opts.vhdSize);
       st.step = 'cleanup';
       await writeMergeState(stateLoc, st);
     }

@@ -7,7 +7,7 @@ import { displayLocation } from '../io/location.js';
 import { openDisk } from '../formats/open.js';
 import { metafileLocationFor, readMetafile, writeMetafile } from '../meta/index.js';
 import { MetafileError } from '../util/errors.js';
-import type { Disk } from '../formats/disk.js';
+import type { Disk, OpenOptions } from '../formats/disk.js';
 import type { ParentRecord } from './parent-identity.js';
 
 /**
@@ -36,11 +36,11 @@ export async function checkDiffMetafile(diffLoc: Location, diff: Pick<Disk, 'vir
  * Writes the parent's new metafile from the diff's and returns its location text, or null when the diff has
  * none (the parent's old metafile is then stale, which `check` reports). Idempotent: a rerun rewrites it.
  */
-export async function rotateMetafile(diffLoc: Location, parentLoc: Location): Promise<string | null> {
+export async function rotateMetafile(diffLoc: Location, parentLoc: Location, vhdSize?: OpenOptions['vhdSize']): Promise<string | null> {
   const from = metafileLocationFor(diffLoc);
   if (!(await from.store.stat(from.path))) return null;
   // The identity is read after the parent was closed: a VHDX writer's last header update is already in it.
-  const parent = await openDisk(parentLoc);
+  const parent = await openDisk(parentLoc, { vhdSize });
   let identity;
   let sectors;
   let size;

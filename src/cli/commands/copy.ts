@@ -3,10 +3,10 @@ import { parseLocation } from '../../io/location.js';
 import { copyToDiff } from '../../sync/copy.js';
 import { createProgress, type Progress } from '../../util/progress.js';
 import { formatSize } from '../../util/units.js';
-import { withInputFormat, type InputFormatArgs } from '../options.js';
+import { withInputFormat, withVhdSize, type InputFormatArgs, type VhdSizeArgs } from '../options.js';
 import { out, outJson, wantProgress, withJson, type GlobalArgs } from '../output.js';
 
-interface CopyArgs extends GlobalArgs, InputFormatArgs {
+interface CopyArgs extends GlobalArgs, InputFormatArgs, VhdSizeArgs {
   source: string;
   target: string;
   createmeta?: boolean;
@@ -19,7 +19,7 @@ export const copyCommand: CommandModule<object, CopyArgs> = {
   command: 'copy <source> <target>',
   describe: 'write the blocks where SOURCE differs from TARGET into TARGET_diff.<ext>, a differencing image on TARGET',
   builder: (y) =>
-    withJson(withInputFormat(y, true))
+    withJson(withVhdSize(withInputFormat(y, true)))
       .positional('source', { type: 'string', demandOption: true, describe: 'the new content (raw, VHD or VHDX; any chain)' })
       .positional('target', { type: 'string', demandOption: true, describe: 'the VHD or VHDX the diff will be merged into' })
       .option('createmeta', { type: 'boolean', describe: "hash the source in the same pass (no source metafile needed) and write its new metafile" })
@@ -31,7 +31,7 @@ export const copyCommand: CommandModule<object, CopyArgs> = {
       createmeta: args.createmeta,
       diffdir: args.diffdir ? await parseLocation(args.diffdir) : undefined,
       force: args.force,
-      open: { format: args['input-format'] },
+      open: { format: args['input-format'], vhdSize: args['vhd-size'] },
       onTotal: (total) => (progress = createProgress(args.createmeta ? 'hashing+copying' : 'copying', total, wantProgress(args))),
       onProgress: (n) => progress?.advance(n),
     });

@@ -3,9 +3,10 @@ import { parseLocation } from '../../io/location.js';
 import { mergeDiff } from '../../sync/merge.js';
 import { createProgress, type Progress } from '../../util/progress.js';
 import { formatSize } from '../../util/units.js';
+import { withVhdSize, type VhdSizeArgs } from '../options.js';
 import { out, outJson, wantProgress, withJson, type GlobalArgs } from '../output.js';
 
-interface MergeArgs extends GlobalArgs {
+interface MergeArgs extends GlobalArgs, VhdSizeArgs {
   diff: string;
   'keep-diff'?: boolean;
 }
@@ -15,13 +16,14 @@ export const mergeCommand: CommandModule<object, MergeArgs> = {
   command: 'merge <diff>',
   describe: 'fold a differencing image into its parent (crash-safe; rerun to resume) and rotate the metafile',
   builder: (y) =>
-    withJson(y)
+    withJson(withVhdSize(y))
       .positional('diff', { type: 'string', demandOption: true, describe: 'the differencing image (e.g. TARGET_diff.vhdx)' })
       .option('keep-diff', { type: 'boolean', describe: 'keep the diff and its metafile after merging' }) as never,
   handler: async (args) => {
     let progress: Progress | null = null;
     const summary = await mergeDiff(await parseLocation(args.diff), {
       keepDiff: args['keep-diff'],
+      vhdSize: args['vhd-size'],
       onTotal: (total) => (progress = createProgress('merging', total, wantProgress(args))),
       onProgress: (n) => progress?.advance(n),
     });

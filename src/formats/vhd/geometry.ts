@@ -1,7 +1,7 @@
 /**
  * CHS geometry of a VHD and the rule that decides a VHD's virtual size.
- * The algorithm is the one in the appendix of Microsoft's VHD specification; the size rule is qemu's
- * (block/vpc.c), which is what real-world images need.
+ * The algorithm is the one in the appendix of Microsoft's VHD specification; the size rule follows what each
+ * producer's own ecosystem reads (docs/decisions/0005-vhd-creator.md).
  */
 
 /** Cylinders / heads / sectors per track as stored in the footer. */
@@ -15,9 +15,15 @@ export interface Geometry {
 export const MAX_CHS: Geometry = { cylinders: 65535, heads: 16, sectorsPerTrack: 255 };
 
 /**
- * Creators whose current_size is authoritative. qemu's list (`win `, `qem2`, `d2v `, `CTXS`, `tap\0`); other creators get the CHS size.
+ * Creators whose guests see the CHS size: Virtual PC and Virtual Server emulate an IDE disk of exactly the geometry,
+ * so a current_size above it was never visible. Every other producer (Hyper-V `win `, vhd-tool/XAPI `caml`, Xen
+ * Orchestra `xo  `, blktap `tap\0`, Disk2vhd `d2v `, XenConverter `CTXS`, qemu `qemu`/`qem2`, VirtualBox `vbox`, ...)
+ * means current_size, and Windows, XAPI, XO and libvhdi read that.
  */
-export const EXACT_SIZE_CREATORS: ReadonlySet<string> = new Set(['win ', 'qem2', 'd2v ', 'CTXS', 'tap\0']);
+export const CHS_SIZE_CREATORS: ReadonlySet<string> = new Set(['vpc ', 'vs  ']);
+
+/** Which footer field gives the virtual size: the creator's rule (default), or forced (`--vhd-size`). */
+export type VhdSizeRule = 'chs' | 'current';
 
 /** The geometry the spec appendix assigns to a disk of `size` bytes (rounded down to whole sectors). */
 export function chsForSize(size: number): Geometry {
@@ -61,12 +67,13 @@ export function isMaxChs(g: Geometry): boolean {
 }
 
 /**
- * The virtual size a reader must use: current_size for creators known to write exact sizes or when
- * CHS is saturated, otherwise the CHS size (Virtual PC images can have CHS size < current_size).
- * An all-zero geometry cannot describe any disk, so current_size is used then too (qemu would see 0 bytes).
+ * The virtual size a reader must use: current_size, except for Virtual PC / Virtual Server images (or with `rule`
+ * 'chs'), which take the CHS size. A saturated geometry (disks larger than CHS can describe) and an all-zero one
+ * describe no real size, so current_size is used for them whatever the rule, as qemu does.
  */
-export function virtualSizeOf(creatorApp: string, geometry: Geometry, currentSize: number): number {
-  if (EXACT_SIZE_CREATORS.has(creatorApp) || isMaxChs(geometry)) return currentSize;
+export function virtualSizeOf(creatorApp: string, geometry: Geometry, currentSize: number, rule?: VhdSizeRule): number {
+  const useChs = rule ? rule === 'chs' : CHS_SIZE_CREATORS.has(creatorApp);
+  if (!useChs || isMaxChs(geometry)) return currentSize;
   const chs = chsBytes(geometry);
   return chs === 0 ? currentSize : chs;
 }

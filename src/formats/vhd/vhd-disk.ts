@@ -627,7 +627,7 @@ export async function openVhd(file: RandomAccessFile, location: Location, opts: 
   const subject = displayLocation(location);
   const size = await file.size();
   const { footer, footerPos, footerAtEnd } = await findFooter(file, size, subject, opts);
-  const virtualSize = virtualSizeOf(footer.creatorApp, footer.geometry, footer.currentSize);
+  const virtualSize = virtualSizeOf(footer.creatorApp, footer.geometry, footer.currentSize, opts.vhdSize);
   if (virtualSize % SECTOR !== 0 || virtualSize > MAX_VHD_SIZE) {
     throw new CorruptImageError(`VHD virtual size ${virtualSize} is not a whole number of sectors within 2040 GiB`, subject);
   }

@@ -96,12 +96,20 @@ describe('VHD CHS geometry (spec appendix)', () => {
     expect(chsForSize(size)).toEqual({ cylinders: c, heads: h, sectorsPerTrack: s });
   });
 
-  it('applies qemu size rules: CHS size unless the creator writes exact sizes or CHS is saturated', () => {
+  it('sizes Virtual PC / Virtual Server images by CHS, every other creator by current_size, unless overridden', () => {
     const g = chsForSize(10 * 2 ** 30);
     expect(chsBytes(g)).toBe(20971440 * 512);
-    expect(virtualSizeOf('vpc ', g, 10 * 2 ** 30)).toBe(20971440 * 512);
-    expect(virtualSizeOf('qemu', g, 10 * 2 ** 30)).toBe(20971440 * 512);
-    for (const creator of ['win ', 'qem2', 'd2v ', 'CTXS', 'tap\0']) expect(virtualSizeOf(creator, g, 10 * 2 ** 30)).toBe(10 * 2 ** 30);
+    for (const creator of ['vpc ', 'vs  ']) {
+      expect(virtualSizeOf(creator, g, 10 * 2 ** 30)).toBe(20971440 * 512);
+      expect(virtualSizeOf(creator, g, 10 * 2 ** 30, 'current')).toBe(10 * 2 ** 30);
+    }
+    for (const creator of ['win ', 'qem2', 'qemu', 'd2v ', 'CTXS', 'tap\0', 'caml', 'xo  ', 'vbox', 'zzzz']) {
+      expect(virtualSizeOf(creator, g, 10 * 2 ** 30)).toBe(10 * 2 ** 30);
+      expect(virtualSizeOf(creator, g, 10 * 2 ** 30, 'chs')).toBe(20971440 * 512);
+    }
+    // A saturated or empty geometry describes no size: current_size whatever the rule.
+    expect(virtualSizeOf('win ', { cylinders: 0, heads: 0, sectorsPerTrack: 0 }, 1 << 20, 'chs')).toBe(1 << 20);
+    expect(virtualSizeOf('vpc ', { cylinders: 65535, heads: 16, sectorsPerTrack: 255 }, 3e12 - 512, 'chs')).toBe(3e12 - 512);
     expect(virtualSizeOf('vpc ', { cylinders: 65535, heads: 16, sectorsPerTrack: 255 }, 3e12 - 512)).toBe(3e12 - 512);
   });
 });
