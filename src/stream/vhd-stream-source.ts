@@ -4,6 +4,7 @@
  */
 import type { Disk } from '../formats/disk.js';
 import { sectorRuns } from '../formats/vhd/sector-bitmap.js';
+import type { VhdSizeRule } from '../formats/vhd/geometry.js';
 import { CorruptImageError, UnsupportedError } from '../util/errors.js';
 import { isAllZero } from '../util/struct.js';
 import type { ContentSource, ByteRange } from './content.js';
@@ -16,8 +17,8 @@ const SECTOR = 512;
  * The content of a dynamic VHD stream: its allocated blocks, read as the encoder asks for them. The blocks must
  * come in ascending order, or the stream could not be re-encoded without holding it all.
  */
-export async function vhdStreamContent(r: ForwardReader): Promise<ContentSource> {
-  const head = await readVhdStreamHead(r);
+export async function vhdStreamContent(r: ForwardReader, vhdSize?: VhdSizeRule): Promise<ContentSource> {
+  const head = await readVhdStreamHead(r, vhdSize);
   if (head.footer.diskType === 'differencing') {
     throw new UnsupportedError('a differencing VHD stream needs its parent and cannot be read from a pipe on its own', r.name);
   }

@@ -6,7 +6,7 @@
 import { batBytes, parseBat, UNALLOCATED } from '../formats/vhd/bat.js';
 import { DYNAMIC_HEADER_SIZE, parseDynamicHeader, type DynamicHeader } from '../formats/vhd/dynamic-header.js';
 import { FOOTER_SIZE, parseFooter, type VhdFooter } from '../formats/vhd/footer.js';
-import { virtualSizeOf } from '../formats/vhd/geometry.js';
+import { virtualSizeOf, type VhdSizeRule } from '../formats/vhd/geometry.js';
 import { bitmapBytes } from '../formats/vhd/sector-bitmap.js';
 import { CorruptImageError, UnsupportedError } from '../util/errors.js';
 import { isPowerOfTwo } from '../util/units.js';
@@ -30,7 +30,7 @@ export interface VhdStreamHead {
 }
 
 /** Reads footer, dynamic header and BAT, and checks where the blocks lie before anything is written. */
-export async function readVhdStreamHead(r: ForwardReader): Promise<VhdStreamHead> {
+export async function readVhdStreamHead(r: ForwardReader, vhdSize?: VhdSizeRule): Promise<VhdStreamHead> {
   const footerBytes = Buffer.from(await r.read(FOOTER_SIZE, 'the VHD footer'));
   const footer = parseFooter(footerBytes, r.name);
   if (footer.diskType === 'fixed' || footer.dataOffset === null) {
@@ -42,7 +42,7 @@ export async function readVhdStreamHead(r: ForwardReader): Promise<VhdStreamHead
   if (!isPowerOfTwo(blockSize) || blockSize < MIN_BLOCK || blockSize > MAX_BLOCK) {
     throw new CorruptImageError(`VHD block size ${blockSize} is not a power of two from 512 bytes to 256 MiB`, r.name);
   }
-  const virtualSize = virtualSizeOf(footer.creatorApp, footer.geometry, footer.currentSize);
+  const virtualSize = virtualSizeOf(footer.creatorApp, footer.geometry, footer.currentSize, vhdSize);
   if (header.maxTableEntries < Math.ceil(virtualSize / blockSize) || header.maxTableEntries > MAX_ENTRIES) {
     throw new CorruptImageError(`VHD BAT has ${header.maxTableEntries} entries for a ${footer.currentSize}-byte disk of ${blockSize}-byte blocks`, r.name);
   }

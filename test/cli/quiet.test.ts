@@ -34,6 +34,7 @@ describe('-q silences every command', () => {
     quiet(['info', at('child.vhdx'), '-q']);
     quiet(['get', at('t.vhdx'), 'virtual-size', '-q']);
     quiet(['convert', at('s.raw'), at('s.vhd'), '-q']);
+    quiet(['stream', '--source', at('s.raw'), '--destination', at('st.vhd'), '--destination-format', 'vhd', '-q']);
     quiet(['createmeta', at('s.raw'), at('t.vhdx'), '-q']);
     quiet(['check', at('s.raw'), at('t.vhdx'), '-q']);
     quiet(['validate', at('s.raw'), '-q']);
@@ -50,6 +51,7 @@ describe('-q silences every command', () => {
     quiet(['create', at('s.raw'), '--size', '8M', '--quiet', '--json']);
     writeAt(at('s.raw'), 1 << 20, randomBytes(5000));
     quiet(['info', at('t.vhd'), '--quiet', '--json']);
+    quiet(['stream', '--source', at('s.raw'), '--destination', at('st.raw'), '--quiet', '--json']);
     quiet(['--quiet', '--json', '--createmeta', at('s.raw'), at('t.vhd')]);
     quiet(['--quiet', '--json', '--check', at('s.raw'), at('t.vhd')]);
     quiet(['--quiet', '--json', '--validate', at('t.vhd')]);

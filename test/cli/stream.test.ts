@@ -141,11 +141,13 @@ describe('stream', () => {
     const conv = cliPipe(['convert', '-', p(`third-${creator.trim()}.raw`)], bytes);
     expect(conv.stderr).toBe('');
     const got = fs.readFileSync(p(`third-${creator.trim()}.raw`));
-    expect(got.equals(expected.subarray(0, got.length))).toBe(true);
+    // current_size, tail included (decision 0005): not the CHS size qemu's default would give these creators.
+    expect(got.length).toBe(size);
+    expect(got.equals(expected)).toBe(true);
     const st = cliPipe(['stream', '--destination-format', 'vhd', '--destination', '-'], bytes);
     expect(st.status).toBe(0);
     fs.writeFileSync(p('restream.vhd'), st.stdout);
-    expect(pyvhdiOrQemu(p('restream.vhd')).equals(expected.subarray(0, got.length))).toBe(true);
+    expect(pyvhdiOrQemu(p('restream.vhd')).equals(expected)).toBe(true);
   });
 
   function pyvhdiOrQemu(file: string): Buffer {

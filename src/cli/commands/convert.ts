@@ -35,7 +35,7 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
   handler: async (args) => {
     const format = formatForOutput(args.dst, args.format);
     // A VHD stream on a pipe (vhd-tool's, Xen Orchestra's, ours): read forward once, written into the new image.
-    const piped = args.src === '-' || args.src === 'stdin:' ? await vhdStreamContent(new ForwardReader(process.stdin, 'stdin')) : null;
+    const piped = args.src === '-' || args.src === 'stdin:' ? await vhdStreamContent(new ForwardReader(process.stdin, 'stdin'), args['vhd-size']) : null;
     const src = piped ? null : await openDisk(args.src, openOptionsFrom(args));
     const virtualSize = piped ? piped.virtualSize : src!.virtualSize;
     const started = Date.now();

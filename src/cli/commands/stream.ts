@@ -164,7 +164,7 @@ async function openSource(args: StreamArgs, http: ReturnType<typeof httpOptionsF
   const ep = await parseEndpoint(args.source, 'source');
   const named = args['source-format'];
   if (ep.kind === 'location' && named !== 'chunked') {
-    const opts = { ...openOptionsFrom(args), format: named as DiskFormat | undefined };
+    const opts = { ...openOptionsFrom(args), format: (named as DiskFormat | undefined) ?? args['input-format'] };
     return { kind: 'disk', disk: await openDisk(ep.location, opts) };
   }
   let bytes: AsyncIterable<Uint8Array>;
@@ -188,7 +188,7 @@ async function openSource(args: StreamArgs, http: ReturnType<typeof httpOptionsF
   const format = named ?? (hasFooterCookie(head) ? 'vhd' : null);
   if (!format) throw new UsageError(`cannot tell the format of ${name} from its content (no VHD footer at its start): add --source-format raw or chunked`);
   const reader = new ForwardReader(rest, name, length);
-  if (format === 'vhd') return { kind: 'content', content: await vhdStreamContent(reader) };
+  if (format === 'vhd') return { kind: 'content', content: await vhdStreamContent(reader, args['vhd-size']) };
   if (format === 'vhdx') throw new UnsupportedError('a VHDX cannot be read as a stream (its metadata may follow its data): give it as a file', name);
   const size = args.size !== undefined ? parseSize(args.size, '--size') : length !== null && format === 'raw' ? length : null;
   if (size === null) throw new UsageError(`${format} on ${name} carries no disk size: add --size`);
