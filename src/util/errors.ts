@@ -21,9 +21,11 @@ export class VhdsyncError extends Error {
     return copy;
   }
 
-  /** One line for the user: `<subject>: <message>` or just the message. */
+  /** One line for the user: `<subject>: <message>` or just the message, control characters escaped as `\xNN`. */
   describe(): string {
-    return this.subject ? `${this.subject}: ${this.message}` : this.message;
+    const line = this.subject ? `${this.subject}: ${this.message}` : this.message;
+    // Names and paths read from files may hold control characters; a newline among them would break the one line.
+    return line.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
   }
 }
 

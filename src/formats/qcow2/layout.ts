@@ -44,7 +44,7 @@ export async function readLayout(file: RandomAccessFile, subject: string): Promi
   if (snapshots.list.length) {
     areas.push({ what: 'the snapshot table', from: header.snapshotsOffset, to: header.snapshotsOffset + snapshots.tableLength });
     snapshots.list.forEach((s, i) => {
-      if (s.l1Size > 0) areas.push({ what: `the L1 table of snapshot ${s.id || i}`, from: s.l1TableOffset, to: s.l1TableOffset + s.l1Size * 8 });
+      if (s.l1Size > 0) areas.push({ what: `the L1 table of snapshot ${snapshotName(s, i)}`, from: s.l1TableOffset, to: s.l1TableOffset + s.l1Size * 8 });
     });
   }
   checkOverlaps(areas, cs, subject);
@@ -57,13 +57,18 @@ async function readSnapshots(file: RandomAccessFile, h: hdr.Qcow2Header, fileSiz
   const bytes = await file.read(h.snapshotsOffset, Math.min(snap.MAX_TABLE_BYTES, fileSize - h.snapshotsOffset));
   const { snapshots, length } = snap.parse(bytes, h.nbSnapshots, subject);
   snapshots.forEach((s, i) => {
-    const name = `snapshot ${s.id || i}`;
+    const name = `snapshot ${snapshotName(s, i)}`;
     if (s.l1Size * 8 > hdr.MAX_L1_BYTES) throw new CorruptImageError(`L1 table of ${name} has ${s.l1Size} entries, more than qemu's limit`, subject);
     if (s.l1Size > 0 && (s.l1TableOffset % h.clusterSize !== 0 || s.l1TableOffset === 0 || s.l1TableOffset + s.l1Size * 8 > fileSize)) {
       throw new CorruptImageError(`L1 table of ${name} at ${s.l1TableOffset} is not a cluster-aligned table inside the file`, subject);
     }
   });
   return { list: snapshots, tableLength: length };
+}
+
+/** A snapshot as messages name it: its id when short and printable (ids come from the file), else its index. */
+function snapshotName(s: snap.Snapshot, i: number): string {
+  return /^[\x20-\x7e]{1,32}$/.test(s.id) ? s.id : `#${i}`;
 }
 
 /** Refuses metadata areas that share clusters (they are allocated in whole clusters), naming both. */

@@ -49,6 +49,8 @@ export function parse(bytes: Buffer): VhdxHeader | string {
 
 /** Serializes a header copy with its checksum. */
 export function serialize(h: VhdxHeader): Buffer {
+  // A header at the largest sequence number cannot be superseded by a newer one: refuse to update it.
+  if (h.sequenceNumber > 0xffffffffffffffffn) throw new CorruptImageError('VHDX header sequence number is at its 64-bit maximum and cannot be updated');
   const b = Buffer.alloc(HEADER_SIZE);
   SIGNATURE.copy(b, 0);
   b.writeBigUInt64LE(h.sequenceNumber, 8);

@@ -4,5 +4,6 @@ import { vhdRead, vhdWrite } from './vhd.js';
 import { vhdxRead, vhdxWrite } from './vhdx.js';
 import { metafiles } from './meta.js';
 import { smbFrames, smbMessages } from './smb.js';
+import { qcow2Read } from './qcow2.js';
 
-export const TARGETS: FuzzTarget[] = [vhdRead, vhdWrite, vhdxRead, vhdxWrite, metafiles, smbMessages, smbFrames];
+export const TARGETS: FuzzTarget[] = [vhdRead, vhdWrite, vhdxRead, vhdxWrite, qcow2Read, metafiles, smbMessages, smbFrames];
