@@ -19,6 +19,8 @@ const HEADER_FIELDS: Array<[string, number, number]> = [
   ['magic', 0, 8], ['version', 8, 4], ['headerSize', 12, 4], ['algorithm', 16, 1], ['digestLength', 17, 1], ['flags', 18, 1], ['format', 19, 1],
   ['blockSize', 20, 4], ['logicalSectorSize', 24, 4], ['virtualSize', 32, 8], ['blockCount', 40, 8], ['fileSize', 48, 8], ['mtime', 56, 8],
   ['timestamp', 64, 4], ['contentIdLength', 68, 1], ['created', 132, 8], ['toolVersionLength', 140, 1],
+  // Version 2: the parent identity a diff's metafile records.
+  ['parent.format', 172, 1], ['parent.contentIdLength', 173, 1], ['parent.fileSize', 240, 8], ['parent.mtime', 248, 8], ['parent.timestamp', 256, 4],
 ];
 
 /** Native: header fields and CRC, the first entries' state bytes, the list CRC in the trailer. */
