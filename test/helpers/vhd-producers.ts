@@ -27,6 +27,8 @@ export interface Producer {
 
 export const VHD_TOOL: Producer = { creatorApp: 'caml', creatorVersion: 1, creatorHostOs: 0, features: 2, timestamp: 0, tableOffset: 2048 };
 export const XEN_ORCHESTRA: Producer = { creatorApp: 'xo  ', creatorVersion: 0x00010000, creatorHostOs: HOST_WI2K, features: 2, timestamp: 0x30000000, tableOffset: 1536 };
+/** blktap / vhd-util (XenServer's tapdisk): creator `tap\0`, host OS 0. */
+export const BLKTAP: Producer = { creatorApp: 'tap\0', creatorVersion: 0x00010003, creatorHostOs: 0, features: 2, timestamp: 0x20000000, tableOffset: 1536 };
 /** Virtual PC 2007 (Windows host). */
 export const VIRTUAL_PC: Producer = { creatorApp: 'vpc ', creatorVersion: 0x00050003, creatorHostOs: HOST_WI2K, features: 2, timestamp: 0x10000000, tableOffset: 1536 };
 /** Virtual Server 2005. */
@@ -39,7 +41,7 @@ function checksum(b: Buffer): number {
   return ~sum >>> 0;
 }
 
-function footer(p: Producer, currentSize: number, geometry: Geometry): Buffer {
+function footer(p: Producer, currentSize: number, geometry: Geometry, diskType: number, uniqueId: Buffer): Buffer {
   const f = Buffer.alloc(SECTOR);
   f.write('conectix', 0, 'latin1');
   f.writeUInt32BE(p.features, 8);
@@ -54,13 +56,13 @@ function footer(p: Producer, currentSize: number, geometry: Geometry): Buffer {
   f.writeUInt16BE(geometry.cylinders, 56);
   f.writeUInt8(geometry.heads, 58);
   f.writeUInt8(geometry.sectorsPerTrack, 59);
-  f.writeUInt32BE(3, 60);
-  randomBytes(16).copy(f, 68);
+  f.writeUInt32BE(diskType, 60);
+  uniqueId.copy(f, 68);
   f.writeUInt32BE(checksum(f), 64);
   return f;
 }
 
-function dynamicHeader(tableOffset: number, entries: number): Buffer {
+function dynamicHeader(tableOffset: number, entries: number, parent?: ParentLink, locatorAt = 0): Buffer {
   const h = Buffer.alloc(1024);
   h.write('cxsparse', 0, 'latin1');
   h.writeBigUInt64BE(0xffffffffffffffffn, 8);
@@ -68,12 +70,29 @@ function dynamicHeader(tableOffset: number, entries: number): Buffer {
   h.writeUInt32BE(0x00010000, 24);
   h.writeUInt32BE(entries, 28);
   h.writeUInt32BE(BLOCK, 32);
+  if (parent) {
+    parent.uniqueId.copy(h, 40);
+    Buffer.from(parent.name, 'utf16le').swap16().copy(h, 64);
+    // One MacX locator, its space counted in sectors as blktap and vhd-tool count it.
+    h.write('MacX', 576, 'latin1');
+    h.writeUInt32BE(1, 580);
+    h.writeUInt32BE(Buffer.byteLength(parent.macx), 584);
+    h.writeBigUInt64BE(BigInt(locatorAt), 592);
+  }
   h.writeUInt32BE(checksum(h), 36);
   return h;
 }
 
+/** What a differencing image records of its parent: its UniqueId, name, and a MacX locator (a file:// URL). */
+export interface ParentLink {
+  uniqueId: Buffer;
+  name: string;
+  macx: string;
+}
+
 /** A built image and the virtual content a reader must return for it. */
 export interface ProducedVhd {
+  uniqueId: Buffer;
   file: Buffer;
   /** Virtual content of current_size bytes. */
   content: Buffer;
@@ -87,10 +106,13 @@ export interface ProducedVhd {
  * block's bytes past current_size are zeros, as a producer reading the source past its end gets). The geometry is
  * the spec appendix's for current_size, as vhd-tool and XO compute it (`geometry` overrides it).
  */
-export function produceVhd(p: Producer, currentSize: number, blocks: number[], geometry: Geometry = chsForSize(currentSize)): ProducedVhd {
+export function produceVhd(p: Producer, currentSize: number, blocks: number[], geometry: Geometry = chsForSize(currentSize), parent?: ParentLink): ProducedVhd {
   const entries = Math.ceil(currentSize / BLOCK);
   const batBytes = Math.ceil((entries * 4) / SECTOR) * SECTOR;
-  const dataStart = p.tableOffset + batBytes;
+  const locatorAt = p.tableOffset + batBytes;
+  const locator = Buffer.alloc(parent ? SECTOR : 0);
+  if (parent) locator.write(parent.macx, 'utf8');
+  const dataStart = locatorAt + locator.length;
   const ordered = [...new Set(blocks)].sort((a, b) => a - b);
   const bat = Buffer.alloc(batBytes, 0xff);
   const content = Buffer.alloc(currentSize);
@@ -103,9 +125,10 @@ export function produceVhd(p: Producer, currentSize: number, blocks: number[], g
     data.copy(content, block * BLOCK, 0, inside);
     parts.push(Buffer.alloc(SECTOR, 0xff), data);
   });
-  const foot = footer(p, currentSize, geometry);
+  const uniqueId = randomBytes(16);
+  const foot = footer(p, currentSize, geometry, parent ? 4 : 3, uniqueId);
   const head = Buffer.alloc(p.tableOffset);
   foot.copy(head, 0);
-  dynamicHeader(p.tableOffset, entries).copy(head, SECTOR);
-  return { file: Buffer.concat([head, bat, ...parts, foot]), content, geometry, chsSize: chsBytes(geometry) };
+  dynamicHeader(p.tableOffset, entries, parent, locatorAt).copy(head, SECTOR);
+  return { uniqueId, file: Buffer.concat([head, bat, locator, ...parts, foot]), content, geometry, chsSize: chsBytes(geometry) };
 }

@@ -4,14 +4,14 @@
  * those producers lay them out and read by libvhdi (vhdiinfo, pyvhdi) and qemu with force_size_calc, which take the
  * size the producer meant; `--vhd-size chs|current` overrides the rule.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import '../../src/formats/index.js';
 import { openDisk } from '../../src/formats/index.js';
 import { cli } from '../helpers/cli.js';
 import { makeTempDir } from '../helpers/tmp.js';
 import { HAVE_QEMU, PYTHON_VHDI, haveTool, pyvhdiRead, requireTool, run } from '../helpers/tools.js';
-import { BLOCK, produceVhd, VHD_TOOL, VIRTUAL_PC, VIRTUAL_SERVER, XEN_ORCHESTRA, type Producer } from '../helpers/vhd-producers.js';
+import { BLKTAP, BLOCK, produceVhd, VHD_TOOL, VIRTUAL_PC, VIRTUAL_SERVER, XEN_ORCHESTRA, type Producer } from '../helpers/vhd-producers.js';
 
 const ok = requireTool(HAVE_QEMU, 'qemu-img') && requireTool(Boolean(PYTHON_VHDI), 'pyvhdi') && requireTool(haveTool('vhdiinfo'), 'vhdiinfo');
 const d = ok ? describe : describe.skip;
@@ -126,5 +126,32 @@ d('VHD virtual size by creator', () => {
     const r = cli(['validate', target]);
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/stale/);
+  });
+
+  test.each([
+    ['file://./parent.vhd', 'same'],
+    ['file://../base/parent.vhd', 'kids'],
+  ])("a blktap differencing child on a vhd-tool parent: its MacX locator %s resolves from the child's folder", async (url, childDir) => {
+    const base = p('base');
+    mkdirSync(base, { recursive: true });
+    const parent = produceVhd(VHD_TOOL, SIZE, [0, 1, 10]);
+    writeFileSync(path.join(base, 'parent.vhd'), parent.file);
+    const child = produceVhd(BLKTAP, SIZE, [1, 3], undefined, { uniqueId: parent.uniqueId, name: 'parent.vhd', macx: url });
+    const dir = childDir === 'same' ? base : p(childDir);
+    mkdirSync(dir, { recursive: true });
+    const childFile = path.join(dir, `child-${childDir}.vhd`);
+    writeFileSync(childFile, child.file);
+    // Blocks the child holds come from it (its bitmaps are all set), the others from the parent.
+    const expected = Buffer.from(parent.content);
+    for (const b of [1, 3]) child.content.copy(expected, b * BLOCK, b * BLOCK, Math.min(SIZE, (b + 1) * BLOCK));
+    expect(pyvhdiRead(childFile, path.join(base, 'parent.vhd')).equals(expected)).toBe(true);
+    const disk = await openDisk(childFile);
+    try {
+      expect(disk.parent?.location.path).toBe(path.join(base, 'parent.vhd'));
+      expect(disk.virtualSize).toBe(SIZE);
+      expect((await disk.read(0, SIZE)).equals(expected)).toBe(true);
+    } finally {
+      await disk.close();
+    }
   });
 });

@@ -68,15 +68,20 @@ export function checkLocatorBounds(e: LocatorEntry, index: number, fileSize: num
   }
 }
 
-/** Decodes locator data into a path: UTF-16LE for Windows codes, a file URL's path for MacX. */
+/**
+ * Decodes locator data into a path: UTF-16LE for Windows codes, a file URL's path for MacX. blktap (`tap\0`) and
+ * vhd-tool (`caml`) write MacX as `file://./name` or `file://../dir/name`, a path relative to the child's folder:
+ * that comes back relative (`./name`), not as the absolute `/name` a URL parser would make of it.
+ */
 export function decodeLocatorData(code: KnownPlatform, data: Buffer): string {
   if (code === 'MacX') {
     const text = data.toString('utf8').replace(/\0+$/, '');
-    const m = /^file:\/\/[^/]*(\/.*)$/i.exec(text);
+    const m = /^file:\/\/([^/]*)(\/.*)$/i.exec(text);
+    const path = !m ? text : m[1] === '.' || m[1] === '..' ? m[1] + m[2] : m[2];
     try {
-      return decodeURIComponent(m ? m[1] : text);
+      return decodeURIComponent(path);
     } catch {
-      return m ? m[1] : text;
+      return path;
     }
   }
   return data.toString('utf16le').replace(/\0.*$/s, '');
@@ -100,9 +105,9 @@ export interface ParentHint {
 }
 
 /**
- * Where to look for the parent, in order: W2ru resolved next to the child, W2ku as an absolute path
- * (when it is one in the child's store) and then its basename next to the child, MacX likewise, then
- * the Parent Unicode Name next to the child.
+ * Where to look for the parent, in order: W2ru and relative MacX resolved from the child's folder, W2ku and
+ * absolute MacX as an absolute path (when it is one in the child's store), then each one's basename next to the
+ * child, then the Parent Unicode Name next to the child.
  */
 export function parentCandidates(child: Location, hints: ParentHint[]): Location[] {
   const { store } = child;
@@ -111,16 +116,17 @@ export function parentCandidates(child: Location, hints: ParentHint[]): Location
   const add = (path: string) => {
     if (path && !out.some((l) => l.path === path)) out.push({ store, path });
   };
+  const isRelative = (h: ParentHint) => h.source === 'W2ru' || (h.source === 'MacX' && /^\.\.?\//.test(h.path));
   const ordered = [
-    ...hints.filter((h) => h.source === 'W2ru'),
-    ...hints.filter((h) => h.source === 'W2ku' || h.source === 'MacX'),
+    ...hints.filter(isRelative),
+    ...hints.filter((h) => h.source === 'W2ku' || (h.source === 'MacX' && !isRelative(h))),
     ...hints.filter((h) => h.source === 'ParentUnicodeName'),
   ];
   for (const h of ordered) {
     if (!h.path) continue;
-    if (h.source === 'W2ru') {
+    if (isRelative(h)) {
       add(store.paths.resolve(dir, h.path.replace(/\\/g, '/')));
-      continue;
+      if (h.source === 'W2ru') continue;
     }
     // `\dir\file` (what we write for a POSIX parent) and `/dir/file` are absolute in the child's store;
     // drive letters and UNC paths are not, so only their basename is tried next to the child.
