@@ -65,6 +65,7 @@ const EXTENSIONS: Record<string, DiskFormat> = {
   avhd: 'vhd',
   vhdx: 'vhdx',
   avhdx: 'vhdx',
+  qcow2: 'qcow2',
   raw: 'raw',
   img: 'raw',
   bin: 'raw',
@@ -75,9 +76,9 @@ export function formatForOutput(file: string, explicit?: string): DiskFormat {
   if (explicit) return explicit as DiskFormat;
   const ext = /\.([a-z0-9]+)$/i.exec(file)?.[1]?.toLowerCase() ?? '';
   const f = EXTENSIONS[ext];
-  if (!f) throw new UsageError(`cannot tell the output format from the name '${file}': add --format raw|vhd|vhdx`);
+  if (!f) throw new UsageError(`cannot tell the output format from the name '${file}': add --format raw|vhd|vhdx|qcow2`);
   return f;
 }
 
 /** The formats `--format` accepts for outputs. */
-export const OUTPUT_FORMATS = ['raw', 'vhd', 'vhdx'] as const;
+export const OUTPUT_FORMATS = ['raw', 'vhd', 'vhdx', 'qcow2'] as const;

@@ -94,3 +94,9 @@ export function cliWithHook(args: string[], budget: number, bin = BIN): { status
 export function sizeOf(path: string): number {
   return existsSync(path) ? statSync(path).size : -1;
 }
+
+/** Kill points spread over [0, total): always the first and the last. */
+export function spread(total: number, n: number): number[] {
+  if (total <= n) return Array.from({ length: total }, (_, i) => i);
+  return [...new Set(Array.from({ length: n }, (_, i) => Math.round((i * (total - 1)) / (n - 1))))];
+}

@@ -8,7 +8,7 @@ import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { makeTempDir } from '../helpers/tmp.js';
 import { HAVE_QEMU, PYTHON_VHDI, requireTool, pyvhdiRead, run, runStatus } from '../helpers/tools.js';
-import { cliAt, cliWithHook, cpSparse, privateCli, MiB, qemuImage, qemuRaw, qemuSame, qemuWrite, type Change } from '../cli/sync-helpers.js';
+import { cliAt, cliWithHook, cpSparse, privateCli, spread, MiB, qemuImage, qemuRaw, qemuSame, qemuWrite, type Change } from '../cli/sync-helpers.js';
 import { openDisk } from '../../src/formats/index.js';
 import { checkFresh, compareMetafiles, metafileLocationFor, readMetafile } from '../../src/meta/index.js';
 
@@ -43,12 +43,6 @@ const CHANGES: Change[] = [
   { offset: 37 * MiB, length: 256 << 10, fill: 'zero' as const },
   { offset: 50 * MiB, length: 3 * MiB, fill: 0x55 },
 ];
-
-/** Kill points spread over [0, total): always the first and the last. */
-function spread(total: number, n: number): number[] {
-  if (total <= n) return Array.from({ length: total }, (_, i) => i);
-  return [...new Set(Array.from({ length: n }, (_, i) => Math.round((i * (total - 1)) / (n - 1))))];
-}
 
 const QF = { vhdx: 'vhdx', vhd: 'vpc' } as const;
 

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { cli, expectOneLineError } from '../helpers/cli.js';
 import { makeTempDir } from '../helpers/tmp.js';
-import { HAVE_QEMU, requireTool, run } from '../helpers/tools.js';
+import { HAVE_QEMU, requireTool, run, runStatus } from '../helpers/tools.js';
 import { randomWrites } from './qcow2-helpers.js';
 
 const MiB = 1 << 20;
@@ -59,5 +59,36 @@ d('QCOW2 through the CLI', () => {
     expectOneLineError(cli(['check', top, p('same.vhdx')]), 1, /stale/);
     expect(cli(['createmeta', top]).status).toBe(0);
     expect(JSON.parse(cli(['check', '--json', top, p('same.vhdx')]).stdout).changedBlocks).toBe(1);
+  });
+
+  test('create and convert write QCOW2 that qemu-img checks clean and compares equal; --cluster-size and --parent', () => {
+    expect(cli(['convert', top, p('flat.qcow2'), '--cluster-size', '16K']).status).toBe(0);
+    expect(runStatus('qemu-img', ['check', p('flat.qcow2')]).status).toBe(0);
+    expect(runStatus('qemu-img', ['compare', p('flat.qcow2'), top]).status).toBe(0);
+    expect(JSON.parse(run('qemu-img', ['info', '--output=json', p('flat.qcow2')]).toString())['cluster-size']).toBe(16384);
+    expect(cli(['create', p('over.qcow2'), '--parent', p('flat.qcow2')]).status).toBe(0);
+    expect(runStatus('qemu-img', ['check', p('over.qcow2')]).status).toBe(0);
+    expect(runStatus('qemu-img', ['compare', p('over.qcow2'), top]).status).toBe(0);
+    const info = JSON.parse(run('qemu-img', ['info', '--output=json', p('over.qcow2')]).toString());
+    expect([info['backing-filename'], info['backing-filename-format']]).toEqual(['flat.qcow2', 'qcow2']);
+  });
+
+  test('copy into a QCOW2 target writes TARGET_diff.qcow2 backed by it; merge folds it in; qemu checks both clean', () => {
+    const t = p('sync-t.qcow2');
+    const src = p('sync-s.qcow2');
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', t, '8M']);
+    run('qemu-io', ['-f', 'qcow2', '-c', 'write -q -P 1 0 8M', t]);
+    run('qemu-img', ['convert', '-O', 'qcow2', t, src]);
+    run('qemu-io', ['-f', 'qcow2', '-c', 'write -q -P 2 1M 3M', '-c', 'write -q -z 6M 1M', '-c', 'write -q -P 3 7340100 100', src]);
+    expect(cli(['createmeta', src, t]).status).toBe(0);
+    expect(cli(['copy', src, t]).status).toBe(0);
+    const diff = p('sync-t_diff.qcow2');
+    expect(runStatus('qemu-img', ['check', diff]).status).toBe(0);
+    expect(JSON.parse(run('qemu-img', ['info', '--output=json', diff]).toString())['backing-filename']).toBe('sync-t.qcow2');
+    expect(runStatus('qemu-img', ['compare', diff, src]).status).toBe(0);
+    expect(cli(['merge', diff]).status).toBe(0);
+    expect(runStatus('qemu-img', ['check', t]).status).toBe(0);
+    expect(runStatus('qemu-img', ['compare', t, src]).status).toBe(0);
+    expect(cli(['validate', t]).status).toBe(0);
   });
 });

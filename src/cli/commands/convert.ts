@@ -29,7 +29,7 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
       .positional('dst', { type: 'string', demandOption: true })
       .option('format', { choices: OUTPUT_FORMATS, describe: 'output format (default: from the extension of DST)' })
       .option('type', { choices: ['dynamic', 'fixed'] as const, describe: 'output allocation (default dynamic)' })
-      .option('block-size', { type: 'string', describe: 'output block size' })
+      .option('block-size', { type: 'string', alias: 'cluster-size', describe: 'output block size (QCOW2: cluster size, default 64KiB)' })
       .option('logical-sector-size', { type: 'number', choices: [512, 4096], describe: 'VHDX output logical sector size (default: the source)' })
       .option('force', { type: 'boolean', describe: 'replace DST if it exists' }) as never,
   handler: async (args) => {

@@ -31,7 +31,7 @@ export const createCommand: CommandModule<object, CreateArgs> = {
       .option('size', { type: 'string', describe: 'virtual size (16GiB, 100M, bytes); not with --parent' })
       .option('format', { choices: OUTPUT_FORMATS, describe: 'image format (default: from the file extension)' })
       .option('type', { choices: ['dynamic', 'fixed'] as const, describe: 'allocation (default dynamic)' })
-      .option('block-size', { type: 'string', describe: 'block size (VHD default 2MiB; VHDX 32MiB dynamic, 2MiB differencing)' })
+      .option('block-size', { type: 'string', alias: 'cluster-size', describe: 'block size (VHD default 2MiB; VHDX 32MiB dynamic, 2MiB differencing); QCOW2 cluster size (default 64KiB)' })
       .option('parent', { type: 'string', describe: 'make a differencing image on this parent' })
       .option('logical-sector-size', { type: 'number', choices: [512, 4096], describe: 'VHDX logical sector size' })
       .option('physical-sector-size', { type: 'number', choices: [512, 4096], describe: 'VHDX physical sector size' })

@@ -1,11 +1,10 @@
 /** The QCOW2 format driver. */
 import type { FormatDriver } from '../disk.js';
-import { displayLocation } from '../../io/location.js';
-import { UnsupportedError } from '../../util/errors.js';
 import { hasMagic } from './header.js';
-import { openQcow2 } from './qcow2-disk.js';
+import { openQcow2 } from './open-image.js';
+import { createQcow2 } from './create.js';
 
-/** Recognises and opens QCOW2 images (creating them is not supported yet). */
+/** Recognises, opens and creates QCOW2 images. */
 export const qcow2Driver: FormatDriver = {
   name: 'qcow2',
   // Version 1 (qcow) is another format, named by the container signatures; versions past 3 are ours to refuse by number.
@@ -14,7 +13,5 @@ export const qcow2Driver: FormatDriver = {
     return hasMagic(head) && head.length === 8 && head.readUInt32BE(4) >= 2;
   },
   open: openQcow2,
-  async create(location) {
-    throw new UnsupportedError('creating QCOW2 images is not supported yet', displayLocation(location));
-  },
+  create: createQcow2,
 };

@@ -72,3 +72,18 @@ export function backingName(cluster0: Buffer, h: Qcow2Header, subject: string): 
   if (h.backingFileOffset + h.backingFileSize > cluster0.length) throw new CorruptImageError('the backing file name lies past the end of the file', subject);
   return cluster0.subarray(h.backingFileOffset, h.backingFileOffset + h.backingFileSize).toString('utf8');
 }
+
+/** Serializes a backing-format extension (when `backingFormat` is set) and the end marker. */
+export function serialize(backingFormat: string | null): Buffer {
+  const parts: Buffer[] = [];
+  if (backingFormat !== null) {
+    const name = Buffer.from(backingFormat, 'utf8');
+    const rec = Buffer.alloc(8 + Math.ceil(name.length / 8) * 8);
+    rec.writeUInt32BE(EXT_BACKING_FORMAT, 0);
+    rec.writeUInt32BE(name.length, 4);
+    name.copy(rec, 8);
+    parts.push(rec);
+  }
+  parts.push(Buffer.alloc(8));
+  return Buffer.concat(parts);
+}

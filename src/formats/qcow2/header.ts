@@ -182,3 +182,30 @@ export function featureNames(h: Qcow2Header): { incompatible: string[]; compatib
     autoclear: names(h.autoclear, { bitmaps: AUTOCLEAR.BITMAPS, data_file_raw: AUTOCLEAR.DATA_FILE_RAW }),
   };
 }
+
+/** Serializes the header fields (version 3 layout, `header_length` bytes; version 2 writes the first 72). */
+export function serialize(h: Qcow2Header): Buffer {
+  const b = Buffer.alloc(h.version === 3 ? h.headerLength : V2_HEADER_LENGTH);
+  b.writeUInt32BE(MAGIC, 0);
+  b.writeUInt32BE(h.version, 4);
+  b.writeBigUInt64BE(BigInt(h.backingFileOffset), 8);
+  b.writeUInt32BE(h.backingFileSize, 16);
+  b.writeUInt32BE(h.clusterBits, 20);
+  b.writeBigUInt64BE(BigInt(h.size), 24);
+  b.writeUInt32BE(h.cryptMethod, 32);
+  b.writeUInt32BE(h.l1Size, 36);
+  b.writeBigUInt64BE(BigInt(h.l1TableOffset), 40);
+  b.writeBigUInt64BE(BigInt(h.refcountTableOffset), 48);
+  b.writeUInt32BE(h.refcountTableClusters, 56);
+  b.writeUInt32BE(h.nbSnapshots, 60);
+  b.writeBigUInt64BE(BigInt(h.snapshotsOffset), 64);
+  if (h.version === 3) {
+    b.writeBigUInt64BE(h.incompatible, 72);
+    b.writeBigUInt64BE(h.compatible, 80);
+    b.writeBigUInt64BE(h.autoclear, 88);
+    b.writeUInt32BE(h.refcountOrder, 96);
+    b.writeUInt32BE(h.headerLength, 100);
+    if (h.headerLength > V3_MIN_HEADER_LENGTH) b[104] = h.compressionType;
+  }
+  return b;
+}

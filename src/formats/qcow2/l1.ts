@@ -40,6 +40,16 @@ export class L1Table {
     return new L1Table(bytes, size);
   }
 
+  /** True when entry `i` has COPIED set: its L2 table has refcount 1 and may be changed in place. */
+  copied(i: number): boolean {
+    return i < this.size && (this.bytes.readUInt32BE(i * 8) & COPIED_HI) !== 0;
+  }
+
+  /** Points entry `i` at an L2 table we own (COPIED set). */
+  set(i: number, offset: number): void {
+    this.bytes.writeBigUInt64BE(BigInt(offset) | (1n << 63n), i * 8);
+  }
+
   /** The L2 table offset of entry `i`, 0 when unallocated (or past the table). */
   l2Offset(i: number): number {
     if (i >= this.size) return 0;

@@ -75,3 +75,25 @@ export function mapCluster(table: Buffer, j: number, vcluster: number, from: num
     pos = end;
   }
 }
+
+/** The fields of one standard (8-byte) entry, for writers. */
+export interface EntryFields {
+  /** Compressed cluster: where its bytes are (host is 0). */
+  span: CompressedSpan | null;
+  host: number;
+  zero: boolean;
+  copied: boolean;
+}
+
+/** Reads entry `j` of a standard L2 table. */
+export function readEntry(table: Buffer, j: number, clusterBits: number): EntryFields {
+  const hi = table.readUInt32BE(j * 8);
+  const lo = table.readUInt32BE(j * 8 + 4);
+  if (hi & COMPRESSED_HI) return { span: decodeDescriptor(hi, lo, clusterBits), host: 0, zero: false, copied: false };
+  return { span: null, host: entryOffset(hi, lo), zero: (lo & 1) === 1, copied: (hi & COPIED_HI) !== 0 };
+}
+
+/** Writes entry `j` of a standard L2 table: a host cluster (COPIED when we own it alone) and the zero flag. */
+export function writeEntry(table: Buffer, j: number, host: number, zero: boolean): void {
+  table.writeBigUInt64BE((host ? BigInt(host) | (1n << 63n) : 0n) | (zero ? 1n : 0n), j * 8);
+}

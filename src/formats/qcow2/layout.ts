@@ -34,7 +34,7 @@ export async function readLayout(file: RandomAccessFile, subject: string): Promi
   }
   const l1 = L1Table.parse(await file.read(header.l1TableOffset, header.l1Size * 8), header.l1Size, cs, fileSize, subject);
   const refTable = await file.read(header.refcountTableOffset, header.refcountTableClusters * cs);
-  const refcounts = new Refcounts(file, refTable, cs, 2 ** header.refcountOrder, fileSize, subject);
+  const refcounts = new Refcounts(file, refTable, header.refcountTableOffset, cs, 2 ** header.refcountOrder, fileSize, subject);
   const areas: Array<{ what: string; from: number; to: number }> = [
     { what: 'the header cluster', from: 0, to: cs },
     { what: 'the refcount table', from: header.refcountTableOffset, to: header.refcountTableOffset + header.refcountTableClusters * cs },

@@ -1,18 +1,17 @@
 /**
  * A QCOW2 image as a Disk: guest ranges are mapped through the active L1 and the L2 tables into pieces (data in
  * the image or its external data file, zeros, compressed clusters, or unallocated = the backing file's content).
- * Reading only: writable opens are refused.
+ * Writing lives in the subclass of `writable-disk.ts`.
  */
-import type { Disk, DiskIdentity, DiskInfo, Extent, OpenOptions, ParentOpener } from '../disk.js';
+import type { Disk, DiskIdentity, DiskInfo, Extent } from '../disk.js';
 import { displayLocation, type Location } from '../../io/location.js';
 import type { RandomAccessFile } from '../../io/store.js';
-import { CorruptImageError, UnsupportedError, fromSystemError } from '../../util/errors.js';
+import { CorruptImageError, UsageError } from '../../util/errors.js';
 import { checkRange, pushExtent } from '../ranges.js';
 import * as hdr from './header.js';
 import { COMPRESSED, DATA, UNALLOCATED, ZERO, mapCluster, type L2Context, type PieceKind } from './l2.js';
 import { decompress, type CompressedSpan } from './compressed.js';
-import { readLayout, type Qcow2Layout } from './layout.js';
-import { backingFormat, resolveStoredName } from './names.js';
+import type { Qcow2Layout } from './layout.js';
 
 /** Bytes of L2 tables kept in memory (at least a few tables whatever the cluster size). */
 const L2_CACHE_BYTES = 32 << 20;
@@ -37,21 +36,23 @@ export class Qcow2Disk implements Disk {
   readonly logicalSectorSize = 512;
   readonly physicalSectorSize = 512;
   readonly blockSize: number;
-  readonly writable = false;
-  private readonly h: hdr.Qcow2Header;
-  private readonly ctx: L2Context;
-  private readonly l2PerTable: number;
-  private readonly l2Cache = new Map<number, Buffer>();
+  readonly writable: boolean = false;
+  protected readonly h: hdr.Qcow2Header;
+  protected readonly ctx: L2Context;
+  protected readonly l2PerTable: number;
+  protected readonly l2Cache = new Map<number, Buffer>();
+  /** L2 tables changed in memory and not yet written: never evicted. */
+  protected readonly dirtyL2 = new Set<number>();
   private readonly l2CacheMax: number;
-  private readonly subject: string;
+  protected readonly subject: string;
   /** The last cluster decompressed (guest cluster index and bytes): partial reads of one cluster inflate it once. */
   private lastInflated: { vcluster: number; data: Promise<Buffer> } | null = null;
-  private closed = false;
+  protected closed = false;
 
   constructor(
     readonly file: RandomAccessFile,
     readonly location: Location,
-    private readonly layout: Qcow2Layout,
+    protected readonly layout: Qcow2Layout,
     readonly parent: Disk | null,
     /** The external data file, or null when guest data lives in the image file. */
     private readonly dataFile: RandomAccessFile | null,
@@ -74,14 +75,23 @@ export class Qcow2Disk implements Disk {
     this.l2CacheMax = Math.max(8, Math.floor(L2_CACHE_BYTES / h.clusterSize));
   }
 
-  private async l2Table(index: number): Promise<Buffer | null> {
+  protected async l2Table(index: number): Promise<Buffer | null> {
     const cached = this.l2Cache.get(index);
     if (cached) return cached;
     const off = this.layout.l1.l2Offset(index);
     if (off === 0) return null;
     const table = await this.file.read(off, this.h.clusterSize);
     if (table.length < this.h.clusterSize) throw new CorruptImageError(`L2 table at ${off} is cut short by the end of the file`, this.subject);
-    if (this.l2Cache.size >= this.l2CacheMax) this.l2Cache.delete(this.l2Cache.keys().next().value!);
+    const raced = this.l2Cache.get(index);
+    if (raced) return raced;
+    if (this.l2Cache.size >= this.l2CacheMax) {
+      for (const k of this.l2Cache.keys()) {
+        if (!this.dirtyL2.has(k)) {
+          this.l2Cache.delete(k);
+          break;
+        }
+      }
+    }
     this.l2Cache.set(index, table);
     return table;
   }
@@ -147,7 +157,7 @@ export class Qcow2Disk implements Disk {
     dst.fill(0, got.length);
   }
 
-  private inflate(vcluster: number, span: CompressedSpan): Promise<Buffer> {
+  protected inflate(vcluster: number, span: CompressedSpan): Promise<Buffer> {
     if (this.lastInflated?.vcluster === vcluster) return this.lastInflated.data;
     const data = (async () => {
       const raw = await this.file.read(span.offset, span.length);
@@ -197,23 +207,27 @@ export class Qcow2Disk implements Disk {
     return out;
   }
 
-  private refuseWrite(): never {
-    throw new UnsupportedError('writing QCOW2 images is not supported yet (read-only)', this.subject);
+  async write(_offset: number, _data: Uint8Array): Promise<void> {
+    throw new UsageError('image is opened read-only', this.subject);
   }
 
-  async write(): Promise<void> {
-    this.refuseWrite();
-  }
-
-  async writeZeroes(): Promise<void> {
-    this.refuseWrite();
+  async writeZeroes(_offset: number, _length: number): Promise<void> {
+    throw new UsageError('image is opened read-only', this.subject);
   }
 
   async flush(): Promise<void> {}
 
   async close(): Promise<void> {
     if (this.closed) return;
-    this.closed = true;
+    try {
+      await this.flush();
+    } finally {
+      this.closed = true;
+      await this.closeFiles();
+    }
+  }
+
+  private async closeFiles(): Promise<void> {
     try {
       await this.file.close();
       await this.dataFile?.close();
@@ -264,34 +278,4 @@ export class Qcow2Disk implements Disk {
     if (this.parent) info.parent = displayLocation(this.parent.location);
     return info;
   }
-}
-
-/** Opens a QCOW2 image read-only, with its external data file and backing chain. */
-export async function openQcow2(file: RandomAccessFile, location: Location, opts: OpenOptions, openParent: ParentOpener): Promise<Qcow2Disk> {
-  const subject = displayLocation(location);
-  if (opts.writable) throw new UnsupportedError('writing QCOW2 images is not supported yet (open it read-only)', subject);
-  const layout = await readLayout(file, subject);
-  const h = layout.header;
-  if (h.incompatible & hdr.INCOMPAT.CORRUPT) {
-    process.stderr.write(`vhdsync: ${subject}: warning: the image is marked corrupt (incompatible bit 1); reading it anyway, never writing it\n`);
-  }
-  let dataFile: RandomAccessFile | null = null;
-  let parent: Disk | null = null;
-  try {
-    if (h.incompatible & hdr.INCOMPAT.DATA_FILE) {
-      const loc = resolveStoredName(location, layout.extensions.dataFile!, 'external data file', subject);
-      dataFile = await loc.store.open(loc.path, 'read').catch((err: unknown) => {
-        throw fromSystemError(err, `${subject}: external data file ${displayLocation(loc)}`);
-      });
-    }
-    if (layout.backingName !== null) {
-      const format = backingFormat(layout.extensions.backingFormat, subject);
-      const loc = resolveStoredName(location, layout.backingName, 'backing file', subject);
-      parent = await openParent([loc], location, { ...opts, writable: false }, { id: layout.backingName, idName: 'backing file', format, matches: async () => true });
-    }
-  } catch (err) {
-    await dataFile?.close();
-    throw err;
-  }
-  return new Qcow2Disk(file, location, layout, parent, dataFile);
 }

@@ -19,6 +19,7 @@ import * as bitmap from './sector-bitmap.js';
 import { locatorValue } from './parent-locator.js';
 import { Bat, BITMAP, PAYLOAD, SECTOR_BITMAP_BLOCK_SIZE, bitmapIndex, geometry, payloadIndex, type BatGeometry } from './bat.js';
 import { FileView, applyChanges } from './replay.js';
+import { Mutex } from '../../util/mutex.js';
 
 const MIB = 1 << 20;
 /** The fixed part of every VHDX: identifier, two headers, two region tables. */
@@ -160,16 +161,6 @@ function checkBat(g: BatGeometry, bat: Bat, differencing: boolean, fileSize: num
     if (e.fileOffset < HEADER_AREA || e.fileOffset + SECTOR_BITMAP_BLOCK_SIZE > fileSize) {
       throw new CorruptImageError(`sector bitmap block ${k} points at ${e.fileOffset}, outside the file (${fileSize} bytes)`, subject);
     }
-  }
-}
-
-/** Serializes async operations that change state (allocation, logging), so concurrent writers cannot race. */
-class Mutex {
-  private tail: Promise<unknown> = Promise.resolve();
-  run<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.tail.then(fn, fn);
-    this.tail = next.catch(() => {});
-    return next;
   }
 }
 

@@ -1,0 +1,41 @@
+/** Opening a QCOW2 image: its layout, external data file and backing chain, read-only or for writing. */
+import type { Disk, OpenOptions, ParentOpener } from '../disk.js';
+import { displayLocation, type Location } from '../../io/location.js';
+import type { RandomAccessFile } from '../../io/store.js';
+import { fromSystemError } from '../../util/errors.js';
+import * as hdr from './header.js';
+import { readLayout } from './layout.js';
+import { backingFormat, resolveStoredName } from './names.js';
+import { Qcow2Disk } from './qcow2-disk.js';
+import { Qcow2WritableDisk, checkWritable } from './writable-disk.js';
+
+/** Opens a QCOW2 image with its external data file and backing chain (the backing files always read-only). */
+export async function openQcow2(file: RandomAccessFile, location: Location, opts: OpenOptions, openParent: ParentOpener): Promise<Qcow2Disk> {
+  const subject = displayLocation(location);
+  const layout = await readLayout(file, subject);
+  const h = layout.header;
+  const writable = Boolean(opts.writable && file.writable);
+  if (writable) checkWritable(h, layout.extensions.hasBitmaps, subject);
+  else if (h.incompatible & hdr.INCOMPAT.CORRUPT) {
+    process.stderr.write(`vhdsync: ${subject}: warning: the image is marked corrupt (incompatible bit 1); reading it anyway, never writing it\n`);
+  }
+  let dataFile: RandomAccessFile | null = null;
+  let parent: Disk | null = null;
+  try {
+    if (h.incompatible & hdr.INCOMPAT.DATA_FILE) {
+      const loc = resolveStoredName(location, layout.extensions.dataFile!, 'external data file', subject);
+      dataFile = await loc.store.open(loc.path, 'read').catch((err: unknown) => {
+        throw fromSystemError(err, `${subject}: external data file ${displayLocation(loc)}`);
+      });
+    }
+    if (layout.backingName !== null) {
+      const format = backingFormat(layout.extensions.backingFormat, subject);
+      const loc = resolveStoredName(location, layout.backingName, 'backing file', subject);
+      parent = await openParent([loc], location, { ...opts, writable: false }, { id: layout.backingName, idName: 'backing file', format, matches: async () => true });
+    }
+  } catch (err) {
+    await dataFile?.close();
+    throw err;
+  }
+  return writable ? new Qcow2WritableDisk(file, location, layout, parent, null) : new Qcow2Disk(file, location, layout, parent, dataFile);
+}
