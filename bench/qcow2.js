@@ -1,0 +1,39 @@
+#!/usr/bin/env node
+// QCOW2 read benchmarks (results: docs/performance.md, "QCOW2").
+// Run after `npm run build`:  node bench/qcow2.js [--dir DIR] [--runs N] [--size GiB] [--keep]
+//  1. `vhdsync convert` of a fully allocated qcow2 (64 KiB clusters, random data) to raw vs `qemu-img convert -O raw`
+//  2. `vhdsync createmeta` of that qcow2 vs `xxhsum -H2` of the same content as raw
+// Everything in the page cache (each measured command runs after a warm-up read). Prints a Markdown table.
+import { rmSync } from 'node:fs';
+import * as path from 'node:path';
+import { BIN, GiB, benchDir, flag, header, opt, randomFile, sh, timedRuns } from './lib.js';
+
+const RUNS = Number(opt('--runs', 3));
+const SIZE = Number(opt('--size', 4)) * GiB;
+const DIR = benchDir('vhdsync-bench-qcow2');
+const raw = path.join(DIR, 'content.raw');
+const img = path.join(DIR, 'image.qcow2');
+const out = path.join(DIR, 'out.raw');
+
+header('qcow2', RUNS);
+randomFile(raw, SIZE);
+rmSync(img, { force: true });
+sh('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', '-o', 'cluster_size=64k', raw, img]);
+sh('sh', ['-c', 'cat "$1" "$2" > /dev/null', 'sh', raw, img]);
+const clean = () => rmSync(out, { force: true });
+
+const rows = [];
+const pair = (what, ours, peer, peerName) => rows.push([what, `${ours.seconds.toFixed(2)} s (${ours.min.toFixed(2)}-${ours.max.toFixed(2)})`, `${peerName} ${peer.seconds.toFixed(2)} s (${peer.min.toFixed(2)}-${peer.max.toFixed(2)})`, `${(ours.seconds / peer.seconds).toFixed(2)}x`]);
+
+const qemu = timedRuns(RUNS, 'qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', img, out], clean);
+const ours = timedRuns(RUNS, process.execPath, [BIN, 'convert', img, out], clean);
+pair(`convert ${SIZE / GiB} GiB qcow2 (64 KiB clusters, full) -> raw`, ours, qemu, '`qemu-img convert -O raw`');
+clean();
+const xxh = timedRuns(RUNS, 'xxhsum', ['-H2', raw]);
+const meta = timedRuns(RUNS, process.execPath, [BIN, 'createmeta', img]);
+pair(`createmeta of that qcow2 (2 MiB blocks, XXH128)`, meta, xxh, '`xxhsum -H2` of the raw');
+
+console.log('| what | ours, median (min-max) | peer, same run | ratio |');
+console.log('|---|---|---|---|');
+for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+if (!flag('--keep')) rmSync(DIR, { recursive: true, force: true });
