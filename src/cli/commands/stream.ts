@@ -8,6 +8,7 @@ import { createDisk, openDisk } from '../../formats/index.js';
 import type { Disk, DiskFormat } from '../../formats/disk.js';
 import { displayLocation, type Location } from '../../io/location.js';
 import { writeAtomically } from '../../io/atomic.js';
+import { redactUrl } from '../../io/http.js';
 import {
   applyChunked,
   deltaContent,
@@ -131,7 +132,7 @@ export const streamCommand: CommandModule<object, StreamArgs> = {
       progress.bar.finish();
       const summary: StreamSummary = {
         source: describeSource(args.source, source),
-        destination: dest.kind === 'location' ? displayLocation(dest.location) : args.destination,
+        destination: dest.kind === 'location' ? displayLocation(dest.location) : dest.kind === 'http' ? redactUrl(dest.url) : args.destination,
         format,
         bytes,
         virtualSize,
@@ -303,5 +304,6 @@ async function writeImage(
 }
 
 function describeSource(text: string, source: Source): string {
-  return source.kind === 'disk' ? displayLocation(source.disk.location) : text;
+  if (source.kind === 'disk') return displayLocation(source.disk.location);
+  return /^https?:\/\//i.test(text) ? redactUrl(text) : text;
 }
