@@ -36,7 +36,7 @@ import { out, outJson, type GlobalArgs } from '../output.js';
 import { fileBytes, parseEndpoint, peek, type Endpoint } from '../stream-endpoints.js';
 import { httpDestination, httpSource, httpOptionsFrom, withHttpOptions, type HttpArgs } from '../http-args.js';
 
-const SOURCE_FORMATS = ['raw', 'vhd', 'vhdx', 'chunked'] as const;
+const SOURCE_FORMATS = ['raw', 'vhd', 'vhdx', 'qcow2', 'chunked'] as const;
 const DESTINATION_FORMATS = ['raw', 'vhd', 'vhdx', 'chunked'] as const;
 
 interface StreamArgs extends OpenArgs, Omit<GlobalArgs, 'progress'>, HttpArgs {
