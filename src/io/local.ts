@@ -1,7 +1,7 @@
 import { promises as fsp, constants as fsc } from 'node:fs';
 import * as path from 'node:path';
 import type { ByteStore, OpenMode, RandomAccessFile, StoreStat, StorePaths } from './store.js';
-import { fromSystemError } from '../util/errors.js';
+import { AlreadyExistsError, fromSystemError } from '../util/errors.js';
 import { PAGE, allocAligned, directSource } from '../util/aligned.js';
 
 /** Writes from other memory are copied through bounce buffers of this size (plus a page for the phase). */
@@ -141,12 +141,31 @@ export class LocalStore implements ByteStore {
     }
   }
 
-  async rename(from: string, to: string): Promise<void> {
+  async rename(from: string, to: string, opts: { replace?: boolean } = {}): Promise<void> {
+    if (opts.replace === false) return this.renameNoReplace(from, to);
     try {
       await fsp.rename(from, to);
     } catch (err) {
       throw fromSystemError(err, from);
     }
+  }
+
+  /**
+   * link() fails with EEXIST atomically, which rename() cannot be told to do from Node; the old name is then
+   * removed. A crash in between leaves both names (the caller's temp names are cleaned up as leftovers).
+   * File systems without hard links get a check just before the rename: not atomic, but the best they allow.
+   */
+  private async renameNoReplace(from: string, to: string): Promise<void> {
+    try {
+      await fsp.link(from, to);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') throw new AlreadyExistsError('already exists', to);
+      if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EMLINK') throw fromSystemError(err, from);
+      if (await this.stat(to)) throw new AlreadyExistsError('already exists', to);
+      return this.rename(from, to);
+    }
+    await this.unlink(from);
   }
 
   async unlink(p: string): Promise<void> {

@@ -1,7 +1,9 @@
 /**
  * TEST HOOK: a store decorator that reports every open, change and flush a caller makes through it, before passing
  * the call on. The fuzzer (test/fuzz/) checks with it that a reader changed nothing and that a writer touched only the
- * file it was given; the crash tests' kill hook (sync/kill-hook.ts) counts mutations with it.
+ * file it was given; the crash tests' kill hook (sync/kill-hook.ts) counts mutations with it; the run lock
+ * (sync/lock.ts) refuses mutations through it once its lease lapsed, and tests inject I/O failures with it: `record`
+ * may throw, and the operation then fails (as a rejected promise) without being made.
  */
 import type { ByteStore, OpenMode, RandomAccessFile } from './store.js';
 
@@ -32,18 +34,18 @@ class RecordingFile implements RandomAccessFile {
   read(position: number, length: number, into?: Buffer) {
     return this.inner.read(position, length, into);
   }
-  write(position: number, data: Uint8Array) {
+  async write(position: number, data: Uint8Array) {
     this.record({ op: 'write', path: this.path, position, length: data.byteLength });
     return this.inner.write(position, data);
   }
   size() {
     return this.inner.size();
   }
-  truncate(size: number) {
+  async truncate(size: number) {
     this.record({ op: 'truncate', path: this.path, size });
     return this.inner.truncate(size);
   }
-  flush() {
+  async flush() {
     this.record({ op: 'flush', path: this.path });
     return this.inner.flush();
   }
@@ -68,16 +70,16 @@ export function recordingStore(inner: ByteStore, record: (e: StoreEvent) => void
       return new RecordingFile(await inner.createExclusive(path), path, record);
     },
     stat: (p) => inner.stat(p),
-    rename: (from, to) => {
+    rename: async (from, to, opts) => {
       record({ op: 'rename', path: from, to });
-      return inner.rename(from, to);
+      return inner.rename(from, to, opts);
     },
-    unlink: (path) => {
+    unlink: async (path) => {
       record({ op: 'unlink', path });
       return inner.unlink(path);
     },
     list: (d) => inner.list(d),
-    mkdirp: (path) => {
+    mkdirp: async (path) => {
       record({ op: 'mkdir', path });
       return inner.mkdirp(path);
     },

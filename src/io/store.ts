@@ -43,8 +43,12 @@ export interface ByteStore {
   createExclusive(path: string): Promise<RandomAccessFile>;
   /** Returns null when nothing exists at `path`. */
   stat(path: string): Promise<StoreStat | null>;
-  /** Renames, replacing an existing destination atomically where the store can. */
-  rename(from: string, to: string): Promise<void>;
+  /**
+   * Renames, replacing an existing destination atomically where the store can. With `replace: false` it fails
+   * with AlreadyExistsError instead when the destination exists, decided atomically by the store (no window in
+   * which another writer's file could be replaced).
+   */
+  rename(from: string, to: string, opts?: { replace?: boolean }): Promise<void>;
   unlink(path: string): Promise<void>;
   /** Names (not paths) of the entries of a directory. */
   list(dir: string): Promise<string[]>;

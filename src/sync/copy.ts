@@ -71,10 +71,11 @@ export function diffNameFor(target: Location, format: string): string {
  */
 export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: CopyOptions = {}): Promise<CopySummary> {
   const started = Date.now();
-  const sourceWhere = hookLocation(sourceAt);
-  const targetWhere = hookLocation(targetAt);
   // Held for the whole copy: a merge into the target, or a second copy sharing its diff name, must wait.
-  const lock = await lockImage(targetWhere, 'copy');
+  const lock = await lockImage(hookLocation(targetAt), 'copy');
+  // Every write of this run stops once the lock's lease cannot be renewed (another run may then take it over).
+  const sourceWhere = lock.guard(hookLocation(sourceAt));
+  const targetWhere = lock.guard(hookLocation(targetAt));
   let source: Disk;
   try {
     const pending = mergeStateLocationFor(targetWhere);
@@ -103,7 +104,7 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     if (opts.diffdir) {
       const st = await opts.diffdir.store.stat(opts.diffdir.path);
       if (!st?.isDirectory) throw new UsageError('--diffdir is not an existing directory', displayLocation(opts.diffdir));
-      writeLoc = hookLocation({ store: opts.diffdir.store, path: opts.diffdir.store.paths.join(opts.diffdir.path, diffName) });
+      writeLoc = lock.guard(hookLocation({ store: opts.diffdir.store, path: opts.diffdir.store.paths.join(opts.diffdir.path, diffName) }));
     }
     if (!opts.force && (await writeLoc.store.stat(writeLoc.path))) {
       throw new AlreadyExistsError('the diff already exists (merge it first, or use --force to replace it)', displayLocation(writeLoc));

@@ -192,7 +192,8 @@ async function openPair(diffLoc: Location, vhdSize: OpenOptions['vhdSize']): Pro
       if (!st || st.isDirectory) continue;
       lock = await lockImage(cand, 'merge');
       const locked = (await cand.store.stat(cand.path)) ?? st;
-      const parent = await openDisk(cand, { writable: true, vhdSize });
+      // The parent's writes (and the state file and metafile beside it) stop if the lock's lease lapses.
+      const parent = await openDisk(lock.guard(cand), { writable: true, vhdSize });
       found = { parent, expect, stat: { size: locked.size, mtimeMs: locked.mtimeMs } };
       return parent;
     }

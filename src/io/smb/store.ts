@@ -34,6 +34,10 @@ export function smbName(p: string): string {
     .replace(/\//g, '\\');
 }
 
+function isDeletePending(err: unknown): boolean {
+  return err instanceof SmbStatusError && err.status === Status.DELETE_PENDING;
+}
+
 /** Runs `op`, reconnecting and retrying when the connection drops under it. */
 async function retrying<T>(client: SmbClient, op: () => Promise<T>, subject: string): Promise<T> {
   for (let attempt = 0; ; attempt++) {
@@ -140,7 +144,14 @@ export class SmbStore implements ByteStore {
     const o = mode === 'read' ? OPEN.read : OPEN.readwrite;
     const req = this.req(path, o.access, Disposition.OPEN, CreateOptions.NON_DIRECTORY_FILE, o.share);
     const name = this.display(path);
-    const h = await retrying(this.client, () => this.client.create(this.share, req, name), name);
+    let h: SmbHandle;
+    try {
+      h = await retrying(this.client, () => this.client.create(this.share, req, name), name);
+    } catch (err) {
+      // A file another client is deleting can no longer be opened: for a reader it is gone.
+      if (isDeletePending(err)) throw new NotFoundError('no such file (being deleted)', name);
+      throw err;
+    }
     return new SmbFile(this.client, h, req, name, mode !== 'read');
   }
 
@@ -155,6 +166,8 @@ export class SmbStore implements ByteStore {
         // Whether the server created the file before the drop is unknown: say so instead of guessing.
         throw new IoError(`${err.message} while creating the file; it may or may not exist now`, name);
       }
+      // The name stays taken until the last handle of the file being deleted closes.
+      if (isDeletePending(err)) throw new AlreadyExistsError('already exists (being deleted)', name);
       throw err;
     }
     // After a reconnect the file exists: reopen it rather than create it again.
@@ -190,8 +203,13 @@ export class SmbStore implements ByteStore {
     }
   }
 
-  async rename(from: string, to: string): Promise<void> {
-    await this.change(from, 'rename', FileInfoClass.RENAME, renameInfo(smbName(to), true));
+  async rename(from: string, to: string, opts: { replace?: boolean } = {}): Promise<void> {
+    // ReplaceIfExists = 0: the server refuses an existing destination (OBJECT_NAME_COLLISION), atomically.
+    try {
+      await this.change(from, 'rename', FileInfoClass.RENAME, renameInfo(smbName(to), opts.replace !== false));
+    } catch (err) {
+      throw err instanceof AlreadyExistsError ? err.withSubject(this.display(to)) : err;
+    }
   }
 
   async unlink(path: string): Promise<void> {

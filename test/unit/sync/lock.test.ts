@@ -1,10 +1,12 @@
-import { existsSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { lockImage, lockLocationFor } from '../../../src/sync/lock.js';
-import { parseLocation } from '../../../src/io/location.js';
-import { BusyError } from '../../../src/util/errors.js';
+import { lockImage, lockLocationFor, type LockTiming } from '../../../src/sync/lock.js';
+import { recordingStore } from '../../../src/io/recording-store.js';
+import { localStore } from '../../../src/io/local.js';
+import { parseLocation, type Location } from '../../../src/io/location.js';
+import { BusyError, IoError } from '../../../src/util/errors.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 
 describe('image locks', () => {
@@ -18,7 +20,7 @@ describe('image locks', () => {
     const held = await lockImage(img, 'merge');
     const err = await lockImage(img, 'copy').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(BusyError);
-    expect((err as BusyError).describe()).toMatch(new RegExp(`disk\\.vhdx: in use by a merge \\(pid ${process.pid} on .*\\); if that run is gone, delete .*disk\\.vhdx\\.vhdsync-lock$`));
+    expect((err as BusyError).describe()).toMatch(new RegExp(`disk\\.vhdx: in use by a merge \\(pid ${process.pid} on .*\\); if that run is gone, delete .*disk\\.vhdx\\.vhdsync-lock \\(a later run takes it over once it has gone 120 s without renewal\\)$`));
     await held.release();
     expect(existsSync(lockLocationFor(img).path)).toBe(false);
     await (await lockImage(img, 'copy')).release();
@@ -46,5 +48,90 @@ describe('image locks', () => {
     const old = new Date(Date.now() - 60_000);
     utimesSync(lockPath, old, old);
     await (await lockImage(img, 'copy')).release();
+  });
+
+  /** Short lease timing, so expiry is testable: renew every 0.1 s, write for 1 s after one, lease 3 s. */
+  const FAST: LockTiming = { leaseMs: 3000, renewMs: 100, authorityMs: 1000 };
+  const record = (over: object) => JSON.stringify({ pid: 1, host: 'crashed-host', op: 'merge', since: 'then', token: 'feedfacefeedface', generation: 7, ...over });
+
+  it('takes over a lock from another host once its lease lapsed and nobody renewed it while watched', async () => {
+    const img = await image();
+    const lockPath = lockLocationFor(img).path;
+    writeFileSync(lockPath, record({ renewed: new Date(Date.now() - 10_000).toISOString(), leaseMs: 3000 }));
+    const t0 = performance.now();
+    const l = await lockImage(img, 'copy', FAST);
+    // Not trusting the clocks: the lock was watched for one whole lease before it was broken.
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(3000);
+    expect(JSON.parse(readFileSync(lockPath, 'utf8'))).toMatchObject({ pid: process.pid, op: 'copy', generation: 0 });
+    await l.release();
+    expect(existsSync(lockPath)).toBe(false);
+    // Nothing left behind: no takeover claim, no moved-aside lock.
+    expect(readdirSync(tmp.dir)).toEqual([]);
+  });
+
+  it('respects a lease from another host that has not lapsed, and one that keeps being renewed whatever its clock says', async () => {
+    const img = await image();
+    const lockPath = lockLocationFor(img).path;
+    writeFileSync(lockPath, record({ renewed: new Date().toISOString(), leaseMs: 60_000 }));
+    const t0 = performance.now();
+    await expect(lockImage(img, 'copy', FAST)).rejects.toThrow(/in use by a merge \(pid 1 on crashed-host.*takes it over once it has gone 60 s without renewal/);
+    expect(performance.now() - t0).toBeLessThan(2000);
+
+    // A holder whose clock runs an hour behind ours: its lease looks lapsed, but its generation keeps moving.
+    let generation = 0;
+    const renew = () => writeFileSync(lockPath, record({ renewed: new Date(Date.now() - 3_600_000).toISOString(), leaseMs: 300, generation: ++generation }));
+    renew();
+    const renewer = setInterval(renew, 60);
+    try {
+      await expect(lockImage(img, 'copy', FAST)).rejects.toBeInstanceOf(BusyError);
+    } finally {
+      clearInterval(renewer);
+    }
+    expect(JSON.parse(readFileSync(lockPath, 'utf8'))).toMatchObject({ host: 'crashed-host' });
+  });
+
+  it('renews a held lease, so a live holder is never taken over', async () => {
+    const img = await image();
+    const lockPath = lockLocationFor(img).path;
+    const held = await lockImage(img, 'merge', FAST);
+    const guarded = held.guard(img);
+    await new Promise((r) => setTimeout(r, 4000));
+    // Leases later the holder is still the holder, still allowed to write, and others are refused.
+    expect(JSON.parse(readFileSync(lockPath, 'utf8')).generation).toBeGreaterThan(10);
+    await expect(lockImage(img, 'copy', FAST)).rejects.toThrow(/in use by a merge/);
+    const f = await guarded.store.createExclusive(guarded.path);
+    await f.write(0, Buffer.from('ok'));
+    await f.close();
+    await held.release();
+    expect(existsSync(lockPath)).toBe(false);
+  });
+
+  it('stops writing once its lease cannot be renewed, and then loses the lock to a later run', async () => {
+    const dir = tmp.dir;
+    let shareGone = false;
+    // The store of a share that goes away: every change to the lock file fails from then on.
+    const store = recordingStore(localStore, (e) => {
+      if (shareGone && e.op !== 'open' && e.path.endsWith('.vhdsync-lock')) throw new IoError('connection lost', 'share');
+    });
+    const img: Location = { store, path: path.join(dir, 'disk.vhdx') };
+    const held = await lockImage(img, 'merge', FAST);
+    const data = held.guard({ store: localStore, path: path.join(dir, 'data.bin') });
+    const f = await data.store.createExclusive(data.path);
+    await f.write(0, Buffer.alloc(10, 1));
+    shareGone = true;
+    await new Promise((r) => setTimeout(r, 1200));
+    await expect(f.write(10, Buffer.alloc(10, 2))).rejects.toThrow(/lost the lock \(its lease could not be renewed for 1 s\); stopped writing/);
+    await expect(f.flush()).rejects.toBeInstanceOf(BusyError);
+    await f.close();
+    expect(readFileSync(data.path)).toEqual(Buffer.alloc(10, 1));
+    // The lapsed holder leaves the file alone (it may be someone else's by now) ...
+    await held.release();
+    expect(existsSync(lockLocationFor(img).path)).toBe(true);
+    // ... and a later run (here on this host, the holder's pid still alive) watches it for a lease, then takes it.
+    shareGone = false;
+    await new Promise((r) => setTimeout(r, 2500));
+    const t0 = performance.now();
+    await (await lockImage(img, 'copy', FAST)).release();
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(3000);
   });
 });
