@@ -33,7 +33,13 @@ export async function writeAtomically<T>(
     } finally {
       await f.close();
     }
-    await store.rename(temp.path, path);
+    // Without overwrite, a file that appeared under the final name meanwhile (another run's) is never replaced.
+    try {
+      await store.rename(temp.path, path, { replace: opts.overwrite === true });
+    } catch (err) {
+      if (err instanceof AlreadyExistsError && !opts.overwrite) throw new AlreadyExistsError('appeared while this run was writing it (another run?); left as it is', store.display(path));
+      throw err;
+    }
     await store.syncDir(store.paths.dirname(path));
     ok = true;
     return result;

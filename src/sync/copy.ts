@@ -14,7 +14,7 @@ import { copyChangedBlocks } from './copy-blocks.js';
 import { hookLocation } from './kill-hook.js';
 import { removePartials } from './leftovers.js';
 import { mergeStateLocationFor } from './merge-state.js';
-import { lockImage } from './lock.js';
+import { lockImage, type ImageLock } from './lock.js';
 import { changedBlocksOf, DigestCursor, openFreshMetafile, planCopy } from './plan.js';
 
 /** Options for copyToDiff. */
@@ -88,6 +88,7 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     throw err;
   }
   let target: Disk | null = null;
+  let diffLock: ImageLock | null = null;
   const metas: Metafile[] = [];
   try {
     target = await openDisk(targetWhere, { ...opts.open, format: undefined });
@@ -100,12 +101,16 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     }
     const diffName = diffNameFor(target.location, target.format);
     const finalLoc = sibling(target.location, diffName);
-    let writeLoc = finalLoc;
+    let diffAt = sibling(targetAt, diffName);
     if (opts.diffdir) {
       const st = await opts.diffdir.store.stat(opts.diffdir.path);
       if (!st?.isDirectory) throw new UsageError('--diffdir is not an existing directory', displayLocation(opts.diffdir));
-      writeLoc = lock.guard(hookLocation({ store: opts.diffdir.store, path: opts.diffdir.store.paths.join(opts.diffdir.path, diffName) }));
+      diffAt = { store: opts.diffdir.store, path: opts.diffdir.store.paths.join(opts.diffdir.path, diffName) };
     }
+    // Another target of the same file name can have the same diff name in the same --diffdir: the diff's own lock
+    // keeps two copies from deleting each other's temp files or replacing each other's diff.
+    diffLock = await lockImage(diffAt, 'copy');
+    const writeLoc = diffLock.guard(opts.diffdir ? lock.guard(hookLocation(diffAt)) : finalLoc);
     if (!opts.force && (await writeLoc.store.stat(writeLoc.path))) {
       throw new AlreadyExistsError('the diff already exists (merge it first, or use --force to replace it)', displayLocation(writeLoc));
     }
@@ -191,6 +196,7 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     for (const m of metas) await m.close().catch(() => {});
     await target?.close().catch(() => {});
     await source.close().catch(() => {});
+    await diffLock?.release();
     await lock.release();
   }
 }

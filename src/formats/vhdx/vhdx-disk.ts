@@ -190,6 +190,8 @@ export class VhdxDisk implements Disk {
   private readonly logGuid = newGuid();
   private logPosition = 0;
   private logSequence = 1n;
+  /** Sector images of a commit that failed before they were all written in place and flushed. */
+  private unapplied: Array<{ fileOffset: number; data: Buffer }> = [];
   private closed = false;
 
   constructor(
@@ -509,10 +511,16 @@ export class VhdxDisk implements Disk {
    * never damages the last complete one.
    */
   private async commit(): Promise<void> {
-    if (this.dirtyBat.size === 0 && this.dirtyBitmap.size === 0) return;
-    const sectors = this.dirtySectors();
+    if (this.dirtyBat.size === 0 && this.dirtyBitmap.size === 0 && this.unapplied.length === 0) return;
+    // Sectors of a commit that failed part-way come first; a newer image of the same sector replaces them.
+    const byOffset = new Map<number, { fileOffset: number; data: Buffer }>();
+    for (const s of [...this.unapplied, ...this.dirtySectors()]) byOffset.set(s.fileOffset, s);
+    const sectors = [...byOffset.values()];
     this.dirtyBat.clear();
     this.dirtyBitmap.clear();
+    // Until they are in place and flushed, a later commit (or close) logs and applies them again: a failure
+    // anywhere below must not leave a logged entry that close() then forgets by clearing LogGuid.
+    this.unapplied = sectors;
     // Blocks allocated since the last commit may be only partly written: extend the file over them
     // (one call, not one per block), so no committed BAT entry ever points past the end of the file.
     if ((await this.file.size()) < this.eof) await this.file.truncate(this.eof);
@@ -541,6 +549,7 @@ export class VhdxDisk implements Disk {
       for (const s of batch) await this.file.write(s.fileOffset, s.data);
       await this.file.flush();
     }
+    this.unapplied = [];
   }
 
   async flush(): Promise<void> {

@@ -61,6 +61,29 @@ describe('local byte store', () => {
     await expect(writeAtomically(target, async () => {})).rejects.toBeInstanceOf(AlreadyExistsError);
   });
 
+  it('renames without replacing when asked, and writeAtomically never replaces a file that appeared meanwhile', async () => {
+    const [a, b, c] = ['a', 'b', 'c'].map((n) => path.join(tmp.dir, n));
+    fs.writeFileSync(a, 'from a');
+    fs.writeFileSync(b, 'from b');
+    await expect(localStore.rename(a, b, { replace: false })).rejects.toBeInstanceOf(AlreadyExistsError);
+    expect([fs.readFileSync(a, 'utf8'), fs.readFileSync(b, 'utf8')]).toEqual(['from a', 'from b']);
+    await localStore.rename(a, c, { replace: false });
+    expect(fs.existsSync(a)).toBe(false);
+    expect(fs.readFileSync(c, 'utf8')).toBe('from a');
+
+    const target = { store: localStore, path: path.join(tmp.dir, 'out') };
+    const err = await writeAtomically(target, async (temp) => {
+      const f = await localStore.createExclusive(temp.path);
+      await f.write(0, Buffer.from('mine'));
+      await f.close();
+      fs.writeFileSync(target.path, 'another run');
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AlreadyExistsError);
+    expect((err as AlreadyExistsError).describe()).toBe(`${target.path}: appeared while this run was writing it (another run?); left as it is`);
+    expect(fs.readFileSync(target.path, 'utf8')).toBe('another run');
+    expect(fs.readdirSync(tmp.dir).filter((n) => n.endsWith('.partial'))).toEqual([]);
+  });
+
   it('names the final file, never the hidden temp name, when the temp file cannot be made', async () => {
     const target = await parseLocation(path.join(tmp.dir, 'out.img'));
     const denied = new IoError('permission denied', 'placeholder');
