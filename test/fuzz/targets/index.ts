@@ -5,5 +5,6 @@ import { vhdxRead, vhdxWrite } from './vhdx.js';
 import { metafiles } from './meta.js';
 import { smbFrames, smbMessages } from './smb.js';
 import { qcow2Read } from './qcow2.js';
+import { chunkedStream, vhdStream } from './stream.js';
 
-export const TARGETS: FuzzTarget[] = [vhdRead, vhdWrite, vhdxRead, vhdxWrite, qcow2Read, metafiles, smbMessages, smbFrames];
+export const TARGETS: FuzzTarget[] = [vhdRead, vhdWrite, vhdxRead, vhdxWrite, qcow2Read, vhdStream, chunkedStream, metafiles, smbMessages, smbFrames];

@@ -119,3 +119,9 @@ export const [vhdRead, vhdWrite] = imageTargets('vhd', {
   read: 'VHD footer, dynamic header, BAT, sector bitmaps, parent locators: read-only open, read, status, info',
   write: 'VHD opened writable (on a copy): writes, zeroes, flush, close',
 }, { own: ownSeeds, qemu: qemuSeeds, real: realSeeds });
+
+/** The VHD seeds (built once, shared with the targets above). */
+export async function vhdSeeds(): Promise<ImageSeed[]> {
+  const s = await vhdRead.prepare();
+  return typeof s === 'string' ? [] : (s as ImageSeed[]);
+}
