@@ -70,7 +70,8 @@ export function parse(cluster0: Buffer, h: Qcow2Header, subject: string): Qcow2E
 export function backingName(cluster0: Buffer, h: Qcow2Header, subject: string): string | null {
   if (h.backingFileOffset === 0) return null;
   if (h.backingFileOffset + h.backingFileSize > cluster0.length) throw new CorruptImageError('the backing file name lies past the end of the file', subject);
-  return cluster0.subarray(h.backingFileOffset, h.backingFileOffset + h.backingFileSize).toString('utf8');
+  // qemu reads the name as a C string: it ends at the first NUL even when backing_file_size says more.
+  return cluster0.subarray(h.backingFileOffset, h.backingFileOffset + h.backingFileSize).toString('utf8').replace(/\0.*$/s, '');
 }
 
 /** Serializes a backing-format extension (when `backingFormat` is set) and the end marker. */
