@@ -60,7 +60,8 @@ export async function peek(source: AsyncIterable<Uint8Array>, n: number): Promis
 
 /**
  * yargs turns a lone `-` into an empty string or an unknown argument: vhd-tool's `--source -` / `--destination -`
- * become `--source=-`, and a positional `-` (`convert - out.vhdx`) becomes `stdin:`.
+ * become `--source=-`, and a positional `-` (`convert - out.vhdx`) becomes `stdin:`. `--progress=machine` (the global
+ * --progress is a boolean) becomes vhd-tool's own `--progress --machine`.
  */
 export function joinDashValues(args: string[]): string[] {
   const out: string[] = [];
@@ -69,7 +70,8 @@ export function joinDashValues(args: string[]): string[] {
       out.push(`${args[i]}=-`);
       i++;
     } else {
-      out.push(args[i] === '-' ? 'stdin:' : args[i]);
+      if (args[i] === '--progress=machine') out.push('--progress', '--machine');
+      else out.push(args[i] === '-' ? 'stdin:' : args[i]);
     }
   }
   return out;

@@ -106,6 +106,16 @@ describe('stream', () => {
     expect(piped.stdout.subarray(512, file.length - 512).equals(file.subarray(512, file.length - 512))).toBe(true);
   });
 
+  it('--progress=machine prints whole percentages, one per line, rising to 100', () => {
+    if (!requireTool(HAVE_QEMU, 'qemu-img')) return;
+    const r = cli(['stream', '--source', p('src.raw'), '--destination-format', 'vhd', '--destination', 'null:', '--progress=machine']);
+    expect(r.status).toBe(0);
+    const lines = r.stdout.trim().split('\n').map(Number);
+    expect(lines.every((n, i) => Number.isInteger(n) && (i === 0 || n > lines[i - 1]))).toBe(true);
+    expect(lines[0]).toBe(0);
+    expect(lines[lines.length - 1]).toBe(100);
+  });
+
   it('raw and chunked round trips through pipes, and convert from a pipe', () => {
     if (!requireTool(HAVE_QEMU, 'qemu-img')) return;
     const vhd = fs.readFileSync(p('out.vhd'));

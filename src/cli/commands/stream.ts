@@ -39,7 +39,7 @@ import { httpDestination, httpSource, httpOptionsFrom, withHttpOptions, type Htt
 const SOURCE_FORMATS = ['raw', 'vhd', 'vhdx', 'qcow2', 'chunked'] as const;
 const DESTINATION_FORMATS = ['raw', 'vhd', 'vhdx', 'chunked'] as const;
 
-interface StreamArgs extends OpenArgs, Omit<GlobalArgs, 'progress'>, HttpArgs {
+interface StreamArgs extends OpenArgs, GlobalArgs, HttpArgs {
   source: string;
   'source-format'?: (typeof SOURCE_FORMATS)[number];
   'relative-to'?: string;
@@ -47,7 +47,8 @@ interface StreamArgs extends OpenArgs, Omit<GlobalArgs, 'progress'>, HttpArgs {
   'destination-format': (typeof DESTINATION_FORMATS)[number];
   size?: string;
   force?: boolean;
-  progress?: boolean | 'machine';
+  progress?: boolean;
+  machine?: boolean;
 }
 
 /** What the source turned out to be. */
@@ -79,20 +80,12 @@ export const streamCommand: CommandModule<object, StreamArgs> = {
       .option('size', { type: 'string', describe: 'virtual size of a raw or chunked source read from a pipe' })
       .option('force', { type: 'boolean', describe: 'replace the destination file if it exists' })
       .option('json', { type: 'boolean', describe: 'print one JSON object (format, bytes = announced length, ...) on stdout' })
-      .option('progress', {
-        describe: 'draw a progress bar on stderr; --progress=machine prints one percentage per line on stdout',
-        coerce: (v: unknown) => {
-          if (v === true || v === '' || v === 'true') return true;
-          if (v === false || v === 'false') return false;
-          if (v === 'machine') return 'machine';
-          throw new UsageError(`--progress takes no value or 'machine', not '${String(v)}'`);
-        },
-      }) as never,
+      .option('machine', { type: 'boolean', describe: "with --progress (or as --progress=machine): one whole percentage per line on stdout, as vhd-tool's --machine" }) as never,
   handler: async (args) => {
     const started = Date.now();
     const dest = await parseEndpoint(args.destination, 'destination');
     const format = args['destination-format'];
-    if (dest.kind === 'pipe' && (args.json || args.progress === 'machine')) {
+    if (dest.kind === 'pipe' && (args.json || args.machine)) {
       throw new UsageError('--json and --progress=machine print on stdout, which carries the stream here: send the stream elsewhere');
     }
     if (format === 'vhdx' && dest.kind !== 'location') {
@@ -140,7 +133,7 @@ export const streamCommand: CommandModule<object, StreamArgs> = {
         seconds: (Date.now() - started) / 1000,
       };
       if (args.json) outJson(summary);
-      else if (!args.quiet && dest.kind !== 'pipe' && args.progress !== 'machine') {
+      else if (!args.quiet && dest.kind !== 'pipe' && !args.machine) {
         const what = base ? `delta from ${summary.relativeTo} (${method})` : 'full';
         out(`streamed ${summary.source} -> ${summary.destination} (${format}, ${what}): ${formatSize(bytes)}, ${summary.seconds.toFixed(2)} s`);
       }
@@ -238,7 +231,7 @@ function makeProgress(args: StreamArgs): { bar: Progress; total: (n: number) => 
     finish: () => inner?.finish(),
   };
   const total = (n: number) => {
-    if (args.progress === 'machine') inner = createMachineProgress(n);
+    if (args.machine) inner = createMachineProgress(n);
     else if (!args.json && !args.quiet && args.progress !== false) inner = createProgress('streaming', n, args.progress === true || Boolean(process.stderr.isTTY));
   };
   return { bar, total };
