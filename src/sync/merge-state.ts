@@ -29,9 +29,9 @@ export interface ParentBefore {
   mtimeMs: number;
 }
 
-/** The content of a merge state file. */
+/** The content of a merge state file. Version 1 (no parentId/parentFinal) is still read; version 2 is written. */
 export interface MergeState {
-  version: 1;
+  version: 1 | 2;
   /** The diff's path in its store, as opened. */
   diff: string;
   /** The diff's own content id (VHD UniqueId / VHDX DataWriteGuid) so a different file under that name is not taken for it. */
@@ -39,6 +39,13 @@ export interface MergeState {
   /** The parent's path in its store. */
   parent: string;
   parentBefore: ParentBefore;
+  /**
+   * The content id (VHD UniqueId / VHDX DataWriteGuid) this merge gives the parent, recorded before its first write:
+   * a resumed merge refuses a parent carrying any other (someone else wrote to it). Empty for raw; absent in version 1.
+   */
+  parentId?: string;
+  /** The parent's identity once the data step closed it (steps `rotating`, `cleanup`): nothing of ours writes it after. */
+  parentFinal?: ParentBefore;
   step: MergeStep;
   /** Every depth-0 extent of the diff below this virtual offset is in the parent and flushed. */
   doneOffset: number;
@@ -68,7 +75,7 @@ export function parse(bytes: Uint8Array, subject?: string): MergeState {
   }
   if (typeof v !== 'object' || v === null) throw bad('not an object');
   const o = v as Record<string, unknown>;
-  if (o.version !== 1) throw bad(`unknown version ${String(o.version)}`);
+  if (o.version !== 1 && o.version !== 2) throw bad(`unknown version ${String(o.version)}`);
   const str = (k: string): string => {
     if (typeof o[k] !== 'string') throw bad(`field ${k} missing`);
     return o[k] as string;
@@ -79,14 +86,17 @@ export function parse(bytes: Uint8Array, subject?: string): MergeState {
   };
   const step = str('step') as MergeStep;
   if (!STEPS.includes(step)) throw bad(`unknown step '${step}'`);
-  const pb = o.parentBefore as Record<string, unknown> | undefined;
-  if (typeof pb !== 'object' || pb === null || typeof pb.contentId !== 'string') throw bad('field parentBefore missing');
+  const identity = (k: string): ParentBefore => {
+    const pb = o[k] as Record<string, unknown> | undefined;
+    if (typeof pb !== 'object' || pb === null || typeof pb.contentId !== 'string') throw bad(`field ${k} missing`);
+    return { contentId: pb.contentId, fileSize: num(pb.fileSize, `${k}.fileSize`), mtimeMs: Number(pb.mtimeMs) || 0 };
+  };
   const state: MergeState = {
-    version: 1,
+    version: o.version,
     diff: str('diff'),
     diffId: str('diffId'),
     parent: str('parent'),
-    parentBefore: { contentId: pb.contentId, fileSize: num(pb.fileSize, 'parentBefore.fileSize'), mtimeMs: Number(pb.mtimeMs) || 0 },
+    parentBefore: identity('parentBefore'),
     step,
     doneOffset: num(o.doneOffset, 'doneOffset'),
     bytesMerged: num(o.bytesMerged, 'bytesMerged'),
@@ -96,6 +106,10 @@ export function parse(bytes: Uint8Array, subject?: string): MergeState {
     startedAt: str('startedAt'),
   };
   if (typeof o.metafile === 'string' || o.metafile === null) state.metafile = o.metafile;
+  if (o.version === 2) {
+    state.parentId = str('parentId');
+    if (step !== 'merging') state.parentFinal = identity('parentFinal');
+  }
   if (state.doneOffset > state.virtualSize) throw bad('doneOffset is past the end of the disk');
   return state;
 }

@@ -22,8 +22,8 @@ import {
   writeMergeState,
   type MergeState,
 } from './merge-state.js';
-import { checkDiffMetafile, removeDiffMetafile, rotateMetafile } from './rotate.js';
-import { parentChange } from './parent-identity.js';
+import { checkDiffMetafile, firstDifference, removeDiffMetafile, rotateMetafile } from './rotate.js';
+import { parentChange, resumeProblem } from './parent-identity.js';
 import { randomUUID } from 'node:crypto';
 
 /** Data is copied in pieces this large; one piece is read ahead while the previous one is written. */
@@ -32,6 +32,11 @@ const CHUNK = 4 << 20;
 const STATUS_WINDOW = 1 << 30;
 /** After this many bytes merged, the parent is flushed and the progress recorded, bounding redone work. */
 const CHECKPOINT_BYTES = 256 << 20;
+
+/** One line for a parent someone else wrote to while its merge was interrupted, with the ways out. */
+function changedWhileInterrupted(parent: string, why: string, state: string): string {
+  return `parent ${parent} was written to while its merge was interrupted (${why}); it holds neither its old content nor the merged one: restore it from a backup (or keep it as it is: delete ${state} and run vhdsync createmeta ${parent}), then copy again with --force`;
+}
 
 /** The way out when the parent is not the image the diff was made against. */
 const REDO = (parent: string) => `delete the diff, run vhdsync createmeta ${parent}, then copy again`;
@@ -278,6 +283,8 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
     const diffId = (await diff.identity()).contentId;
     let state = await readMergeState(stateLoc);
     const resumedFrom = state ? state.step : null;
+    // Taken under the lock, before the writable open could touch the file.
+    const current = { ...(await parent.identity()), fileSize: pair.parentStat.size, mtimeMs: pair.parentStat.mtimeMs };
     if (state) {
       if (state.diff !== diffLoc.path || state.diffId !== diffId) {
         throw new UsageError(
@@ -285,6 +292,8 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
           displayLocation(parentLoc),
         );
       }
+      const why = resumeProblem(state, current);
+      if (why) throw new ParentError(`${changedWhileInterrupted(displayLocation(parentLoc), why, displayLocation(stateLoc))}`, subject);
     } else {
       if (!(await pair.expect.matches(parent))) {
         const got = (await parent.identity()).contentId;
@@ -299,18 +308,20 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
       }
       // A broken diff metafile, or a parent written to since copy, is found before the parent is touched.
       const record = await checkDiffMetafile(diffLoc, diff);
-      const before = { ...(await parent.identity()), fileSize: pair.parentStat.size, mtimeMs: pair.parentStat.mtimeMs };
+      const before = current;
       const changed = parentChange(record, before);
       if (changed) {
         const name = displayLocation(parentLoc);
         throw new ParentError(`parent ${name} changed after the diff was made (${changed}); merging would mix its new content into the result: ${REDO(name)}`, subject);
       }
       state = {
-        version: 1,
+        version: 2,
         diff: diffLoc.path,
         diffId,
         parent: parentLoc.path,
         parentBefore: { contentId: before.contentId, fileSize: before.fileSize, mtimeMs: before.mtimeMs },
+        // Durable before the parent carries it, so a resume can tell the id it gave from anyone else's.
+        parentId: parent.setContentId ? randomUUID() : before.contentId,
         step: 'merging',
         doneOffset: 0,
         bytesMerged: 0,
@@ -328,7 +339,8 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
     const footprint = { blocks: (await mergeFootprint(diff, 0, parent.blockSize)).blocks, blockSize: parent.blockSize };
     if (st.step === 'merging') {
       // A new id before the first data write: children and metafiles made against the old content stop matching.
-      await parent.setContentId?.(randomUUID());
+      // Reapplied on resume (idempotent): a kill may have left it in one VHD footer copy only.
+      await parent.setContentId?.(st.parentId || randomUUID());
       opts.onTotal?.((await mergeFootprint(diff, st.doneOffset)).bytes);
       const baseBytes = st.bytesMerged;
       const baseExtents = st.extentsMerged;
@@ -346,10 +358,21 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
       st.bytesMerged = baseBytes + done.bytes;
       st.extentsMerged = baseExtents + done.extents;
       st.doneOffset = st.virtualSize;
+      const finalId = (await parent.identity()).contentId;
       // Closing the pair closes the writable parent: its allocation tables and headers are final and durable
       // before the state says so.
       closed = true;
       await diff.close();
+      if (resumedFrom === 'merging' && (parent.format !== 'vhdx' || !st.parentId)) {
+        // A VHD or raw parent keeps its id through others' writes, so a resume cannot tell them from its own:
+        // before the parent's metafile claims the diff's content, the content is checked against it.
+        const wrong = await firstDifference(diffLoc, parentLoc);
+        if (wrong) throw new ParentError(changedWhileInterrupted(displayLocation(parentLoc), `after the merge ${wrong}`, displayLocation(stateLoc)), subject);
+      }
+      const fst = await parentLoc.store.stat(parentLoc.path);
+      st.parentFinal = { contentId: finalId, fileSize: fst?.size ?? 0, mtimeMs: fst?.mtimeMs ?? 0 };
+      st.version = 2;
+      st.parentId ??= finalId;
       st.step = 'rotating';
       await writeMergeState(stateLoc, st);
     } else {

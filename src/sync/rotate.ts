@@ -5,7 +5,7 @@
 import type { Location } from '../io/location.js';
 import { displayLocation } from '../io/location.js';
 import { openDisk } from '../formats/open.js';
-import { metafileLocationFor, readMetafile, writeMetafile } from '../meta/index.js';
+import { hashDisk, metafileLocationFor, readMetafile, writeMetafile, type EntryBatch } from '../meta/index.js';
 import { MetafileError } from '../util/errors.js';
 import type { Disk, OpenOptions } from '../formats/disk.js';
 import type { ParentRecord } from './parent-identity.js';
@@ -66,4 +66,33 @@ export async function rotateMetafile(diffLoc: Location, parentLoc: Location, vhd
 export async function removeDiffMetafile(diffLoc: Location): Promise<void> {
   const m = metafileLocationFor(diffLoc);
   if (await m.store.stat(m.path)) await m.store.unlink(m.path);
+}
+
+/**
+ * Where the parent's content first differs from the diff's metafile (what the rotation would make the parent's
+ * list), as a phrase for messages, or null when it matches or the diff has no metafile. Reads the whole parent.
+ */
+export async function firstDifference(diffLoc: Location, parentLoc: Location): Promise<string | null> {
+  const from = metafileLocationFor(diffLoc);
+  if (!(await from.store.stat(from.path))) return null;
+  const parent = await openDisk(parentLoc);
+  try {
+    const list = await readMetafile(from, { virtualSize: parent.virtualSize, logicalSectorSize: parent.logicalSectorSize });
+    try {
+      const s = list.summary;
+      let batch: EntryBatch | null = null;
+      for await (const b of hashDisk(parent, { algorithm: s.algorithm, blockSize: s.blockSize })) {
+        if (!batch || b.index >= batch.first + batch.count) batch = await list.read(b.index, 1 << 16);
+        const i = b.index - batch.first;
+        if (!b.digest.equals(batch.digests.subarray(i * batch.digestLength, (i + 1) * batch.digestLength))) {
+          return `block ${b.index} (offset ${b.offset}) differs from the diff's list`;
+        }
+      }
+      return null;
+    } finally {
+      await list.close();
+    }
+  } finally {
+    await parent.close();
+  }
 }

@@ -24,11 +24,15 @@ describe('merge state file', () => {
   it('round-trips', () => {
     expect(parse(serialize(sample))).toEqual(sample);
     expect(parse(serialize({ ...sample, step: 'cleanup', metafile: '/x/t.vhdx.blocklist.bin' })).metafile).toBe('/x/t.vhdx.blocklist.bin');
+    const v2: MergeState = { ...sample, version: 2, parentId: '{g}', step: 'rotating', parentFinal: { contentId: '{g}', fileSize: 8192, mtimeMs: 2.25 } };
+    expect(parse(serialize(v2))).toEqual(v2);
   });
 
   it.each([
     ['not JSON', Buffer.from('{')],
-    ['wrong version', serialize({ ...sample, version: 2 as 1 })],
+    ['wrong version', serialize({ ...sample, version: 3 as 1 })],
+    ['version 2 without the id the merge gives the parent', serialize({ ...sample, version: 2 })],
+    ['version 2 past the data step without the final identity', serialize({ ...sample, version: 2, parentId: 'g', step: 'rotating' })],
     ['unknown step', serialize({ ...sample, step: 'exploding' as 'merging' })],
     ['negative offset', serialize({ ...sample, doneOffset: -1 })],
     ['offset past the end', serialize({ ...sample, doneOffset: sample.virtualSize + 1 })],
