@@ -366,7 +366,7 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
       if (resumedFrom === 'merging' && (parent.format !== 'vhdx' || !st.parentId)) {
         // A VHD or raw parent keeps its id through others' writes, so a resume cannot tell them from its own:
         // before the parent's metafile claims the diff's content, the content is checked against it.
-        const wrong = await firstDifference(diffLoc, parentLoc);
+        const wrong = await firstDifference(diffLoc, parentLoc, opts.vhdSize);
         if (wrong) throw new ParentError(changedWhileInterrupted(displayLocation(parentLoc), `after the merge ${wrong}`, displayLocation(stateLoc)), subject);
       }
       const fst = await parentLoc.store.stat(parentLoc.path);

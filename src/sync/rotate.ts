@@ -72,10 +72,10 @@ export async function removeDiffMetafile(diffLoc: Location): Promise<void> {
  * Where the parent's content first differs from the diff's metafile (what the rotation would make the parent's
  * list), as a phrase for messages, or null when it matches or the diff has no metafile. Reads the whole parent.
  */
-export async function firstDifference(diffLoc: Location, parentLoc: Location): Promise<string | null> {
+export async function firstDifference(diffLoc: Location, parentLoc: Location, vhdSize?: OpenOptions['vhdSize']): Promise<string | null> {
   const from = metafileLocationFor(diffLoc);
   if (!(await from.store.stat(from.path))) return null;
-  const parent = await openDisk(parentLoc);
+  const parent = await openDisk(parentLoc, { vhdSize });
   try {
     const list = await readMetafile(from, { virtualSize: parent.virtualSize, logicalSectorSize: parent.logicalSectorSize });
     try {
