@@ -80,8 +80,12 @@ d.each(['vhd', 'vhdx'] as const)('resumed merge into a %s parent', (fmt) => {
       }
     }
     points.merging = pointAt('merging', Math.floor(total / 3), total);
-    // The data step ends a few mutations before the run does: scan back from the end.
-    for (let n = total - 1; n > points.merging && points.rotating === undefined; n--) if (killAt(n) === 'rotating') points.rotating = n;
+    // The data step ends a few mutations before the run does: scan back from the end to the first `rotating` point
+    // (later ones may already have replaced the parent's list before the kill).
+    let n = total - 1;
+    while (n > points.merging && killAt(n) !== 'rotating') n--;
+    while (n > points.merging && killAt(n - 1) === 'rotating') n--;
+    points.rotating = n;
     expect(points.beforeId).toBeLessThan(points.merging);
   }, 300_000);
 
