@@ -27,10 +27,18 @@ describe('vhdsync createmeta / check / validate (raw images)', () => {
   /** A whole-second mtime, exactly restorable (utimes cannot restore a nanosecond one bit for bit). */
   const FIXED_MTIME = 1_700_000_000;
 
-  /** Overwrites `length` bytes at `offset` with random data; `keepMtime` puts back FIXED_MTIME (a writer that hides its tracks). */
+  /**
+   * Changes every one of `length` bytes at `offset` to a random other value; `keepMtime` puts back FIXED_MTIME (a writer
+   * that hides its tracks). Plain random bytes made this test flaky: one byte in 256 equalled the old one (a zero in a
+   * hole), so the block did not change at all.
+   */
   function scribble(f: string, offset: number, length: number, keepMtime = false): void {
     const fd = fs.openSync(f, 'r+');
-    fs.writeSync(fd, randomBytes(length), 0, length, offset);
+    const bytes = Buffer.alloc(length);
+    fs.readSync(fd, bytes, 0, length, offset);
+    const flips = randomBytes(length);
+    for (let i = 0; i < length; i++) bytes[i] ^= flips[i] % 255 + 1;
+    fs.writeSync(fd, bytes, 0, length, offset);
     fs.closeSync(fd);
     if (keepMtime) fs.utimesSync(f, FIXED_MTIME, FIXED_MTIME);
   }
