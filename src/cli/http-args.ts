@@ -86,7 +86,7 @@ export async function httpDestination(url: string, stream: EncodedStream, opts: 
   const headers: Record<string, string> = { 'Content-Type': 'application/octet-stream' };
   let length: number | null = stream.length;
   if (xapi) {
-    if (!u.searchParams.has('format')) u.searchParams.set('format', stream.format === 'vhd' ? 'vhd' : 'raw');
+    if (!u.searchParams.has('format')) u.searchParams.set('format', stream.format === 'vhd' || stream.format === 'qcow2' ? stream.format : 'raw');
     if (stream.format === 'chunked') {
       if (!u.searchParams.has('chunked')) u.searchParams.set('chunked', 'true');
       headers.Cookie = 'chunked=true';

@@ -3,7 +3,7 @@
  * zeros in a full stream, or is the base's in a delta), and a read function. Built from a Disk here, from a
  * forward-only VHD stream in vhd-stream-source.ts.
  */
-import type { Disk } from '../formats/disk.js';
+import type { Disk, DiskFormat } from '../formats/disk.js';
 import { displayLocation } from '../io/location.js';
 import { prefetch } from '../util/prefetch.js';
 import { isAllZero } from '../util/struct.js';
@@ -26,6 +26,9 @@ export interface DeltaBase {
   locatorPath: string | null;
   /** `W2ru` for a path relative to the stream's final place, `W2ku` for an absolute one. */
   locatorCode: 'W2ru' | 'W2ku';
+  /** The base's format, and its path as a QCOW2 backing file name: relative to the stream's final place, else its path in its store. */
+  format: DiskFormat;
+  backingPath: string;
 }
 
 /** An encoder's input. */
@@ -33,8 +36,13 @@ export interface ContentSource {
   readonly virtualSize: number;
   /** Sorted, disjoint, non-empty ranges to send. */
   readonly ranges: readonly ByteRange[];
-  /** Set for a delta: the content outside `ranges` is the base's, not zeros. */
+  /**
+   * Set for a delta: the content outside `ranges` is the base's, not zeros. A delta's source is an image and may
+   * also be read outside `ranges` (an encoder with coarser units than the ranges reads whole units).
+   */
   readonly base: DeltaBase | null;
+  /** Parts of `ranges` known from allocation to read as zeros: encoders with a zero flag send them without reading. */
+  readonly zeros?: readonly ByteRange[];
   /** A name for messages. */
   readonly name: string;
   /**
@@ -122,11 +130,12 @@ export async function diskContent(disk: Disk, opts: DiskContentOptions = {}): Pr
 }
 
 /** A ContentSource reading `ranges` of a disk. */
-export function contentOfDisk(disk: Disk, ranges: ByteRange[], base: DeltaBase | null): ContentSource {
+export function contentOfDisk(disk: Disk, ranges: ByteRange[], base: DeltaBase | null, zeros: ByteRange[] = []): ContentSource {
   return {
     virtualSize: disk.virtualSize,
     ranges,
     base,
+    zeros,
     name: displayLocation(disk.location),
     read: (offset, length, into) => disk.read(offset, length, into),
   };

@@ -34,7 +34,10 @@ export async function deltaContent(src: Disk, base: Disk, opts: DeltaOptions = {
   }
   const info = await deltaBase(base, opts.finalLocation ?? null);
   const depth = await ancestorDepth(src, base);
-  if (depth !== null) return { source: contentOfDisk(src, await rangesAbove(src, depth), info), method: 'allocation' };
+  if (depth !== null) {
+    const above = await rangesAbove(src, depth);
+    return { source: contentOfDisk(src, above.ranges, info, above.zeros), method: 'allocation' };
+  }
   const metas = await freshMetafiles(src, base);
   if (metas) {
     try {
@@ -50,12 +53,15 @@ export async function deltaContent(src: Disk, base: Disk, opts: DeltaOptions = {
 async function deltaBase(base: Disk, finalLocation: Location | null): Promise<DeltaBase> {
   const id = await base.identity();
   const relative = finalLocation ? windowsRelativePath(finalLocation, base.location) : null;
+  const paths = base.location.store.paths;
   return {
     uniqueId: base.format === 'vhd' ? parseGuidBE(id.contentId) : Buffer.from(ZERO_GUID),
     timestamp: base.format === 'vhd' ? id.timestamp : Math.max(0, Math.floor(id.mtimeMs / 1000) - VHD_EPOCH_OFFSET),
     name: windowsBasename(base.location.path),
     locatorPath: relative ?? windowsAbsolutePath(base.location),
     locatorCode: relative ? 'W2ru' : 'W2ku',
+    format: base.format,
+    backingPath: finalLocation && finalLocation.store === base.location.store ? paths.relative(paths.dirname(finalLocation.path), base.location.path) : base.location.path,
   };
 }
 
@@ -72,13 +78,16 @@ async function ancestorDepth(src: Disk, base: Disk): Promise<number | null> {
   return null;
 }
 
-/** Extents decided by the layers above depth `k`: everything else reads as it does in the base. */
-async function rangesAbove(src: Disk, k: number): Promise<ByteRange[]> {
+/** Extents decided by the layers above depth `k` (everything else reads as it does in the base), and which of them read as zeros. */
+async function rangesAbove(src: Disk, k: number): Promise<{ ranges: ByteRange[]; zeros: ByteRange[] }> {
   const out: ByteRange[] = [];
+  const zeros: ByteRange[] = [];
   await forStatus(src, (e) => {
-    if (e.depth < k) out.push({ offset: e.offset, length: e.length });
+    if (e.depth >= k) return;
+    out.push({ offset: e.offset, length: e.length });
+    if (e.state !== 'data') zeros.push({ offset: e.offset, length: e.length });
   });
-  return normalizeRanges(out);
+  return { ranges: normalizeRanges(out), zeros: normalizeRanges(zeros) };
 }
 
 async function forStatus(disk: Disk, fn: (e: Extent) => void): Promise<void> {

@@ -6,7 +6,7 @@ import { UnsupportedError } from '../util/errors.js';
 
 /** Encodes the full content of `source` as raw bytes; a delta cannot be raw (it would read as zeros where the base has data). */
 export function encodeRaw(source: ContentSource): EncodedStream {
-  if (source.base) throw new UnsupportedError('a raw stream cannot hold a delta: use --destination-format vhd or chunked', source.name);
+  if (source.base) throw new UnsupportedError('a raw stream cannot hold a delta: use --destination-format vhd, qcow2 or chunked', source.name);
   return {
     format: 'raw',
     length: source.virtualSize,

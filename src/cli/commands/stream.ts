@@ -37,7 +37,7 @@ import { fileBytes, parseEndpoint, peek, type Endpoint } from '../stream-endpoin
 import { httpDestination, httpSource, httpOptionsFrom, withHttpOptions, type HttpArgs } from '../http-args.js';
 
 const SOURCE_FORMATS = ['raw', 'vhd', 'vhdx', 'qcow2', 'chunked'] as const;
-const DESTINATION_FORMATS = ['raw', 'vhd', 'vhdx', 'chunked'] as const;
+const DESTINATION_FORMATS = ['raw', 'vhd', 'vhdx', 'chunked', 'qcow2'] as const;
 
 interface StreamArgs extends OpenArgs, GlobalArgs, HttpArgs {
   source: string;
@@ -69,14 +69,14 @@ interface StreamSummary {
 
 export const streamCommand: CommandModule<object, StreamArgs> = {
   command: 'stream',
-  describe: "send an image (full or relative to a base) as raw, a VHD stream or XAPI chunked frames to a file, a pipe or HTTP(S), as vhd-tool's stream does",
+  describe: "send an image (full or relative to a base) as raw, a VHD stream, QCOW2 or XAPI chunked frames to a file, a pipe or HTTP(S), as vhd-tool's stream does",
   builder: (y) =>
     withHttpOptions(withOpenOptions(y))
       .option('source', { type: 'string', default: 'stdin:', describe: 'image, path, file://, smb://, http(s):// URL, or stdin: / -' })
       .option('source-format', { choices: SOURCE_FORMATS, describe: 'format of the source (default: detected from content; raw and chunked on a pipe must be named)' })
-      .option('relative-to', { type: 'string', describe: 'send only what differs from this base image (VHD differencing or chunked frames)' })
+      .option('relative-to', { type: 'string', describe: 'send only what differs from this base image (VHD differencing, QCOW2 overlay backed by it, or chunked frames)' })
       .option('destination', { type: 'string', default: 'stdout:', describe: 'path, file://, smb://, http(s):// URL (PUT), stdout: / -, or null:' })
-      .option('destination-format', { choices: DESTINATION_FORMATS, default: 'raw' as const, describe: 'raw, vhd (vhd-tool layout), chunked (XAPI frames), vhdx (files only)' })
+      .option('destination-format', { choices: DESTINATION_FORMATS, default: 'raw' as const, describe: 'raw, vhd (vhd-tool layout), chunked (XAPI frames), qcow2 (one pass), vhdx (files only)' })
       .option('size', { type: 'string', describe: 'virtual size of a raw or chunked source read from a pipe' })
       .option('force', { type: 'boolean', describe: 'replace the destination file if it exists' })
       .option('json', { type: 'boolean', describe: 'print one JSON object (format, bytes = announced length, ...) on stdout' })
