@@ -7,6 +7,7 @@ import type { Disk, DiskIdentity, DiskInfo, Extent } from '../disk.js';
 import { displayLocation, type Location } from '../../io/location.js';
 import type { RandomAccessFile } from '../../io/store.js';
 import { CorruptImageError, UsageError } from '../../util/errors.js';
+import { evictOneClean } from '../../util/cache.js';
 import { checkRange, pushExtent } from '../ranges.js';
 import * as hdr from './header.js';
 import { COMPRESSED, DATA, UNALLOCATED, ZERO, mapCluster, type L2Context, type PieceKind } from './l2.js';
@@ -84,14 +85,7 @@ export class Qcow2Disk implements Disk {
     if (table.length < this.h.clusterSize) throw new CorruptImageError(`L2 table at ${off} is cut short by the end of the file`, this.subject);
     const raced = this.l2Cache.get(index);
     if (raced) return raced;
-    if (this.l2Cache.size >= this.l2CacheMax) {
-      for (const k of this.l2Cache.keys()) {
-        if (!this.dirtyL2.has(k)) {
-          this.l2Cache.delete(k);
-          break;
-        }
-      }
-    }
+    if (this.l2Cache.size >= this.l2CacheMax) evictOneClean(this.l2Cache, this.dirtyL2);
     this.l2Cache.set(index, table);
     return table;
   }

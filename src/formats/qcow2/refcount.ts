@@ -5,6 +5,7 @@
  */
 import { CorruptImageError, UnsupportedError } from '../../util/errors.js';
 import { MAX_REFTABLE_BYTES } from './header.js';
+import { evictOneClean } from '../../util/cache.js';
 import type { RandomAccessFile } from '../../io/store.js';
 
 /** Refcount blocks kept in memory. */
@@ -120,14 +121,7 @@ export class Refcounts {
     const raced = this.blocks.get(i);
     if (raced) return raced;
     // Clean blocks may be dropped; blocks with unwritten changes stay.
-    if (this.blocks.size >= MAX_CACHED_BLOCKS) {
-      for (const k of this.blocks.keys()) {
-        if (!this.dirty.has(k)) {
-          this.blocks.delete(k);
-          break;
-        }
-      }
-    }
+    if (this.blocks.size >= MAX_CACHED_BLOCKS) evictOneClean(this.blocks, this.dirty);
     this.blocks.set(i, block);
     return block;
   }

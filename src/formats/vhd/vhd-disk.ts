@@ -31,6 +31,7 @@ import type {
 import type { Location } from '../../io/location.js';
 import { displayLocation } from '../../io/location.js';
 import { readFully, type RandomAccessFile } from '../../io/store.js';
+import { evictOneClean } from '../../util/cache.js';
 import { CorruptImageError, ParentError, UnsupportedError, UsageError } from '../../util/errors.js';
 import { formatGuidBE, newGuid, parseGuidBE, ZERO_GUID } from '../../util/guid.js';
 import { isAllZero } from '../../util/struct.js';
@@ -392,14 +393,7 @@ export class VhdDisk implements Disk {
     // Another caller may have loaded (and since modified) it while we waited: theirs wins.
     const again = this.bitmaps.get(b);
     if (again) return again;
-    if (this.bitmaps.size * bitmapSize >= BITMAP_CACHE_BYTES) {
-      for (const k of this.bitmaps.keys()) {
-        if (!this.dirtyBitmaps.has(k)) {
-          this.bitmaps.delete(k);
-          break;
-        }
-      }
-    }
+    if (this.bitmaps.size * bitmapSize >= BITMAP_CACHE_BYTES) evictOneClean(this.bitmaps, this.dirtyBitmaps);
     this.bitmaps.set(b, bm);
     return bm;
   }
