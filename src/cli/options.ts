@@ -41,7 +41,12 @@ export function withInputFormat<T>(y: Argv<T>, formatAlias = false): Argv<T & In
 
 /** Adds the image-opening options to a command. */
 export function withOpenOptions<T>(y: Argv<T>, formatAlias = false): Argv<T & OpenArgs> {
-  return withVhdSize(withInputFormat(y, formatAlias))
+  return withOpenFlags(withInputFormat(y, formatAlias));
+}
+
+/** The image-opening options but `--input-format`, for a command that names its source's format its own way (`stream`). */
+export function withOpenFlags<T>(y: Argv<T>): Argv<T & OpenArgs> {
+  return withVhdSize(y as Argv<T & InputFormatArgs>)
     .option('ignore-parent-mismatch', {
       type: 'boolean',
       describe: "open a differencing image even if its parent's id does not match (only if you know the parent is unchanged)",

@@ -1,3 +1,5 @@
+import { formatSize } from './units.js';
+
 /** A one-line progress bar on stderr, drawn only when stderr is a TTY and not disabled. */
 export interface Progress {
   /** Adds `n` units of work done. */
@@ -22,12 +24,14 @@ export function createProgress(label: string, total: number, enabled = Boolean(p
     if (!force && now - lastDraw < 100) return;
     lastDraw = now;
     const frac = Math.min(1, done / total);
-    const width = Math.max(10, Math.min(40, (stream.columns ?? 80) - label.length - 40));
+    const amounts = `${formatSize(done)} / ${formatSize(total)}`;
+    const width = Math.max(10, Math.min(40, (stream.columns ?? 80) - label.length - amounts.length - 42));
     const filled = Math.round(frac * width);
     const secs = (now - start) / 1000;
-    const rate = secs > 0 ? done / secs / 1024 ** 2 : 0;
+    const perSec = secs > 0 ? done / secs : 0;
+    const eta = perSec > 0 && done < total ? `ETA ${clock((total - done) / perSec)}` : done >= total ? `in ${clock(secs)}` : 'ETA --:--';
     const bar = '#'.repeat(filled) + '-'.repeat(width - filled);
-    stream.write(`\r${label} [${bar}] ${(frac * 100).toFixed(1).padStart(5)}% ${rate.toFixed(0).padStart(6)} MiB/s`);
+    stream.write(`\r${label} [${bar}] ${(frac * 100).toFixed(1).padStart(5)}% ${amounts} ${(perSec / 1024 ** 2).toFixed(0).padStart(5)} MiB/s ${eta}${stream.isTTY ? '\x1b[K' : ''}`);
   };
   return {
     advance(n) {
@@ -71,4 +75,11 @@ export function createMachineProgress(total: number, stream: NodeJS.WritableStre
       show();
     },
   };
+}
+
+/** Seconds as m:ss (h:mm:ss past an hour). */
+function clock(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  const two = (n: number) => String(n).padStart(2, '0');
+  return s >= 3600 ? `${Math.floor(s / 3600)}:${two(Math.floor(s / 60) % 60)}:${two(s % 60)}` : `${Math.floor(s / 60)}:${two(s % 60)}`;
 }

@@ -9,25 +9,10 @@ import * as path from 'node:path';
 import { cliAsync, expectOneLineError } from '../helpers/cli.js';
 import { startRecorder, type Recorder } from '../helpers/http-recorder.js';
 import { makeTempDir } from '../helpers/tmp.js';
+import { applyFrames } from '../helpers/xapi-frames.js';
 import { haveTool, requireTool } from '../helpers/tools.js';
 
 const MIB = 1 << 20;
-
-/** Applies XAPI chunked frames onto zeros. */
-function applyFrames(frames: Buffer, size: number): Buffer {
-  const out = Buffer.alloc(size);
-  for (let at = 0; ; ) {
-    const offset = Number(frames.readBigUInt64LE(at));
-    const len = frames.readUInt32LE(at + 8);
-    at += 12;
-    if (offset === 0 && len === 0) {
-      expect(at).toBe(frames.length);
-      return out;
-    }
-    frames.copy(out, offset, at, at + len);
-    at += len;
-  }
-}
 
 describe('stream over HTTP', () => {
   let tmp: ReturnType<typeof makeTempDir>;
@@ -79,7 +64,7 @@ describe('stream over HTTP', () => {
     expect(req.headers['transfer-encoding']).toBeUndefined();
     expect(req.headers.authorization).toBe('Basic ' + Buffer.from('admin:pw:with:colons').toString('base64'));
     expect(req.bodyBeforeResponse).toBe(0);
-    expect(applyFrames(req.body, src.length).equals(src)).toBe(true);
+    expect(applyFrames(req.body, Buffer.alloc(src.length)).equals(src)).toBe(true);
     // Sparse: the zero megabytes are not sent.
     expect(req.body.length).toBeLessThan(2 * MIB);
   });
@@ -117,14 +102,38 @@ describe('stream over HTTP', () => {
     expect(a.body.equals(b.body)).toBe(true);
   });
 
-  it('follows one redirect to another host, keeping the query', async () => {
-    const target = await startRecorder({ kind: 'xapi' });
+  it('PUT: follows one redirect to another host, keeping the query', async () => {
+    // 127.0.0.2 is another host on the loopback network, as XAPI's 302 names another pool member.
+    const target = await startRecorder({ kind: 'xapi' }, undefined, '127.0.0.2');
     try {
-      server = await startRecorder({ kind: 'redirect', location: `http://127.0.0.1:${target.port}/import_raw_vdi` });
+      server = await startRecorder({ kind: 'redirect', location: `http://127.0.0.2:${target.port}/import_raw_vdi` });
       const r = await cliAsync(['stream', '--source', p('src.raw'), '--destination', url('/import_raw_vdi?vdi=z&session_id=s')]);
       expect(r.status).toBe(0);
       expect(target.requests[0].target).toBe('/import_raw_vdi?vdi=z&session_id=s&format=raw');
+      expect(target.requests[0].headers.host).toBe(`127.0.0.2:${target.port}`);
       expect(target.requests[0].body.equals(src)).toBe(true);
+    } finally {
+      await target.close();
+    }
+  });
+
+  it('GET: follows one 302 to another host, keeping the query; a second redirect is not followed', async () => {
+    const vhd = await cliAsync(['stream', '--source', p('src.raw'), '--destination-format', 'vhd', '--destination', p('redirected.vhd')]);
+    expect(vhd.status).toBe(0);
+    const target = await startRecorder({ kind: 'get', body: fs.readFileSync(p('redirected.vhd')), contentLength: false }, undefined, '127.0.0.2');
+    try {
+      server = await startRecorder({ kind: 'redirect', location: `http://127.0.0.2:${target.port}/export_raw_vdi` });
+      const r = await cliAsync(['stream', '--source', url('/export_raw_vdi?vdi=OpaqueRef:9&format=vhd&session_id=s'), '--destination', p('redirected.raw')]);
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      expect(server.requests[0].method).toBe('GET');
+      expect(target.requests[0].target).toBe('/export_raw_vdi?vdi=OpaqueRef:9&format=vhd&session_id=s');
+      expect(target.requests[0].headers.host).toBe(`127.0.0.2:${target.port}`);
+      expect(fs.readFileSync(p('redirected.raw')).equals(src)).toBe(true);
+      // The other host redirecting again: one line, nothing written.
+      target.behaviour = { kind: 'redirect', location: url('/elsewhere') };
+      expectOneLineError(await cliAsync(['stream', '--source', url('/export_raw_vdi?vdi=a&format=vhd'), '--destination', p('bad-redirect.raw')]), 1, /HTTP 302/);
+      expect(fs.existsSync(p('bad-redirect.raw'))).toBe(false);
     } finally {
       await target.close();
     }
@@ -138,6 +147,30 @@ describe('stream over HTTP', () => {
     server = await startRecorder({ kind: 'status', status, reason, html: '<html><body><h1>INTERNAL_ERROR Unknown format</h1></body></html>' });
     const r = await cliAsync(['stream', '--source', p('src.raw'), '--destination', url('/import_raw_vdi?vdi=a')]);
     expectOneLineError(r, 1, status === 404 ? why : why);
+  });
+
+  it('a password is never printed: not on failures, not in --json, not in the summary', async () => {
+    server = await startRecorder({ kind: 'status', status: 401, reason: 'Unauthorized', html: '<html><body>Authorization required</body></html>' });
+    const withUrl = url('/import_raw_vdi?vdi=a').replace('//', '//root:Pa55-in-url@');
+    const runs = [
+      await cliAsync(['stream', '--source', p('src.raw'), '--destination', withUrl]),
+      await cliAsync(['stream', '--source', withUrl.replace('import_raw_vdi', 'export_raw_vdi'), '--source-format', 'raw', '--size', '6M', '--destination', p('bad.raw')]),
+      await cliAsync(['stream', '--source', p('src.raw'), '--destination', url('/import_raw_vdi?vdi=a')], { env: { VHDSYNC_HTTP_USER: 'root', VHDSYNC_HTTP_PASSWORD: 'Pa55-in-env' } }),
+      // Nobody listens there: the connection error names the URL, without its password.
+      await cliAsync(['stream', '--source', p('src.raw'), '--destination', 'http://root:Pa55-in-url@127.0.0.1:1/import_raw_vdi?vdi=a']),
+    ];
+    for (const r of runs) {
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/^vhdsync: /m);
+      expect(r.stdout + r.stderr).not.toMatch(/Pa55/);
+    }
+    server.behaviour = { kind: 'xapi' };
+    const ok = await cliAsync(['stream', '--source', p('src.raw'), '--destination', withUrl, '--json']);
+    expect(ok.status).toBe(0);
+    expect(JSON.parse(ok.stdout).destination).toBe(url('/import_raw_vdi?vdi=a'));
+    const text = await cliAsync(['stream', '--source', p('src.raw'), '--destination', withUrl]);
+    expect(text.stdout).toMatch(/^streamed .* -> http:\/\/127\.0\.0\.1:\d+\/import_raw_vdi\?vdi=a \(raw, full\)/);
+    expect(ok.stdout + ok.stderr + text.stdout + text.stderr).not.toMatch(/Pa55/);
   });
 
   it('a server that closes early: one line, exit 1', async () => {
@@ -157,6 +190,14 @@ describe('stream over HTTP', () => {
     const xapiError = Buffer.from('HTTP/1.1 500 Internal Error\r\ncontent-type: text/html\r\n\r\n<html><body><h1>HTTP 500 internal server error</h1>VDI_TOO_LARGE</body></html>');
     server.behaviour = { kind: 'get', body: xapiError, contentLength: false };
     expectOneLineError(await cliAsync(['stream', '--source', url('/export_raw_vdi?vdi=a&format=raw'), '--source-format', 'raw', '--size', '6M', '--destination', p('bad.raw')]), 1, /error page.*VDI_TOO_LARGE/);
+    // An HTML page as the whole body (no status line first) fails with its text too.
+    server.behaviour = { kind: 'get', body: Buffer.from('<!DOCTYPE html>\n<html><head><title>Error</title></head><body><p>VDI_IO_ERROR: Device I/O errors</p></body></html>'), contentLength: true };
+    expectOneLineError(await cliAsync(['stream', '--source', url('/export_raw_vdi?vdi=a&format=vhd'), '--destination', p('bad.vhd'), '--destination-format', 'vhd']), 1, /error page.*VDI_IO_ERROR: Device I\/O errors/);
+    // A BAT entry past the length the Content-Length announces: refused before any block is written.
+    const past = Buffer.from(body);
+    past.writeUInt32BE(0x7fff0, 2048);
+    server.behaviour = { kind: 'get', body: past, contentLength: true };
+    expectOneLineError(await cliAsync(['stream', '--source', url('/export_raw_vdi?vdi=a&format=vhd'), '--destination', p('bad.raw')]), 1, /ends past the stream's length/);
     server.behaviour = { kind: 'status', status: 404, reason: 'Not Found' };
     expectOneLineError(await cliAsync(['stream', '--source', url('/export_raw_vdi?vdi=a'), '--destination', p('bad.raw')]), 1, /HTTP 404/);
     server.behaviour = { kind: 'get', body, contentLength: true, cutAt: body.length - 3000 };

@@ -25,7 +25,7 @@ export function qemuImage(path: string, format: 'vpc' | 'vhdx' | 'raw', size: nu
 }
 
 /** Applies changes to an existing image with qemu-io. */
-export function qemuWrite(path: string, format: 'vpc' | 'vhdx' | 'raw', changes: Change[]): void {
+export function qemuWrite(path: string, format: 'vpc' | 'vhdx' | 'raw' | 'qcow2', changes: Change[]): void {
   if (!changes.length) return;
   const cmds = changes.flatMap((c) => ['-c', c.fill === 'zero' ? `write -q -z ${c.offset} ${c.length}` : `write -q -P ${c.fill} ${c.offset} ${c.length}`]);
   run('qemu-io', ['-f', format, ...cmds, path]);

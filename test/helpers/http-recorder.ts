@@ -33,8 +33,8 @@ export interface Recorder {
   close(): Promise<void>;
 }
 
-/** Starts a recorder on 127.0.0.1 (TLS when `tlsOptions` is given). */
-export async function startRecorder(behaviour: Behaviour, tlsOptions?: tls.TlsOptions): Promise<Recorder> {
+/** Starts a recorder on `host` (default 127.0.0.1; any 127.x.y.z is another loopback host), TLS when `tlsOptions` is given. */
+export async function startRecorder(behaviour: Behaviour, tlsOptions?: tls.TlsOptions, host = '127.0.0.1'): Promise<Recorder> {
   const rec: Recorder = { port: 0, requests: [], behaviour, close: async () => {} };
   const sockets = new Set<net.Socket>();
   const handle = (socket: net.Socket) => {
@@ -99,7 +99,7 @@ export async function startRecorder(behaviour: Behaviour, tlsOptions?: tls.TlsOp
     };
   };
   const server = tlsOptions ? tls.createServer(tlsOptions, handle) : net.createServer(handle);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
   rec.port = (server.address() as net.AddressInfo).port;
   rec.close = () =>
     new Promise<void>((resolve) => {

@@ -31,7 +31,7 @@ import { hasFooterCookie } from '../../formats/vhd/footer.js';
 import { UsageError, UnsupportedError } from '../../util/errors.js';
 import { createMachineProgress, createProgress, type Progress } from '../../util/progress.js';
 import { formatSize, parseSize } from '../../util/units.js';
-import { openOptionsFrom, withOpenOptions, type OpenArgs } from '../options.js';
+import { openOptionsFrom, withOpenFlags, type OpenArgs } from '../options.js';
 import { out, outJson, type GlobalArgs } from '../output.js';
 import { fileBytes, parseEndpoint, peek, type Endpoint } from '../stream-endpoints.js';
 import { httpDestination, httpSource, httpOptionsFrom, withHttpOptions, type HttpArgs } from '../http-args.js';
@@ -71,9 +71,13 @@ export const streamCommand: CommandModule<object, StreamArgs> = {
   command: 'stream',
   describe: "send an image (full or relative to a base) as raw, a VHD stream, QCOW2 or XAPI chunked frames to a file, a pipe or HTTP(S), as vhd-tool's stream does",
   builder: (y) =>
-    withHttpOptions(withOpenOptions(y))
+    withHttpOptions(withOpenFlags(y))
       .option('source', { type: 'string', default: 'stdin:', describe: 'image, path, file://, smb://, http(s):// URL, or stdin: / -' })
-      .option('source-format', { choices: SOURCE_FORMATS, describe: 'format of the source (default: detected from content; raw and chunked on a pipe must be named)' })
+      .option('source-format', {
+        choices: SOURCE_FORMATS,
+        alias: 'input-format',
+        describe: 'format of the source (default: detected from content; raw and chunked on a pipe must be named)',
+      })
       .option('relative-to', { type: 'string', describe: 'send only what differs from this base image (VHD differencing, QCOW2 overlay backed by it, or chunked frames)' })
       .option('destination', { type: 'string', default: 'stdout:', describe: 'path, file://, smb://, http(s):// URL (PUT), stdout: / -, or null:' })
       .option('destination-format', { choices: DESTINATION_FORMATS, default: 'raw' as const, describe: 'raw, vhd (vhd-tool layout), chunked (XAPI frames), qcow2 (one pass), vhdx (files only)' })
@@ -99,7 +103,8 @@ export const streamCommand: CommandModule<object, StreamArgs> = {
       let method: DeltaMethod | undefined;
       if (args['relative-to']) {
         if (source.kind !== 'disk') throw new UsageError('--relative-to needs an image as --source, not a stream');
-        base = await openDisk(args['relative-to'], openOptionsFrom(args));
+        // The base's format is always detected: --source-format names the source only.
+        base = await openDisk(args['relative-to'], { ...openOptionsFrom(args), format: undefined });
         const delta = await deltaContent(source.disk, base, { finalLocation: dest.kind === 'location' ? dest.location : null });
         content = delta.source;
         method = delta.method;
@@ -158,7 +163,7 @@ async function openSource(args: StreamArgs, http: ReturnType<typeof httpOptionsF
   const ep = await parseEndpoint(args.source, 'source');
   const named = args['source-format'];
   if (ep.kind === 'location' && named !== 'chunked') {
-    const opts = { ...openOptionsFrom(args), format: (named as DiskFormat | undefined) ?? args['input-format'] };
+    const opts = { ...openOptionsFrom(args), format: named as DiskFormat | undefined };
     return { kind: 'disk', disk: await openDisk(ep.location, opts) };
   }
   let bytes: AsyncIterable<Uint8Array>;
