@@ -153,7 +153,7 @@ function* l2Tables(runs: ClusterRun[], tables: number[], l2PerTable: number, dat
       const a = Math.max(r.first, from);
       const b = Math.min(r.first + r.count, to);
       for (let c = a; c < b; c++) {
-        if (r.zero) writeEntry(table, c - from, 0, true);
+        if (r.zero) writeEntry(table, c - from, null, true);
         else {
           writeEntry(table, c - from, host, false);
           host += cs;

@@ -1,8 +1,8 @@
 /** Helpers for the QCOW2 tests: qemu as the oracle for content (convert -O raw) and allocation (map). */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Disk, Extent } from '../../src/formats/disk.js';
-import { run } from '../helpers/tools.js';
+import { run, runStatus } from '../helpers/tools.js';
 
 /** A deterministic pseudo-random generator, so a failure is reproducible. */
 export function rng(seed: number): () => number {
@@ -78,4 +78,46 @@ export async function readInPieces(disk: Disk, piece: number): Promise<Buffer> {
     await disk.read(off, n, out.subarray(off, off + n));
   }
   return out;
+}
+
+/** Deterministic pseudo-random bytes. */
+export function fill(len: number, seed: number): Buffer {
+  const r = rng(seed);
+  const b = Buffer.alloc(len);
+  for (let i = 0; i + 4 <= len; i += 4) b.writeUInt32LE((r() * 2 ** 32) >>> 0, i);
+  return b;
+}
+
+/** Applies random writes and zero writes (some whole clusters, some unaligned) to a disk and to the model. */
+export async function randomDiskWrites(disk: Disk, model: Buffer, seed: number, count: number, maxLen: number): Promise<void> {
+  const r = rng(seed);
+  const cs = disk.blockSize;
+  for (let i = 0; i < count; i++) {
+    const aligned = r() < 0.3;
+    let len = 1 + Math.floor(r() * maxLen);
+    let off = Math.floor(r() * (model.length - len));
+    if (aligned) {
+      off = Math.floor(off / cs) * cs;
+      len = Math.min(model.length - off, Math.max(cs, Math.floor(len / cs) * cs));
+    }
+    if (r() < 0.25) {
+      await disk.writeZeroes(off, len);
+      model.fill(0, off, off + len);
+    } else {
+      const data = fill(len, seed * 1000 + i);
+      await disk.write(off, data);
+      data.copy(model, off);
+    }
+  }
+}
+
+/** qemu-img check: exit 0 and no leaks; qemu-img compare against the model: identical (both run in the image's folder). */
+export function checkWithQemu(img: string, model: Buffer): void {
+  const c = runStatus('sh', ['-c', 'cd "$(dirname "$1")" && qemu-img check --output=json "$1"', 'sh', img]);
+  const report = JSON.parse(c.stdout || '{}');
+  expect({ status: c.status, stderr: c.stderr, leaks: report.leaks ?? 0, corruptions: report.corruptions ?? 0 }).toEqual({ status: 0, stderr: '', leaks: 0, corruptions: 0 });
+  const raw = `${img}.model.raw`;
+  writeFileSync(raw, model);
+  const cmp = runStatus('sh', ['-c', `cd "$(dirname "$1")" && qemu-img compare -f qcow2 -F raw "$1" "$2"`, 'sh', img, raw]);
+  expect(cmp.stdout + cmp.stderr).toMatch(/Images are identical/);
 }

@@ -12,6 +12,8 @@ export const EXT_BITMAPS = 0x23852875;
 export const EXT_ENCRYPTION = 0x0537be77;
 export const EXT_DATA_FILE = 0x44415441;
 const FEATURE_NAME_ENTRY = 48;
+/** qemu's QCOW2_MAX_BITMAP_DIRECTORY_SIZE. */
+export const MAX_BITMAP_DIRECTORY = 64 << 20;
 
 /** What the extensions say. */
 export interface Qcow2Extensions {
@@ -20,13 +22,15 @@ export interface Qcow2Extensions {
   /** Feature name table entries: kind (0 incompatible, 1 compatible, 2 autoclear), bit, name. */
   featureNames: Array<{ kind: number; bit: number; name: string }>;
   hasBitmaps: boolean;
+  /** The bitmaps extension's directory (qcow2.rst, "Bitmaps extension"), when present and well formed. */
+  bitmapDirectory: { count: number; offset: number; size: number } | null;
   /** Types of extensions this reader does not interpret (ignorable by the spec). */
   unknown: number[];
 }
 
 /** Parses the extension area of `cluster0` (the first cluster, or the whole file when shorter). */
 export function parse(cluster0: Buffer, h: Qcow2Header, subject: string): Qcow2Extensions {
-  const out: Qcow2Extensions = { backingFormat: null, dataFile: null, featureNames: [], hasBitmaps: false, unknown: [] };
+  const out: Qcow2Extensions = { backingFormat: null, dataFile: null, featureNames: [], hasBitmaps: false, bitmapDirectory: null, unknown: [] };
   const seen = new Set<number>();
   const text = (b: Buffer) => b.toString('utf8').replace(/\0+$/, '');
   let at = h.headerLength;
@@ -55,6 +59,11 @@ export function parse(cluster0: Buffer, h: Qcow2Header, subject: string): Qcow2E
         break;
       case EXT_BITMAPS:
         out.hasBitmaps = true;
+        if (data.length >= 24) {
+          const size = data.readBigUInt64BE(8);
+          const offset = data.readBigUInt64BE(16);
+          if (size <= BigInt(MAX_BITMAP_DIRECTORY) && offset <= BigInt(Number.MAX_SAFE_INTEGER)) out.bitmapDirectory = { count: data.readUInt32BE(0), size: Number(size), offset: Number(offset) };
+        }
         break;
       case EXT_ENCRYPTION:
         throw new UnsupportedError('header extension "full disk encryption header" present: encrypted images are not supported', subject);

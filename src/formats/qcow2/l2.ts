@@ -76,24 +76,52 @@ export function mapCluster(table: Buffer, j: number, vcluster: number, from: num
   }
 }
 
-/** The fields of one standard (8-byte) entry, for writers. */
+/** The fields of one entry (standard, or extended with its subcluster bitmaps), for writers. */
 export interface EntryFields {
   /** Compressed cluster: where its bytes are (host is 0). */
   span: CompressedSpan | null;
   host: number;
+  /** The standard zero flag (never set in extended mode, where the bitmap says it). */
   zero: boolean;
   copied: boolean;
+  /** Extended L2: subclusters allocated, and subclusters that read as zeros (bit i = subcluster i); 0 otherwise. */
+  alloc: number;
+  zeros: number;
 }
 
-/** Reads entry `j` of a standard L2 table. */
-export function readEntry(table: Buffer, j: number, clusterBits: number): EntryFields {
-  const hi = table.readUInt32BE(j * 8);
-  const lo = table.readUInt32BE(j * 8 + 4);
-  if (hi & COMPRESSED_HI) return { span: decodeDescriptor(hi, lo, clusterBits), host: 0, zero: false, copied: false };
-  return { span: null, host: entryOffset(hi, lo), zero: (lo & 1) === 1, copied: (hi & COPIED_HI) !== 0 };
+/** All 32 subclusters. */
+export const ALL_SUBCLUSTERS = 0xffffffff;
+
+/** Reads entry `j` of an L2 table. */
+export function readEntry(table: Buffer, j: number, clusterBits: number, extended = false): EntryFields {
+  const size = extended ? 16 : 8;
+  const hi = table.readUInt32BE(j * size);
+  const lo = table.readUInt32BE(j * size + 4);
+  const alloc = extended ? table.readUInt32BE(j * size + 12) : 0;
+  const zeros = extended ? table.readUInt32BE(j * size + 8) : 0;
+  if (hi & COMPRESSED_HI) return { span: decodeDescriptor(hi, lo, clusterBits), host: 0, zero: false, copied: false, alloc, zeros };
+  return { span: null, host: entryOffset(hi, lo), zero: !extended && (lo & 1) === 1, copied: (hi & COPIED_HI) !== 0, alloc, zeros };
 }
 
-/** Writes entry `j` of a standard L2 table: a host cluster (COPIED when we own it alone) and the zero flag. */
-export function writeEntry(table: Buffer, j: number, host: number, zero: boolean): void {
-  table.writeBigUInt64BE((host ? BigInt(host) | (1n << 63n) : 0n) | (zero ? 1n : 0n), j * 8);
+/**
+ * Writes entry `j`: `host` a cluster we own alone (COPIED; with an external data file offset 0 is a real mapping)
+ * or null for none, the standard zero flag, and in extended mode the subcluster bitmaps.
+ */
+export function writeEntry(table: Buffer, j: number, host: number | null, zero: boolean, bitmaps?: { alloc: number; zeros: number }): void {
+  const size = bitmaps ? 16 : 8;
+  table.writeBigUInt64BE((host !== null ? BigInt(host) | (1n << 63n) : 0n) | (zero && !bitmaps ? 1n : 0n), j * size);
+  if (bitmaps) {
+    table.writeUInt32BE(bitmaps.zeros >>> 0, j * size + 8);
+    table.writeUInt32BE(bitmaps.alloc >>> 0, j * size + 12);
+  }
+}
+
+/** The subclusters that bytes [from, to) of a cluster touch (`whole`: only those they cover entirely). */
+export function subclusterBits(from: number, to: number, clusterSize: number, whole = false): number {
+  const sub = clusterSize / SUBCLUSTERS;
+  const first = whole ? Math.ceil(from / sub) : Math.floor(from / sub);
+  const end = whole ? Math.floor(to / sub) : Math.ceil(to / sub);
+  let bits = 0;
+  for (let i = first; i < end; i++) bits |= 1 << i;
+  return bits >>> 0;
 }

@@ -15,7 +15,7 @@ export async function openQcow2(file: RandomAccessFile, location: Location, opts
   const layout = await readLayout(file, subject);
   const h = layout.header;
   const writable = Boolean(opts.writable && file.writable);
-  if (writable) checkWritable(h, layout.extensions.hasBitmaps, subject);
+  if (writable) checkWritable(h, layout.extensions, subject);
   else if (h.incompatible & hdr.INCOMPAT.CORRUPT) {
     process.stderr.write(`vhdsync: ${subject}: warning: the image is marked corrupt (incompatible bit 1); reading it anyway, never writing it\n`);
   }
@@ -24,7 +24,7 @@ export async function openQcow2(file: RandomAccessFile, location: Location, opts
   try {
     if (h.incompatible & hdr.INCOMPAT.DATA_FILE) {
       const loc = resolveStoredName(location, layout.extensions.dataFile!, 'external data file', subject);
-      dataFile = await loc.store.open(loc.path, 'read').catch((err: unknown) => {
+      dataFile = await loc.store.open(loc.path, writable ? 'readwrite' : 'read').catch((err: unknown) => {
         throw fromSystemError(err, `${subject}: external data file ${displayLocation(loc)}`);
       });
     }
@@ -37,5 +37,5 @@ export async function openQcow2(file: RandomAccessFile, location: Location, opts
     await dataFile?.close();
     throw err;
   }
-  return writable ? new Qcow2WritableDisk(file, location, layout, parent, null) : new Qcow2Disk(file, location, layout, parent, dataFile);
+  return writable ? new Qcow2WritableDisk(file, location, layout, parent, dataFile) : new Qcow2Disk(file, location, layout, parent, dataFile);
 }

@@ -56,7 +56,7 @@ export class Qcow2Disk implements Disk {
     protected readonly layout: Qcow2Layout,
     readonly parent: Disk | null,
     /** The external data file, or null when guest data lives in the image file. */
-    private readonly dataFile: RandomAccessFile | null,
+    protected readonly dataFile: RandomAccessFile | null,
   ) {
     const h = layout.header;
     this.h = h;
