@@ -1,9 +1,10 @@
-/** Choosing an encoder by format name. */
-import type { ContentSource } from './content.js';
+/** Choosing an encoder by format name, and what a full stream of a disk carries. */
+import type { Disk } from '../formats/disk.js';
+import { diskContent, type ContentSource } from './content.js';
 import type { EncodedStream, StreamFormat } from './encoded.js';
 import { encodeChunked } from './chunked-encoder.js';
 import { encodeRaw } from './raw-encoder.js';
-import { encodeVhd } from './vhd-encoder.js';
+import { encodeVhd, STREAM_BLOCK_SIZE } from './vhd-encoder.js';
 import { encodeQcow2 } from './qcow2-encoder.js';
 
 /** Encodes `source` in `format`; the result's length is known now, before any byte is read. */
@@ -12,4 +13,16 @@ export function encode(format: StreamFormat, source: ContentSource): EncodedStre
   if (format === 'chunked') return encodeChunked(source);
   if (format === 'qcow2') return encodeQcow2(source);
   return encodeRaw(source);
+}
+
+/**
+ * The full content of a disk for a stream in `format`; all-zero blocks of raw layers are found by reading them
+ * first, as vhd-tool does (a raw stream sends everything anyway, so it skips that read).
+ */
+export function fullContent(disk: Disk, format: string): Promise<ContentSource> {
+  if (format === 'raw' || format === 'vhdx') return diskContent(disk);
+  const layers: Disk[] = [];
+  for (let d: Disk | null = disk; d; d = d.parent) layers.push(d);
+  const granule = format === 'vhd' ? STREAM_BLOCK_SIZE : 64 << 10;
+  return diskContent(disk, { zeroScan: { granule, scanDepths: (depth) => layers[depth]?.format === 'raw' } });
 }

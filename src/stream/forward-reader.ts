@@ -48,6 +48,16 @@ export class ForwardReader {
     return out;
   }
 
+  /** Reads what is available, at least 1 and at most `max` bytes, into `into`; 0 only at the end of the input. */
+  async readSome(max: number, into: Buffer): Promise<number> {
+    if (!this.pending.length && !(await this.fill(1))) return 0;
+    const take = Math.min(max, this.pending.length, into.length);
+    this.pending.copy(into, 0, 0, take);
+    this.pending = this.pending.subarray(take);
+    this.position += take;
+    return take;
+  }
+
   /** Skips forward to absolute position `to`. */
   async skipTo(to: number, what: string): Promise<void> {
     if (to < this.position) throw new CorruptImageError(`${what} at byte ${to} lies behind the stream's position ${this.position} (out of order)`, this.name);

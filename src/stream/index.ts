@@ -2,7 +2,7 @@
 export { diskContent, contentOfDisk, normalizeRanges, type ContentSource, type ByteRange, type DeltaBase } from './content.js';
 export { deltaContent, type DeltaMethod } from './delta.js';
 export type { EncodedStream, StreamChunk, StreamFormat } from './encoded.js';
-export { encode } from './encode.js';
+export { encode, fullContent } from './encode.js';
 export { encodeRaw } from './raw-encoder.js';
 export { encodeVhd, STREAM_BLOCK_SIZE } from './vhd-encoder.js';
 export { encodeChunked } from './chunked-encoder.js';

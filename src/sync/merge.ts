@@ -51,6 +51,8 @@ export interface MergeOptions {
   onTotal?: (bytes: number) => void;
   /** Called with bytes merged as they are. */
   onProgress?: (bytes: number) => void;
+  /** The parent's lock, already held by the caller (serve's import holds it from upload to merge); not released here. */
+  lock?: ImageLock;
 }
 
 /** What a merge did, for summaries and --json. */
@@ -184,7 +186,7 @@ async function detectDriver(file: RandomAccessFile, subject: string): Promise<Fo
  * and a VHDX parent's log is replayed on open. The parent match is not checked here: a resumed merge has
  * already changed the parent's id, so the caller decides from the state file.
  */
-async function openPair(diffLoc: Location, vhdSize: OpenOptions['vhdSize']): Promise<MergePair> {
+async function openPair(diffLoc: Location, vhdSize: OpenOptions['vhdSize'], held?: ImageLock): Promise<MergePair> {
   const subject = displayLocation(diffLoc);
   const file = await diffLoc.store.open(diffLoc.path, 'read');
   let found: { parent: Disk; expect: ParentExpectation; stat: { size: number; mtimeMs: number } } | null = null;
@@ -195,7 +197,7 @@ async function openPair(diffLoc: Location, vhdSize: OpenOptions['vhdSize']): Pro
       tried.push(displayLocation(cand));
       const st = await cand.store.stat(cand.path).catch(() => null);
       if (!st || st.isDirectory) continue;
-      lock = await lockImage(cand, 'merge');
+      lock = held ?? (await lockImage(cand, 'merge'));
       const locked = (await cand.store.stat(cand.path)) ?? st;
       // The parent's writes (and the state file and metafile beside it) stop if the lock's lease lapses.
       const parent = await openDisk(lock.guard(cand), { writable: true, vhdSize });
@@ -210,13 +212,13 @@ async function openPair(diffLoc: Location, vhdSize: OpenOptions['vhdSize']): Pro
     diff = await driver.open(file, diffLoc, { writable: false, vhdSize }, opener);
   } catch (err) {
     await file.close().catch(() => {});
-    await (lock as ImageLock | null)?.release();
+    if (!held) await (lock as ImageLock | null)?.release();
     throw err;
   }
   const got = found as { parent: Disk; expect: ParentExpectation; stat: { size: number; mtimeMs: number } } | null;
   if (!diff.parent || !got || !lock) {
     await diff.close();
-    await (lock as ImageLock | null)?.release();
+    if (!held) await (lock as ImageLock | null)?.release();
     throw new UsageError(`not a differencing image (${diff.format} ${diff.type}): nothing to merge`, subject);
   }
   return { diff, parent: got.parent, expect: got.expect, lock, parentStat: got.stat };
@@ -265,16 +267,16 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
     if (!orphan || orphan.state.step !== 'cleanup') throw new NotFoundError('no such file', subject);
     const parentLoc = withPath(diffLoc, orphan.state.parent);
     // Taking the lock also clears the one the killed run left behind.
-    const lock = await lockImage(parentLoc, 'merge');
+    const lock = opts.lock ?? (await lockImage(parentLoc, 'merge'));
     try {
       await cleanup(diffLoc, orphan.loc, orphan.state.keepDiff, parentLoc);
     } finally {
-      await lock.release();
+      if (!opts.lock) await lock.release();
     }
     return summaryOf(orphan.state, diffLoc, true, 'cleanup', started);
   }
 
-  const pair = await openPair(diffLoc, opts.vhdSize);
+  const pair = await openPair(diffLoc, opts.vhdSize, opts.lock);
   const { diff, parent } = pair;
   let closed = false;
   try {
@@ -389,7 +391,7 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
     return { ...summaryOf(st, diffLoc, resumedFrom !== null, resumedFrom, started), blocksMerged: footprint.blocks, parentBlockSize: footprint.blockSize };
   } finally {
     if (!closed) await diff.close().catch(() => {});
-    await pair.lock.release();
+    if (!opts.lock) await pair.lock.release();
   }
 }
 

@@ -92,3 +92,16 @@ export function fromSystemError(err: unknown, subject: string): Error {
       return err instanceof Error ? err : new Error(String(err));
   }
 }
+
+/** A refused HTTP request (`serve`): the status to answer with, and a one-line reason for the body and the log. */
+export class RequestError extends VhdsyncError {
+  constructor(
+    readonly status: number,
+    message: string,
+    subject?: string,
+    /** Extra response headers (WWW-Authenticate, Retry-After, Allow). */
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message, subject);
+  }
+}

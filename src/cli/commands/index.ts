@@ -9,7 +9,8 @@ import { createmetaCommand } from './createmeta.js';
 import { checkCommand } from './check.js';
 import { validateCommand } from './validate.js';
 import { streamCommand } from './stream.js';
+import { serveCommand } from './serve.js';
 
 /** Every subcommand, in the order `--help` lists them. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [createCommand, infoCommand, getCommand, convertCommand, copyCommand, mergeCommand, createmetaCommand, checkCommand, validateCommand, streamCommand];
+export const commands: CommandModule<any, any>[] = [createCommand, infoCommand, getCommand, convertCommand, copyCommand, mergeCommand, createmetaCommand, checkCommand, validateCommand, streamCommand, serveCommand];

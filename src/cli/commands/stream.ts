@@ -12,13 +12,12 @@ import { redactUrl } from '../../io/http.js';
 import {
   applyChunked,
   deltaContent,
-  diskContent,
   encode,
   ForwardReader,
+  fullContent,
   nullSink,
   sendToFile,
   sendToSink,
-  STREAM_BLOCK_SIZE,
   vhdStreamContent,
   writableSink,
   writeContentOnto,
@@ -148,15 +147,6 @@ export const streamCommand: CommandModule<object, StreamArgs> = {
     }
   },
 };
-
-/** The full content of a disk; all-zero blocks of raw layers are found by reading them first, as vhd-tool does. */
-function fullContent(disk: Disk, format: string): Promise<ContentSource> {
-  if (format === 'raw' || format === 'vhdx') return diskContent(disk);
-  const layers: Disk[] = [];
-  for (let d: Disk | null = disk; d; d = d.parent) layers.push(d);
-  const granule = format === 'vhd' ? STREAM_BLOCK_SIZE : 64 << 10;
-  return diskContent(disk, { zeroScan: { granule, scanDepths: (depth) => layers[depth]?.format === 'raw' } });
-}
 
 /** Opens `--source`: an image, or a stream on a pipe, a file or an HTTP body. */
 async function openSource(args: StreamArgs, http: ReturnType<typeof httpOptionsFrom>): Promise<Source> {

@@ -1,0 +1,176 @@
+/**
+ * `PUT /import_raw_vdi`: raw bytes (Content-Length, HTTP chunked, or up to the connection's end), XAPI chunked
+ * frames (`chunked` in query or cookie), or a VHD stream whose present sectors are applied (so a differencing
+ * stream lands as a delta), as XAPI does: the 200 goes out before the body is read.
+ *
+ * Unlike XAPI, an import into a VHD, VHDX or QCOW2 disk is all or nothing: the body is written into a hidden
+ * differencing image on the disk, `.<name>.import-<id>.<ext>`, and folded in by the crash-safe merge only once the
+ * whole body arrived and parsed. A failure before that deletes the hidden image; a kill leaves it for the next
+ * start, which deletes it (upload unfinished) or finishes its merge (src/serve/recover.ts). Raw disks have no
+ * differencing form and are written in place (refused with --atomic-only).
+ */
+import { randomBytes } from 'node:crypto';
+import { createDisk } from '../formats/index.js';
+import type { Disk } from '../formats/disk.js';
+import type { Location } from '../io/location.js';
+import { hookLocation } from '../sync/kill-hook.js';
+import { mergeDiff } from '../sync/merge.js';
+import { applyChunked, applyVhdStream, ForwardReader } from '../stream/index.js';
+import { CorruptImageError, RequestError } from '../util/errors.js';
+import type { ServerConnection } from './connection.js';
+import type { Outcome, ServeContext } from './context.js';
+import type { DiskUse } from './disk-locks.js';
+import { messageOf } from './errors.js';
+import { bodyFraming, param, type RequestHead } from './request.js';
+import type { Task } from './tasks.js';
+
+/** Hidden differencing images of imports in progress: `.<disk name>.import-<hex>.<ext>`. */
+export const IMPORT_DIFF_RE = /^\.(.+)\.import-([0-9a-f]{16})\.(vhd|vhdx|qcow2)$/;
+const EXTENSIONS: Record<string, string> = { vhd: 'vhd', vhdx: 'vhdx', qcow2: 'qcow2' };
+const PIECE = 4 << 20;
+
+/** What the body holds. */
+type BodyKind = 'raw' | 'frames' | 'vhd';
+
+/** The body kind asked for; XAPI answers 404 to unknown formats and to `chunked` with anything but raw. */
+export function importKind(req: RequestHead): BodyKind {
+  const format = (param(req, 'format') ?? 'raw').toLowerCase();
+  const chunked = param(req, 'chunked') !== undefined;
+  if (format !== 'raw' && format !== 'vhd') throw new RequestError(404, `unknown or unsupported import format '${format.slice(0, 20)}' (raw or vhd)`);
+  if (chunked && format !== 'raw') throw new RequestError(404, 'cannot handle chunked VHD: chunked frames carry raw data only');
+  return chunked ? 'frames' : format === 'vhd' ? 'vhd' : 'raw';
+}
+
+/** Serves one import. `task` is already started; `headers` are the common response headers. */
+export async function importDisk(ctx: ServeContext, conn: ServerConnection, req: RequestHead, task: Task, headers: Record<string, string>): Promise<Outcome> {
+  if (ctx.settings.readOnly) throw new RequestError(403, 'this server is read-only');
+  const kind = importKind(req);
+  const framing = bodyFraming(req);
+  const name = await ctx.catalog.resolve(param(req, 'vdi'), 'vdi');
+  task.disk = name;
+  const target = ctx.catalog.at(name);
+  if (framing.kind === 'length' && framing.length === 0 && kind !== 'frames') {
+    // Xen Orchestra's probe: an empty PUT to learn whether it must follow a redirect. Nothing is written.
+    await conn.writeHead(200, { ...headers, 'Content-Type': 'application/octet-stream' });
+    ctx.tasks.succeed(task, { bytes: 0, disk: name, probe: true });
+    return { status: 200, bytes: 0, task: task.id, disk: name };
+  }
+  const use = await ctx.locks.acquire(target, 'write');
+  let diffLoc: Location | null = null;
+  let merging = false;
+  try {
+    const probe = await ctx.catalog.open(name);
+    const { format, virtualSize } = probe;
+    await probe.close();
+    if (format === 'raw' && ctx.settings.atomicOnly) throw new RequestError(403, `${name} is a raw disk, which is written in place; this server runs with --atomic-only`);
+    if (kind === 'raw' && framing.kind === 'length' && framing.length > virtualSize) {
+      throw new RequestError(413, `the body (${framing.length} bytes) is larger than the disk (${virtualSize} bytes)`);
+    }
+    if (/100-continue/i.test(req.headers.get('expect') ?? '')) await conn.writeContinue();
+    await conn.writeHead(200, { ...headers, 'Content-Type': 'application/octet-stream' });
+    task.total = framing.kind === 'length' ? framing.length : null;
+
+    const reader = new ForwardReader(conn.body(framing), `the body of the PUT to ${name}`, framing.kind === 'length' ? framing.length : null);
+    const progress = setInterval(() => ctx.tasks.advance(task, reader.position), 500);
+    progress.unref();
+    try {
+      if (format === 'raw') {
+        const disk = await ctx.catalog.open(name, true);
+        try {
+          await applyBody(kind, reader, disk);
+          await disk.flush();
+        } finally {
+          await disk.close();
+        }
+      } else {
+        diffLoc = ctx.catalog.at(`.${name}.import-${randomBytes(8).toString('hex')}.${EXTENSIONS[format]}`);
+        const parent = await ctx.catalog.open(name);
+        let diff: Disk;
+        try {
+          diff = await createDisk(hookLocation(diffLoc), { format, type: 'differencing', parent, finalLocation: diffLoc });
+        } catch (err) {
+          await parent.close().catch(() => {});
+          throw err;
+        }
+        try {
+          await applyBody(kind, reader, diff);
+          await diff.flush();
+        } finally {
+          await diff.close();
+          await parent.close().catch(() => {});
+        }
+        merging = true;
+        await mergeDiff(diffLoc, { lock: use.lock ?? undefined });
+      }
+    } finally {
+      clearInterval(progress);
+    }
+    ctx.tasks.succeed(task, { bytes: reader.position, disk: name, uuid: await ctx.catalog.uuidOf(name).catch(() => null) });
+    await conn.finish();
+    return { status: 200, bytes: reader.position, task: task.id, disk: name };
+  } catch (err) {
+    if (!conn.responded) throw err;
+    const message = messageOf(err);
+    ctx.tasks.fail(task, message);
+    if (merging) {
+      // The merge records its progress; finishing it now is the way to a consistent disk.
+      await retryMerge(ctx, diffLoc as Location, use, name);
+    } else if (diffLoc) {
+      await diffLoc.store.unlink(diffLoc.path).catch(() => {});
+    }
+    // As XAPI does after its 200: a second response in the body, which clients that read it show (P7).
+    await conn.write(errorPage(message)).catch(() => {});
+    await conn.finish();
+    return { status: 200, bytes: conn.bodyBytes, task: task.id, disk: name, error: message };
+  } finally {
+    await use.release();
+  }
+}
+
+/** Writes the body onto `disk` as its kind says. */
+async function applyBody(kind: BodyKind, reader: ForwardReader, disk: Disk): Promise<void> {
+  if (kind === 'frames') await applyChunked(reader, disk);
+  else if (kind === 'vhd') await applyVhdStream(reader, disk);
+  else await applyRaw(reader, disk);
+}
+
+/** Raw bytes from offset 0, in pieces; a body longer than the disk fails before the piece that would pass its end. */
+async function applyRaw(reader: ForwardReader, disk: Disk): Promise<void> {
+  const buf = Buffer.allocUnsafeSlow(PIECE);
+  for (let at = 0; ; at += PIECE) {
+    const n = reader.length !== null ? Math.min(PIECE, reader.length - at) : PIECE;
+    if (n <= 0) break;
+    const got = await readUpTo(reader, n, buf);
+    if (got.length === 0) break;
+    if (at + got.length > disk.virtualSize) throw new CorruptImageError(`the body is larger than the disk (${disk.virtualSize} bytes)`, reader.name);
+    await disk.write(at, got);
+    if (got.length < n) break;
+  }
+}
+
+/** Reads `n` bytes, or fewer when the input ends first. */
+async function readUpTo(reader: ForwardReader, n: number, into: Buffer): Promise<Buffer> {
+  let got = 0;
+  while (got < n) {
+    const part = await reader.readSome(n - got, into.subarray(got));
+    if (part === 0) break;
+    got += part;
+  }
+  return into.subarray(0, got);
+}
+
+/** A merge that failed part-way is resumed once; if that fails too, the disk is refused until the next start. */
+async function retryMerge(ctx: ServeContext, diffLoc: Location, use: DiskUse, name: string): Promise<void> {
+  try {
+    await mergeDiff(diffLoc, { lock: use.lock ?? undefined });
+  } catch (err) {
+    ctx.locks.quarantine(ctx.catalog.at(name), `an import's merge stopped part-way (${messageOf(err)}); restart vhdsync serve to finish it`);
+  }
+}
+
+/** The page XAPI writes after its 200 when an import fails, with our one-line reason. */
+export function errorPage(message: string): string {
+  const text = message.replace(/[<>&]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;' })[c] as string);
+  const body = `<html><body><h1>HTTP 500 internal server error</h1>The import failed; the disk is unchanged unless it is raw.<h1>Additional information</h1>${text}</body></html>`;
+  return `HTTP/1.1 500 Internal Error\r\nConnection: close\r\nContent-Type: text/html\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+}
