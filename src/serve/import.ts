@@ -106,6 +106,8 @@ export async function importDisk(ctx: ServeContext, conn: ServerConnection, req:
       clearInterval(progress);
     }
     ctx.tasks.succeed(task, { bytes: reader.position, disk: name, uuid: await ctx.catalog.uuidOf(name).catch(() => null) });
+    // Released before the connection closes: a client that saw the end may import into the disk again at once.
+    await use.release();
     await conn.finish();
     return { status: 200, bytes: reader.position, task: task.id, disk: name };
   } catch (err) {
@@ -118,6 +120,7 @@ export async function importDisk(ctx: ServeContext, conn: ServerConnection, req:
     } else if (diffLoc) {
       await diffLoc.store.unlink(diffLoc.path).catch(() => {});
     }
+    await use.release();
     // As XAPI does after its 200: a second response in the body, which clients that read it show (P7).
     await conn.write(errorPage(message)).catch(() => {});
     await conn.finish();

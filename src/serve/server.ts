@@ -190,7 +190,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     return { status, bytes: headOnly ? 0 : Buffer.byteLength(body), user };
   }
 
-  const server: net.Server = opts.tls ? tls.createServer({ cert: opts.tls.cert, key: opts.tls.key }) : net.createServer();
+  // Half-open: vhd-tool and HTTP/1.0 clients end their side after the body and wait for ours to close, which
+  // says the import is done; closing when they end would report the end before the data is durable.
+  const server: net.Server = opts.tls
+    ? tls.createServer({ cert: opts.tls.cert, key: opts.tls.key, allowHalfOpen: true })
+    : net.createServer({ allowHalfOpen: true });
   server.on(opts.tls ? 'secureConnection' : 'connection', onSocket);
   // A failed TLS handshake concerns that client only.
   server.on('tlsClientError', () => {});

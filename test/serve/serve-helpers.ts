@@ -1,0 +1,109 @@
+/** Shared pieces of the `serve` tests: an in-process server on a temp folder, clients run without blocking, oracles. */
+import { execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { localStore } from '../../src/io/local.js';
+import { startServer, type LogEntry, type RunningServer, type ServeOptions } from '../../src/serve/server.js';
+import '../../src/formats/index.js';
+
+/** Result of a program run. */
+export interface Ran {
+  status: number;
+  stdout: Buffer;
+  stderr: string;
+}
+
+/** Runs a program without blocking the event loop (the server under test lives in this process). */
+export function runAsync(cmd: string, args: string[], opts: { input?: Buffer | string; env?: NodeJS.ProcessEnv } = {}): Promise<Ran> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { env: { ...process.env, ...opts.env } });
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.on('data', (d) => (err += d));
+    child.on('close', (code) => resolve({ status: code ?? -1, stdout: Buffer.concat(out), stderr: err }));
+    child.stdin.on('error', () => {});
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** Runs a program that must succeed; returns stdout. */
+export async function must(cmd: string, args: string[], opts: { input?: Buffer | string } = {}): Promise<Buffer> {
+  const r = await runAsync(cmd, args, opts);
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+  return r.stdout;
+}
+
+/** execFile as a promise, for short tools. */
+export function tool(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => execFile(cmd, args, { maxBuffer: 1 << 28 }, (e, out, err) => (e ? reject(new Error(`${cmd} ${args.join(' ')}: ${err || e.message}`)) : resolve(out))));
+}
+
+export function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** The virtual content of an image as raw bytes, read by qemu-img (VHDs sized by current_size). */
+export async function qemuRaw(image: string, dir: string): Promise<Buffer> {
+  const out = path.join(dir, `.qraw-${path.basename(image)}-${process.hrtime.bigint()}`);
+  const src = image.endsWith('.vhd') ? ['--image-opts', `driver=vpc,force_size_calc=current_size,file.filename=${image}`] : [image];
+  await tool('qemu-img', ['convert', '-O', 'raw', ...src, out]);
+  const b = fs.readFileSync(out);
+  fs.unlinkSync(out);
+  return b;
+}
+
+/** A server on `dir` in this process, with its log kept. */
+export async function serveDir(dir: string, opts: Partial<ServeOptions> = {}): Promise<RunningServer & { log: LogEntry[] }> {
+  const log: LogEntry[] = [];
+  const s = await startServer({ root: { store: localStore, path: dir }, host: '127.0.0.1', port: 0, log: (e) => log.push(e), ...opts });
+  return Object.assign(s, { log });
+}
+
+/** Sends raw bytes on a new connection and returns everything the server sent back until it closed. */
+export function rawExchange(port: number, parts: (Buffer | string)[], opts: { waitFor200?: boolean } = {}): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const got: Buffer[] = [];
+    const sock = net.connect(port, '127.0.0.1');
+    let sent = false;
+    const sendRest = () => {
+      if (sent) return;
+      sent = true;
+      for (const p of parts.slice(1)) sock.write(p);
+      sock.end();
+    };
+    sock.on('connect', () => {
+      sock.write(parts[0]);
+      if (!opts.waitFor200) sendRest();
+    });
+    sock.on('data', (d) => {
+      got.push(d);
+      if (opts.waitFor200 && /^HTTP\/1\.1 200/.test(Buffer.concat(got).toString('latin1'))) sendRest();
+    });
+    sock.on('error', reject);
+    sock.on('close', () => resolve(Buffer.concat(got)));
+  });
+}
+
+/** Names in a folder other than the given images: leftovers of imports, temp files, lock files. */
+export function leftovers(dir: string, keep: string[]): string[] {
+  return fs.readdirSync(dir).filter((n) => !keep.includes(n) && !n.endsWith('.uuid'));
+}
+
+/** XAPI chunked frames for the non-zero 64 KiB runs of `data`, ended by the empty frame. */
+export function framesOf(data: Buffer): Buffer {
+  const parts: Buffer[] = [];
+  const G = 64 << 10;
+  for (let at = 0; at < data.length; at += G) {
+    const piece = data.subarray(at, Math.min(data.length, at + G));
+    if (piece.every((b) => b === 0)) continue;
+    const h = Buffer.alloc(12);
+    h.writeBigUInt64LE(BigInt(at), 0);
+    h.writeUInt32LE(piece.length, 8);
+    parts.push(h, piece);
+  }
+  parts.push(Buffer.alloc(12));
+  return Buffer.concat(parts);
+}
