@@ -4,7 +4,8 @@
  * (the disk was never touched). Either way the disk then reads as a whole: the old content or the new.
  */
 import { withPath } from '../io/location.js';
-import { lockImage } from '../sync/lock.js';
+import { removePartials } from '../sync/leftovers.js';
+import { LOCK_SUFFIX, lockImage } from '../sync/lock.js';
 import { mergeDiff } from '../sync/merge.js';
 import { MERGE_STATE_SUFFIX, readMergeState } from '../sync/merge-state.js';
 import { BusyError } from '../util/errors.js';
@@ -14,8 +15,11 @@ import { IMPORT_DIFF_RE } from './import.js';
 /** One settled leftover, for the log. */
 export interface Recovered {
   disk: string;
-  /** `merged`: an interrupted merge was finished; `removed`: an unfinished upload was deleted; `busy`: another run holds the disk. */
-  action: 'merged' | 'removed' | 'busy';
+  /**
+   * `merged`: an interrupted merge was finished; `removed`: an unfinished upload was deleted; `unlocked`: the lock
+   * or temp files of a dead run were removed; `busy`: another run holds the disk.
+   */
+  action: 'merged' | 'removed' | 'unlocked' | 'busy';
   file: string;
 }
 
@@ -55,6 +59,26 @@ export async function recoverImports(catalog: Catalog): Promise<Recovered[]> {
     try {
       await store.unlink(catalog.at(n).path).catch(() => {});
       out.push({ disk: m[1], action: 'removed', file: n });
+    } finally {
+      await lock.release();
+    }
+  }
+  // A run killed before its upload made a file leaves only its lock (and perhaps temp files): taking the lock
+  // breaks it if its holder is dead, and the temp files go while it is held.
+  const now = await store.list(dir);
+  for (const n of now.filter((x) => x.endsWith(LOCK_SUFFIX))) {
+    const disk = n.slice(0, -LOCK_SUFFIX.length);
+    if (!disk || !now.includes(disk)) continue;
+    let lock;
+    try {
+      lock = await lockImage(catalog.at(disk), 'import');
+    } catch (err) {
+      if (!(err instanceof BusyError)) throw err;
+      continue;
+    }
+    try {
+      await removePartials(catalog.at(disk));
+      out.push({ disk, action: 'unlocked', file: n });
     } finally {
       await lock.release();
     }

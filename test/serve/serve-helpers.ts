@@ -107,3 +107,49 @@ export function framesOf(data: Buffer): Buffer {
   parts.push(Buffer.alloc(12));
   return Buffer.concat(parts);
 }
+
+/** `vhdsync serve` as its own process: its URL (from the first line it prints) and every line it printed. */
+export interface ServeProcess {
+  url: string;
+  lines: string[];
+  child: import('node:child_process').ChildProcess;
+  /** SIGTERM, then waits for the exit. */
+  stop(): Promise<void>;
+  /** Resolves with the exit of the process. */
+  exited: Promise<number | null>;
+}
+
+/** Starts `vhdsync serve ARGS` and waits until it listens. */
+export function spawnServe(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ServeProcess> {
+  const BIN = path.resolve(process.cwd(), 'bin/vhdsync.js');
+  const child = spawn(process.execPath, [BIN, 'serve', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  let stderr = '';
+  let partial = '';
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return new Promise((resolve, reject) => {
+    child.stderr!.on('data', (d) => (stderr += d));
+    child.stdout!.on('data', (d: Buffer) => {
+      partial += d.toString();
+      const parts = partial.split('\n');
+      partial = parts.pop() ?? '';
+      for (const l of parts) {
+        lines.push(l);
+        const m = /(https?:\/\/[\d.]+:\d+)/.exec(l);
+        if (m && /listening|serving/.test(l)) {
+          resolve({
+            url: m[1],
+            lines,
+            child,
+            exited,
+            stop: async () => {
+              if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+              await exited;
+            },
+          });
+        }
+      }
+    });
+    void exited.then((code) => reject(new Error(`serve exited (${code}) before listening: ${stderr}`)));
+  });
+}

@@ -157,7 +157,7 @@ r = requests.put(u + '/import_raw_vdi?vdi=h.raw&format=raw', data=gen()); r.rais
     expect(t.status).toBe('success');
   });
 
-  it('exports: raw with Content-Length and Range, VHD read by qemu-img and libvhdi, HEAD', async () => {
+  it('exports: raw with Content-Length and Range, VHD read by qemu-img and libvhdi, QCOW2 checked by qemu-img, HEAD', async () => {
     await fresh('e.qcow2', 'qcow2');
     await tool('qemu-img', ['convert', '-n', '-f', 'raw', '-O', 'qcow2', path.join(tmp.dir, 'content.raw'), p('e.qcow2')]);
     const raw = await must('curl', ['-sS', '-D', path.join(tmp.dir, 'h.txt'), url('/export_raw_vdi?vdi=e&format=raw')]);
@@ -173,6 +173,10 @@ r = requests.put(u + '/import_raw_vdi?vdi=h.raw&format=raw', data=gen()); r.rais
     await must('curl', ['-sS', '-o', out, url('/export_raw_vdi/?vdi=e.qcow2&format=VHD')]);
     expect(await tool('qemu-img', ['compare', '--image-opts', `driver=raw,file.filename=${path.join(tmp.dir, 'content.raw')}`, `driver=vpc,force_size_calc=current_size,file.filename=${out}`])).toMatch(/identical/);
     if (PYTHON_VHDI) expect(sha256(await must(PYTHON_VHDI, ['-c', 'import pyvhdi,sys\nf=pyvhdi.file();f.open(sys.argv[1]);sys.stdout.buffer.write(f.read_buffer_at_offset(f.media_size,0))', out]))).toBe(sha256(content));
+    const q = path.join(tmp.dir, 'e-out.qcow2');
+    await must('curl', ['-sS', '-o', q, url('/export_raw_vdi/?vdi=e.qcow2&format=qcow2')]);
+    await tool('qemu-img', ['check', q]);
+    expect(await tool('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', path.join(tmp.dir, 'content.raw'), q])).toMatch(/identical/);
     const head = await must('curl', ['-sS', '-I', url('/export_raw_vdi?vdi=e.qcow2&format=vhd')]);
     expect(head.toString()).toMatch(new RegExp(`Content-Length: ${fs.statSync(out).size}\r\n`));
   });

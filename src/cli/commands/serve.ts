@@ -78,7 +78,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       log: (e) => out(jsonLog ? JSON.stringify({ event: 'request', ...e }) : textLine(e)),
     });
     for (const r of server.recovered) {
-      const what = r.action === 'merged' ? 'finished the merge of an interrupted import' : r.action === 'removed' ? 'removed an unfinished import' : 'left an import another run holds';
+      const what = { merged: 'finished the merge of an interrupted import', removed: 'removed an unfinished import', unlocked: 'removed the lock of a dead run', busy: 'left an import another run holds' }[r.action];
       out(jsonLog ? JSON.stringify({ event: 'recovered', ...r }) : `${r.disk}: ${what} (${r.file})`);
     }
     out(jsonLog ? JSON.stringify({ event: 'listening', url: server.url, dir: args.dir, readOnly: Boolean(args['read-only']) }) : `serving ${args.dir} on ${server.url}${args['read-only'] ? ' (read-only)' : ''}`);
