@@ -1,7 +1,7 @@
 import { promises as fsp, constants as fsc } from 'node:fs';
 import * as path from 'node:path';
 import type { ByteStore, OpenMode, RandomAccessFile, StoreStat, StorePaths } from './store.js';
-import { AlreadyExistsError, fromSystemError } from '../util/errors.js';
+import { AlreadyExistsError, UnsupportedError, fromSystemError } from '../util/errors.js';
 import { PAGE, allocAligned, directSource } from '../util/aligned.js';
 
 /** Writes from other memory are copied through bounce buffers of this size (plus a page for the phase). */
@@ -166,6 +166,19 @@ export class LocalStore implements ByteStore {
       return this.rename(from, to);
     }
     await this.unlink(from);
+  }
+
+  /** FICLONE through copyFile: never a byte copy, so a file system without reflinks fails instead of filling up. */
+  async clone(from: string, to: string): Promise<void> {
+    try {
+      await fsp.copyFile(from, to, fsc.COPYFILE_EXCL | fsc.COPYFILE_FICLONE_FORCE);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EOPNOTSUPP' || code === 'ENOTSUP' || code === 'EXDEV' || code === 'ENOSYS' || code === 'EINVAL' || code === 'ENOTTY') {
+        throw new UnsupportedError('the file system cannot share blocks between files (no reflink support: use XFS with reflink=1 or Btrfs)', path.dirname(to));
+      }
+      throw fromSystemError(err, code === 'EEXIST' ? to : from);
+    }
   }
 
   async unlink(p: string): Promise<void> {

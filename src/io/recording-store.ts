@@ -84,5 +84,11 @@ export function recordingStore(inner: ByteStore, record: (e: StoreEvent) => void
       return inner.mkdirp(path);
     },
     syncDir: (d) => inner.syncDir(d),
+    clone: inner.clone
+      ? async (from, to) => {
+          record({ op: 'create', path: to });
+          return inner.clone!(from, to);
+        }
+      : undefined,
   };
 }

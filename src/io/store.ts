@@ -64,6 +64,11 @@ export interface ByteStore {
    * absent where the store has no Windows spelling.
    */
   windowsPath?(path: string): string;
+  /**
+   * Makes `to` (which must not exist) a copy of `from` that shares its blocks (a reflink: FICLONE), where the file
+   * system can; throws UnsupportedError where it cannot. Absent on stores that never can.
+   */
+  clone?(from: string, to: string): Promise<void>;
 }
 
 /** Path arithmetic for a store (POSIX style for local files on Linux, share-relative for SMB). */

@@ -47,6 +47,11 @@ export interface MergeOptions {
   keepDiff?: boolean;
   /** How VHD virtual sizes are read (`--vhd-size`), for the diff and its parent alike. */
   vhdSize?: OpenOptions['vhdSize'];
+  /**
+   * The content id the merged parent gets (VHD UniqueId / VHDX DataWriteGuid text) instead of a new random one: a
+   * backup repository gives it the diff's own id, so the diff's children then find their content under the parent.
+   */
+  parentContentId?: string;
   /** Called once with the bytes the merge will write (depth-0 extents from the resume point). */
   onTotal?: (bytes: number) => void;
   /** Called with bytes merged as they are. */
@@ -323,7 +328,7 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
         parent: parentLoc.path,
         parentBefore: { contentId: before.contentId, fileSize: before.fileSize, mtimeMs: before.mtimeMs },
         // Durable before the parent carries it, so a resume can tell the id it gave from anyone else's.
-        parentId: parent.setContentId ? randomUUID() : before.contentId,
+        parentId: parent.setContentId ? (opts.parentContentId ?? randomUUID()) : before.contentId,
         step: 'merging',
         doneOffset: 0,
         bytesMerged: 0,

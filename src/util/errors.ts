@@ -105,3 +105,6 @@ export class RequestError extends VhdsyncError {
     super(message, subject);
   }
 }
+
+/** Something in a backup repository is damaged or missing: a manifest, a restore point's image or its metafile. */
+export class RepositoryDamageError extends VhdsyncError {}

@@ -1,0 +1,80 @@
+import type { CommandModule } from 'yargs';
+import { backupMany, checkDiskName, checkPolicy, defaultDiskName, openRepository, type BackupSummary, type ReflinkMode } from '../../repo/index.js';
+import { UsageError, VhdsyncError } from '../../util/errors.js';
+import { createProgress, type Progress } from '../../util/progress.js';
+import { formatSize, parseSize } from '../../util/units.js';
+import { withInputFormat, withVhdSize, type InputFormatArgs, type VhdSizeArgs } from '../options.js';
+import { out, outJson, wantProgress, withJson, type GlobalArgs } from '../output.js';
+import { expandPattern } from './createmeta.js';
+
+interface BackupArgs extends GlobalArgs, InputFormatArgs, VhdSizeArgs {
+  sources: string[];
+  repo: string;
+  name?: string;
+  keep?: number;
+  'keep-daily'?: number;
+  'keep-weekly'?: number;
+  reflink: ReflinkMode;
+  jobs: number;
+  full?: boolean;
+  'block-size'?: string;
+  hash?: 'xxh128' | 'sha256';
+}
+
+/** `vhdsync backup SRC... --repo REPO`: adds a restore point per source disk. */
+export const backupCommand: CommandModule<object, BackupArgs> = {
+  command: 'backup <sources..>',
+  describe: 'add a restore point of each source image to a backup repository (only changed blocks are stored)',
+  builder: (y) =>
+    withJson(withVhdSize(withInputFormat(y)))
+      .positional('sources', { type: 'string', array: true, demandOption: true, describe: 'images (any format, local or SMB), or quoted patterns such as "/vms/*.vhdx"' })
+      .option('repo', { type: 'string', demandOption: true, describe: 'the repository folder (local or SMB); created on first use' })
+      .option('name', { type: 'string', describe: "the disk's name in the repository (one source only; default: the source's file name without extension)" })
+      .option('keep', { type: 'number', describe: 'afterwards, keep only the newest N restore points of each disk backed up' })
+      .option('keep-daily', { type: 'number', describe: 'afterwards, also keep the newest point of each of the last D days that have points' })
+      .option('keep-weekly', { type: 'number', describe: 'afterwards, also keep the newest point of each of the last W weeks that have points' })
+      .option('reflink', { choices: ['auto', 'always', 'never'] as const, default: 'auto' as ReflinkMode, describe: 'make each point a full image sharing unchanged blocks with the previous one (XFS reflink, Btrfs): where possible, required, or never (differencing images)' })
+      .option('jobs', { type: 'number', default: 2, describe: 'disks backed up in parallel' })
+      .option('full', { type: 'boolean', describe: 'store a full point even if the newest point could be built on' })
+      .option('block-size', { type: 'string', describe: "a new disk's metafile block size (default 2M); later points keep the disk's" })
+      .option('hash', { choices: ['xxh128', 'sha256'] as const, describe: "a new disk's metafile digest (default xxh128); later points keep the disk's" }) as never,
+  handler: async (args) => {
+    const sources = [];
+    for (const s of args.sources) sources.push(...(await expandPattern(s)));
+    if (args.name !== undefined && sources.length !== 1) throw new UsageError('--name needs exactly one source (several disks take their names from their files)');
+    if (!Number.isSafeInteger(args.jobs) || args.jobs < 1) throw new UsageError('--jobs must be a whole number of at least 1');
+    const retention = checkPolicy({ keep: args.keep, daily: args['keep-daily'], weekly: args['keep-weekly'] });
+    const hasRetention = retention.keep !== undefined || retention.daily !== undefined || retention.weekly !== undefined;
+    const repo = await openRepository(args.repo, false);
+    const work = sources.map((source) => ({ source, disk: args.name !== undefined ? checkDiskName(args.name) : defaultDiskName(source.store.paths.basename(source.path)) }));
+    const blockSize = args['block-size'] !== undefined ? parseSize(args['block-size'], 'block size') : undefined;
+    // One bar per disk would interleave; with several disks in parallel, no bar.
+    const showBar = wantProgress(args) && work.length === 1;
+    let progress: Progress | null = null;
+    const results = await backupMany(repo, work, args.jobs, () => ({
+      reflink: args.reflink,
+      full: args.full,
+      retention: hasRetention ? retention : undefined,
+      hash: args.hash,
+      blockSize,
+      open: { format: args['input-format'], vhdSize: args['vhd-size'] },
+      onTotal: (n) => (progress = createProgress('backing up', n, showBar)),
+      onProgress: (n) => progress?.advance(n),
+    }));
+    (progress as Progress | null)?.finish();
+    const failed = results.filter((r) => r.error);
+    for (const r of failed) if (!(r.error instanceof VhdsyncError)) throw r.error;
+    if (results.length === 1 && failed.length) throw failed[0].error;
+    const done = results.filter((r) => r.summary).map((r) => r.summary!);
+    if (args.json) outJson(results.length === 1 ? done[0] : { backups: done, failed: failed.map((r) => ({ disk: r.job.disk, error: (r.error as VhdsyncError).describe() })) });
+    else for (const s of done) out(describe(s));
+    for (const r of failed) process.stderr.write(`vhdsync: ${(r.error as VhdsyncError).describe()}\n`);
+    if (failed.length) throw new VhdsyncError(`${failed.length} of ${results.length} disks failed (see above)`);
+  },
+};
+
+function describe(s: BackupSummary): string {
+  const how = s.kind === 'diff' ? `differencing image of ${s.parent}` : s.kind === 'clone' ? 'reflinked full image' : 'full image';
+  const extra = [s.note, s.dropped.length ? `dropped ${s.dropped.join(', ')}` : null, s.finishedInterrupted ? 'finished an interrupted prune first' : null].filter(Boolean);
+  return `${s.disk}: restore point ${s.point} (${how}): ${formatSize(s.changedBytes)} changed, image ${formatSize(s.imageBytes)}; ${s.seconds.toFixed(2)} s${extra.length ? ` (${extra.join('; ')})` : ''}`;
+}

@@ -1,0 +1,49 @@
+import type { CommandModule } from 'yargs';
+import { checkDiskName, checkPolicy, hasRule, openRepository, pruneDisk, type PruneSummary } from '../../repo/index.js';
+import { VhdsyncError } from '../../util/errors.js';
+import { out, outJson, withJson, type GlobalArgs } from '../output.js';
+
+interface PruneArgs extends GlobalArgs {
+  repo: string;
+  name?: string;
+  keep?: number;
+  'keep-daily'?: number;
+  'keep-weekly'?: number;
+}
+
+/** `vhdsync prune --repo REPO [NAME] --keep N`: drops restore points beyond a retention policy. */
+export const pruneCommand: CommandModule<object, PruneArgs> = {
+  command: 'prune [name]',
+  describe: 'drop restore points beyond a retention policy (the oldest is merged forward); without a policy, only finish an interrupted prune',
+  builder: (y) =>
+    withJson(y)
+      .positional('name', { type: 'string', describe: 'only this disk (default: every disk)' })
+      .option('repo', { type: 'string', demandOption: true, describe: 'the repository folder (local or SMB)' })
+      .option('keep', { type: 'number', describe: 'keep the newest N restore points' })
+      .option('keep-daily', { type: 'number', describe: 'keep the newest point of each of the last D days that have points' })
+      .option('keep-weekly', { type: 'number', describe: 'keep the newest point of each of the last W weeks that have points' }) as never,
+  handler: async (args) => {
+    const policy = checkPolicy({ keep: args.keep, daily: args['keep-daily'], weekly: args['keep-weekly'] });
+    const repo = await openRepository(args.repo);
+    const disks = args.name !== undefined ? [checkDiskName(args.name)] : await repo.listDisks();
+    const done: PruneSummary[] = [];
+    const failed: string[] = [];
+    for (const disk of disks) {
+      try {
+        done.push(await pruneDisk(repo, disk, policy));
+      } catch (err) {
+        if (disks.length === 1 || !(err instanceof VhdsyncError)) throw err;
+        failed.push(err.describe());
+        process.stderr.write(`vhdsync: ${err.describe()}\n`);
+      }
+    }
+    if (args.json) outJson(args.name !== undefined ? done[0] : { disks: done, failed });
+    else {
+      for (const s of done) {
+        const what = s.dropped.length ? `dropped ${s.dropped.join(', ')} (${s.folded} merged forward)` : hasRule(policy) ? 'nothing to drop' : 'no policy given: nothing dropped';
+        out(`${s.disk}: ${what}; ${s.kept.length} restore point${s.kept.length === 1 ? '' : 's'} kept${s.finishedInterrupted ? '; finished an interrupted prune first' : ''}`);
+      }
+    }
+    if (failed.length) throw new VhdsyncError(`${failed.length} of ${disks.length} disks failed (see above)`);
+  },
+};

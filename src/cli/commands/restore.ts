@@ -1,0 +1,55 @@
+import type { CommandModule } from 'yargs';
+import { parseLocation } from '../../io/location.js';
+import { checkDiskName, listRepository, openRepository, restorePoint } from '../../repo/index.js';
+import { UsageError } from '../../util/errors.js';
+import { createProgress, type Progress } from '../../util/progress.js';
+import { formatSize } from '../../util/units.js';
+import { formatForOutput, OUTPUT_FORMATS } from '../options.js';
+import { out, outJson, wantProgress, withJson, type GlobalArgs } from '../output.js';
+
+interface RestoreArgs extends GlobalArgs {
+  repo: string;
+  name?: string;
+  at?: string;
+  to: string;
+  format?: string;
+  force?: boolean;
+  verify?: boolean;
+}
+
+/** `vhdsync restore --repo REPO NAME --to DST`: writes the disk as it was at a restore point. */
+export const restoreCommand: CommandModule<object, RestoreArgs> = {
+  command: 'restore [name]',
+  describe: 'write a disk as it was at a restore point into a new image (every block checked against the point\'s metafile)',
+  builder: (y) =>
+    withJson(y)
+      .positional('name', { type: 'string', describe: 'the disk (may be left out when the repository holds one disk)' })
+      .option('repo', { type: 'string', demandOption: true, describe: 'the repository folder (local or SMB)' })
+      .option('at', { type: 'string', describe: 'a restore point id, or a time (the newest point at or before it); default the newest point' })
+      .option('to', { type: 'string', demandOption: true, describe: 'the image to write (local or SMB)' })
+      .option('format', { choices: OUTPUT_FORMATS, describe: 'output format (default: from the extension of --to)' })
+      .option('force', { type: 'boolean', describe: 'replace --to if it exists' })
+      .option('verify', { type: 'boolean', default: true, describe: 'check every block against the point\'s metafile (--no-verify writes a point whose metafile is lost)' }) as never,
+  handler: async (args) => {
+    const repo = await openRepository(args.repo);
+    let name = args.name;
+    if (name === undefined) {
+      const disks = (await listRepository(repo)).disks.map((d) => d.name);
+      if (disks.length !== 1) throw new UsageError(`name the disk to restore (the repository holds ${disks.length ? disks.join(', ') : 'none'})`);
+      name = disks[0];
+    }
+    const format = formatForOutput(args.to, args.format);
+    let progress: Progress | null = null;
+    const s = await restorePoint(repo, checkDiskName(name), await parseLocation(args.to), {
+      at: args.at,
+      format,
+      force: args.force,
+      verify: args.verify,
+      onTotal: (n) => (progress = createProgress('restoring', n, wantProgress(args))),
+      onProgress: (n) => progress?.advance(n),
+    });
+    (progress as Progress | null)?.finish();
+    if (args.json) outJson(s);
+    else out(`restored ${s.disk} at ${s.point} (${s.time}) to ${s.destination} (${s.format}): ${formatSize(s.bytesWritten)} of data written${s.verified ? ', every block checked' : ', NOT checked (--no-verify)'}; ${s.seconds.toFixed(2)} s`);
+  },
+};

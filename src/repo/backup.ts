@@ -1,0 +1,216 @@
+/**
+ * `backup`: adds a restore point per source. One pass over the source hashes every block (as `copy --createmeta`
+ * does) and compares it with the newest point's list; the blocks that differ go into the new point, which is a
+ * differencing image of the newest point, a reflinked clone of it, or (first point) a full sparse image.
+ */
+import type { Disk, OpenOptions } from '../formats/disk.js';
+import { openDisk } from '../formats/open.js';
+import { displayLocation, type Location } from '../io/location.js';
+import { checkFresh, createMetafile, DEFAULT_BLOCK_SIZE, type Metafile } from '../meta/index.js';
+import { DigestCursor } from '../sync/plan.js';
+import { UnsupportedError, UsageError, VhdsyncError } from '../util/errors.js';
+import type { ReflinkMode, RepoBackend } from './backend.js';
+import { emptyManifest, type DiskManifest, type PointKind, type RestorePoint } from './manifest.js';
+import { newPointId } from './names.js';
+import { applyPolicy, settle } from './prune.js';
+import { checkPolicy, type RetentionPolicy } from './retention.js';
+
+/** Options for backupDisk. */
+export interface BackupOptions {
+  reflink?: ReflinkMode;
+  /** Store a full point even when the newest point could be built on. */
+  full?: boolean;
+  /** After the backup, drop points beyond this policy. */
+  retention?: RetentionPolicy;
+  /** For a disk's first point only (later points keep the disk's settings): metafile digest and block size. */
+  hash?: 'xxh128' | 'sha256';
+  blockSize?: number;
+  open?: OpenOptions;
+  /** The point's time (tests); default now. */
+  now?: () => Date;
+  onTotal?: (bytes: number) => void;
+  onProgress?: (bytes: number) => void;
+}
+
+/** What one backup did. */
+export interface BackupSummary {
+  disk: string;
+  source: string;
+  point: string;
+  time: string;
+  kind: PointKind;
+  parent: string | null;
+  virtualSize: number;
+  /** Virtual bytes that differ from the previous point (first point: the bytes that are not zero). */
+  changedBytes: number;
+  /** Of those, written as data and as zeros. */
+  dataBytes: number;
+  zeroBytes: number;
+  /** Bytes read from the source (zero and unallocated extents are not read). */
+  bytesRead: number;
+  /** Size of the point's image file. */
+  imageBytes: number;
+  /** Why the point is full although an earlier point exists, when it is. */
+  note: string | null;
+  /** Points dropped by --keep. */
+  dropped: string[];
+  /** An interrupted prune step of an earlier run was finished first. */
+  finishedInterrupted: boolean;
+  /** Leftovers of killed runs that were removed. */
+  removed: string[];
+  seconds: number;
+}
+
+/** Checks what a VHDX point can hold: VHDX has 512- and 4096-byte logical sectors and at most 64 TiB. */
+function checkPointable(src: Disk): void {
+  if (src.logicalSectorSize !== 512 && src.logicalSectorSize !== 4096) {
+    throw new UnsupportedError(`logical sector size ${src.logicalSectorSize}: restore points are VHDX images, which have 512 or 4096`, displayLocation(src.location));
+  }
+  if (src.virtualSize > 64 * 2 ** 40) throw new UnsupportedError('larger than 64 TiB, the most a VHDX restore point holds', displayLocation(src.location));
+}
+
+/**
+ * The newest point's list, when the new point can build on it: same virtual size, the list present, readable and
+ * fresh for its image. Otherwise null and the reason, and the new point is full.
+ */
+async function baseOf(repo: RepoBackend, disk: string, m: DiskManifest, src: Disk, full: boolean): Promise<{ base: RestorePoint | null; list: Metafile | null; note: string | null }> {
+  const newest = m.points[m.points.length - 1];
+  if (!newest || full) return { base: null, list: null, note: newest ? 'full point asked for (--full)' : null };
+  if (newest.virtualSize !== src.virtualSize) return { base: null, list: null, note: `virtual size changed (${newest.virtualSize} -> ${src.virtualSize} bytes)` };
+  let list: Metafile | null = null;
+  try {
+    list = await repo.openList(disk, newest, { virtualSize: src.virtualSize, logicalSectorSize: src.logicalSectorSize });
+    if (list.summary.blockSize !== m.blockSize || list.summary.algorithm !== m.hash) throw new UsageError('its list has other settings than the disk');
+    const image = await repo.openPoint(disk, newest);
+    try {
+      await checkFresh(list, image);
+    } finally {
+      await image.close();
+    }
+    return { base: newest, list, note: null };
+  } catch (err) {
+    await list?.close();
+    if (!(err instanceof VhdsyncError)) throw err;
+    return { base: null, list: null, note: `newest point ${newest.id} cannot be built on (${err.describe()})` };
+  }
+}
+
+/** Backs up `source` as disk `disk` of `repo`: one new restore point, then the retention policy if given. */
+export async function backupDisk(repo: RepoBackend, source: Location, disk: string, opts: BackupOptions = {}): Promise<BackupSummary> {
+  const started = Date.now();
+  if (opts.retention) checkPolicy(opts.retention);
+  await repo.exists(true);
+  const session = await repo.lockDisk(disk, 'backup');
+  try {
+    const existing = await repo.readManifest(disk);
+    let m = existing ?? emptyManifest(disk, opts.hash ?? 'xxh128', opts.blockSize ?? DEFAULT_BLOCK_SIZE);
+    const settled = existing ? await settle(session, m) : { manifest: m, finished: false, removed: await session.sweep(m) };
+    m = settled.manifest;
+    const src = await openDisk(source, opts.open);
+    const { base, list, note } = await baseOf(repo, disk, m, src, Boolean(opts.full)).catch(async (err) => {
+      await src.close();
+      throw err;
+    });
+    try {
+      checkPointable(src);
+      const time = opts.now?.() ?? new Date();
+      const id = newPointId(time, m.points.map((p) => p.id));
+      const stats = { changedBytes: 0, dataBytes: 0, zeroBytes: 0, bytesRead: 0 };
+      const spec = { base, reflink: opts.reflink ?? 'auto', virtualSize: src.virtualSize, logicalSectorSize: src.logicalSectorSize, blockSize: m.blockSize } as const;
+      const hash = m.hash;
+      const blockSize = m.blockSize;
+      const written = await session.writePoint(id, spec, async (image, listAt) => {
+        const cursor = list ? new DigestCursor(list) : null;
+        opts.onTotal?.(src.virtualSize);
+        await createMetafile(src, {
+          algorithm: hash,
+          blockSize,
+          target: listAt,
+          onProgress: opts.onProgress,
+          onBlock: async (b) => {
+            if (b.read) stats.bytesRead += b.length;
+            if (cursor) {
+              if (b.digest.equals(await cursor.digest(b.index))) return;
+            } else if (b.state !== 'data') {
+              return; // a new full image reads zeros already
+            }
+            stats.changedBytes += b.length;
+            if (b.state === 'data') {
+              await image.write(b.offset, b.data!);
+              stats.dataBytes += b.length;
+            } else {
+              await image.writeZeroes(b.offset, b.length);
+              stats.zeroBytes += b.length;
+            }
+          },
+        });
+      });
+      const point: RestorePoint = {
+        id,
+        time: time.toISOString(),
+        image: written.image,
+        kind: written.kind,
+        parent: written.parent,
+        virtualSize: src.virtualSize,
+        changedBytes: stats.changedBytes,
+        source: displayLocation(source),
+      };
+      // The point exists from this write on, and only from it.
+      m = { ...m, generation: m.generation + 1, points: [...m.points, point] };
+      await session.writeManifest(m);
+      const pruned = opts.retention ? await applyPolicy(session, m, opts.retention) : { dropped: [], removed: [] };
+      return {
+        disk,
+        source: point.source,
+        point: id,
+        time: point.time,
+        kind: point.kind,
+        parent: point.parent,
+        virtualSize: point.virtualSize,
+        ...stats,
+        imageBytes: (await repo.pointSize(disk, point)) ?? 0,
+        note,
+        dropped: pruned.dropped,
+        finishedInterrupted: settled.finished,
+        removed: [...settled.removed, ...pruned.removed],
+        seconds: (Date.now() - started) / 1000,
+      };
+    } finally {
+      await list?.close();
+      await src.close();
+    }
+  } finally {
+    await session.release();
+  }
+}
+
+/** One source of a multi-disk backup and the disk it goes to. */
+export interface BackupJob {
+  source: Location;
+  disk: string;
+}
+
+/** Backs up several disks, up to `jobs` at a time; one failing does not stop the others. */
+export async function backupMany(repo: RepoBackend, work: BackupJob[], jobs: number, opts: (job: BackupJob) => BackupOptions): Promise<Array<{ job: BackupJob; summary?: BackupSummary; error?: unknown }>> {
+  const names = new Set<string>();
+  for (const w of work) {
+    if (names.has(w.disk)) throw new UsageError(`two sources would be backed up as disk '${w.disk}': give them different file names, or back them up one at a time with --name`);
+    names.add(w.disk);
+  }
+  // Created once before the jobs start, so parallel first backups do not race to make it.
+  await repo.exists(true);
+  const results: Array<{ job: BackupJob; summary?: BackupSummary; error?: unknown }> = work.map((job) => ({ job }));
+  let nextJob = 0;
+  const worker = async () => {
+    while (nextJob < work.length) {
+      const r = results[nextJob++];
+      try {
+        r.summary = await backupDisk(repo, r.job.source, r.job.disk, opts(r.job));
+      } catch (err) {
+        r.error = err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, work.length)) }, worker));
+  return results;
+}
