@@ -1,18 +1,64 @@
-import yargs from 'yargs';
-import { commands } from './commands/index.js';
+import { CommandNotLoaded, isCommandName, loadCommands } from './commands/index.js';
+import type { CommandName } from './commands/catalog.js';
 import { rewriteLegacyArgs } from './legacy.js';
 import { joinDashValues } from './stream-endpoints.js';
 import { EXIT_USAGE, reportError } from './run.js';
 import { setQuiet } from './output.js';
 import { UsageError } from '../util/errors.js';
-import '../formats/index.js';
-import { closeAllSmbSessions } from '../io/schemes.js';
+import { packageVersion } from '../meta/version.js';
+
+/** The global options that take a value (all others are flags): needed to find the command word before parsing. */
+const VALUED_GLOBALS = new Set(['--smb-credentials']);
+
+/** The subcommand an argument list runs (the first word that is neither an option nor a global option's value). */
+export function commandWordIn(args: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '--') return args[i + 1];
+    if (!a.startsWith('-')) return a;
+    if (VALUED_GLOBALS.has(a)) i++;
+  }
+  return undefined;
+}
 
 /** Runs the command line and returns the exit code (never calls process.exit itself). */
 export async function main(argv: string[]): Promise<number> {
   const args = joinDashValues(rewriteLegacyArgs(argv));
+  // Scripts ask for the version to tell which build they run: answer without loading the parser.
+  if (args.length === 1 && args[0] === '--version') {
+    process.stdout.write(packageVersion() + '\n');
+    return 0;
+  }
   const debug = args.includes('--debug');
+  const word = commandWordIn(args);
   let code = 0;
+  let loaded = false;
+  try {
+    const name = isCommandName(word) ? word : undefined;
+    loaded = name !== undefined;
+    try {
+      await parse(args, name);
+    } catch (err) {
+      if (!(err instanceof CommandNotLoaded)) throw err;
+      loaded = true;
+      await parse(args, err.command);
+    }
+  } catch (err) {
+    if (!(err instanceof UsageError) && isYargsValidation(err)) {
+      process.stderr.write(`vhdsync: ${oneLine((err as Error).message)}\n`);
+      return EXIT_USAGE;
+    }
+    code = reportError(err, debug);
+  } finally {
+    // Only a command that ran can have opened SMB sessions.
+    if (loaded) await (await import('../io/schemes.js')).closeAllSmbSessions().catch(() => {});
+  }
+  return code;
+}
+
+/** Parses and runs the command line with `name` loaded (every other command listed for --help only). */
+async function parse(args: string[], name: CommandName | undefined): Promise<void> {
+  const [{ default: yargs }, commands] = await Promise.all([import('yargs'), loadCommands(name)]);
   setQuiet(false);
   const parser = yargs(args)
     .scriptName('vhdsync')
@@ -35,25 +81,14 @@ export async function main(argv: string[]): Promise<number> {
     .recommendCommands()
     .help()
     .alias('h', 'help')
-    .version()
+    .version(packageVersion())
     .epilog('Exit codes: 0 success, 1 operation failed, 2 usage error. See docs/cli.md.')
     .wrap(Math.min(110, process.stdout.columns ?? 100))
     .exitProcess(false)
     .fail((msg, err) => {
       throw err ?? new UsageError(oneLine(msg));
     });
-  try {
-    await parser.parseAsync();
-  } catch (err) {
-    if (!(err instanceof UsageError) && isYargsValidation(err)) {
-      process.stderr.write(`vhdsync: ${oneLine((err as Error).message)}\n`);
-      return EXIT_USAGE;
-    }
-    code = reportError(err, debug);
-  } finally {
-    await closeAllSmbSessions().catch(() => {});
-  }
-  return code;
+  await parser.parseAsync();
 }
 
 /** yargs words some messages over several lines ("Invalid values:\n  Argument: ..."); errors here are one line. */

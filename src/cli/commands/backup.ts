@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { CATALOG } from './catalog.js';
 import { backupMany, checkDiskName, checkPolicy, defaultDiskName, openRepository, type BackupSummary, type ReflinkMode } from '../../repo/index.js';
 import { UsageError, VhdsyncError } from '../../util/errors.js';
 import { createProgress, type Progress } from '../../util/progress.js';
@@ -23,8 +24,7 @@ interface BackupArgs extends GlobalArgs, InputFormatArgs, VhdSizeArgs {
 
 /** `vhdsync backup SRC... --repo REPO`: adds a restore point per source disk. */
 export const backupCommand: CommandModule<object, BackupArgs> = {
-  command: 'backup <sources..>',
-  describe: 'add a restore point of each source image to a backup repository (only changed blocks are stored)',
+  ...CATALOG.backup,
   builder: (y) =>
     withJson(withVhdSize(withInputFormat(y)))
       .positional('sources', { type: 'string', array: true, demandOption: true, describe: 'images (any format, local or SMB), or quoted patterns such as "/vms/*.vhdx"' })

@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { CATALOG } from './catalog.js';
 import { openDisk } from '../../formats/index.js';
 import type { OpenOptions } from '../../formats/disk.js';
 import { displayLocation, parseLocation, type Location } from '../../io/location.js';
@@ -14,8 +15,7 @@ interface CheckArgs extends OpenArgs, GlobalArgs {
 
 /** `vhdsync check`: how much a copy from SOURCE onto TARGET would move, from their metafiles. */
 export const checkCommand: CommandModule<object, CheckArgs> = {
-  command: 'check <source> <target>',
-  describe: "compare two images' metafiles and report the blocks and bytes that differ (exit 0 either way)",
+  ...CATALOG.check,
   builder: (y) =>
     withJson(withOpenOptions(y, true))
       .positional('source', { type: 'string', demandOption: true, describe: 'source image, or its metafile' })

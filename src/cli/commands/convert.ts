@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { CATALOG } from './catalog.js';
 import { createDisk, openDisk } from '../../formats/index.js';
 import { copyDiskContent } from '../../formats/transfer.js';
 import { displayLocation, parseLocation } from '../../io/location.js';
@@ -21,8 +22,7 @@ interface ConvertArgs extends OpenArgs, GlobalArgs {
 
 /** `vhdsync convert`: flattens an image (and its chain) into a new image of any format. */
 export const convertCommand: CommandModule<object, ConvertArgs> = {
-  command: 'convert <src> <dst>',
-  describe: 'copy an image (flattening its parent chain) into a new raw, VHD or VHDX image',
+  ...CATALOG.convert,
   builder: (y) =>
     withJson(withOpenOptions(y))
       .positional('src', { type: 'string', demandOption: true })

@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { CATALOG } from './catalog.js';
 import { parseLocation } from '../../io/location.js';
 import { copyToDiff } from '../../sync/copy.js';
 import { createProgress, type Progress } from '../../util/progress.js';
@@ -16,8 +17,7 @@ interface CopyArgs extends GlobalArgs, InputFormatArgs, VhdSizeArgs {
 
 /** `vhdsync copy SOURCE TARGET`: writes the changed blocks as a differencing image parented on TARGET. */
 export const copyCommand: CommandModule<object, CopyArgs> = {
-  command: 'copy <source> <target>',
-  describe: 'write the blocks where SOURCE differs from TARGET into TARGET_diff.<ext>, a differencing image on TARGET',
+  ...CATALOG.copy,
   builder: (y) =>
     withJson(withVhdSize(withInputFormat(y, true)))
       .positional('source', { type: 'string', demandOption: true, describe: 'the new content (raw, VHD or VHDX; any chain)' })

@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { CATALOG } from './catalog.js';
 import { createDisk, openDisk } from '../../formats/index.js';
 import type { Disk } from '../../formats/disk.js';
 import { parseLocation, displayLocation } from '../../io/location.js';
@@ -23,8 +24,7 @@ interface CreateArgs extends OpenArgs {
 
 /** `vhdsync create`: a new empty image, or a differencing image on a parent. */
 export const createCommand: CommandModule<object, CreateArgs> = {
-  command: 'create <file>',
-  describe: 'create an empty image (fixed or dynamic) or a differencing image on --parent',
+  ...CATALOG.create,
   builder: (y) =>
     withJson(withOpenOptions(y))
       .positional('file', { type: 'string', demandOption: true, describe: 'image to create' })

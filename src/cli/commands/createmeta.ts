@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { CATALOG } from './catalog.js';
 import { openDisk } from '../../formats/index.js';
 import { displayLocation, parseLocation, withPath, type Location } from '../../io/location.js';
 import { createMetafile, describeCreated, METAFILE_SUFFIX, NATIVE_ALGORITHMS, type CreateMetafileResult, type MetafileLayout } from '../../meta/index.js';
@@ -17,8 +18,7 @@ interface CreatemetaArgs extends OpenArgs, GlobalArgs {
 
 /** `vhdsync createmeta`: hashes images into `<image>.blocklist.bin`. */
 export const createmetaCommand: CommandModule<object, CreatemetaArgs> = {
-  command: 'createmeta <files..>',
-  describe: 'hash images block by block into <image>.blocklist.bin (quoted wildcards * and ? are expanded)',
+  ...CATALOG.createmeta,
   builder: (y) =>
     withJson(withOpenOptions(y))
       .positional('files', { type: 'string', array: true, demandOption: true, describe: 'images, or quoted patterns such as "/vms/*.vhdx"' })

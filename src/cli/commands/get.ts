@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { CATALOG } from './catalog.js';
 import { openDisk } from '../../formats/index.js';
 import type { Disk } from '../../formats/disk.js';
 import { displayLocation } from '../../io/location.js';
@@ -30,8 +31,7 @@ const kebab = (k: string) => k.replace(/([a-z0-9])([A-Z])/g, '$1-$2').toLowerCas
 
 /** `vhdsync get FILE FIELD`: one field, printed bare for scripts (like `vhd-tool get`). */
 export const getCommand: CommandModule<object, GetArgs> = {
-  command: 'get <file> <field>',
-  describe: 'print one field of an image (virtual-size, format, type, block-size, uuid, parent, ...)',
+  ...CATALOG.get,
   builder: (y) =>
     withOpenOptions(y, true)
       .positional('file', { type: 'string', demandOption: true })

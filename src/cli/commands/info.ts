@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { CATALOG } from './catalog.js';
 import { chainOf, openDisk } from '../../formats/index.js';
 import type { Disk, DiskInfo } from '../../formats/disk.js';
 import { displayLocation } from '../../io/location.js';
@@ -46,8 +47,7 @@ export function renderInfo(info: DiskInfo): string[] {
 
 /** `vhdsync info`: what an image is, like `vhd-tool info` and `qemu-img info`. */
 export const infoCommand: CommandModule<object, InfoArgs> = {
-  command: 'info <file>',
-  describe: 'show format, type, sizes, ids, parent and allocation of an image',
+  ...CATALOG.info,
   builder: (y) => withJson(withOpenOptions(y, true)).positional('file', { type: 'string', demandOption: true }) as never,
   handler: async (args) => {
     const disk = await openDisk(args.file, openOptionsFrom(args));

@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { CATALOG } from './catalog.js';
 import { checkDiskName, listRepository, openRepository } from '../../repo/index.js';
 import { VhdsyncError } from '../../util/errors.js';
 import { formatSize } from '../../util/units.js';
@@ -11,8 +12,7 @@ interface ListArgs extends GlobalArgs {
 
 /** `vhdsync list --repo REPO [NAME]`: disks and restore points. */
 export const listCommand: CommandModule<object, ListArgs> = {
-  command: 'list [name]',
-  describe: "show a backup repository's disks and their restore points, oldest first",
+  ...CATALOG.list,
   builder: (y) =>
     withJson(y)
       .positional('name', { type: 'string', describe: 'only this disk' })

@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { CATALOG } from './catalog.js';
 import { parseLocation } from '../../io/location.js';
 import { mergeDiff } from '../../sync/merge.js';
 import { createProgress, type Progress } from '../../util/progress.js';
@@ -13,8 +14,7 @@ interface MergeArgs extends GlobalArgs, VhdSizeArgs {
 
 /** `vhdsync merge DIFF`: folds a differencing image into its parent and rotates the metafile; reruns resume. */
 export const mergeCommand: CommandModule<object, MergeArgs> = {
-  command: 'merge <diff>',
-  describe: 'fold a differencing image into its parent (crash-safe; rerun to resume) and rotate the metafile',
+  ...CATALOG.merge,
   builder: (y) =>
     withJson(withVhdSize(y))
       .positional('diff', { type: 'string', demandOption: true, describe: 'the differencing image (e.g. TARGET_diff.vhdx)' })

@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { CATALOG } from './catalog.js';
 import { checkDiskName, checkPolicy, hasRule, openRepository, pruneDisk, type PruneSummary } from '../../repo/index.js';
 import { VhdsyncError } from '../../util/errors.js';
 import { out, outJson, withJson, type GlobalArgs } from '../output.js';
@@ -13,8 +14,7 @@ interface PruneArgs extends GlobalArgs {
 
 /** `vhdsync prune --repo REPO [NAME] --keep N`: drops restore points beyond a retention policy. */
 export const pruneCommand: CommandModule<object, PruneArgs> = {
-  command: 'prune [name]',
-  describe: 'drop restore points beyond a retention policy (the oldest is merged forward); without a policy, only finish an interrupted prune',
+  ...CATALOG.prune,
   builder: (y) =>
     withJson(y)
       .positional('name', { type: 'string', describe: 'only this disk (default: every disk)' })

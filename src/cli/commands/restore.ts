@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { CATALOG } from './catalog.js';
 import { parseLocation } from '../../io/location.js';
 import { checkDiskName, listRepository, openRepository, restorePoint } from '../../repo/index.js';
 import { UsageError } from '../../util/errors.js';
@@ -19,8 +20,7 @@ interface RestoreArgs extends GlobalArgs {
 
 /** `vhdsync restore --repo REPO NAME --to DST`: writes the disk as it was at a restore point. */
 export const restoreCommand: CommandModule<object, RestoreArgs> = {
-  command: 'restore [name]',
-  describe: 'write a disk as it was at a restore point into a new image (every block checked against the point\'s metafile)',
+  ...CATALOG.restore,
   builder: (y) =>
     withJson(y)
       .positional('name', { type: 'string', describe: 'the disk (may be left out when the repository holds one disk)' })

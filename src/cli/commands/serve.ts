@@ -3,6 +3,7 @@
  * /export_raw_vdi (src/serve/). `serve --hash-password` makes a line for the credentials file.
  */
 import type { CommandModule } from 'yargs';
+import { CATALOG } from './catalog.js';
 import { readFileSync } from 'node:fs';
 import { parseLocation } from '../../io/location.js';
 import { loadCredentials } from '../../serve/auth.js';
@@ -28,8 +29,7 @@ interface ServeArgs extends GlobalArgs {
 }
 
 export const serveCommand: CommandModule<object, ServeArgs> = {
-  command: 'serve [dir]',
-  describe: "serve the images in DIR over HTTP(S) as XAPI's /import_raw_vdi and /export_raw_vdi do (imports into VHD/VHDX/QCOW2 are all or nothing)",
+  ...CATALOG.serve,
   builder: (y) =>
     y
       .positional('dir', { type: 'string', describe: 'folder of images (local path or smb://)' })

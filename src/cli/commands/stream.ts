@@ -4,6 +4,7 @@
  * relative to a base, each in one pass whose length is known before the first byte.
  */
 import type { CommandModule } from 'yargs';
+import { CATALOG } from './catalog.js';
 import { createDisk, openDisk } from '../../formats/index.js';
 import type { Disk, DiskFormat } from '../../formats/disk.js';
 import { displayLocation, type Location } from '../../io/location.js';
@@ -67,8 +68,7 @@ interface StreamSummary {
 }
 
 export const streamCommand: CommandModule<object, StreamArgs> = {
-  command: 'stream',
-  describe: "send an image (full or relative to a base) as raw, a VHD stream, QCOW2 or XAPI chunked frames to a file, a pipe or HTTP(S), as vhd-tool's stream does",
+  ...CATALOG.stream,
   builder: (y) =>
     withHttpOptions(withOpenFlags(y))
       .option('source', { type: 'string', default: 'stdin:', describe: 'image, path, file://, smb://, http(s):// URL, or stdin: / -' })

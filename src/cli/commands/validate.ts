@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { CATALOG } from './catalog.js';
 import type { Disk } from '../../formats/disk.js';
 import { openDisk } from '../../formats/index.js';
 import { displayLocation } from '../../io/location.js';
@@ -27,8 +28,7 @@ interface ValidateArgs extends OpenArgs, GlobalArgs {
 
 /** `vhdsync validate`: re-hashes an image and lists the blocks its metafile gets wrong. */
 export const validateCommand: CommandModule<object, ValidateArgs> = {
-  command: 'validate <file>',
-  describe: 're-hash an image and list block ranges that differ from its metafile (exit 1 if any); --createmeta rewrites it',
+  ...CATALOG.validate,
   builder: (y) =>
     withJson(withOpenOptions(y, true))
       .positional('file', { type: 'string', demandOption: true, describe: 'the image' })

@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { CATALOG } from './catalog.js';
 import { checkDiskName, openRepository, verifyDisk, type DiskReport } from '../../repo/index.js';
 import { VhdsyncError } from '../../util/errors.js';
 import { out, outJson, withJson, type GlobalArgs } from '../output.js';
@@ -10,8 +11,7 @@ interface VerifyArgs extends GlobalArgs {
 
 /** `vhdsync verify --repo REPO [NAME]`: re-hashes every restore point against its metafile; exit 1 on damage. */
 export const verifyCommand: CommandModule<object, VerifyArgs> = {
-  command: 'verify [name]',
-  describe: 'check every restore point of a backup repository against its metafile (exit 1 on damage)',
+  ...CATALOG.verify,
   builder: (y) =>
     withJson(y)
       .positional('name', { type: 'string', describe: 'only this disk (default: every disk)' })

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { UsageError } from '../../util/errors.js';
 import { registerScheme, type Location, type LocationScheme } from '../location.js';
 import { SmbClient } from './client.js';
+import { isSmbLocation } from './location-syntax.js';
 import type { NtlmCredentials } from './ntlm-messages.js';
 import { SmbStore } from './store.js';
 
@@ -165,7 +166,7 @@ export async function closeAllSmbSessions(): Promise<void> {
 
 /** The `smb://` and `\\host\share` location scheme. */
 export const smbScheme: LocationScheme = {
-  matches: (text) => /^smb:\/\//i.test(text) || text.startsWith('\\\\'),
+  matches: isSmbLocation,
   parse(text): Location {
     const parts = parseSmbLocation(text);
     return { store: storeFor(parts), path: parts.path };
