@@ -25,6 +25,16 @@ export interface Extent {
 }
 
 /**
+ * Where a run of virtual content is stored: `length` bytes of the local file `path` from `fileOffset` (a file
+ * that ends early reads as zeros past its end), or zeros when `path` is null.
+ */
+export interface FileRun {
+  length: number;
+  path: string | null;
+  fileOffset: number;
+}
+
+/**
  * What identifies one version of an image's content, recorded in metafiles so a stale one is
  * detected. `contentId` changes whenever the format says the content changed (VHDX DataWriteGuid);
  * file size and mtime catch writers that do not update it.
@@ -78,6 +88,12 @@ export interface Disk {
    */
   setContentId?(id: string): Promise<void>;
   info(): Promise<DiskInfo>;
+  /**
+   * [offset, offset+length) as runs of local files' bytes and zeros, through the parent chain, so a reader can read
+   * the files itself (meta/hash-direct.ts); null when part of it is not a plain byte range of a local file as it
+   * is now (another store, compressed clusters, a log replayed in memory, writes not yet flushed).
+   */
+  mapFile?(offset: number, length: number): Promise<FileRun[] | null>;
 }
 
 /** Options for opening images. */

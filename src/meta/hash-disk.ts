@@ -2,22 +2,20 @@
  * The hashing pipeline: walks a disk block by block, never reading what the allocation tables say is unallocated
  * or zero, keeping several large reads in flight while the current chunk is hashed.
  */
-import { availableParallelism } from 'node:os';
-import type { Disk, Extent } from '../formats/disk.js';
+import type { Disk } from '../formats/disk.js';
 import { allocAligned } from '../util/aligned.js';
 import { prefetch } from '../util/prefetch.js';
 import { isAllZero } from '../util/struct.js';
 import type { BlockState } from './entries.js';
 import { digestBlock, zeroDigest, type HashAlgorithm } from './hashers.js';
 import { HashPool } from './hash-pool.js';
-import { canHashDirectly, hashRawDirectly } from './hash-raw.js';
+import { planRuns, type Run } from './block-runs.js';
+import { canHashDirectly, hashDirectly } from './hash-direct.js';
 
 /** Reads are at least this large (several blocks at once when blocks are small): few async calls, and buffers small enough to stay warm in cache between the read and the hash (2 MiB measured best; docs/performance.md). */
 export const DEFAULT_CHUNK = 2 << 20;
 /** Reads in flight besides the chunk being hashed: enough to keep the disk busy, memory = (n + 1) chunks. */
 export const DEFAULT_READ_AHEAD = 3;
-/** `status` is asked about this much of the disk at a time, so huge fragmented images need no huge extent list. */
-const STATUS_WINDOW = 1 << 30;
 
 /** Options for hashDisk. */
 export interface HashOptions {
@@ -31,8 +29,8 @@ export interface HashOptions {
   /** Worker threads that compute digests beside the reads; 0 (default) hashes on the calling thread. */
   workers?: number;
   /**
-   * Local raw images (without `withData`) are read and hashed by worker threads directly (hash-raw.ts) when
-   * there are 2+ cores; false forces the generic pipeline.
+   * Images whose data lies in local files (raw, VHD/VHDX chains; without `withData`) are read and hashed from
+   * those files directly (hash-direct.ts, on `workers` threads or this one); false forces the generic pipeline.
    */
   direct?: boolean;
 }
@@ -51,13 +49,6 @@ export interface HashedBlock {
   data?: Buffer;
 }
 
-/** A run of consecutive blocks handled alike. */
-interface Run {
-  first: number;
-  count: number;
-  kind: 'read' | 'unallocated' | 'zero';
-}
-
 interface Loaded {
   run: Run;
   data: Buffer | null;
@@ -73,9 +64,8 @@ interface Loaded {
  */
 export async function* hashDisk(disk: Disk, opts: HashOptions): AsyncGenerator<HashedBlock> {
   const { blockSize, algorithm } = opts;
-  const cores = availableParallelism();
-  if (opts.direct !== false && !opts.withData && cores > 1 && canHashDirectly(disk)) {
-    yield* hashRawDirectly(disk, algorithm, blockSize, Math.min(4, cores));
+  if (opts.direct !== false && !opts.withData && canHashDirectly(disk)) {
+    yield* hashDirectly(disk, algorithm, blockSize, Math.min(4, Math.max(0, opts.workers ?? 0)));
     return;
   }
   const blocksPerRead = Math.max(1, Math.floor((opts.chunkSize ?? DEFAULT_CHUNK) / blockSize));
@@ -135,44 +125,4 @@ export async function* hashDisk(disk: Disk, opts: HashOptions): AsyncGenerator<H
   } finally {
     await hashPool?.close();
   }
-}
-
-/** Classifies blocks from `disk.status` into runs: unallocated, zero (no read needed), or read (at most `maxRead` blocks). */
-async function* planRuns(disk: Disk, blockSize: number, maxRead: number): AsyncGenerator<Run> {
-  const window = Math.max(blockSize, Math.floor(STATUS_WINDOW / blockSize) * blockSize);
-  let pending: Run | null = null;
-  for (let base = 0; base < disk.virtualSize; base += window) {
-    const len = Math.min(window, disk.virtualSize - base);
-    const extents = await disk.status(base, len);
-    let ei = 0;
-    for (let off = base; off < base + len; off += blockSize) {
-      const end = Math.min(off + blockSize, disk.virtualSize);
-      while (ei < extents.length && extents[ei].offset + extents[ei].length <= off) ei++;
-      const kind = classify(extents, ei, off, end);
-      const index = off / blockSize;
-      const limit = kind === 'read' ? maxRead : Number.MAX_SAFE_INTEGER;
-      if (pending && pending.kind === kind && pending.count < limit) {
-        pending.count++;
-      } else {
-        if (pending) yield pending;
-        pending = { first: index, count: 1, kind };
-      }
-    }
-  }
-  if (pending) yield pending;
-}
-
-/** What block [start, end) needs, from extents sorted by offset starting at index `from`. Gaps count as data. */
-function classify(extents: Extent[], from: number, start: number, end: number): Run['kind'] {
-  let allUnallocated = true;
-  let covered = start;
-  for (let i = from; i < extents.length && extents[i].offset < end; i++) {
-    const e = extents[i];
-    if (e.offset > covered) return 'read';
-    if (e.state === 'data') return 'read';
-    if (e.state !== 'unallocated') allUnallocated = false;
-    covered = Math.max(covered, e.offset + e.length);
-  }
-  if (covered < end) return 'read';
-  return allUnallocated ? 'unallocated' : 'zero';
 }

@@ -1,4 +1,4 @@
-import type { CreateOptions, Disk, DiskIdentity, DiskInfo, Extent, FormatDriver, OpenOptions } from '../disk.js';
+import type { CreateOptions, Disk, DiskIdentity, DiskInfo, Extent, FileRun, FormatDriver, OpenOptions } from '../disk.js';
 import type { Location } from '../../io/location.js';
 import { displayLocation } from '../../io/location.js';
 import type { RandomAccessFile } from '../../io/store.js';
@@ -36,6 +36,12 @@ export class RawDisk implements Disk {
     checkRange(this, offset, length);
     // Node cannot ask for holes (no SEEK_DATA), so raw content is all data; readers detect zeros.
     return length ? [{ offset, length, state: 'data', depth: 0 }] : [];
+  }
+
+  async mapFile(offset: number, length: number): Promise<FileRun[] | null> {
+    checkRange(this, offset, length);
+    if (this.location.store.kind !== 'local') return null;
+    return length ? [{ length, path: this.location.path, fileOffset: offset }] : [];
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

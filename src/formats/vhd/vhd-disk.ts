@@ -23,6 +23,7 @@ import type {
   DiskInfo,
   DiskType,
   Extent,
+  FileRun,
   FormatDriver,
   OpenOptions,
   ParentExpectation,
@@ -209,6 +210,25 @@ export class VhdDisk implements Disk {
         const avail = Math.max(0, Math.min(s.n, p.virtualSize - s.v));
         if (avail > 0) for (const e of await p.status(s.v, avail)) pushExtent(out, { ...e, depth: e.depth + 1 });
         pushExtent(out, { offset: s.v + avail, length: s.n - avail, state: 'unallocated', depth: 1 });
+      }
+    }
+    return out;
+  }
+
+  async mapFile(offset: number, length: number): Promise<FileRun[] | null> {
+    checkRange(this, offset, length);
+    if (this.writable || this.location.store.kind !== 'local') return null;
+    const out: FileRun[] = [];
+    for (const s of await this.plan(offset, length)) {
+      if (s.kind === 'file') out.push({ length: s.n, path: this.location.path, fileOffset: s.f });
+      else if (s.kind === 'zero') out.push({ length: s.n, path: null, fileOffset: 0 });
+      else {
+        const p = this.requireParent();
+        const avail = Math.max(0, Math.min(s.n, p.virtualSize - s.v));
+        const runs = avail > 0 ? await p.mapFile?.(s.v, avail) : [];
+        if (!runs) return null;
+        out.push(...runs);
+        if (avail < s.n) out.push({ length: s.n - avail, path: null, fileOffset: 0 });
       }
     }
     return out;

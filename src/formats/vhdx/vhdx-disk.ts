@@ -3,7 +3,7 @@
  * routes every metadata update (BAT, sector bitmaps) through the log so a crash at any point leaves
  * a file that replays to a consistent state.
  */
-import type { Disk, DiskIdentity, DiskInfo, DiskType, Extent, OpenOptions, ParentOpener } from '../disk.js';
+import type { Disk, DiskIdentity, DiskInfo, DiskType, Extent, FileRun, OpenOptions, ParentOpener } from '../disk.js';
 import { displayLocation, withPath, type Location } from '../../io/location.js';
 import type { RandomAccessFile } from '../../io/store.js';
 import { CorruptImageError, ParentError, UnsupportedError, UsageError } from '../../util/errors.js';
@@ -318,6 +318,37 @@ export class VhdxDisk implements Disk {
       }
     });
     return out;
+  }
+
+  async mapFile(offset: number, length: number): Promise<FileRun[] | null> {
+    checkRange(this, offset, length);
+    // A log replayed in memory patches reads: the file alone is not the content then.
+    if (this.file.writable || this.view.hasOverlay || this.location.store.kind !== 'local') return null;
+    const out: FileRun[] = [];
+    const here = (fileOffset: number, n: number) => out.push({ length: n, path: this.location.path, fileOffset });
+    const zero = (n: number) => out.push({ length: n, path: null, fileOffset: 0 });
+    let whole = true;
+    const fromParent = async (pos: number, n: number) => {
+      const p = this.parent!;
+      const inParent = Math.max(0, Math.min(n, p.virtualSize - pos));
+      const runs = inParent > 0 ? await p.mapFile?.(pos, inParent) : [];
+      if (!runs) whole = false;
+      else out.push(...runs);
+      if (inParent < n) zero(n - inParent);
+    };
+    await this.forBlocks(offset, length, async (b, inBlock, n) => {
+      if (!whole) return;
+      const e = this.bat.get(payloadIndex(this.g, b));
+      if (e.state === PAYLOAD.FULLY_PRESENT) here(e.fileOffset + inBlock, n);
+      else if (e.state === PAYLOAD.PARTIALLY_PRESENT) {
+        for (const run of await this.presenceRuns(b, inBlock, n)) {
+          if (run.present) here(e.fileOffset + run.from, run.to - run.from);
+          else await fromParent(b * this.blockSize + run.from, run.to - run.from);
+        }
+      } else if (e.state === PAYLOAD.NOT_PRESENT && this.parent) await fromParent(b * this.blockSize + inBlock, n);
+      else zero(n);
+    });
+    return whole ? out : null;
   }
 
   async status(offset: number, length: number): Promise<Extent[]> {

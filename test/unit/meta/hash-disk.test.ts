@@ -121,7 +121,7 @@ describe('XXH128 digests match xxhsum -H2 (the reference implementation)', () =>
     fs.writeFileSync(img, data);
     const disk = await openDisk(img);
     const blocks = await collect(hashDisk(disk, { algorithm: 'xxh128', blockSize: 65536, direct: false }));
-    // The direct path for local raw files (worker threads reading the file) must agree with it.
+    // The direct path (reading the local file itself) must agree with it.
     expect(await collect(hashDisk(disk, { algorithm: 'xxh128', blockSize: 65536, direct: true }))).toEqual(blocks);
     await disk.close();
     const files = blocks.map((b, i) => {
