@@ -109,6 +109,21 @@ d('QCOW2 bad input: one line, exit 1', () => {
     expectOneLineError(convert(mk('missing.qcow2', 'nowhere.qcow2')), 1, /parent image not found \(looked for .*nowhere\.qcow2\)/);
   });
 
+  test('a chain deeper than the cap (256) is refused with one line', () => {
+    const name = (i: number) => `deep${String(i).padStart(3, '0')}.qcow2`;
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', p(name(0)), '1M']);
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', name(0), '-F', 'qcow2', p(name(1))]);
+    // Every further overlay is the first one with its (same-length) backing name changed.
+    const template = readFileSync(p(name(1)));
+    const at = template.indexOf(Buffer.from(name(0)));
+    for (let i = 2; i <= 260; i++) {
+      Buffer.from(name(i - 1)).copy(template, at);
+      writeFileSync(p(name(i)), template);
+    }
+    expect(convert(p(name(200))).status).toBe(0);
+    expectOneLineError(convert(p(name(260))), 1, /parent chain deeper than 256/);
+  });
+
   test('zstd-compressed clusters are refused with one line; the zstd image without compressed clusters reads', () => {
     const raw = p('z.raw');
     writeFileSync(raw, Buffer.from('compressible '.repeat(100000)));

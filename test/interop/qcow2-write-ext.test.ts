@@ -7,8 +7,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { openDisk } from '../../src/formats/index.js';
 import { makeTempDir } from '../helpers/tmp.js';
-import { HAVE_QEMU, requireTool, run } from '../helpers/tools.js';
-import { checkWithQemu, fill, qemuMap, qemuRaw, randomDiskWrites } from './qcow2-helpers.js';
+import { spawnSync } from 'node:child_process';
+import { HAVE_QEMU, requireTool, run, runStatus } from '../helpers/tools.js';
+import { checkWithQemu, fill, qemuMap, qemuRaw, randomDiskWrites, randomWrites } from './qcow2-helpers.js';
 
 const KiB = 1024;
 const MiB = 1 << 20;
@@ -125,4 +126,24 @@ d('QCOW2 writes into extended-L2, data-file and bitmap images, checked by qemu',
     expect(Object.fromEntries(bitmaps.map((b) => [b.name, b.flags.sort()]))).toEqual({ on: ['auto', 'in-use'], off: [] });
     expect(readFileSync(img).readBigUInt64BE(88) & 1n).toBe(1n);
   });
+
+  test('dirty images (lazy refcounts, qemu-io killed; or our writer killed): the writable open rebuilds refcounts, then no leaks', async () => {
+    const img = p('lazy.qcow2');
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'lazy_refcounts=on', img, '3M']);
+    run('qemu-io', ['-f', 'qcow2', '-c', 'write -q -P 0x10 0 1M', img]);
+    const r = spawnSync('qemu-io', ['-f', 'qcow2', ...randomWrites(3 * MiB, 10, 10, 100 * KiB, 0), '-c', 'sigraise 9', img]);
+    expect(r.signal).toBe('SIGKILL');
+    expect(readFileSync(img).readBigUInt64BE(72) & 1n).toBe(1n);
+    expect(runStatus('qemu-img', ['check', img]).status).toBe(2);
+    const model = qemuRaw(img);
+    const disk = await openDisk(img, { writable: true });
+    expect(readFileSync(img).readBigUInt64BE(72) & 1n).toBe(0n);
+    await randomDiskWrites(disk, model, 12, 20, 100 * KiB);
+    // While we write the dirty bit is set; a clean close clears it.
+    expect(readFileSync(img).readBigUInt64BE(72) & 1n).toBe(1n);
+    await disk.close();
+    expect(readFileSync(img).readBigUInt64BE(72) & 1n).toBe(0n);
+    checkWithQemu(img, model);
+  });
 });
+

@@ -118,18 +118,12 @@ d('QCOW2 writes checked by qemu', () => {
     expect(map.find((e) => e.start <= MiB && e.depth === 0 && e.zero)).toBeDefined();
   });
 
-  test('writes to dirty and corrupt images are refused with one line', async () => {
-    const mk = (name: string, options: string) => {
-      const img = p(name);
-      run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', options, img, '1M']);
-      return img;
-    };
-    for (const [bit, pattern] of [[1n, /is dirty .* qemu-img check -r all/], [2n, /marked corrupt .* never written/]] as const) {
-      const img = mk(`bit${bit}.qcow2`, 'compat=1.1');
-      const b = readFileSync(img);
-      b.writeBigUInt64BE(bit, 72);
-      writeFileSync(img, b);
-      await expect(openDisk(img, { writable: true })).rejects.toThrow(pattern);
-    }
+  test('writes to an image marked corrupt are refused with one line', async () => {
+    const img = p('corrupt.qcow2');
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', img, '1M']);
+    const b = readFileSync(img);
+    b.writeBigUInt64BE(2n, 72);
+    writeFileSync(img, b);
+    await expect(openDisk(img, { writable: true })).rejects.toThrow(/marked corrupt .* never written/);
   });
 });

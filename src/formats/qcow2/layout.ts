@@ -18,6 +18,8 @@ export interface Qcow2Layout {
   l1: L1Table;
   refcounts: Refcounts;
   snapshots: snap.Snapshot[];
+  /** Bytes of the snapshot table (0 without snapshots). */
+  snapshotTableLength: number;
   fileSize: number;
 }
 
@@ -48,7 +50,7 @@ export async function readLayout(file: RandomAccessFile, subject: string): Promi
     });
   }
   checkOverlaps(areas, cs, subject);
-  return { header, extensions, backingName, l1, refcounts, snapshots: snapshots.list, fileSize };
+  return { header, extensions, backingName, l1, refcounts, snapshots: snapshots.list, snapshotTableLength: snapshots.tableLength, fileSize };
 }
 
 async function readSnapshots(file: RandomAccessFile, h: hdr.Qcow2Header, fileSize: number, subject: string): Promise<{ list: snap.Snapshot[]; tableLength: number }> {

@@ -37,5 +37,14 @@ export async function openQcow2(file: RandomAccessFile, location: Location, opts
     await dataFile?.close();
     throw err;
   }
-  return writable ? new Qcow2WritableDisk(file, location, layout, parent, dataFile) : new Qcow2Disk(file, location, layout, parent, dataFile);
+  if (!writable) return new Qcow2Disk(file, location, layout, parent, dataFile);
+  const disk = new Qcow2WritableDisk(file, location, layout, parent, dataFile);
+  try {
+    const changed = await disk.repairIfDirty();
+    if (changed !== null) process.stderr.write(`vhdsync: ${subject}: warning: the image was left dirty by a writer that stopped; refcounts rebuilt (${changed} clusters corrected)\n`);
+  } catch (err) {
+    await disk.close().catch(() => {});
+    throw err;
+  }
+  return disk;
 }

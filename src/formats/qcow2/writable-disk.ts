@@ -8,12 +8,13 @@
  * L2 tables, L1, then the frees of clusters no longer referenced. A crash at any point leaves at worst leaked
  * clusters, never a reference to an uncounted cluster.
  */
-import { CorruptImageError, UnsupportedError, UsageError } from '../../util/errors.js';
+import { CorruptImageError, UsageError } from '../../util/errors.js';
 import { Mutex } from '../../util/mutex.js';
 import { checkRange } from '../ranges.js';
 import * as hdr from './header.js';
 import { ALL_SUBCLUSTERS, readEntry, SUBCLUSTERS, subclusterBits, writeEntry, type EntryFields } from './l2.js';
 import { markBitmapsInUse } from './bitmaps.js';
+import { rebuildRefcounts } from './rebuild.js';
 import type { Qcow2Extensions } from './extensions.js';
 import { Qcow2Disk } from './qcow2-disk.js';
 
@@ -26,6 +27,8 @@ export class Qcow2WritableDisk extends Qcow2Disk {
   private readonly lock = new Mutex();
   private l1Dirty = false;
   private started = false;
+  /** We set the dirty bit; a clean close clears it. */
+  private markedDirty = false;
 
   private requireOpen(): void {
     if (this.closed) throw new UsageError('image is closed', this.subject);
@@ -37,8 +40,10 @@ export class Qcow2WritableDisk extends Qcow2Disk {
   }
 
   /**
-   * Before the first change: enabled persistent bitmaps are marked in use (we do not record writes in them), and
-   * autoclear bits whose extensions we would not keep consistent are cleared, as the spec asks.
+   * Before the first change: enabled persistent bitmaps are marked in use (we do not record writes in them),
+   * autoclear bits whose extensions we would not keep consistent are cleared, as the spec asks, and (version 3) the
+   * dirty bit is set until a clean close: after a kill the next writable open rebuilds the refcounts, so the leaks
+   * a crash can leave do not stay.
    */
   private async begin(): Promise<void> {
     if (this.started) return;
@@ -51,9 +56,39 @@ export class Qcow2WritableDisk extends Qcow2Disk {
       if (marked > 0) process.stderr.write(`vhdsync: ${this.subject}: warning: ${marked} persistent bitmap(s) marked in use (vhdsync does not record its writes in them)\n`);
       keep |= hdr.AUTOCLEAR.BITMAPS;
     }
-    if (this.h.autoclear & ~keep) {
-      this.h.autoclear &= keep;
+    this.h.autoclear &= keep;
+    this.h.incompatible |= hdr.INCOMPAT.DIRTY;
+    this.markedDirty = true;
+    await this.writeHeader();
+  }
+
+  /**
+   * An image left dirty (by a writer of ours that was killed, or a lazy-refcount writer that stopped): its refcounts
+   * are rebuilt from the references and the bit cleared, as qemu does on a writable open. Returns the clusters
+   * whose refcount changed, or null when the image was clean.
+   */
+  async repairIfDirty(): Promise<number | null> {
+    if (!(this.h.incompatible & hdr.INCOMPAT.DIRTY)) return null;
+    return this.lock.run(async () => {
+      const changed = await rebuildRefcounts(this.file, this.layout, this.dataFile !== null, this.pointHeader, this.subject);
+      this.h.incompatible &= ~hdr.INCOMPAT.DIRTY;
       await this.writeHeader();
+      return changed;
+    });
+  }
+
+  override async close(): Promise<void> {
+    try {
+      if (!this.closed && this.markedDirty) {
+        await this.flush();
+        await this.lock.run(async () => {
+          this.h.incompatible &= ~hdr.INCOMPAT.DIRTY;
+          await this.writeHeader();
+          this.markedDirty = false;
+        });
+      }
+    } finally {
+      await super.close();
     }
   }
 
@@ -293,7 +328,6 @@ export class Qcow2WritableDisk extends Qcow2Disk {
 /** Refuses writable opens of images this writer must not or cannot change, naming why. */
 export function checkWritable(h: hdr.Qcow2Header, ext: Qcow2Extensions, subject: string): void {
   if (h.incompatible & hdr.INCOMPAT.CORRUPT) throw new CorruptImageError('the image is marked corrupt (incompatible bit 1): it is never written (repair it with qemu-img check -r all)', subject);
-  if (h.incompatible & hdr.INCOMPAT.DIRTY) throw new UnsupportedError('the image is dirty (lazy refcounts not written back by a writer that stopped): run qemu-img check -r all on it before writing', subject);
   // Without the directory the bitmaps could neither be marked in use nor dropped without leaking their clusters.
   if (ext.hasBitmaps && !ext.bitmapDirectory && h.autoclear & hdr.AUTOCLEAR.BITMAPS) throw new CorruptImageError('the bitmaps extension is malformed: the image is not written', subject);
 }
