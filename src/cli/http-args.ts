@@ -86,6 +86,7 @@ export async function httpDestination(url: string, stream: EncodedStream, opts: 
   const headers: Record<string, string> = { 'Content-Type': 'application/octet-stream' };
   let length: number | null = stream.length;
   if (xapi) {
+    if (stream.format === 'vhdx') throw new UsageError(`XAPI imports raw, vhd, qcow2 or chunked frames, not VHDX: use --destination-format vhd`);
     if (!u.searchParams.has('format')) u.searchParams.set('format', stream.format === 'vhd' || stream.format === 'qcow2' ? stream.format : 'raw');
     if (stream.format === 'chunked') {
       if (!u.searchParams.has('chunked')) u.searchParams.set('chunked', 'true');

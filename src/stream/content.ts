@@ -4,6 +4,7 @@
  * forward-only VHD stream in vhd-stream-source.ts.
  */
 import type { Disk, DiskFormat } from '../formats/disk.js';
+import type { ParentLocator } from '../formats/vhdx/parent-locator.js';
 import { displayLocation } from '../io/location.js';
 import { prefetch } from '../util/prefetch.js';
 import { isAllZero } from '../util/struct.js';
@@ -29,6 +30,8 @@ export interface DeltaBase {
   /** The base's format, and its path as a QCOW2 backing file name: relative to the stream's final place, else its path in its store. */
   format: DiskFormat;
   backingPath: string;
+  /** For a VHDX child: the locator naming this base (parent_linkage = its DataWriteGuid) and its sector sizes; absent when the base is no VHDX. */
+  vhdxParent?: { locator: ParentLocator; logicalSectorSize: number; physicalSectorSize: number };
 }
 
 /** An encoder's input. */

@@ -12,6 +12,7 @@ import { MetafileError, NotFoundError, UsageError } from '../util/errors.js';
 import { parseGuidBE, ZERO_GUID } from '../util/guid.js';
 import { prefetch } from '../util/prefetch.js';
 import { VHD_EPOCH_OFFSET } from '../formats/vhd/footer.js';
+import { childLocator } from '../formats/vhdx/create.js';
 import { contentOfDisk, normalizeRanges, PIECE, READS_IN_FLIGHT, splitRanges, type ByteRange, type ContentSource, type DeltaBase } from './content.js';
 
 /** How a delta was found. */
@@ -62,6 +63,9 @@ async function deltaBase(base: Disk, finalLocation: Location | null): Promise<De
     locatorCode: relative ? 'W2ru' : 'W2ku',
     format: base.format,
     backingPath: finalLocation && finalLocation.store === base.location.store ? paths.relative(paths.dirname(finalLocation.path), base.location.path) : base.location.path,
+    ...(base.format === 'vhdx'
+      ? { vhdxParent: { locator: childLocator(base, id.contentId, finalLocation), logicalSectorSize: base.logicalSectorSize, physicalSectorSize: base.physicalSectorSize } }
+      : {}),
   };
 }
 

@@ -6,10 +6,12 @@ import { encodeChunked } from './chunked-encoder.js';
 import { encodeRaw } from './raw-encoder.js';
 import { encodeVhd, STREAM_BLOCK_SIZE } from './vhd-encoder.js';
 import { encodeQcow2 } from './qcow2-encoder.js';
+import { encodeVhdx, vhdxStreamBlockSize } from './vhdx-encoder.js';
 
 /** Encodes `source` in `format`; the result's length is known now, before any byte is read. */
 export function encode(format: StreamFormat, source: ContentSource): EncodedStream {
   if (format === 'vhd') return encodeVhd(source);
+  if (format === 'vhdx') return encodeVhdx(source);
   if (format === 'chunked') return encodeChunked(source);
   if (format === 'qcow2') return encodeQcow2(source);
   return encodeRaw(source);
@@ -20,9 +22,9 @@ export function encode(format: StreamFormat, source: ContentSource): EncodedStre
  * first, as vhd-tool does (a raw stream sends everything anyway, so it skips that read).
  */
 export function fullContent(disk: Disk, format: string): Promise<ContentSource> {
-  if (format === 'raw' || format === 'vhdx') return diskContent(disk);
+  if (format === 'raw') return diskContent(disk);
   const layers: Disk[] = [];
   for (let d: Disk | null = disk; d; d = d.parent) layers.push(d);
-  const granule = format === 'vhd' ? STREAM_BLOCK_SIZE : 64 << 10;
+  const granule = format === 'vhd' ? STREAM_BLOCK_SIZE : format === 'vhdx' ? vhdxStreamBlockSize(disk.virtualSize) : 64 << 10;
   return diskContent(disk, { zeroScan: { granule, scanDepths: (depth) => layers[depth]?.format === 'raw' } });
 }

@@ -4,7 +4,7 @@
  */
 
 /** Formats an encoder can produce. */
-export type StreamFormat = 'raw' | 'vhd' | 'chunked' | 'qcow2';
+export type StreamFormat = 'raw' | 'vhd' | 'vhdx' | 'chunked' | 'qcow2';
 
 /** One piece of an encoded stream: bytes, or a count of zero bytes. */
 export type StreamChunk = Buffer | number;

@@ -1,10 +1,11 @@
-/** Encoders and decoders of disk streams (raw, VHD in vhd-tool's layout, XAPI chunked frames, QCOW2); no transport here. */
+/** Encoders and decoders of disk streams (raw, VHD in vhd-tool's layout, VHDX, XAPI chunked frames, QCOW2); no transport here. */
 export { diskContent, contentOfDisk, normalizeRanges, type ContentSource, type ByteRange, type DeltaBase } from './content.js';
 export { deltaContent, type DeltaMethod } from './delta.js';
 export type { EncodedStream, StreamChunk, StreamFormat } from './encoded.js';
 export { encode, fullContent } from './encode.js';
 export { encodeRaw } from './raw-encoder.js';
 export { encodeVhd, STREAM_BLOCK_SIZE } from './vhd-encoder.js';
+export { encodeVhdx, vhdxStreamBlockSize } from './vhdx-encoder.js';
 export { encodeChunked } from './chunked-encoder.js';
 export { encodeQcow2, type Qcow2EncodeOptions } from './qcow2-encoder.js';
 export { ForwardReader } from './forward-reader.js';

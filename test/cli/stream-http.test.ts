@@ -87,6 +87,21 @@ describe('stream over HTTP', () => {
     }
   });
 
+  it('VHDX: a plain PUT with the exact Content-Length that qemu-img reads back; an XAPI import refuses it', async () => {
+    server = await startRecorder({ kind: 'plain' });
+    const r = await cliAsync(['stream', '--source', p('src.raw'), '--destination-format', 'vhdx', '--destination', url('/upload/disk.vhdx'), '--json']);
+    expect(r.status).toBe(0);
+    const [req] = server.requests;
+    expect(Number(req.headers['content-length'])).toBe(JSON.parse(r.stdout).bytes);
+    expect(req.body.length).toBe(JSON.parse(r.stdout).bytes);
+    if (haveTool('qemu-img')) {
+      fs.writeFileSync(p('got.vhdx'), req.body);
+      expect(spawnSync('qemu-img', ['compare', '-f', 'vhdx', '-F', 'raw', p('got.vhdx'), p('src.raw')], { encoding: 'utf8' }).stdout).toMatch(/identical/);
+    }
+    expectOneLineError(await cliAsync(['stream', '--source', p('src.raw'), '--destination-format', 'vhdx', '--destination', url('/import_raw_vdi?vdi=v')]), 2, /XAPI imports raw, vhd, qcow2 or chunked frames, not VHDX/);
+    expect(server.requests).toHaveLength(1);
+  });
+
   it('a plain PUT sends the same headers and body curl -T sends', async () => {
     if (!requireTool(haveTool('curl'), 'curl')) return;
     server = await startRecorder({ kind: 'plain' });

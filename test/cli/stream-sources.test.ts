@@ -2,7 +2,7 @@
  * `stream` from chains and with every delta method, checked by implementations nobody here wrote: VHDX chains
  * (base made by qemu-img, child by our writer) and qcow2 chains (both made by qemu-img/qemu-io) streamed full and
  * relative to their base; a digest-based delta between two images with fresh metafiles, read by libvhdi with its
- * base; `null:` counting for every format; the progress bar; `--input-format` as the other name of `--source-format`.
+ * base; differencing VHDX output read by libvhdi with its base; `null:` counting for every format; the progress bar; `--input-format` as the other name of `--source-format`.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -74,6 +74,19 @@ go('stream sources and deltas', () => {
     expect(delta).toMatchObject({ method: 'allocation', bytes: frames.length });
     // Only the child's blocks travel: far less than the disk.
     expect(frames.length).toBeLessThan(7 * MiB);
+    // A differencing VHDX: to a file (relative locator) and through a pipe (absolute path only); libvhdi reads both
+    // with the base as parent, and our reader finds the base through the file's locator.
+    expect(json(['--source', p('child.vhdx'), '--relative-to', p('base.vhdx'), '--destination-format', 'vhdx', '--destination', p('delta.vhdx')])).toMatchObject({
+      method: 'allocation',
+      bytes: fs.statSync(p('delta.vhdx')).size,
+    });
+    fs.writeFileSync(p('piped-delta.vhdx'), streamBytes(['--source', p('child.vhdx'), '--relative-to', p('base.vhdx'), '--destination-format', 'vhdx']));
+    if (PYTHON_VHDI) {
+      for (const f of ['delta.vhdx', 'piped-delta.vhdx']) expect(pyvhdiRead(p(f), p('base.vhdx')).equals(fs.readFileSync(p('changed.raw')))).toBe(true);
+      expect(run('vhdiinfo', [p('delta.vhdx')]).toString()).toMatch(/Differential/);
+    }
+    expect(cli(['convert', p('delta.vhdx'), p('delta-flat.raw')]).status).toBe(0);
+    expect(fs.readFileSync(p('delta-flat.raw')).equals(fs.readFileSync(p('changed.raw')))).toBe(true);
   });
 
   it('a qcow2 chain made by qemu streamed full and relative to its base (allocation; zero clusters over base data)', () => {
@@ -114,7 +127,7 @@ go('stream sources and deltas', () => {
 
   it('null: counts without writing anything, for every format', () => {
     const before = fs.readdirSync(tmp.dir).sort();
-    for (const format of ['raw', 'vhd', 'chunked']) {
+    for (const format of ['raw', 'vhd', 'vhdx', 'qcow2', 'chunked']) {
       const r = cli(['stream', '--source', p('changed.raw'), '--destination-format', format, '--destination', 'null:', '--json'], { cwd: tmp.dir });
       expect(r.status).toBe(0);
       const j = JSON.parse(r.stdout);

@@ -25,7 +25,7 @@ export const CATALOG = {
   stream: {
     command: 'stream',
     describe:
-      "send an image (full or relative to a base) as raw, a VHD stream, QCOW2 or XAPI chunked frames to a file, a pipe or HTTP(S), as vhd-tool's stream does",
+      "send an image (full or relative to a base) as raw, a VHD stream, VHDX, QCOW2 or XAPI chunked frames to a file, a pipe or HTTP(S), as vhd-tool's stream does",
   },
   serve: {
     command: 'serve [dir]',

@@ -1,7 +1,7 @@
 /**
  * `vhdsync stream`: vhd-tool's stream command. Any image or chain (or a VHD stream, raw bytes or XAPI chunked
- * frames on a pipe) to a file, a pipe, `null:` or an HTTP(S) PUT, as raw, a VHD stream or chunked frames, full or
- * relative to a base, each in one pass whose length is known before the first byte.
+ * frames on a pipe) to a file, a pipe, `null:` or an HTTP(S) PUT, as raw, a VHD stream, VHDX, QCOW2 or chunked
+ * frames, full or relative to a base, each in one pass whose length is known before the first byte.
  */
 import type { CommandModule } from 'yargs';
 import { CATALOG } from './catalog.js';
@@ -21,11 +21,9 @@ import {
   sendToSink,
   vhdStreamContent,
   writableSink,
-  writeContentOnto,
   type ContentSource,
   type DeltaMethod,
   type EncodedStream,
-  type StreamFormat,
 } from '../../stream/index.js';
 import { hasFooterCookie } from '../../formats/vhd/footer.js';
 import { UsageError, UnsupportedError } from '../../util/errors.js';
@@ -79,7 +77,7 @@ export const streamCommand: CommandModule<object, StreamArgs> = {
       })
       .option('relative-to', { type: 'string', describe: 'send only what differs from this base image (VHD differencing, QCOW2 overlay backed by it, or chunked frames)' })
       .option('destination', { type: 'string', default: 'stdout:', describe: 'path, file://, smb://, http(s):// URL (PUT), stdout: / -, or null:' })
-      .option('destination-format', { choices: DESTINATION_FORMATS, default: 'raw' as const, describe: 'raw, vhd (vhd-tool layout), chunked (XAPI frames), qcow2 (one pass), vhdx (files only)' })
+      .option('destination-format', { choices: DESTINATION_FORMATS, default: 'raw' as const, describe: 'raw, vhd (vhd-tool layout), chunked (XAPI frames), qcow2, vhdx (each in one pass)' })
       .option('size', { type: 'string', describe: 'virtual size of a raw or chunked source read from a pipe' })
       .option('force', { type: 'boolean', describe: 'replace the destination file if it exists' })
       .option('json', { type: 'boolean', describe: 'print one JSON object (format, bytes = announced length, ...) on stdout' })
@@ -90,9 +88,6 @@ export const streamCommand: CommandModule<object, StreamArgs> = {
     const format = args['destination-format'];
     if (dest.kind === 'pipe' && (args.json || args.machine)) {
       throw new UsageError('--json and --progress=machine print on stdout, which carries the stream here: send the stream elsewhere');
-    }
-    if (format === 'vhdx' && dest.kind !== 'location') {
-      throw new UnsupportedError('a VHDX cannot be streamed in one pass yet (no one-pass VHDX layout): write it to a file, or use --destination-format vhd');
     }
     const http = httpOptionsFrom(args);
     const source = await openSource(args, http);
@@ -112,16 +107,15 @@ export const streamCommand: CommandModule<object, StreamArgs> = {
       } else if (source.kind === 'content') {
         content = source.content;
       }
-      const virtualSize = content ? content.virtualSize : (source as { size: number }).size;
+      const virtualSize = source.kind === 'chunked' ? source.size : content!.virtualSize;
       const progress = makeProgress(args);
       let bytes: number;
-      if (!content || format === 'vhdx') {
-        // Decoded onto a new image: chunked frames (no index up front) and VHDX (no one-pass layout).
+      if (source.kind === 'chunked') {
         if (dest.kind !== 'location') throw new UsageError('chunked frames as a source can only be written into an image file: give a path as --destination');
         if (format === 'chunked') throw new UsageError('--destination-format chunked from a chunked source: copy the bytes instead');
-        bytes = await writeImage(dest, format, content, source, base, args, progress);
+        bytes = await writeFromFrames(dest, format, source, args, progress);
       } else {
-        const stream = encode(format as StreamFormat, content);
+        const stream = encode(format, content!);
         progress.total(stream.length);
         bytes = stream.length;
         await send(stream, dest, args, http, progress.bar);
@@ -254,33 +248,22 @@ async function send(stream: EncodedStream, dest: Endpoint, args: StreamArgs, htt
   }
 }
 
-/** Writes the source into a new image file (VHDX, or any format from chunked frames); returns its file size. */
-async function writeImage(
+/** Applies chunked frames (no index up front, so no one-pass re-encoding) onto a new image file; returns its file size. */
+async function writeFromFrames(
   dest: Extract<Endpoint, { kind: 'location' }>,
   format: string,
-  content: ContentSource | null,
-  source: Source,
-  base: Disk | null,
+  source: Extract<Source, { kind: 'chunked' }>,
   args: StreamArgs,
   progress: { bar: Progress; total: (n: number) => void },
 ): Promise<number> {
   const target: Location = dest.location;
-  const size = content ? content.virtualSize : (source as { size: number }).size;
-  progress.total(content ? content.ranges.reduce((s, r) => s + r.length, 0) : size);
+  progress.total(source.size);
   return writeAtomically(
     target,
     async (temp) => {
-      const disk = await createDisk(temp, {
-        format: format as DiskFormat,
-        type: base ? 'differencing' : 'dynamic',
-        virtualSize: base ? undefined : size,
-        parent: base ?? undefined,
-        finalLocation: target,
-      });
+      const disk = await createDisk(temp, { format: format as DiskFormat, type: 'dynamic', virtualSize: source.size, finalLocation: target });
       try {
-        const tick = (n: number) => progress.bar.advance(n);
-        if (content) await writeContentOnto(content, disk, { fresh: !content.base, onProgress: tick });
-        else await applyChunked((source as { reader: ForwardReader }).reader, disk, { fresh: true, onProgress: tick });
+        await applyChunked(source.reader, disk, { fresh: true, onProgress: (n) => progress.bar.advance(n) });
         await disk.flush();
         return await disk.file.size();
       } finally {

@@ -25,14 +25,15 @@ const DEFAULT_BLOCK_DIFFERENCING = 2 * MIB;
 
 /**
  * The locator of a child written at `finalLocation`: parent_linkage is the parent's DataWriteGuid;
- * relative_path is Windows style from the child's final folder (`.\name`, `..\dir\name`);
+ * relative_path is Windows style from the child's final folder (`.\name`, `..\dir\name`; none when the child's place
+ * is unknown, a stream on a pipe);
  * absolute_win32_path is the parent's Windows path (UNC on a share), else as the store spells it. For a POSIX path that is not a
  * Win32 path, but writing it as is lets a reader on the same machine find the parent, and a Windows
  * reader falls back to relative_path first anyway.
  */
-export function childLocator(parent: Disk, parentGuid: string, finalLocation: Location): ParentLocator {
+export function childLocator(parent: Disk, parentGuid: string, finalLocation: Location | null): ParentLocator {
   const entries: Array<[string, string]> = [['parent_linkage', `{${parentGuid}}`]];
-  if (parent.location.store === finalLocation.store) {
+  if (finalLocation && parent.location.store === finalLocation.store) {
     const paths = finalLocation.store.paths;
     let rel = paths.relative(paths.dirname(finalLocation.path), parent.location.path).replace(/\//g, '\\');
     if (!rel.startsWith('..\\')) rel = `.\\${rel}`;
