@@ -8,12 +8,18 @@ import { encodeVhd, STREAM_BLOCK_SIZE } from './vhd-encoder.js';
 import { encodeQcow2 } from './qcow2-encoder.js';
 import { encodeVhdx, vhdxStreamBlockSize } from './vhdx-encoder.js';
 
+/** Options of some encoders. */
+export interface EncodeOptions {
+  /** QCOW2: zeroed clusters as data, for receivers that ignore zero flags (XAPI). */
+  zerosAsData?: boolean;
+}
+
 /** Encodes `source` in `format`; the result's length is known now, before any byte is read. */
-export function encode(format: StreamFormat, source: ContentSource): EncodedStream {
+export function encode(format: StreamFormat, source: ContentSource, opts: EncodeOptions = {}): EncodedStream {
   if (format === 'vhd') return encodeVhd(source);
   if (format === 'vhdx') return encodeVhdx(source);
   if (format === 'chunked') return encodeChunked(source);
-  if (format === 'qcow2') return encodeQcow2(source);
+  if (format === 'qcow2') return encodeQcow2(source, { zerosAsData: opts.zerosAsData });
   return encodeRaw(source);
 }
 

@@ -31,6 +31,11 @@ interface ClusterRun {
 export interface Qcow2EncodeOptions {
   /** Cluster size of the output (default 64 KiB, as qemu-img). */
   clusterSize?: number;
+  /**
+   * Send zeroed clusters as data clusters of zeros, not zero flags: XAPI's qcow2 import (ocaml-qcow's stream
+   * decoder) writes only clusters with data and ignores zero flags, which would leave the target's old bytes there.
+   */
+  zerosAsData?: boolean;
 }
 
 /** Encodes `source` as a QCOW2 image: a full disk, or a delta over `source.base` (its backing file). */
@@ -39,7 +44,7 @@ export function encodeQcow2(source: ContentSource, opts: Qcow2EncodeOptions = {}
   const clusterBits = clusterBitsOf(cs, source.name);
   // qemu works in 512-byte sectors: the header says a whole number of them, the tail reads as zeros.
   const size = Math.ceil(source.virtualSize / 512) * 512;
-  const runs = planClusters(source, cs);
+  const runs = planClusters(source, cs, Boolean(opts.zerosAsData));
   const l2PerTable = cs / 8;
   const l1Size = l1SizeFor(size, cs, source.name);
   const l1Clusters = Math.ceil((l1Size * 8) / cs);
@@ -89,7 +94,7 @@ export function encodeQcow2(source: ContentSource, opts: Qcow2EncodeOptions = {}
  * Which guest clusters the output holds: every cluster a range touches, as data, except (for a delta) clusters
  * wholly inside the zero ranges, which become zero flags; a full image leaves those out (a new image reads zeros).
  */
-function planClusters(source: ContentSource, cs: number): ClusterRun[] {
+function planClusters(source: ContentSource, cs: number, zerosAsData: boolean): ClusterRun[] {
   const size = source.virtualSize;
   const touched = toRuns(source.ranges, (r) => [Math.floor(r.offset / cs), Math.ceil((r.offset + r.length) / cs)]);
   // A zero range covers its last cluster when it reaches the end of the disk (the last cluster may be partial).
@@ -97,6 +102,7 @@ function planClusters(source: ContentSource, cs: number): ClusterRun[] {
   const out: ClusterRun[] = [];
   const push = (first: number, count: number, isZero: boolean) => {
     if (count <= 0 || (isZero && !source.base)) return;
+    if (zerosAsData) isZero = false;
     const last = out[out.length - 1];
     if (last && last.zero === isZero && last.first + last.count === first) last.count += count;
     else out.push({ first, count, zero: isZero });

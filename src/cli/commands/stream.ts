@@ -32,7 +32,7 @@ import { formatSize, parseSize } from '../../util/units.js';
 import { openOptionsFrom, withOpenFlags, type OpenArgs } from '../options.js';
 import { out, outJson, type GlobalArgs } from '../output.js';
 import { fileBytes, parseEndpoint, peek, type Endpoint } from '../stream-endpoints.js';
-import { httpDestination, httpSource, httpOptionsFrom, withHttpOptions, type HttpArgs } from '../http-args.js';
+import { httpDestination, httpSource, httpOptionsFrom, isXapiImport, withHttpOptions, type HttpArgs } from '../http-args.js';
 
 const SOURCE_FORMATS = ['raw', 'vhd', 'vhdx', 'qcow2', 'chunked'] as const;
 const DESTINATION_FORMATS = ['raw', 'vhd', 'vhdx', 'chunked', 'qcow2'] as const;
@@ -115,7 +115,8 @@ export const streamCommand: CommandModule<object, StreamArgs> = {
         if (format === 'chunked') throw new UsageError('--destination-format chunked from a chunked source: copy the bytes instead');
         bytes = await writeFromFrames(dest, format, source, args, progress);
       } else {
-        const stream = encode(format, content!);
+        // XAPI's qcow2 import ignores zero flags: zeros go as data there.
+        const stream = encode(format, content!, { zerosAsData: dest.kind === 'http' && isXapiImport(new URL(dest.url)) });
         progress.total(stream.length);
         bytes = stream.length;
         await send(stream, dest, args, http, progress.bar);

@@ -3,7 +3,7 @@
  * the image or its external data file, zeros, compressed clusters, or unallocated = the backing file's content).
  * Writing lives in the subclass of `writable-disk.ts`.
  */
-import type { Disk, DiskIdentity, DiskInfo, Extent } from '../disk.js';
+import type { Disk, DiskIdentity, DiskInfo, Extent, FileRun } from '../disk.js';
 import { displayLocation, type Location } from '../../io/location.js';
 import type { RandomAccessFile } from '../../io/store.js';
 import { CorruptImageError, UsageError } from '../../util/errors.js';
@@ -196,6 +196,33 @@ export class Qcow2Disk implements Disk {
         if (inParent > 0) for (const x of await this.parent.status(pos, inParent)) pushExtent(out, { ...x, depth: x.depth + 1 });
         // Past a shorter backing file nobody decides: qemu-img map reports depth 0 there.
         if (inParent < n) pushExtent(out, { offset: pos + inParent, length: n - inParent, state: 'unallocated', depth: 0 });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Where [offset, offset+length) lies in local files (data clusters of this image, zeros, the backing chain's runs),
+   * for the direct hashing path; null for writable images, other stores, external data files, compressed clusters
+   * and clusters cut short by the end of the file.
+   */
+  async mapFile(offset: number, length: number): Promise<FileRun[] | null> {
+    checkRange(this, offset, length);
+    if (this.writable || this.dataFile || this.location.store.kind !== 'local') return null;
+    const out: FileRun[] = [];
+    for (const seg of await this.segments(offset, length)) {
+      if (seg.kind === COMPRESSED) return null;
+      if (seg.kind === DATA) {
+        if (seg.host + seg.length > this.layout.fileSize) return null;
+        out.push({ length: seg.length, path: this.location.path, fileOffset: seg.host });
+      } else if (seg.kind === ZERO || !this.parent) {
+        out.push({ length: seg.length, path: null, fileOffset: 0 });
+      } else {
+        const avail = Math.max(0, Math.min(seg.length, this.parent.virtualSize - seg.offset));
+        const runs = avail > 0 ? await this.parent.mapFile?.(seg.offset, avail) : [];
+        if (!runs) return null;
+        out.push(...runs);
+        if (avail < seg.length) out.push({ length: seg.length - avail, path: null, fileOffset: 0 });
       }
     }
     return out;
