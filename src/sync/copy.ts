@@ -65,6 +65,19 @@ export function diffNameFor(target: Location, format: string): string {
   return dot > 0 ? `${base.slice(0, dot)}_diff${base.slice(dot)}` : `${base}_diff.${format}`;
 }
 
+/** The smallest block VHDX allows: 1 MiB. */
+const VHDX_MIN_BLOCK = 1 << 20;
+
+/**
+ * The diff's block size: for VHDX, the smallest the format allows (1 MiB) when the metafile's blocks are smaller
+ * than the driver's default of 2 MiB, so scattered small changes cost half the apparent size a 2 MiB block would
+ * (what a robocopy, scp or USB disk carries after --diffdir; docs/performance.md); VHD keeps its 2 MiB blocks,
+ * which are what Hyper-V and Virtual PC expect of differencing disks.
+ */
+export function diffBlockSize(format: string, metafileBlockSize: number): number | undefined {
+  return format === 'vhdx' && metafileBlockSize < 2 * VHDX_MIN_BLOCK ? VHDX_MIN_BLOCK : undefined;
+}
+
 /**
  * Writes the differencing image that turns TARGET into SOURCE. Refuses raw targets, different virtual sizes,
  * missing, stale or incompatible metafiles, an existing diff (without `force`) and a target with a merge pending.
@@ -152,7 +165,7 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     await writeAtomically(
       writeLoc,
       async (temp) => {
-        const diff = await createDisk(temp, { format: parent.format, type: 'differencing', parent, finalLocation: finalLoc });
+        const diff = await createDisk(temp, { format: parent.format, type: 'differencing', parent, finalLocation: finalLoc, blockSize: diffBlockSize(parent.format, ts.blockSize) });
         let diffId: DiskIdentity;
         let sourceList: Metafile;
         try {
