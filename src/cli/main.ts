@@ -88,7 +88,19 @@ async function parse(args: string[], name: CommandName | undefined): Promise<voi
     .fail((msg, err) => {
       throw err ?? new UsageError(oneLine(msg));
     });
+  skipHelpCache(parser);
   await parser.parseAsync();
+}
+
+/**
+ * yargs renders the whole help text before every command's handler runs, to have it ready should the handler
+ * fail; failures here print one line, never the help, and the rendering (string-width over every option) cost
+ * 50-100 ms of each command's start-up. Reached through yargs' internal methods; a yargs without them renders as before.
+ */
+function skipHelpCache(parser: unknown): void {
+  type Internals = { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } } };
+  const usage = (parser as Internals).getInternalMethods?.().getUsageInstance?.();
+  if (usage && typeof usage.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => {};
 }
 
 /** yargs words some messages over several lines ("Invalid values:\n  Argument: ..."); errors here are one line. */
