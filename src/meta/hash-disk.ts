@@ -64,7 +64,8 @@ interface Loaded {
  */
 export async function* hashDisk(disk: Disk, opts: HashOptions): AsyncGenerator<HashedBlock> {
   const { blockSize, algorithm } = opts;
-  if (opts.direct !== false && !opts.withData && canHashDirectly(disk)) {
+  // An empty range tells whether the driver maps at all now (a writable open or a replayed log does not).
+  if (opts.direct !== false && !opts.withData && canHashDirectly(disk) && (await disk.mapFile!(0, 0)) !== null) {
     yield* hashDirectly(disk, algorithm, blockSize, Math.min(4, Math.max(0, opts.workers ?? 0)));
     return;
   }
