@@ -71,8 +71,9 @@ export class ServerConnection {
   /** Reads and parses the request head within `timeoutMs` (slow or silent clients are cut off). */
   async readHead(timeoutMs: number): Promise<RequestHead | null> {
     const timer = setTimeout(() => {
+      // Wakes the reader with the error; the socket stays open for the 408.
       this.error ??= new TimeoutError('request head not received in time');
-      this.socket.destroy();
+      this.socket.pause();
       this.notify();
     }, timeoutMs);
     try {

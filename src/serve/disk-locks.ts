@@ -11,6 +11,8 @@ import { BusyError, RequestError } from '../util/errors.js';
 interface Holding {
   mode: 'read' | 'write';
   count: number;
+  /** Set while the last user gives the file lock back: newcomers wait for it instead of finding the file. */
+  releasing: Promise<void> | null;
   /** The file lock, or a promise of it while it is being taken. */
   lock: Promise<ImageLock | null>;
 }
@@ -36,7 +38,11 @@ export class DiskLocks {
     const key = image.path;
     const why = this.quarantined.get(key);
     if (why) throw new RequestError(503, why, displayLocation(image));
-    const h = this.held.get(key);
+    let h = this.held.get(key);
+    while (h?.releasing) {
+      await h.releasing;
+      h = this.held.get(key);
+    }
     if (h) {
       if (mode === 'write' || h.mode === 'write') {
         throw new RequestError(409, `${displayLocation(image)} is being ${h.mode === 'write' ? 'imported into' : 'exported'}; try again when that is done`);
@@ -50,7 +56,7 @@ export class DiskLocks {
         throw err;
       }
     }
-    const holding: Holding = { mode, count: 1, lock: this.fileLock(image, mode) };
+    const holding: Holding = { mode, count: 1, releasing: null, lock: this.fileLock(image, mode) };
     this.held.set(key, holding);
     let lock: ImageLock | null;
     try {
@@ -85,8 +91,14 @@ export class DiskLocks {
         if (released) return;
         released = true;
         if (--h.count > 0) return;
-        this.held.delete(key);
-        await lock?.release();
+        h.releasing = (async () => {
+          try {
+            await lock?.release();
+          } finally {
+            if (this.held.get(key) === h) this.held.delete(key);
+          }
+        })();
+        await h.releasing;
       },
     };
   }

@@ -58,6 +58,8 @@ export async function recoverImports(catalog: Catalog): Promise<Recovered[]> {
     }
     try {
       await store.unlink(catalog.at(n).path).catch(() => {});
+      // A kill while the merge's first state file was being written leaves its temp file.
+      await removePartials(catalog.at(m[1]));
       out.push({ disk: m[1], action: 'removed', file: n });
     } finally {
       await lock.release();

@@ -6,5 +6,6 @@ import { metafiles } from './meta.js';
 import { smbFrames, smbMessages } from './smb.js';
 import { qcow2Read } from './qcow2.js';
 import { chunkedStream, vhdStream } from './stream.js';
+import { httpRequest } from './http.js';
 
-export const TARGETS: FuzzTarget[] = [vhdRead, vhdWrite, vhdxRead, vhdxWrite, qcow2Read, vhdStream, chunkedStream, metafiles, smbMessages, smbFrames];
+export const TARGETS: FuzzTarget[] = [vhdRead, vhdWrite, vhdxRead, vhdxWrite, qcow2Read, vhdStream, chunkedStream, httpRequest, metafiles, smbMessages, smbFrames];
