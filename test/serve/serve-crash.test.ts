@@ -94,7 +94,9 @@ d('serve: imports survive dropped clients and killed servers', () => {
       const doomed = await spawnServe([dir, '--listen', '127.0.0.1:0'], { VHDSYNC_TEST_KILL_AFTER_WRITES: String(point) });
       const up = await runAsync('curl', ['-sS', '-T', path.join(tmp.dir, 'body.raw'), `${doomed.url}/import_raw_vdi?vdi=d.vhdx`]);
       // The hook kills the server within this import; one that survived it (a point past this run's mutations) is stopped.
-      const died = await Promise.race([doomed.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]);
+      let timer: NodeJS.Timeout | undefined;
+      const died = await Promise.race([doomed.exited.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 5000)))]);
+      clearTimeout(timer);
       if (!died) {
         expect(up.status).toBe(0);
         await doomed.stop();
