@@ -1,6 +1,6 @@
 /**
- * `GET /export_raw_vdi`: a disk as raw bytes, a VHD stream in vhd-tool's layout or a one-pass QCOW2, full or as a
- * delta against `base=` (a differencing VHD, a QCOW2 overlay backed by the base). Unlike XAPI the length is
+ * `GET /export_raw_vdi`: a disk as raw bytes, a VHD stream in vhd-tool's layout, or a one-pass VHDX or QCOW2, full
+ * or as a delta against `base=` (a differencing VHD or VHDX, a QCOW2 overlay backed by the base). Unlike XAPI the length is
  * computed before the first byte and sent as Content-Length (a truncated transfer is then visible), and raw
  * exports answer `Range`. Errors before the head get a status; errors after it
  * cut the connection (the client sees fewer bytes than announced) and fail the task.
@@ -15,14 +15,14 @@ import { messageOf } from './errors.js';
 import { param, parseRange, type RequestHead } from './request.js';
 import type { Task } from './tasks.js';
 
-const CONTENT_TYPES: Record<string, string> = { raw: 'application/octet-stream', vhd: 'application/vhd', qcow2: 'application/x-qemu-disk' };
+const CONTENT_TYPES: Record<string, string> = { raw: 'application/octet-stream', vhd: 'application/vhd', qcow2: 'application/x-qemu-disk', vhdx: 'application/octet-stream' };
 const PIECE = 4 << 20;
 
 /** The export format asked for; XAPI answers 404 to a format it does not know. */
 export function exportFormat(req: RequestHead): StreamFormat {
   const f = (param(req, 'format') ?? 'raw').toLowerCase();
-  if (f === 'raw' || f === 'vhd' || f === 'qcow2') return f;
-  throw new RequestError(404, `unknown or unsupported export format '${f.slice(0, 20)}' (raw, vhd or qcow2)`);
+  if (f === 'raw' || f === 'vhd' || f === 'qcow2' || f === 'vhdx') return f;
+  throw new RequestError(404, `unknown or unsupported export format '${f.slice(0, 20)}' (raw, vhd, vhdx or qcow2)`);
 }
 
 /** Serves one export. `task` is already started; `headers` are the common response headers. */

@@ -157,7 +157,7 @@ r = requests.put(u + '/import_raw_vdi?vdi=h.raw&format=raw', data=gen()); r.rais
     expect(t.status).toBe('success');
   });
 
-  it('exports: raw with Content-Length and Range, VHD read by qemu-img and libvhdi, QCOW2 checked by qemu-img, HEAD', async () => {
+  it('exports: raw with Content-Length and Range, VHD read by qemu-img and libvhdi, VHDX and QCOW2 checked by qemu-img, HEAD', async () => {
     await fresh('e.qcow2', 'qcow2');
     await tool('qemu-img', ['convert', '-n', '-f', 'raw', '-O', 'qcow2', path.join(tmp.dir, 'content.raw'), p('e.qcow2')]);
     const raw = await must('curl', ['-sS', '-D', path.join(tmp.dir, 'h.txt'), url('/export_raw_vdi?vdi=e&format=raw')]);
@@ -177,6 +177,10 @@ r = requests.put(u + '/import_raw_vdi?vdi=h.raw&format=raw', data=gen()); r.rais
     await must('curl', ['-sS', '-o', q, url('/export_raw_vdi/?vdi=e.qcow2&format=qcow2')]);
     await tool('qemu-img', ['check', q]);
     expect(await tool('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', path.join(tmp.dir, 'content.raw'), q])).toMatch(/identical/);
+    const x = path.join(tmp.dir, 'e-out.vhdx');
+    await must('curl', ['-sS', '-o', x, url('/export_raw_vdi?vdi=e.qcow2&format=vhdx')]);
+    await tool('qemu-img', ['check', x]);
+    expect(await tool('qemu-img', ['compare', '-f', 'raw', '-F', 'vhdx', path.join(tmp.dir, 'content.raw'), x])).toMatch(/identical/);
     const head = await must('curl', ['-sS', '-I', url('/export_raw_vdi?vdi=e.qcow2&format=vhd')]);
     expect(head.toString()).toMatch(new RegExp(`Content-Length: ${fs.statSync(out).size}\r\n`));
   });
