@@ -24,13 +24,17 @@ export function encode(format: StreamFormat, source: ContentSource, opts: Encode
 }
 
 /**
- * The full content of a disk for a stream in `format`; all-zero blocks of raw layers are found by reading them
- * first, as vhd-tool does (a raw stream sends everything anyway, so it skips that read).
+ * The full content of a disk for a stream in `format`. All-zero granules (the stream's own unit: a 2 MiB VHD block,
+ * a VHDX block, 64 KiB otherwise) are dropped from layers whose allocation says less than that unit: raw layers (as
+ * vhd-tool reads raw sources first) and layers with coarser blocks (a 32 MiB Hyper-V VHDX block holding 4 KiB of
+ * data would otherwise travel as 16 VHD blocks). Layers with finer allocation are trusted, unread. A raw stream sends
+ * everything anyway, so it skips that read.
  */
 export function fullContent(disk: Disk, format: string): Promise<ContentSource> {
   if (format === 'raw') return diskContent(disk);
   const layers: Disk[] = [];
   for (let d: Disk | null = disk; d; d = d.parent) layers.push(d);
   const granule = format === 'vhd' ? STREAM_BLOCK_SIZE : format === 'vhdx' ? vhdxStreamBlockSize(disk.virtualSize) : 64 << 10;
-  return diskContent(disk, { zeroScan: { granule, scanDepths: (depth) => layers[depth]?.format === 'raw' } });
+  const scan = (d: Disk | undefined) => Boolean(d) && (d!.format === 'raw' || d!.blockSize > granule);
+  return diskContent(disk, { zeroScan: { granule, scanDepths: (depth) => scan(layers[depth]) } });
 }

@@ -5,6 +5,7 @@
  * every offset and the total length are known before the first byte. The log is empty (LogGuid zero): nothing to
  * replay, the file is consistent as written.
  */
+import { BAT_OFFSET, LOG_LENGTH, LOG_OFFSET, METADATA_LENGTH, newHeaderAndRegions } from '../formats/vhdx/create.js';
 import * as fileId from '../formats/vhdx/file-identifier.js';
 import * as hdr from '../formats/vhdx/header.js';
 import * as md from '../formats/vhdx/metadata.js';
@@ -12,17 +13,12 @@ import * as rt from '../formats/vhdx/region-table.js';
 import { Bat, BITMAP, PAYLOAD, SECTOR_BITMAP_BLOCK_SIZE, bitmapIndex, geometry, payloadIndex, regionLengthFor, type BatGeometry } from '../formats/vhdx/bat.js';
 import { setRange } from '../formats/vhdx/sector-bitmap.js';
 import { UnsupportedError } from '../util/errors.js';
-import { newGuid, ZERO_GUID } from '../util/guid.js';
+import { newGuid } from '../util/guid.js';
 import { alignUp } from '../util/units.js';
 import { normalizeRanges, readPieces, splitRanges, type ByteRange, type ContentSource } from './content.js';
 import type { EncodedStream, StreamChunk } from './encoded.js';
 
 const MIB = 1 << 20;
-const LOG_OFFSET = MIB;
-const LOG_LENGTH = MIB;
-const METADATA_OFFSET = 2 * MIB;
-const METADATA_LENGTH = MIB;
-const BAT_OFFSET = 3 * MIB;
 /** Past this many payload blocks, blocks grow (up to 256 MiB) so the BAT held in memory stays small (8 MiB at most here). */
 const MAX_PAYLOAD_BLOCKS = 1 << 20;
 const MIN_BLOCK = 2 * MIB;
@@ -79,20 +75,9 @@ export function encodeVhdx(source: ContentSource): EncodedStream {
   });
   const length = firstBlock + blocks.length * blockSize;
 
-  const header = hdr.serialize({
-    sequenceNumber: 1n,
-    fileWriteGuid: newGuid(),
-    dataWriteGuid: newGuid(),
-    logGuid: Buffer.from(ZERO_GUID),
-    logVersion: 0,
-    version: 1,
-    logLength: LOG_LENGTH,
-    logOffset: LOG_OFFSET,
-  });
-  const regions = rt.serialize([
-    { guid: rt.BAT_REGION, fileOffset: BAT_OFFSET, length: batLength, required: true },
-    { guid: rt.METADATA_REGION, fileOffset: METADATA_OFFSET, length: METADATA_LENGTH, required: true },
-  ]);
+  const fresh = newHeaderAndRegions(batLength);
+  const header = hdr.serialize(fresh.header);
+  const regions = rt.serialize(fresh.regions);
   const metadata = md.serialize(
     {
       blockSize,

@@ -102,19 +102,27 @@ describe('stream over HTTP', () => {
     expect(server.requests).toHaveLength(1);
   });
 
-  it('a plain PUT sends the same headers and body curl -T sends', async () => {
+  it('a plain PUT sends the same method, target, Content-Length and body as curl -T and python3-requests', async () => {
     if (!requireTool(haveTool('curl'), 'curl')) return;
     server = await startRecorder({ kind: 'plain' });
     const ours = await cliAsync(['stream', '--source', p('src.raw'), '--destination', url('/upload/disk.raw')]);
     expect(ours.status).toBe(0);
-    // Not spawnSync: the server runs in this process and must keep answering while curl runs.
-    const curl = spawn('curl', ['-sS', '-H', 'Expect:', '-T', p('src.raw'), url('/upload/disk.raw')], { stdio: 'ignore' });
-    expect(await new Promise((resolve) => curl.on('exit', resolve))).toBe(0);
-    const [a, b] = server.requests;
-    expect(a.method).toBe(b.method);
-    expect(a.target).toBe(b.target);
-    expect(a.headers['content-length']).toBe(b.headers['content-length']);
-    expect(a.body.equals(b.body)).toBe(true);
+    // Not spawnSync: the server runs in this process and must keep answering while the clients run.
+    const exit = (cmd: string, args: string[]) => new Promise((resolve) => spawn(cmd, args, { stdio: 'ignore' }).on('exit', resolve));
+    expect(await exit('curl', ['-sS', '-H', 'Expect:', '-T', p('src.raw'), url('/upload/disk.raw')])).toBe(0);
+    const haveRequests = spawnSync('/usr/bin/python3', ['-c', 'import requests']).status === 0;
+    if (requireTool(haveRequests, 'python3-requests')) {
+      const put = "import requests, sys; r = requests.put(sys.argv[1], data=open(sys.argv[2], 'rb')); r.raise_for_status()";
+      expect(await exit('/usr/bin/python3', ['-c', put, url('/upload/disk.raw'), p('src.raw')])).toBe(0);
+    }
+    const [a, ...others] = server.requests;
+    for (const b of others) {
+      expect(a.method).toBe(b.method);
+      expect(a.target).toBe(b.target);
+      expect(a.headers['content-length']).toBe(b.headers['content-length']);
+      expect(a.headers['transfer-encoding']).toBe(b.headers['transfer-encoding']);
+      expect(a.body.equals(b.body)).toBe(true);
+    }
   });
 
   it('PUT: follows one redirect to another host, keeping the query', async () => {

@@ -171,6 +171,15 @@ describe('stream', () => {
     expect(st.status).toBe(0);
     fs.writeFileSync(p('restream.vhd'), st.stdout);
     expect(pyvhdiOrQemu(p('restream.vhd')).equals(expected)).toBe(true);
+    // Into every other output format, from the pipe in one pass.
+    const q = cliPipe(['stream', '--destination-format', 'qcow2', '--destination', '-'], bytes);
+    expect(q.status).toBe(0);
+    fs.writeFileSync(p('restream.qcow2'), q.stdout);
+    expect(run('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', p('restream.qcow2'), p('expected.raw')]).toString()).toMatch(/identical/);
+    const x = cliPipe(['stream', '--destination-format', 'vhdx', '--destination', '-'], bytes);
+    expect(x.status).toBe(0);
+    fs.writeFileSync(p('restream.vhdx'), x.stdout);
+    expect(run('qemu-img', ['compare', '-f', 'vhdx', '-F', 'raw', p('restream.vhdx'), p('expected.raw')]).toString()).toMatch(/identical/);
   });
 
   function pyvhdiOrQemu(file: string): Buffer {

@@ -14,11 +14,12 @@ import { VHDX_LOCATOR_TYPE, type ParentLocator } from './parent-locator.js';
 import { VhdxDisk, readLayout } from './vhdx-disk.js';
 
 const MIB = 1 << 20;
-const LOG_OFFSET = MIB;
-const LOG_LENGTH = MIB;
-const METADATA_OFFSET = 2 * MIB;
-const METADATA_LENGTH = MIB;
-const BAT_OFFSET = 3 * MIB;
+/** A new image's layout (create and the stream encoder): log, metadata and BAT each at a 1 MiB boundary. */
+export const LOG_OFFSET = MIB;
+export const LOG_LENGTH = MIB;
+export const METADATA_OFFSET = 2 * MIB;
+export const METADATA_LENGTH = MIB;
+export const BAT_OFFSET = 3 * MIB;
 /** Hyper-V's defaults. */
 const DEFAULT_BLOCK_DYNAMIC = 32 * MIB;
 const DEFAULT_BLOCK_DIFFERENCING = 2 * MIB;
@@ -42,6 +43,25 @@ export function childLocator(parent: Disk, parentGuid: string, finalLocation: Lo
   const { store, path } = parent.location;
   entries.push(['absolute_win32_path', store.windowsPath?.(path) ?? store.display(path)]);
   return { type: VHDX_LOCATOR_TYPE, entries };
+}
+
+/** The header and region table of a new image whose BAT region is `batLength` bytes: fresh GUIDs, an empty log, the layout above. */
+export function newHeaderAndRegions(batLength: number): { header: hdr.VhdxHeader; regions: rt.Region[] } {
+  const header: hdr.VhdxHeader = {
+    sequenceNumber: 1n,
+    fileWriteGuid: newGuid(),
+    dataWriteGuid: newGuid(),
+    logGuid: Buffer.from(ZERO_GUID),
+    logVersion: 0,
+    version: 1,
+    logLength: LOG_LENGTH,
+    logOffset: LOG_OFFSET,
+  };
+  const regions: rt.Region[] = [
+    { guid: rt.BAT_REGION, fileOffset: BAT_OFFSET, length: batLength, required: true },
+    { guid: rt.METADATA_REGION, fileOffset: METADATA_OFFSET, length: METADATA_LENGTH, required: true },
+  ];
+  return { header, regions };
 }
 
 /** Checks and completes the creation options. */
@@ -93,20 +113,7 @@ export async function createVhdx(location: Location, opts: CreateOptions): Promi
     page83: newGuid(),
     parentLocator: p.parent ? childLocator(p.parent, parentGuid, opts.finalLocation ?? location) : null,
   };
-  const header: hdr.VhdxHeader = {
-    sequenceNumber: 1n,
-    fileWriteGuid: newGuid(),
-    dataWriteGuid: newGuid(),
-    logGuid: Buffer.from(ZERO_GUID),
-    logVersion: 0,
-    version: 1,
-    logLength: LOG_LENGTH,
-    logOffset: LOG_OFFSET,
-  };
-  const regions: rt.Region[] = [
-    { guid: rt.BAT_REGION, fileOffset: BAT_OFFSET, length: batLength, required: true },
-    { guid: rt.METADATA_REGION, fileOffset: METADATA_OFFSET, length: METADATA_LENGTH, required: true },
-  ];
+  const { header, regions } = newHeaderAndRegions(batLength);
   const file = await location.store.createExclusive(location.path);
   try {
     await writeStructures(file, { header, regions, meta, bat, fileSize });
