@@ -197,7 +197,8 @@ class FileDiskSession implements DiskSession {
     const listAt = this.at(image + INCOMING_SUFFIX);
     const base = spec.base;
     const baseLoc = base ? this.at(base.image) : null;
-    if (spec.reflink === 'always' && !base) await this.probeReflink(id);
+    // --reflink always fails early, in one line, where the store cannot share blocks at all.
+    if (spec.reflink === 'always' && (!base || base.kind === 'diff')) await this.probeReflink(id);
     let kind: PointKind = base ? 'diff' : 'full';
     let parentIdentity: DiskIdentity | undefined;
     const result = await writeAtomically(final, async (temp) => {
@@ -211,7 +212,7 @@ class FileDiskSession implements DiskSession {
           if (!(err instanceof UnsupportedError) || spec.reflink === 'always') throw err;
         }
       } else if (base && spec.reflink === 'always') {
-        throw new UnsupportedError(`--reflink always: the newest point ${base.id} is a differencing image, which is never cloned; back up once with --reflink never --full to start a full chain`, displayLocation(this.plainDir));
+        throw new UnsupportedError(`--reflink always: the newest point ${base.id} is a differencing image, which is never cloned; back up once with --full to start a chain of clones`, displayLocation(this.plainDir));
       }
       let disk: Disk;
       if (kind === 'clone') {

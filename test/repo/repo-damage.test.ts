@@ -3,31 +3,17 @@
  * `restore` name the damaged point (or manifest) and the fix in one line, the other points stay restorable. Two
  * backups into one repository at once: different disks both succeed; the same disk never interleaves.
  */
-import { closeSync, copyFileSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { makeTempDir } from '../helpers/tmp.js';
 import { cli, cliAsync, expectOneLineError } from '../helpers/cli.js';
 import { MiB } from '../cli/sync-helpers.js';
 import { backupDisk, openRepository } from '../../src/repo/index.js';
 import { parseLocation } from '../../src/io/location.js';
-import { listed, restoredSha, sha256File, strays } from './repo-helpers.js';
+import { listed, rawDisk as makeRaw, restoredSha, scribble, sha256File, strays } from './repo-helpers.js';
 
 const SIZE = 8 * MiB;
-
-function scribble(file: string, writes: Array<[number, number, number]>): void {
-  const fd = openSync(file, 'r+');
-  try {
-    for (const [offset, length, fill] of writes) writeSync(fd, Buffer.alloc(length, fill), 0, length, offset);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function rawDisk(file: string): string {
-  closeSync(openSync(file, 'w'));
-  truncateSync(file, SIZE);
-  return file;
-}
+const rawDisk = (file: string) => makeRaw(file, SIZE);
 
 describe('a damaged repository', () => {
   let tmp: ReturnType<typeof makeTempDir>;
@@ -153,6 +139,17 @@ describe('two backups into one repository at once', () => {
     expect(points.length).toBe(1 + same.filter((r) => r.status === 0).length);
     for (const p of points.slice(1)) expect(await restoredSha(repo, 'a', p.id, tmp.dir)).toBe(sha256File(a));
     expect(strays(path.join(repo, 'a'))).toEqual([]);
+    // Several sources in one run, two at a time, each its own disk; --json lists each backup.
+    scribble(a, [[6 * MiB, MiB, 0xad]]);
+    scribble(b, [[6 * MiB, MiB, 0xbd]]);
+    const many = cli(['backup', a, b, '--repo', repo, '--jobs', '2', '--json']);
+    expect(many.stderr).toBe('');
+    const out = JSON.parse(many.stdout) as { backups: Array<{ disk: string; kind: string; point: string }>; failed: unknown[] };
+    expect(out.backups.map((x) => [x.disk, x.kind])).toEqual([['a', 'diff'], ['b', 'diff']]);
+    expect(out.failed).toEqual([]);
+    expect(await restoredSha(repo, 'a', 'latest', tmp.dir)).toBe(sha256File(a));
+    expect(await restoredSha(repo, 'b', 'latest', tmp.dir)).toBe(sha256File(b));
+    expectOneLineError(cli(['backup', a, b, '--repo', repo, '--name', 'x']), 2, /--name needs exactly one source/);
     // --reflink always where the file system has no reflinks (the test folder's, unless it is XFS or Btrfs): one line.
     const fs = readFileSync('/proc/mounts', 'utf8');
     if (!/ (xfs|btrfs) /.test(fs.split('\n').find((l) => l.split(' ')[1] === '/') ?? '')) {

@@ -1,6 +1,6 @@
 /** Helpers of the backup repository tests: content digests as other tools see them, and in-process restores. */
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readdirSync, rmSync, truncateSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import '../../src/formats/index.js';
 import '../../src/io/schemes.js';
@@ -50,4 +50,22 @@ export function strays(diskDir: string): string[] {
 /** Bytes a folder's files occupy on disk (du). */
 export function duTree(dir: string): number {
   return Number(run('du', ['-s', '-B1', dir]).toString().split('\t')[0]);
+}
+
+/** Writes `length` bytes of `fill` at `offset` of a raw file, for each [offset, length, fill] (a guest's writes). */
+export function scribble(file: string, writes: Array<[number, number, number]>): void {
+  const fd = openSync(file, 'r+');
+  try {
+    for (const [offset, length, fill] of writes) writeSync(fd, Buffer.alloc(length, fill), 0, length, offset);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A raw disk of `size` bytes at `file` (created sparse if missing), with `writes` applied; returns `file`. */
+export function rawDisk(file: string, size: number, writes: Array<[number, number, number]> = []): string {
+  closeSync(openSync(file, 'a'));
+  truncateSync(file, size);
+  scribble(file, writes);
+  return file;
 }

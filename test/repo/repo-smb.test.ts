@@ -3,26 +3,18 @@
  * each kept point checked against the source as it was (read from the share's folder on this machine, the bytes the
  * server stored), restore, verify and prune over SMB, and two backups of different disks into the share at once.
  */
-import { closeSync, openSync, truncateSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import { makeTempDir } from '../helpers/tmp.js';
 import { MiB } from '../cli/sync-helpers.js';
 import { SambaServer } from '../smb/samba-server.js';
 import { haveWorkflowTools, passwordEnv, smbBase, startCli, usePrivateCli, vs, vsOk } from '../smb/workflow-helpers.js';
 import { expectOneLineError } from '../helpers/cli.js';
-import { listed, restoredSha, sha256File, strays } from './repo-helpers.js';
+import { listed, rawDisk as makeRaw, restoredSha, sha256File, strays } from './repo-helpers.js';
+
+const rawDisk = (file: string, writes: Array<[number, number, number]>) => makeRaw(file, 8 * MiB, writes);
 
 const ok = haveWorkflowTools();
 const d = ok ? describe : describe.skip;
-
-function rawDisk(file: string, writes: Array<[number, number, number]>): string {
-  closeSync(openSync(file, 'a'));
-  truncateSync(file, 8 * MiB);
-  const fd = openSync(file, 'r+');
-  for (const [offset, length, fill] of writes) writeSync(fd, Buffer.alloc(length, fill), 0, length, offset);
-  closeSync(fd);
-  return file;
-}
 
 d('backup repositories on an SMB share', () => {
   let tmp: ReturnType<typeof makeTempDir>;

@@ -1,0 +1,49 @@
+/**
+ * kill -9 inside `prune --keep 2` (two folds: the merge of each dropped point's child into it, then renames), at points
+ * spread over every mutating store call: every point `list` then reports as ok restores exactly (points a fold holds
+ * are refused, never restored wrong), and a rerun finishes the folds with no stray files.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { cliAt, cliWithHook, spread } from '../cli/sync-helpers.js';
+import { openRepository, pruneDisk } from '../../src/repo/index.js';
+import { strays } from './repo-helpers.js';
+import { CrashFixture, POINTS } from './crash-fixture.js';
+
+describe('prune killed with SIGKILL', () => {
+  let f: CrashFixture;
+  beforeAll(async () => {
+    f = new CrashFixture();
+    await f.setUp();
+  }, 120_000);
+  afterAll(() => f.tmp.cleanup());
+
+  it(`prune --keep 2: a kill at any of ${POINTS} points leaves every listed point restorable; a rerun finishes the folds`, async () => {
+    f.reset();
+    const args = ['prune', '--repo', f.repo, 'vm', '--keep', '2'];
+    const full = cliWithHook(args, 1e9, f.bin);
+    expect(full.status).toBe(0);
+    const total = full.mutations!;
+    expect(total).toBeGreaterThan(POINTS);
+    const steps = new Set<string>();
+    for (const n of spread(total, POINTS)) {
+      f.reset();
+      const r = cliWithHook(args, n, f.bin);
+      expect({ n, signal: r.signal }).toEqual({ n, signal: 'SIGKILL' });
+      const ids = await f.checkListed(n);
+      // The two newest points are never touched by their own drop.
+      for (const id of f.pristineIds.slice(2)) expect(ids).toContain(id);
+      for (const id of f.pristineIds.slice(0, 2)) {
+        const state = path.join(f.repo, 'vm', `${id}.vhdx.merge-state.json`);
+        if (existsSync(state)) steps.add(JSON.parse(readFileSync(state, 'utf8')).step);
+      }
+      const again = await pruneDisk(await openRepository(f.repo), 'vm', { keep: 2 });
+      expect(again.kept).toEqual(f.pristineIds.slice(2));
+      expect(await f.checkListed(n)).toEqual(f.pristineIds.slice(2));
+      expect({ n, strays: strays(path.join(f.repo, 'vm')) }).toEqual({ n, strays: [] });
+    }
+    // The kills reached the merge inside the fold at each of its steps.
+    expect([...steps].sort()).toEqual(['cleanup', 'merging', 'rotating']);
+    expect(cliAt(f.bin, ['verify', '--repo', f.repo]).status).toBe(0);
+  }, 600_000);
+});
