@@ -164,3 +164,20 @@ async function nonZeroRuns(disk: Disk, ranges: ByteRange[], granule: number): Pr
   }
   return normalizeRanges(out);
 }
+
+/**
+ * One whole block of a block-based output: the next `pieces` pieces from `reads` (all inside the block, in order),
+ * with counts of zero bytes for the gaps around them, `blockSize` bytes in all.
+ */
+export async function* blockChunks(reads: AsyncIterator<ReadPiece>, start: number, blockSize: number, pieces: number): AsyncGenerator<Buffer | number> {
+  let pos = start;
+  for (let i = 0; i < pieces; i++) {
+    const next = await reads.next();
+    if (next.done) throw new Error(`internal: the content ended inside the block at ${start}`);
+    const p = next.value;
+    if (p.offset > pos) yield p.offset - pos;
+    yield p.data;
+    pos = p.offset + p.data.length;
+  }
+  if (pos < start + blockSize) yield start + blockSize - pos;
+}

@@ -5,7 +5,7 @@
  * Which blocks are included is known from the source's ranges before the first byte, so the length is too.
  */
 import type { ContentSource } from './content.js';
-import { readPieces, splitRanges } from './content.js';
+import { blockChunks, readPieces, splitRanges } from './content.js';
 import type { EncodedStream, StreamChunk } from './encoded.js';
 import { batBytes } from '../formats/vhd/bat.js';
 import { HEADER_VERSION, serializeDynamicHeader } from '../formats/vhd/dynamic-header.js';
@@ -95,17 +95,7 @@ export function encodeVhd(source: ContentSource): EncodedStream {
       const reads = readPieces(source, splitRanges(source.ranges, STREAM_BLOCK_SIZE, STREAM_BLOCK_SIZE), STREAM_BLOCK_SIZE);
       for (const b of blocks) {
         yield bitmapOf(b, Boolean(base));
-        const start = b.index * STREAM_BLOCK_SIZE;
-        let pos = start;
-        for (let i = 0; i < b.ranges.length; i++) {
-          const next = await reads.next();
-          if (next.done) throw new Error('internal: VHD encoder ran out of content');
-          const p = next.value;
-          if (p.offset > pos) yield p.offset - pos;
-          yield p.data;
-          pos = p.offset + p.data.length;
-        }
-        if (pos < start + STREAM_BLOCK_SIZE) yield start + STREAM_BLOCK_SIZE - pos;
+        yield* blockChunks(reads, b.index * STREAM_BLOCK_SIZE, STREAM_BLOCK_SIZE, b.ranges.length);
       }
       await reads.return(undefined);
       await source.finish?.();

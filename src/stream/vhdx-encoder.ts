@@ -15,7 +15,7 @@ import { setRange } from '../formats/vhdx/sector-bitmap.js';
 import { UnsupportedError } from '../util/errors.js';
 import { newGuid } from '../util/guid.js';
 import { alignUp } from '../util/units.js';
-import { normalizeRanges, readPieces, splitRanges, type ByteRange, type ContentSource } from './content.js';
+import { blockChunks, normalizeRanges, readPieces, splitRanges, type ByteRange, type ContentSource } from './content.js';
 import type { EncodedStream, StreamChunk } from './encoded.js';
 
 const MIB = 1 << 20;
@@ -102,19 +102,7 @@ export function encodeVhdx(source: ContentSource): EncodedStream {
       yield bat.serialize();
       for (const k of chunks) yield sectorBitmap(g, k, byChunk.get(k) ?? []);
       const reads = readPieces(source, splitRanges(ranges, blockSize, blockSize), blockSize);
-      for (const b of blocks) {
-        const start = b.index * blockSize;
-        let pos = start;
-        for (let i = 0; i < b.ranges.length; i++) {
-          const next = await reads.next();
-          if (next.done) throw new Error('internal: VHDX encoder ran out of content');
-          const p = next.value;
-          if (p.offset > pos) yield p.offset - pos;
-          yield p.data;
-          pos = p.offset + p.data.length;
-        }
-        if (pos < start + blockSize) yield start + blockSize - pos;
-      }
+      for (const b of blocks) yield* blockChunks(reads, b.index * blockSize, blockSize, b.ranges.length);
       await reads.return(undefined);
       await source.finish?.();
     },
