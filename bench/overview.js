@@ -29,25 +29,33 @@ const haveRsync = (() => {
   }
 })();
 
-/** Runs the contestants of one row interleaved, RUNS times each; their wall-clock seconds per run. */
+/**
+ * Runs the contestants of one row interleaved, RUNS times each, under /usr/bin/time: per contestant the median
+ * wall-clock seconds (with min-max) and the median CPU seconds (user + system), which a loaded machine disturbs
+ * far less than wall time.
+ */
 function race(contestants) {
   const secs = contestants.map(() => []);
+  const cpus = contestants.map(() => []);
   const outs = [];
   for (let r = 0; r < RUNS; r++) {
     contestants.forEach(([cmd, argv, before], i) => {
       before?.();
       const t = process.hrtime.bigint();
-      outs[i] = run(cmd, argv).stdout;
+      const res = run('/usr/bin/time', ['-f', 'CPU %U %S', cmd, ...argv]);
       secs[i].push(Number(process.hrtime.bigint() - t) / 1e9);
+      const m = /CPU ([\d.]+) ([\d.]+)\s*$/.exec(res.stderr);
+      cpus[i].push(m ? Number(m[1]) + Number(m[2]) : NaN);
+      outs[i] = res.stdout;
     });
   }
-  return contestants.map((_, i) => ({ s: median(secs[i]), min: Math.min(...secs[i]), max: Math.max(...secs[i]), out: outs[i] }));
+  return contestants.map((_, i) => ({ s: median(secs[i]), min: Math.min(...secs[i]), max: Math.max(...secs[i]), cpu: median(cpus[i]), out: outs[i] }));
 }
 
 const rows = [];
-const fmt = (r) => `${r.s.toFixed(2)} s (${r.min.toFixed(2)}-${r.max.toFixed(2)})`;
+const fmt = (r) => `${r.s.toFixed(2)} s (${r.min.toFixed(2)}-${r.max.toFixed(2)}), CPU ${r.cpu.toFixed(2)} s`;
 const row = (what, ours, peerName, peer, goal) =>
-  rows.push(`| ${what} | ${fmt(ours)} | ${peerName} ${fmt(peer)} | ${(ours.s / peer.s).toFixed(2)}x | ${goal} |`);
+  rows.push(`| ${what} | ${fmt(ours)} | ${peerName} ${fmt(peer)} | ${(ours.s / peer.s).toFixed(2)}x (CPU ${(ours.cpu / peer.cpu).toFixed(2)}x) | ${goal} |`);
 
 // Images: random content (nothing skipped as zero), the same bytes as a dynamic VHDX and a dynamic VHD.
 const raw = f('image.raw');
@@ -119,7 +127,7 @@ sh(node, [BIN, 'createmeta', '-q', source, vhdx]);
   rows.push(`| bytes \`copy\` reads for that change, default 2 MiB metafiles | ${(s.bytesRead / 2 ** 30).toFixed(2)} GiB | changed ${(changed / 2 ** 20).toFixed(0)} MiB | ${(s.bytesRead / changed).toFixed(1)}x | <= 2x |`);
 }
 
-console.log('| measure | vhdsync, median (min-max) | peer, same run | ratio | goal |');
+console.log('| measure | vhdsync, median wall (min-max), median CPU | peer, same run | ratio wall (CPU) | goal |');
 console.log('|---|---|---|---|---|');
 for (const r of rows) console.log(r);
 console.log(`\nN = ${RUNS} runs per contestant; load average at the end ${sh('cat', ['/proc/loadavg']).split(' ').slice(0, 3).join(' ')}`);

@@ -1,8 +1,6 @@
-/** The QCOW2 format driver. */
+/** The QCOW2 format driver; the reader and writer load on the first QCOW2 opened or created (start-up, decision 0015). */
 import type { FormatDriver } from '../disk.js';
 import { hasMagic } from './header.js';
-import { openQcow2 } from './open-image.js';
-import { createQcow2 } from './create.js';
 
 /** Recognises, opens and creates QCOW2 images. */
 export const qcow2Driver: FormatDriver = {
@@ -12,6 +10,6 @@ export const qcow2Driver: FormatDriver = {
     const head = await file.read(0, 8);
     return hasMagic(head) && head.length === 8 && head.readUInt32BE(4) >= 2;
   },
-  open: openQcow2,
-  create: createQcow2,
+  open: async (file, location, opts, openParent) => (await import('./open-image.js')).openQcow2(file, location, opts, openParent),
+  create: async (location, opts) => (await import('./create.js')).createQcow2(location, opts),
 };

@@ -1,8 +1,6 @@
-/** The VHDX format driver. */
+/** The VHDX format driver; the reader and writer load on the first VHDX opened or created (start-up, decision 0015). */
 import type { FormatDriver } from '../disk.js';
 import { hasSignature } from './file-identifier.js';
-import { openVhdx } from './vhdx-disk.js';
-import { createVhdx } from './create.js';
 
 /** Recognises, opens and creates VHDX images. */
 export const vhdxDriver: FormatDriver = {
@@ -10,6 +8,6 @@ export const vhdxDriver: FormatDriver = {
   async probe(file) {
     return hasSignature(await file.read(0, 8));
   },
-  open: openVhdx,
-  create: createVhdx,
+  open: async (file, location, opts, openParent) => (await import('./vhdx-disk.js')).openVhdx(file, location, opts, openParent),
+  create: async (location, opts) => (await import('./create.js')).createVhdx(location, opts),
 };
