@@ -13,7 +13,7 @@ import { AlreadyExistsError, UnsupportedError, UsageError } from '../util/errors
 import { copyChangedBlocks } from './copy-blocks.js';
 import { hookLocation } from './kill-hook.js';
 import { removePartials } from './leftovers.js';
-import { mergeStateLocationFor } from './merge-state.js';
+import { settlePendingMerge } from './merge-leftovers.js';
 import { lockImage, type ImageLock } from './lock.js';
 import { changedBlocksOf, DigestCursor, openFreshMetafile, planCopy } from './plan.js';
 
@@ -91,10 +91,8 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
   const targetWhere = lock.guard(hookLocation(targetAt));
   let source: Disk;
   try {
-    const pending = mergeStateLocationFor(targetWhere);
-    if (await pending.store.stat(pending.path)) {
-      throw new UsageError('a merge into this image is pending (merge-state file present); run vhdsync merge on its diff first', displayLocation(targetWhere));
-    }
+    // A merge into the target that only lacked its cleanup is finished here; any other is named with its way out.
+    await settlePendingMerge(targetWhere);
     source = await openDisk(sourceWhere, opts.open);
   } catch (err) {
     await lock.release();

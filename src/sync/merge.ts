@@ -7,22 +7,16 @@ import { detectStructured, openDisk } from '../formats/open.js';
 import type { Location } from '../io/location.js';
 import { displayLocation, withPath } from '../io/location.js';
 import { metafileLocationFor } from '../meta/index.js';
-import { removePartials } from './leftovers.js';
 import type { RandomAccessFile } from '../io/store.js';
-import { NotFoundError, ParentError, UsageError } from '../util/errors.js';
+import { BusyError, NotFoundError, ParentError, UsageError } from '../util/errors.js';
 import { alignedRing } from '../util/aligned.js';
 import { prefetch } from '../util/prefetch.js';
 import { lockImage, type ImageLock } from './lock.js';
 import { hookLocation } from './kill-hook.js';
-import {
-  MERGE_STATE_SUFFIX,
-  mergeStateLocationFor,
-  readMergeState,
-  removeMergeState,
-  writeMergeState,
-  type MergeState,
-} from './merge-state.js';
-import { checkDiffMetafile, firstDifference, removeDiffMetafile, rotateMetafile } from './rotate.js';
+import { mergeStateLocationFor, readMergeState, writeMergeState, type MergeState } from './merge-state.js';
+import { removeMergeMarker, writeMergeMarker } from './merge-marker.js';
+import { cleanupMerge, diffGoneMessage, findMergeOf, pendingMergeMessage } from './merge-leftovers.js';
+import { checkDiffMetafile, firstDifference, rotateMetafile } from './rotate.js';
 import { parentChange, resumeProblem } from './parent-identity.js';
 import { randomUUID } from 'node:crypto';
 
@@ -229,34 +223,6 @@ async function openPair(diffLoc: Location, vhdSize: OpenOptions['vhdSize'], held
   return { diff, parent: got.parent, expect: got.expect, lock, parentStat: got.stat };
 }
 
-/** Finds the state file of a merge whose diff is already gone (killed during cleanup): it sits in the diff's folder. */
-async function findOrphanState(diffLoc: Location): Promise<{ loc: Location; state: MergeState } | null> {
-  const { store, path } = diffLoc;
-  const dir = store.paths.dirname(path);
-  const names = await store.list(dir).catch(() => [] as string[]);
-  for (const name of names) {
-    if (!name.endsWith(MERGE_STATE_SUFFIX)) continue;
-    const loc = { store, path: store.paths.join(dir, name) };
-    const state = await readMergeState(loc).catch(() => null);
-    if (state && state.diff === path) return { loc, state };
-  }
-  return null;
-}
-
-/**
- * Last step: removes the diff and its metafile (unless kept), then the state file that pointed at them, and
- * temp files of state and metafile writes that earlier killed runs left behind.
- */
-async function cleanup(diffLoc: Location, stateLoc: Location, keepDiff: boolean, parent: Location): Promise<void> {
-  if (!keepDiff) {
-    await removeDiffMetafile(diffLoc);
-    if (await diffLoc.store.stat(diffLoc.path)) await diffLoc.store.unlink(diffLoc.path);
-  }
-  await removeMergeState(stateLoc);
-  await removePartials(stateLoc);
-  await removePartials(metafileLocationFor(parent));
-}
-
 /**
  * Merges the differencing image at `where` into its parent. Reruns after a crash resume from the state file
  * `<parent>.merge-state.json`; each step is idempotent. Refuses a parent that does not match the diff (unless
@@ -267,24 +233,16 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
   const started = Date.now();
   const diffLoc = hookLocation(where);
   const subject = displayLocation(diffLoc);
-  if (!(await diffLoc.store.stat(diffLoc.path))) {
-    const orphan = await findOrphanState(diffLoc);
-    if (!orphan || orphan.state.step !== 'cleanup') throw new NotFoundError('no such file', subject);
-    const parentLoc = withPath(diffLoc, orphan.state.parent);
-    // Taking the lock also clears the one the killed run left behind.
-    const lock = opts.lock ?? (await lockImage(parentLoc, 'merge'));
-    try {
-      await cleanup(diffLoc, orphan.loc, orphan.state.keepDiff, parentLoc);
-    } finally {
-      if (!opts.lock) await lock.release();
-    }
-    return summaryOf(orphan.state, diffLoc, true, 'cleanup', started);
-  }
+  if (!(await diffLoc.store.stat(diffLoc.path))) return finishWithoutDiff(diffLoc, started, opts.lock);
 
   const pair = await openPair(diffLoc, opts.vhdSize, opts.lock);
   const { diff, parent } = pair;
   let closed = false;
+  // Taken after the parent's, in copy's order: a copy writing a diff of this name must wait until it is merged.
+  let diffLock: ImageLock | null = null;
   try {
+    diffLock = await lockImage(diffLoc, 'merge');
+    const diffSide = diffLock.guard(diffLoc);
     const parentLoc = parent.location;
     const stateLoc = mergeStateLocationFor(parentLoc);
     const diffId = (await diff.identity()).contentId;
@@ -294,10 +252,9 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
     const current = { ...(await parent.identity()), fileSize: pair.parentStat.size, mtimeMs: pair.parentStat.mtimeMs };
     if (state) {
       if (state.diff !== diffLoc.path || state.diffId !== diffId) {
-        throw new UsageError(
-          `another merge into this parent is pending (${diffLoc.store.display(state.diff)}); run merge on that diff first`,
-          displayLocation(parentLoc),
-        );
+        const other = withPath(parentLoc, state.diff);
+        const exists = state.diff !== diffLoc.path && Boolean(await other.store.stat(other.path));
+        throw new BusyError(`another merge into this parent is pending: ${pendingMergeMessage(state, parentLoc, exists)}`, displayLocation(parentLoc));
       }
       const why = resumeProblem(state, current);
       if (why) throw new ParentError(`${changedWhileInterrupted(displayLocation(parentLoc), why, displayLocation(stateLoc))}`, subject);
@@ -337,6 +294,8 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
         keepDiff: Boolean(opts.keepDiff),
         startedAt: new Date().toISOString(),
       };
+      // The marker first: whatever of the merge exists, the diff's side can find it (docs/decisions/0003).
+      await writeMergeMarker(diffSide, { version: 1, parent: parentLoc.path, diffId, finished: false });
       await writeMergeState(stateLoc, state);
     }
     const st: MergeState = state;
@@ -392,11 +351,52 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
       st.step = 'cleanup';
       await writeMergeState(stateLoc, st);
     }
-    await cleanup(diffLoc, stateLoc, st.keepDiff, parentLoc);
+    await cleanupMerge(diffSide, stateLoc, st, parentLoc);
     return { ...summaryOf(st, diffLoc, resumedFrom !== null, resumedFrom, started), blocksMerged: footprint.blocks, parentBlockSize: footprint.blockSize };
   } finally {
     if (!closed) await diff.close().catch(() => {});
+    await (diffLock as ImageLock | null)?.release();
     if (!opts.lock) await pair.lock.release();
+  }
+}
+
+/**
+ * A rerun whose diff is gone: the merge it names through the marker (or a state file in the diff's folder) is
+ * finished if only its cleanup was left, reported as done if the marker says so, or explained (naming
+ * `merge --discard`) if it stopped earlier.
+ */
+async function finishWithoutDiff(diffLoc: Location, started: number, held?: ImageLock): Promise<MergeSummary> {
+  const subject = displayLocation(diffLoc);
+  const found = await findMergeOf(diffLoc);
+  if (!found) throw new NotFoundError('no such file', subject);
+  // Parent first, then the diff's name, as everywhere; both taken before anything is re-read and acted on.
+  const lock = held ?? (await lockImage(found.parent, 'merge'));
+  try {
+    const diffLock = await lockImage(diffLoc, 'merge');
+    try {
+      const again = await findMergeOf(diffLoc);
+      const state = again?.state ?? null;
+      const diffSide = diffLock.guard(diffLoc);
+      if (!again || !state) {
+        if (again?.marker) await removeMergeMarker(diffSide);
+        if (!again?.marker?.finished) throw new NotFoundError('no such file (and no merge of it is pending)', subject);
+        const meta = metafileLocationFor(again.parent);
+        const done: MergeState = {
+          version: 2, diff: diffLoc.path, diffId: again.marker.diffId, parent: again.parent.path,
+          parentBefore: { contentId: '', fileSize: 0, mtimeMs: 0 }, step: 'cleanup', doneOffset: 0, bytesMerged: 0,
+          extentsMerged: 0, virtualSize: 0, keepDiff: false, startedAt: '',
+          metafile: (await meta.store.stat(meta.path)) ? displayLocation(meta) : null,
+        };
+        return summaryOf(done, diffLoc, true, 'cleanup', started);
+      }
+      if (state.step !== 'cleanup') throw new BusyError(diffGoneMessage(state, again.parent), subject);
+      await cleanupMerge(diffSide, lock.guard(again.stateLoc), state, again.parent);
+      return summaryOf(state, diffLoc, true, 'cleanup', started);
+    } finally {
+      await diffLock.release();
+    }
+  } finally {
+    if (!held) await lock.release();
   }
 }
 

@@ -2,6 +2,7 @@ import type { CommandModule } from 'yargs';
 import { CATALOG } from './catalog.js';
 import { parseLocation } from '../../io/location.js';
 import { mergeDiff } from '../../sync/merge.js';
+import { discardMerge } from '../../sync/merge-leftovers.js';
 import { createProgress, type Progress } from '../../util/progress.js';
 import { formatSize } from '../../util/units.js';
 import { withVhdSize, type VhdSizeArgs } from '../options.js';
@@ -10,6 +11,7 @@ import { out, outJson, wantProgress, withJson, type GlobalArgs } from '../output
 interface MergeArgs extends GlobalArgs, VhdSizeArgs {
   diff: string;
   'keep-diff'?: boolean;
+  discard?: boolean;
 }
 
 /** `vhdsync merge DIFF`: folds a differencing image into its parent and rotates the metafile; reruns resume. */
@@ -18,8 +20,24 @@ export const mergeCommand: CommandModule<object, MergeArgs> = {
   builder: (y) =>
     withJson(withVhdSize(y))
       .positional('diff', { type: 'string', demandOption: true, describe: 'the differencing image (e.g. TARGET_diff.vhdx)' })
-      .option('keep-diff', { type: 'boolean', describe: 'keep the diff and its metafile after merging' }) as never,
+      .option('keep-diff', { type: 'boolean', describe: 'keep the diff and its metafile after merging' })
+      .option('discard', {
+        type: 'boolean',
+        describe: 'give up an interrupted merge whose diff is gone (DIFF may name the parent): remove its state so the parent can be written again',
+      }) as never,
   handler: async (args) => {
+    if (args.discard) {
+      const r = await discardMerge(await parseLocation(args.diff));
+      if (args.json) outJson(r);
+      else if (!args.quiet) {
+        if (r.finished) out(`the merge of ${r.diff} into ${r.parent} had only its cleanup left: finished`);
+        else {
+          const what = r.step === 'merging' ? 'part of the diff (the merge had not finished): restore it from a backup unless that is what you want' : 'all of the merged data';
+          out(`discarded the interrupted merge of ${r.diff} into ${r.parent}; ${r.parent} holds ${what}; run vhdsync createmeta ${r.parent} before the next check or copy`);
+        }
+      }
+      return;
+    }
     let progress: Progress | null = null;
     const summary = await mergeDiff(await parseLocation(args.diff), {
       keepDiff: args['keep-diff'],

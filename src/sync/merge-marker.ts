@@ -1,0 +1,88 @@
+/**
+ * The marker `<diff>.merging.json` beside a diff being merged: it names the parent, so the merge state (which
+ * sits beside the parent) is found from the diff's side even after the diff itself is gone, whichever folders
+ * the two are in (`copy --diffdir`). Written before the state file, removed after it. One JSON object, replaced
+ * atomically.
+ */
+import type { Location } from '../io/location.js';
+import { displayLocation, sibling } from '../io/location.js';
+import { writeAtomically } from '../io/atomic.js';
+import { MetafileError } from '../util/errors.js';
+
+/** Suffix appended to the diff's file name. */
+export const MERGE_MARKER_SUFFIX = '.merging.json';
+
+/** A marker larger than this is not ours. */
+const MAX_MARKER_BYTES = 16 << 10;
+
+/** The content of a marker. */
+export interface MergeMarker {
+  version: 1;
+  /** The parent's path in the diff's store: its state file is `<parent>.merge-state.json`. */
+  parent: string;
+  /** The diff's content id, as the state file records it. */
+  diffId: string;
+  /** Set just before the state file is removed: the merge is complete, only this marker is left to delete. */
+  finished: boolean;
+}
+
+/** Where the marker of a merge of `diff` lives. */
+export function mergeMarkerLocationFor(diff: Location): Location {
+  return sibling(diff, diff.store.paths.basename(diff.path) + MERGE_MARKER_SUFFIX);
+}
+
+/** Parses and checks a marker's bytes; `subject` names the file in errors. */
+export function parseMarker(bytes: Uint8Array, subject?: string): MergeMarker {
+  const bad = (why: string) => new MetafileError(`not a valid merge marker: ${why}`, subject);
+  if (bytes.byteLength > MAX_MARKER_BYTES) throw bad('too large');
+  let v: unknown;
+  try {
+    v = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
+  } catch {
+    throw bad('not JSON');
+  }
+  if (typeof v !== 'object' || v === null) throw bad('not an object');
+  const o = v as Record<string, unknown>;
+  if (o.version !== 1) throw bad(`unknown version ${String(o.version)}`);
+  if (typeof o.parent !== 'string' || o.parent === '') throw bad('field parent missing');
+  if (typeof o.diffId !== 'string') throw bad('field diffId missing');
+  return { version: 1, parent: o.parent, diffId: o.diffId, finished: o.finished === true };
+}
+
+/** Reads the marker beside `diff`, or null when there is none. */
+export async function readMergeMarker(diff: Location): Promise<MergeMarker | null> {
+  const loc = mergeMarkerLocationFor(diff);
+  const st = await loc.store.stat(loc.path);
+  if (!st || st.isDirectory) return null;
+  const subject = displayLocation(loc);
+  if (st.size > MAX_MARKER_BYTES) throw new MetafileError('not a valid merge marker: too large', subject);
+  const f = await loc.store.open(loc.path, 'read');
+  try {
+    return parseMarker(await f.read(0, st.size), subject);
+  } finally {
+    await f.close();
+  }
+}
+
+/** Writes the marker beside `diff` atomically (temp name, flush, rename, folder flush). */
+export async function writeMergeMarker(diff: Location, marker: MergeMarker): Promise<void> {
+  await writeAtomically(
+    mergeMarkerLocationFor(diff),
+    async (temp) => {
+      const f = await temp.store.createExclusive(temp.path);
+      try {
+        await f.write(0, Buffer.from(JSON.stringify(marker, null, 2) + '\n', 'utf8'));
+      } finally {
+        await f.close();
+      }
+    },
+    { overwrite: true },
+  );
+}
+
+/** Removes the marker beside `diff`, if any, durably. */
+export async function removeMergeMarker(diff: Location): Promise<void> {
+  const loc = mergeMarkerLocationFor(diff);
+  if (await loc.store.stat(loc.path)) await loc.store.unlink(loc.path);
+  await loc.store.syncDir(loc.store.paths.dirname(loc.path));
+}
