@@ -1,4 +1,5 @@
 import type { Argv } from 'yargs';
+import { silenceNotices } from '../util/notice.js';
 
 /** Options every command accepts. */
 export interface GlobalArgs {
@@ -13,6 +14,7 @@ let quiet = false;
 /** Sets whether `out` and `outJson` print at all: `-q` silences every command in this one place. */
 export function setQuiet(on: boolean): void {
   quiet = on;
+  silenceNotices(on);
 }
 
 /** Prints a line on stdout (nothing with -q). */

@@ -24,6 +24,7 @@ import type { Location } from '../io/location.js';
 import { displayLocation } from '../io/location.js';
 import { AlreadyExistsError, BusyError, NotFoundError } from '../util/errors.js';
 import { unhookedLocation } from './kill-hook.js';
+import { notice } from '../util/notice.js';
 import { newRecord, readSnapshot, sameHolding, serializeRecord, snapshotId, parseRecord, type LockRecord, type LockSnapshot } from './lock-record.js';
 
 /** Suffix of lock files: `<image>.vhdsync-lock`. */
@@ -113,6 +114,10 @@ async function judge(loc: Location, seen: LockSnapshot): Promise<'live' | 'stale
   if (lease === undefined || lease > MAX_LEASE_MS || !r.renewed) return 'live';
   // Only a hint: by our clock the holder stopped renewing. Believe it only after watching it not change.
   if (!(Date.now() > Date.parse(r.renewed) + lease)) return 'live';
+  notice(
+    displayLocation(loc),
+    `held by a ${r.op} (pid ${r.pid} on ${r.host}) that has not renewed its lease since ${r.renewed}; watching it for ${Math.round(lease / 1000)} s before taking it over`,
+  );
   return (await unchangedFor(loc, seen, lease)) ? 'stale' : 'changed';
 }
 

@@ -1,4 +1,5 @@
 /** Opening a QCOW2 image: its layout, external data file and backing chain, read-only or for writing. */
+import { notice } from '../../util/notice.js';
 import type { Disk, OpenOptions, ParentOpener } from '../disk.js';
 import { displayLocation, type Location } from '../../io/location.js';
 import type { RandomAccessFile } from '../../io/store.js';
@@ -17,7 +18,7 @@ export async function openQcow2(file: RandomAccessFile, location: Location, opts
   const writable = Boolean(opts.writable && file.writable);
   if (writable) checkWritable(h, layout.extensions, subject);
   else if (h.incompatible & hdr.INCOMPAT.CORRUPT) {
-    process.stderr.write(`vhdsync: ${subject}: warning: the image is marked corrupt (incompatible bit 1); reading it anyway, never writing it\n`);
+    notice(subject, 'warning: the image is marked corrupt (incompatible bit 1); reading it anyway, never writing it');
   }
   let dataFile: RandomAccessFile | null = null;
   let parent: Disk | null = null;

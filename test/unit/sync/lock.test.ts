@@ -1,3 +1,4 @@
+import { jest } from '@jest/globals';
 import { existsSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
@@ -59,9 +60,20 @@ describe('image locks', () => {
     const lockPath = lockLocationFor(img).path;
     writeFileSync(lockPath, record({ renewed: new Date(Date.now() - 10_000).toISOString(), leaseMs: 3000 }));
     const t0 = performance.now();
-    const l = await lockImage(img, 'copy', FAST);
+    const said: string[] = [];
+    const spy = jest.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => (said.push(String(chunk)), true));
+    let l: Awaited<ReturnType<typeof lockImage>>;
+    try {
+      l = await lockImage(img, 'copy', FAST);
+    } finally {
+      spy.mockRestore();
+    }
     // Not trusting the clocks: the lock was watched for one whole lease before it was broken.
     expect(performance.now() - t0).toBeGreaterThanOrEqual(3000);
+    // The wait is not silent: one line says whose lock is being watched and for how long.
+    expect(said).toEqual([
+      expect.stringMatching(/^vhdsync: .*disk\.vhdx\.vhdsync-lock: held by a merge \(pid 1 on crashed-host\) that has not renewed its lease since .*; watching it for 3 s before taking it over\n$/),
+    ]);
     expect(JSON.parse(readFileSync(lockPath, 'utf8'))).toMatchObject({ pid: process.pid, op: 'copy', generation: 0 });
     await l.release();
     expect(existsSync(lockPath)).toBe(false);
