@@ -11,6 +11,7 @@ import { lockImage, LOCK_SUFFIX, type ImageLock } from '../sync/lock.js';
 import { hookLocation } from '../sync/kill-hook.js';
 import { mergeDiff } from '../sync/merge.js';
 import { MERGE_STATE_SUFFIX, mergeStateLocationFor } from '../sync/merge-state.js';
+import { MERGE_MARKER_SUFFIX } from '../sync/merge-marker.js';
 import { AlreadyExistsError, NotFoundError, RepositoryDamageError, UnsupportedError, UsageError } from '../util/errors.js';
 import type { DiskSession, PointFill, PointSpec, RepoBackend, WrittenPoint } from './backend.js';
 import { ManifestProblem, MANIFEST_LIMIT, parseManifest, serializeManifest, type DiskManifest, type PointKind, type RestorePoint } from './manifest.js';
@@ -323,7 +324,10 @@ class FileDiskSession implements DiskSession {
     for (const p of m.points) keep.add(p.image).add(p.image + METAFILE_SUFFIX);
     if (m.pending) {
       const drop = m.points.find((p) => p.id === m.pending!.drop)!;
+      const into = m.points.find((p) => p.id === m.pending!.into);
       keep.add(drop.image + MERGE_STATE_SUFFIX);
+      // The merge's marker beside the child being folded names the state's side (docs/decisions/0003).
+      if (into) keep.add(into.image + MERGE_MARKER_SUFFIX);
     }
     const lockName = MANIFEST_NAME + LOCK_SUFFIX;
     const removed: string[] = [];
