@@ -13,7 +13,7 @@ import { AlreadyExistsError, UnsupportedError, UsageError } from '../util/errors
 import { copyChangedBlocks } from './copy-blocks.js';
 import { hookLocation } from './kill-hook.js';
 import { removePartials } from './leftovers.js';
-import { settlePendingMerge } from './merge-leftovers.js';
+import { refuseDiffInMerge, settlePendingMerge } from './merge-leftovers.js';
 import { lockImage, type ImageLock } from './lock.js';
 import { changedBlocksOf, DigestCursor, openFreshMetafile, planCopy } from './plan.js';
 
@@ -121,6 +121,8 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     // Another target of the same file name can have the same diff name in the same --diffdir: the diff's own lock
     // keeps two copies from deleting each other's temp files or replacing each other's diff.
     diffLock = await lockImage(diffAt, 'copy');
+    // Nor replace a diff of this name that an interrupted merge into another target still needs.
+    await refuseDiffInMerge(diffAt, target.location);
     const writeLoc = diffLock.guard(opts.diffdir ? lock.guard(hookLocation(diffAt)) : finalLoc);
     if (!opts.force && (await writeLoc.store.stat(writeLoc.path))) {
       throw new AlreadyExistsError('the diff already exists (merge it first, or use --force to replace it)', displayLocation(writeLoc));

@@ -6,6 +6,7 @@
 import type { Location } from '../io/location.js';
 import { displayLocation, withPath } from '../io/location.js';
 import { metafileLocationFor } from '../meta/index.js';
+import { openDisk } from '../formats/open.js';
 import { BusyError, NotFoundError } from '../util/errors.js';
 import { removePartials } from './leftovers.js';
 import { lockImage, type ImageLock } from './lock.js';
@@ -23,21 +24,47 @@ export interface PendingMerge {
 }
 
 /**
- * Last step of a merge: removes the diff and its metafile (unless kept), marks the marker finished, removes the
- * state file, then the marker, then temp files of state and metafile writes that killed runs left behind. Each
- * removal is idempotent, so a rerun after a kill anywhere in here completes it.
+ * The content id of the image at `diff` (VHD UniqueId / VHDX DataWriteGuid), '' when a file is there but cannot
+ * be opened with its parent (so it cannot be shown to be any merge's diff), null when there is no file.
  */
-export async function cleanupMerge(diff: Location, stateLoc: Location, state: MergeState, parent: Location): Promise<void> {
-  if (!state.keepDiff) {
+export async function diffIdAt(diff: Location): Promise<string | null> {
+  if (!(await diff.store.stat(diff.path))) return null;
+  const disk = await openDisk(diff, { ignoreParentMismatch: true }).catch(() => null);
+  if (!disk) return '';
+  try {
+    return (await disk.identity()).contentId;
+  } finally {
+    await disk.close();
+  }
+}
+
+/** Whether the diff of `state` is still there: a file under its name with its content id (not a later diff of that name). */
+export async function diffOfStatePresent(state: MergeState, at: Location): Promise<boolean> {
+  return (await diffIdAt(withPath(at, state.diff))) === state.diffId;
+}
+
+/** Whether `marker` is the one of the merge `state` describes. */
+function markerOf(marker: MergeMarker | null, state: MergeState): boolean {
+  return Boolean(marker && marker.diffId === state.diffId && marker.parent === state.parent);
+}
+
+/**
+ * Last step of a merge: removes the diff and its metafile (unless kept, or unless the file under the diff's name
+ * is not this merge's diff), marks the merge's marker finished, removes the state file, then the marker, then
+ * temp files of state and metafile writes that killed runs left behind. Each removal is idempotent, so a rerun
+ * after a kill anywhere in here completes it. `diffIsOurs`: the caller opened the diff and checked its id.
+ */
+export async function cleanupMerge(diff: Location, stateLoc: Location, state: MergeState, parent: Location, diffIsOurs = false): Promise<void> {
+  if (!state.keepDiff && (diffIsOurs || (await diffIdAt(diff)) === state.diffId)) {
     await removeDiffMetafile(diff);
     if (await diff.store.stat(diff.path)) await diff.store.unlink(diff.path);
   }
-  // A marker left after the state is gone then says "done", not "never started".
-  if (await readMergeMarker(diff).catch(() => null)) {
-    await writeMergeMarker(diff, { version: 1, parent: state.parent, diffId: state.diffId, finished: true });
-  }
+  // A marker left after the state is gone then says "done", not "never started". Another merge's marker stays.
+  const marker = await readMergeMarker(diff).catch(() => null);
+  const ours = markerOf(marker, state);
+  if (ours) await writeMergeMarker(diff, { ...marker!, finished: true });
   await removeMergeState(stateLoc);
-  await removeMergeMarker(diff);
+  if (ours) await removeMergeMarker(diff);
   await removePartials(stateLoc);
   await removePartials(mergeMarkerLocationFor(diff));
   await removePartials(metafileLocationFor(parent));
@@ -53,7 +80,8 @@ export async function findMergeOf(diff: Location): Promise<PendingMerge | null> 
     const parent = withPath(diff, marker.parent);
     const stateLoc = mergeStateLocationFor(parent);
     const state = await readMergeState(stateLoc);
-    return { parent, stateLoc, state: state && state.diff === diff.path ? state : null, marker };
+    // Matched by the diff's id, not its path's spelling (a symlinked folder, another case on a share).
+    return { parent, stateLoc, state: state && state.diffId === marker.diffId ? state : null, marker };
   }
   const { store, path } = diff;
   const dir = store.paths.dirname(path);
@@ -78,7 +106,7 @@ export function diffGoneMessage(state: MergeState, parent: Location): string {
   const p = displayLocation(parent);
   const d = parent.store.display(state.diff);
   const holds = state.step === 'merging' ? `${p} holds part of the diff's content: restore it from a backup, or keep it as it is with` : `${p} holds the merged content; finish with`;
-  return `the merge of ${d} into ${p} was interrupted ${progressOf(state)} and the diff is gone, so it cannot be finished; ${holds} vhdsync merge --discard ${p}, then vhdsync createmeta ${p}`;
+  return `the merge of ${d} into ${p} was interrupted ${progressOf(state)} and the diff is gone (if you moved it, run vhdsync merge at its new place), so it cannot be finished here; ${holds} vhdsync merge --discard ${p}, then vhdsync createmeta ${p}`;
 }
 
 /** The line for a parent with a merge pending, from whoever wants to write it. */
@@ -97,14 +125,31 @@ export async function settlePendingMerge(image: Location): Promise<void> {
   const state = await readMergeState(stateLoc);
   if (!state) return;
   const diff = withPath(image, state.diff);
-  const exists = Boolean(await diff.store.stat(diff.path));
-  if (exists || state.step !== 'cleanup') throw new BusyError(pendingMergeMessage(state, image, exists), displayLocation(image));
   const diffLock = await lockImage(diff, 'merge');
   try {
+    // Looked at under the diff name's lock: a later diff of the same name (another target's) is not this one.
+    const exists = await diffOfStatePresent(state, image);
+    if (exists || state.step !== 'cleanup') throw new BusyError(pendingMergeMessage(state, image, exists), displayLocation(image));
     await cleanupMerge(diffLock.guard(diff), stateLoc, state, image);
   } finally {
     await diffLock.release();
   }
+}
+
+/**
+ * Refuses to write a new diff under `diff`'s name while the diff there is being merged into another image (its
+ * marker names a parent whose state names this diff, and the file is that diff): replacing it would leave that
+ * merge unable to finish.
+ */
+export async function refuseDiffInMerge(diff: Location, target: Location): Promise<void> {
+  const marker = await readMergeMarker(diff).catch(() => null);
+  if (!marker || marker.finished || marker.parent === target.path) return;
+  const parent = withPath(diff, marker.parent);
+  const state = await readMergeState(mergeStateLocationFor(parent)).catch(() => null);
+  // Only the diff itself matters: once it is gone, its merge needs nothing under this name but the marker.
+  if (!state || state.diffId !== marker.diffId || (await diffIdAt(diff)) !== state.diffId) return;
+  const d = displayLocation(diff);
+  throw new BusyError(`${d} is being merged into ${displayLocation(parent)} (interrupted); run vhdsync merge ${d} first`, displayLocation(target));
 }
 
 /** What `merge --discard` did. */
@@ -143,20 +188,21 @@ export async function discardMerge(where: Location): Promise<DiscardSummary> {
     const diff = withPath(p, state.diff);
     const d = displayLocation(diff);
     const result = { parent: displayLocation(p), diff: d, step: state.step, doneOffset: state.step === 'merging' ? state.doneOffset : state.virtualSize, virtualSize: state.virtualSize };
-    if (state.step === 'cleanup') {
-      await withLock(diff, (g) => cleanupMerge(g, stateLoc, state, p));
-      return { ...result, finished: true };
-    }
-    if (await diff.store.stat(diff.path)) {
-      throw new BusyError(`the diff ${d} is still there: run vhdsync merge ${d} to finish the merge (an interrupted merge can be finished, not undone)`, subject);
-    }
-    await withLock(diff, async (g) => {
+    return withLock(diff, async (g) => {
+      if (state.step === 'cleanup') {
+        await cleanupMerge(g, stateLoc, state, p);
+        return { ...result, finished: true };
+      }
+      if (await diffOfStatePresent(state, p)) {
+        throw new BusyError(`the diff ${d} is still there: run vhdsync merge ${d} to finish the merge (an interrupted merge can be finished, not undone)`, subject);
+      }
+      const marker = await readMergeMarker(g).catch(() => null);
       await removeMergeState(stateLoc);
-      await removeMergeMarker(g);
+      if (markerOf(marker, state)) await removeMergeMarker(g);
       await removePartials(stateLoc);
       await removePartials(mergeMarkerLocationFor(g));
+      return { ...result, finished: false };
     });
-    return { ...result, finished: false };
   });
 }
 

@@ -24,6 +24,8 @@ export interface MergeMarker {
   diffId: string;
   /** Set just before the state file is removed: the merge is complete, only this marker is left to delete. */
   finished: boolean;
+  /** `--keep-diff` as the first run was given it, durable before the state file exists. */
+  keepDiff: boolean;
 }
 
 /** Where the marker of a merge of `diff` lives. */
@@ -46,7 +48,7 @@ export function parseMarker(bytes: Uint8Array, subject?: string): MergeMarker {
   if (o.version !== 1) throw bad(`unknown version ${String(o.version)}`);
   if (typeof o.parent !== 'string' || o.parent === '') throw bad('field parent missing');
   if (typeof o.diffId !== 'string') throw bad('field diffId missing');
-  return { version: 1, parent: o.parent, diffId: o.diffId, finished: o.finished === true };
+  return { version: 1, parent: o.parent, diffId: o.diffId, finished: o.finished === true, keepDiff: o.keepDiff === true };
 }
 
 /** Reads the marker beside `diff`, or null when there is none. */

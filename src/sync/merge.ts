@@ -14,8 +14,8 @@ import { prefetch } from '../util/prefetch.js';
 import { lockImage, type ImageLock } from './lock.js';
 import { hookLocation } from './kill-hook.js';
 import { mergeStateLocationFor, readMergeState, writeMergeState, type MergeState } from './merge-state.js';
-import { removeMergeMarker, writeMergeMarker } from './merge-marker.js';
-import { cleanupMerge, diffGoneMessage, findMergeOf, pendingMergeMessage } from './merge-leftovers.js';
+import { readMergeMarker, removeMergeMarker, writeMergeMarker } from './merge-marker.js';
+import { cleanupMerge, diffGoneMessage, diffIdAt, diffOfStatePresent, findMergeOf, pendingMergeMessage } from './merge-leftovers.js';
 import { checkDiffMetafile, firstDifference, rotateMetafile } from './rotate.js';
 import { parentChange, resumeProblem } from './parent-identity.js';
 import { randomUUID } from 'node:crypto';
@@ -185,6 +185,22 @@ async function detectDriver(file: RandomAccessFile, subject: string): Promise<Fo
  * and a VHDX parent's log is replayed on open. The parent match is not checked here: a resumed merge has
  * already changed the parent's id, so the caller decides from the state file.
  */
+/** The first of `candidates` that is the expected parent or has a merge pending into it (read-only looks, no lock). */
+async function firstParentLike(candidates: Location[], expect: ParentExpectation, vhdSize: OpenOptions['vhdSize']): Promise<Location | null> {
+  for (const cand of candidates) {
+    const pending = mergeStateLocationFor(cand);
+    if (await pending.store.stat(pending.path)) return cand;
+    const disk = await openDisk(cand, { vhdSize, ignoreParentMismatch: true }).catch(() => null);
+    if (!disk) continue;
+    try {
+      if (await expect.matches(disk)) return cand;
+    } finally {
+      await disk.close();
+    }
+  }
+  return null;
+}
+
 async function openPair(diffLoc: Location, vhdSize: OpenOptions['vhdSize'], held?: ImageLock): Promise<MergePair> {
   const subject = displayLocation(diffLoc);
   const file = await diffLoc.store.open(diffLoc.path, 'read');
@@ -192,10 +208,18 @@ async function openPair(diffLoc: Location, vhdSize: OpenOptions['vhdSize'], held
   let lock: ImageLock | null = null;
   const opener: ParentOpener = async (candidates, child, _opts, expect) => {
     const tried: string[] = [];
+    const existing: Location[] = [];
     for (const cand of candidates) {
       tried.push(displayLocation(cand));
       const st = await cand.store.stat(cand.path).catch(() => null);
-      if (!st || st.isDirectory) continue;
+      if (st && !st.isDirectory) existing.push(cand);
+    }
+    // A --diffdir may hold another image under the parent's name, found first by the relative locator: take the
+    // first candidate that is the parent (its id matches, or a merge into it is pending), else the first one, so
+    // the caller's check names the mismatch.
+    const cand = existing.length > 1 ? ((await firstParentLike(existing, expect, vhdSize)) ?? existing[0]) : existing[0];
+    if (cand) {
+      const st = (await cand.store.stat(cand.path))!;
       lock = held ?? (await lockImage(cand, 'merge'));
       const locked = (await cand.store.stat(cand.path)) ?? st;
       // The parent's writes (and the state file and metafile beside it) stop if the lock's lease lapses.
@@ -250,14 +274,37 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
     const resumedFrom = state ? state.step : null;
     // Taken under the lock, before the writable open could touch the file.
     const current = { ...(await parent.identity()), fileSize: pair.parentStat.size, mtimeMs: pair.parentStat.mtimeMs };
+    const marker = await readMergeMarker(diffSide).catch(() => null);
     if (state) {
-      if (state.diff !== diffLoc.path || state.diffId !== diffId) {
-        const other = withPath(parentLoc, state.diff);
-        const exists = state.diff !== diffLoc.path && Boolean(await other.store.stat(other.path));
+      if (state.diffId !== diffId) {
+        const exists = await diffOfStatePresent(state, parentLoc);
         throw new BusyError(`another merge into this parent is pending: ${pendingMergeMessage(state, parentLoc, exists)}`, displayLocation(parentLoc));
+      }
+      if (state.diff !== diffLoc.path) {
+        // The same diff (by its id) under another name: moved after the interruption, or spelled otherwise.
+        // The merge goes on from here, and its marker moves with it.
+        const old = withPath(diffLoc, state.diff);
+        state.diff = diffLoc.path;
+        await writeMergeMarker(diffSide, { version: 1, parent: parentLoc.path, diffId, finished: false, keepDiff: state.keepDiff });
+        await writeMergeState(stateLoc, state);
+        // The old name's marker (and the killed run's lock there) go, under that name's lock.
+        const oldLock = await lockImage(old, 'merge').catch(() => null);
+        if (oldLock) {
+          try {
+            const oldMarker = await readMergeMarker(old).catch(() => null);
+            if (oldMarker?.diffId === diffId && (await diffIdAt(old)) !== diffId) await removeMergeMarker(oldLock.guard(old));
+          } finally {
+            await oldLock.release();
+          }
+        }
       }
       const why = resumeProblem(state, current);
       if (why) throw new ParentError(`${changedWhileInterrupted(displayLocation(parentLoc), why, displayLocation(stateLoc))}`, subject);
+    } else if (marker?.finished && marker.diffId === diffId && marker.parent === parentLoc.path) {
+      // Killed after the state file of a --keep-diff merge was removed: the merge is complete.
+      await removeMergeMarker(diffSide);
+      const meta = metafileLocationFor(parentLoc);
+      return { ...alreadyDone(diffLoc, marker.parent, diffId, (await meta.store.stat(meta.path)) ? displayLocation(meta) : null, started), diffKept: true };
     } else {
       if (!(await pair.expect.matches(parent))) {
         const got = (await parent.identity()).contentId;
@@ -291,11 +338,12 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
         bytesMerged: 0,
         extentsMerged: 0,
         virtualSize: diff.virtualSize,
-        keepDiff: Boolean(opts.keepDiff),
+        // A first run killed before its state file existed recorded --keep-diff in its marker only.
+        keepDiff: Boolean(opts.keepDiff) || Boolean(marker && marker.diffId === diffId && marker.keepDiff),
         startedAt: new Date().toISOString(),
       };
       // The marker first: whatever of the merge exists, the diff's side can find it (docs/decisions/0003).
-      await writeMergeMarker(diffSide, { version: 1, parent: parentLoc.path, diffId, finished: false });
+      await writeMergeMarker(diffSide, { version: 1, parent: parentLoc.path, diffId, finished: false, keepDiff: state.keepDiff });
       await writeMergeState(stateLoc, state);
     }
     const st: MergeState = state;
@@ -351,7 +399,7 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
       st.step = 'cleanup';
       await writeMergeState(stateLoc, st);
     }
-    await cleanupMerge(diffSide, stateLoc, st, parentLoc);
+    await cleanupMerge(diffSide, stateLoc, st, parentLoc, true);
     return { ...summaryOf(st, diffLoc, resumedFrom !== null, resumedFrom, started), blocksMerged: footprint.blocks, parentBlockSize: footprint.blockSize };
   } finally {
     if (!closed) await diff.close().catch(() => {});
@@ -377,20 +425,18 @@ async function finishWithoutDiff(diffLoc: Location, started: number, held?: Imag
       const again = await findMergeOf(diffLoc);
       const state = again?.state ?? null;
       const diffSide = diffLock.guard(diffLoc);
+      // Looked at again under both locks: a diff that came back under this name (moved back) is merged normally.
+      if (state && (await diffOfStatePresent(state, again!.parent))) {
+        throw new BusyError(`the diff reappeared while this run looked for it; run vhdsync merge ${subject} again`, subject);
+      }
       if (!again || !state) {
         if (again?.marker) await removeMergeMarker(diffSide);
         if (!again?.marker?.finished) throw new NotFoundError('no such file (and no merge of it is pending)', subject);
         const meta = metafileLocationFor(again.parent);
-        const done: MergeState = {
-          version: 2, diff: diffLoc.path, diffId: again.marker.diffId, parent: again.parent.path,
-          parentBefore: { contentId: '', fileSize: 0, mtimeMs: 0 }, step: 'cleanup', doneOffset: 0, bytesMerged: 0,
-          extentsMerged: 0, virtualSize: 0, keepDiff: false, startedAt: '',
-          metafile: (await meta.store.stat(meta.path)) ? displayLocation(meta) : null,
-        };
-        return summaryOf(done, diffLoc, true, 'cleanup', started);
+        return alreadyDone(diffLoc, again.marker.parent, again.marker.diffId, (await meta.store.stat(meta.path)) ? displayLocation(meta) : null, started);
       }
-      if (state.step !== 'cleanup') throw new BusyError(diffGoneMessage(state, again.parent), subject);
-      await cleanupMerge(diffSide, lock.guard(again.stateLoc), state, again.parent);
+      if (state.step !== 'cleanup') throw new BusyError(diffGoneMessage(state, again!.parent), subject);
+      await cleanupMerge(diffSide, lock.guard(again!.stateLoc), state, again!.parent);
       return summaryOf(state, diffLoc, true, 'cleanup', started);
     } finally {
       await diffLock.release();
@@ -398,6 +444,15 @@ async function finishWithoutDiff(diffLoc: Location, started: number, held?: Imag
   } finally {
     if (!held) await lock.release();
   }
+}
+
+/** The summary of a merge found complete (only its marker was left). */
+function alreadyDone(diffLoc: Location, parent: string, diffId: string, metafile: string | null, started: number): MergeSummary {
+  const done: MergeState = {
+    version: 2, diff: diffLoc.path, diffId, parent, parentBefore: { contentId: '', fileSize: 0, mtimeMs: 0 }, step: 'cleanup',
+    doneOffset: 0, bytesMerged: 0, extentsMerged: 0, virtualSize: 0, keepDiff: false, startedAt: '', metafile,
+  };
+  return summaryOf(done, diffLoc, true, 'cleanup', started);
 }
 
 function summaryOf(

@@ -4,7 +4,7 @@
  * `copy`; one whose diff was deleted mid-merge is named with its way out (`merge --discard`), and the discard
  * frees the parent. Merge also holds the diff's name, so no copy replaces the diff under it.
  */
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { makeTempDir } from '../helpers/tmp.js';
 import { HAVE_QEMU, requireTool } from '../helpers/tools.js';
@@ -145,6 +145,78 @@ d('interrupted merges of a diff kept in another folder', () => {
     expect(cli(['merge', diff]).stderr).toBe('');
     assertMerged();
   }, 120_000);
+
+  it('a diff moved after the interruption is merged at its new place (matched by its id, not its path)', () => {
+    reset();
+    const full = cliWithHook(['merge', diff], 1e9, bin);
+    reset();
+    expect(cliWithHook(['merge', diff], Math.floor(full.mutations! / 2), bin).signal).toBe('SIGKILL');
+    const moved = path.join(parentDir, 'disk_diff.vhdx');
+    for (const f of [diff, diff + '.blocklist.bin']) renameSync(f, path.join(parentDir, path.basename(f)));
+    const r = cli(['merge', moved]);
+    expect(r.stderr).toBe('');
+    expect(qemuSame(target, 'vhdx', source, 'raw').output).toContain('identical');
+    expect(leftovers(parentDir)).toEqual(['disk.vhdx', 'disk.vhdx.blocklist.bin']);
+    expect(leftovers(diffDir)).toEqual([]);
+  }, 120_000);
+
+  it('a --keep-diff merge killed after its state file went is reported done, and keeps the diff', () => {
+    reset();
+    const full = cliWithHook(['merge', '--keep-diff', diff], 1e9, bin);
+    for (let n = full.mutations! - 4; n < full.mutations!; n++) {
+      reset();
+      expect(cliWithHook(['merge', '--keep-diff', diff], n, bin).signal).toBe('SIGKILL');
+      const r = cli(['merge', '--keep-diff', diff]);
+      expect({ n, status: r.status, stderr: r.stderr }).toEqual({ n, status: 0, stderr: '' });
+      expect(qemuSame(target, 'vhdx', source, 'raw').output).toContain('identical');
+      expect(leftovers(diffDir)).toEqual(['disk_diff.vhdx', 'disk_diff.vhdx.blocklist.bin']);
+      expect(leftovers(parentDir)).toEqual(['disk.vhdx', 'disk.vhdx.blocklist.bin']);
+    }
+  }, 120_000);
+
+  it("another target's diff of the same name is never deleted or replaced by an interrupted merge's leftovers", () => {
+    // A second disk with the same file name, backed up through the same --diffdir.
+    const dir2 = path.join(tmp.dir, 'vms2');
+    mkdirSync(dir2, { recursive: true });
+    const target2 = path.join(dir2, 'disk.vhdx');
+    const source2 = path.join(tmp.dir, 'source2.raw');
+    rmSync(target2, { force: true });
+    qemuImage(target2, 'vhdx', SIZE, [{ offset: 4 * MiB, length: MiB, fill: 0x71 }], 'subformat=dynamic,block_size=1M');
+    qemuRaw(target2, 'vhdx', source2);
+    qemuWrite(source2, 'raw', [{ offset: 9 * MiB, length: 65536, fill: 0x72 }]);
+    expect(cli(['createmeta', '--block-size', '64K', source2, target2]).status).toBe(0);
+
+    // Mid-merge of disk's diff: a copy for the other disk must not replace it, even with --force.
+    reset();
+    const full = cliWithHook(['merge', diff], 1e9, bin);
+    reset();
+    expect(cliWithHook(['merge', diff], Math.floor(full.mutations! / 2), bin).signal).toBe('SIGKILL');
+    const refused = cli(['copy', '--force', '--diffdir', diffDir, source2, target2]);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toContain(`is being merged into ${target} (interrupted); run vhdsync merge ${diff} first`);
+    expect(cli(['merge', diff]).stderr).toBe('');
+    assertMerged();
+
+    // Killed in the cleanup after the diff went: the other disk's new diff of that name is left alone by
+    // everything that settles the first merge.
+    let n = full.mutations! - 12;
+    for (; n < full.mutations!; n++) {
+      reset();
+      cliWithHook(['merge', diff], n, bin);
+      if (!existsSync(diff) && existsSync(target + '.merge-state.json')) break;
+    }
+    expect(n).toBeLessThan(full.mutations!);
+    expect(cli(['copy', '--diffdir', diffDir, source2, target2]).stderr).toBe('');
+    const other = readFileSync(diff);
+    for (const settle of [['merge', '--discard', target], ['copy', '--diffdir', diffDir, source, target]]) {
+      const r = cli(settle);
+      if (settle[0] === 'merge') expect(r.stderr).toBe('');
+      expect(readFileSync(diff).equals(other)).toBe(true);
+    }
+    expect(existsSync(target + '.merge-state.json')).toBe(false);
+    expect(cli(['merge', diff]).stderr).toBe('');
+    expect(qemuSame(target2, 'vhdx', source2, 'raw').output).toContain('identical');
+  }, 180_000);
 
   it("merge holds the diff's name: it waits for no copy and is refused while another run holds it", async () => {
     reset();
