@@ -82,7 +82,7 @@ d('merge (end to end, against qemu and libvhdi)', () => {
     // A merge of another diff into this parent is pending: refused, the state is left alone.
     const state = { version: 1, diff: path.join(tmp.dir, 'other_diff.vhdx'), diffId: '{x}', parent, parentBefore: { contentId: '{y}', fileSize: 1, mtimeMs: 0 }, step: 'merging', doneOffset: 0, bytesMerged: 0, extentsMerged: 0, virtualSize: 16 * MiB, keepDiff: false, startedAt: 'now' };
     writeFileSync(parent + '.merge-state.json', JSON.stringify(state));
-    expectOneLineError(cli(['merge', diff]), 1, /another merge into this parent is pending: the merge of .*other_diff\.vhdx into .* is gone, so it cannot be finished; .*vhdsync merge --discard /);
+    expectOneLineError(cli(['merge', diff]), 1, /another merge into this parent is pending: the merge of .*other_diff\.vhdx into .* the diff is gone .*cannot be finished here; .*vhdsync merge --discard /);
     writeFileSync(parent + '.merge-state.json', '{"version": 1');
     expectOneLineError(cli(['merge', diff]), 1, /merge-state\.json: not a valid merge state file/);
     run('rm', [parent + '.merge-state.json']);
