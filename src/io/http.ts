@@ -8,6 +8,7 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { IoError, UsageError } from '../util/errors.js';
+import { SocketReader } from './socket-reader.js';
 
 /** Connection settings. */
 export interface HttpOptions {
@@ -37,52 +38,21 @@ export function redactUrl(url: string | URL): string {
 }
 
 /** An open connection with a reader of what the server sends. */
-class Connection {
-  private buffered: Buffer = Buffer.alloc(0);
-  private ended = false;
-  private error: Error | null = null;
-  private wake: (() => void) | null = null;
-
+class Connection extends SocketReader {
   constructor(
-    readonly socket: net.Socket,
+    socket: net.Socket,
     readonly name: string,
   ) {
-    socket.on('data', (d: Buffer) => {
-      this.buffered = this.buffered.length ? Buffer.concat([this.buffered, d]) : d;
-      socket.pause();
-      this.notify();
-    });
-    socket.on('end', () => {
-      this.ended = true;
-      this.notify();
-    });
-    socket.on('error', (e) => {
-      this.error = e;
-      this.notify();
-    });
-    socket.on('close', () => {
-      this.ended = true;
-      this.notify();
-    });
+    super(socket);
   }
 
-  private notify(): void {
-    const w = this.wake;
-    this.wake = null;
-    w?.();
+  protected failure(err: Error): Error {
+    return netError(err, this.name);
   }
 
   /** Waits for more bytes; false at end of stream. Throws on a socket error. */
   async more(): Promise<boolean> {
-    if (this.buffered.length) return true;
-    if (this.error) throw netError(this.error, this.name);
-    if (this.ended) return false;
-    await new Promise<void>((resolve) => {
-      this.wake = resolve;
-      this.socket.resume();
-    });
-    if (this.error && !this.buffered.length) throw netError(this.error, this.name);
-    return this.buffered.length > 0;
+    return this.buffered.length > 0 || this.moreThan(0);
   }
 
   /** Takes up to `max` buffered bytes. */
@@ -107,7 +77,7 @@ class Connection {
         if (this.buffered.length > 64 << 10) throw new IoError('HTTP response headers longer than 64 KiB', this.name);
         const before = this.buffered.length;
         this.socket.resume();
-        if (!(await this.moreRaw(before))) throw new IoError('the server closed the connection without an HTTP response', this.name);
+        if (!(await this.moreThan(before))) throw new IoError('the server closed the connection without an HTTP response', this.name);
       }
       const [statusLine, ...lines] = text.split('\r\n');
       const m = /^HTTP\/1\.[01] (\d{3}) ?(.*)$/.exec(statusLine);
@@ -121,19 +91,6 @@ class Connection {
       if (status >= 100 && status < 200) continue;
       return { status, reason: m[2], headers };
     }
-  }
-
-  /** Waits until more than `have` bytes are buffered; false at end. */
-  private async moreRaw(have: number): Promise<boolean> {
-    while (this.buffered.length <= have) {
-      if (this.error) throw netError(this.error, this.name);
-      if (this.ended) return false;
-      await new Promise<void>((resolve) => {
-        this.wake = resolve;
-        this.socket.resume();
-      });
-    }
-    return true;
   }
 
   /** The body as a stream of buffers: Content-Length bytes, HTTP chunked, or up to the connection's end. */
@@ -164,7 +121,7 @@ class Connection {
         this.buffered = this.buffered.subarray(i + 2);
         return s;
       }
-      if (!(await this.moreRaw(this.buffered.length))) throw new IoError('the server closed the connection inside a chunked body', this.name);
+      if (!(await this.moreThan(this.buffered.length))) throw new IoError('the server closed the connection inside a chunked body', this.name);
     }
   }
 

@@ -7,65 +7,30 @@
  */
 import type { Socket } from 'node:net';
 import { IoError, RequestError } from '../util/errors.js';
+import { SocketReader } from '../io/socket-reader.js';
 import { MAX_HEAD, parseRequestHead, type BodyFraming, type RequestHead } from './request.js';
 
 /** A request that did not arrive whole in time, or a connection that went quiet. */
 export class TimeoutError extends IoError {}
 
 /** Reads requests and writes responses on one socket; one request per connection (XAPI's Connection: close). */
-export class ServerConnection {
-  private buffered: Buffer = Buffer.alloc(0);
-  private ended = false;
-  private error: Error | null = null;
-  private wake: (() => void) | null = null;
+export class ServerConnection extends SocketReader {
   /** Bytes of the body consumed so far. */
   bodyBytes = 0;
   /** Set once a response head has been written. */
   responded = false;
 
   constructor(
-    readonly socket: Socket,
+    socket: Socket,
     /** The client's address, for logs and the rate limit. */
     readonly address: string,
   ) {
-    socket.on('data', (d: Buffer) => {
-      this.buffered = this.buffered.length ? Buffer.concat([this.buffered, d]) : d;
-      // Pull, not push: nothing more is read until the handler asks, so a fast client cannot fill memory.
-      socket.pause();
-      this.notify();
-    });
-    socket.on('end', () => {
-      this.ended = true;
-      this.notify();
-    });
-    socket.on('close', () => {
-      this.ended = true;
-      this.notify();
-    });
-    socket.on('error', (e) => {
-      this.error = e;
-      this.notify();
-    });
+    super(socket);
     socket.pause();
   }
 
-  private notify(): void {
-    const w = this.wake;
-    this.wake = null;
-    w?.();
-  }
-
-  /** Waits until more than `have` bytes are buffered; false when the connection ended first. */
-  private async moreThan(have: number): Promise<boolean> {
-    while (this.buffered.length <= have) {
-      if (this.error) throw new IoError(`connection failed: ${this.error.message}`, this.address);
-      if (this.ended || this.socket.destroyed) return false;
-      await new Promise<void>((resolve) => {
-        this.wake = resolve;
-        this.socket.resume();
-      });
-    }
-    return true;
+  protected failure(err: Error): Error {
+    return new IoError(`connection failed: ${err.message}`, this.address);
   }
 
   /** Reads and parses the request head within `timeoutMs` (slow or silent clients are cut off). */
