@@ -8,17 +8,13 @@ import { cliWithHook, spread } from '../cli/sync-helpers.js';
 import { backupDisk, openRepository } from '../../src/repo/index.js';
 import { parseLocation } from '../../src/io/location.js';
 import { strays } from './repo-helpers.js';
-import { CrashFixture, POINTS } from './crash-fixture.js';
+import { POINTS, useCrashFixture } from './crash-fixture.js';
 
 describe('backup killed with SIGKILL', () => {
-  let f: CrashFixture;
-  beforeAll(async () => {
-    f = new CrashFixture();
-    await f.setUp();
-  }, 120_000);
-  afterAll(() => f.tmp.cleanup());
+  const fixture = useCrashFixture();
 
   it(`backup --keep 3: a kill at any of ${POINTS} points loses nothing reported done; a rerun completes cleanly`, async () => {
+    const f = fixture();
     f.reset();
     const args = ['backup', f.source, '--repo', f.repo, '--keep', '3', '--reflink', 'never'];
     const full = cliWithHook(args, 1e9, f.bin);

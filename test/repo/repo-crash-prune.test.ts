@@ -8,17 +8,13 @@ import * as path from 'node:path';
 import { cliAt, cliWithHook, spread } from '../cli/sync-helpers.js';
 import { openRepository, pruneDisk } from '../../src/repo/index.js';
 import { strays } from './repo-helpers.js';
-import { CrashFixture, POINTS } from './crash-fixture.js';
+import { POINTS, useCrashFixture } from './crash-fixture.js';
 
 describe('prune killed with SIGKILL', () => {
-  let f: CrashFixture;
-  beforeAll(async () => {
-    f = new CrashFixture();
-    await f.setUp();
-  }, 120_000);
-  afterAll(() => f.tmp.cleanup());
+  const fixture = useCrashFixture();
 
   it(`prune --keep 2: a kill at any of ${POINTS} points leaves every listed point restorable; a rerun finishes the folds`, async () => {
+    const f = fixture();
     f.reset();
     const args = ['prune', '--repo', f.repo, 'vm', '--keep', '2'];
     const full = cliWithHook(args, 1e9, f.bin);
