@@ -11,6 +11,10 @@ import { MERGE_STATE_SUFFIX, readMergeState } from '../sync/merge-state.js';
 import { BusyError } from '../util/errors.js';
 import type { Catalog } from './catalog.js';
 import { IMPORT_DIFF_RE } from './import.js';
+import { mergeMarkerLocationFor } from '../sync/merge-marker.js';
+
+/** Any file of an import: its diff, and names derived from it (marker, lock, temp files, which may add a dot in front). */
+const IMPORT_FILE_RE = /^\.?\.(.+?)\.import-([0-9a-f]{16})\.(vhd|vhdx|qcow2)(?:\.|$)/;
 
 /** One settled leftover, for the log. */
 export interface Recovered {
@@ -44,25 +48,35 @@ export async function recoverImports(catalog: Catalog): Promise<Recovered[]> {
       out.push({ disk: m[1], action: 'busy', file: diffName });
     }
   }
+  // Everything else of an import (its diff, the merge's marker and the lock on the diff's name, their temp files)
+  // belongs to an upload that never reached its merge: it goes.
+  const unfinished = new Map<string, string>();
   for (const n of names) {
-    const m = IMPORT_DIFF_RE.exec(n);
-    if (!m || finishing.has(n)) continue;
+    const m = IMPORT_FILE_RE.exec(n);
+    const diffName = m ? `.${m[1]}.import-${m[2]}.${m[3]}` : '';
+    if (m && !finishing.has(diffName)) unfinished.set(diffName, m[1]);
+  }
+  for (const [diffName, disk] of unfinished) {
     // The disk's lock tells a dead server's upload from a live one's (another serve on the same folder).
-    let lock;
+    const locks = [];
     try {
-      lock = await lockImage(catalog.at(m[1]), 'import');
+      locks.push(await lockImage(catalog.at(disk), 'import'));
+      locks.push(await lockImage(catalog.at(diffName), 'import'));
     } catch (err) {
+      for (const l of locks) await l.release();
       if (!(err instanceof BusyError)) throw err;
-      out.push({ disk: m[1], action: 'busy', file: n });
+      out.push({ disk, action: 'busy', file: diffName });
       continue;
     }
     try {
-      await store.unlink(catalog.at(n).path).catch(() => {});
-      // A kill while the merge's first state file was being written leaves its temp file.
-      await removePartials(catalog.at(m[1]));
-      out.push({ disk: m[1], action: 'removed', file: n });
+      const diff = catalog.at(diffName);
+      for (const loc of [diff, mergeMarkerLocationFor(diff)]) await store.unlink(loc.path).catch(() => {});
+      await removePartials(diff);
+      // A kill while the merge's first state file was being written leaves its temp file beside the disk.
+      await removePartials(catalog.at(disk));
+      out.push({ disk, action: 'removed', file: diffName });
     } finally {
-      await lock.release();
+      for (const l of locks.reverse()) await l.release();
     }
   }
   // A run killed before its upload made a file leaves only its lock (and perhaps temp files): taking the lock
