@@ -113,21 +113,17 @@ class Connection extends SocketReader {
     }
   }
 
-  private async line(): Promise<string> {
-    for (;;) {
-      const i = this.buffered.indexOf('\r\n');
-      if (i >= 0) {
-        const s = this.buffered.toString('latin1', 0, i);
-        this.buffered = this.buffered.subarray(i + 2);
-        return s;
-      }
-      if (!(await this.moreThan(this.buffered.length))) throw new IoError('the server closed the connection inside a chunked body', this.name);
-    }
+  private chunkLine(): Promise<string> {
+    return this.line(
+      64 << 10,
+      () => new IoError('malformed chunked HTTP body: chunk header line too long', this.name),
+      () => new IoError('the server closed the connection inside a chunked body', this.name),
+    );
   }
 
   private async *chunkedBody(): AsyncGenerator<Buffer> {
     for (;;) {
-      const size = parseInt(await this.line(), 16);
+      const size = parseInt(await this.chunkLine(), 16);
       if (!Number.isFinite(size) || size < 0) throw new IoError('malformed chunked HTTP body', this.name);
       if (size === 0) return;
       for (let left = size; left > 0; ) {
@@ -136,7 +132,7 @@ class Connection extends SocketReader {
         left -= b.length;
         yield b;
       }
-      await this.line();
+      await this.chunkLine();
     }
   }
 

@@ -52,4 +52,21 @@ export abstract class SocketReader {
     }
     return true;
   }
+
+  /**
+   * Reads one CRLF-terminated line (without the CRLF), as latin1. `tooLong` is thrown once `max` bytes arrived
+   * without one, `ended` when the connection ends first.
+   */
+  protected async line(max: number, tooLong: () => Error, ended: () => Error): Promise<string> {
+    for (;;) {
+      const i = this.buffered.indexOf('\r\n');
+      if (i >= 0) {
+        const s = this.buffered.toString('latin1', 0, i);
+        this.buffered = this.buffered.subarray(i + 2);
+        return s;
+      }
+      if (this.buffered.length > max) throw tooLong();
+      if (!(await this.moreThan(this.buffered.length))) throw ended();
+    }
+  }
 }

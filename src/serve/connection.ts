@@ -89,27 +89,22 @@ export class ServerConnection extends SocketReader {
     return b;
   }
 
-  private async line(): Promise<string> {
-    for (;;) {
-      const i = this.buffered.indexOf('\r\n');
-      if (i >= 0) {
-        const s = this.buffered.toString('latin1', 0, i);
-        this.buffered = this.buffered.subarray(i + 2);
-        return s;
-      }
-      if (this.buffered.length > 4096) throw new IoError('malformed chunked body: chunk header line too long', this.address);
-      if (!(await this.moreThan(this.buffered.length))) throw new IoError('the client stopped inside a chunked body', this.address);
-    }
+  private chunkLine(): Promise<string> {
+    return this.line(
+      4096,
+      () => new IoError('malformed chunked body: chunk header line too long', this.address),
+      () => new IoError('the client stopped inside a chunked body', this.address),
+    );
   }
 
   /** HTTP/1.1 chunked transfer coding: size lines (extensions ignored), data, CRLF; trailers after the last. */
   private async *chunkedBody(): AsyncGenerator<Buffer> {
     for (;;) {
-      const sizeText = (await this.line()).split(';')[0].trim();
+      const sizeText = (await this.chunkLine()).split(';')[0].trim();
       if (!/^[0-9a-fA-F]{1,12}$/.test(sizeText)) throw new IoError('malformed chunked body: bad chunk size', this.address);
       const size = parseInt(sizeText, 16);
       if (size === 0) {
-        while ((await this.line()) !== '');
+        while ((await this.chunkLine()) !== '');
         return;
       }
       for (let left = size; left > 0; ) {
@@ -118,7 +113,7 @@ export class ServerConnection extends SocketReader {
         left -= b.length;
         yield b;
       }
-      if ((await this.line()) !== '') throw new IoError('malformed chunked body: no CRLF after a chunk', this.address);
+      if ((await this.chunkLine()) !== '') throw new IoError('malformed chunked body: no CRLF after a chunk', this.address);
     }
   }
 
