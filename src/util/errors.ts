@@ -108,3 +108,6 @@ export class RequestError extends VhdsyncError {
 
 /** Something in a backup repository is damaged or missing: a manifest, a restore point's image or its metafile. */
 export class RepositoryDamageError extends VhdsyncError {}
+
+/** A conditional write lost: the object (or file) changed since it was read (`If-Match` failed). */
+export class ConflictError extends VhdsyncError {}

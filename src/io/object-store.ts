@@ -1,0 +1,53 @@
+/**
+ * Object stores: flat namespaces of immutable-by-convention objects (S3 and its kin), under a bucket and a prefix.
+ * The repository model's object backend (issue 15) sees only this interface; `s3` implements it on an
+ * S3-compatible service, tests put fault-injecting decorators around it here in io/ (never in the layers above).
+ *
+ * Keys are relative to the store's prefix and use `/` as separator; an implementation adds the prefix. Every
+ * method retries transient failures (5xx, throttling, timeouts, resets) itself, with backoff, and throws a
+ * VhdsyncError subclass (one line, never a credential) when it gives up or on a final answer (403, missing bucket).
+ */
+
+/** An object as a listing or a HEAD reports it. */
+export interface ObjectInfo {
+  /** Key relative to the store's prefix. */
+  key: string;
+  size: number;
+  /** The ETag without quotes (radosgw may return an empty one after a multipart completion). */
+  etag: string;
+  lastModifiedMs: number;
+}
+
+/** Conditions on a write, decided atomically by the service. */
+export interface PutConditions {
+  /** Create only: fails with AlreadyExistsError when the key exists (`If-None-Match: *`). */
+  ifNoneMatch?: '*';
+  /** Replace only this version: fails with ConflictError when the object's ETag differs (`If-Match`). */
+  ifMatch?: string;
+}
+
+/** A byte range of an object. */
+export interface ObjectRange {
+  start: number;
+  length: number;
+}
+
+/** A bucket (and prefix) of an S3-compatible service. */
+export interface ObjectStore {
+  /** The store as the user names it (`s3://bucket/prefix`), for messages; never carries a key. */
+  readonly display: string;
+  /** The object's bytes (or a range of them), or null when it does not exist. */
+  get(key: string, range?: ObjectRange): Promise<Buffer | null>;
+  /** What the service knows of an object, or null when it does not exist. */
+  head(key: string): Promise<ObjectInfo | null>;
+  /** Writes a whole object (atomic: readers see the old one or the new one, never a part), under `conditions`. */
+  put(key: string, body: Uint8Array, conditions?: PutConditions): Promise<{ etag: string }>;
+  /** Every object whose key starts with `prefix`, in key order, paged as the service pages them. */
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** Deletes the objects (absent ones are not an error), batched as the service allows. */
+  delete(keys: readonly string[]): Promise<void>;
+  /** True when the bucket exists and these credentials may read it; false for a missing bucket. */
+  bucketExists(): Promise<boolean>;
+  /** Ends pooled connections. */
+  close(): Promise<void>;
+}
