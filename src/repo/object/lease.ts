@@ -1,0 +1,204 @@
+/**
+ * A disk's lease in an object repository (decision 0010's semantics on an object store; docs/repository.md):
+ * `leases/<disk>/<generation>.json`, one object per holder generation. The newest generation is the lease.
+ * - Taking it: when there is none, create generation 1; when the newest is released, held by a dead process of
+ *   this host, or expired, create the next generation. Creates are `If-None-Match: *`, so of two hosts that judged
+ *   the same generation free, exactly one wins; the other reports the disk busy.
+ * - Expired means: its recorded renewal is older than the lease by our clock (a hint), and then watching it for one
+ *   more lease saw no change of its ETag (the proof, measured on one machine's clock only).
+ * - The holder renews every `renewMs` by replacing its object `If-Match` its last ETag, after checking that no next
+ *   generation exists. It may change the repository only until `authorityMs` after the start of its last renewal
+ *   that finished within `authorityMs`; past that, `check()` throws and the run stops writing. Because a breaker
+ *   watches for a whole lease (> 2 x authority) after the last change it saw, the holder has stopped before.
+ * - Releasing rewrites the object as released (never deleted: generations only grow, so a stale holder's view can
+ *   never match a new one). A new holder deletes the generations below its own.
+ */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { ObjectStore } from '../../io/object-store.js';
+import { AlreadyExistsError, BusyError, ConflictError, NotFoundError } from '../../util/errors.js';
+import { leaseKey, leasePrefix, parseGeneration } from './keys.js';
+
+/** Lease timing (ms); tests shorten it. Renewal < authority < lease / 2 (decision 0010). */
+export interface LeaseTiming {
+  leaseMs: number;
+  renewMs: number;
+  authorityMs: number;
+}
+
+export const LEASE_TIMING: LeaseTiming = { leaseMs: 120_000, renewMs: 10_000, authorityMs: 30_000 };
+
+/** The lease object's body. */
+interface LeaseRecord {
+  format: 'vhdsync-lease';
+  host: string;
+  pid: number;
+  op: string;
+  token: string;
+  since: string;
+  /** The holder's wall-clock time of its last renewal (a hint for others; durations decide). */
+  renewed: string;
+  renewals: number;
+  leaseMs: number;
+  released: boolean;
+}
+
+function parseRecord(bytes: Buffer | null): LeaseRecord | null {
+  if (!bytes) return null;
+  try {
+    const r = JSON.parse(bytes.toString('utf8')) as LeaseRecord;
+    return r && r.format === 'vhdsync-lease' && typeof r.token === 'string' ? r : null;
+  } catch {
+    return null;
+  }
+}
+
+function serialize(r: LeaseRecord): Buffer {
+  return Buffer.from(JSON.stringify(r) + '\n');
+}
+
+/** True when `pid` is gone on this host. */
+function deadHere(r: LeaseRecord): boolean {
+  if (r.host !== hostname()) return false;
+  try {
+    process.kill(r.pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A lease this run holds. */
+export class DiskLease {
+  private timer: NodeJS.Timeout;
+  private deadline: number;
+  private lost: string | null = null;
+  private renewing: Promise<void> | null = null;
+
+  private constructor(
+    private readonly store: ObjectStore,
+    private readonly disk: string,
+    private readonly generation: number,
+    private record: LeaseRecord,
+    private etag: string,
+    private readonly timing: LeaseTiming,
+    started: number,
+  ) {
+    this.deadline = started + timing.authorityMs;
+    this.timer = setInterval(() => void this.renew(), timing.renewMs);
+    this.timer.unref();
+  }
+
+  /** Takes disk `disk`'s lease for `op`, or throws BusyError naming the holder. */
+  static async take(store: ObjectStore, disk: string, op: string, timing: LeaseTiming = LEASE_TIMING): Promise<DiskLease> {
+    if (!(2 * timing.authorityMs < timing.leaseMs && timing.renewMs < timing.authorityMs)) throw new Error('lease timing: need renewal < authority < lease / 2');
+    for (let attempt = 0; ; attempt++) {
+      const newest = await newestGeneration(store, disk);
+      let next = 1;
+      if (newest !== null) {
+        const key = leaseKey(disk, newest);
+        const info = await store.head(key);
+        if (!info) continue; // deleted by a new holder meanwhile: look again
+        const held = parseRecord(await store.get(key));
+        if (held && !held.released && !deadHere(held)) {
+          const renewedAgo = Date.now() - Date.parse(held.renewed);
+          if (!(renewedAgo > held.leaseMs)) throw busy(store, disk, held);
+          // Looks expired by our clock: watch it for one more lease; any renewal proves the holder alive.
+          await sleep(held.leaseMs);
+          const later = await store.head(key);
+          if (!later || later.etag !== info.etag) {
+            if (attempt < 2) continue;
+            throw busy(store, disk, held);
+          }
+        }
+        next = newest + 1;
+      }
+      const started = performance.now();
+      const now = new Date().toISOString();
+      const record: LeaseRecord = { format: 'vhdsync-lease', host: hostname(), pid: process.pid, op, token: randomBytes(8).toString('hex'), since: now, renewed: now, renewals: 0, leaseMs: timing.leaseMs, released: false };
+      let etag: string;
+      try {
+        etag = (await store.put(leaseKey(disk, next), serialize(record), { ifNoneMatch: '*' })).etag;
+      } catch (err) {
+        if (!(err instanceof AlreadyExistsError)) throw err;
+        // Another run took generation `next` first.
+        const winner = parseRecord(await store.get(leaseKey(disk, next)));
+        throw busy(store, disk, winner);
+      }
+      const lease = new DiskLease(store, disk, next, record, etag, timing, started);
+      // Older generations are history now; a failure here only leaves them for the next holder.
+      const old: string[] = [];
+      for await (const o of store.list(leasePrefix(disk))) {
+        const g = parseGeneration(o.key.slice(leasePrefix(disk).length));
+        if (g !== null && g < next) old.push(o.key);
+      }
+      await store.delete(old).catch(() => {});
+      return lease;
+    }
+  }
+
+  /** Throws once this run may no longer change the disk (lease lost or not renewed in time). */
+  check(): void {
+    if (!this.lost && performance.now() >= this.deadline) this.lose(`its lease could not be renewed for ${this.timing.authorityMs / 1000} s`);
+    if (this.lost) throw new BusyError(`lost the lease of disk '${this.disk}' (${this.lost}); stopped writing so that another run can take over`, `${this.store.display}/${leaseKey(this.disk, this.generation)}`);
+  }
+
+  private lose(why: string): void {
+    this.lost ??= why;
+    clearInterval(this.timer);
+  }
+
+  /** One renewal: no newer generation exists, then our object replaced If-Match our last ETag. */
+  renew(): Promise<void> {
+    if (this.renewing || this.lost) return this.renewing ?? Promise.resolve();
+    const started = performance.now();
+    if (started >= this.deadline) {
+      this.lose(`its lease could not be renewed for ${this.timing.authorityMs / 1000} s`);
+      return Promise.resolve();
+    }
+    const next: LeaseRecord = { ...this.record, renewed: new Date().toISOString(), renewals: this.record.renewals + 1 };
+    this.renewing = (async () => {
+      try {
+        if (await this.store.head(leaseKey(this.disk, this.generation + 1))) return this.lose('another run took it over');
+        const { etag } = await this.store.put(leaseKey(this.disk, this.generation), serialize(next), { ifMatch: this.etag });
+        this.record = next;
+        this.etag = etag;
+        if (performance.now() - started <= this.timing.authorityMs) this.deadline = Math.max(this.deadline, started + this.timing.authorityMs);
+      } catch (err) {
+        if (err instanceof ConflictError || err instanceof NotFoundError) this.lose('another run took it over');
+        // Anything else (the store unreachable): the lease runs out unless a later renewal gets through.
+      } finally {
+        this.renewing = null;
+      }
+    })();
+    return this.renewing;
+  }
+
+  /** Marks the lease released (the next run takes it at once); a lapsed lease is left to expire. */
+  async release(): Promise<void> {
+    clearInterval(this.timer);
+    await this.renewing;
+    if (this.lost || performance.now() >= this.deadline) return;
+    this.lost = 'released';
+    const done: LeaseRecord = { ...this.record, renewed: new Date().toISOString(), released: true };
+    await this.store.put(leaseKey(this.disk, this.generation), serialize(done), { ifMatch: this.etag }).catch(() => {});
+  }
+}
+
+/** The newest lease generation of a disk, or null when it has none. */
+async function newestGeneration(store: ObjectStore, disk: string): Promise<number | null> {
+  let newest: number | null = null;
+  for await (const o of store.list(leasePrefix(disk))) {
+    const g = parseGeneration(o.key.slice(leasePrefix(disk).length));
+    if (g !== null && (newest === null || g > newest)) newest = g;
+  }
+  return newest;
+}
+
+function busy(store: ObjectStore, disk: string, h: LeaseRecord | null): BusyError {
+  const who = h ? `a ${h.op} (pid ${h.pid} on ${h.host}, since ${h.since})` : 'another vhdsync run';
+  const lapse = h ? `; a later run takes it over once it has gone ${Math.round(h.leaseMs / 1000)} s without renewal` : '';
+  return new BusyError(`disk '${disk}' is in use by ${who}${lapse}`, `${store.display}/${leasePrefix(disk)}`);
+}

@@ -1,0 +1,180 @@
+/**
+ * A repository on an object store (S3 and its kin): the second backend of the repository model, with its own
+ * layout of immutable objects (docs/repository.md, "Repositories on object storage"; decision 0016). Points are
+ * block maps over content-addressed block objects, so every point is standalone and shares unchanged blocks with
+ * the others; manifests are a new object per generation; each disk has a lease object.
+ */
+import type { Disk } from '../../formats/disk.js';
+import type { ObjectStore } from '../../io/object-store.js';
+import { MemoryStore } from '../../io/memory-store.js';
+import { readMetafile, type Metafile } from '../../meta/index.js';
+import { AlreadyExistsError, IoError, NotFoundError, RepositoryDamageError, UsageError } from '../../util/errors.js';
+import type { DiskSession, RepoBackend } from '../backend.js';
+import { ManifestProblem, MANIFEST_LIMIT, parseManifest, type DiskManifest, type RestorePoint } from '../manifest.js';
+import { checkDiskName } from '../names.js';
+import { DEFAULT_UPLOADS_IN_FLIGHT } from './block-upload.js';
+import { manifestKey, manifestPrefix, MANIFESTS, OBJECT_MARKER, diskPrefix, parseGeneration, pointListName } from './keys.js';
+import { DiskLease, LEASE_TIMING, type LeaseTiming } from './lease.js';
+import { ObjectDiskSession } from './object-session.js';
+import { MAP_LIMIT, parsePointMap, type PointMap } from './point-map.js';
+import { DEFAULT_READ_AHEAD, PointDisk } from './point-disk.js';
+
+const MARKER_FORMAT = 'vhdsync-repository';
+
+/** Tuning of an object repository (defaults in docs/repository.md). */
+export interface ObjectRepositoryOptions {
+  lease?: LeaseTiming;
+  /** Block uploads in flight during a backup. */
+  uploadsInFlight?: number;
+  /** Blocks fetched ahead of a restore. */
+  readAhead?: number;
+}
+
+/** A repository under a bucket and prefix. */
+export class ObjectRepository implements RepoBackend {
+  readonly lease: LeaseTiming;
+  readonly uploadsInFlight: number;
+  readonly readAhead: number;
+
+  constructor(
+    readonly store: ObjectStore,
+    opts: ObjectRepositoryOptions = {},
+  ) {
+    this.lease = opts.lease ?? LEASE_TIMING;
+    this.uploadsInFlight = opts.uploadsInFlight ?? DEFAULT_UPLOADS_IN_FLIGHT;
+    this.readAhead = opts.readAhead ?? DEFAULT_READ_AHEAD;
+  }
+
+  get display(): string {
+    return this.store.display;
+  }
+
+  /** How a key of this repository is shown to the user. */
+  name(key: string): string {
+    return `${this.store.display.replace(/\/$/, '')}/${key}`;
+  }
+
+  async exists(create = false): Promise<boolean> {
+    const bytes = await this.store.get(OBJECT_MARKER);
+    if (bytes) {
+      let ok = false;
+      try {
+        ok = (JSON.parse(bytes.toString('utf8')) as { format?: unknown }).format === MARKER_FORMAT;
+      } catch {
+        ok = false;
+      }
+      if (!ok) throw new RepositoryDamageError(`${OBJECT_MARKER} is not a vhdsync repository marker`, this.name(OBJECT_MARKER));
+      return true;
+    }
+    if (!(await this.store.bucketExists())) throw new NotFoundError('no such bucket (vhdsync creates repositories, not buckets: create it first)', this.display);
+    if (!create) return false;
+    for await (const o of this.store.list('')) {
+      throw new UsageError(`not a vhdsync repository (no ${OBJECT_MARKER}) and not empty (it holds ${o.key}, ...): name a new or empty prefix`, this.display);
+    }
+    const body = Buffer.from(JSON.stringify({ format: MARKER_FORMAT, version: 1, created: new Date().toISOString() }) + '\n');
+    try {
+      await this.store.put(OBJECT_MARKER, body, { ifNoneMatch: '*' });
+    } catch (err) {
+      // Another backup made the repository at the same moment.
+      if (!(err instanceof AlreadyExistsError)) throw err;
+    }
+    return true;
+  }
+
+  async listDisks(): Promise<string[]> {
+    const disks = new Set<string>();
+    for await (const o of this.store.list(MANIFESTS)) {
+      const [disk, name] = o.key.slice(MANIFESTS.length).split('/');
+      if (disk && name !== undefined && parseGeneration(name) !== null) disks.add(disk);
+    }
+    return [...disks].sort();
+  }
+
+  /** The newest generation of a disk's manifest, or null when there is none. */
+  private async newestManifest(disk: string): Promise<number | null> {
+    let newest: number | null = null;
+    for await (const o of this.store.list(manifestPrefix(disk))) {
+      const g = parseGeneration(o.key.slice(manifestPrefix(disk).length));
+      if (g !== null && (newest === null || g > newest)) newest = g;
+    }
+    return newest;
+  }
+
+  async readManifest(disk: string): Promise<DiskManifest | null> {
+    checkDiskName(disk);
+    // A writer may delete the generation we listed once its successor exists: list again then.
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const generation = await this.newestManifest(disk);
+      if (generation === null) return null;
+      const key = manifestKey(disk, generation);
+      const head = await this.store.head(key);
+      if (!head) continue;
+      if (head.size > MANIFEST_LIMIT) throw this.manifestDamage(disk, key, `${head.size} bytes, more than a manifest may have`);
+      const bytes = await this.store.get(key);
+      if (!bytes) continue;
+      try {
+        const m = parseManifest(bytes);
+        if (m.disk !== disk) throw new ManifestProblem(`it names disk '${m.disk}'`);
+        if (m.generation !== generation) throw new ManifestProblem(`it says generation ${m.generation}, its name ${generation}`);
+        if (m.points.some((p) => p.kind === 'diff')) throw new ManifestProblem('it lists a differencing point, which object repositories never have');
+        return m;
+      } catch (err) {
+        if (!(err instanceof ManifestProblem)) throw err;
+        throw this.manifestDamage(disk, key, err.message);
+      }
+    }
+    throw new IoError(`the manifest of disk '${disk}' kept changing while it was read; retry`, this.name(manifestPrefix(disk)));
+  }
+
+  private manifestDamage(disk: string, key: string, why: string): RepositoryDamageError {
+    return new RepositoryDamageError(
+      `manifest damaged: ${why}; the points' maps and blocks are under ${this.name(diskPrefix(disk))}: put back a copy of this object, or back up again under another --name`,
+      this.name(key),
+    );
+  }
+
+  /** A point's map, checked; a damage error naming the point when missing or unreadable. */
+  async readMap(disk: string, point: RestorePoint): Promise<PointMap> {
+    const key = diskPrefix(disk) + point.image;
+    const head = await this.store.head(key);
+    if (!head) throw new RepositoryDamageError(`the map of restore point ${point.id} is missing`, this.name(key));
+    if (head.size > MAP_LIMIT) throw new RepositoryDamageError(`the map of restore point ${point.id} has ${head.size} bytes, more than a map may have`, this.name(key));
+    const bytes = await this.store.get(key);
+    if (!bytes) throw new RepositoryDamageError(`the map of restore point ${point.id} is missing`, this.name(key));
+    const map = parsePointMap(bytes);
+    if (typeof map === 'string') throw new RepositoryDamageError(`the map of restore point ${point.id} is damaged: ${map}`, this.name(key));
+    if (map.virtualSize !== point.virtualSize) throw new RepositoryDamageError(`the map of restore point ${point.id} describes ${map.virtualSize} bytes, the manifest ${point.virtualSize}`, this.name(key));
+    return map;
+  }
+
+  async openPoint(disk: string, point: RestorePoint): Promise<Disk> {
+    const map = await this.readMap(disk, point);
+    const key = diskPrefix(disk) + point.image;
+    return new PointDisk(map, { store: this.store, diskPrefix: diskPrefix(disk), pointId: point.id, location: { store: new MemoryStore(this.name('')), path: key }, readAhead: this.readAhead });
+  }
+
+  async openList(disk: string, point: RestorePoint, geometry: { virtualSize: number; logicalSectorSize: number }): Promise<Metafile> {
+    const key = diskPrefix(disk) + pointListName(point.id);
+    const bytes = await this.store.get(key);
+    if (!bytes) throw new RepositoryDamageError(`metafile of restore point ${point.id} is missing`, this.name(key));
+    // The metafile reader works on a Location: a store in memory holding just this object.
+    const mem = new MemoryStore(this.name(''));
+    const f = await mem.createExclusive(key);
+    await f.write(0, bytes);
+    return readMetafile({ store: mem, path: key }, geometry);
+  }
+
+  pointName(disk: string, point: RestorePoint): string {
+    return this.name(diskPrefix(disk) + point.image);
+  }
+
+  async pointSize(disk: string, point: RestorePoint): Promise<number | null> {
+    return (await this.store.head(diskPrefix(disk) + point.image))?.size ?? null;
+  }
+
+  async lockDisk(disk: string, op: string): Promise<DiskSession> {
+    checkDiskName(disk);
+    const lease = await DiskLease.take(this.store, disk, op, this.lease);
+    return new ObjectDiskSession(this, disk, op, lease);
+  }
+}

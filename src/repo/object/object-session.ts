@@ -1,0 +1,160 @@
+/**
+ * A disk of an object repository held under its lease: new manifest generations, new points (their blocks, map
+ * and list), and the sweep that deletes whatever the manifest no longer references.
+ */
+import type { DiskIdentity } from '../../formats/disk.js';
+import { MemoryStore } from '../../io/memory-store.js';
+import { readMetafile, writeMetafile } from '../../meta/index.js';
+import { AlreadyExistsError, ConflictError, RepositoryDamageError, UnsupportedError, VhdsyncError } from '../../util/errors.js';
+import type { DiskSession, PointFill, PointSpec, WrittenPoint } from '../backend.js';
+import { serializeManifest, type DiskManifest, type RestorePoint } from '../manifest.js';
+import { BlockUploader } from './block-upload.js';
+import { diskPrefix, manifestKey, manifestPrefix, parseBlockName, parseGeneration, pointListName, pointMapName } from './keys.js';
+import type { DiskLease } from './lease.js';
+import type { ObjectRepository } from './object-backend.js';
+import { MAP_HEADER, MAP_LIMIT, mapEntriesBytes, PointMap } from './point-map.js';
+import { PointDisk } from './point-disk.js';
+
+/** The identity of a point written at `createdMs` (what its list records and its PointDisk reports). */
+function pointIdentity(virtualSize: number, createdMs: number): DiskIdentity {
+  return { format: 'raw', contentId: '', timestamp: 0, fileSize: virtualSize, mtimeMs: createdMs };
+}
+
+/** The session of one run on one disk. */
+export class ObjectDiskSession implements DiskSession {
+  private readonly prefix: string;
+  /**
+   * A backup keeps the blocks no point references until its own point is written: they are what a killed run
+   * already sent, and the new point reuses them instead of sending them again. Every later sweep deletes them.
+   */
+  private keepStrayBlocks: boolean;
+
+  constructor(
+    private readonly repo: ObjectRepository,
+    readonly disk: string,
+    op: string,
+    private readonly lease: DiskLease,
+  ) {
+    this.prefix = diskPrefix(disk);
+    this.keepStrayBlocks = op === 'backup';
+  }
+
+  private get store() {
+    return this.repo.store;
+  }
+
+  check(): void {
+    this.lease.check();
+  }
+
+  release(): Promise<void> {
+    return this.lease.release();
+  }
+
+  async writeManifest(m: DiskManifest): Promise<void> {
+    const key = manifestKey(this.disk, m.generation);
+    this.check();
+    try {
+      await this.store.put(key, serializeManifest(m), { ifNoneMatch: '*' });
+    } catch (err) {
+      if (!(err instanceof AlreadyExistsError)) throw err;
+      throw new ConflictError(`generation ${m.generation} of the manifest of disk '${this.disk}' was written by another run meanwhile; nothing of this run was recorded: retry`, this.repo.name(key));
+    }
+  }
+
+  async writePoint<T>(id: string, spec: PointSpec, fill: PointFill<T>): Promise<WrittenPoint<T>> {
+    this.check();
+    if (MAP_HEADER + mapEntriesBytes(spec.blockSize, spec.virtualSize) + 32 > MAP_LIMIT) {
+      throw new UnsupportedError(`${Math.ceil(spec.virtualSize / spec.blockSize)} blocks of ${spec.blockSize} bytes are more than a point map holds (8 Mi): back up this disk under a new --name with a larger --block-size`, this.repo.name(this.prefix));
+    }
+    // What the store holds already (earlier points' blocks, a killed run's uploads) is not sent again.
+    const known = new Map<string, number>();
+    for await (const o of this.store.list(this.prefix + 'blocks/')) {
+      const h = parseBlockName(o.key.slice(this.prefix.length));
+      if (h) known.set(h, o.size);
+    }
+    let map: PointMap;
+    if (spec.base) {
+      const base = await this.repo.readMap(this.disk, spec.base);
+      if (base.blockSize !== spec.blockSize || base.logicalSectorSize !== spec.logicalSectorSize) {
+        throw new RepositoryDamageError(`the map of restore point ${spec.base.id} has other block or sector sizes than the disk`, this.repo.pointName(this.disk, spec.base));
+      }
+      map = base.derive();
+    } else {
+      map = PointMap.empty(spec.blockSize, spec.virtualSize, spec.logicalSectorSize);
+    }
+    // Every point shares its unchanged blocks with its base: a `clone` in the model's words, whatever --reflink says.
+    const kind = spec.base ? 'clone' : 'full';
+    const uploader = new BlockUploader(this.store, this.prefix, known, this.repo.uploadsInFlight, () => this.check());
+    const mapKey = this.prefix + pointMapName(id);
+    const lists = new MemoryStore(this.repo.name(this.prefix));
+    const image = new PointDisk(map, { store: this.store, diskPrefix: this.prefix, pointId: id, location: { store: lists, path: mapKey }, uploader });
+    let result: T;
+    try {
+      result = await fill(image, { store: lists, path: 'incoming.list' }, kind);
+      await image.flush();
+    } finally {
+      await image.close();
+    }
+    // The list is stamped with the point's identity: its size and the time its map is written.
+    const createdMs = Date.now();
+    const incoming = await readMetafile({ store: lists, path: 'incoming.list' }, { virtualSize: spec.virtualSize });
+    try {
+      const s = incoming.summary;
+      await writeMetafile(
+        { store: lists, path: 'point.list' },
+        { layout: 'native', algorithm: s.algorithm, blockSize: s.blockSize, logicalSectorSize: s.logicalSectorSize ?? spec.logicalSectorSize, virtualSize: s.virtualSize, identity: pointIdentity(spec.virtualSize, createdMs) },
+        incoming.records(),
+      );
+    } finally {
+      await incoming.close();
+    }
+    this.check();
+    await this.store.put(this.prefix + pointListName(id), lists.contents('point.list')!, { ifNoneMatch: '*' });
+    this.check();
+    await this.store.put(mapKey, map.serialize(createdMs), { ifNoneMatch: '*' });
+    this.keepStrayBlocks = false;
+    return { image: pointMapName(id), kind, parent: null, result };
+  }
+
+  async fold(drop: RestorePoint): Promise<void> {
+    // Object points never read through another point; a manifest saying otherwise was not written by vhdsync.
+    throw new RepositoryDamageError(`restore point ${drop.id} is listed as a differencing point, which object repositories never have`, this.repo.name(manifestPrefix(this.disk)));
+  }
+
+  async sweep(m: DiskManifest): Promise<string[]> {
+    const removed: string[] = [];
+    const doomed: string[] = [];
+    // Older manifest generations: the one just written (m) replaces them.
+    for await (const o of this.store.list(manifestPrefix(this.disk))) {
+      const g = parseGeneration(o.key.slice(manifestPrefix(this.disk).length));
+      if (g !== null && g < m.generation) doomed.push(o.key);
+    }
+    const keep = new Set<string>();
+    for (const p of m.points) keep.add(p.image).add(pointListName(p.id));
+    // The blocks the kept points reference; when a map cannot be read, no block is deleted (verify names the point).
+    let referenced: Set<string> | null = new Set<string>();
+    for (const p of m.points) {
+      try {
+        (await this.repo.readMap(this.disk, p)).hashes(referenced);
+      } catch (err) {
+        if (!(err instanceof VhdsyncError)) throw err;
+        referenced = null;
+        break;
+      }
+    }
+    for await (const o of this.store.list(this.prefix)) {
+      const name = o.key.slice(this.prefix.length);
+      const block = parseBlockName(name);
+      if (block !== null ? !referenced || this.keepStrayBlocks || referenced.has(block) : keep.has(name)) continue;
+      doomed.push(o.key);
+    }
+    for (let i = 0; i < doomed.length; i += 1000) {
+      const batch = doomed.slice(i, i + 1000);
+      this.check();
+      await this.store.delete(batch);
+      removed.push(...batch);
+    }
+    return removed;
+  }
+}
