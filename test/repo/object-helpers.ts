@@ -1,0 +1,60 @@
+/** Helpers of the object repository tests: restores in-process, and what a bucket holds that no manifest references. */
+import { createHash } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import * as path from 'node:path';
+import '../../src/formats/index.js';
+import { parseLocation } from '../../src/io/location.js';
+import { restorePoint, type RepoBackend } from '../../src/repo/index.js';
+import { parseManifest } from '../../src/repo/manifest.js';
+import { parsePointMap } from '../../src/repo/object/point-map.js';
+import { sha256File } from './repo-helpers.js';
+
+/** Restores a point to a raw file in `scratch` and returns the SHA-256 of its bytes. */
+export async function restoredObjectSha(repo: RepoBackend, disk: string, at: string, scratch: string): Promise<string> {
+  const out = path.join(scratch, `.restored-${process.pid}-${Math.random().toString(36).slice(2)}.raw`);
+  try {
+    await restorePoint(repo, disk, await parseLocation(out), { at, format: 'raw' });
+    return sha256File(out);
+  } finally {
+    rmSync(out, { force: true });
+  }
+}
+
+/**
+ * The keys of a repository (relative to its prefix, as `read` lists and fetches them) that its manifests do not
+ * account for, worked out from the layout in docs/repository.md without the repository code: the marker, each
+ * disk's newest manifest, its newest lease object, and per listed point its map, its list and the blocks the map
+ * names.
+ */
+export async function unreferenced(keys: string[], read: (key: string) => Promise<Buffer | null>): Promise<string[]> {
+  const wanted = new Set<string>(['vhdsync-repository.json']);
+  const newest = (prefix: string) =>
+    keys
+      .filter((k) => k.startsWith(prefix) && /^\d{12}\.json$/.test(k.slice(prefix.length)))
+      .sort()
+      .pop();
+  const disks = new Set(keys.filter((k) => k.startsWith('manifests/')).map((k) => k.split('/')[1]));
+  for (const disk of disks) {
+    const mk = newest(`manifests/${disk}/`)!;
+    wanted.add(mk);
+    const lease = newest(`leases/${disk}/`);
+    if (lease) wanted.add(lease);
+    const m = parseManifest((await read(mk))!);
+    for (const p of m.points) {
+      const mapKey = `disks/${disk}/${p.image}`;
+      wanted.add(mapKey).add(`disks/${disk}/${p.id}.list`);
+      const map = parsePointMap((await read(mapKey))!);
+      if (typeof map === 'string') throw new Error(`${mapKey}: ${map}`);
+      for (let i = 0; i < map.entries.length; i += 32) {
+        const e = map.entries.subarray(i, i + 32);
+        if (e.some((b) => b !== 0)) wanted.add(`disks/${disk}/blocks/${e.toString('hex')}`);
+      }
+    }
+  }
+  return keys.filter((k) => !wanted.has(k)).sort();
+}
+
+/** SHA-256 of bytes, hex. */
+export function sha256(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
