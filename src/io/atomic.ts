@@ -56,3 +56,35 @@ export async function writeAtomically<T>(
     if (!ok) await store.unlink(temp.path).catch(() => {});
   }
 }
+
+/** Writes `bytes` as the whole new content of `target` through `writeAtomically` (temp name, flush, rename). */
+export async function writeBytesAtomically(target: Location, bytes: Uint8Array, opts: { overwrite?: boolean } = {}): Promise<void> {
+  await writeAtomically(
+    target,
+    async (temp) => {
+      const f = await temp.store.createExclusive(temp.path);
+      try {
+        await f.write(0, bytes);
+      } finally {
+        await f.close();
+      }
+    },
+    opts,
+  );
+}
+
+/**
+ * Reads a small file whole: null when there is none (or it is a folder); `tooLarge` is thrown for one past
+ * `maxBytes`, so a stray big file is never read into memory.
+ */
+export async function readSmallFile(loc: Location, maxBytes: number, tooLarge: () => Error): Promise<Uint8Array | null> {
+  const st = await loc.store.stat(loc.path);
+  if (!st || st.isDirectory) return null;
+  if (st.size > maxBytes) throw tooLarge();
+  const f = await loc.store.open(loc.path, 'read');
+  try {
+    return await f.read(0, st.size);
+  } finally {
+    await f.close();
+  }
+}

@@ -4,7 +4,7 @@
  */
 import type { Disk, DiskIdentity } from '../formats/disk.js';
 import { createDisk, openDisk } from '../formats/open.js';
-import { writeAtomically } from '../io/atomic.js';
+import { writeAtomically, writeBytesAtomically } from '../io/atomic.js';
 import { displayLocation, type Location } from '../io/location.js';
 import { metafileLocationFor, readMetafile, writeMetafile, METAFILE_SUFFIX, type Metafile } from '../meta/index.js';
 import { lockImage, LOCK_SUFFIX, type ImageLock } from '../sync/lock.js';
@@ -81,14 +81,7 @@ export class FileRepository implements RepoBackend {
     await this.root.store.mkdirp(this.root.path);
     const body = Buffer.from(JSON.stringify({ format: MARKER_FORMAT, version: 1, created: new Date().toISOString() }) + '\n');
     try {
-      await writeAtomically(marker, async (temp) => {
-        const f = await temp.store.createExclusive(temp.path);
-        try {
-          await f.write(0, body);
-        } finally {
-          await f.close();
-        }
-      });
+      await writeBytesAtomically(marker, body);
     } catch (err) {
       // Another backup made the repository at the same moment.
       if (!(err instanceof AlreadyExistsError)) throw err;
@@ -178,18 +171,7 @@ class FileDiskSession implements DiskSession {
 
   async writeManifest(m: DiskManifest): Promise<void> {
     const bytes = serializeManifest(m);
-    await writeAtomically(
-      this.at(MANIFEST_NAME),
-      async (temp) => {
-        const f = await temp.store.createExclusive(temp.path);
-        try {
-          await f.write(0, bytes);
-        } finally {
-          await f.close();
-        }
-      },
-      { overwrite: true },
-    );
+    await writeBytesAtomically(this.at(MANIFEST_NAME), bytes, { overwrite: true });
   }
 
   async writePoint<T>(id: string, spec: PointSpec, fill: PointFill<T>): Promise<WrittenPoint<T>> {

@@ -9,7 +9,7 @@ import { realpath } from 'node:fs/promises';
 import { openDisk } from '../formats/index.js';
 import type { Disk, DiskFormat } from '../formats/disk.js';
 import { chainOf } from '../formats/index.js';
-import { writeAtomically } from '../io/atomic.js';
+import { writeBytesAtomically } from '../io/atomic.js';
 import type { Location } from '../io/location.js';
 import { displayLocation } from '../io/location.js';
 import { openFreshMetafile, METAFILE_SUFFIX } from '../meta/index.js';
@@ -167,18 +167,7 @@ export class Catalog {
     }
     if (this.readOnly) return null;
     const uuid = randomUUID();
-    await writeAtomically(
-      loc,
-      async (temp) => {
-        const f = await temp.store.createExclusive(temp.path);
-        try {
-          await f.write(0, Buffer.from(uuid + '\n'));
-        } finally {
-          await f.close();
-        }
-      },
-      { overwrite: true },
-    );
+    await writeBytesAtomically(loc, Buffer.from(uuid + '\n'), { overwrite: true });
     return uuid;
   }
 

@@ -6,8 +6,9 @@
  */
 import type { Location } from '../io/location.js';
 import { displayLocation, sibling } from '../io/location.js';
-import { writeAtomically } from '../io/atomic.js';
+import { readSmallFile, writeBytesAtomically } from '../io/atomic.js';
 import { MetafileError } from '../util/errors.js';
+import { parseJsonObject } from '../util/json-object.js';
 
 /** Suffix appended to the diff's file name. */
 export const MERGE_MARKER_SUFFIX = '.merging.json';
@@ -36,15 +37,7 @@ export function mergeMarkerLocationFor(diff: Location): Location {
 /** Parses and checks a marker's bytes; `subject` names the file in errors. */
 export function parseMarker(bytes: Uint8Array, subject?: string): MergeMarker {
   const bad = (why: string) => new MetafileError(`not a valid merge marker: ${why}`, subject);
-  if (bytes.byteLength > MAX_MARKER_BYTES) throw bad('too large');
-  let v: unknown;
-  try {
-    v = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
-  } catch {
-    throw bad('not JSON');
-  }
-  if (typeof v !== 'object' || v === null) throw bad('not an object');
-  const o = v as Record<string, unknown>;
+  const o = parseJsonObject(bytes, MAX_MARKER_BYTES, bad);
   if (o.version !== 1) throw bad(`unknown version ${String(o.version)}`);
   if (typeof o.parent !== 'string' || o.parent === '') throw bad('field parent missing');
   if (typeof o.diffId !== 'string') throw bad('field diffId missing');
@@ -54,32 +47,14 @@ export function parseMarker(bytes: Uint8Array, subject?: string): MergeMarker {
 /** Reads the marker beside `diff`, or null when there is none. */
 export async function readMergeMarker(diff: Location): Promise<MergeMarker | null> {
   const loc = mergeMarkerLocationFor(diff);
-  const st = await loc.store.stat(loc.path);
-  if (!st || st.isDirectory) return null;
   const subject = displayLocation(loc);
-  if (st.size > MAX_MARKER_BYTES) throw new MetafileError('not a valid merge marker: too large', subject);
-  const f = await loc.store.open(loc.path, 'read');
-  try {
-    return parseMarker(await f.read(0, st.size), subject);
-  } finally {
-    await f.close();
-  }
+  const bytes = await readSmallFile(loc, MAX_MARKER_BYTES, () => new MetafileError('not a valid merge marker: too large', subject));
+  return bytes && parseMarker(bytes, subject);
 }
 
 /** Writes the marker beside `diff` atomically (temp name, flush, rename, folder flush). */
 export async function writeMergeMarker(diff: Location, marker: MergeMarker): Promise<void> {
-  await writeAtomically(
-    mergeMarkerLocationFor(diff),
-    async (temp) => {
-      const f = await temp.store.createExclusive(temp.path);
-      try {
-        await f.write(0, Buffer.from(JSON.stringify(marker, null, 2) + '\n', 'utf8'));
-      } finally {
-        await f.close();
-      }
-    },
-    { overwrite: true },
-  );
+  await writeBytesAtomically(mergeMarkerLocationFor(diff), Buffer.from(JSON.stringify(marker, null, 2) + '\n', 'utf8'), { overwrite: true });
 }
 
 /** Removes the marker beside `diff`, if any, durably. */

@@ -4,8 +4,9 @@
  */
 import type { Location } from '../io/location.js';
 import { displayLocation, sibling } from '../io/location.js';
-import { writeAtomically } from '../io/atomic.js';
+import { readSmallFile, writeBytesAtomically } from '../io/atomic.js';
 import { MetafileError } from '../util/errors.js';
+import { parseJsonObject } from '../util/json-object.js';
 
 /** Suffix appended to the parent's file name. */
 export const MERGE_STATE_SUFFIX = '.merge-state.json';
@@ -66,15 +67,7 @@ export function mergeStateLocationFor(parent: Location): Location {
 /** Parses and checks a state file's bytes; `subject` names the file in errors. */
 export function parse(bytes: Uint8Array, subject?: string): MergeState {
   const bad = (why: string) => new MetafileError(`not a valid merge state file: ${why} (delete it only if no merge is pending)`, subject);
-  if (bytes.byteLength > MAX_STATE_BYTES) throw bad('too large');
-  let v: unknown;
-  try {
-    v = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
-  } catch {
-    throw bad('not JSON');
-  }
-  if (typeof v !== 'object' || v === null) throw bad('not an object');
-  const o = v as Record<string, unknown>;
+  const o = parseJsonObject(bytes, MAX_STATE_BYTES, bad);
   if (o.version !== 1 && o.version !== 2) throw bad(`unknown version ${String(o.version)}`);
   const str = (k: string): string => {
     if (typeof o[k] !== 'string') throw bad(`field ${k} missing`);
@@ -121,32 +114,14 @@ export function serialize(state: MergeState): Buffer {
 
 /** Reads the state file at `loc`, or null when there is none. */
 export async function readMergeState(loc: Location): Promise<MergeState | null> {
-  const st = await loc.store.stat(loc.path);
-  if (!st) return null;
   const subject = displayLocation(loc);
-  if (st.size > MAX_STATE_BYTES) throw new MetafileError('not a valid merge state file: too large', subject);
-  const f = await loc.store.open(loc.path, 'read');
-  try {
-    return parse(await f.read(0, st.size), subject);
-  } finally {
-    await f.close();
-  }
+  const bytes = await readSmallFile(loc, MAX_STATE_BYTES, () => new MetafileError('not a valid merge state file: too large', subject));
+  return bytes && parse(bytes, subject);
 }
 
 /** Replaces the state file atomically: a crash leaves either the old state or the new one, never a torn file. */
 export async function writeMergeState(loc: Location, state: MergeState): Promise<void> {
-  await writeAtomically(
-    loc,
-    async (temp) => {
-      const f = await temp.store.createExclusive(temp.path);
-      try {
-        await f.write(0, serialize(state));
-      } finally {
-        await f.close();
-      }
-    },
-    { overwrite: true },
-  );
+  await writeBytesAtomically(loc, serialize(state), { overwrite: true });
 }
 
 /** Removes the state file (the last step of a merge) and makes the removal durable. */

@@ -212,7 +212,8 @@ async function openPair(diffLoc: Location, vhdSize: OpenOptions['vhdSize'], held
     for (const cand of candidates) {
       tried.push(displayLocation(cand));
       const st = await cand.store.stat(cand.path).catch(() => null);
-      if (st && !st.isDirectory) existing.push(cand);
+      // Locators often name one file twice (relative and absolute): look at each file once.
+      if (st && !st.isDirectory && !existing.some((e) => e.path === cand.path)) existing.push(cand);
     }
     // A --diffdir may hold another image under the parent's name, found first by the relative locator: take the
     // first candidate that is the parent (its id matches, or a merge into it is pending), else the first one, so
