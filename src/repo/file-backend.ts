@@ -60,22 +60,15 @@ export class FileRepository implements RepoBackend {
 
   async exists(create = false): Promise<boolean> {
     const marker = this.at(REPOSITORY_MARKER);
-    const bytes = await readSmall(marker, 4096);
-    if (bytes) {
-      let ok = false;
-      try {
-        ok = (JSON.parse(bytes.toString('utf8')) as { format?: unknown }).format === MARKER_FORMAT;
-      } catch {
-        ok = false;
-      }
-      if (!ok) throw new RepositoryDamageError(`${REPOSITORY_MARKER} is not a vhdsync repository marker`, displayLocation(marker));
-      return true;
-    }
+    if (await this.hasMarker(marker)) return true;
     const st = await this.root.store.stat(this.root.path);
     if (st && !st.isDirectory) throw new UsageError('not a folder', this.display);
     if (!create) return false;
     if (st) {
       const names = (await this.root.store.list(this.root.path)).filter((n) => !n.startsWith('.'));
+      // A backup starting at the same moment may have made the repository (marker, then its disk's folder) between
+      // the first look and the listing: the marker decides, not the listing.
+      if (names.length && (await this.hasMarker(marker))) return true;
       if (names.length) throw new UsageError(`not a vhdsync repository (no ${REPOSITORY_MARKER}) and not empty: name a new or empty folder`, this.display);
     }
     await this.root.store.mkdirp(this.root.path);
@@ -86,6 +79,20 @@ export class FileRepository implements RepoBackend {
       // Another backup made the repository at the same moment.
       if (!(err instanceof AlreadyExistsError)) throw err;
     }
+    return true;
+  }
+
+  /** True when the marker is there and valid; RepositoryDamageError when it is there but not a marker. */
+  private async hasMarker(marker: Location): Promise<boolean> {
+    const bytes = await readSmall(marker, 4096);
+    if (!bytes) return false;
+    let ok = false;
+    try {
+      ok = (JSON.parse(bytes.toString('utf8')) as { format?: unknown }).format === MARKER_FORMAT;
+    } catch {
+      ok = false;
+    }
+    if (!ok) throw new RepositoryDamageError(`${REPOSITORY_MARKER} is not a vhdsync repository marker`, displayLocation(marker));
     return true;
   }
 
