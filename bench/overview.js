@@ -8,6 +8,7 @@
 //     VHD (qemu-img convert), against `xxhsum -H2` of the raw
 //   - copy, 1% changed in 64 KiB pieces, 64 KiB metafiles, against `rsync --inplace --no-whole-file` onto an old copy
 //     (or, where rsync is not installed, the physical limit: python3 pread+pwrite of exactly the changed pieces, fsync)
+//   - merge of that diff against the same pwrite program (one fsync)
 //   - bytes copy reads with the default 2 MiB metafile blocks, and the VHDX diff's apparent size, against the
 //     changed bytes
 // VHDSYNC_BIN: a private build (bench/lib.js).
@@ -118,6 +119,28 @@ os.fsync(dst); os.close(dst)
   const apparent = statSync(diff).size;
   rows.push(`| apparent size of the VHDX diff for that change | ${(apparent / 1e6).toFixed(1)} MB | changed ${(changed / 1e6).toFixed(1)} MB | ${(apparent / changed).toFixed(1)}x | <= 20x |`);
   rows.push(`| bytes \`copy\` reads for that change, 64 KiB metafiles | ${(s.bytesRead / 1e6).toFixed(1)} MB | changed ${(changed / 1e6).toFixed(1)} MB | ${(s.bytesRead / changed).toFixed(2)}x | <= 2x |`);
+
+  // merge of that diff (the scattered extents) into the VHDX, against the same plain program writing the same
+  // extents into a file and fsyncing once. Both start from a flushed page cache state (`sync`, untimed), since the
+  // merge's fsync would otherwise also pay for the restore copy's dirty pages.
+  const keptDiff = f('kept_diff.vhdx');
+  const pristine = f('image.vhdx.orig');
+  for (const [a, b] of [[diff, keptDiff], [diff + '.blocklist.bin', keptDiff + '.blocklist.bin'], [vhdx, pristine], [vhdx + '.blocklist.bin', pristine + '.blocklist.bin']]) sh('cp', [a, b]);
+  const restore = () => {
+    for (const [a, b] of [[keptDiff, diff], [keptDiff + '.blocklist.bin', diff + '.blocklist.bin'], [pristine, vhdx], [pristine + '.blocklist.bin', vhdx + '.blocklist.bin']]) sh('cp', [a, b]);
+    sh('sync', []);
+  };
+  const [m, plain] = race([
+    [node, [BIN, 'merge', '--json', diff], restore],
+    ['python3', ['-c', limitScript, source, limitOut, f('ranges.txt')], () => {
+      rmSync(limitOut, { force: true });
+      sh('sync', []);
+    }],
+  ]);
+  const ms = JSON.parse(m.out);
+  row(`\`merge\` of that diff (${ms.extentsMerged} extents, ${(ms.bytesMerged / 1e6).toFixed(1)} MB)`, m, 'pwrite of the same pieces, one fsync', plain, '<= 1.5x');
+  restore();
+  for (const n of [keptDiff, keptDiff + '.blocklist.bin', pristine, pristine + '.blocklist.bin']) rmSync(n, { force: true });
 }
 // The same change with the default 2 MiB metafile blocks: whole 2 MiB blocks move.
 rmDiff();
