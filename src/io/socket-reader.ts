@@ -53,6 +53,22 @@ export abstract class SocketReader {
     return true;
   }
 
+  /** Waits up to `ms` for bytes (or the end of the connection); true when some are buffered. */
+  protected async someWithin(ms: number): Promise<boolean> {
+    if (this.buffered.length > 0) return true;
+    if (this.error || this.ended || this.socket.destroyed) return false;
+    const timer = setTimeout(() => this.notify(), ms);
+    try {
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        this.socket.resume();
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+    return this.buffered.length > 0;
+  }
+
   /**
    * Reads one CRLF-terminated line (without the CRLF), as latin1. `tooLong` is thrown once `max` bytes arrived
    * without one, `ended` when the connection ends first.

@@ -117,6 +117,14 @@ export class ServerConnection extends SocketReader {
     }
   }
 
+  /**
+   * True when the body is on its way without a word from us: bytes already here or arriving within `ms`. A client
+   * that waits for the 200 before sending (vhd-tool, `vhdsync stream` to XAPI URLs) sends nothing until then.
+   */
+  bodyArriving(ms: number): Promise<boolean> {
+    return this.someWithin(ms);
+  }
+
   /** Writes `data`, resolving once the socket has taken it (so the buffer may be reused). */
   write(data: Buffer | string): Promise<void> {
     if (this.socket.destroyed) return Promise.reject(new IoError('the client went away', this.address));

@@ -15,8 +15,8 @@ import type { Disk } from '../formats/disk.js';
 import type { Location } from '../io/location.js';
 import { hookLocation } from '../sync/kill-hook.js';
 import { mergeDiff } from '../sync/merge.js';
-import { applyChunked, applyVhdStream, ForwardReader } from '../stream/index.js';
-import { CorruptImageError, RequestError } from '../util/errors.js';
+import { applyChunked, applyQcow2Stream, applyVhdStream, ForwardReader, readQcow2StreamHead, type Qcow2StreamHead } from '../stream/index.js';
+import { CorruptImageError, RequestError, VhdsyncError } from '../util/errors.js';
 import type { ServerConnection } from './connection.js';
 import type { Outcome, ServeContext } from './context.js';
 import type { DiskUse } from './disk-locks.js';
@@ -28,17 +28,19 @@ import type { Task } from './tasks.js';
 export const IMPORT_DIFF_RE = /^\.(.+)\.import-([0-9a-f]{16})\.(vhd|vhdx|qcow2)$/;
 const EXTENSIONS: Record<string, string> = { vhd: 'vhd', vhdx: 'vhdx', qcow2: 'qcow2' };
 const PIECE = 4 << 20;
+/** How long a QCOW2 import waits for the first body bytes before answering 200 to a client that waits for it. */
+const BODY_GRACE_MS = 500;
 
 /** What the body holds. */
-type BodyKind = 'raw' | 'frames' | 'vhd';
+type BodyKind = 'raw' | 'frames' | 'vhd' | 'qcow2';
 
 /** The body kind asked for; XAPI answers 404 to unknown formats and to `chunked` with anything but raw. */
 export function importKind(req: RequestHead): BodyKind {
   const format = (param(req, 'format') ?? 'raw').toLowerCase();
   const chunked = param(req, 'chunked') !== undefined;
-  if (format !== 'raw' && format !== 'vhd') throw new RequestError(404, `unknown or unsupported import format '${format.slice(0, 20)}' (raw or vhd)`);
-  if (chunked && format !== 'raw') throw new RequestError(404, 'cannot handle chunked VHD: chunked frames carry raw data only');
-  return chunked ? 'frames' : format === 'vhd' ? 'vhd' : 'raw';
+  if (format !== 'raw' && format !== 'vhd' && format !== 'qcow2') throw new RequestError(404, `unknown or unsupported import format '${format.slice(0, 20)}' (raw, vhd or qcow2)`);
+  if (chunked && format !== 'raw') throw new RequestError(404, `cannot handle chunked ${format.toUpperCase()}: chunked frames carry raw data only`);
+  return chunked ? 'frames' : format === 'raw' ? 'raw' : format;
 }
 
 /** Serves one import. `task` is already started; `headers` are the common response headers. */
@@ -66,18 +68,24 @@ export async function importDisk(ctx: ServeContext, conn: ServerConnection, req:
     if (kind === 'raw' && framing.kind === 'length' && framing.length > virtualSize) {
       throw new RequestError(413, `the body (${framing.length} bytes) is larger than the disk (${virtualSize} bytes)`);
     }
-    if (/100-continue/i.test(req.headers.get('expect') ?? '')) await conn.writeContinue();
+    const expects = /100-continue/i.test(req.headers.get('expect') ?? '');
+    if (expects) await conn.writeContinue();
+    const reader = new ForwardReader(conn.body(framing), `the body of the PUT to ${name}`, framing.kind === 'length' ? framing.length : null);
+    // A QCOW2 body that is on its way before our answer (after a 100 Continue, or sent at once as Xen Orchestra,
+    // curl and python clients do) has its header cluster checked first: what cannot be imported gets a 400 or 413
+    // and nothing happens. A client that waits for the 200 (XAPI's contract) gets it first and failures on the task.
+    const early = kind === 'qcow2' && framing.kind !== 'close' && (expects || (await conn.bodyArriving(BODY_GRACE_MS)));
+    const qcow2Head = early ? await qcow2HeadFor(reader, virtualSize) : undefined;
     await conn.writeHead(200, { ...headers, 'Content-Type': 'application/octet-stream' });
     task.total = framing.kind === 'length' ? framing.length : null;
 
-    const reader = new ForwardReader(conn.body(framing), `the body of the PUT to ${name}`, framing.kind === 'length' ? framing.length : null);
     const progress = setInterval(() => ctx.tasks.advance(task, reader.position), 500);
     progress.unref();
     try {
       if (format === 'raw') {
         const disk = await ctx.catalog.open(name, true);
         try {
-          await applyBody(kind, reader, disk);
+          await applyBody(kind, reader, disk, qcow2Head);
           await disk.flush();
         } finally {
           await disk.close();
@@ -93,7 +101,7 @@ export async function importDisk(ctx: ServeContext, conn: ServerConnection, req:
           throw err;
         }
         try {
-          await applyBody(kind, reader, diff);
+          await applyBody(kind, reader, diff, qcow2Head);
           await diff.flush();
         } finally {
           await diff.close();
@@ -130,11 +138,28 @@ export async function importDisk(ctx: ServeContext, conn: ServerConnection, req:
   }
 }
 
-/** Writes the body onto `disk` as its kind says. */
-async function applyBody(kind: BodyKind, reader: ForwardReader, disk: Disk): Promise<void> {
+/** Writes the body onto `disk` as its kind says (`qcow2Head`: a QCOW2 head already read). */
+async function applyBody(kind: BodyKind, reader: ForwardReader, disk: Disk, qcow2Head?: Qcow2StreamHead): Promise<void> {
   if (kind === 'frames') await applyChunked(reader, disk);
   else if (kind === 'vhd') await applyVhdStream(reader, disk);
+  else if (kind === 'qcow2') await applyQcow2Stream(reader, disk, { head: qcow2Head ?? (await qcow2HeadFor(reader, disk.virtualSize)) });
   else await applyRaw(reader, disk);
+}
+
+/**
+ * Reads a QCOW2 stream's header cluster and checks it against the disk: 400 for what cannot be read in one pass,
+ * 413 for a disk larger than the target. A smaller disk is accepted, as XAPI does: its clusters land where they say.
+ */
+async function qcow2HeadFor(reader: ForwardReader, virtualSize: number): Promise<Qcow2StreamHead> {
+  let head: Qcow2StreamHead;
+  try {
+    head = await readQcow2StreamHead(reader);
+  } catch (err) {
+    if (err instanceof VhdsyncError && !(err instanceof RequestError)) throw new RequestError(400, err.describe());
+    throw err;
+  }
+  if (head.virtualSize > virtualSize) throw new RequestError(413, `the QCOW2 stream's disk (${head.virtualSize} bytes) is larger than the disk (${virtualSize} bytes)`);
+  return head;
 }
 
 /** Raw bytes from offset 0, in pieces; a body longer than the disk fails before the piece that would pass its end. */

@@ -1,6 +1,6 @@
 /**
- * `vhdsync stream`: vhd-tool's stream command. Any image or chain (or a VHD stream, raw bytes or XAPI chunked
- * frames on a pipe) to a file, a pipe, `null:` or an HTTP(S) PUT, as raw, a VHD stream, VHDX, QCOW2 or chunked
+ * `vhdsync stream`: vhd-tool's stream command. Any image or chain (or a VHD or QCOW2 stream, raw bytes or XAPI
+ * chunked frames on a pipe) to a file, a pipe, `null:` or an HTTP(S) PUT, as raw, a VHD stream, VHDX, QCOW2 or chunked
  * frames, full or relative to a base, each in one pass whose length is known before the first byte.
  */
 import type { CommandModule } from 'yargs';
@@ -19,6 +19,7 @@ import {
   nullSink,
   sendToFile,
   sendToSink,
+  qcow2StreamContent,
   vhdStreamContent,
   writableSink,
   type ContentSource,
@@ -26,6 +27,7 @@ import {
   type EncodedStream,
 } from '../../stream/index.js';
 import { hasFooterCookie } from '../../formats/vhd/footer.js';
+import { hasMagic as hasQcow2Magic } from '../../formats/qcow2/header.js';
 import { UsageError, UnsupportedError } from '../../util/errors.js';
 import { createMachineProgress, createProgress, type Progress } from '../../util/progress.js';
 import { formatSize, parseSize } from '../../util/units.js';
@@ -169,10 +171,11 @@ async function openSource(args: StreamArgs, http: ReturnType<typeof httpOptionsF
     name = 'stdin';
   }
   const { head, rest } = await peek(bytes, 8);
-  const format = named ?? (hasFooterCookie(head) ? 'vhd' : null);
-  if (!format) throw new UsageError(`cannot tell the format of ${name} from its content (no VHD footer at its start): add --source-format raw or chunked`);
+  const format = named ?? (hasFooterCookie(head) ? 'vhd' : hasQcow2Magic(head) ? 'qcow2' : null);
+  if (!format) throw new UsageError(`cannot tell the format of ${name} from its content (no VHD footer or QCOW2 magic at its start): add --source-format raw or chunked`);
   const reader = new ForwardReader(rest, name, length);
   if (format === 'vhd') return { kind: 'content', content: await vhdStreamContent(reader, args['vhd-size']) };
+  if (format === 'qcow2') return { kind: 'content', content: await qcow2StreamContent(reader) };
   if (format === 'vhdx') throw new UnsupportedError('a VHDX cannot be read as a stream (its metadata may follow its data): give it as a file', name);
   const size = args.size !== undefined ? parseSize(args.size, '--size') : length !== null && format === 'raw' ? length : null;
   if (size === null) throw new UsageError(`${format} on ${name} carries no disk size: add --size`);

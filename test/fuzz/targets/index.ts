@@ -7,5 +7,6 @@ import { smbFrames, smbMessages } from './smb.js';
 import { qcow2Read } from './qcow2.js';
 import { chunkedStream, vhdStream } from './stream.js';
 import { httpRequest } from './http.js';
+import { qcow2Stream } from './qcow2-stream.js';
 
-export const TARGETS: FuzzTarget[] = [vhdRead, vhdWrite, vhdxRead, vhdxWrite, qcow2Read, vhdStream, chunkedStream, httpRequest, metafiles, smbMessages, smbFrames];
+export const TARGETS: FuzzTarget[] = [vhdRead, vhdWrite, vhdxRead, vhdxWrite, qcow2Read, vhdStream, qcow2Stream, chunkedStream, httpRequest, metafiles, smbMessages, smbFrames];

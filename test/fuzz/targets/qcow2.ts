@@ -121,10 +121,15 @@ function qcow2Seeds(): ImageSeed[] {
 
 let cached: ImageSeed[] | null = null;
 
+/** The qemu-made seeds (built once), shared with the QCOW2 stream target. */
+export function qcow2ImageSeeds(): ImageSeed[] {
+  return (cached ??= qcow2Seeds());
+}
+
 export const qcow2Read = imageTarget({
   name: 'qcow2-read',
   about: 'QCOW2 header and extensions, backing name, L1/L2 tables (standard and extended), compressed cluster descriptors, refcount table, snapshot table: open (with a backing chain), read, status, info',
   weight: 3,
   writable: false,
-  seeds: async () => (cached ??= qcow2Seeds()),
+  seeds: async () => qcow2ImageSeeds(),
 });
