@@ -48,7 +48,7 @@ describe('QCOW2 streams from our encoder', () => {
         expect((await viaContent(out, bytes, opts)).equals(want)).toBe(true);
         expect((await viaApply(out, bytes, opts)).equals(want)).toBe(true);
       }),
-      { numRuns: 15 },
+      { numRuns: 10 },
     );
   });
 
@@ -68,7 +68,7 @@ describe('QCOW2 streams from our encoder', () => {
         // A delta names its base: it cannot stand alone on a pipe.
         await expect(qcow2StreamContent(readerOf(out))).rejects.toThrow(/backing file .* needs its base/);
       }),
-      { numRuns: 10 },
+      { numRuns: 8 },
     );
   });
 
