@@ -2,6 +2,7 @@
  * `serve`'s listener: accepts connections (plain or TLS), reads one request per connection, authenticates it,
  * routes it to the import, export, session, task or listing handler, and logs one entry per request.
  */
+import { randomUUID } from 'node:crypto';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { Location } from '../io/location.js';
@@ -102,14 +103,21 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   async function handle(socket: net.Socket): Promise<void> {
     const started = Date.now();
     const conn = new ServerConnection(socket, socket.remoteAddress ?? 'unknown');
+    // Every response carries a task-id: a transfer's task, else an id naming this request in the access log.
+    const requestId = `req-${randomUUID()}`;
     let req: RequestHead | null = null;
     let outcome: Outcome & { user?: string };
     try {
       req = await conn.readHead(settings.headTimeoutMs);
       if (!req) return conn.abort();
-      outcome = await dispatch(conn, req);
+      outcome = await dispatch(conn, req, requestId);
     } catch (err) {
-      outcome = await refuse(conn, err, {});
+      // As XAPI: a request refused before its transfer began (authentication, route, method, busy) fails the task
+      // the client named, unless that task is running.
+      const given = req ? clientTaskId(req) : undefined;
+      const task = given !== undefined && ctx.tasks.get(given)?.status !== 'pending' ? ctx.tasks.start(routeOf(req!.path) ?? 'request', '', given) : undefined;
+      outcome = await refuse(conn, err, { 'task-id': given ?? requestId }, task);
+      outcome.task ??= given ?? requestId;
     }
     log({
       time: new Date(started).toISOString(),
@@ -140,8 +148,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     return { status: e.status, bytes: 0, task: task?.id, error: e.message };
   }
 
-  async function dispatch(conn: ServerConnection, req: RequestHead): Promise<Outcome & { user?: string }> {
+  async function dispatch(conn: ServerConnection, req: RequestHead, requestId: string): Promise<Outcome & { user?: string }> {
     const base = { Connection: 'close', 'Cache-Control': 'no-cache, no-store' };
+    const plain = { ...base, 'task-id': requestId };
     const route = routeOf(req.path);
     if (!route) throw new RequestError(404, `no such endpoint: ${req.path.slice(0, 80)}`);
     const allowed = { import: ['PUT'], export: ['GET', 'HEAD'], session: ['POST', 'DELETE'], task: ['GET'], disks: ['GET', 'HEAD'] }[route];
@@ -151,21 +160,21 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       // A session is opened with a password only: a token cannot beget tokens.
       const user = await ctx.auth.authenticate(conn.address, req.headers.get('authorization'), undefined, realm);
       if (!ctx.auth.required) throw new RequestError(404, 'this server runs without --credentials: there are no sessions');
-      return json(conn, base, 200, { session_id: ctx.auth.openSession(user), user }, user);
+      return json(conn, plain, 200, { session_id: ctx.auth.openSession(user), user }, user);
     }
     const user = await ctx.auth.authenticate(conn.address, req.headers.get('authorization'), param(req, 'session_id'), realm);
     if (route === 'session') {
       const token = param(req, 'session_id');
-      return json(conn, base, 200, { closed: token !== undefined && ctx.auth.closeSession(token) }, user);
+      return json(conn, plain, 200, { closed: token !== undefined && ctx.auth.closeSession(token) }, user);
     }
     if (route === 'task') {
       const id = decodeURIComponent(req.path.split('/')[2] ?? '');
       const task = ctx.tasks.get(id);
       if (!task) throw new RequestError(404, `no such task: ${id.slice(0, 80)}`);
       const { total: _total, ...shown } = task;
-      return json(conn, base, 200, shown, user);
+      return json(conn, plain, 200, shown, user);
     }
-    if (route === 'disks') return json(conn, base, 200, await ctx.catalog.list(), user, req.method === 'HEAD');
+    if (route === 'disks') return json(conn, plain, 200, await ctx.catalog.list(), user, req.method === 'HEAD');
     if (transfers >= settings.maxTransfers) throw new RequestError(503, `${settings.maxTransfers} transfers are running; try again later`, undefined, { 'Retry-After': '5' });
     transfers++;
     let task: Task | undefined;
@@ -187,7 +196,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const body = JSON.stringify(value, null, 1) + '\n';
     await conn.writeHead(status, { ...headers, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
     if (!headOnly) await conn.write(body);
-    return { status, bytes: headOnly ? 0 : Buffer.byteLength(body), user };
+    return { status, bytes: headOnly ? 0 : Buffer.byteLength(body), user, task: headers['task-id'] };
   }
 
   // Half-open: vhd-tool and HTTP/1.0 clients end their side after the body and wait for ours to close, which
@@ -220,4 +229,10 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       await Promise.allSettled([...running]);
     },
   };
+}
+
+/** The client's `task_id` when it is one `Tasks` accepts (printable, at most 200 characters). */
+function clientTaskId(req: RequestHead): string | undefined {
+  const id = param(req, 'task_id');
+  return id !== undefined && /^[\x21-\x7e]{1,200}$/.test(id) ? id : undefined;
 }

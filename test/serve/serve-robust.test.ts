@@ -8,9 +8,10 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { localStore } from '../../src/io/local.js';
 import { lockImage } from '../../src/sync/lock.js';
+import { hashPassword, parseHash } from '../../src/serve/password.js';
 import { makeTempDir } from '../helpers/tmp.js';
 import { HAVE_QEMU, haveTool, requireTool } from '../helpers/tools.js';
-import { runAsync, serveDir, sha256, tool } from './serve-helpers.js';
+import { rawExchange, runAsync, serveDir, sha256, tool } from './serve-helpers.js';
 
 const MIB = 1 << 20;
 const ok = requireTool(HAVE_QEMU && haveTool('curl'), 'qemu-img and curl');
@@ -55,6 +56,42 @@ d('serve: confinement, slow clients, load, disk locks', () => {
     const names = (JSON.parse((await runAsync('curl', ['-sS', `${server.url}/`])).stdout.toString()) as { name: string }[]).map((e) => e.name);
     expect(names).not.toContain('link.raw');
     expect(names).not.toContain('child.qcow2');
+  });
+
+  it('every response carries task-id; a request refused before its transfer fails the task the client named', async () => {
+    const head = async (args: string[]) => (await runAsync('curl', ['-sS', '-o', '/dev/null', '-D', '-', ...args])).stdout.toString();
+    const cases: Array<[string[], string]> = [
+      [[`${server.url}/`], '200'],
+      [[`${server.url}/task/no-such-task`], '404'],
+      [[`${server.url}/nothing-here`], '404'],
+      [['-X', 'POST', `${server.url}/export_raw_vdi?vdi=d.raw`], '405'],
+      [[`${server.url}/export_raw_vdi`], '400'],
+      [['-T', path.join(dir, 'd.raw'), `${server.url}/import_raw_vdi?vdi=d.raw&format=tar`], '404'],
+      [[`${server.url}/export_raw_vdi?vdi=d.raw`], '200'],
+    ];
+    for (const [args, status] of cases) {
+      const h = await head(args);
+      expect([args.join(' '), h.split('\r\n')[0]]).toEqual([args.join(' '), expect.stringContaining(` ${status} `)]);
+      expect([args.join(' '), /\r\ntask-id: \S+/i.test(h)]).toEqual([args.join(' '), true]);
+    }
+    // A malformed head (400 before anything is parsed) still names itself.
+    const bad = (await rawExchange(server.port, ['BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n'])).toString('latin1');
+    expect(bad).toMatch(/^HTTP\/1\.1 \d{3} [\s\S]*\r\ntask-id: req-/);
+    // The client's task: failed by a refusal before the transfer (405 here), with that id in the header.
+    expect(await head(['-X', 'POST', `${server.url}/export_raw_vdi?vdi=d.raw&task_id=t-405`])).toMatch(/\r\ntask-id: t-405\r\n/);
+    const t = JSON.parse((await runAsync('curl', ['-sS', `${server.url}/task/t-405`])).stdout.toString());
+    expect(t).toMatchObject({ id: 't-405', status: 'failure' });
+    // And by a failed login (401 with XAPI's realm).
+    const authed = await serveDir(dir, { users: new Map([['root', parseHash(await hashPassword('pw'), 'test')]]), readOnly: true });
+    try {
+      const h = await head(['-u', 'root:wrong', `${authed.url}/export_raw_vdi?vdi=d.raw&task_id=t-401`]);
+      expect(h).toMatch(/^HTTP\/1\.1 401 [\s\S]*\r\ntask-id: t-401\r\n/);
+      const t401 = JSON.parse((await runAsync('curl', ['-sS', '-u', 'root:pw', `${authed.url}/task/t-401`])).stdout.toString());
+      expect(t401).toMatchObject({ status: 'failure' });
+      expect(t401.error).toMatch(/password|credentials|authentication/i);
+    } finally {
+      await authed.close();
+    }
   });
 
   it('a slow client (a request head dribbling in) is cut off with 408 while others are served', async () => {
