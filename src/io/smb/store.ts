@@ -12,6 +12,7 @@ import { Access, CreateOptions, Disposition, FILE_ATTRIBUTE_DIRECTORY, ShareAcce
 import { dispositionInfo, endOfFileInfo, FileInfoClass, parseStandardInfo, renameInfo } from './info.js';
 import { ConnectionLostError, SmbStatusError, Status } from './status.js';
 import type { DirectoryEntry } from './query-directory.js';
+import { WriteBehind } from './write-behind.js';
 
 /** How many times one operation is retried across reconnects before giving up. */
 const MAX_RETRIES = 3;
@@ -58,6 +59,7 @@ async function retrying<T>(client: SmbClient, op: () => Promise<T>, subject: str
 /** An open file on a share. */
 class SmbFile implements RandomAccessFile {
   private closed = false;
+  private readonly behind = new WriteBehind();
 
   constructor(
     private readonly client: SmbClient,
@@ -84,31 +86,47 @@ class SmbFile implements RandomAccessFile {
   async read(position: number, length: number, into?: Buffer): Promise<Buffer> {
     const buf = into ?? Buffer.allocUnsafe(length);
     if (length === 0) return buf.subarray(0, 0);
+    await this.behind.before(position, length);
     const n = await this.io((h) => this.client.read(h, position, length, buf, 0, this.name));
     return n === buf.length ? buf : buf.subarray(0, n);
   }
 
+  /** Returns once the bytes are copied and their WRITE is on its way (write-behind.ts: what still holds). */
   async write(position: number, data: Uint8Array): Promise<void> {
-    if (data.byteLength === 0) return;
-    await this.io((h) => this.client.write(h, position, data, this.name));
+    if (data.byteLength === 0) return this.behind.check();
+    await this.behind.write(position, data, (bytes) => this.io((h) => this.client.write(h, position, bytes, this.name)));
+  }
+
+  /** Every write that returned, completed; throws the first that failed. */
+  private async drained(): Promise<void> {
+    await this.behind.settle();
+    this.behind.check();
   }
 
   async size(): Promise<number> {
+    await this.drained();
     return this.io(async (h) => parseStandardInfo(await this.client.queryInfo(h, FileInfoClass.STANDARD, this.name)).endOfFile);
   }
 
   async truncate(size: number): Promise<void> {
+    await this.drained();
     await this.io((h) => this.client.setInfo(h, FileInfoClass.END_OF_FILE, endOfFileInfo(size), this.name));
   }
 
   async flush(): Promise<void> {
+    await this.drained();
     await this.io((h) => this.client.flush(h, this.name));
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
-    this.closed = true;
-    await this.client.close(this.handle);
+    try {
+      await this.behind.settle();
+    } finally {
+      this.closed = true;
+      await this.client.close(this.handle);
+    }
+    this.behind.check();
   }
 }
 
