@@ -3,10 +3,8 @@
  * does) and compares it with the newest point's list; the blocks that differ go into the new point, which is a
  * differencing image of the newest point, a reflinked clone of it, or (first point) a full sparse image.
  */
-import type { Disk, OpenOptions } from '../formats/disk.js';
-import { openDisk } from '../formats/open.js';
-import { displayLocation, type Location } from '../io/location.js';
-import { checkFresh, createMetafile, DEFAULT_BLOCK_SIZE, type Metafile } from '../meta/index.js';
+import type { OpenOptions } from '../formats/disk.js';
+import { checkFresh, DEFAULT_BLOCK_SIZE, type Metafile } from '../meta/index.js';
 import { DigestCursor } from '../sync/plan.js';
 import { UnsupportedError, UsageError, VhdsyncError } from '../util/errors.js';
 import type { ReflinkMode, RepoBackend } from './backend.js';
@@ -14,6 +12,8 @@ import { emptyManifest, type DiskManifest, type PointKind, type RestorePoint } f
 import { newPointId } from './names.js';
 import { applyPolicy, settle } from './prune.js';
 import { checkPolicy, type RetentionPolicy } from './retention.js';
+import { lockDiskWaiting, type LockWait } from './wait.js';
+import { openSource, sourceName, type BackupSource, type OpenedSource } from './source.js';
 
 /** Options for backupDisk. */
 export interface BackupOptions {
@@ -26,6 +26,8 @@ export interface BackupOptions {
   hash?: 'xxh128' | 'sha256';
   blockSize?: number;
   open?: OpenOptions;
+  /** Wait for the disk's lock when another run holds it (default: fail at once). */
+  wait?: LockWait;
   /** The point's time (tests); default now. */
   now?: () => Date;
   onTotal?: (bytes: number) => void;
@@ -62,18 +64,18 @@ export interface BackupSummary {
 }
 
 /** Checks what a VHDX point can hold: VHDX has 512- and 4096-byte logical sectors and at most 64 TiB. */
-function checkPointable(src: Disk): void {
+function checkPointable(src: OpenedSource): void {
   if (src.logicalSectorSize !== 512 && src.logicalSectorSize !== 4096) {
-    throw new UnsupportedError(`logical sector size ${src.logicalSectorSize}: restore points are VHDX images, which have 512 or 4096`, displayLocation(src.location));
+    throw new UnsupportedError(`logical sector size ${src.logicalSectorSize}: restore points are VHDX images, which have 512 or 4096`, src.display);
   }
-  if (src.virtualSize > 64 * 2 ** 40) throw new UnsupportedError('larger than 64 TiB, the most a VHDX restore point holds', displayLocation(src.location));
+  if (src.virtualSize > 64 * 2 ** 40) throw new UnsupportedError('larger than 64 TiB, the most a VHDX restore point holds', src.display);
 }
 
 /**
  * The newest point's list, when the new point can build on it: same virtual size, the list present, readable and
  * fresh for its image. Otherwise null and the reason, and the new point is full.
  */
-async function baseOf(repo: RepoBackend, disk: string, m: DiskManifest, src: Disk, full: boolean): Promise<{ base: RestorePoint | null; list: Metafile | null; note: string | null }> {
+async function baseOf(repo: RepoBackend, disk: string, m: DiskManifest, src: OpenedSource, full: boolean): Promise<{ base: RestorePoint | null; list: Metafile | null; note: string | null }> {
   const newest = m.points[m.points.length - 1];
   if (!newest || full) return { base: null, list: null, note: newest ? 'full point asked for (--full)' : null };
   if (newest.virtualSize !== src.virtualSize) return { base: null, list: null, note: `virtual size changed (${newest.virtualSize} -> ${src.virtualSize} bytes)` };
@@ -96,17 +98,17 @@ async function baseOf(repo: RepoBackend, disk: string, m: DiskManifest, src: Dis
 }
 
 /** Backs up `source` as disk `disk` of `repo`: one new restore point, then the retention policy if given. */
-export async function backupDisk(repo: RepoBackend, source: Location, disk: string, opts: BackupOptions = {}): Promise<BackupSummary> {
+export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: string, opts: BackupOptions = {}): Promise<BackupSummary> {
   const started = Date.now();
   if (opts.retention) checkPolicy(opts.retention);
   await repo.exists(true);
-  const session = await repo.lockDisk(disk, 'backup');
+  const session = await lockDiskWaiting(repo, disk, 'backup', opts.wait);
   try {
     const existing = await repo.readManifest(disk);
     let m = existing ?? emptyManifest(disk, opts.hash ?? 'xxh128', opts.blockSize ?? DEFAULT_BLOCK_SIZE);
     const settled = existing ? await settle(session, m) : { manifest: m, finished: false, removed: await session.sweep(m) };
     m = settled.manifest;
-    const src = await openDisk(source, opts.open);
+    const src = await openSource(source, opts.open);
     const { base, list, note } = await baseOf(repo, disk, m, src, Boolean(opts.full)).catch(async (err) => {
       await src.close();
       throw err;
@@ -122,7 +124,7 @@ export async function backupDisk(repo: RepoBackend, source: Location, disk: stri
       const written = await session.writePoint(id, spec, async (image, listAt) => {
         const cursor = list ? new DigestCursor(list) : null;
         opts.onTotal?.(src.virtualSize);
-        await createMetafile(src, {
+        await src.pass({
           algorithm: hash,
           blockSize,
           target: listAt,
@@ -153,7 +155,7 @@ export async function backupDisk(repo: RepoBackend, source: Location, disk: stri
         parent: written.parent,
         virtualSize: src.virtualSize,
         changedBytes: stats.changedBytes,
-        source: displayLocation(source),
+        source: sourceName(source),
       };
       // The point exists from this write on, and only from it.
       m = { ...m, generation: m.generation + 1, points: [...m.points, point] };
@@ -186,7 +188,7 @@ export async function backupDisk(repo: RepoBackend, source: Location, disk: stri
 
 /** One source of a multi-disk backup and the disk it goes to. */
 export interface BackupJob {
-  source: Location;
+  source: BackupSource;
   disk: string;
 }
 

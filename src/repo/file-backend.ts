@@ -21,7 +21,7 @@ import { checkDiskName } from './names.js';
 export const REPOSITORY_MARKER = 'vhdsync-repository.json';
 export const MANIFEST_NAME = 'manifest.json';
 /** Where a new point's list is hashed to before the point's image has its final identity. */
-const INCOMING_SUFFIX = '.incoming' + METAFILE_SUFFIX;
+export const INCOMING_SUFFIX = '.incoming' + METAFILE_SUFFIX;
 const MARKER_FORMAT = 'vhdsync-repository';
 
 /** VHDX blocks of point images: the metafile block size within what VHDX allows (1 to 256 MiB). */
@@ -132,6 +132,11 @@ export class FileRepository implements RepoBackend {
     const loc = metafileLocationFor(this.at(disk, point.image));
     if (!(await loc.store.stat(loc.path))) throw new RepositoryDamageError(`metafile of restore point ${point.id} is missing`, displayLocation(loc));
     return readMetafile(loc, geometry);
+  }
+
+  /** A disk's folder (for `verify --repair`, which reads the images themselves). */
+  diskFolder(disk: string): Location {
+    return this.at(checkDiskName(disk));
   }
 
   pointName(disk: string, point: RestorePoint): string {

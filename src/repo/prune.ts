@@ -8,6 +8,7 @@ import type { DiskSession, RepoBackend } from './backend.js';
 import type { DiskManifest } from './manifest.js';
 import { selectKept, type RetentionPolicy } from './retention.js';
 import { NotFoundError } from '../util/errors.js';
+import { lockDiskWaiting, type LockWait } from './wait.js';
 
 /** What a prune of one disk did. */
 export interface PruneSummary {
@@ -82,9 +83,9 @@ export async function applyPolicy(session: DiskSession, m: DiskManifest, policy:
 }
 
 /** `prune` of one disk: finishes interrupted work, then drops what the policy does not keep. */
-export async function pruneDisk(repo: RepoBackend, disk: string, policy: RetentionPolicy): Promise<PruneSummary> {
+export async function pruneDisk(repo: RepoBackend, disk: string, policy: RetentionPolicy, wait?: LockWait): Promise<PruneSummary> {
   if (!(await repo.readManifest(disk))) throw new NotFoundError(`no disk '${disk}' in this repository`, repo.display);
-  const session = await repo.lockDisk(disk, 'prune');
+  const session = await lockDiskWaiting(repo, disk, 'prune', wait);
   try {
     const m0 = await repo.readManifest(disk);
     if (!m0) throw new NotFoundError(`no disk '${disk}' in this repository`, repo.display);

@@ -3,6 +3,7 @@ import { VhdsyncError } from '../util/errors.js';
 import type { RepoBackend } from './backend.js';
 import { pointsAffected } from './manifest.js';
 import { checkedBlocks, openChecked } from './point-check.js';
+import { lockDiskWaiting, type LockWait } from './wait.js';
 
 /** One point's result. */
 export interface PointReport {
@@ -23,7 +24,7 @@ export interface DiskReport {
 }
 
 /** Verifies one disk under its lock (so no prune or backup changes it meanwhile). */
-export async function verifyDisk(repo: RepoBackend, disk: string, onProgress?: (bytes: number) => void): Promise<DiskReport> {
+export async function verifyDisk(repo: RepoBackend, disk: string, onProgress?: (bytes: number) => void, wait?: LockWait): Promise<DiskReport> {
   const report: DiskReport = { disk, ok: true, problem: null, points: [] };
   let m;
   try {
@@ -33,7 +34,7 @@ export async function verifyDisk(repo: RepoBackend, disk: string, onProgress?: (
     return { ...report, ok: false, problem: err.describe() };
   }
   if (!m) return { ...report, ok: false, problem: `no disk '${disk}' in this repository` };
-  const session = await repo.lockDisk(disk, 'verify');
+  const session = await lockDiskWaiting(repo, disk, 'verify', wait);
   try {
     // Re-read under the lock: a prune may have finished while we waited.
     m = (await repo.readManifest(disk))!;

@@ -11,6 +11,7 @@ export { encodeQcow2, type Qcow2EncodeOptions } from './qcow2-encoder.js';
 export { ForwardReader } from './forward-reader.js';
 export { readVhdStreamHead, type VhdStreamHead } from './vhd-stream.js';
 export { vhdStreamContent, applyVhdStream } from './vhd-stream-source.js';
+export { rawStreamContent } from './raw-stream-source.js';
 export { writeContentOnto, applyChunked, type ApplyOptions } from './apply.js';
 export { readQcow2StreamHead, Qcow2StreamWalker, type Qcow2StreamHead, type Qcow2StreamPiece } from './qcow2-stream.js';
 export { applyQcow2Stream, qcow2StreamContent, type Qcow2ApplyStats } from './qcow2-stream-source.js';

@@ -1,14 +1,17 @@
 import type { CommandModule } from 'yargs';
 import { CATALOG } from './catalog.js';
-import { backupMany, checkDiskName, checkPolicy, defaultDiskName, openRepository, type BackupSummary, type ReflinkMode } from '../../repo/index.js';
+import { waitFrom, withWait, type WaitArgs } from '../wait-option.js';
+import { backupMany, checkDiskName, checkPolicy, defaultDiskName, openRepository, type BackupJob, type BackupSummary, type ReflinkMode } from '../../repo/index.js';
 import { UsageError, VhdsyncError } from '../../util/errors.js';
 import { createProgress, type Progress } from '../../util/progress.js';
 import { formatSize, parseSize } from '../../util/units.js';
 import { withInputFormat, withVhdSize, type InputFormatArgs, type VhdSizeArgs } from '../options.js';
 import { out, outJson, wantProgress, withJson, type GlobalArgs } from '../output.js';
 import { expandPattern } from './createmeta.js';
+import { httpBackupSource, isUrl, urlDiskName } from '../backup-source.js';
+import { httpOptionsFrom, withHttpOptions, type HttpArgs } from '../http-args.js';
 
-interface BackupArgs extends GlobalArgs, InputFormatArgs, VhdSizeArgs {
+interface BackupArgs extends WaitArgs, GlobalArgs, InputFormatArgs, VhdSizeArgs, HttpArgs {
   sources: string[];
   repo: string;
   name?: string;
@@ -26,8 +29,8 @@ interface BackupArgs extends GlobalArgs, InputFormatArgs, VhdSizeArgs {
 export const backupCommand: CommandModule<object, BackupArgs> = {
   ...CATALOG.backup,
   builder: (y) =>
-    withJson(withVhdSize(withInputFormat(y)))
-      .positional('sources', { type: 'string', array: true, demandOption: true, describe: 'images (any format, local or SMB), or quoted patterns such as "/vms/*.vhdx"' })
+    withWait(withHttpOptions(withJson(withVhdSize(withInputFormat(y)))))
+      .positional('sources', { type: 'string', array: true, demandOption: true, describe: 'images (any format, local or SMB), quoted patterns such as "/vms/*.vhdx", or http(s):// export URLs (a VHD or raw stream)' })
       .option('repo', { type: 'string', demandOption: true, describe: 'the repository folder (local or SMB); created on first use' })
       .option('name', { type: 'string', describe: "the disk's name in the repository (one source only; default: the source's file name without extension)" })
       .option('keep', { type: 'number', describe: 'afterwards, keep only the newest N restore points of each disk backed up' })
@@ -39,14 +42,23 @@ export const backupCommand: CommandModule<object, BackupArgs> = {
       .option('block-size', { type: 'string', describe: "a new disk's metafile block size (default 2M); later points keep the disk's" })
       .option('hash', { choices: ['xxh128', 'sha256'] as const, describe: "a new disk's metafile digest (default xxh128); later points keep the disk's" }) as never,
   handler: async (args) => {
-    const sources = [];
-    for (const s of args.sources) sources.push(...(await expandPattern(s)));
-    if (args.name !== undefined && sources.length !== 1) throw new UsageError('--name needs exactly one source (several disks take their names from their files)');
+    const wait = waitFrom(args);
+    const http = args.sources.some(isUrl) ? httpOptionsFrom(args) : null;
+    const work: BackupJob[] = [];
+    for (const s of args.sources) {
+      if (isUrl(s)) {
+        const name = args.name ?? urlDiskName(s);
+        if (name === null) throw new UsageError('name the disk of an http(s):// source with --name (its URL has no vdi= that is a disk name)');
+        work.push({ source: httpBackupSource(s, http!, { format: args['input-format'], vhdSize: args['vhd-size'] }), disk: checkDiskName(name) });
+      } else {
+        for (const source of await expandPattern(s)) work.push({ source, disk: args.name !== undefined ? checkDiskName(args.name) : defaultDiskName(source.store.paths.basename(source.path)) });
+      }
+    }
+    if (args.name !== undefined && work.length !== 1) throw new UsageError('--name needs exactly one source (several disks take their names from their files)');
     if (!Number.isSafeInteger(args.jobs) || args.jobs < 1) throw new UsageError('--jobs must be a whole number of at least 1');
     const retention = checkPolicy({ keep: args.keep, daily: args['keep-daily'], weekly: args['keep-weekly'] });
     const hasRetention = retention.keep !== undefined || retention.daily !== undefined || retention.weekly !== undefined;
     const repo = await openRepository(args.repo, false);
-    const work = sources.map((source) => ({ source, disk: args.name !== undefined ? checkDiskName(args.name) : defaultDiskName(source.store.paths.basename(source.path)) }));
     const blockSize = args['block-size'] !== undefined ? parseSize(args['block-size'], 'block size') : undefined;
     // One bar per disk would interleave; with several disks in parallel, no bar.
     const showBar = wantProgress(args) && work.length === 1;
@@ -54,6 +66,7 @@ export const backupCommand: CommandModule<object, BackupArgs> = {
     const results = await backupMany(repo, work, args.jobs, () => ({
       reflink: args.reflink,
       full: args.full,
+      wait,
       retention: hasRetention ? retention : undefined,
       hash: args.hash,
       blockSize,

@@ -1,10 +1,11 @@
 import type { CommandModule } from 'yargs';
 import { CATALOG } from './catalog.js';
+import { waitFrom, withWait, type WaitArgs } from '../wait-option.js';
 import { checkDiskName, checkPolicy, hasRule, openRepository, pruneDisk, type PruneSummary } from '../../repo/index.js';
 import { VhdsyncError } from '../../util/errors.js';
 import { out, outJson, withJson, type GlobalArgs } from '../output.js';
 
-interface PruneArgs extends GlobalArgs {
+interface PruneArgs extends WaitArgs, GlobalArgs {
   repo: string;
   name?: string;
   keep?: number;
@@ -16,13 +17,14 @@ interface PruneArgs extends GlobalArgs {
 export const pruneCommand: CommandModule<object, PruneArgs> = {
   ...CATALOG.prune,
   builder: (y) =>
-    withJson(y)
+    withWait(withJson(y))
       .positional('name', { type: 'string', describe: 'only this disk (default: every disk)' })
       .option('repo', { type: 'string', demandOption: true, describe: 'the repository folder (local or SMB)' })
       .option('keep', { type: 'number', describe: 'keep the newest N restore points' })
       .option('keep-daily', { type: 'number', describe: 'keep the newest point of each of the last D days that have points' })
       .option('keep-weekly', { type: 'number', describe: 'keep the newest point of each of the last W weeks that have points' }) as never,
   handler: async (args) => {
+    const wait = waitFrom(args);
     const policy = checkPolicy({ keep: args.keep, daily: args['keep-daily'], weekly: args['keep-weekly'] });
     const repo = await openRepository(args.repo);
     const disks = args.name !== undefined ? [checkDiskName(args.name)] : await repo.listDisks();
@@ -30,7 +32,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
     const failed: string[] = [];
     for (const disk of disks) {
       try {
-        done.push(await pruneDisk(repo, disk, policy));
+        done.push(await pruneDisk(repo, disk, policy, wait));
       } catch (err) {
         if (disks.length === 1 || !(err instanceof VhdsyncError)) throw err;
         failed.push(err.describe());

@@ -17,6 +17,7 @@ import {
   ForwardReader,
   fullContent,
   nullSink,
+  rawStreamContent,
   sendToFile,
   sendToSink,
   qcow2StreamContent,
@@ -180,30 +181,7 @@ async function openSource(args: StreamArgs, http: ReturnType<typeof httpOptionsF
   const size = args.size !== undefined ? parseSize(args.size, '--size') : length !== null && format === 'raw' ? length : null;
   if (size === null) throw new UsageError(`${format} on ${name} carries no disk size: add --size`);
   if (format === 'chunked') return { kind: 'chunked', reader, size };
-  return { kind: 'content', content: rawPipeContent(reader, size) };
-}
-
-/** Raw bytes on a pipe: the whole disk, read in order. */
-function rawPipeContent(reader: ForwardReader, size: number): ContentSource {
-  let queue: Promise<unknown> = Promise.resolve();
-  return {
-    virtualSize: size,
-    ranges: size > 0 ? [{ offset: 0, length: size }] : [],
-    base: null,
-    name: reader.name,
-    read(offset, length, into) {
-      const p = queue.then(async () => {
-        await reader.skipTo(offset, 'raw data');
-        return reader.read(length, 'raw data', into);
-      });
-      queue = p.catch(() => {});
-      return p;
-    },
-    async finish() {
-      await queue;
-      if (!(await reader.atEnd())) throw new UsageError(`${reader.name} holds more than --size (${size}) bytes`);
-    },
-  };
+  return { kind: 'content', content: rawStreamContent(reader, size) };
 }
 
 /** Closes a file when its bytes have been read (or reading stopped). */

@@ -1,28 +1,39 @@
 import type { CommandModule } from 'yargs';
 import { CATALOG } from './catalog.js';
-import { checkDiskName, openRepository, verifyDisk, type DiskReport } from '../../repo/index.js';
-import { VhdsyncError } from '../../util/errors.js';
+import { waitFrom, withWait, type WaitArgs } from '../wait-option.js';
+import { checkDiskName, FileRepository, openRepository, repairManifest, verifyDisk, type DiskReport, type RepairSummary } from '../../repo/index.js';
+import { UnsupportedError, UsageError, VhdsyncError } from '../../util/errors.js';
 import { out, outJson, withJson, type GlobalArgs } from '../output.js';
 
-interface VerifyArgs extends GlobalArgs {
+interface VerifyArgs extends WaitArgs, GlobalArgs {
   repo: string;
   name?: string;
+  repair?: boolean;
 }
 
 /** `vhdsync verify --repo REPO [NAME]`: re-hashes every restore point against its metafile; exit 1 on damage. */
 export const verifyCommand: CommandModule<object, VerifyArgs> = {
   ...CATALOG.verify,
   builder: (y) =>
-    withJson(y)
+    withWait(withJson(y))
       .positional('name', { type: 'string', describe: 'only this disk (default: every disk)' })
-      .option('repo', { type: 'string', demandOption: true, describe: 'the repository folder (local or SMB)' }) as never,
+      .option('repo', { type: 'string', demandOption: true, describe: 'the repository folder (local or SMB)' })
+      .option('repair', { type: 'boolean', describe: "first rebuild the named disk's manifest from its images and metafiles if it is missing or damaged" }) as never,
   handler: async (args) => {
+    const wait = waitFrom(args);
     const repo = await openRepository(args.repo);
+    let repaired: RepairSummary | null = null;
+    if (args.repair) {
+      if (args.name === undefined) throw new UsageError('--repair needs the name of the disk whose manifest to rebuild');
+      if (!(repo instanceof FileRepository)) throw new UnsupportedError('--repair rebuilds manifests of repositories in folders only', repo.display);
+      repaired = await repairManifest(repo, checkDiskName(args.name), wait);
+    }
     const disks = args.name !== undefined ? [checkDiskName(args.name)] : await repo.listDisks();
     const reports: DiskReport[] = [];
-    for (const disk of disks) reports.push(await verifyDisk(repo, disk));
-    if (args.json) outJson({ repository: repo.display, ok: reports.every((r) => r.ok), disks: reports });
+    for (const disk of disks) reports.push(await verifyDisk(repo, disk, undefined, wait));
+    if (args.json) outJson({ repository: repo.display, ok: reports.every((r) => r.ok), disks: reports, ...(repaired ? { repaired } : {}) });
     else {
+      if (repaired) out(describeRepair(repaired));
       for (const r of reports) {
         out(`${r.disk}: ${r.ok ? `${r.points.length} restore points intact` : r.problem ?? 'damaged'}`);
         for (const p of r.points) if (!p.ok) out(`  ${p.id}: ${p.problem}`);
@@ -37,3 +48,9 @@ export const verifyCommand: CommandModule<object, VerifyArgs> = {
     }
   },
 };
+
+function describeRepair(r: RepairSummary): string {
+  if (!r.rebuilt) return `${r.disk}: manifest intact, nothing to repair`;
+  const ignored = r.ignored.length ? `; ignored ${r.ignored.join(', ')} (interrupted backups, deleted by the next backup)` : '';
+  return `${r.disk}: manifest rebuilt (${r.reason}) from ${r.points.length} restore point${r.points.length === 1 ? '' : 's'}: ${r.points.map((p) => `${p.id} ${p.kind}`).join(', ')}${ignored}`;
+}

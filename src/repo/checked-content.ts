@@ -1,0 +1,77 @@
+/**
+ * A restore point as an encoder's input (restore to an HTTP PUT), with every block of the point's metafile checked
+ * before any byte of it is handed to the encoder: blocks the stream carries are read whole from the point and their
+ * digests compared; blocks it leaves out (they go as zeros) must be zeros in the list. A failed check throws out of
+ * the encoder, so the request is cut short and a server that commits only complete uploads keeps its disk.
+ */
+import { digestBlock, zeroDigest, type Metafile } from '../meta/index.js';
+import type { ContentSource } from '../stream/index.js';
+import { DigestCursor } from '../sync/plan.js';
+import type { Disk } from '../formats/disk.js';
+
+/** `inner` (content of `image`) with every block checked against `list`; `damaged` makes the error for a block. */
+export function checkedContent(inner: ContentSource, image: Disk, list: Metafile, damaged: (why: string) => Error): ContentSource {
+  const { algorithm, blockSize } = list.summary;
+  const cursor = new DigestCursor(list);
+  const count = Math.ceil(inner.virtualSize / blockSize);
+  const block = Buffer.allocUnsafeSlow(Math.min(blockSize, Math.max(1, inner.virtualSize)));
+  /** Blocks below this index are checked; `cached` is the one whose bytes are in `block`. */
+  let checked = 0;
+  let cached = -1;
+  const lengthOf = (index: number) => Math.min(blockSize, inner.virtualSize - index * blockSize);
+
+  /** Checks blocks the stream skipped (they are sent as zeros) up to, not including, `upTo`. */
+  const skipTo = async (upTo: number) => {
+    for (; checked < upTo; checked++) {
+      if (!(await cursor.digest(checked)).equals(zeroDigest(algorithm, lengthOf(checked)))) {
+        throw damaged(`block ${checked} at offset ${checked * blockSize} reads as zeros but its metafile lists data`);
+      }
+    }
+  };
+  /** Reads block `index` whole into `block` and checks it. */
+  const load = async (index: number) => {
+    await skipTo(index);
+    const bytes = block.subarray(0, lengthOf(index));
+    const got = await image.read(index * blockSize, bytes.length, bytes);
+    if (got.buffer !== bytes.buffer || got.byteOffset !== bytes.byteOffset) got.copy(bytes);
+    if (!digestBlock(algorithm, bytes).equals(await cursor.digest(index))) {
+      throw damaged(`block ${index} at offset ${index * blockSize} differs from its metafile`);
+    }
+    cached = index;
+    checked = index + 1;
+  };
+  const readNow = async (offset: number, length: number, out: Buffer): Promise<Buffer> => {
+    for (let done = 0; done < length; ) {
+      const index = Math.floor((offset + done) / blockSize);
+      if (index !== cached) {
+        if (index < checked) throw new Error(`internal: read of block ${index} after block ${checked - 1} (reads must ascend)`);
+        await load(index);
+      }
+      const inBlock = offset + done - index * blockSize;
+      const n = Math.min(length - done, lengthOf(index) - inBlock);
+      block.copy(out, done, inBlock, inBlock + n);
+      done += n;
+    }
+    return out;
+  };
+  // Encoders may ask for the next piece before the last one arrived: reads are served one at a time, in order.
+  let queue: Promise<unknown> = Promise.resolve();
+  return {
+    virtualSize: inner.virtualSize,
+    ranges: inner.ranges,
+    base: null,
+    zeros: inner.zeros,
+    name: inner.name,
+    read(offset, length, into) {
+      const out = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+      const p = queue.then(() => readNow(offset, length, out));
+      queue = p.catch(() => {});
+      return p;
+    },
+    async finish() {
+      await queue;
+      await skipTo(count);
+      await inner.finish?.();
+    },
+  };
+}

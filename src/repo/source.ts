@@ -1,0 +1,131 @@
+/**
+ * What a backup reads: an image (local, SMB), opened with its chain and hashed as `copy --createmeta` does, or a
+ * forward-only stream (an HTTP export body) hashed block by block as it arrives. Both give the backup one pass that
+ * yields every block in order, hashed, and writes the list of the whole disk.
+ */
+import type { DiskIdentity, OpenOptions } from '../formats/disk.js';
+import { openDisk } from '../formats/open.js';
+import { displayLocation, type Location } from '../io/location.js';
+import { createMetafile, digestBlock, writeMetafile, zeroDigest, type HashedBlock } from '../meta/index.js';
+import type { ContentSource } from '../stream/index.js';
+import { UnsupportedError } from '../util/errors.js';
+import { isAllZero } from '../util/struct.js';
+
+/** A stream opened only once the backup holds the disk's lock (so a wait for the lock never stalls a request). */
+export interface StreamSource {
+  readonly kind: 'stream';
+  /** How the manifest and messages name it: no credentials, no session ids. */
+  readonly display: string;
+  /** Starts the transfer; `close` stops it (also after a failure half-way). */
+  open(): Promise<{ content: ContentSource; logicalSectorSize: number; close(): Promise<void> }>;
+}
+
+/** An image location, or a stream. */
+export type BackupSource = Location | StreamSource;
+
+/** The one pass: every block in order to `onBlock`, the list of the whole disk written to `target`. */
+export interface PassOptions {
+  algorithm: 'xxh128' | 'sha256';
+  blockSize: number;
+  target: Location;
+  onBlock: (b: HashedBlock) => Promise<void>;
+  onProgress?: (bytes: number) => void;
+}
+
+/** An opened source. */
+export interface OpenedSource {
+  readonly display: string;
+  readonly virtualSize: number;
+  readonly logicalSectorSize: number;
+  pass(opts: PassOptions): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** True for a stream source. */
+export function isStream(source: BackupSource): source is StreamSource {
+  return (source as StreamSource).kind === 'stream';
+}
+
+/** How a source is named in the manifest and messages. */
+export function sourceName(source: BackupSource): string {
+  return isStream(source) ? source.display : displayLocation(source);
+}
+
+/**
+ * What a stream's list records as its identity: nothing identifies one version of a stream, so the fields say only
+ * that (the list is stamped with the new point's identity before it is kept anyway).
+ */
+const STREAM_IDENTITY: DiskIdentity = { format: 'raw', contentId: '', timestamp: 0, fileSize: 0, mtimeMs: 0 };
+
+/** Opens a source for the backup pass. */
+export async function openSource(source: BackupSource, open?: OpenOptions): Promise<OpenedSource> {
+  if (!isStream(source)) {
+    const disk = await openDisk(source, open);
+    return {
+      display: displayLocation(source),
+      virtualSize: disk.virtualSize,
+      logicalSectorSize: disk.logicalSectorSize,
+      // The identity taken before and after the pass refuses an image that changed under it (createMetafile).
+      pass: async (o) => {
+        await createMetafile(disk, { algorithm: o.algorithm, blockSize: o.blockSize, target: o.target, onBlock: o.onBlock, onProgress: o.onProgress });
+      },
+      close: () => disk.close(),
+    };
+  }
+  const opened = await source.open();
+  const { content } = opened;
+  if (content.base) {
+    await opened.close();
+    throw new UnsupportedError('a delta stream cannot be backed up (export the whole disk, without base=)', source.display);
+  }
+  return {
+    display: source.display,
+    virtualSize: content.virtualSize,
+    logicalSectorSize: opened.logicalSectorSize,
+    pass: async (o) => {
+      async function* records(): AsyncGenerator<HashedBlock> {
+        for await (const b of hashContent(content, o.algorithm, o.blockSize)) {
+          await o.onBlock(b);
+          o.onProgress?.(b.length);
+          yield b;
+        }
+      }
+      const meta = { layout: 'native', algorithm: o.algorithm, blockSize: o.blockSize, logicalSectorSize: opened.logicalSectorSize, virtualSize: content.virtualSize, identity: STREAM_IDENTITY } as const;
+      await writeMetafile(o.target, meta, records());
+    },
+    close: () => opened.close(),
+  };
+}
+
+/**
+ * Every block of a stream's content in order, hashed: blocks outside its ranges are unallocated (zeros, not read),
+ * the others are read from the stream into one block buffer. The stream's own end checks (a VHD stream's trailing
+ * footer, a raw body's exact length) run after the last block: a point is only ever made of a complete stream.
+ */
+export async function* hashContent(source: ContentSource, algorithm: 'xxh128' | 'sha256', blockSize: number): AsyncGenerator<HashedBlock> {
+  const { ranges, virtualSize } = source;
+  const buffer = Buffer.allocUnsafeSlow(Math.min(blockSize, Math.max(1, virtualSize)));
+  let r = 0;
+  for (let index = 0; index * blockSize < virtualSize; index++) {
+    const offset = index * blockSize;
+    const length = Math.min(blockSize, virtualSize - offset);
+    const end = offset + length;
+    while (r < ranges.length && ranges[r].offset + ranges[r].length <= offset) r++;
+    if (r >= ranges.length || ranges[r].offset >= end) {
+      yield { index, offset, length, state: 'unallocated', read: false, digest: zeroDigest(algorithm, length) };
+      continue;
+    }
+    const block = buffer.subarray(0, length);
+    block.fill(0);
+    for (let k = r; k < ranges.length && ranges[k].offset < end; k++) {
+      const from = Math.max(offset, ranges[k].offset);
+      const to = Math.min(end, ranges[k].offset + ranges[k].length);
+      const into = block.subarray(from - offset, to - offset);
+      const got = await source.read(from, to - from, into);
+      if (got.buffer !== into.buffer || got.byteOffset !== into.byteOffset) got.copy(into);
+    }
+    if (isAllZero(block)) yield { index, offset, length, state: 'zero', read: true, digest: zeroDigest(algorithm, length) };
+    else yield { index, offset, length, state: 'data', read: true, digest: digestBlock(algorithm, block), data: block };
+  }
+  await source.finish?.();
+}
