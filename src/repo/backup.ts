@@ -192,8 +192,14 @@ export interface BackupJob {
   disk: string;
 }
 
-/** Backs up several disks, up to `jobs` at a time; one failing does not stop the others. */
-export async function backupMany(repo: RepoBackend, work: BackupJob[], jobs: number, opts: (job: BackupJob) => BackupOptions): Promise<Array<{ job: BackupJob; summary?: BackupSummary; error?: unknown }>> {
+/** Backs up several disks, up to `jobs` at a time; one failing does not stop the others. `onEnd` hears each one end. */
+export async function backupMany(
+  repo: RepoBackend,
+  work: BackupJob[],
+  jobs: number,
+  opts: (job: BackupJob) => BackupOptions,
+  onEnd?: (job: BackupJob) => void,
+): Promise<Array<{ job: BackupJob; summary?: BackupSummary; error?: unknown }>> {
   const names = new Set<string>();
   for (const w of work) {
     if (names.has(w.disk)) throw new UsageError(`two sources would be backed up as disk '${w.disk}': give them different file names, or back them up one at a time with --name`);
@@ -211,6 +217,7 @@ export async function backupMany(repo: RepoBackend, work: BackupJob[], jobs: num
       } catch (err) {
         r.error = err;
       }
+      onEnd?.(r.job);
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, work.length)) }, worker));

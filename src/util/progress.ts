@@ -23,15 +23,7 @@ export function createProgress(label: string, total: number, enabled = Boolean(p
     const now = Date.now();
     if (!force && now - lastDraw < 100) return;
     lastDraw = now;
-    const frac = Math.min(1, done / total);
-    const amounts = `${formatSize(done)} / ${formatSize(total)}`;
-    const width = Math.max(10, Math.min(40, (stream.columns ?? 80) - label.length - amounts.length - 42));
-    const filled = Math.round(frac * width);
-    const secs = (now - start) / 1000;
-    const perSec = secs > 0 ? done / secs : 0;
-    const eta = perSec > 0 && done < total ? `ETA ${clock((total - done) / perSec)}` : done >= total ? `in ${clock(secs)}` : 'ETA --:--';
-    const bar = '#'.repeat(filled) + '-'.repeat(width - filled);
-    stream.write(`\r${label} [${bar}] ${(frac * 100).toFixed(1).padStart(5)}% ${amounts} ${(perSec / 1024 ** 2).toFixed(0).padStart(5)} MiB/s ${eta}${stream.isTTY ? '\x1b[K' : ''}`);
+    stream.write(`\r${progressLine(label, done, total, (now - start) / 1000, stream.columns ?? 80)}${stream.isTTY ? '\x1b[K' : ''}`);
   };
   return {
     advance(n) {
@@ -47,6 +39,18 @@ export function createProgress(label: string, total: number, enabled = Boolean(p
       stream.write('\n');
     },
   };
+}
+
+/** One bar's text: label, bar, percentage, amounts, rate and ETA (or the time taken once done), fitted to `columns`. */
+export function progressLine(label: string, done: number, total: number, secs: number, columns: number): string {
+  const frac = total > 0 ? Math.min(1, done / total) : 1;
+  const amounts = `${formatSize(done)} / ${formatSize(total)}`;
+  const width = Math.max(10, Math.min(40, columns - label.length - amounts.length - 42));
+  const filled = Math.round(frac * width);
+  const perSec = secs > 0 ? done / secs : 0;
+  const eta = perSec > 0 && done < total ? `ETA ${clock((total - done) / perSec)}` : done >= total ? `in ${clock(secs)}` : 'ETA --:--';
+  const bar = '#'.repeat(filled) + '-'.repeat(width - filled);
+  return `${label} [${bar}] ${(frac * 100).toFixed(1).padStart(5)}% ${amounts} ${(perSec / 1024 ** 2).toFixed(0).padStart(5)} MiB/s ${eta}`;
 }
 
 /** vhd-tool's `--machine` progress for programs that wrap the tool: the whole percentage done, one per line, when it changes. */

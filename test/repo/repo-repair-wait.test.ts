@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BIN, cli, expectOneLineError } from '../helpers/cli.js';
+import { BIN, cli, cliAsync, expectOneLineError } from '../helpers/cli.js';
 import { makeTempDir } from '../helpers/tmp.js';
 import { parseLocation } from '../../src/io/location.js';
 import { backupDisk, openRepository, type DiskSession, type RestorePoint } from '../../src/repo/index.js';
@@ -102,37 +102,42 @@ describe('manifest repair and waiting for a lock', () => {
   }, 240_000);
 
   it('--wait: fails at once by default, waits for the holder, gives up after --wait=SECONDS', async () => {
+    // Only cliAsync here: a blocked event loop would stop this process renewing the lock it holds.
     const r = await openRepository(repo);
     let held: DiskSession | null = await r.lockDisk('vm', 'test-holder');
+    let child: ReturnType<typeof spawn> | null = null;
     try {
-      expectOneLineError(cli(['backup', src, '--repo', repo, '--name', 'vm']), 1, /in use by a test-holder/);
+      expectOneLineError(await cliAsync(['backup', src, '--repo', repo, '--name', 'vm']), 1, /in use by a test-holder/);
       for (const cmd of [['backup', src, '--name', 'vm'], ['prune', 'vm', '--keep', '9'], ['verify', 'vm']]) {
-        expectOneLineError(cli([...cmd, '--repo', repo, '--wait=1', '-q']), 1, /in use by a test-holder.*\(waited 1 s for it\)/);
+        expectOneLineError(await cliAsync([...cmd, '--repo', repo, '--wait=1', '-q']), 1, /in use by a test-holder.*\(waited 1 s for it\)/);
       }
-      const noisy = cli(['prune', 'vm', '--repo', repo, '--wait=1']);
+      const noisy = await cliAsync(['prune', 'vm', '--repo', repo, '--wait=1']);
       expect(noisy.stderr).toMatch(/^vhdsync: disk 'vm': in use by a test-holder .*: waiting for it \(at most 1 s\)\n/);
-      expectOneLineError(cli(['prune', 'vm', '--repo', repo, '--wait=soon']), 2, /--wait takes a number of seconds/);
+      expectOneLineError(await cliAsync(['prune', 'vm', '--repo', repo, '--wait=soon']), 2, /--wait takes a number of seconds/);
       // A waiting backup goes ahead once the holder lets go (released when it says it waits).
       scribble(src, [[2 * MiB, 4096, 0x50]]);
-      const child = spawn(process.execPath, [BIN, 'backup', src, '--repo', repo, '--name', 'vm', '--wait', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      child = spawn(process.execPath, [BIN, 'backup', src, '--repo', repo, '--name', 'vm', '--wait', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       let err = '';
-      child.stdout.on('data', (d) => (out += d));
-      const done = new Promise<number | null>((resolve) => child.on('close', resolve));
+      child.stdout!.on('data', (d) => (out += d));
+      const done = new Promise<number | null>((resolve) => child!.on('close', resolve));
       await new Promise<void>((resolve) => {
-        child.stderr.on('data', (d) => {
+        child!.stderr!.on('data', (d) => {
           err += d;
           if (/waiting for it/.test(err)) resolve();
         });
         void done.then(() => resolve());
       });
+      held.check();
       await held.release();
       held = null;
       expect(await done).toBe(0);
+      child = null;
       expect(err).toMatch(/waiting for it\n$/);
       expect((await listed(repo))[0].points.map((p) => p.id)).toContain(JSON.parse(out).point);
     } finally {
+      child?.kill();
       await held?.release();
     }
-  }, 240_000);
+  }, 300_000);
 });

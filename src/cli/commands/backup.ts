@@ -3,6 +3,7 @@ import { CATALOG } from './catalog.js';
 import { waitFrom, withWait, type WaitArgs } from '../wait-option.js';
 import { backupMany, checkDiskName, checkPolicy, defaultDiskName, openRepository, type BackupJob, type BackupSummary, type ReflinkMode } from '../../repo/index.js';
 import { UsageError, VhdsyncError } from '../../util/errors.js';
+import { createMultiProgress } from '../../util/multi-progress.js';
 import { createProgress, type Progress } from '../../util/progress.js';
 import { formatSize, parseSize } from '../../util/units.js';
 import { withInputFormat, withVhdSize, type InputFormatArgs, type VhdSizeArgs } from '../options.js';
@@ -60,21 +61,31 @@ export const backupCommand: CommandModule<object, BackupArgs> = {
     const hasRetention = retention.keep !== undefined || retention.daily !== undefined || retention.weekly !== undefined;
     const repo = await openRepository(args.repo, false);
     const blockSize = args['block-size'] !== undefined ? parseSize(args['block-size'], 'block size') : undefined;
-    // One bar per disk would interleave; with several disks in parallel, no bar.
-    const showBar = wantProgress(args) && work.length === 1;
-    let progress: Progress | null = null;
-    const results = await backupMany(repo, work, args.jobs, () => ({
-      reflink: args.reflink,
-      full: args.full,
-      wait,
-      retention: hasRetention ? retention : undefined,
-      hash: args.hash,
-      blockSize,
-      open: { format: args['input-format'], vhdSize: args['vhd-size'] },
-      onTotal: (n) => (progress = createProgress('backing up', n, showBar)),
-      onProgress: (n) => progress?.advance(n),
-    }));
-    (progress as Progress | null)?.finish();
+    // One source: one bar. Several: a summary line and a bar per disk in progress, redrawn in place.
+    const showBars = wantProgress(args);
+    const multi = work.length > 1 ? createMultiProgress('backing up', work.length, showBars) : null;
+    const bars = new Map<string, Progress>();
+    const results = await backupMany(
+      repo,
+      work,
+      args.jobs,
+      (job) => ({
+        reflink: args.reflink,
+        full: args.full,
+        wait,
+        retention: hasRetention ? retention : undefined,
+        hash: args.hash,
+        blockSize,
+        open: { format: args['input-format'], vhdSize: args['vhd-size'] },
+        onTotal: (n) => bars.set(job.disk, multi ? multi.task(job.disk, n) : createProgress('backing up', n, showBars)),
+        onProgress: (n) => bars.get(job.disk)?.advance(n),
+      }),
+      (job) => {
+        if (multi) bars.get(job.disk)?.finish();
+      },
+    );
+    if (multi) multi.finish();
+    else for (const bar of bars.values()) bar.finish();
     const failed = results.filter((r) => r.error);
     for (const r of failed) if (!(r.error instanceof VhdsyncError)) throw r.error;
     if (results.length === 1 && failed.length) throw failed[0].error;
