@@ -3,43 +3,21 @@
  * the process kills itself with SIGKILL just before the (N+1)-th mutating store operation (file write,
  * truncate, flush, rename, unlink) of a copy or merge, so a test can stop it at an exact point inside a
  * driver's write ordering (data, allocation table, log, header), the state file or the metafile rotation.
- * Without the variable, `hookLocation` returns its argument unchanged and costs nothing.
+ * Without the variable, `hookLocation` returns its argument unchanged and costs nothing. The budget lives in
+ * io/kill-budget.ts, shared with the object-store hook (`hookObjectStore`, re-exported here), so a run that writes
+ * to both kinds of store is killed at its N-th mutation overall.
  */
 import type { ByteStore } from '../io/store.js';
 import { recordingStore } from '../io/recording-store.js';
 import type { Location } from '../io/location.js';
+import { countMutation, killBudget } from '../io/kill-budget.js';
 
-const ENV = 'VHDSYNC_TEST_KILL_AFTER_WRITES';
-
-let remaining: number | null = null;
-let parsed = false;
-
-function budget(): number | null {
-  if (!parsed) {
-    parsed = true;
-    const v = process.env[ENV];
-    const n = v === undefined || v === '' ? NaN : Number(v);
-    remaining = Number.isSafeInteger(n) && n >= 0 ? n : null;
-    if (remaining !== null) {
-      const armed = remaining;
-      // Lets a test learn how many kill points a run has: run once with a huge budget and read this line.
-      process.on('exit', () => process.stderr.write(`vhdsync-test-hook: ${armed - (remaining ?? 0)} mutations\n`));
-    }
-  }
-  return remaining;
-}
-
-/** Counts one mutation; dies when the budget is spent. */
-function tick(): void {
-  if (remaining === null) return;
-  if (remaining === 0) process.kill(process.pid, 'SIGKILL');
-  remaining--;
-}
+export { hookObjectStore } from '../io/object-kill-hook.js';
 
 /** Every mutating store operation counts; opens and folder creation do not (they change no file's content). */
 function countingStore(inner: ByteStore): ByteStore {
   return recordingStore(inner, (e) => {
-    if (e.op !== 'open' && e.op !== 'mkdir') tick();
+    if (e.op !== 'open' && e.op !== 'mkdir') countMutation();
   });
 }
 
@@ -49,7 +27,7 @@ const innerOf = new WeakMap<ByteStore, ByteStore>();
 
 /** The location through a counting store when the test hook is armed; otherwise `loc` itself. */
 export function hookLocation(loc: Location): Location {
-  if (budget() === null || counting.has(loc.store)) return loc;
+  if (killBudget() === null || counting.has(loc.store)) return loc;
   let store = wrapped.get(loc.store);
   if (!store) {
     store = countingStore(loc.store);

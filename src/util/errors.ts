@@ -111,3 +111,6 @@ export class RepositoryDamageError extends VhdsyncError {}
 
 /** A conditional write lost: the object (or file) changed since it was read (`If-Match` failed). */
 export class ConflictError extends VhdsyncError {}
+
+/** A service refused or lacks the credentials (S3: wrong keys, expired token, no permission). Never carries a key. */
+export class CredentialsError extends VhdsyncError {}
