@@ -92,7 +92,7 @@ export class Catalog {
    * anything that does not name an image inside the folder is a 404.
    */
   async resolve(text: string | undefined, what = 'vdi'): Promise<string> {
-    if (text === undefined || text === '') throw new RequestError(400, `missing ${what} parameter`);
+    if (text === undefined || text === '') throw new RequestError(400, `missing ${what} parameter${what === 'vdi' ? ' (or sr_id to import into a new disk)' : ''}`);
     const notFound = () => new RequestError(404, `no such disk: ${what}=${text.slice(0, 80)}`);
     if (!isPlainName(text)) throw notFound();
     const names = await this.names();

@@ -20,6 +20,7 @@ import { CorruptImageError, RequestError, VhdsyncError } from '../util/errors.js
 import type { ServerConnection } from './connection.js';
 import type { Outcome, ServeContext } from './context.js';
 import type { DiskUse } from './disk-locks.js';
+import { importNewDisk, srOf } from './import-new.js';
 import { messageOf } from './errors.js';
 import { bodyFraming, param, type RequestHead } from './request.js';
 import type { Task } from './tasks.js';
@@ -47,8 +48,10 @@ export function importKind(req: RequestHead): BodyKind {
 export async function importDisk(ctx: ServeContext, conn: ServerConnection, req: RequestHead, task: Task, headers: Record<string, string>): Promise<Outcome> {
   if (ctx.settings.readOnly) throw new RequestError(403, 'this server is read-only');
   const kind = importKind(req);
+  const vdi = param(req, 'vdi');
+  if ((vdi === undefined || vdi === '') && srOf(req) !== undefined) return importNewDisk(ctx, conn, req, task, headers, kind, errorPage);
   const framing = bodyFraming(req);
-  const name = await ctx.catalog.resolve(param(req, 'vdi'), 'vdi');
+  const name = await ctx.catalog.resolve(vdi, 'vdi');
   task.disk = name;
   const target = ctx.catalog.at(name);
   if (framing.kind === 'length' && framing.length === 0 && kind !== 'frames') {

@@ -11,6 +11,7 @@ import { MERGE_STATE_SUFFIX, readMergeState } from '../sync/merge-state.js';
 import { BusyError } from '../util/errors.js';
 import type { Catalog } from './catalog.js';
 import { IMPORT_DIFF_RE } from './import.js';
+import { NEW_DISK_RE } from './import-new.js';
 import { mergeMarkerLocationFor } from '../sync/merge-marker.js';
 
 /** Any file of an import: its diff, and names derived from it (marker, lock, temp files, which may add a dot in front). */
@@ -80,8 +81,31 @@ export async function recoverImports(catalog: Catalog): Promise<Recovered[]> {
     }
   }
   // A run killed before its upload made a file leaves only its lock (and perhaps temp files): taking the lock
-  // breaks it if its holder is dead, and the temp files go while it is held.
+  // breaks it if its holder is dead, and the temp files go while it is held. An import into a new disk
+  // (import-new.ts) killed before its rename leaves a lock and a temp file but no disk.
   const now = await store.list(dir);
+  const newDisks = new Set(now.map((x) => /^\.(.+?)\.[0-9a-f]{8}\.partial$/.exec(x)?.[1] ?? '').filter((x) => NEW_DISK_RE.test(x)));
+  for (const n of now.filter((x) => x.endsWith(LOCK_SUFFIX))) {
+    const disk = n.slice(0, -LOCK_SUFFIX.length);
+    if (NEW_DISK_RE.test(disk) && !now.includes(disk)) newDisks.add(disk);
+  }
+  for (const disk of newDisks) {
+    if (now.includes(disk)) continue;
+    let lock;
+    try {
+      lock = await lockImage(catalog.at(disk), 'import');
+    } catch (err) {
+      if (!(err instanceof BusyError)) throw err;
+      out.push({ disk, action: 'busy', file: disk });
+      continue;
+    }
+    try {
+      await removePartials(catalog.at(disk));
+      out.push({ disk, action: 'removed', file: disk });
+    } finally {
+      await lock.release();
+    }
+  }
   for (const n of now.filter((x) => x.endsWith(LOCK_SUFFIX))) {
     const disk = n.slice(0, -LOCK_SUFFIX.length);
     if (!disk || !now.includes(disk)) continue;

@@ -1,0 +1,110 @@
+/**
+ * `PUT /import_raw_vdi?sr_id=...` without `vdi`: XAPI's way of importing into a new disk. As XAPI, only a raw body
+ * with a Content-Length qualifies (its length is the new disk's size); VHD, QCOW2, XAPI frames and bodies of unknown
+ * length answer 400. The served folder is the only SR, so any `sr_id` / `sr_uuid` names it.
+ *
+ * The new disk is a raw file `<uuid>.raw`, `uuid` fresh (its `<uuid>.raw.uuid` sidecar holds it, so `vdi=<uuid>`
+ * finds it as XAPI clients expect), written under a hidden temporary name and renamed once the whole body is
+ * durable: a failed or killed upload never leaves a disk behind (the next start removes its temporary file).
+ */
+import { randomUUID } from 'node:crypto';
+import { writeAtomically, writeBytesAtomically } from '../io/atomic.js';
+import type { Location } from '../io/location.js';
+import { ForwardReader } from '../stream/index.js';
+import { RequestError } from '../util/errors.js';
+import { isAllZero } from '../util/struct.js';
+import { UUID_SUFFIX } from './catalog.js';
+import type { ServerConnection } from './connection.js';
+import type { Outcome, ServeContext } from './context.js';
+import { messageOf } from './errors.js';
+import { bodyFraming, param, type RequestHead } from './request.js';
+import type { Task } from './tasks.js';
+
+/** File names of disks made by imports without `vdi`. */
+export const NEW_DISK_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.raw$/;
+const PIECE = 4 << 20;
+
+/** The SR a request names (`sr_id`, else `sr_uuid`), if any. */
+export function srOf(req: RequestHead): string | undefined {
+  const sr = param(req, 'sr_id') ?? param(req, 'sr_uuid');
+  return sr === '' ? undefined : sr;
+}
+
+/**
+ * Serves an import into a new disk. `format` and `chunked` are the request's (already checked for 404s); `errorPage`
+ * is the XAPI-style second response written after the 200 when the upload fails.
+ */
+export async function importNewDisk(
+  ctx: ServeContext,
+  conn: ServerConnection,
+  req: RequestHead,
+  task: Task,
+  headers: Record<string, string>,
+  kind: string,
+  errorPage: (message: string) => string,
+): Promise<Outcome> {
+  if (kind !== 'raw') {
+    throw new RequestError(400, `importing a ${kind === 'frames' ? 'chunked' : kind.toUpperCase()} stream as a new disk is not supported (as XAPI): create the disk and give vdi=, or send raw bytes with a Content-Length`);
+  }
+  const framing = bodyFraming(req);
+  if (framing.kind !== 'length') throw new RequestError(400, 'a new disk needs a Content-Length (its size): not enough information to import');
+  if (framing.length === 0) {
+    // Xen Orchestra's probe (an empty PUT) makes no disk.
+    await conn.writeHead(200, { ...headers, 'Content-Type': 'application/octet-stream' });
+    ctx.tasks.succeed(task, { bytes: 0, disk: null, probe: true });
+    return { status: 200, bytes: 0, task: task.id };
+  }
+  const uuid = randomUUID();
+  const name = `${uuid}.raw`;
+  task.disk = name;
+  task.total = framing.length;
+  const target = ctx.catalog.at(name);
+  const use = await ctx.locks.acquire(target, 'write');
+  try {
+    if (/100-continue/i.test(req.headers.get('expect') ?? '')) await conn.writeContinue();
+    const reader = new ForwardReader(conn.body(framing), `the body of the PUT creating ${name}`, framing.length);
+    const progress = setInterval(() => ctx.tasks.advance(task, reader.position), 500);
+    progress.unref();
+    try {
+      await writeAtomically(target, async (temp) => {
+        await conn.writeHead(200, { ...headers, 'Content-Type': 'application/octet-stream' });
+        await writeBody(temp, reader, framing.length);
+      });
+    } finally {
+      clearInterval(progress);
+    }
+    // The sidecar comes after the disk: a kill between the two leaves a disk that gets a uuid when first listed.
+    await writeBytesAtomically({ store: target.store, path: target.path + UUID_SUFFIX }, Buffer.from(uuid + '\n'), { overwrite: true });
+    ctx.tasks.succeed(task, { bytes: reader.position, disk: name, uuid, created: true });
+    await use.release();
+    await conn.finish();
+    return { status: 200, bytes: reader.position, task: task.id, disk: name };
+  } catch (err) {
+    if (!conn.responded) throw err;
+    const message = messageOf(err);
+    ctx.tasks.fail(task, message);
+    await use.release();
+    await conn.write(errorPage(message)).catch(() => {});
+    await conn.finish();
+    return { status: 200, bytes: conn.bodyBytes, task: task.id, disk: name, error: message };
+  } finally {
+    await use.release();
+  }
+}
+
+/** Writes `length` body bytes into a new sparse file at `loc` (all-zero pieces stay holes). */
+async function writeBody(loc: Location, reader: ForwardReader, length: number): Promise<void> {
+  const f = await loc.store.createExclusive(loc.path);
+  try {
+    await f.truncate(length);
+    const buf = Buffer.allocUnsafeSlow(PIECE);
+    for (let at = 0; at < length; ) {
+      const n = Math.min(PIECE, length - at);
+      const data = await reader.read(n, `byte ${at} of the body`, buf);
+      if (!isAllZero(data)) await f.write(at, data);
+      at += n;
+    }
+  } finally {
+    await f.close();
+  }
+}
