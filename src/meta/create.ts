@@ -7,7 +7,7 @@ import { formatSize } from '../util/units.js';
 import type { BlockState } from './entries.js';
 import { identityProblem } from './fresh.js';
 import { hashDisk, type HashedBlock } from './hash-disk.js';
-import type { HashAlgorithm } from './hashers.js';
+import { defaultSubLevel, type HashAlgorithm } from './hashers.js';
 import { blockSizeProblem } from './header.js';
 import { metafileLocationFor, writeMetafile, type BlockRecord, type MetafileLayout } from './metafile.js';
 import { VBB_BLOCK_SIZE } from './vbb.js';
@@ -32,6 +32,11 @@ export interface CreateMetafileOptions {
   readAhead?: number;
   /** Hashing worker threads (see hashDisk); default: none for XXH128, which keeps up with reads on one core. */
   workers?: number;
+  /**
+   * Native only: record the second level (sub-block digests, metafile version 3; decision 0016). Default true;
+   * false writes a list older vhdsync reads (version 1).
+   */
+  subBlocks?: boolean;
 }
 
 /** What createMetafile did. */
@@ -42,6 +47,8 @@ export interface CreateMetafileResult {
   blockSize: number;
   virtualSize: number;
   blockCount: number;
+  /** The sub-block size of the second level, 0 without one. */
+  subBlockSize: number;
   blocks: Record<BlockState, number>;
   /** Virtual bytes read from the image (unallocated and zero extents are never read). */
   bytesRead: number;
@@ -70,6 +77,9 @@ export function resolveHashSettings(opts: CreateMetafileOptions, logicalSectorSi
 export async function createMetafile(disk: Disk, opts: CreateMetafileOptions = {}): Promise<CreateMetafileResult> {
   const { layout, algorithm, blockSize } = resolveHashSettings(opts, disk.logicalSectorSize);
   const target = opts.target ?? metafileLocationFor(disk.location);
+  const level = layout === 'native' && opts.subBlocks !== false ? defaultSubLevel(algorithm) : null;
+  // Blocks no larger than a sub-block have nothing to split.
+  const sub = level && level.size < blockSize && level.size % disk.logicalSectorSize === 0 ? level : null;
   const before = await disk.identity();
   const result: CreateMetafileResult = {
     metafile: target,
@@ -78,11 +88,12 @@ export async function createMetafile(disk: Disk, opts: CreateMetafileOptions = {
     blockSize,
     virtualSize: disk.virtualSize,
     blockCount: Math.ceil(disk.virtualSize / blockSize),
+    subBlockSize: sub?.size ?? 0,
     blocks: { unallocated: 0, zero: 0, data: 0 },
     bytesRead: 0,
   };
   async function* records(): AsyncGenerator<BlockRecord> {
-    for await (const b of hashDisk(disk, { algorithm, blockSize, withData: Boolean(opts.onBlock), chunkSize: opts.chunkSize, readAhead: opts.readAhead, workers: opts.workers ?? defaultWorkers(algorithm) })) {
+    for await (const b of hashDisk(disk, { algorithm, blockSize, withData: Boolean(opts.onBlock), chunkSize: opts.chunkSize, readAhead: opts.readAhead, workers: opts.workers ?? defaultWorkers(algorithm), sub })) {
       result.blocks[b.state]++;
       if (b.read) result.bytesRead += b.length;
       if (opts.onBlock) await opts.onBlock(b);
@@ -93,7 +104,7 @@ export async function createMetafile(disk: Disk, opts: CreateMetafileOptions = {
     const why = identityProblem(before, await disk.identity(), true);
     if (why) throw new ContentChangedError(`the image changed while it was being hashed (${why}); run createmeta again when nothing writes to it`, displayLocation(disk.location));
   }
-  await writeMetafile(target, { layout, algorithm, blockSize, logicalSectorSize: disk.logicalSectorSize, virtualSize: disk.virtualSize, identity: before }, records());
+  await writeMetafile(target, { layout, algorithm, blockSize, logicalSectorSize: disk.logicalSectorSize, virtualSize: disk.virtualSize, identity: before, subBlockSize: sub?.size ?? 0 }, records());
   return result;
 }
 

@@ -21,7 +21,7 @@ import { fromSystemError } from '../util/errors.js';
 import { isAllZero } from '../util/struct.js';
 import { planRuns, type Run } from './block-runs.js';
 import type { HashedBlock } from './hash-disk.js';
-import { digestBlock, zeroDigest, type HashAlgorithm } from './hashers.js';
+import { digestBlock, digestSubs, zeroDigest, zeroSubDigests, type HashAlgorithm, type SubAlgorithm } from './hashers.js';
 
 /** Bytes per synchronous read: small enough to stay in L2 until hashed. */
 const PIECE = 1 << 20;
@@ -39,19 +39,43 @@ interface SyncHasher {
   readSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
   newHash(): { update(data: Uint8Array): unknown; digest(): Buffer };
   truncate: boolean;
+  /** The second level: sub-block size, a fresh sub-digest, and the digest of a whole sub-block of zeros; or null. */
+  sub: { size: number; newHash(): { update(data: Uint8Array): unknown; digest(): Buffer }; zeroDigest: Buffer } | null;
   /** Closes the descriptors opened so far (a worker's descriptors are the process's: ending the thread keeps them). */
   closeAll(): void;
 }
 
+/** A hashed block: its digest and, with a second level, its sub-digests back to back (else null). */
+type BlockDigests = [Uint8Array, Uint8Array | null];
+
 /**
  * Hashes blocks given as flat triples (file index or -1 for zeros, file offset, length), reading the files
- * synchronously piece by piece and hashing each piece while it is in the CPU's cache; null for an all-zero
- * block. Runs on the calling thread and, as its source text, in worker threads: it uses only its arguments.
+ * synchronously piece by piece and hashing each piece while it is in the CPU's cache (block digest and sub-block
+ * digests from the same piece); null for an all-zero block. Runs on the calling thread and, as its source text, in
+ * worker threads: it uses only its arguments.
  */
-function hashBlocksSync(blocks: number[][], files: string[], hx: SyncHasher): Array<Uint8Array | null> {
+function hashBlocksSync(blocks: number[][], files: string[], hx: SyncHasher): Array<BlockDigests | null> {
+  const sub = hx.sub;
   return blocks.map((runs) => {
     let h: ReturnType<SyncHasher['newHash']> | null = null;
     let zeroRun = 0;
+    const subs: Uint8Array[] = [];
+    let subHash: ReturnType<SyncHasher['newHash']> | null = null;
+    let subFill = 0;
+    const feedSubs = (chunk: Buffer) => {
+      for (let at = 0; at < chunk.length; ) {
+        subHash ??= sub!.newHash();
+        const n = Math.min(sub!.size - subFill, chunk.length - at);
+        subHash.update(chunk.subarray(at, at + n));
+        at += n;
+        subFill += n;
+        if (subFill === sub!.size) {
+          subs.push(subHash.digest());
+          subHash = null;
+          subFill = 0;
+        }
+      }
+    };
     const feed = (chunk: Buffer) => {
       if (!h && hx.zeros.compare(chunk, 0, chunk.length, 0, chunk.length) === 0) {
         zeroRun += chunk.length;
@@ -61,8 +85,14 @@ function hashBlocksSync(blocks: number[][], files: string[], hx: SyncHasher): Ar
         // Zeros are only hashed once the block turns out not to be all zero.
         h = hx.newHash();
         for (let z = 0; z < zeroRun; z += hx.piece) h.update(hx.zeros.subarray(0, Math.min(hx.piece, zeroRun - z)));
+        if (sub) {
+          // Whole zero sub-blocks take the precomputed digest; a partial one is hashed (a sub-block fits one piece).
+          for (let k = 0; k < Math.floor(zeroRun / sub.size); k++) subs.push(sub.zeroDigest);
+          if (zeroRun % sub.size) feedSubs(hx.zeros.subarray(0, zeroRun % sub.size));
+        }
       }
       h.update(chunk);
+      if (sub) feedSubs(chunk);
     };
     for (let r = 0; r < runs.length; r += 3) {
       const file = runs[r];
@@ -87,15 +117,30 @@ function hashBlocksSync(blocks: number[][], files: string[], hx: SyncHasher): Ar
     }
     if (!h) return null;
     const d = (h as ReturnType<SyncHasher['newHash']>).digest();
-    return hx.truncate ? d.subarray(0, 16) : d;
+    if (subHash) subs.push((subHash as ReturnType<SyncHasher['newHash']>).digest());
+    return [hx.truncate ? d.subarray(0, 16) : d, sub ? Buffer.concat(subs) : null];
   });
 }
 
 /** The hasher state of one thread: its page-aligned read buffer, cached descriptors, the digest's constructor. */
-function makeSyncHasher(algorithm: string, buf: Buffer, fs: typeof import('node:fs'), createHash: typeof import('node:crypto').createHash, XXHash128: XxhashModule['XXHash128']): SyncHasher {
+function makeSyncHasher(
+  algorithm: string,
+  buf: Buffer,
+  fs: typeof import('node:fs'),
+  createHash: typeof import('node:crypto').createHash,
+  XXHash128: XxhashModule['XXHash128'],
+  XXHash3: XxhashModule['XXHash128'],
+  subLevel: { algorithm: string; size: number } | null,
+): SyncHasher {
   const piece = buf.length;
   const xxh = new XXHash128(Buffer.alloc(8));
+  const xxh3 = new XXHash3(Buffer.alloc(8));
   const fds = new Map<string, number>();
+  const digestOnce = (h: { update(data: Uint8Array): unknown; digest(): Buffer }, data: Buffer) => {
+    h.update(data);
+    return h.digest();
+  };
+  const newSubHash = () => (subLevel!.algorithm === 'xxh3-64' ? (xxh3.reset(), xxh3) : createHash('sha256'));
   return {
     piece,
     buf,
@@ -108,6 +153,7 @@ function makeSyncHasher(algorithm: string, buf: Buffer, fs: typeof import('node:
     readSync: (fd, b, offset, length, position) => fs.readSync(fd, b, offset, length, position),
     newHash: () => (algorithm === 'xxh128' ? (xxh.reset(), xxh) : createHash(algorithm === 'sha256' ? 'sha256' : 'sha1')),
     truncate: algorithm === 'sha1-16',
+    sub: subLevel ? { size: subLevel.size, newHash: newSubHash, zeroDigest: digestOnce(newSubHash(), Buffer.alloc(subLevel.size)) } : null,
     closeAll: () => {
       for (const fd of fds.values()) fs.closeSync(fd);
       fds.clear();
@@ -125,13 +171,13 @@ const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const fs = require('node:fs');
 const { createHash } = require('node:crypto');
-const { XXHash128 } = require(workerData.xxhash);
+const { XXHash128, XXHash3 } = require(workerData.xxhash);
 const hashBlocksSync = ${hashBlocksSync.toString()};
 const makeSyncHasher = ${makeSyncHasher.toString()};
 let buf;
 // WebAssembly memories are page aligned: the kernel copies into them several times faster (docs/performance.md).
 try { buf = Buffer.from(new WebAssembly.Memory({ initial: Math.ceil(workerData.piece / 65536) }).buffer, 0, workerData.piece); } catch { buf = Buffer.allocUnsafe(workerData.piece); }
-const hx = makeSyncHasher(workerData.algorithm, buf, fs, createHash, XXHash128);
+const hx = makeSyncHasher(workerData.algorithm, buf, fs, createHash, XXHash128, XXHash3, workerData.sub);
 parentPort.on('message', ({ id, files, blocks }) => {
   if (id < 0) return void (hx.closeAll(), parentPort.postMessage({ id }));
   try {
@@ -147,7 +193,7 @@ export function canHashDirectly(disk: Disk): boolean {
   return typeof disk.mapFile === 'function' && disk.location.store.kind === 'local';
 }
 
-type Digests = Array<Uint8Array | null>;
+type Digests = Array<BlockDigests | null>;
 
 /** One planned run, in order: known from the tables, hashed by a worker, or read here. */
 type Step = { run: Run; digests: Promise<Digests> | null };
@@ -190,11 +236,20 @@ function perBlock(runs: FileRun[], run: Run, blockSize: number, size: number, fi
  * on this thread when `workers` is 0 (XXH128 keeps up with the reads on one core, and no thread start-up is paid),
  * else on that many threads (for SHA digests, which are CPU bound).
  */
-export async function* hashDirectly(disk: Disk, algorithm: HashAlgorithm, blockSize: number, workers: number): AsyncGenerator<HashedBlock> {
+export async function* hashDirectly(
+  disk: Disk,
+  algorithm: HashAlgorithm,
+  blockSize: number,
+  workers: number,
+  sub: { algorithm: SubAlgorithm; size: number } | null = null,
+): AsyncGenerator<HashedBlock> {
   const size = disk.virtualSize;
   const piece = Math.min(PIECE, blockSize);
-  const pool = workers > 0 ? new DirectPool(workers, createRequire(import.meta.url).resolve('xxhash-addon'), algorithm, piece, disk.location.path) : null;
-  const local = pool ? null : makeSyncHasher(algorithm, allocAligned(piece), fs, createHash, xxhash.XXHash128 as XxhashModule['XXHash128']);
+  const pool = workers > 0 ? new DirectPool(workers, createRequire(import.meta.url).resolve('xxhash-addon'), algorithm, piece, disk.location.path, sub) : null;
+  const local = pool
+    ? null
+    : makeSyncHasher(algorithm, allocAligned(piece), fs, createHash, xxhash.XXHash128 as XxhashModule['XXHash128'], xxhash.XXHash3 as XxhashModule['XXHash128'], sub);
+  const zeroSubs = (length: number) => (sub ? { subDigests: zeroSubDigests(sub.algorithm, sub.size, length) } : {});
   /** Hashes a group the disk could not map, on this thread through the driver. */
   const hashHere = async (run: Run): Promise<Digests> => {
     const offset = run.first * blockSize;
@@ -202,7 +257,7 @@ export async function* hashDirectly(disk: Disk, algorithm: HashAlgorithm, blockS
     const out: Digests = [];
     for (let at = 0; at < data.length; at += blockSize) {
       const bytes = data.subarray(at, Math.min(at + blockSize, data.length));
-      out.push(isAllZero(bytes) ? null : digestBlock(algorithm, bytes));
+      out.push(isAllZero(bytes) ? null : [digestBlock(algorithm, bytes), sub ? digestSubs(sub.algorithm, sub.size, bytes) : null]);
     }
     return out;
   };
@@ -248,7 +303,7 @@ export async function* hashDirectly(disk: Disk, algorithm: HashAlgorithm, blockS
           const index = run.first + k;
           const offset = index * blockSize;
           const length = Math.min(blockSize, size - offset);
-          yield { index, offset, length, state: run.kind as HashedBlock['state'], read: false, digest: zeroDigest(algorithm, length) };
+          yield { index, offset, length, state: run.kind as HashedBlock['state'], read: false, digest: zeroDigest(algorithm, length), ...zeroSubs(length) };
         }
         continue;
       }
@@ -260,14 +315,19 @@ export async function* hashDirectly(disk: Disk, algorithm: HashAlgorithm, blockS
         const length = Math.min(blockSize, size - offset);
         const d = digests[k];
         yield d
-          ? { index, offset, length, state: 'data', read: true, digest: Buffer.from(d.buffer, d.byteOffset, d.byteLength) }
-          : { index, offset, length, state: 'zero', read: true, digest: zeroDigest(algorithm, length) };
+          ? { index, offset, length, state: 'data', read: true, digest: asBuffer(d[0]), ...(d[1] ? { subDigests: asBuffer(d[1]) } : {}) }
+          : { index, offset, length, state: 'zero', read: true, digest: zeroDigest(algorithm, length), ...zeroSubs(length) };
       }
     }
   } finally {
     local?.closeAll();
     await pool?.close();
   }
+}
+
+/** A Buffer view of bytes a worker posted back (they arrive as plain Uint8Arrays). */
+function asBuffer(d: Uint8Array): Buffer {
+  return Buffer.from(d.buffer, d.byteOffset, d.byteLength);
 }
 
 type WorkerError = { code?: string; message: string; path?: string };
@@ -279,9 +339,9 @@ class DirectPool {
   private failure: Error | null = null;
   private nextId = 0;
 
-  constructor(size: number, xxhash: string, algorithm: HashAlgorithm, piece: number, private readonly subject: string) {
+  constructor(size: number, xxhash: string, algorithm: HashAlgorithm, piece: number, private readonly subject: string, sub: { algorithm: SubAlgorithm; size: number } | null) {
     for (let w = 0; w < size; w++) {
-      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { xxhash, piece, algorithm } });
+      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { xxhash, piece, algorithm, sub } });
       worker.on('message', ({ id, digests, error }: { id: number; digests?: Digests; error?: WorkerError }) => {
         const p = this.pending.get(id);
         this.pending.delete(id);

@@ -7,8 +7,8 @@ import { allocAligned } from '../util/aligned.js';
 import { prefetch } from '../util/prefetch.js';
 import { isAllZero } from '../util/struct.js';
 import type { BlockState } from './entries.js';
-import { digestBlock, zeroDigest, type HashAlgorithm } from './hashers.js';
-import { HashPool } from './hash-pool.js';
+import { digestBlock, digestSubs, zeroDigest, zeroSubDigests, type HashAlgorithm, type SubAlgorithm } from './hashers.js';
+import { HashPool, type PoolDigest } from './hash-pool.js';
 import { planRuns, type Run } from './block-runs.js';
 import { canHashDirectly, hashDirectly } from './hash-direct.js';
 
@@ -33,6 +33,8 @@ export interface HashOptions {
    * those files directly (hash-direct.ts, on `workers` threads or this one); false forces the generic pipeline.
    */
   direct?: boolean;
+  /** Also digest each block's sub-blocks of `size` bytes (a list's second level), in the same pass. */
+  sub?: { algorithm: SubAlgorithm; size: number } | null;
 }
 
 /** One hashed block. */
@@ -47,6 +49,8 @@ export interface HashedBlock {
   digest: Buffer;
   /** With `withData`, the bytes of a data block; valid only until the generator is resumed. */
   data?: Buffer;
+  /** With `sub`: the block's sub-digests back to back, ceil(length / sub size) of them (of zeros for zero blocks). */
+  subDigests?: Buffer;
 }
 
 interface Loaded {
@@ -54,7 +58,7 @@ interface Loaded {
   data: Buffer | null;
   buffer: Buffer | null;
   /** With workers: per block of the run, its digest in progress, or null when the block is all zero. */
-  digests?: Array<Promise<Buffer> | null>;
+  digests?: Array<Promise<PoolDigest> | null>;
 }
 
 /**
@@ -66,9 +70,11 @@ export async function* hashDisk(disk: Disk, opts: HashOptions): AsyncGenerator<H
   const { blockSize, algorithm } = opts;
   // An empty range tells whether the driver maps at all now (a writable open or a replayed log does not).
   if (opts.direct !== false && !opts.withData && canHashDirectly(disk) && (await disk.mapFile!(0, 0)) !== null) {
-    yield* hashDirectly(disk, algorithm, blockSize, Math.min(4, Math.max(0, opts.workers ?? 0)));
+    yield* hashDirectly(disk, algorithm, blockSize, Math.min(4, Math.max(0, opts.workers ?? 0)), opts.sub ?? null);
     return;
   }
+  const sub = opts.sub ?? null;
+  const zeroSubs = (length: number) => (sub ? { subDigests: zeroSubDigests(sub.algorithm, sub.size, length) } : {});
   const blocksPerRead = Math.max(1, Math.floor((opts.chunkSize ?? DEFAULT_CHUNK) / blockSize));
   const workers = Math.max(0, opts.workers ?? 0);
   // Workers only help when several blocks wait for them at once.
@@ -92,7 +98,7 @@ export async function* hashDisk(disk: Disk, opts: HashOptions): AsyncGenerator<H
     for (let k = 0; k < run.count; k++) {
       const len = blockLength(run.first + k);
       const at = k * blockSize;
-      digests.push(isAllZero(shared.subarray(at, at + len)) ? null : hashPool.digest(algorithm, shared, at, len));
+      digests.push(isAllZero(shared.subarray(at, at + len)) ? null : hashPool.digest(algorithm, shared, at, len, sub));
     }
     for (const d of digests) d?.catch(() => {});
     return { run, data: shared, buffer, digests };
@@ -107,18 +113,22 @@ export async function* hashDisk(disk: Disk, opts: HashOptions): AsyncGenerator<H
         const length = blockLength(index);
         const offset = index * blockSize;
         if (!data) {
-          yield { index, offset, length, state: run.kind as BlockState, read: false, digest: zeroDigest(algorithm, length) };
+          yield { index, offset, length, state: run.kind as BlockState, read: false, digest: zeroDigest(algorithm, length), ...zeroSubs(length) };
           continue;
         }
         const bytes = data.subarray(k * blockSize, k * blockSize + length);
         if (digests) {
           const d = digests[k];
-          if (!d) yield { index, offset, length, state: 'zero', read: true, digest: zeroDigest(algorithm, length) };
-          else yield { index, offset, length, state: 'data', read: true, digest: await d, data: opts.withData ? bytes : undefined };
+          if (!d) yield { index, offset, length, state: 'zero', read: true, digest: zeroDigest(algorithm, length), ...zeroSubs(length) };
+          else {
+            const got = await d;
+            yield { index, offset, length, state: 'data', read: true, digest: got.digest, data: opts.withData ? bytes : undefined, ...(got.subs ? { subDigests: got.subs } : {}) };
+          }
         } else if (isAllZero(bytes)) {
-          yield { index, offset, length, state: 'zero', read: true, digest: zeroDigest(algorithm, length) };
+          yield { index, offset, length, state: 'zero', read: true, digest: zeroDigest(algorithm, length), ...zeroSubs(length) };
         } else {
-          yield { index, offset, length, state: 'data', read: true, digest: digestBlock(algorithm, bytes), data: opts.withData ? bytes : undefined };
+          const subDigests = sub ? { subDigests: digestSubs(sub.algorithm, sub.size, bytes) } : {};
+          yield { index, offset, length, state: 'data', read: true, digest: digestBlock(algorithm, bytes), data: opts.withData ? bytes : undefined, ...subDigests };
         }
       }
       if (buffer) pool.push(buffer);

@@ -3,7 +3,7 @@ import xxhash from 'xxhash-addon';
 import { UsageError } from '../util/errors.js';
 
 // xxhash-addon is CommonJS: Node's ESM loader cannot see its named exports.
-const { XXHash128 } = xxhash;
+const { XXHash128, XXHash3 } = xxhash;
 
 /** Digest algorithms of metafiles; `sha1-16` is VhdBlockBackup's (first 16 bytes of SHA-1). */
 export type HashAlgorithm = 'xxh128' | 'sha256' | 'sha1-16';
@@ -51,4 +51,57 @@ function streamZeros(algorithm: HashAlgorithm, length: number): Buffer {
   }
   const d = h.digest();
   return algorithm === 'sha1-16' ? d.subarray(0, 16) : d;
+}
+
+/**
+ * Digests of the second level (sub-blocks inside each block; docs/metafile.md, version 3): XXH3-64 in canonical
+ * byte order (what `xxhsum -H3` prints) beside XXH128 block digests, SHA-256 beside SHA-256 ones.
+ */
+export type SubAlgorithm = 'xxh3-64' | 'sha256';
+
+/** Digest length in bytes of each sub-block algorithm. */
+export const SUB_DIGEST_LENGTH: Record<SubAlgorithm, number> = { 'xxh3-64': 8, sha256: 32 };
+
+/**
+ * The second level a native list of `algorithm` gets by default: 32 KiB sub-blocks with 8-byte XXH3-64 for XXH128
+ * lists (529 bytes per 2 MiB block: 0.025% of the disk), 64 KiB with full SHA-256 for SHA-256 lists, whose
+ * comparisons must stay collision resistant (decision 0016). Null for algorithms without one (VhdBlockBackup's).
+ */
+export function defaultSubLevel(algorithm: HashAlgorithm): { algorithm: SubAlgorithm; size: number } | null {
+  if (algorithm === 'xxh128') return { algorithm: 'xxh3-64', size: 32 << 10 };
+  if (algorithm === 'sha256') return { algorithm: 'sha256', size: 64 << 10 };
+  return null;
+}
+
+/** Digest of one sub-block. */
+export function digestSub(algorithm: SubAlgorithm, data: Uint8Array): Buffer {
+  if (algorithm === 'xxh3-64') return XXHash3.hash(Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+  return createHash('sha256').update(data).digest();
+}
+
+/** Sub-digests of `data` (one block's bytes), back to back: ceil(length / size) digests, the last over its shorter piece. */
+export function digestSubs(algorithm: SubAlgorithm, size: number, data: Uint8Array): Buffer {
+  const len = SUB_DIGEST_LENGTH[algorithm];
+  const out = Buffer.allocUnsafe(Math.ceil(data.length / size) * len);
+  for (let at = 0, k = 0; at < data.length; at += size, k++) digestSub(algorithm, data.subarray(at, Math.min(at + size, data.length))).copy(out, k * len);
+  return out;
+}
+
+const zeroSubsCache = new Map<string, Buffer>();
+
+/** The sub-digests of `length` zero bytes (a zero or unallocated block), computed once per shape. */
+export function zeroSubDigests(algorithm: SubAlgorithm, size: number, length: number): Buffer {
+  const key = `${algorithm}:${size}:${length}`;
+  let d = zeroSubsCache.get(key);
+  if (!d) {
+    const full = digestSub(algorithm, ZERO_PIECE.subarray(0, Math.min(size, ZERO_PIECE.length)));
+    const len = SUB_DIGEST_LENGTH[algorithm];
+    d = Buffer.allocUnsafe(Math.ceil(length / size) * len);
+    for (let at = 0, k = 0; at < length; at += size, k++) {
+      const n = Math.min(size, length - at);
+      (n === size ? full : digestSub(algorithm, ZERO_PIECE.subarray(0, n))).copy(d, k * len);
+    }
+    zeroSubsCache.set(key, d);
+  }
+  return d;
 }

@@ -6,21 +6,32 @@ import { crc32cWithZeroedField } from '../util/crc32c.js';
 import { MetafileError } from '../util/errors.js';
 import { readU64LE, writeU64LE } from '../util/struct.js';
 import { isPowerOfTwo } from '../util/units.js';
-import { DIGEST_LENGTH, type HashAlgorithm } from './hashers.js';
+import { DIGEST_LENGTH, SUB_DIGEST_LENGTH, type HashAlgorithm, type SubAlgorithm } from './hashers.js';
 
 /** ASCII magic at offset 0 of every native metafile. */
 export const MAGIC = Buffer.from('VHDSYNCB', 'ascii');
 export const HEADER_SIZE = 512;
-/** The newest version written and read. Version 1 files (no parent identity) are still written when nothing needs 2. */
-export const FORMAT_VERSION = 2;
+/**
+ * The newest version written and read. Each file gets the lowest version that can hold it, so lists without the
+ * newer sections stay readable by older vhdsync.
+ */
+export const FORMAT_VERSION = 3;
 /** Version 2 adds the parent identity section (a diff's metafile: the target identity `copy` checked). */
 const PARENT_IDENTITY_VERSION = 2;
+/** Version 3 adds the second level (sub-block digests in a table after the entries); flag bit 1 then marks the parent identity. */
+export const SUB_LEVEL_VERSION = 3;
 const PARENT_AT = 172;
+const SUB_AT = 260;
+/** Sub-block size bounds (both powers of two; a sub-block is also smaller than its block). */
+export const MIN_SUB_BLOCK_SIZE = 4 << 10;
+export const MAX_SUB_BLOCK_SIZE = 1 << 20;
 /** Block size bounds (both powers of two). */
 export const MIN_BLOCK_SIZE = 4 << 10;
 export const MAX_BLOCK_SIZE = 256 << 20;
 
 const FLAG_COMPLETE = 1;
+/** Version 3 only: the parent identity section is present (in version 2 the version says so). */
+const FLAG_PARENT = 2;
 const CONTENT_ID_MAX = 63;
 const TOOL_VERSION_MAX = 31;
 const CRC_OFFSET = 508;
@@ -29,6 +40,12 @@ const ALGORITHM_CODES: Array<[HashAlgorithm, number]> = [
   ['xxh128', 1],
   ['sha256', 2],
 ];
+const SUB_ALGORITHM_CODES: Array<[SubAlgorithm, number]> = [
+  ['xxh3-64', 1],
+  ['sha256', 2],
+];
+/** The sub-block digest each block digest is paired with (a list records it; readers refuse any other pairing). */
+const SUB_ALGORITHM_OF: Partial<Record<HashAlgorithm, SubAlgorithm>> = { xxh128: 'xxh3-64', sha256: 'sha256' };
 const FORMAT_CODES: Array<[DiskFormat, number]> = [
   ['raw', 0],
   ['vhd', 1],
@@ -55,6 +72,35 @@ export interface MetafileHeader {
   toolVersion: string;
   /** Set only once every entry and the trailer are written. */
   complete: boolean;
+  /** The second level (version 3), or null. */
+  sub: SubLevel | null;
+  /** CRC-32C of the sub-digest table (0 without a second level). */
+  subTableCrc: number;
+}
+
+/** The second level of a list: each block's content as sub-blocks of `size` bytes, each with a short digest. */
+export interface SubLevel {
+  algorithm: SubAlgorithm;
+  size: number;
+  digestLength: number;
+}
+
+/** Bytes one block takes in the sub-digest table: a slot per sub-block of a full block (the last block's spare slots are 0). */
+export function subSlotSize(blockSize: number, sub: SubLevel): number {
+  return (blockSize / sub.size) * sub.digestLength;
+}
+
+/** The sub-block digest paired with a block digest, or null when that algorithm has no second level. */
+export function subAlgorithmFor(algorithm: HashAlgorithm): SubAlgorithm | null {
+  return SUB_ALGORITHM_OF[algorithm] ?? null;
+}
+
+/** Checks a sub-block size against its block and sector sizes; returns the problem or null. */
+export function subBlockSizeProblem(size: number, blockSize: number, logicalSectorSize: number): string | null {
+  if (!isPowerOfTwo(size) || size < MIN_SUB_BLOCK_SIZE || size > MAX_SUB_BLOCK_SIZE) return `sub-block size ${size} is not a power of two between 4 KiB and 1 MiB`;
+  if (size >= blockSize) return `sub-block size ${size} is not smaller than the block size ${blockSize}`;
+  if (size % logicalSectorSize !== 0) return `sub-block size ${size} is not a multiple of the logical sector size ${logicalSectorSize}`;
+  return null;
 }
 
 /** Number of blocks of `blockSize` covering `virtualSize` bytes (the last may be partial). */
@@ -87,11 +133,12 @@ export function hasMagic(bytes: Uint8Array): boolean {
 export function serializeHeader(h: MetafileHeader): Buffer {
   const b = Buffer.alloc(HEADER_SIZE);
   MAGIC.copy(b, 0);
-  b.writeUInt32LE(h.parentIdentity ? PARENT_IDENTITY_VERSION : 1, 8);
+  const version = h.sub ? SUB_LEVEL_VERSION : h.parentIdentity ? PARENT_IDENTITY_VERSION : 1;
+  b.writeUInt32LE(version, 8);
   b.writeUInt32LE(HEADER_SIZE, 12);
   b.writeUInt8(codeOf(ALGORITHM_CODES, h.algorithm, 'hash algorithm'), 16);
   b.writeUInt8(h.digestLength, 17);
-  b.writeUInt8(h.complete ? FLAG_COMPLETE : 0, 18);
+  b.writeUInt8((h.complete ? FLAG_COMPLETE : 0) | (version >= SUB_LEVEL_VERSION && h.parentIdentity ? FLAG_PARENT : 0), 18);
   b.writeUInt8(codeOf(FORMAT_CODES, h.identity.format, 'image format'), 19);
   b.writeUInt32LE(h.blockSize, 20);
   b.writeUInt32LE(h.logicalSectorSize, 24);
@@ -104,6 +151,12 @@ export function serializeHeader(h: MetafileHeader): Buffer {
   writeU64LE(b, Math.max(0, Math.floor(h.createdMs)), 132);
   writeText(b, 140, h.toolVersion.slice(0, TOOL_VERSION_MAX), TOOL_VERSION_MAX, 'tool version');
   if (h.parentIdentity) writeIdentity(b, PARENT_AT, h.parentIdentity);
+  if (h.sub) {
+    b.writeUInt32LE(h.sub.size, SUB_AT);
+    b.writeUInt8(codeOf(SUB_ALGORITHM_CODES, h.sub.algorithm, 'sub-block algorithm'), SUB_AT + 4);
+    b.writeUInt8(h.sub.digestLength, SUB_AT + 5);
+    b.writeUInt32LE(h.subTableCrc >>> 0, SUB_AT + 8);
+  }
   b.writeUInt32LE(crc32cWithZeroedField(b, CRC_OFFSET), CRC_OFFSET);
   return b;
 }
@@ -130,7 +183,8 @@ export function parseHeader(bytes: Buffer, subject: string): MetafileHeader {
   const digestLength = bytes.readUInt8(17);
   if (digestLength !== DIGEST_LENGTH[algorithm]) throw bad(`digest length ${digestLength} does not fit ${algorithm}`);
   const flags = bytes.readUInt8(18);
-  if (flags & ~FLAG_COMPLETE) throw bad(`unknown flags 0x${flags.toString(16)}`);
+  const knownFlags = version >= SUB_LEVEL_VERSION ? FLAG_COMPLETE | FLAG_PARENT : FLAG_COMPLETE;
+  if (flags & ~knownFlags) throw bad(`unknown flags 0x${flags.toString(16)}`);
   const format = nameOf(FORMAT_CODES, bytes.readUInt8(19));
   if (!format) throw bad(`unknown image format code ${bytes.readUInt8(19)}`);
   const blockSize = bytes.readUInt32LE(20);
@@ -151,6 +205,8 @@ export function parseHeader(bytes: Buffer, subject: string): MetafileHeader {
   const contentId = readText(bytes, 68, CONTENT_ID_MAX, 'content id', bad);
   const createdMs = readU64LE(bytes, 132, 'creation time', subject);
   const toolVersion = readText(bytes, 140, TOOL_VERSION_MAX, 'tool version', bad);
+  const hasParent = version >= SUB_LEVEL_VERSION ? (flags & FLAG_PARENT) !== 0 : version >= PARENT_IDENTITY_VERSION;
+  const sub = version >= SUB_LEVEL_VERSION ? readSubLevel(bytes, algorithm, blockSize, logicalSectorSize, bad) : null;
   return {
     algorithm,
     digestLength,
@@ -159,11 +215,29 @@ export function parseHeader(bytes: Buffer, subject: string): MetafileHeader {
     virtualSize,
     blockCount,
     identity: { format, contentId, timestamp: bytes.readUInt32LE(64), fileSize, mtimeMs },
-    parentIdentity: version >= PARENT_IDENTITY_VERSION ? readIdentity(bytes, PARENT_AT, subject, bad) : null,
+    parentIdentity: hasParent ? readIdentity(bytes, PARENT_AT, subject, bad) : null,
     createdMs,
     toolVersion,
     complete: (flags & FLAG_COMPLETE) !== 0,
+    sub,
+    subTableCrc: sub ? bytes.readUInt32LE(SUB_AT + 8) : 0,
   };
+}
+
+/**
+ * The second level's fields (offsets relative to SUB_AT): sub-block size (u32), sub-digest algorithm (1), its
+ * length (1), 2 reserved, CRC-32C of the sub-digest table (u32).
+ */
+function readSubLevel(b: Buffer, algorithm: HashAlgorithm, blockSize: number, logicalSectorSize: number, bad: (why: string) => Error): SubLevel {
+  const size = b.readUInt32LE(SUB_AT);
+  const problem = subBlockSizeProblem(size, blockSize, logicalSectorSize);
+  if (problem) throw bad(problem);
+  const subAlgorithm = nameOf(SUB_ALGORITHM_CODES, b.readUInt8(SUB_AT + 4));
+  if (!subAlgorithm) throw bad(`unknown sub-block algorithm code ${b.readUInt8(SUB_AT + 4)}`);
+  if (subAlgorithm !== SUB_ALGORITHM_OF[algorithm]) throw bad(`sub-block algorithm ${subAlgorithm} does not go with ${algorithm}`);
+  const digestLength = b.readUInt8(SUB_AT + 5);
+  if (digestLength !== SUB_DIGEST_LENGTH[subAlgorithm]) throw bad(`sub-digest length ${digestLength} does not fit ${subAlgorithm}`);
+  return { algorithm: subAlgorithm, size, digestLength };
 }
 
 /**

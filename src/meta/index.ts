@@ -1,7 +1,7 @@
 /**
  * The metafile library: what the sync layer and the CLI use. Format in docs/metafile.md.
  */
-export { metafileLocationFor, imageLocationForMetafile, readMetafile, writeMetafile, restampMetafile, Metafile, METAFILE_SUFFIX } from './metafile.js';
+export { metafileLocationFor, imageLocationForMetafile, readMetafile, writeMetafile, restampMetafile, writableFields, Metafile, METAFILE_SUFFIX } from './metafile.js';
 export type { MetafileLayout, MetafileSummary, NewMetafile, BlockRecord, ReadMetafileOptions } from './metafile.js';
 export { hashDisk } from './hash-disk.js';
 export { hasMagic } from './header.js';
@@ -11,6 +11,7 @@ export type { CreateMetafileOptions, CreateMetafileResult } from './create.js';
 export { compareMetafiles, changedRanges, assertComparable, blockIndices } from './compare.js';
 export type { BlockRange, Comparison } from './compare.js';
 export { checkFresh, identityProblem, openFreshMetafile } from './fresh.js';
-export { digestBlock, zeroDigest, NATIVE_ALGORITHMS } from './hashers.js';
-export type { HashAlgorithm } from './hashers.js';
+export { digestBlock, zeroDigest, digestSub, NATIVE_ALGORITHMS } from './hashers.js';
+export type { HashAlgorithm, SubAlgorithm } from './hashers.js';
+export type { SubLevel } from './header.js';
 export type { BlockState, EntryBatch } from './entries.js';

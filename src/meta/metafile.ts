@@ -8,8 +8,8 @@ import { displayLocation, type Location } from '../io/location.js';
 import type { RandomAccessFile } from '../io/store.js';
 import { MetafileError } from '../util/errors.js';
 import { decodeEntries, encodeEntry, ListVerifier, parseTrailer, serializeTrailer, stateName, TRAILER_SIZE, type BlockState, type EntryBatch } from './entries.js';
-import { DIGEST_LENGTH, type HashAlgorithm } from './hashers.js';
-import { blockCountFor, entrySize, hasMagic, HEADER_SIZE, parseHeader, serializeHeader, type MetafileHeader } from './header.js';
+import { DIGEST_LENGTH, SUB_DIGEST_LENGTH, type HashAlgorithm } from './hashers.js';
+import { blockCountFor, entrySize, hasMagic, HEADER_SIZE, parseHeader, serializeHeader, subAlgorithmFor, subBlockSizeProblem, subSlotSize, type MetafileHeader, type SubLevel } from './header.js';
 import { decodeVbbEntries, VBB_BLOCK_SIZE, VBB_DIGEST_LENGTH, vbbBlockCount } from './vbb.js';
 import { crc32c } from '../util/crc32c.js';
 import { toolVersion } from './version.js';
@@ -56,6 +56,8 @@ export interface MetafileSummary {
   parentIdentity: DiskIdentity | null;
   createdMs: number | null;
   toolVersion: string | null;
+  /** The second level (native version 3): sub-block digests of every block; null for older lists and vbb files. */
+  sub: SubLevel | null;
 }
 
 /** Options for readMetafile. */
@@ -77,6 +79,8 @@ export class Metafile {
     readonly mtimeMs: number,
     private readonly file: RandomAccessFile | null,
     private readonly list: Buffer | null,
+    /** The sub-digest table when the list is held in memory (version 3). */
+    private readonly table: Buffer | null = null,
   ) {}
 
   /** The metafile as the user would write it, for messages. */
@@ -111,14 +115,46 @@ export class Metafile {
   }
 
   /**
+   * The sub-digest slots of blocks [first, first+count) (clamped to the list), back to back: `subSlotSize` bytes
+   * per block, ceil(length / sub-block size) digests in each (the last block's spare slots are zero). Throws for a
+   * list without a second level.
+   */
+  async readSubs(first: number, count: number): Promise<Buffer> {
+    const s = this.summary;
+    if (!s.sub) throw new RangeError(`${this.name} has no sub-block digests`);
+    if (!Number.isSafeInteger(first) || !Number.isSafeInteger(count) || first < 0 || count < 0) {
+      throw new RangeError(`bad entry range ${first}+${count}`);
+    }
+    const n = Math.max(0, Math.min(count, s.blockCount - first));
+    const slot = subSlotSize(s.blockSize, s.sub);
+    if (this.table) return this.table.subarray(first * slot, (first + n) * slot);
+    const at = HEADER_SIZE + s.blockCount * entrySize(s.digestLength) + first * slot;
+    const bytes = await this.file!.read(at, n * slot);
+    if (bytes.length !== n * slot) throw new MetafileError('the metafile shrank while being read', this.name);
+    return bytes;
+  }
+
+  /** How many sub-digests block `index` has (its length over the sub-block size, rounded up); 0 without a second level. */
+  subCount(index: number): number {
+    const sub = this.summary.sub;
+    return sub ? Math.ceil(this.blockLength(index) / sub.size) : 0;
+  }
+
+  /**
    * Every entry in order as records writeMetafile accepts, read in batches (for example to re-stamp a list with
    * a new identity after a merge: `writeMetafile(to, { ...fields, identity }, meta.records())`).
    */
   async *records(batchSize = 1 << 16): AsyncGenerator<BlockRecord> {
+    const sub = this.summary.sub;
+    const slot = sub ? subSlotSize(this.summary.blockSize, sub) : 0;
     for (let first = 0; first < this.summary.blockCount; first += batchSize) {
       const b = await this.read(first, batchSize);
+      const subs = sub ? await this.readSubs(first, b.count) : null;
       for (let i = 0; i < b.count; i++) {
-        yield { index: first + i, state: stateName(b.states[i]), digest: b.digests.subarray(i * b.digestLength, (i + 1) * b.digestLength) };
+        const index = first + i;
+        const record: BlockRecord = { index, state: stateName(b.states[i]), digest: b.digests.subarray(i * b.digestLength, (i + 1) * b.digestLength) };
+        if (subs) record.subDigests = subs.subarray(i * slot, i * slot + this.subCount(index) * sub!.digestLength);
+        yield record;
       }
     }
   }
@@ -141,9 +177,9 @@ export class Metafile {
       const head = await file.read(0, Math.min(size, HEADER_SIZE));
       const limit = opts.memoryLimit ?? LIST_IN_MEMORY_LIMIT;
       if (hasMagic(head)) {
-        const { summary, list } = await openNative(file, size, head, name, limit);
+        const { summary, list, table } = await openNative(file, size, head, name, limit);
         keepOpen = list === null;
-        return new Metafile(location, summary, st.mtimeMs, keepOpen ? file : null, list);
+        return new Metafile(location, summary, st.mtimeMs, keepOpen ? file : null, list, table);
       }
       const blockCount = vbbBlockCount(size, opts.virtualSize, name);
       const summary: MetafileSummary = {
@@ -159,6 +195,7 @@ export class Metafile {
         parentIdentity: null,
         createdMs: null,
         toolVersion: null,
+        sub: null,
       };
       const list = size <= limit ? await file.read(0, size) : null;
       keepOpen = list === null;
@@ -181,14 +218,15 @@ async function openNative(
   head: Buffer,
   name: string,
   memoryLimit: number,
-): Promise<{ summary: MetafileSummary; list: Buffer | null }> {
+): Promise<{ summary: MetafileSummary; list: Buffer | null; table: Buffer | null }> {
   const h = parseHeader(head, name);
   if (!h.complete) {
     throw new MetafileError('incomplete: the program writing it was interrupted (recreate it with vhdsync createmeta)', name);
   }
   const stride = entrySize(h.digestLength);
   const listBytes = h.blockCount * stride;
-  const expected = HEADER_SIZE + listBytes + TRAILER_SIZE;
+  const tableBytes = h.sub ? h.blockCount * subSlotSize(h.blockSize, h.sub) : 0;
+  const expected = HEADER_SIZE + listBytes + tableBytes + TRAILER_SIZE;
   if (size < expected) {
     throw new MetafileError(`truncated: ${size} bytes, a list of ${h.blockCount} blocks needs ${expected} (recreate it with vhdsync createmeta)`, name);
   }
@@ -197,7 +235,8 @@ async function openNative(
   }
   // Bounded by the file's real length above, so these allocations are sized by data that exists.
   const verifier = new ListVerifier(stride, name);
-  const keep = listBytes <= memoryLimit ? Buffer.allocUnsafe(listBytes) : null;
+  const inMemory = listBytes + tableBytes <= memoryLimit;
+  const keep = inMemory ? Buffer.allocUnsafe(listBytes) : null;
   const chunk = Math.max(stride, Math.floor(IO_CHUNK / stride) * stride);
   for (let off = 0; off < listBytes; off += chunk) {
     const len = Math.min(chunk, listBytes - off);
@@ -205,8 +244,23 @@ async function openNative(
     if (part.length !== len) throw new MetafileError('truncated while being read', name);
     verifier.update(part);
   }
-  const trailer = await file.read(HEADER_SIZE + listBytes, TRAILER_SIZE);
+  const trailer = await file.read(HEADER_SIZE + listBytes + tableBytes, TRAILER_SIZE);
   verifier.finish(parseTrailer(trailer, name));
+  // The sub-digest table has its own CRC in the header (it is written beside the entries, not after them).
+  const table = inMemory && tableBytes ? Buffer.allocUnsafe(tableBytes) : null;
+  let tableCrc = 0;
+  for (let off = 0; off < tableBytes; off += IO_CHUNK) {
+    const len = Math.min(IO_CHUNK, tableBytes - off);
+    const part = await file.read(HEADER_SIZE + listBytes + off, len, table ? table.subarray(off, off + len) : undefined);
+    if (part.length !== len) throw new MetafileError('truncated while being read', name);
+    tableCrc = crc32c(part, tableCrc);
+  }
+  if ((tableCrc >>> 0) !== h.subTableCrc) {
+    throw new MetafileError(
+      `sub-digest table checksum mismatch (stored 0x${h.subTableCrc.toString(16).padStart(8, '0')}, computed 0x${(tableCrc >>> 0).toString(16).padStart(8, '0')}); the metafile is corrupt (recreate it with vhdsync createmeta)`,
+      name,
+    );
+  }
   const summary: MetafileSummary = {
     layout: 'native',
     algorithm: h.algorithm,
@@ -220,8 +274,9 @@ async function openNative(
     parentIdentity: h.parentIdentity,
     createdMs: h.createdMs,
     toolVersion: h.toolVersion,
+    sub: h.sub,
   };
-  return { summary, list: keep };
+  return { summary, list: keep, table };
 }
 
 /** Opens and verifies a metafile (native, or vbb recognised by its length), refusing anything corrupt or truncated. */
@@ -239,6 +294,8 @@ export interface NewMetafile {
   identity: DiskIdentity;
   /** Recorded only in a diff's metafile (see MetafileSummary.parentIdentity); makes the file version 2. */
   parentIdentity?: DiskIdentity | null;
+  /** Native only: the size of the second level's sub-blocks (its digest goes with `algorithm`); 0 or absent for none. */
+  subBlockSize?: number;
   createdMs?: number;
   toolVersion?: string;
 }
@@ -248,6 +305,8 @@ export interface BlockRecord {
   index: number;
   state: BlockState;
   digest: Uint8Array;
+  /** With a second level: the block's sub-digests back to back (ceil(length / sub-block size) of them). */
+  subDigests?: Uint8Array;
 }
 
 /**
@@ -265,6 +324,7 @@ export async function writeMetafile(
     throw new Error('vbb metafiles are SHA-1-16 at 2 MiB blocks');
   }
   if (meta.layout === 'native' && meta.algorithm === 'sha1-16') throw new Error('native metafiles do not use sha1-16');
+  const sub = meta.subBlockSize ? subLevelFor(meta) : null;
   const header: MetafileHeader = {
     algorithm: meta.algorithm,
     digestLength,
@@ -277,7 +337,10 @@ export async function writeMetafile(
     createdMs: meta.createdMs ?? Date.now(),
     toolVersion: meta.toolVersion ?? toolVersion(),
     complete: false,
+    sub,
+    subTableCrc: 0,
   };
+  const slot = sub ? subSlotSize(meta.blockSize, sub) : 0;
   const native = meta.layout === 'native';
   const stride = native ? entrySize(digestLength) : VBB_DIGEST_LENGTH;
   await writeAtomically(
@@ -291,6 +354,19 @@ export async function writeMetafile(
         let used = 0;
         let crc = 0;
         let next = 0;
+        // The sub-digest table goes after the entries, written beside them in the same pass with its own CRC.
+        const table = sub ? Buffer.alloc(Math.max(slot, Math.floor(WRITE_BATCH / slot) * slot)) : null;
+        let tablePos = HEADER_SIZE + blockCount * stride;
+        let tableUsed = 0;
+        let tableCrc = 0;
+        const flushTable = async () => {
+          const part = table!.subarray(0, tableUsed);
+          tableCrc = crc32c(part, tableCrc);
+          await file.write(tablePos, part);
+          tablePos += tableUsed;
+          tableUsed = 0;
+          table!.fill(0);
+        };
         const flushBatch = async () => {
           const part = batch.subarray(0, used);
           crc = crc32c(part, crc);
@@ -303,17 +379,25 @@ export async function writeMetafile(
           if (b.digest.length !== digestLength) throw new Error(`digest of ${b.digest.length} bytes, expected ${digestLength}`);
           if (native) encodeEntry(batch, used, b.state, b.digest);
           else batch.set(b.digest, used);
+          if (table) {
+            const want = Math.ceil(Math.min(meta.blockSize, meta.virtualSize - b.index * meta.blockSize) / sub!.size) * sub!.digestLength;
+            if (b.subDigests?.length !== want) throw new Error(`block ${b.index}: ${b.subDigests?.length ?? 0} bytes of sub-digests, expected ${want}`);
+            table.set(b.subDigests, tableUsed);
+            tableUsed += slot;
+            if (tableUsed + slot > table.length) await flushTable();
+          }
           used += stride;
           next++;
           if (used + stride > batch.length) await flushBatch();
         }
         if (next !== blockCount) throw new Error(`metafile entries ended at ${next} of ${blockCount}`);
         if (used) await flushBatch();
+        if (tableUsed) await flushTable();
         if (native) {
-          await file.write(pos, serializeTrailer(crc));
+          await file.write(tablePos, serializeTrailer(crc));
           // The complete flag goes in last: a file without it is never trusted.
           await file.flush();
-          await file.write(0, serializeHeader({ ...header, complete: true }));
+          await file.write(0, serializeHeader({ ...header, complete: true, subTableCrc: tableCrc >>> 0 }));
         }
       } finally {
         await file.close();
@@ -321,6 +405,31 @@ export async function writeMetafile(
     },
     { overwrite: true },
   );
+}
+
+/** The second level a new native list asks for, checked. */
+function subLevelFor(meta: NewMetafile): SubLevel {
+  const algorithm = subAlgorithmFor(meta.algorithm);
+  if (meta.layout !== 'native' || !algorithm) throw new Error(`${meta.layout} ${meta.algorithm} lists have no second level`);
+  const problem = subBlockSizeProblem(meta.subBlockSize!, meta.blockSize, meta.logicalSectorSize);
+  if (problem) throw new Error(problem);
+  return { algorithm, size: meta.subBlockSize!, digestLength: SUB_DIGEST_LENGTH[algorithm] };
+}
+
+/**
+ * What a list's records need to be written again as the same list (layout, digests, geometry, second level), for
+ * callers that re-stamp it with another identity: `writeMetafile(to, { ...writableFields(m), identity }, m.records())`.
+ */
+export function writableFields(list: Metafile): Omit<NewMetafile, 'identity'> {
+  const s = list.summary;
+  return {
+    layout: s.layout,
+    algorithm: s.algorithm,
+    blockSize: s.blockSize,
+    logicalSectorSize: s.logicalSectorSize ?? 512,
+    virtualSize: s.virtualSize,
+    subBlockSize: s.sub?.size ?? 0,
+  };
 }
 
 /**
@@ -333,7 +442,7 @@ export async function restampMetafile(from: Location, to: Location, identity: Di
     const s = meta.summary;
     await writeMetafile(
       to,
-      { layout: s.layout, algorithm: s.algorithm, blockSize: s.blockSize, logicalSectorSize: s.logicalSectorSize ?? 512, virtualSize: s.virtualSize, identity },
+      { ...writableFields(meta), identity },
       meta.records(),
     );
   } finally {

@@ -6,7 +6,7 @@ import type { Disk, DiskIdentity } from '../formats/disk.js';
 import { createDisk, openDisk } from '../formats/open.js';
 import { writeAtomically, writeBytesAtomically } from '../io/atomic.js';
 import { displayLocation, type Location } from '../io/location.js';
-import { metafileLocationFor, readMetafile, writeMetafile, METAFILE_SUFFIX, type Metafile } from '../meta/index.js';
+import { metafileLocationFor, readMetafile, writableFields, writeMetafile, METAFILE_SUFFIX, type Metafile } from '../meta/index.js';
 import { lockImage, LOCK_SUFFIX, type ImageLock } from '../sync/lock.js';
 import { hookLocation } from '../sync/kill-hook.js';
 import { mergeDiff } from '../sync/merge.js';
@@ -247,7 +247,7 @@ class FileDiskSession implements DiskSession {
       const s = list.summary;
       await writeMetafile(
         metafileLocationFor(final),
-        { layout: 'native', algorithm: s.algorithm, blockSize: s.blockSize, logicalSectorSize: s.logicalSectorSize ?? spec.logicalSectorSize, virtualSize: s.virtualSize, identity, parentIdentity },
+        { ...writableFields(list), layout: 'native', logicalSectorSize: s.logicalSectorSize ?? spec.logicalSectorSize, identity, parentIdentity },
         list.records(),
       );
     } finally {

@@ -5,7 +5,7 @@
 import type { Location } from '../io/location.js';
 import { displayLocation } from '../io/location.js';
 import { openDisk } from '../formats/open.js';
-import { hashDisk, metafileLocationFor, readMetafile, writeMetafile, type EntryBatch } from '../meta/index.js';
+import { hashDisk, metafileLocationFor, readMetafile, writableFields, writeMetafile, type EntryBatch } from '../meta/index.js';
 import { MetafileError } from '../util/errors.js';
 import type { Disk, OpenOptions } from '../formats/disk.js';
 import type { ParentRecord } from './parent-identity.js';
@@ -55,7 +55,7 @@ export async function rotateMetafile(diffLoc: Location, parentLoc: Location, vhd
   const to = metafileLocationFor(parentLoc);
   try {
     const s = list.summary;
-    await writeMetafile(to, { layout: s.layout, algorithm: s.algorithm, blockSize: s.blockSize, logicalSectorSize: s.logicalSectorSize ?? sectors, virtualSize: s.virtualSize, identity }, list.records());
+    await writeMetafile(to, { ...writableFields(list), logicalSectorSize: s.logicalSectorSize ?? sectors, identity }, list.records());
   } finally {
     await list.close();
   }

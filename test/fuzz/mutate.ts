@@ -188,6 +188,13 @@ export function applyMutations(img: PagedImage, layout: Layout, muts: Mutation[]
     }
   }
   for (const c of fixes) if (c.start + c.length <= img.size) fixChecksum(img, c);
+  // A checksum stored inside a structure another checksum covers (a metafile's table CRC in its header) changed
+  // that structure too.
+  for (const c of fixes) {
+    for (const d of layout.checksums) {
+      if (d !== c && c.field >= d.start && c.field < d.start + d.length && d.start + d.length <= img.size) fixChecksum(img, d);
+    }
+  }
 }
 
 /** Helper for layouts: the fields of a structure at `base` from a table of [name, offset, size]. */

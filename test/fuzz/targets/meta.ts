@@ -21,27 +21,35 @@ const HEADER_FIELDS: Array<[string, number, number]> = [
   ['timestamp', 64, 4], ['contentIdLength', 68, 1], ['created', 132, 8], ['toolVersionLength', 140, 1],
   // Version 2: the parent identity a diff's metafile records.
   ['parent.format', 172, 1], ['parent.contentIdLength', 173, 1], ['parent.fileSize', 240, 8], ['parent.mtime', 248, 8], ['parent.timestamp', 256, 4],
+  // Version 3: the second level (sub-block size, digest algorithm and length, the table's CRC).
+  ['sub.size', 260, 4], ['sub.algorithm', 264, 1], ['sub.digestLength', 265, 1], ['sub.tableCrc', 268, 4],
 ];
 
-/** Native: header fields and CRC, the first entries' state bytes, the list CRC in the trailer. */
+/** Native: header fields and CRC, the first entries' state bytes, the sub-digest table (version 3), the list CRC in the trailer. */
 function nativeLayout(img: PagedImage): Layout {
   const h = img.slice(0, HEADER_SIZE);
   const stride = 1 + h.readUInt8(17);
-  const listBytes = Number(h.readBigUInt64LE(40)) * stride;
+  const blocks = Number(h.readBigUInt64LE(40));
+  const listBytes = blocks * stride;
+  const tableBytes = h.readUInt32LE(8) >= 3 ? blocks * (h.readUInt32LE(20) / h.readUInt32LE(260)) * h.readUInt8(265) : 0;
   const layout: Layout = {
     fields: fieldsAt('header', 0, true, HEADER_FIELDS),
     checksums: [
       { name: 'header', kind: 'crc32c', start: 0, length: HEADER_SIZE, field: 508 },
-      { name: 'list', kind: 'crc32c', start: HEADER_SIZE, length: listBytes, field: HEADER_SIZE + listBytes },
+      { name: 'list', kind: 'crc32c', start: HEADER_SIZE, length: listBytes, field: HEADER_SIZE + listBytes + tableBytes },
     ],
     regions: [
       { name: 'header', at: 0, length: HEADER_SIZE },
       { name: 'list', at: HEADER_SIZE, length: listBytes },
-      { name: 'trailer', at: HEADER_SIZE + listBytes, length: 8 },
+      { name: 'trailer', at: HEADER_SIZE + listBytes + tableBytes, length: 8 },
     ],
   };
+  if (tableBytes) {
+    layout.checksums.push({ name: 'sub-table', kind: 'crc32c', start: HEADER_SIZE + listBytes, length: tableBytes, field: 268 });
+    layout.regions.push({ name: 'sub-table', at: HEADER_SIZE + listBytes, length: tableBytes });
+  }
   for (let i = 0; i < Math.min(8, listBytes / stride); i++) layout.fields.push({ name: `entry[${i}].state`, at: HEADER_SIZE + i * stride, size: 1, le: true });
-  layout.fields.push({ name: 'trailer.magic', at: HEADER_SIZE + listBytes + 4, size: 4, le: true });
+  layout.fields.push({ name: 'trailer.magic', at: HEADER_SIZE + listBytes + tableBytes + 4, size: 4, le: true });
   return layout;
 }
 
@@ -62,6 +70,9 @@ async function metaSeeds(): Promise<MetaSeed[]> {
   const settings = [
     { name: 'native-xxh128', layout: 'native' as const, algorithm: 'xxh128' as const, blockSize: 64 << 10 },
     { name: 'native-sha256', layout: 'native' as const, algorithm: 'sha256' as const, blockSize: 4096 },
+    // Version 3 with SHA-256 sub-digests (64 KiB sub-blocks of 256 KiB blocks); the XXH128 seed above is version 3 too.
+    { name: 'native-sha256-v3', layout: 'native' as const, algorithm: 'sha256' as const, blockSize: 256 << 10 },
+    { name: 'native-xxh128-v1', layout: 'native' as const, algorithm: 'xxh128' as const, blockSize: 64 << 10, subBlocks: false },
     { name: 'vbb', layout: 'vbb' as const },
   ];
   const disk = await createDisk({ store, path: '/m/img.vhd' }, { format: 'vhd', type: 'dynamic', virtualSize: (5 << 20) + 512, blockSize: 512 << 10 });
@@ -98,7 +109,10 @@ async function runMeta(store: MemoryStore, path: string, virtualSize: number | n
     const m = await readMetafile({ store: rec, path }, { virtualSize: virtualSize ?? undefined, memoryLimit: streaming ? 0 : undefined });
     try {
       let n = 0;
-      for await (const r of m.records(1000)) n += r.digest.length > 0 ? 1 : 0;
+      for await (const r of m.records(1000)) {
+        n += r.digest.length > 0 ? 1 : 0;
+        if (m.summary.sub && r.subDigests?.length !== m.subCount(r.index) * m.summary.sub.digestLength) throw new Violation('crash', `entry ${r.index} has no sub-digests`);
+      }
       if (n !== m.summary.blockCount) throw new Violation('crash', `records() gave ${n} entries of ${m.summary.blockCount}`);
       if (original) await compareMetafiles(original, m);
     } finally {

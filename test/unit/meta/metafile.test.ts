@@ -28,6 +28,8 @@ function sampleHeader(over: Partial<MetafileHeader> = {}): MetafileHeader {
     createdMs: 1763890001000,
     toolVersion: 'vhdsync 0.1.0',
     complete: true,
+    sub: null,
+    subTableCrc: 0,
     ...over,
   };
 }
@@ -102,7 +104,7 @@ describe('metafile header', () => {
     ['a block size below 4 KiB', (b: Buffer) => b.writeUInt32LE(2048, 20), /power of two between/],
     ['a digest length that does not fit the hash', (b: Buffer) => b.writeUInt8(32, 17), /digest length/],
     ['an unknown hash', (b: Buffer) => b.writeUInt8(9, 16), /unknown hash/],
-    ['a newer version', (b: Buffer) => b.writeUInt32LE(3, 8), /newer vhdsync/],
+    ['a newer version', (b: Buffer) => b.writeUInt32LE(4, 8), /newer vhdsync/],
     ['version 0', (b: Buffer) => b.writeUInt32LE(0, 8), /unknown metafile version 0/],
     ['an absurd virtual size', (b: Buffer) => b.writeBigUInt64LE(1n << 60n, 32), /out of range/],
     ['a content id length past its field', (b: Buffer) => b.writeUInt8(64, 68), /content id length/],
