@@ -1,24 +1,35 @@
 /**
- * The data path of `copy`: reads the changed metafile blocks from the source, checks each against the digest
- * the plan expects, and writes it into the diff (zeros as writeZeroes, so a reader sees zeros over the
- * parent's data). Only these ranges are written, so the drivers mark only their sectors present.
+ * The data path of `copy`: reads the changed ranges from the source (whole metafile blocks, or only the sub-blocks
+ * that differ when both lists have a second level), checks each against the digest the plan expects, and writes it
+ * into the diff (zeros as writeZeroes, so a reader sees zeros over the parent's data). Only these ranges are
+ * written, so the drivers mark only their sectors present and the merge moves only them.
  */
 import type { Disk } from '../formats/disk.js';
-import type { HashAlgorithm } from '../meta/hashers.js';
-import { digestBlock, zeroDigest } from '../meta/hashers.js';
+import type { HashAlgorithm, SubAlgorithm } from '../meta/hashers.js';
+import { digestBlock, digestSub, zeroDigest, zeroSubDigests } from '../meta/hashers.js';
 import { displayLocation } from '../io/location.js';
 import { ContentChangedError } from '../util/errors.js';
 import { alignedRing } from '../util/aligned.js';
 import { prefetch } from '../util/prefetch.js';
 import { isAllZero } from '../util/struct.js';
 
-/** Contiguous changed blocks are read together up to this many bytes. */
+/** Contiguous changed ranges are read together up to this many bytes. */
 const RUN_BYTES = 4 << 20;
+
+/** The sub-blocks of a changed block that differ from the target's, each with the digest the source's list records. */
+export interface ChangedParts {
+  size: number;
+  algorithm: SubAlgorithm;
+  /** Ascending sub-block numbers inside the block, with their expected digests. */
+  changed: Array<{ sub: number; expected: Buffer }>;
+}
 
 /** One block to copy, with the digest the source's metafile recorded (null: do not verify). */
 export interface ChangedBlock {
   index: number;
   expected: Buffer | null;
+  /** When both lists have a second level: only these sub-blocks move. */
+  parts?: ChangedParts;
 }
 
 /** Options for copyChangedBlocks. */
@@ -39,30 +50,55 @@ export interface CopyBlocksStats {
   readBytes: number;
 }
 
+/** A range checked against one digest: a whole block (`sub` null) or one sub-block. */
+interface Unit {
+  index: number;
+  offset: number;
+  length: number;
+  expected: Buffer | null;
+  sub: SubAlgorithm | null;
+}
+
 interface Run {
-  first: number;
-  blocks: ChangedBlock[];
+  units: Unit[];
   offset: number;
   length: number;
 }
 
-/** Groups ascending changed blocks into contiguous runs of at most RUN_BYTES. */
-async function* runsOf(blocks: AsyncIterable<ChangedBlock> | Iterable<ChangedBlock>, bs: number, size: number): AsyncGenerator<Run> {
-  let run: Run | null = null;
-  let last = -2;
+/** The ranges to copy, in order: a block's changed sub-blocks, or the whole block. */
+async function* unitsOf(blocks: AsyncIterable<ChangedBlock> | Iterable<ChangedBlock>, bs: number, size: number): AsyncGenerator<Unit> {
+  let last = -1;
   for await (const b of blocks) {
     if (b.index <= last) throw new RangeError('changed blocks must be ascending');
     const offset = b.index * bs;
     const length = Math.min(bs, size - offset);
     if (length <= 0) throw new RangeError(`block ${b.index} is past the end of the disk`);
-    if (run && b.index === last + 1 && run.length + length <= Math.max(RUN_BYTES, bs)) {
-      run.blocks.push(b);
-      run.length += length;
+    last = b.index;
+    if (!b.parts) {
+      yield { index: b.index, offset, length, expected: b.expected, sub: null };
+      continue;
+    }
+    let prev = -1;
+    for (const c of b.parts.changed) {
+      const at = offset + c.sub * b.parts.size;
+      if (c.sub <= prev || at >= offset + length) throw new RangeError(`sub-block ${c.sub} of block ${b.index} is out of order or past the block`);
+      prev = c.sub;
+      yield { index: b.index, offset: at, length: Math.min(b.parts.size, offset + length - at), expected: c.expected, sub: b.parts.algorithm };
+    }
+  }
+}
+
+/** Groups ascending units into contiguous runs of at most RUN_BYTES (a single larger block is a run of its own). */
+async function* runsOf(units: AsyncIterable<Unit>): AsyncGenerator<Run> {
+  let run: Run | null = null;
+  for await (const u of units) {
+    if (run && u.offset === run.offset + run.length && run.length + u.length <= RUN_BYTES) {
+      run.units.push(u);
+      run.length += u.length;
     } else {
       if (run) yield run;
-      run = { first: b.index, blocks: [b], offset, length };
+      run = { units: [u], offset: u.offset, length: u.length };
     }
-    last = b.index;
   }
   if (run) yield run;
 }
@@ -77,18 +113,25 @@ async function readRun(source: Disk, run: Run, into: () => Buffer): Promise<Buff
   return source.read(run.offset, run.length, into().subarray(0, run.length));
 }
 
+/** The digest a unit's bytes have (`piece` null or all zero: zeros). */
+function digestOf(u: Unit, algorithm: HashAlgorithm, piece: Buffer | null): Buffer {
+  if (u.sub) return piece ? digestSub(u.sub, piece) : zeroSubDigests(u.sub, u.length, u.length);
+  return piece ? digestBlock(algorithm, piece) : zeroDigest(algorithm, u.length);
+}
+
 /**
- * Copies the listed source blocks (ascending indexes) into `diff`, verifying each digest. Throws
- * ContentChangedError on the first block whose content is not what the metafile says.
+ * Copies the listed source blocks (ascending indexes; only their changed sub-blocks when given) into `diff`,
+ * verifying each digest. Throws ContentChangedError on the first range whose content is not what the metafile says.
  */
 export async function copyChangedBlocks(source: Disk, diff: Disk, blocks: AsyncIterable<ChangedBlock> | Iterable<ChangedBlock>, opts: CopyBlocksOptions): Promise<CopyBlocksStats> {
   const { blockSize: bs, algorithm } = opts;
   const stats: CopyBlocksStats = { blocks: 0, dataBytes: 0, zeroBytes: 0, readBytes: 0 };
   // One run read ahead while the previous one is verified and written.
   const buffer = alignedRing(3, Math.max(RUN_BYTES, bs));
-  for await (const { item: run, value: data } of prefetch(runsOf(blocks, bs, source.virtualSize), (r) => readRun(source, r, buffer), 2)) {
+  let lastBlock = -1;
+  for await (const { item: run, value: data } of prefetch(runsOf(unitsOf(blocks, bs, source.virtualSize)), (r) => readRun(source, r, buffer), 2)) {
     if (data) stats.readBytes += run.length;
-    // Consecutive blocks of one kind go to the diff in one call.
+    // Consecutive ranges of one kind go to the diff in one call.
     let pendStart = run.offset;
     let pendZero: boolean | null = null;
     let pendLen = 0;
@@ -102,28 +145,22 @@ export async function copyChangedBlocks(source: Disk, diff: Disk, blocks: AsyncI
         stats.dataBytes += pendLen;
       }
     };
-    for (const b of run.blocks) {
-      const off = b.index * bs;
-      const len = Math.min(bs, source.virtualSize - off);
-      const piece = data ? data.subarray(off - run.offset, off - run.offset + len) : null;
+    for (const u of run.units) {
+      const piece = data ? data.subarray(u.offset - run.offset, u.offset - run.offset + u.length) : null;
       const zero = !piece || isAllZero(piece);
-      if (b.expected) {
-        const got = zero ? zeroDigest(algorithm, len) : digestBlock(algorithm, piece!);
-        if (!got.equals(b.expected)) {
-          throw new ContentChangedError(
-            `block ${b.index} (offset ${off}) changed since its metafile was made; run createmeta again or use copy --createmeta`,
-            displayLocation(source.location),
-          );
-        }
+      if (u.expected && !digestOf(u, algorithm, zero ? null : piece).equals(u.expected)) {
+        const what = u.sub ? `block ${u.index} (its sub-block at offset ${u.offset})` : `block ${u.index} (offset ${u.offset})`;
+        throw new ContentChangedError(`${what} changed since its metafile was made; run createmeta again or use copy --createmeta`, displayLocation(source.location));
       }
       if (pendZero !== zero) {
         await flushPending();
-        pendStart = off;
+        pendStart = u.offset;
         pendLen = 0;
         pendZero = zero;
       }
-      pendLen += len;
-      stats.blocks++;
+      pendLen += u.length;
+      if (u.index !== lastBlock) stats.blocks++;
+      lastBlock = u.index;
     }
     await flushPending();
     opts.onProgress?.(run.length);

@@ -8,14 +8,16 @@ import { createDisk, openDisk } from '../formats/open.js';
 import { writeAtomically } from '../io/atomic.js';
 import type { Location } from '../io/location.js';
 import { displayLocation, sibling } from '../io/location.js';
-import { createMetafile, metafileLocationFor, readMetafile, writeMetafile, type Metafile } from '../meta/index.js';
+import { createMetafile, metafileLocationFor, readMetafile, writableFields, writeMetafile, type Metafile } from '../meta/index.js';
+import { defaultSubLevel } from '../meta/hashers.js';
 import { AlreadyExistsError, UnsupportedError, UsageError } from '../util/errors.js';
+import { isAllZero } from '../util/struct.js';
 import { copyChangedBlocks } from './copy-blocks.js';
 import { hookLocation } from './kill-hook.js';
 import { removePartials } from './leftovers.js';
 import { refuseDiffInMerge, settlePendingMerge } from './merge-leftovers.js';
 import { lockImage, type ImageLock } from './lock.js';
-import { changedBlocksOf, DigestCursor, openFreshMetafile, planCopy } from './plan.js';
+import { changedBlocksOf, changedParts, DigestCursor, openFreshMetafile, planCopy, SubCursor } from './plan.js';
 
 /** Options for copyToDiff. */
 export interface CopyOptions {
@@ -48,6 +50,11 @@ export interface CopySummary {
   changedBlocks: number;
   /** Virtual bytes of the changed blocks. */
   changedBytes: number;
+  /**
+   * Sub-block size both lists share (only the changed sub-blocks of a changed block move), or 0 when whole
+   * changed blocks move (either list has no second level: an older or VhdBlockBackup list).
+   */
+  subBlockSize: number;
   /** Bytes written into the diff as data, and as zeros. */
   dataBytes: number;
   zeroBytes: number;
@@ -69,13 +76,14 @@ export function diffNameFor(target: Location, format: string): string {
 const VHDX_MIN_BLOCK = 1 << 20;
 
 /**
- * The diff's block size: for VHDX, the smallest the format allows (1 MiB) when the metafile's blocks are smaller
- * than the driver's default of 2 MiB, so scattered small changes cost half the apparent size a 2 MiB block would
- * (what a robocopy, scp or USB disk carries after --diffdir; docs/performance.md); VHD keeps its 2 MiB blocks,
- * which are what Hyper-V and Virtual PC expect of differencing disks.
+ * The diff's block size: for VHDX, the smallest the format allows (1 MiB) when changes come in pieces smaller than
+ * the driver's default of 2 MiB (the metafile's blocks, or its sub-blocks when both lists have them), so scattered
+ * small changes cost half the apparent size a 2 MiB block would (what a robocopy, scp or USB disk carries after
+ * --diffdir; docs/performance.md); VHD keeps its 2 MiB blocks, which are what Hyper-V and Virtual PC expect of
+ * differencing disks.
  */
-export function diffBlockSize(format: string, metafileBlockSize: number): number | undefined {
-  return format === 'vhdx' && metafileBlockSize < 2 * VHDX_MIN_BLOCK ? VHDX_MIN_BLOCK : undefined;
+export function diffBlockSize(format: string, changeUnit: number): number | undefined {
+  return format === 'vhdx' && changeUnit < 2 * VHDX_MIN_BLOCK ? VHDX_MIN_BLOCK : undefined;
 }
 
 /**
@@ -147,6 +155,7 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
       blockSize: ts.blockSize,
       changedBlocks: 0,
       changedBytes: 0,
+      subBlockSize: 0,
       dataBytes: 0,
       zeroBytes: 0,
       bytesRead: 0,
@@ -160,12 +169,15 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
       metas.push(plan.source);
       summary.changedBlocks = plan.comparison.changedBlocks;
       summary.changedBytes = plan.comparison.changedBytes;
+      summary.subBlockSize = plan.sub?.size ?? 0;
+    } else {
+      summary.subBlockSize = createmetaSubLevel(targetMeta);
     }
 
     await writeAtomically(
       writeLoc,
       async (temp) => {
-        const diff = await createDisk(temp, { format: parent.format, type: 'differencing', parent, finalLocation: finalLoc, blockSize: diffBlockSize(parent.format, ts.blockSize) });
+        const diff = await createDisk(temp, { format: parent.format, type: 'differencing', parent, finalLocation: finalLoc, blockSize: diffBlockSize(parent.format, summary.subBlockSize || ts.blockSize) });
         let diffId: DiskIdentity;
         let sourceList: Metafile;
         try {
@@ -178,7 +190,7 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
             // The list that was checked fresh and planned from, read through its open handle: a createmeta that
             // replaces the file by name meanwhile cannot slip a different list into the diff.
             sourceList = plan.source;
-            opts.onTotal?.(plan.comparison.changedBytes);
+            opts.onTotal?.(plan.moveBytes);
             const st = await copyChangedBlocks(source, diff, changedBlocksOf(plan), {
               blockSize: ts.blockSize,
               algorithm: ts.algorithm,
@@ -219,9 +231,16 @@ async function writeDiffMetafile(list: Metafile, to: Location, ids: { identity: 
   const s = list.summary;
   await writeMetafile(
     to,
-    { layout: s.layout, algorithm: s.algorithm, blockSize: s.blockSize, logicalSectorSize: s.logicalSectorSize ?? source.logicalSectorSize, virtualSize: s.virtualSize, ...ids },
+    { ...writableFields(list), logicalSectorSize: s.logicalSectorSize ?? source.logicalSectorSize, ...ids },
     list.records(),
   );
+}
+
+/** The sub-block size a --createmeta copy compares at: the target list's, when the source's new list gets the same. */
+function createmetaSubLevel(targetMeta: Metafile): number {
+  const ts = targetMeta.summary;
+  const mine = ts.layout === 'native' ? defaultSubLevel(ts.algorithm) : null;
+  return ts.sub && mine && mine.size === ts.sub.size && mine.algorithm === ts.sub.algorithm ? ts.sub.size : 0;
 }
 
 /**
@@ -232,6 +251,16 @@ async function writeDiffMetafile(list: Metafile, to: Location, ids: { identity: 
 async function copyWithCreatemeta(source: Disk, diff: Disk, targetMeta: Metafile, summary: CopySummary, opts: CopyOptions): Promise<Location> {
   const ts = targetMeta.summary;
   const cursor = new DigestCursor(targetMeta);
+  const subs = summary.subBlockSize ? new SubCursor(targetMeta) : null;
+  const put = async (offset: number, data: Buffer | null, length: number) => {
+    if (data && !isAllZero(data)) {
+      await diff.write(offset, data);
+      summary.dataBytes += length;
+    } else {
+      await diff.writeZeroes(offset, length);
+      summary.zeroBytes += length;
+    }
+  };
   opts.onTotal?.(source.virtualSize);
   const hashing = ts.layout === 'vbb' ? { layout: 'vbb' as const } : { layout: 'native' as const, algorithm: ts.algorithm as 'xxh128' | 'sha256', blockSize: ts.blockSize };
   const result = await createMetafile(source, {
@@ -242,13 +271,21 @@ async function copyWithCreatemeta(source: Disk, diff: Disk, targetMeta: Metafile
       if (b.digest.equals(await cursor.digest(b.index))) return;
       summary.changedBlocks++;
       summary.changedBytes += b.length;
-      if (b.state === 'data') {
-        await diff.write(b.offset, b.data!);
-        summary.dataBytes += b.length;
-      } else {
-        await diff.writeZeroes(b.offset, b.length);
-        summary.zeroBytes += b.length;
+      const data = b.state === 'data' ? b.data! : null;
+      if (subs && b.subDigests) {
+        const sub = ts.sub!;
+        const parts = changedParts(sub, b.subDigests.length / sub.digestLength, b.subDigests, await subs.slot(b.index));
+        // An empty list under differing block digests means two sub-blocks collided: the whole block moves.
+        if (parts.changed.length) {
+          for (const { sub: k } of parts.changed) {
+            const at = k * sub.size;
+            const n = Math.min(sub.size, b.length - at);
+            await put(b.offset + at, data ? data.subarray(at, at + n) : null, n);
+          }
+          return;
+        }
       }
+      await put(b.offset, data, b.length);
     },
   });
   return result.metafile;

@@ -40,7 +40,8 @@ export const copyCommand: CommandModule<object, CopyArgs> = {
     else if (!args.quiet) {
       out(
         `${summary.diff}: ${summary.changedBlocks} of ${summary.totalBlocks} blocks changed (${formatSize(summary.changedBytes)}): ` +
-          `${formatSize(summary.dataBytes)} data, ${formatSize(summary.zeroBytes)} zeros; ${summary.seconds.toFixed(2)} s`,
+          `${formatSize(summary.dataBytes)} data, ${formatSize(summary.zeroBytes)} zeros` +
+          `${summary.subBlockSize ? ` (changed ${formatSize(summary.subBlockSize)} sub-blocks only)` : ''}; ${summary.seconds.toFixed(2)} s`,
       );
       if (summary.sourceMetafile) out(`source metafile written: ${summary.sourceMetafile}`);
       if (summary.diff !== summary.diffFinalLocation) out(`move it (and ${summary.diffMetafile}) to ${summary.diffFinalLocation}, then run vhdsync merge there`);
