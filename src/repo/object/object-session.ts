@@ -4,7 +4,7 @@
  */
 import type { DiskIdentity } from '../../formats/disk.js';
 import { MemoryStore } from '../../io/memory-store.js';
-import { readMetafile, writeMetafile } from '../../meta/index.js';
+import { readMetafile, writableFields, writeMetafile } from '../../meta/index.js';
 import { AlreadyExistsError, ConflictError, RepositoryDamageError, UnsupportedError, VhdsyncError } from '../../util/errors.js';
 import type { DiskSession, PointFill, PointSpec, WrittenPoint } from '../backend.js';
 import { serializeManifest, type DiskManifest, type RestorePoint } from '../manifest.js';
@@ -103,7 +103,7 @@ export class ObjectDiskSession implements DiskSession {
       const s = incoming.summary;
       await writeMetafile(
         { store: lists, path: 'point.list' },
-        { layout: 'native', algorithm: s.algorithm, blockSize: s.blockSize, logicalSectorSize: s.logicalSectorSize ?? spec.logicalSectorSize, virtualSize: s.virtualSize, identity: pointIdentity(spec.virtualSize, createdMs) },
+        { ...writableFields(incoming), layout: 'native', logicalSectorSize: s.logicalSectorSize ?? spec.logicalSectorSize, identity: pointIdentity(spec.virtualSize, createdMs) },
         incoming.records(),
       );
     } finally {
