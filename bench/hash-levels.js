@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The hashing cost of a metafile's second level (decision 0017), in-process over 1 GiB held in memory:
+// The hashing cost of a metafile's second level (decision 0018), in-process over 1 GiB held in memory:
 // block digests alone, block digests plus sub-block digests from the same 1 MiB pieces, and the tree variant
 // (block digest = digest of the sub-digests). Prints CPU seconds per GiB, median of N runs.
 // Run: node bench/hash-levels.js [--runs N]
@@ -75,7 +75,7 @@ const shaTree = (S) => () => {
   }
 };
 
-header('second-level hashing cost (decision 0017)', RUNS);
+header('second-level hashing cost (decision 0018)', RUNS);
 console.log('| digests per 2 MiB block | CPU s/GiB, median | min |');
 console.log('|---|---|---|');
 measure('XXH128 of the block (version 2)', xxhBlocks, GiB);

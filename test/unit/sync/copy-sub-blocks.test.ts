@@ -1,5 +1,5 @@
 /**
- * `copy` with the metafile's second level (decision 0017): only the sub-blocks that differ move, the merge applies
+ * `copy` with the metafile's second level (decision 0018): only the sub-blocks that differ move, the merge applies
  * the partial blocks, and older lists as the target's list still work (whole blocks move). Images are made and
  * checked by qemu-img (and libvhdi for VHDX diffs); bytes are counted through a recording store.
  */
