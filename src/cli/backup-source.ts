@@ -1,12 +1,13 @@
 /**
  * `backup` from an HTTP(S) export URL (XAPI's or Xen Orchestra's `export_raw_vdi`, our `serve`): the body, GET only
- * once the disk's lock is held, read forward as a VHD stream or raw bytes. Credentials come as for `stream`.
+ * once the disk's lock is held, read forward as a VHD stream, a QCOW2 stream (metadata before data) or raw bytes.
+ * Credentials come as for `stream`.
  */
 import type { DiskFormat } from '../formats/disk.js';
 import { hasFooterCookie } from '../formats/vhd/footer.js';
 import { redactUrl, type HttpOptions } from '../io/http.js';
 import type { StreamSource } from '../repo/index.js';
-import { ForwardReader, rawStreamContent, vhdStreamContent, type ContentSource } from '../stream/index.js';
+import { ForwardReader, qcow2StreamContent, rawStreamContent, vhdStreamContent, type ContentSource } from '../stream/index.js';
 import { UnsupportedError, UsageError } from '../util/errors.js';
 import { httpSource } from './http-args.js';
 import { peek } from './stream-endpoints.js';
@@ -64,11 +65,13 @@ export function httpBackupSource(url: string, http: HttpOptions, opts: { format?
         let content: ContentSource;
         if (format === 'vhd') {
           content = await vhdStreamContent(reader, opts.vhdSize);
+        } else if (format === 'qcow2') {
+          content = await qcow2StreamContent(reader);
         } else if (format === 'raw') {
           if (body.length === null) throw new UsageError('a raw export without Content-Length does not say how large the disk is: export it with format=vhd', display);
           content = rawStreamContent(reader, body.length);
         } else {
-          throw new UnsupportedError(`a ${format} export cannot be backed up as a stream (its metadata need not come before its data): export it with format=vhd or format=raw`, display);
+          throw new UnsupportedError(`a ${format} export cannot be backed up as a stream (its metadata need not come before its data): export it with format=vhd, qcow2 or raw`, display);
         }
         return { content, logicalSectorSize: 512, close };
       } catch (err) {

@@ -5,7 +5,7 @@
  * the encoder, so the request is cut short and a server that commits only complete uploads keeps its disk.
  */
 import { digestBlock, zeroDigest, type Metafile } from '../meta/index.js';
-import type { ContentSource } from '../stream/index.js';
+import { serialReads, type ContentSource } from '../stream/index.js';
 import { DigestCursor } from '../sync/plan.js';
 import type { Disk } from '../formats/disk.js';
 
@@ -54,22 +54,16 @@ export function checkedContent(inner: ContentSource, image: Disk, list: Metafile
     }
     return out;
   };
-  // Encoders may ask for the next piece before the last one arrived: reads are served one at a time, in order.
-  let queue: Promise<unknown> = Promise.resolve();
+  const reads = serialReads(readNow);
   return {
     virtualSize: inner.virtualSize,
     ranges: inner.ranges,
     base: null,
     zeros: inner.zeros,
     name: inner.name,
-    read(offset, length, into) {
-      const out = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
-      const p = queue.then(() => readNow(offset, length, out));
-      queue = p.catch(() => {});
-      return p;
-    },
+    read: reads.read,
     async finish() {
-      await queue;
+      await reads.idle();
       await skipTo(count);
       await inner.finish?.();
     },

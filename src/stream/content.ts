@@ -57,6 +57,26 @@ export interface ContentSource {
   finish?(): Promise<void>;
 }
 
+/**
+ * Serves a source's reads one at a time, in call order: encoders may ask for the next piece before the last one
+ * arrived, and a forward-only source (or one that checks block by block) must not see them interleaved. `idle`
+ * resolves once every read asked for so far is done (for `finish`).
+ */
+export function serialReads(readNow: (offset: number, length: number, out: Buffer) => Promise<Buffer>): { read: ContentSource['read']; idle: () => Promise<void> } {
+  let queue: Promise<unknown> = Promise.resolve();
+  return {
+    read(offset, length, into) {
+      const out = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+      const p = queue.then(() => readNow(offset, length, out));
+      queue = p.catch(() => {});
+      return p;
+    },
+    idle: async () => {
+      await queue;
+    },
+  };
+}
+
 /** Reads and writes are split into pieces of at most this size. */
 export const PIECE = 4 << 20;
 /** Reads in flight while the consumer handles the previous piece. */

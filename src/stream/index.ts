@@ -1,5 +1,5 @@
 /** Encoders and decoders of disk streams (raw, VHD in vhd-tool's layout, VHDX, XAPI chunked frames, QCOW2), and forward-only decoders of VHD, QCOW2 and frames; no transport here. */
-export { diskContent, contentOfDisk, normalizeRanges, type ContentSource, type ByteRange, type DeltaBase } from './content.js';
+export { diskContent, contentOfDisk, normalizeRanges, serialReads, type ContentSource, type ByteRange, type DeltaBase } from './content.js';
 export { deltaContent, type DeltaMethod } from './delta.js';
 export type { EncodedStream, StreamChunk, StreamFormat } from './encoded.js';
 export { encode, fullContent } from './encode.js';

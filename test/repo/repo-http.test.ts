@@ -62,14 +62,14 @@ describe('backup from and restore to HTTP(S)', () => {
     tmp.cleanup();
   });
 
-  it('serve exports (VHD and raw stream, http and https) make a chain whose every kept point restores byte-identical', async () => {
+  it('serve exports (VHD, raw and QCOW2 streams, http and https) make a chain whose every kept point restores byte-identical', async () => {
     const src = path.join(disks, 'vm1.raw');
     const history = new Map<string, string>();
     const rounds: Array<{ url: string; extra: string[]; change: Array<[number, number, number]> }> = [
       { url: `${server.url}/export_raw_vdi?vdi=vm1&format=vhd`, extra: [], change: [] },
       { url: `${server.url}/export_raw_vdi?vdi=vm1&format=raw&session_id=OpaqueRef:secret`, extra: [], change: [[2 * MiB + 4096, 8192, 0x33]] },
       { url: `${(tlsServer ?? server).url}/export_raw_vdi?vdi=vm1&format=vhd`, extra: tlsServer ? ['--ca-cert', p('cert.pem')] : [], change: [[0, 4096, 0], [7 * MiB, MiB, 0x44]] },
-      { url: `${server.url}/export_raw_vdi/?vdi=vm1&format=vhd`, extra: [], change: [[6 * MiB, 100, 0x55]] },
+      { url: `${server.url}/export_raw_vdi/?vdi=vm1&format=qcow2`, extra: [], change: [[6 * MiB, 100, 0x55]] },
     ];
     if (!tlsServer) console.log('HTTPS part skipped: openssl could not make a certificate');
     for (const [i, round] of rounds.entries()) {
@@ -95,7 +95,7 @@ describe('backup from and restore to HTTP(S)', () => {
     expect(strays(path.join(repo, 'vm1'))).toEqual([]);
   }, 180_000);
 
-  it('VHD streams as vhd-tool and Xen Orchestra produce them, served by python3 http.server; a truncated one adds no point', async () => {
+  it('VHD streams as vhd-tool, Xen Orchestra and qemu-img produce them, served by python3 http.server; a truncated one adds no point', async () => {
     if (!requireTool(fs.existsSync('/usr/bin/python3'), 'python3')) return;
     const web = p('web');
     fs.mkdirSync(web);
@@ -105,14 +105,18 @@ describe('backup from and restore to HTTP(S)', () => {
     fs.writeFileSync(path.join(web, 'caml.vhd'), caml.file);
     fs.writeFileSync(path.join(web, 'xo.vhd'), xo.file);
     fs.writeFileSync(path.join(web, 'cut.vhd'), xo.file.subarray(0, xo.file.length - 700));
+    const haveQemu = requireTool(HAVE_QEMU, 'qemu-img (its VHD as a source)');
+    const plain = rawDisk(p('plain.raw'), size, [[MiB, 3 * MiB, 0x66]]);
+    if (haveQemu) run('qemu-img', ['convert', '-f', 'raw', '-O', 'vpc', '-o', 'subformat=dynamic,force_size=on', plain, path.join(web, 'qemu.vhd')]);
     const py = await pythonServer(web);
     python = py.child;
-    for (const [name, made] of [['caml', caml], ['xo', xo]] as const) {
+    const sources: Array<[string, string]> = [['caml', sha(caml.content)], ['xo', sha(xo.content)], ...(haveQemu ? [['qemu', sha256File(plain)] as [string, string]] : [])];
+    for (const [name, want] of sources) {
       const r = await cliAsync(['backup', `${py.url}/${name}.vhd`, '--repo', repo, '--name', 'px', '--json']);
       expect(r.stderr).toBe('');
       expect(r.status).toBe(0);
       const id = (JSON.parse(r.stdout) as { point: string }).point;
-      expect(await restoredSha(repo, 'px', id, tmp.dir)).toBe(sha(made.content));
+      expect(await restoredSha(repo, 'px', id, tmp.dir)).toBe(want);
     }
     const before = (await listed(repo)).find((d) => d.name === 'px')!.points.map((x) => x.id);
     expectOneLineError(await cliAsync(['backup', `${py.url}/cut.vhd`, '--repo', repo, '--name', 'px']), 1, /truncated|past the stream's length/);

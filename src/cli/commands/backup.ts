@@ -31,7 +31,7 @@ export const backupCommand: CommandModule<object, BackupArgs> = {
   ...CATALOG.backup,
   builder: (y) =>
     withWait(withHttpOptions(withJson(withVhdSize(withInputFormat(y)))))
-      .positional('sources', { type: 'string', array: true, demandOption: true, describe: 'images (any format, local or SMB), quoted patterns such as "/vms/*.vhdx", or http(s):// export URLs (a VHD or raw stream)' })
+      .positional('sources', { type: 'string', array: true, demandOption: true, describe: 'images (any format, local or SMB), quoted patterns such as "/vms/*.vhdx", or http(s):// export URLs (a VHD, QCOW2 or raw stream)' })
       .option('repo', { type: 'string', demandOption: true, describe: 'the repository folder (local or SMB); created on first use' })
       .option('name', { type: 'string', describe: "the disk's name in the repository (one source only; default: the source's file name without extension)" })
       .option('keep', { type: 'number', describe: 'afterwards, keep only the newest N restore points of each disk backed up' })
