@@ -33,7 +33,7 @@ export interface CreateMetafileOptions {
   /** Hashing worker threads (see hashDisk); default: none for XXH128, which keeps up with reads on one core. */
   workers?: number;
   /**
-   * Native only: record the second level (sub-block digests, metafile version 3; decision 0018). Default true;
+   * Native only: record the second level (sub-block digests, metafile version 3; decision 0019). Default true;
    * false writes a list older vhdsync reads (version 1).
    */
   subBlocks?: boolean;

@@ -65,7 +65,7 @@ export const SUB_DIGEST_LENGTH: Record<SubAlgorithm, number> = { 'xxh3-64': 8, s
 /**
  * The second level a native list of `algorithm` gets by default: 32 KiB sub-blocks with 8-byte XXH3-64 for XXH128
  * lists (529 bytes per 2 MiB block: 0.025% of the disk), 64 KiB with full SHA-256 for SHA-256 lists, whose
- * comparisons must stay collision resistant (decision 0018). Null for algorithms without one (VhdBlockBackup's).
+ * comparisons must stay collision resistant (decision 0019). Null for algorithms without one (VhdBlockBackup's).
  */
 export function defaultSubLevel(algorithm: HashAlgorithm): { algorithm: SubAlgorithm; size: number } | null {
   if (algorithm === 'xxh128') return { algorithm: 'xxh3-64', size: 32 << 10 };

@@ -1,7 +1,7 @@
 /**
  * Retries of transient service failures: which errors are worth another attempt, and the wait before it
  * (exponential backoff with jitter, a bounded number of attempts and a bounded total time). Our own loop around
- * each request rather than the SDK's retry strategy (decision 0016): it bounds the total time, retries a GET whose
+ * each request rather than the SDK's retry strategy (docs/decisions, "S3 client"): it bounds the total time, retries a GET whose
  * body broke off midway (the SDK's strategy covers the request, not reading the body after it returned), and
  * knows which conditional PUTs need a look before their result can be trusted (s3-store.ts).
  */

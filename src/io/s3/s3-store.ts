@@ -1,5 +1,5 @@
 /**
- * `ObjectStore` on an S3-compatible service through @aws-sdk/client-s3 (decision 0016). This module and the SDK
+ * `ObjectStore` on an S3-compatible service through @aws-sdk/client-s3 (docs/decisions, "S3 client"). This module and the SDK
  * load only when an s3:// location is opened (io/object-stores.ts imports it dynamically).
  *
  * Every request goes through `withRetries` (retry.ts); the SDK's own retries are off. Service quirks handled here:

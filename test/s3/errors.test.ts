@@ -1,0 +1,158 @@
+/**
+ * Bad input against the real engine and against small fault servers: wrong keys, a missing bucket, an endpoint
+ * that is down, one that accepts and never answers, one that keeps throttling. Each ends in one typed line that
+ * names the store and never a key, within seconds. Also: settings from a shared config file and a profile reach
+ * the engine.
+ */
+import { writeFileSync } from 'node:fs';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { openS3ObjectStore } from '../../src/io/s3/s3-store.js';
+import { CredentialsError, IoError, NotFoundError, VhdsyncError } from '../../src/util/errors.js';
+import { describeRgw, useRadosgw } from '../helpers/radosgw.js';
+import { makeTempDir } from '../helpers/tmp.js';
+
+/** The error a promise rejects with, checked to be one line of ours. */
+async function failure(p: Promise<unknown>, ...secrets: string[]): Promise<VhdsyncError> {
+  const err = await p.then(() => null, (e: unknown) => e);
+  expect(err).toBeInstanceOf(VhdsyncError);
+  const text = (err as VhdsyncError).describe();
+  expect(text).not.toMatch(/\n/);
+  for (const s of secrets) expect(text).not.toContain(s);
+  return err as VhdsyncError;
+}
+
+/** A server on a free port, closed after the test. */
+async function listen(server: net.Server): Promise<number> {
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return (server.address() as net.AddressInfo).port;
+}
+
+const FAST = { baseDelayMs: 20, maxDelayMs: 50 };
+const KEYS = { AWS_ACCESS_KEY_ID: 'AKIDFAULTSERVER00000', AWS_SECRET_ACCESS_KEY: 'faultserversecretfaultserversecret000000', AWS_CONFIG_FILE: '/nonexistent', AWS_SHARED_CREDENTIALS_FILE: '/nonexistent' };
+
+describe('S3 failures without an engine', () => {
+  it('an endpoint nobody listens on: one line naming it, after the retries', async () => {
+    // A port that was free a moment ago: taken and released.
+    const probe = net.createServer();
+    const downPort = await listen(probe);
+    await new Promise((r) => probe.close(r));
+    const s = openS3ObjectStore('s3://bucket/p', { env: { ...KEYS, AWS_ENDPOINT_URL: `http://127.0.0.1:${downPort}` }, retry: FAST });
+    const err = await failure(s.get('k'), KEYS.AWS_SECRET_ACCESS_KEY, KEYS.AWS_ACCESS_KEY_ID);
+    expect(err).toBeInstanceOf(IoError);
+    expect(err.describe()).toBe(`s3://bucket/p/k: cannot reach http://127.0.0.1:${downPort}: ECONNREFUSED (after 6 attempts)`);
+    await s.close();
+  });
+
+  it('an endpoint that accepts and never answers: a timeout, not a hang', async () => {
+    const sockets: net.Socket[] = [];
+    const server = net.createServer((c) => sockets.push(c));
+    const port = await listen(server);
+    const s = openS3ObjectStore('s3://bucket', { env: { ...KEYS, AWS_ENDPOINT_URL: `http://127.0.0.1:${port}` }, retry: { ...FAST, attempts: 2 }, idleTimeoutMs: 300 });
+    try {
+      const err = await failure(s.put('k', Buffer.from('x')), KEYS.AWS_SECRET_ACCESS_KEY);
+      expect(err).toBeInstanceOf(IoError);
+      expect(err.describe()).toMatch(/^s3:\/\/bucket\/k: cannot reach http:\/\/127\.0\.0\.1:\d+: (ETIMEDOUT|timed out|ECONNRESET) \(after 2 attempts\)$/);
+      expect(sockets.length).toBe(2);
+    } finally {
+      await s.close();
+      for (const c of sockets) c.destroy();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('retries 5xx and SlowDown, then succeeds or gives up with the code', async () => {
+    let requests = 0;
+    let failFirst = 2;
+    const server = http.createServer((req, res) => {
+      requests++;
+      req.resume();
+      req.on('end', () => {
+        if (failFirst-- > 0 || req.url?.includes('always')) {
+          res.writeHead(503, { 'content-type': 'application/xml' });
+          res.end('<?xml version="1.0"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>');
+        } else {
+          res.writeHead(200, { etag: '"0123456789abcdef0123456789abcdef"' });
+          res.end();
+        }
+      });
+    });
+    const port = await listen(server);
+    const s = openS3ObjectStore('s3://bucket', { env: { ...KEYS, AWS_ENDPOINT_URL: `http://127.0.0.1:${port}` }, retry: FAST });
+    try {
+      expect(await s.put('k', Buffer.from('x'))).toEqual({ etag: '0123456789abcdef0123456789abcdef' });
+      expect(requests).toBe(3);
+      requests = 0;
+      const err = await failure(s.put('always', Buffer.from('x')));
+      expect(err).toBeInstanceOf(IoError);
+      expect(err.describe()).toBe(`s3://bucket/always: http://127.0.0.1:${port} keeps failing: SlowDown (HTTP 503) (after 6 attempts)`);
+      expect(requests).toBe(6);
+    } finally {
+      await s.close();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
+
+describeRgw('S3 failures and settings on radosgw', () => {
+  const gw = useRadosgw();
+  let bucket: string;
+  beforeAll(async () => {
+    bucket = await gw().newBucket();
+  });
+
+  it.each([
+    ['a wrong secret', (e: NodeJS.ProcessEnv) => ({ ...e, AWS_SECRET_ACCESS_KEY: 'wrongwrongwrongwrongwrongwrongwrongwrong' }), 'SignatureDoesNotMatch'],
+    ['an unknown access key', (e: NodeJS.ProcessEnv) => ({ ...e, AWS_ACCESS_KEY_ID: 'AKIDNOTKNOWNHERE0000' }), 'InvalidAccessKeyId'],
+  ])('%s: CredentialsError naming what to check, never the key', async (_, change, code) => {
+    const env = change(gw().env);
+    const s = openS3ObjectStore(`s3://${bucket}/p`, { env });
+    try {
+      const secrets = [env.AWS_SECRET_ACCESS_KEY!, env.AWS_ACCESS_KEY_ID!, gw().secretKey, gw().accessKey];
+      const put = await failure(s.put('k', Buffer.from('x')), ...secrets);
+      expect(put).toBeInstanceOf(CredentialsError);
+      expect(put.describe()).toBe(`s3://${bucket}/p/k: access refused by ${gw().endpoint} (${code}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`);
+      // HEAD answers carry no error code: still a credentials error.
+      expect(await failure(s.bucketExists(), ...secrets)).toBeInstanceOf(CredentialsError);
+      expect(await failure(s.head('k'), ...secrets)).toBeInstanceOf(CredentialsError);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('a missing bucket: NotFoundError for requests, false for bucketExists', async () => {
+    const s = openS3ObjectStore('s3://vhdsync-missing-bucket/p', { env: gw().env });
+    try {
+      expect(await s.bucketExists()).toBe(false);
+      const err = await failure(s.put('k', Buffer.from('x')), gw().secretKey);
+      expect(err).toBeInstanceOf(NotFoundError);
+      expect(err.describe()).toBe(`s3://vhdsync-missing-bucket/p/k: no bucket 'vhdsync-missing-bucket' at ${gw().endpoint}`);
+      expect(await failure((async () => { for await (const _ of s.list('')) void _; })())).toBeInstanceOf(NotFoundError);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('reaches the engine through a profile of the shared files (endpoint, keys, path style)', async () => {
+    const { dir, cleanup } = makeTempDir('vhdsync-awsfiles-');
+    try {
+      writeFileSync(path.join(dir, 'config'), `[profile rgw]\nregion = us-east-1\ns3 =\n  endpoint_url = ${gw().endpoint}\n  addressing_style = path\n`);
+      writeFileSync(path.join(dir, 'credentials'), `[rgw]\naws_access_key_id = ${gw().accessKey}\naws_secret_access_key = ${gw().secretKey}\n`);
+      const env = { AWS_CONFIG_FILE: path.join(dir, 'config'), AWS_SHARED_CREDENTIALS_FILE: path.join(dir, 'credentials'), AWS_EC2_METADATA_DISABLED: 'true' };
+      const s = openS3ObjectStore(`s3://${bucket}/via-profile`, { env, profile: 'rgw' });
+      await s.put('k', Buffer.from('hello'));
+      expect((await s.get('k'))!.toString()).toBe('hello');
+      await s.close();
+      expect(await gw().keys(bucket, 'via-profile/')).toEqual(['via-profile/k']);
+      // AWS_PROFILE selects it too; a wrong key in the file is reported against the file, not the environment.
+      writeFileSync(path.join(dir, 'credentials'), `[rgw]\naws_access_key_id = ${gw().accessKey}\naws_secret_access_key = notthesecretnotthesecretnotthesecret0000\n`);
+      const bad = openS3ObjectStore(`s3://${bucket}/via-profile`, { env: { ...env, AWS_PROFILE: 'rgw' } });
+      const err = await failure(bad.get('k'), 'notthesecretnotthesecretnotthesecret0000', gw().accessKey);
+      expect(err.describe()).toMatch(/check the keys of profile 'rgw' in .*credentials$/);
+      await bad.close();
+    } finally {
+      cleanup();
+    }
+  });
+});
