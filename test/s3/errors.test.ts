@@ -103,8 +103,8 @@ describeRgw('S3 failures and settings on radosgw', () => {
   });
 
   it.each([
-    ['a wrong secret', (e: NodeJS.ProcessEnv) => ({ ...e, AWS_SECRET_ACCESS_KEY: 'wrongwrongwrongwrongwrongwrongwrongwrong' }), 'SignatureDoesNotMatch'],
-    ['an unknown access key', (e: NodeJS.ProcessEnv) => ({ ...e, AWS_ACCESS_KEY_ID: 'AKIDNOTKNOWNHERE0000' }), 'InvalidAccessKeyId'],
+    ['a wrong secret', (e: NodeJS.ProcessEnv): NodeJS.ProcessEnv => ({ ...e, AWS_SECRET_ACCESS_KEY: 'wrongwrongwrongwrongwrongwrongwrongwrong' }), 'SignatureDoesNotMatch'],
+    ['an unknown access key', (e: NodeJS.ProcessEnv): NodeJS.ProcessEnv => ({ ...e, AWS_ACCESS_KEY_ID: 'AKIDNOTKNOWNHERE0000' }), 'InvalidAccessKeyId'],
   ])('%s: CredentialsError naming what to check, never the key', async (_, change, code) => {
     const env = change(gw().env);
     const s = openS3ObjectStore(`s3://${bucket}/p`, { env });
