@@ -76,13 +76,16 @@ export async function vhdStreamContent(r: ForwardReader, vhdSize?: VhdSizeRule):
 }
 
 /**
- * Applies a dynamic or differencing VHD stream onto `disk` (same virtual size): the sectors each block's bitmap
- * marks present are written, zeros included unless `fresh` says the disk reads as zeros already. Returns the head.
+ * Applies a dynamic or differencing VHD stream onto `disk`: the sectors each block's bitmap marks present are
+ * written, zeros included unless `fresh` says the disk reads as zeros already. Returns the head. The stream's disk
+ * may be smaller than the image, as XAPI's importer (vhd-tool) allows: its sectors land where they say and the rest
+ * of the image is left as it is (sectors past the stream's own size, a last block's padding, are not written).
+ * A larger one is refused before anything is written.
  */
 export async function applyVhdStream(r: ForwardReader, disk: Disk, opts: { fresh?: boolean } = {}): Promise<VhdStreamHead> {
   const head = await readVhdStreamHead(r);
-  if (head.virtualSize !== disk.virtualSize) {
-    throw new CorruptImageError(`the stream's disk has ${head.virtualSize} bytes, the image ${disk.virtualSize}`, r.name);
+  if (head.virtualSize > disk.virtualSize) {
+    throw new CorruptImageError(`the stream's disk has ${head.virtualSize} bytes, more than the image's ${disk.virtualSize}`, r.name);
   }
   const sectors = head.blockSize / SECTOR;
   for await (const b of readVhdStreamBlocks(r, head)) {
@@ -90,7 +93,7 @@ export async function applyVhdStream(r: ForwardReader, disk: Disk, opts: { fresh
     for (const run of sectorRuns(b.bitmap, 0, sectors)) {
       if (!run.present) continue;
       const offset = start + run.first * SECTOR;
-      const length = Math.min(run.count * SECTOR, disk.virtualSize - offset);
+      const length = Math.min(run.count * SECTOR, head.virtualSize - offset);
       if (length <= 0) continue;
       const data = b.data.subarray(run.first * SECTOR, run.first * SECTOR + length);
       if (!isAllZero(data)) await disk.write(offset, data);
