@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { cliAsync, expectOneLineError } from '../helpers/cli.js';
+import { startRecorder } from '../helpers/http-recorder.js';
 import { makeTempDir } from '../helpers/tmp.js';
 import { HAVE_QEMU, haveTool, requireTool, run } from '../helpers/tools.js';
 import { produceVhd, VHD_TOOL, XEN_ORCHESTRA } from '../helpers/vhd-producers.js';
@@ -168,5 +169,33 @@ describe('backup from and restore to HTTP(S)', () => {
     expect(contentSha(target, 'vhdx', tmp.dir)).toBe(before);
     fs.renameSync(image + '.keep', image);
     expectOneLineError(await cliAsync(['restore', '--repo', repo, 'vm1', '--to', `${server.url}/import_raw_vdi?vdi=target&format=vhd`, '--format', 'raw']), 2, /contradicts/);
+  }, 120_000);
+
+  it('restore --to sends the very request stream --destination sends (recorded as XAPI would take it)', async () => {
+    const rec = await startRecorder({ kind: 'xapi' });
+    try {
+      const [d] = (await listed(repo)).filter((x) => x.name === 'vm1');
+      const id = d.points[0].id;
+      const file = p('as-restored.raw');
+      const r = await cliAsync(['restore', '--repo', repo, 'vm1', '--at', id, '--to', `http://127.0.0.1:${rec.port}/import_raw_vdi?vdi=OpaqueRef:9`, '-q'], {
+        env: { VHDSYNC_HTTP_USER: 'root', VHDSYNC_HTTP_PASSWORD: 'pw' },
+      });
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      expect((await cliAsync(['restore', '--repo', repo, 'vm1', '--at', id, '--to', file, '-q'])).status).toBe(0);
+      const s = await cliAsync(['stream', '--source', file, '--destination', `http://127.0.0.1:${rec.port}/import_raw_vdi?vdi=OpaqueRef:9`, '-q'], {
+        env: { VHDSYNC_HTTP_USER: 'root', VHDSYNC_HTTP_PASSWORD: 'pw' },
+      });
+      expect(s.status).toBe(0);
+      const [ours, theirs] = rec.requests;
+      expect(ours.method).toBe('PUT');
+      expect(ours.target).toBe('/import_raw_vdi?vdi=OpaqueRef%3A9&format=raw');
+      expect(ours.bodyBeforeResponse).toBe(0);
+      expect(ours.headers['content-length']).toBe(String(SIZE));
+      expect({ ...ours, body: sha(ours.body) }).toEqual({ ...theirs, body: sha(theirs.body) });
+      expect(sha(ours.body)).toBe(await restoredSha(repo, 'vm1', id, tmp.dir));
+    } finally {
+      await rec.close();
+    }
   }, 120_000);
 });
