@@ -20,21 +20,25 @@ export function isUrl(text: string): boolean {
 /** Query parameters that are credentials (XAPI's session reference): never kept in a manifest or printed. */
 const SECRET_PARAMS = ['session_id'];
 
-/** The URL as the manifest records it: without credentials and session ids. */
-export function urlDisplay(url: string): string {
-  let u: URL;
+/** Parses a URL the user gave, refusing a malformed one with a usage error that does not show its credentials. */
+export function parseUrl(url: string): URL {
   try {
-    u = new URL(redactUrl(url));
+    return new URL(url);
   } catch {
     throw new UsageError('not a valid URL', url.replace(/\/\/[^@/]*@/, '//'));
   }
+}
+
+/** The URL as the manifest records it: without credentials and session ids. */
+export function urlDisplay(url: string): string {
+  const u = new URL(redactUrl(parseUrl(url)));
   for (const p of SECRET_PARAMS) if (u.searchParams.has(p)) u.searchParams.set(p, '(hidden)');
   return u.toString();
 }
 
 /** A disk name from the URL: its `vdi=` value when that is a valid disk name (a uuid is), else none. */
 export function urlDiskName(url: string): string | null {
-  const vdi = new URL(url).searchParams.get('vdi');
+  const vdi = parseUrl(url).searchParams.get('vdi');
   return vdi && /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(vdi) ? vdi : null;
 }
 

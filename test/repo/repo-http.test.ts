@@ -127,6 +127,12 @@ describe('backup from and restore to HTTP(S)', () => {
     expect(again.status).toBe(0);
     expect(strays(path.join(repo, 'px'))).toEqual([]);
     expectOneLineError(await cliAsync(['backup', `${py.url}/caml.vhd`, '--repo', repo]), 2, /--name/);
+    expectOneLineError(await cliAsync(['backup', 'http://[nonsense/x.vhd', '--repo', repo, '--name', 'px']), 2, /not a valid URL/);
+    // Credentials in the URL work (with vhd-tool's warning) and are never recorded or printed.
+    const withCreds = await cliAsync(['backup', py.url.replace('//', '//root:hunter2@') + '/xo.vhd', '--repo', repo, '--name', 'px', '--json']);
+    expect(withCreds.status).toBe(0);
+    expect(withCreds.stderr).toMatch(/^vhdsync: warning: credentials in the URL[^\n]*\n$/);
+    expect(withCreds.stdout + fs.readFileSync(path.join(repo, 'px', 'manifest.json'), 'utf8')).not.toMatch(/hunter2/);
   }, 120_000);
 
   it('restore --to a serve import URL (raw and VHD), every block checked; a damaged point leaves the target disk unchanged', async () => {

@@ -7,7 +7,7 @@ import { createProgress, type Progress } from '../../util/progress.js';
 import { formatSize } from '../../util/units.js';
 import { formatForOutput, OUTPUT_FORMATS } from '../options.js';
 import { out, outJson, wantProgress, withJson, type GlobalArgs } from '../output.js';
-import { isUrl, urlDisplay } from '../backup-source.js';
+import { isUrl, parseUrl, urlDisplay } from '../backup-source.js';
 import { httpDestination, httpOptionsFrom, isXapiImport, withHttpOptions, type HttpArgs } from '../http-args.js';
 import type { StreamFormat } from '../../stream/index.js';
 
@@ -60,7 +60,7 @@ export const restoreCommand: CommandModule<object, RestoreArgs> = {
 function urlTarget(args: RestoreArgs): StreamTarget {
   if (args.force) throw new UsageError('--force applies to files; a URL is written by the server');
   const http = httpOptionsFrom(args);
-  const u = new URL(args.to);
+  const u = parseUrl(args.to);
   const inUrl = u.searchParams.get('format')?.toLowerCase();
   if (args.format && inUrl && inUrl !== args.format) throw new UsageError(`--format ${args.format} contradicts the URL's format=${inUrl.slice(0, 20)}`);
   const asked = args.format ?? inUrl ?? 'raw';
