@@ -45,6 +45,15 @@ describe('S3 failures without an engine', () => {
     await s.close();
   });
 
+  it('no credentials anywhere: one line saying what to set', async () => {
+    const env = { AWS_ENDPOINT_URL: 'http://127.0.0.1:9', AWS_CONFIG_FILE: '/nonexistent/config', AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/credentials' };
+    const s = openS3ObjectStore('s3://bucket/p', { env, retry: FAST });
+    const err = await failure(s.get('k'));
+    expect(err).toBeInstanceOf(CredentialsError);
+    expect(err.describe()).toBe('s3://bucket/p/k: no usable credentials for http://127.0.0.1:9: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile (--profile, AWS_PROFILE) in /nonexistent/credentials');
+    await s.close();
+  });
+
   it('an endpoint that accepts and never answers: a timeout, not a hang', async () => {
     const sockets: net.Socket[] = [];
     const server = net.createServer((c) => sockets.push(c));
