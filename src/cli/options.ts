@@ -1,6 +1,7 @@
 import type { Argv } from 'yargs';
 import type { DiskFormat, OpenOptions } from '../formats/disk.js';
 import { registeredFormats } from '../formats/open.js';
+import type { ObjectStoreOptions } from '../io/object-stores.js';
 import { UsageError } from '../util/errors.js';
 
 /** Options that change how images are opened. */
@@ -87,3 +88,24 @@ export function formatForOutput(file: string, explicit?: string): DiskFormat {
 
 /** The formats `--format` accepts for outputs. */
 export const OUTPUT_FORMATS = ['raw', 'vhd', 'vhdx', 'qcow2'] as const;
+
+/** How to reach a repository on an object store (`s3://`): the AWS profile and the addressing style. */
+export interface ObjectStoreArgs {
+  profile?: string;
+  's3-path-style'?: boolean;
+}
+
+/** Adds `--profile` and `--s3-path-style` (they apply only when the repository is `s3://BUCKET/PREFIX`). */
+export function withObjectStoreOptions<T>(y: Argv<T>): Argv<T & ObjectStoreArgs> {
+  return y
+    .option('profile', { type: 'string', describe: 'for s3:// repositories: the profile of the shared AWS config and credentials files (default AWS_PROFILE, else "default")' })
+    .option('s3-path-style', {
+      type: 'boolean',
+      describe: 'for s3:// repositories: put the bucket in the path, not the host name (Ceph, MinIO; on by default when an endpoint is set, --no-s3-path-style turns it off)',
+    }) as Argv<T & ObjectStoreArgs>;
+}
+
+/** The object-store options as the repository layer takes them. */
+export function objectStoreOptionsFrom(args: ObjectStoreArgs): ObjectStoreOptions {
+  return { profile: args.profile, pathStyle: args['s3-path-style'] };
+}

@@ -15,14 +15,13 @@ import { MERGE_MARKER_SUFFIX } from '../sync/merge-marker.js';
 import { AlreadyExistsError, NotFoundError, RepositoryDamageError, UnsupportedError, UsageError } from '../util/errors.js';
 import type { DiskSession, PointFill, PointSpec, RepoBackend, WrittenPoint } from './backend.js';
 import { ManifestProblem, MANIFEST_LIMIT, parseManifest, serializeManifest, type DiskManifest, type PointKind, type RestorePoint } from './manifest.js';
+import { isMarker, markerBytes, REPOSITORY_MARKER } from './marker.js';
 import { checkDiskName } from './names.js';
 
-/** The file that marks a folder as a repository. */
-export const REPOSITORY_MARKER = 'vhdsync-repository.json';
+export { REPOSITORY_MARKER };
 export const MANIFEST_NAME = 'manifest.json';
 /** Where a new point's list is hashed to before the point's image has its final identity. */
 export const INCOMING_SUFFIX = '.incoming' + METAFILE_SUFFIX;
-const MARKER_FORMAT = 'vhdsync-repository';
 
 /** VHDX blocks of point images: the metafile block size within what VHDX allows (1 to 256 MiB). */
 function vhdxBlockSize(blockSize: number): number {
@@ -72,7 +71,7 @@ export class FileRepository implements RepoBackend {
       if (names.length) throw new UsageError(`not a vhdsync repository (no ${REPOSITORY_MARKER}) and not empty: name a new or empty folder`, this.display);
     }
     await this.root.store.mkdirp(this.root.path);
-    const body = Buffer.from(JSON.stringify({ format: MARKER_FORMAT, version: 1, created: new Date().toISOString() }) + '\n');
+    const body = markerBytes();
     try {
       await writeBytesAtomically(marker, body);
     } catch (err) {
@@ -86,13 +85,7 @@ export class FileRepository implements RepoBackend {
   private async hasMarker(marker: Location): Promise<boolean> {
     const bytes = await readSmall(marker, 4096);
     if (!bytes) return false;
-    let ok = false;
-    try {
-      ok = (JSON.parse(bytes.toString('utf8')) as { format?: unknown }).format === MARKER_FORMAT;
-    } catch {
-      ok = false;
-    }
-    if (!ok) throw new RepositoryDamageError(`${REPOSITORY_MARKER} is not a vhdsync repository marker`, displayLocation(marker));
+    if (!isMarker(bytes)) throw new RepositoryDamageError(`${REPOSITORY_MARKER} is not a vhdsync repository marker`, displayLocation(marker));
     return true;
   }
 

@@ -1,12 +1,17 @@
-/** Opening a repository by the name a user gives it (a local path, an SMB location). */
+/** Opening a repository by the name a user gives it (a local path, an SMB location, `s3://BUCKET/PREFIX`). */
 import { parseLocation } from '../io/location.js';
+import { hookObjectStore } from '../io/object-kill-hook.js';
+import { isObjectStoreLocation, openObjectStore, type ObjectStoreOptions } from '../io/object-stores.js';
 import { NotFoundError } from '../util/errors.js';
 import type { RepoBackend } from './backend.js';
 import { FileRepository, REPOSITORY_MARKER } from './file-backend.js';
+import { ObjectRepository } from './object/object-backend.js';
 
-/** The repository at `text`; with `mustExist`, refuses a folder that is not one. */
-export async function openRepository(text: string, mustExist = true): Promise<RepoBackend> {
-  const repo = new FileRepository(await parseLocation(text));
+/** The repository at `text`; with `mustExist`, refuses a folder or prefix that is not one. `objects` applies to `s3://`. */
+export async function openRepository(text: string, mustExist = true, objects: ObjectStoreOptions = {}): Promise<RepoBackend> {
+  const repo = isObjectStoreLocation(text)
+    ? new ObjectRepository(hookObjectStore(await openObjectStore(text, objects)))
+    : new FileRepository(await parseLocation(text));
   if (mustExist && !(await repo.exists())) throw new NotFoundError(`not a vhdsync repository (no ${REPOSITORY_MARKER}); vhdsync backup --repo creates one`, repo.display);
   return repo;
 }

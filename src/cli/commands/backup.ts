@@ -6,13 +6,13 @@ import { UsageError, VhdsyncError } from '../../util/errors.js';
 import { createMultiProgress } from '../../util/multi-progress.js';
 import { createProgress, type Progress } from '../../util/progress.js';
 import { formatSize, parseSize } from '../../util/units.js';
-import { withInputFormat, withVhdSize, type InputFormatArgs, type VhdSizeArgs } from '../options.js';
+import { withInputFormat, withVhdSize, type InputFormatArgs, type VhdSizeArgs, objectStoreOptionsFrom, withObjectStoreOptions, type ObjectStoreArgs } from '../options.js';
 import { out, outJson, wantProgress, withJson, type GlobalArgs } from '../output.js';
 import { expandPattern } from './createmeta.js';
 import { httpBackupSource, isUrl, urlDiskName } from '../backup-source.js';
 import { httpOptionsFrom, withHttpOptions, type HttpArgs } from '../http-args.js';
 
-interface BackupArgs extends WaitArgs, GlobalArgs, InputFormatArgs, VhdSizeArgs, HttpArgs {
+interface BackupArgs extends ObjectStoreArgs, WaitArgs, GlobalArgs, InputFormatArgs, VhdSizeArgs, HttpArgs {
   sources: string[];
   repo: string;
   name?: string;
@@ -30,9 +30,9 @@ interface BackupArgs extends WaitArgs, GlobalArgs, InputFormatArgs, VhdSizeArgs,
 export const backupCommand: CommandModule<object, BackupArgs> = {
   ...CATALOG.backup,
   builder: (y) =>
-    withWait(withHttpOptions(withJson(withVhdSize(withInputFormat(y)))))
+    withObjectStoreOptions(withWait(withHttpOptions(withJson(withVhdSize(withInputFormat(y))))))
       .positional('sources', { type: 'string', array: true, demandOption: true, describe: 'images (any format, local or SMB), quoted patterns such as "/vms/*.vhdx", or http(s):// export URLs (a VHD, QCOW2 or raw stream)' })
-      .option('repo', { type: 'string', demandOption: true, describe: 'the repository folder (local or SMB); created on first use' })
+      .option('repo', { type: 'string', demandOption: true, describe: 'the repository: a folder (local or SMB) or s3://BUCKET/PREFIX; created on first use' })
       .option('name', { type: 'string', describe: "the disk's name in the repository (one source only; default: the source's file name without extension)" })
       .option('keep', { type: 'number', describe: 'afterwards, keep only the newest N restore points of each disk backed up' })
       .option('keep-daily', { type: 'number', describe: 'afterwards, also keep the newest point of each of the last D days that have points' })
@@ -59,7 +59,7 @@ export const backupCommand: CommandModule<object, BackupArgs> = {
     if (!Number.isSafeInteger(args.jobs) || args.jobs < 1) throw new UsageError('--jobs must be a whole number of at least 1');
     const retention = checkPolicy({ keep: args.keep, daily: args['keep-daily'], weekly: args['keep-weekly'] });
     const hasRetention = retention.keep !== undefined || retention.daily !== undefined || retention.weekly !== undefined;
-    const repo = await openRepository(args.repo, false);
+    const repo = await openRepository(args.repo, false, objectStoreOptionsFrom(args));
     const blockSize = args['block-size'] !== undefined ? parseSize(args['block-size'], 'block size') : undefined;
     // One source: one bar. Several: a summary line and a bar per disk in progress, redrawn in place.
     const showBars = wantProgress(args);

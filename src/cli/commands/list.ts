@@ -1,11 +1,12 @@
 import type { CommandModule } from 'yargs';
 import { CATALOG } from './catalog.js';
+import { objectStoreOptionsFrom, withObjectStoreOptions, type ObjectStoreArgs } from '../options.js';
 import { checkDiskName, listRepository, openRepository } from '../../repo/index.js';
 import { VhdsyncError } from '../../util/errors.js';
 import { formatSize } from '../../util/units.js';
 import { out, outJson, withJson, type GlobalArgs } from '../output.js';
 
-interface ListArgs extends GlobalArgs {
+interface ListArgs extends ObjectStoreArgs, GlobalArgs {
   repo: string;
   name?: string;
 }
@@ -14,11 +15,11 @@ interface ListArgs extends GlobalArgs {
 export const listCommand: CommandModule<object, ListArgs> = {
   ...CATALOG.list,
   builder: (y) =>
-    withJson(y)
+    withObjectStoreOptions(withJson(y))
       .positional('name', { type: 'string', describe: 'only this disk' })
-      .option('repo', { type: 'string', demandOption: true, describe: 'the repository folder (local or SMB)' }) as never,
+      .option('repo', { type: 'string', demandOption: true, describe: 'the repository: a folder (local or SMB) or s3://BUCKET/PREFIX' }) as never,
   handler: async (args) => {
-    const repo = await openRepository(args.repo);
+    const repo = await openRepository(args.repo, true, objectStoreOptionsFrom(args));
     const listing = await listRepository(repo, args.name !== undefined ? checkDiskName(args.name) : undefined);
     if (args.json) outJson(listing);
     else {

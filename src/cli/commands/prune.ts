@@ -1,11 +1,12 @@
 import type { CommandModule } from 'yargs';
 import { CATALOG } from './catalog.js';
+import { objectStoreOptionsFrom, withObjectStoreOptions, type ObjectStoreArgs } from '../options.js';
 import { waitFrom, withWait, type WaitArgs } from '../wait-option.js';
 import { checkDiskName, checkPolicy, hasRule, openRepository, pruneDisk, type PruneSummary } from '../../repo/index.js';
 import { VhdsyncError } from '../../util/errors.js';
 import { out, outJson, withJson, type GlobalArgs } from '../output.js';
 
-interface PruneArgs extends WaitArgs, GlobalArgs {
+interface PruneArgs extends ObjectStoreArgs, WaitArgs, GlobalArgs {
   repo: string;
   name?: string;
   keep?: number;
@@ -17,16 +18,16 @@ interface PruneArgs extends WaitArgs, GlobalArgs {
 export const pruneCommand: CommandModule<object, PruneArgs> = {
   ...CATALOG.prune,
   builder: (y) =>
-    withWait(withJson(y))
+    withObjectStoreOptions(withWait(withJson(y)))
       .positional('name', { type: 'string', describe: 'only this disk (default: every disk)' })
-      .option('repo', { type: 'string', demandOption: true, describe: 'the repository folder (local or SMB)' })
+      .option('repo', { type: 'string', demandOption: true, describe: 'the repository: a folder (local or SMB) or s3://BUCKET/PREFIX' })
       .option('keep', { type: 'number', describe: 'keep the newest N restore points' })
       .option('keep-daily', { type: 'number', describe: 'keep the newest point of each of the last D days that have points' })
       .option('keep-weekly', { type: 'number', describe: 'keep the newest point of each of the last W weeks that have points' }) as never,
   handler: async (args) => {
     const wait = waitFrom(args);
     const policy = checkPolicy({ keep: args.keep, daily: args['keep-daily'], weekly: args['keep-weekly'] });
-    const repo = await openRepository(args.repo);
+    const repo = await openRepository(args.repo, true, objectStoreOptionsFrom(args));
     const disks = args.name !== undefined ? [checkDiskName(args.name)] : await repo.listDisks();
     const done: PruneSummary[] = [];
     const failed: string[] = [];

@@ -5,13 +5,13 @@ import { checkDiskName, listRepository, openRepository, restorePoint, type Strea
 import { UsageError } from '../../util/errors.js';
 import { createProgress, type Progress } from '../../util/progress.js';
 import { formatSize } from '../../util/units.js';
-import { formatForOutput, OUTPUT_FORMATS } from '../options.js';
+import { formatForOutput, OUTPUT_FORMATS, objectStoreOptionsFrom, withObjectStoreOptions, type ObjectStoreArgs } from '../options.js';
 import { out, outJson, wantProgress, withJson, type GlobalArgs } from '../output.js';
 import { isUrl, parseUrl, urlDisplay } from '../backup-source.js';
 import { httpDestination, httpOptionsFrom, isXapiImport, withHttpOptions, type HttpArgs } from '../http-args.js';
 import type { StreamFormat } from '../../stream/index.js';
 
-interface RestoreArgs extends GlobalArgs, HttpArgs {
+interface RestoreArgs extends ObjectStoreArgs, GlobalArgs, HttpArgs {
   repo: string;
   name?: string;
   at?: string;
@@ -25,16 +25,16 @@ interface RestoreArgs extends GlobalArgs, HttpArgs {
 export const restoreCommand: CommandModule<object, RestoreArgs> = {
   ...CATALOG.restore,
   builder: (y) =>
-    withHttpOptions(withJson(y))
+    withObjectStoreOptions(withHttpOptions(withJson(y)))
       .positional('name', { type: 'string', describe: 'the disk (may be left out when the repository holds one disk)' })
-      .option('repo', { type: 'string', demandOption: true, describe: 'the repository folder (local or SMB)' })
+      .option('repo', { type: 'string', demandOption: true, describe: 'the repository: a folder (local or SMB) or s3://BUCKET/PREFIX' })
       .option('at', { type: 'string', describe: 'a restore point id, or a time (the newest point at or before it); default the newest point' })
       .option('to', { type: 'string', demandOption: true, describe: 'the image to write (local or SMB), or an http(s):// URL to PUT it to (XAPI import_raw_vdi, serve)' })
       .option('format', { choices: OUTPUT_FORMATS, describe: "output format (default: from the extension of --to; for a URL, its format= or raw)" })
       .option('force', { type: 'boolean', describe: 'replace --to if it exists' })
       .option('verify', { type: 'boolean', default: true, describe: 'check every block against the point\'s metafile (--no-verify writes a point whose metafile is lost)' }) as never,
   handler: async (args) => {
-    const repo = await openRepository(args.repo);
+    const repo = await openRepository(args.repo, true, objectStoreOptionsFrom(args));
     let name = args.name;
     if (name === undefined) {
       const disks = (await listRepository(repo)).disks.map((d) => d.name);

@@ -1,11 +1,12 @@
 import type { CommandModule } from 'yargs';
 import { CATALOG } from './catalog.js';
+import { objectStoreOptionsFrom, withObjectStoreOptions, type ObjectStoreArgs } from '../options.js';
 import { waitFrom, withWait, type WaitArgs } from '../wait-option.js';
 import { checkDiskName, FileRepository, openRepository, repairManifest, verifyDisk, type DiskReport, type RepairSummary } from '../../repo/index.js';
 import { UnsupportedError, UsageError, VhdsyncError } from '../../util/errors.js';
 import { out, outJson, withJson, type GlobalArgs } from '../output.js';
 
-interface VerifyArgs extends WaitArgs, GlobalArgs {
+interface VerifyArgs extends ObjectStoreArgs, WaitArgs, GlobalArgs {
   repo: string;
   name?: string;
   repair?: boolean;
@@ -15,13 +16,13 @@ interface VerifyArgs extends WaitArgs, GlobalArgs {
 export const verifyCommand: CommandModule<object, VerifyArgs> = {
   ...CATALOG.verify,
   builder: (y) =>
-    withWait(withJson(y))
+    withObjectStoreOptions(withWait(withJson(y)))
       .positional('name', { type: 'string', describe: 'only this disk (default: every disk)' })
-      .option('repo', { type: 'string', demandOption: true, describe: 'the repository folder (local or SMB)' })
+      .option('repo', { type: 'string', demandOption: true, describe: 'the repository: a folder (local or SMB) or s3://BUCKET/PREFIX' })
       .option('repair', { type: 'boolean', describe: "first rebuild the named disk's manifest from its images and metafiles if it is missing or damaged" }) as never,
   handler: async (args) => {
     const wait = waitFrom(args);
-    const repo = await openRepository(args.repo);
+    const repo = await openRepository(args.repo, true, objectStoreOptionsFrom(args));
     let repaired: RepairSummary | null = null;
     if (args.repair) {
       if (args.name === undefined) throw new UsageError('--repair needs the name of the disk whose manifest to rebuild');

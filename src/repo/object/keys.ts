@@ -3,9 +3,6 @@
  * relative to the repository's prefix, is built and parsed here and nowhere else.
  */
 
-/** The object that marks a prefix as a repository (same body as the folder repository's marker file). */
-export const OBJECT_MARKER = 'vhdsync-repository.json';
-
 /** Generations are written with this many digits, so listing order is generation order. */
 const GENERATION_DIGITS = 12;
 const GENERATION_NAME = /^(\d{12})\.json$/;

@@ -1,6 +1,6 @@
 /**
  * A repository on an object store (S3 and its kin): the second backend of the repository model, with its own
- * layout of immutable objects (docs/repository.md, "Repositories on object storage"; decision 0016). Points are
+ * layout of immutable objects (docs/repository.md, "Repositories on object storage"; decision 0018). Points are
  * block maps over content-addressed block objects, so every point is standalone and shares unchanged blocks with
  * the others; manifests are a new object per generation; each disk has a lease object.
  */
@@ -13,13 +13,12 @@ import type { DiskSession, RepoBackend } from '../backend.js';
 import { ManifestProblem, MANIFEST_LIMIT, parseManifest, type DiskManifest, type RestorePoint } from '../manifest.js';
 import { checkDiskName } from '../names.js';
 import { DEFAULT_UPLOADS_IN_FLIGHT } from './block-upload.js';
-import { manifestKey, manifestPrefix, MANIFESTS, OBJECT_MARKER, diskPrefix, parseGeneration, pointListName } from './keys.js';
+import { isMarker, markerBytes, REPOSITORY_MARKER } from '../marker.js';
+import { manifestKey, manifestPrefix, MANIFESTS, diskPrefix, parseGeneration, pointListName } from './keys.js';
 import { DiskLease, LEASE_TIMING, type LeaseTiming } from './lease.js';
 import { ObjectDiskSession } from './object-session.js';
 import { MAP_LIMIT, parsePointMap, type PointMap } from './point-map.js';
 import { DEFAULT_READ_AHEAD, PointDisk } from './point-disk.js';
-
-const MARKER_FORMAT = 'vhdsync-repository';
 
 /** Tuning of an object repository (defaults in docs/repository.md). */
 export interface ObjectRepositoryOptions {
@@ -55,25 +54,23 @@ export class ObjectRepository implements RepoBackend {
   }
 
   async exists(create = false): Promise<boolean> {
-    const bytes = await this.store.get(OBJECT_MARKER);
+    const bytes = await this.store.get(REPOSITORY_MARKER);
     if (bytes) {
-      let ok = false;
-      try {
-        ok = (JSON.parse(bytes.toString('utf8')) as { format?: unknown }).format === MARKER_FORMAT;
-      } catch {
-        ok = false;
-      }
-      if (!ok) throw new RepositoryDamageError(`${OBJECT_MARKER} is not a vhdsync repository marker`, this.name(OBJECT_MARKER));
+      if (!isMarker(bytes)) throw new RepositoryDamageError(`${REPOSITORY_MARKER} is not a vhdsync repository marker`, this.name(REPOSITORY_MARKER));
       return true;
     }
     if (!(await this.store.bucketExists())) throw new NotFoundError('no such bucket (vhdsync creates repositories, not buckets: create it first)', this.display);
     if (!create) return false;
     for await (const o of this.store.list('')) {
-      throw new UsageError(`not a vhdsync repository (no ${OBJECT_MARKER}) and not empty (it holds ${o.key}, ...): name a new or empty prefix`, this.display);
+      // A backup starting at the same moment may have made the repository (marker first, then its disk's objects)
+      // between the first look and the listing: the marker decides, not the listing.
+      const again = await this.store.get(REPOSITORY_MARKER);
+      if (again && isMarker(again)) return true;
+      throw new UsageError(`not a vhdsync repository (no ${REPOSITORY_MARKER}) and not empty (it holds ${o.key}, ...): name a new or empty prefix`, this.display);
     }
-    const body = Buffer.from(JSON.stringify({ format: MARKER_FORMAT, version: 1, created: new Date().toISOString() }) + '\n');
+    const body = markerBytes();
     try {
-      await this.store.put(OBJECT_MARKER, body, { ifNoneMatch: '*' });
+      await this.store.put(REPOSITORY_MARKER, body, { ifNoneMatch: '*' });
     } catch (err) {
       // Another backup made the repository at the same moment.
       if (!(err instanceof AlreadyExistsError)) throw err;
@@ -170,6 +167,11 @@ export class ObjectRepository implements RepoBackend {
 
   async pointSize(disk: string, point: RestorePoint): Promise<number | null> {
     return (await this.store.head(diskPrefix(disk) + point.image))?.size ?? null;
+  }
+
+  /** Ends the store's pooled connections. */
+  close(): Promise<void> {
+    return this.store.close();
   }
 
   async lockDisk(disk: string, op: string): Promise<DiskSession> {

@@ -60,6 +60,12 @@ export class ObjectDiskSession implements DiskSession {
       if (!(err instanceof AlreadyExistsError)) throw err;
       throw new ConflictError(`generation ${m.generation} of the manifest of disk '${this.disk}' was written by another run meanwhile; nothing of this run was recorded: retry`, this.repo.name(key));
     }
+    // The generation this one replaces is of no use now (a reader that listed it lists again); older ones, left by
+    // a kill between these two requests, go in the next sweep.
+    if (m.generation > 1) {
+      this.check();
+      await this.store.delete([manifestKey(this.disk, m.generation - 1)]);
+    }
   }
 
   async writePoint<T>(id: string, spec: PointSpec, fill: PointFill<T>): Promise<WrittenPoint<T>> {
