@@ -21,12 +21,12 @@ export async function restoredObjectSha(repo: RepoBackend, disk: string, at: str
 }
 
 /**
- * The keys of a repository (relative to its prefix, as `read` lists and fetches them) that its manifests do not
- * account for, worked out from the layout in docs/repository.md without the repository code: the marker, each
- * disk's newest manifest, its newest lease object, and per listed point its map, its list and the blocks the map
- * names.
+ * A repository's keys (relative to its prefix, as `read` fetches them) against what its manifests reference, worked
+ * out from the layout in docs/repository.md (only the manifest and map parsers are ours): the marker, each disk's
+ * newest manifest and lease object, and per listed point its map, its list and the blocks the map names.
+ * `unreferenced`: keys nothing accounts for; `missing`: referenced keys that are not there.
  */
-export async function unreferenced(keys: string[], read: (key: string) => Promise<Buffer | null>): Promise<string[]> {
+export async function audit(keys: string[], read: (key: string) => Promise<Buffer | null>): Promise<{ unreferenced: string[]; missing: string[] }> {
   const wanted = new Set<string>(['vhdsync-repository.json']);
   const newest = (prefix: string) =>
     keys
@@ -43,7 +43,9 @@ export async function unreferenced(keys: string[], read: (key: string) => Promis
     for (const p of m.points) {
       const mapKey = `disks/${disk}/${p.image}`;
       wanted.add(mapKey).add(`disks/${disk}/${p.id}.list`);
-      const map = parsePointMap((await read(mapKey))!);
+      const bytes = await read(mapKey);
+      if (!bytes) continue;
+      const map = parsePointMap(bytes);
       if (typeof map === 'string') throw new Error(`${mapKey}: ${map}`);
       for (let i = 0; i < map.entries.length; i += 32) {
         const e = map.entries.subarray(i, i + 32);
@@ -51,7 +53,13 @@ export async function unreferenced(keys: string[], read: (key: string) => Promis
       }
     }
   }
-  return keys.filter((k) => !wanted.has(k)).sort();
+  const present = new Set(keys);
+  return { unreferenced: keys.filter((k) => !wanted.has(k)).sort(), missing: [...wanted].filter((k) => !present.has(k)).sort() };
+}
+
+/** The keys nothing accounts for (see audit). */
+export async function unreferenced(keys: string[], read: (key: string) => Promise<Buffer | null>): Promise<string[]> {
+  return (await audit(keys, read)).unreferenced;
 }
 
 /** SHA-256 of bytes, hex. */
