@@ -1,6 +1,6 @@
 /**
  * A repository on an object store (S3 and its kin): the second backend of the repository model, with its own
- * layout of immutable objects (docs/repository.md, "Repositories on object storage"; decision 0018). Points are
+ * layout of immutable objects (docs/repository.md, "Repositories on object storage"; decision 0020). Points are
  * block maps over content-addressed block objects, so every point is standalone and shares unchanged blocks with
  * the others; manifests are a new object per generation; each disk has a lease object.
  */
