@@ -16,7 +16,7 @@ import { isAllZero } from '../util/struct.js';
 import { UUID_SUFFIX } from './catalog.js';
 import type { ServerConnection } from './connection.js';
 import type { Outcome, ServeContext } from './context.js';
-import { messageOf } from './errors.js';
+import { answerFailure, messageOf } from './errors.js';
 import { bodyFraming, param, type RequestHead } from './request.js';
 import type { Task } from './tasks.js';
 
@@ -30,10 +30,7 @@ export function srOf(req: RequestHead): string | undefined {
   return sr === '' ? undefined : sr;
 }
 
-/**
- * Serves an import into a new disk. `format` and `chunked` are the request's (already checked for 404s); `errorPage`
- * is the XAPI-style second response written after the 200 when the upload fails.
- */
+/** Serves an import into a new disk; `kind` is what the body holds (its format and `chunked` checked for 404s already). */
 export async function importNewDisk(
   ctx: ServeContext,
   conn: ServerConnection,
@@ -41,7 +38,6 @@ export async function importNewDisk(
   task: Task,
   headers: Record<string, string>,
   kind: string,
-  errorPage: (message: string) => string,
 ): Promise<Outcome> {
   if (kind !== 'raw') {
     throw new RequestError(400, `importing a ${kind === 'frames' ? 'chunked' : kind.toUpperCase()} stream as a new disk is not supported (as XAPI): create the disk and give vdi=, or send raw bytes with a Content-Length`);
@@ -84,8 +80,7 @@ export async function importNewDisk(
     const message = messageOf(err);
     ctx.tasks.fail(task, message);
     await use.release();
-    await conn.write(errorPage(message)).catch(() => {});
-    await conn.finish();
+    await answerFailure(conn, message);
     return { status: 200, bytes: conn.bodyBytes, task: task.id, disk: name, error: message };
   } finally {
     await use.release();

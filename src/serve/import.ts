@@ -21,7 +21,7 @@ import type { ServerConnection } from './connection.js';
 import type { Outcome, ServeContext } from './context.js';
 import type { DiskUse } from './disk-locks.js';
 import { importNewDisk, srOf } from './import-new.js';
-import { messageOf } from './errors.js';
+import { answerFailure, messageOf } from './errors.js';
 import { bodyFraming, param, type RequestHead } from './request.js';
 import type { Task } from './tasks.js';
 
@@ -49,7 +49,7 @@ export async function importDisk(ctx: ServeContext, conn: ServerConnection, req:
   if (ctx.settings.readOnly) throw new RequestError(403, 'this server is read-only');
   const kind = importKind(req);
   const vdi = param(req, 'vdi');
-  if ((vdi === undefined || vdi === '') && srOf(req) !== undefined) return importNewDisk(ctx, conn, req, task, headers, kind, errorPage);
+  if ((vdi === undefined || vdi === '') && srOf(req) !== undefined) return importNewDisk(ctx, conn, req, task, headers, kind);
   const framing = bodyFraming(req);
   const name = await ctx.catalog.resolve(vdi, 'vdi');
   task.disk = name;
@@ -132,9 +132,7 @@ export async function importDisk(ctx: ServeContext, conn: ServerConnection, req:
       await diffLoc.store.unlink(diffLoc.path).catch(() => {});
     }
     await use.release();
-    // As XAPI does after its 200: a second response in the body, which clients that read it show (P7).
-    await conn.write(errorPage(message)).catch(() => {});
-    await conn.finish();
+    await answerFailure(conn, message);
     return { status: 200, bytes: conn.bodyBytes, task: task.id, disk: name, error: message };
   } finally {
     await use.release();
@@ -197,11 +195,4 @@ async function retryMerge(ctx: ServeContext, diffLoc: Location, use: DiskUse, na
   } catch (err) {
     ctx.locks.quarantine(ctx.catalog.at(name), `an import's merge stopped part-way (${messageOf(err)}); restart vhdsync serve to finish it`);
   }
-}
-
-/** The page XAPI writes after its 200 when an import fails, with our one-line reason. */
-export function errorPage(message: string): string {
-  const text = message.replace(/[<>&]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;' })[c] as string);
-  const body = `<html><body><h1>HTTP 500 internal server error</h1>The import failed; the disk is unchanged unless it is raw.<h1>Additional information</h1>${text}</body></html>`;
-  return `HTTP/1.1 500 Internal Error\r\nConnection: close\r\nContent-Type: text/html\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
 }

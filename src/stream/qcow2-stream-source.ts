@@ -6,7 +6,7 @@ import type { Disk } from '../formats/disk.js';
 import { writeNonZero, zeroGranularity } from '../formats/transfer.js';
 import { CorruptImageError, UnsupportedError } from '../util/errors.js';
 import { isAllZero } from '../util/struct.js';
-import type { ContentSource } from './content.js';
+import { serialReads, type ContentSource } from './content.js';
 import type { ForwardReader } from './forward-reader.js';
 import { Qcow2StreamWalker, readQcow2StreamHead, type Qcow2StreamHead, type Qcow2StreamPiece } from './qcow2-stream.js';
 
@@ -57,7 +57,6 @@ export async function qcow2StreamContent(r: ForwardReader): Promise<ContentSourc
   const { data } = await walker.readAllTables();
   const pieces = walker.pieces();
   let current: (Qcow2StreamPiece & { kind: 'data' }) | null = null;
-  let queue: Promise<unknown> = Promise.resolve();
   const readNow = async (offset: number, length: number, out: Buffer): Promise<Buffer> => {
     for (let done = 0; done < length; ) {
       const pos = offset + done;
@@ -73,19 +72,15 @@ export async function qcow2StreamContent(r: ForwardReader): Promise<ContentSourc
     }
     return out;
   };
+  const reads = serialReads(readNow);
   return {
     virtualSize: head.virtualSize,
     ranges: data,
     base: null,
     name: r.name,
-    read(offset, length, into) {
-      const out = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
-      const p = queue.then(() => readNow(offset, length, out));
-      queue = p.catch(() => {});
-      return p;
-    },
+    read: reads.read,
     async finish() {
-      await queue;
+      await reads.idle();
       for (;;) if ((await pieces.next()).done) break;
     },
   };

@@ -7,7 +7,7 @@ import { sectorRuns } from '../formats/vhd/sector-bitmap.js';
 import type { VhdSizeRule } from '../formats/vhd/geometry.js';
 import { CorruptImageError, UnsupportedError } from '../util/errors.js';
 import { isAllZero } from '../util/struct.js';
-import type { ContentSource, ByteRange } from './content.js';
+import { serialReads, type ContentSource, type ByteRange } from './content.js';
 import type { ForwardReader } from './forward-reader.js';
 import { checkVhdStreamTail, readVhdStreamBlocks, readVhdStreamHead, type StreamBlock, type VhdStreamHead } from './vhd-stream.js';
 
@@ -38,7 +38,6 @@ export async function vhdStreamContent(r: ForwardReader, vhdSize?: VhdSizeRule):
   }
   const blocks = readVhdStreamBlocks(r, head);
   let current: StreamBlock | null = null;
-  let queue: Promise<unknown> = Promise.resolve();
   const readNow = async (offset: number, length: number, out: Buffer): Promise<Buffer> => {
     for (let done = 0; done < length; ) {
       const index = Math.floor((offset + done) / head.blockSize);
@@ -55,19 +54,15 @@ export async function vhdStreamContent(r: ForwardReader, vhdSize?: VhdSizeRule):
     }
     return out;
   };
+  const reads = serialReads(readNow);
   return {
     virtualSize: head.virtualSize,
     ranges,
     base: null,
     name: r.name,
-    read(offset, length, into) {
-      const out = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
-      const p = queue.then(() => readNow(offset, length, out));
-      queue = p.catch(() => {});
-      return p;
-    },
+    read: reads.read,
     async finish() {
-      await queue;
+      await reads.idle();
       // Blocks past the virtual size (the last one's tail) are still in the stream: read over them.
       for (;;) if ((await blocks.next()).done) break;
       await checkVhdStreamTail(r, head);

@@ -55,6 +55,19 @@ export async function qemuRaw(image: string, dir: string): Promise<Buffer> {
   return b;
 }
 
+/** qemu-img compare of an image (format detected; VHDs sized by current_size) with raw bytes: 'identical' or qemu's words. */
+export async function sameAsRaw(image: string, raw: string): Promise<string> {
+  const args = image.endsWith('.vhd') ? ['--image-opts', `driver=vpc,force_size_calc=current_size,file.filename=${image}`, `driver=raw,file.filename=${raw}`] : ['-F', 'raw', image, raw];
+  const r = await runAsync('qemu-img', ['compare', ...args]);
+  return r.status === 0 ? 'identical' : r.stdout.toString() + r.stderr;
+}
+
+/** A new empty image made by qemu-img (`fmt`: qemu's name; a VHD dynamic with current_size exact), replacing any. */
+export async function freshDisk(file: string, fmt: string, size: number): Promise<void> {
+  if (fs.existsSync(file)) fs.unlinkSync(file);
+  await tool('qemu-img', ['create', '-q', '-f', fmt, ...(fmt === 'vpc' ? ['-o', 'subformat=dynamic,force_size=on'] : []), file, String(size)]);
+}
+
 /** A server on `dir` in this process, with its log kept. */
 export async function serveDir(dir: string, opts: Partial<ServeOptions> = {}): Promise<RunningServer & { log: LogEntry[] }> {
   const log: LogEntry[] = [];

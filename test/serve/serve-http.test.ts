@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { cliAsync } from '../helpers/cli.js';
 import { makeTempDir } from '../helpers/tmp.js';
 import { HAVE_QEMU, haveTool, PYTHON_VHDI, requireTool } from '../helpers/tools.js';
-import { framesOf, leftovers, must, qemuRaw, rawExchange, runAsync, serveDir, sha256, tool } from './serve-helpers.js';
+import { framesOf, freshDisk, leftovers, must, qemuRaw, rawExchange, runAsync, serveDir, sha256, tool } from './serve-helpers.js';
 
 const MIB = 1 << 20;
 const SIZE = 8 * MIB;
@@ -35,10 +35,7 @@ d('serve: imports and exports with real clients', () => {
   let content: Buffer;
   const images = () => fs.readdirSync(dir).filter((n) => /\.(vhd|vhdx|qcow2|raw)$/.test(n));
 
-  async function fresh(name: string, fmt: string): Promise<void> {
-    if (fs.existsSync(p(name))) fs.unlinkSync(p(name));
-    await tool('qemu-img', ['create', '-q', '-f', fmt, ...(fmt === 'vpc' ? ['-o', 'subformat=dynamic,force_size=on'] : []), p(name), String(SIZE)]);
-  }
+  const fresh = (name: string, fmt: string) => freshDisk(p(name), fmt, SIZE);
 
   beforeAll(async () => {
     tmp = makeTempDir('serve-http-');

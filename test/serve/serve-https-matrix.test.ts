@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { cliAsync } from '../helpers/cli.js';
 import { makeTempDir } from '../helpers/tmp.js';
 import { HAVE_QEMU, haveTool, PYTHON_VHDI, pyvhdiRead, requireTool } from '../helpers/tools.js';
-import { must, runAsync, serveDir, tool } from './serve-helpers.js';
+import { freshDisk, must, runAsync, sameAsRaw, serveDir, tool } from './serve-helpers.js';
 
 const MIB = 1 << 20;
 const SIZE = 8 * MIB;
@@ -30,17 +30,8 @@ d('serve over HTTPS: every format both ways, full and deltas', () => {
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
   };
-  /** qemu-img compare of an image (format detected; VHDs sized by current_size) with raw bytes. */
-  const same = async (image: string, raw: string) => {
-    const args = image.endsWith('.vhd') ? ['--image-opts', `driver=vpc,force_size_calc=current_size,file.filename=${image}`, `driver=raw,file.filename=${raw}`] : ['-F', 'raw', image, raw];
-    const r = await runAsync('qemu-img', ['compare', ...args]);
-    return r.status === 0 ? 'identical' : r.stdout.toString() + r.stderr;
-  };
-  /** A fresh empty disk in the folder. */
-  const fresh = async (name: string, fmt: string) => {
-    if (fs.existsSync(p(name))) fs.unlinkSync(p(name));
-    await tool('qemu-img', ['create', '-q', '-f', fmt, ...(fmt === 'vpc' ? ['-o', 'subformat=dynamic,force_size=on'] : []), p(name), String(SIZE)]);
-  };
+  const same = sameAsRaw;
+  const fresh = (name: string, fmt: string) => freshDisk(p(name), fmt, SIZE);
 
   beforeAll(async () => {
     tmp = makeTempDir('serve-https-');

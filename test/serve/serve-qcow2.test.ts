@@ -15,7 +15,7 @@ import { cliAsync } from '../helpers/cli.js';
 import { makeTempDir } from '../helpers/tmp.js';
 import { HAVE_QEMU, haveTool, requireTool } from '../helpers/tools.js';
 import { qcow2Stdout, type Qcow2StdoutVariant } from '../helpers/qcow2-stdout.js';
-import { leftovers, must, runAsync, serveDir, sha256, tool } from './serve-helpers.js';
+import { freshDisk, leftovers, must, runAsync, sameAsRaw, serveDir, sha256, tool } from './serve-helpers.js';
 
 const MIB = 1 << 20;
 const SIZE = 8 * MIB;
@@ -43,17 +43,10 @@ d('serve: QCOW2 imports', () => {
   const t = (n: string) => path.join(tmp.dir, n);
   const url = (q: string) => `${server.url}${q}`;
   const images = () => fs.readdirSync(dir).filter((n) => /\.(vhd|vhdx|qcow2|raw)$/.test(n));
-  /** qemu-img compare against raw bytes (VHDs sized by current_size, as qemu does not for every creator). */
-  const same = async (image: string, raw: string) => {
-    const args = image.endsWith('.vhd') ? ['--image-opts', `driver=vpc,force_size_calc=current_size,file.filename=${image}`, `driver=raw,file.filename=${raw}`] : ['-F', 'raw', image, raw];
-    return (await runAsync('qemu-img', ['compare', ...args])).status === 0;
-  };
+  const same = async (image: string, raw: string) => (await sameAsRaw(image, raw)) === 'identical';
   const task = async (id: string) => JSON.parse((await must('curl', ['-sS', url(`/task/${id}`)])).toString()) as { status: string; error: string | null };
 
-  async function fresh(name: string, fmt: string): Promise<void> {
-    if (fs.existsSync(p(name))) fs.unlinkSync(p(name));
-    await tool('qemu-img', ['create', '-q', '-f', fmt, ...(fmt === 'vpc' ? ['-o', 'subformat=dynamic,force_size=on'] : []), p(name), String(SIZE)]);
-  }
+  const fresh = (name: string, fmt: string) => freshDisk(p(name), fmt, SIZE);
 
   beforeAll(async () => {
     tmp = makeTempDir('serve-qcow2-');

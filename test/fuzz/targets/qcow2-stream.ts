@@ -6,32 +6,17 @@
  */
 import fc from 'fast-check';
 import '../../../src/formats/index.js';
-import { createDisk } from '../../../src/formats/index.js';
-import { ForwardReader } from '../../../src/stream/forward-reader.js';
 import { encodeQcow2 } from '../../../src/stream/qcow2-encoder.js';
 import { readQcow2StreamHead } from '../../../src/stream/qcow2-stream.js';
 import { applyQcow2Stream, qcow2StreamContent } from '../../../src/stream/qcow2-stream-source.js';
 import type { ContentSource } from '../../../src/stream/content.js';
-import { MemoryStore, PagedImage } from '../memory-store.js';
+import { PagedImage } from '../memory-store.js';
 import { applyMutations, mutationsArb, type Mutation } from '../mutate.js';
 import { withAllocationCap } from '../guards.js';
 import { BASE_ALLOCATION_CAP, type ImageSeed } from '../image-target.js';
 import { defineTarget, inputText } from '../target.js';
 import { qcow2ImageSeeds, qcow2Layout } from './qcow2.js';
-
-/** The bytes as a forward-only source in chunks of the given sizes (then the rest at once); length known or not. */
-function reader(bytes: Buffer, cuts: number[], known: boolean): ForwardReader {
-  async function* chunks() {
-    let at = 0;
-    for (const c of cuts) {
-      if (at >= bytes.length) return;
-      yield bytes.subarray(at, at + c);
-      at += c;
-    }
-    if (at < bytes.length) yield bytes.subarray(at);
-  }
-  return new ForwardReader(chunks(), 'stream', known ? bytes.length : null);
-}
+import { rawDisk, readSomeContent, reader } from './stream.js';
 
 /** A 3 MiB disk with data here and there, as our encoder streams it (4 KiB clusters: several L2 tables). */
 async function encoderSeed(): Promise<ImageSeed> {
@@ -66,21 +51,13 @@ function streamBytes(seeds: ImageSeed[], input: StreamInput): Buffer {
 async function runQcow2Stream(bytes: Buffer, cuts: number[], known: boolean): Promise<void> {
   await withAllocationCap(BASE_ALLOCATION_CAP + bytes.length, async () => {
     const head = await readQcow2StreamHead(reader(bytes, cuts, known));
-    const disk = await createDisk({ store: new MemoryStore(), path: '/out.raw' }, { format: 'raw', type: 'fixed', virtualSize: head.virtualSize });
+    const disk = await rawDisk(head.virtualSize);
     try {
       await applyQcow2Stream(reader(bytes, cuts, known), disk);
     } finally {
       await disk.close();
     }
-    const content = await qcow2StreamContent(reader(bytes, cuts, known));
-    let budget = 16 << 20;
-    for (const r of content.ranges) {
-      const n = Math.min(r.length, budget);
-      if (n <= 0) break;
-      await content.read(r.offset, n);
-      budget -= n;
-    }
-    if (budget > 0) await content.finish?.();
+    await readSomeContent(await qcow2StreamContent(reader(bytes, cuts, known)));
   });
 }
 

@@ -11,6 +11,7 @@ import { applyVhdStream, vhdStreamContent } from '../../../src/stream/vhd-stream
 import { readVhdStreamHead } from '../../../src/stream/vhd-stream.js';
 import { applyChunked } from '../../../src/stream/apply.js';
 import { frameHeader } from '../../../src/stream/chunked.js';
+import type { ContentSource } from '../../../src/stream/content.js';
 import { MemoryStore, PagedImage } from '../memory-store.js';
 import { applyMutations, mutationsArb, type Layout, type Mutation } from '../mutate.js';
 import { withAllocationCap } from '../guards.js';
@@ -18,8 +19,8 @@ import { BASE_ALLOCATION_CAP, mutatedStore, type ImageSeed } from '../image-targ
 import { defineTarget, inputText } from '../target.js';
 import { vhdSeeds } from './vhd.js';
 
-/** The bytes as a forward-only source delivered in chunks of the given sizes (then the rest at once). */
-function reader(bytes: Buffer, cuts: number[]): ForwardReader {
+/** The bytes as a forward-only source delivered in chunks of the given sizes (then the rest at once); `known`: its length is told. */
+export function reader(bytes: Buffer, cuts: number[], known = false): ForwardReader {
   async function* chunks() {
     let at = 0;
     for (const c of cuts) {
@@ -29,27 +30,31 @@ function reader(bytes: Buffer, cuts: number[]): ForwardReader {
     }
     if (at < bytes.length) yield bytes.subarray(at);
   }
-  return new ForwardReader(chunks(), 'stream', null);
+  return new ForwardReader(chunks(), 'stream', known ? bytes.length : null);
 }
 
 /** A raw disk of `size` bytes in memory (sparse: nothing is allocated until written). */
-async function rawDisk(size: number) {
+export async function rawDisk(size: number) {
   const store = new MemoryStore();
   return createDisk({ store, path: '/out.raw' }, { format: 'raw', type: 'fixed', virtualSize: size });
+}
+
+/** Reads a stream source's ranges in order, at most 16 MiB of them, and finishes it when all were read. */
+export async function readSomeContent(content: ContentSource): Promise<void> {
+  let budget = 16 << 20;
+  for (const r of content.ranges) {
+    const n = Math.min(r.length, budget);
+    if (n <= 0) break;
+    await content.read(r.offset, n);
+    budget -= n;
+  }
+  if (budget > 0) await content.finish?.();
 }
 
 /** Reads a VHD stream as content (at most 16 MiB of it), then applies it again onto a raw disk. */
 async function runVhdStream(bytes: Buffer, cuts: number[]): Promise<void> {
   await withAllocationCap(BASE_ALLOCATION_CAP + bytes.length, async () => {
-    const content = await vhdStreamContent(reader(bytes, cuts));
-    let budget = 16 << 20;
-    for (const r of content.ranges) {
-      const n = Math.min(r.length, budget);
-      if (n <= 0) break;
-      await content.read(r.offset, n);
-      budget -= n;
-    }
-    if (budget > 0) await content.finish?.();
+    await readSomeContent(await vhdStreamContent(reader(bytes, cuts)));
     const head = await readVhdStreamHead(reader(bytes, cuts));
     const disk = await rawDisk(head.virtualSize);
     try {
