@@ -71,6 +71,34 @@ describe('S3 failures without an engine', () => {
     }
   });
 
+  it('answers that lie: a huge announced length, more bytes than the range, a listing that never advances', async () => {
+    // A raw server: each request gets the canned answer its path selects, then the connection closes.
+    const server = net.createServer((c) => {
+      c.once('data', (d) => {
+        const target = d.toString('latin1').split(' ')[1] ?? '';
+        if (target.includes('huge')) c.end('HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\nConnection: close\r\n\r\nabc');
+        else if (target.includes('ranged')) c.end('HTTP/1.1 206 Partial Content\r\nContent-Length: 100\r\nContent-Range: bytes 0-99/100\r\nConnection: close\r\n\r\n' + 'x'.repeat(100));
+        else {
+          const xml = '<?xml version="1.0"?><ListBucketResult><Name>bucket</Name><IsTruncated>true</IsTruncated><NextContinuationToken>same</NextContinuationToken><Contents><Key>a</Key><Size>1</Size></Contents></ListBucketResult>';
+          c.end(`HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: ${xml.length}\r\nConnection: close\r\n\r\n${xml}`);
+        }
+      });
+    });
+    const port = await listen(server);
+    const s = openS3ObjectStore('s3://bucket', { env: { ...KEYS, AWS_ENDPOINT_URL: `http://127.0.0.1:${port}` }, retry: FAST });
+    try {
+      expect((await failure(s.get('huge'))).describe()).toMatch(/^s3:\/\/bucket\/huge: (the object's body does not have its announced length|cannot reach .*) \(after 6 attempts\)$/);
+      expect((await failure(s.get('ranged', { start: 0, length: 10 }))).describe()).toBe('s3://bucket/ranged: request failed: the service answered 100 bytes for a range of 10');
+      const listing = failure((async () => {
+        for await (const o of s.list('')) void o;
+      })());
+      expect((await listing).describe()).toMatch(/the listing does not advance/);
+    } finally {
+      await s.close();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
   it('retries 5xx and SlowDown, then succeeds or gives up with the code', async () => {
     let requests = 0;
     let failFirst = 2;

@@ -57,7 +57,7 @@ export function mapS3Error(thrown: unknown, ctx: ErrorContext): Error {
     if (sys || name === 'TimeoutError') {
       return new IoError(`cannot reach ${ctx.endpoint}: ${sys ?? 'timed out'}${after}`, ctx.subject);
     }
-    if (name === 'TruncatedBody') return new IoError(`the object's body broke off${after}`, ctx.subject);
+    if (name === 'TruncatedBody') return new IoError(`the object's body does not have its announced length${after}`, ctx.subject);
     // A bug or an SDK failure we do not know: keep the text (without keys) so it can be told apart.
     const text = err instanceof Error ? err.message : String(err);
     return new IoError(`request failed: ${redact(text, ctx.secrets)}${after}`, ctx.subject);

@@ -54,18 +54,33 @@ export function bareEtag(etag: string | undefined): string {
   return (etag ?? '').replace(/^W\//, '').replace(/^"(.*)"$/, '$1');
 }
 
-/** A body error the retry loop treats as transient: the answer ended before its announced length. */
+/** A body error the retry loop treats as transient: the answer is shorter or longer than it announced. */
 function truncated(): Error {
-  return Object.assign(new Error('the body ended before its announced length'), { name: 'TruncatedBody' });
+  return Object.assign(new Error('the body does not have its announced length'), { name: 'TruncatedBody' });
 }
 
-/** Reads a response body into one Buffer, preallocated from its announced length. */
-async function readBody(body: unknown, length: number | undefined): Promise<Buffer> {
+/** Above this, an announced length is not trusted to size a buffer up front: the body is gathered as it comes. */
+const PREALLOCATE_LIMIT = 64 << 20;
+
+/**
+ * Reads a response body into one Buffer. A length the server announces sizes the buffer only when it is at most
+ * what was asked for (a range) and at most 64 MiB; the body must then have exactly that length.
+ */
+async function readBody(body: unknown, length: number | undefined, asked: number | undefined): Promise<Buffer> {
   const stream = body as Readable;
-  if (length === undefined) {
+  if (length !== undefined && asked !== undefined && length > asked) {
+    stream.destroy();
+    throw new Error(`the service answered ${length} bytes for a range of ${asked}`);
+  }
+  if (length === undefined || length > PREALLOCATE_LIMIT) {
     const chunks: Buffer[] = [];
-    for await (const c of stream) chunks.push(c as Buffer);
-    return Buffer.concat(chunks);
+    let total = 0;
+    for await (const c of stream) {
+      chunks.push(c as Buffer);
+      total += (c as Buffer).length;
+    }
+    if (length !== undefined && total !== length) throw truncated();
+    return Buffer.concat(chunks, total);
   }
   const out = Buffer.allocUnsafe(length);
   let at = 0;
@@ -139,7 +154,7 @@ export class S3ObjectStore implements ObjectStore {
           }),
         );
         this.bucketSeen = true;
-        return await readBody(r.Body, r.ContentLength);
+        return await readBody(r.Body, r.ContentLength, range?.length);
       } catch (err) {
         if (serviceCode(err) === 'NoSuchKey' || (httpStatus(err) === 404 && serviceCode(err) !== 'NoSuchBucket')) return null;
         // A range starting at or past the end: nothing there, as a file read past its end gives nothing.
@@ -219,7 +234,10 @@ export class S3ObjectStore implements ObjectStore {
         if (!o.Key?.startsWith(this.keyPrefix)) continue;
         yield { key: o.Key.slice(this.keyPrefix.length), size: o.Size ?? 0, etag: bareEtag(o.ETag), lastModifiedMs: o.LastModified?.getTime() ?? 0 };
       }
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      const next = page.IsTruncated ? page.NextContinuationToken : undefined;
+      // A truncated page without a new token would list the same page forever.
+      if (page.IsTruncated && (!next || next === token)) throw mapS3Error(new Error('the listing does not advance (truncated page without a new continuation token)'), this.ctx);
+      token = next;
     } while (token);
   }
 
