@@ -18,7 +18,7 @@ import { HAVE_QEMU, requireTool, run, runStatus } from '../../helpers/tools.js';
 import { qcow2Stdout, type Qcow2StdoutVariant } from '../../helpers/qcow2-stdout.js';
 import { applyOps, collect, copyOf, diskOps, MIB, patternBytes, readerOf, SECTOR } from './helpers.js';
 
-const size = fc.integer({ min: 1, max: (3 * MIB) / SECTOR + 5 }).map((s) => s * SECTOR);
+const size = fc.integer({ min: 1, max: (2 * MIB) / SECTOR + 5 }).map((s) => s * SECTOR);
 const clusterSize = fc.constantFrom(512, 4096, 65536);
 const piece = fc.integer({ min: 1, max: 200_000 });
 
@@ -92,12 +92,12 @@ describeTools('QCOW2 streams made by other writers', () => {
   let dir: string;
   let cleanup: () => void;
   let raw: Buffer;
-  const RAW_SIZE = 5 * MIB + 64 * 1024;
+  const RAW_SIZE = 2 * MIB + 64 * 1024;
   beforeAll(() => {
     ({ dir, cleanup } = makeTempDir('qcow2-stream-'));
     raw = Buffer.alloc(RAW_SIZE);
-    patternBytes(3 * MIB, 1).copy(raw, 0);
-    patternBytes(12288, 2).copy(raw, 4 * MIB + 4096);
+    patternBytes(MIB, 1).copy(raw, 0);
+    patternBytes(12288, 2).copy(raw, 1.5 * MIB + 4096);
     patternBytes(512, 3).copy(raw, RAW_SIZE - 512);
     fs.writeFileSync(path.join(dir, 'src.raw'), raw);
   });
@@ -127,9 +127,9 @@ describeTools('QCOW2 streams made by other writers', () => {
 
   it('qemu-img overlay (backing file, zero clusters) applied onto its base gives the overlay', async () => {
     run('qemu-img', ['create', '-q', '-f', 'qcow2', file('base.qcow2'), String(RAW_SIZE)]);
-    run('qemu-io', ['-f', 'qcow2', '-c', 'write -q -P 0x11 0 1M', '-c', 'write -q -P 0x22 2M 128k', file('base.qcow2')]);
+    run('qemu-io', ['-f', 'qcow2', '-c', 'write -q -P 0x11 0 1M', '-c', 'write -q -P 0x22 1536k 128k', file('base.qcow2')]);
     run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', file('top.qcow2')]);
-    run('qemu-io', ['-f', 'qcow2', '-c', 'write -q -P 0x33 64k 64k', '-c', 'write -q -z 2M 64k', '-c', 'write -q -P 0x44 4M 4k', file('top.qcow2')]);
+    run('qemu-io', ['-f', 'qcow2', '-c', 'write -q -P 0x33 64k 64k', '-c', 'write -q -z 1536k 64k', '-c', 'write -q -P 0x44 2M 4k', file('top.qcow2')]);
     run('qemu-img', ['convert', '-O', 'raw', file('base.qcow2'), file('base.raw')]);
     run('qemu-img', ['convert', '-O', 'raw', file('top.qcow2'), file('top.raw')]);
     const target = new MemDisk(RAW_SIZE);
