@@ -96,7 +96,7 @@ describe('backup from and restore to HTTP(S)', () => {
     expect(strays(path.join(repo, 'vm1'))).toEqual([]);
   }, 180_000);
 
-  it('VHD streams as vhd-tool, Xen Orchestra and qemu-img produce them, served by python3 http.server; a truncated one adds no point', async () => {
+  it('VHD streams as vhd-tool, Xen Orchestra and qemu-img produce them, served by python3 http.server or without Content-Length as XAPI sends them; an error page or a truncated one adds no point', async () => {
     if (!requireTool(fs.existsSync('/usr/bin/python3'), 'python3')) return;
     const web = p('web');
     fs.mkdirSync(web);
@@ -128,6 +128,19 @@ describe('backup from and restore to HTTP(S)', () => {
     expect(strays(path.join(repo, 'px'))).toEqual([]);
     expectOneLineError(await cliAsync(['backup', `${py.url}/caml.vhd`, '--repo', repo]), 2, /--name/);
     expectOneLineError(await cliAsync(['backup', 'http://[nonsense/x.vhd', '--repo', repo, '--name', 'px']), 2, /not a valid URL/);
+    // As XAPI sends exports: no Content-Length. A VHD stream carries its own end; raw bytes do not say the disk's size.
+    const rec = await startRecorder({ kind: 'get', body: xo.file, contentLength: false });
+    try {
+      const r = await cliAsync(['backup', `http://127.0.0.1:${rec.port}/export_raw_vdi?vdi=px&format=vhd`, '--repo', repo, '--json']);
+      expect(r.status).toBe(0);
+      expect(await restoredSha(repo, 'px', JSON.parse(r.stdout).point, tmp.dir)).toBe(sha(xo.content));
+      rec.behaviour = { kind: 'get', body: xo.content, contentLength: false };
+      expectOneLineError(await cliAsync(['backup', `http://127.0.0.1:${rec.port}/export_raw_vdi?vdi=px`, '--repo', repo]), 2, /raw export without Content-Length .* format=vhd/);
+      rec.behaviour = { kind: 'get', body: Buffer.from('HTTP/1.1 500 Internal Error\r\n\r\n<html><body>VDI_IO_ERROR Device I/O errors</body></html>'), contentLength: false };
+      expectOneLineError(await cliAsync(['backup', `http://127.0.0.1:${rec.port}/export_raw_vdi?vdi=px&format=vhd`, '--repo', repo]), 1, /error page instead of data: .*VDI_IO_ERROR/);
+    } finally {
+      await rec.close();
+    }
     // Credentials in the URL work (with vhd-tool's warning) and are never recorded or printed.
     const withCreds = await cliAsync(['backup', py.url.replace('//', '//root:hunter2@') + '/xo.vhd', '--repo', repo, '--name', 'px', '--json']);
     expect(withCreds.status).toBe(0);
