@@ -106,7 +106,7 @@ export async function restorePoint(repo: RepoBackend, disk: string, dst: Locatio
 /** Encodes a point for a stream target and sends it; returns the stream's length. */
 async function sendPoint(repo: RepoBackend, disk: string, point: RestorePoint, opened: OpenedPoint, dst: StreamTarget, opts: RestoreOptions): Promise<number> {
   const plain = await fullContent(opened.image, dst.format);
-  const content = opened.list ? checkedContent(plain, opened.image, opened.list, (why) => damaged(repo, disk, point, why)) : plain;
+  const content = opened.list ? await checkedContent(plain, opened.image, opened.list, (why) => damaged(repo, disk, point, why)) : plain;
   const stream = encode(dst.format, content, { zerosAsData: dst.zerosAsData });
   opts.onTotal?.(stream.length);
   await dst.send(stream, (n) => opts.onProgress?.(n));
