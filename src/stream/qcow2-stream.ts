@@ -174,9 +174,9 @@ export class Qcow2StreamWalker {
     this.ctx = { clusterBits: h.clusterBits, clusterSize: this.cs, extended: false, hasDataFile: false, subject: r.name };
     this.queue = new PendingQueue(r.name);
     // The refcount table is checked, not used (its blocks are not even read): XAPI's importer refuses a table that
-    // points outside the image, and so do we.
+    // points outside the image, and so do we. It may lie anywhere (qemu moves it to the end when it grows), so it
+    // does not count among the tables that must precede the data.
     this.queue.push(h.refcountTableOffset, 0, (h.refcountTableClusters * this.cs) / 8, REFTABLE_ITEM);
-    this.tablesPending++;
     const l1Needed = Math.ceil(this.guestClusters / this.l2Entries);
     if (l1Needed > 0) {
       this.queue.push(h.l1TableOffset, 0, l1Needed, L1_ITEM);
@@ -262,11 +262,11 @@ export class Qcow2StreamWalker {
 
   /** Reads the refcount, L1 or an L2 table; returns the zero runs an L2 table marks. */
   private async visit(item: { host: number; guest: number; count: number; kind: number }): Promise<ByteRange[]> {
-    this.tablesPending--;
     if (item.kind === REFTABLE_ITEM) {
       await this.checkRefcountTable(item.host, item.count);
       return [];
     }
+    this.tablesPending--;
     if (item.kind === L1_ITEM) {
       await this.readL1(item.host, item.count);
       return [];

@@ -23,7 +23,9 @@ export type Qcow2StdoutVariant =
   /** l1_size 0x7fffffff. */
   | 'huge-l1'
   /** Extended L2 entries announced in the header. */
-  | 'extended-l2';
+  | 'extended-l2'
+  /** Valid, with the refcount table and blocks after the data (where qemu moves them when they grow). */
+  | 'refcount-last';
 
 const SCRIPT = String.raw`
 import struct, sys
@@ -46,13 +48,17 @@ while True:
         break
     blocks = need
 assert blocks <= cs // 8
-l1_at = 2 + blocks
+rt_at, rb_at = 1, 2
+l1_at = 1 if variant == 'refcount-last' else 2 + blocks
 if variant == 'data-before-l2':
     data_at = l1_at + l1_clusters
     l2_at = data_at + len(used)
 else:
     l2_at = l1_at + l1_clusters
     data_at = l2_at + len(tables)
+if variant == 'refcount-last':
+    rt_at = data_at + len(used)
+    rb_at = rt_at + 1
 COPIED = 1 << 63
 host = {c: (data_at + k) * cs for k, c in enumerate(used)}
 l2_of = {t: (l2_at + k) * cs for k, t in enumerate(tables)}
@@ -62,11 +68,11 @@ if variant == 'l2-backwards' and len(used) > 1:
     host[used[1]] = l1_at * cs
 header = bytearray(cs)
 struct.pack_into('>4sIQIIQIIQQIIQQQQII', header, 0, b'QFI\xfb', 3, 0, 0, 30 if variant == 'huge-cluster-bits' else bits, size, 0,
-                 0x7fffffff if variant == 'huge-l1' else l1_size, l1_at * cs, cs, 1, 0, 0,
+                 0x7fffffff if variant == 'huge-l1' else l1_size, l1_at * cs, rt_at * cs, 1, 0, 0,
                  16 if variant == 'extended-l2' else 0, 0, 0, 4, 104)
 reftable = bytearray(cs)
 for b in range(blocks):
-    struct.pack_into('>Q', reftable, b * 8, (2 + b) * cs)
+    struct.pack_into('>Q', reftable, b * 8, (rb_at + b) * cs)
 if variant == 'refcount-outside':
     struct.pack_into('>Q', reftable, 8, 1 << 45)
 refblocks = bytearray(blocks * cs)
@@ -84,11 +90,16 @@ for c in used:
     struct.pack_into('>Q', l2s, k * cs + (c % per_l2) * 8, e)
 body = b''.join(data[c * cs:(c + 1) * cs].ljust(cs, b'\0') for c in used)
 with open(out, 'wb') as f:
-    f.write(header); f.write(reftable); f.write(refblocks); f.write(l1)
+    f.write(header)
+    if variant != 'refcount-last':
+        f.write(reftable); f.write(refblocks)
+    f.write(l1)
     if variant == 'data-before-l2':
         f.write(body); f.write(l2s)
     else:
         f.write(l2s); f.write(body)
+    if variant == 'refcount-last':
+        f.write(reftable); f.write(refblocks)
 `;
 
 /** Writes `raw`'s content as a QCOW2 image in qcow2-to-stdout's layout (or a broken variant) to `out`. */

@@ -114,6 +114,14 @@ describeTools('QCOW2 streams made by other writers', () => {
     expect((await viaApply(bytes, RAW_SIZE, { length: bytes.length })).equals(raw)).toBe(true);
   });
 
+  it('refcount table and blocks after the data (where qemu moves them): valid for qemu-img, read by both paths', async () => {
+    qcow2Stdout(file('src.raw'), file('rclast.qcow2'), 12, 'refcount-last');
+    expect(runStatus('qemu-img', ['check', file('rclast.qcow2')]).status).toBe(0);
+    const bytes = fs.readFileSync(file('rclast.qcow2'));
+    expect((await viaContent(bytes, RAW_SIZE, { length: bytes.length })).equals(raw)).toBe(true);
+    expect((await viaApply(bytes, RAW_SIZE)).equals(raw)).toBe(true);
+  });
+
   it('qemu-img convert: one L2 table is the sequential layout; with many, L2 tables sit among the data (applied, not re-encoded)', async () => {
     run('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', file('src.raw'), file('q64k.qcow2')]);
     const one = fs.readFileSync(file('q64k.qcow2'));
