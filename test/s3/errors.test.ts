@@ -4,12 +4,13 @@
  * names the store and never a key, within seconds. Also: settings from a shared config file and a profile reach
  * the engine.
  */
+import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { openS3ObjectStore } from '../../src/io/s3/s3-store.js';
-import { CredentialsError, IoError, NotFoundError, VhdsyncError } from '../../src/util/errors.js';
+import { AlreadyExistsError, ConflictError, CredentialsError, IoError, NotFoundError, VhdsyncError } from '../../src/util/errors.js';
 import { describeRgw, useRadosgw } from '../helpers/radosgw.js';
 import { makeTempDir } from '../helpers/tmp.js';
 
@@ -93,6 +94,58 @@ describe('S3 failures without an engine', () => {
         for await (const o of s.list('')) void o;
       })());
       expect((await listing).describe()).toMatch(/the listing does not advance/);
+    } finally {
+      await s.close();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('a conditional PUT whose answer was lost: our own write is recognised, another writer is not', async () => {
+    // The first PUT of each round is "stored" and its connection dropped unanswered; later PUTs fail their
+    // condition (412); HEAD tells what is stored. `lostStores` decides what the lost PUT leaves: our body, or
+    // another writer's object that won meanwhile.
+    let stored: Buffer | null = null;
+    let lostStores: 'ours' | 'theirs' | 'none' = 'ours';
+    let puts = 0;
+    let heads = 0;
+    const server = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c) => chunks.push(c));
+      req.on('end', () => {
+        if (req.method === 'PUT' && ++puts === 1 && lostStores !== 'none') {
+          stored = lostStores === 'ours' ? Buffer.concat(chunks) : Buffer.from('another host');
+          req.socket.destroy();
+        } else if (req.method === 'PUT') {
+          res.writeHead(412, { 'content-type': 'application/xml' });
+          res.end('<?xml version="1.0"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>');
+        } else if (req.method === 'HEAD' && stored) {
+          heads++;
+          res.writeHead(200, { 'content-length': stored.length, etag: `"${createHash('md5').update(stored).digest('hex')}"` });
+          res.end();
+        } else {
+          res.writeHead(404);
+          res.end();
+        }
+      });
+    });
+    const port = await listen(server);
+    const s = openS3ObjectStore('s3://bucket', { env: { ...KEYS, AWS_ENDPOINT_URL: `http://127.0.0.1:${port}` }, retry: FAST });
+    try {
+      const body = Buffer.from('lease generation 7');
+      expect(await s.put('lease', body, { ifNoneMatch: '*' })).toEqual({ etag: createHash('md5').update(body).digest('hex') });
+      expect(puts).toBe(2);
+      expect(heads).toBe(1);
+
+      [puts, heads, lostStores] = [0, 0, 'theirs'];
+      expect(await failure(s.put('lease', Buffer.from('generation 8'), { ifNoneMatch: '*' }))).toBeInstanceOf(AlreadyExistsError);
+      expect(heads).toBe(1);
+      [puts, heads, lostStores] = [0, 0, 'theirs'];
+      expect(await failure(s.put('lease', Buffer.from('generation 8'), { ifMatch: '"0123"' }))).toBeInstanceOf(ConflictError);
+
+      // An answered 412 is final at once: nothing to check.
+      [puts, heads, lostStores] = [0, 0, 'none'];
+      expect(await failure(s.put('lease', Buffer.from('generation 9'), { ifNoneMatch: '*' }))).toBeInstanceOf(AlreadyExistsError);
+      expect([puts, heads]).toEqual([1, 0]);
     } finally {
       await s.close();
       await new Promise((r) => server.close(r));

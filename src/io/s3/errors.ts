@@ -4,7 +4,7 @@
  * as a last guard, anything that looks like the configured keys is cut out of whatever text is passed on.
  */
 import { CredentialsError, IoError, NotFoundError, VhdsyncError } from '../../util/errors.js';
-import { httpStatus, RetriesExhausted, systemCode } from './retry.js';
+import { errorName, httpStatus, RetriesExhausted, systemCode } from './retry.js';
 
 /** What a message about a failed request needs to know. */
 export interface ErrorContext {
@@ -43,7 +43,7 @@ export function mapS3Error(thrown: unknown, ctx: ErrorContext): Error {
   const after = attempts > 1 ? ` (after ${attempts} attempts)` : '';
   const status = httpStatus(err);
   const code = serviceCode(err);
-  const name = (err as { name?: unknown })?.name;
+  const name = errorName(err);
 
   if (name === 'CredentialsProviderError' || name === 'ProviderError') {
     return new CredentialsError(`no usable credentials for ${ctx.endpoint}: set ${ctx.credentialSource}`, ctx.subject);

@@ -36,6 +36,8 @@ export function systemCode(err: unknown): string | undefined {
   if (typeof e?.message === 'string' && e.message.startsWith('AWS SDK error wrapper for ')) {
     const m = /\b(E[A-Z]{3,}|UND_ERR_[A-Z_]+|ERR_STREAM_PREMATURE_CLOSE)\b/.exec(e.message);
     if (m) return m[1];
+    // Node's text for a connection closed before any answer (its code is ECONNRESET).
+    if (/socket hang up/.test(e.message)) return 'ECONNRESET';
   }
   if (Array.isArray(e?.errors)) for (const inner of e.errors) {
     const c = systemCode(inner);
@@ -43,6 +45,16 @@ export function systemCode(err: unknown): string | undefined {
   }
   if (e?.cause && e.cause !== err) return systemCode(e.cause);
   return undefined;
+}
+
+/** The error's name, or for the SDK's wrapper of a foreign-realm error (see systemCode) the wrapped one's. */
+export function errorName(err: unknown): string | undefined {
+  const e = err as { name?: unknown; message?: unknown };
+  if (typeof e?.message === 'string') {
+    const m = /^AWS SDK error wrapper for (\w+):/.exec(e.message);
+    if (m) return m[1];
+  }
+  return typeof e?.name === 'string' ? e.name : undefined;
 }
 
 /** The HTTP status of a service error, if the service answered. */
@@ -55,8 +67,8 @@ export function httpStatus(err: unknown): number | undefined {
 export function isTransient(err: unknown): boolean {
   const status = httpStatus(err);
   if (status !== undefined && (status >= 500 || status === 429)) return true;
-  const name = (err as { name?: unknown })?.name;
-  if (typeof name === 'string' && TRANSIENT_NAMES.has(name)) return true;
+  const name = errorName(err);
+  if (name !== undefined && TRANSIENT_NAMES.has(name)) return true;
   const code = systemCode(err);
   return code !== undefined && TRANSIENT_CODES.has(code);
 }

@@ -202,7 +202,10 @@ export class S3ObjectStore implements ObjectStore {
         const status = httpStatus(err);
         if (conditional && (status === 412 || (status === 404 && conditions.ifMatch !== undefined))) {
           // After an attempt whose answer never came, the failed condition may be our own earlier write.
-          if (attempt > 1 && lostAnswer && (await this.holds(key, body))) return '';
+          if (attempt > 1 && lostAnswer) {
+            const own = await this.holds(key, body);
+            if (own !== null) return own;
+          }
           if (conditions.ifNoneMatch !== undefined) throw new AlreadyExistsError('already exists (a conditional create lost)', `${this.display}/${key}`);
           throw new ConflictError(status === 404 ? 'no longer exists (If-Match)' : 'changed since it was read (If-Match)', `${this.display}/${key}`);
         }
@@ -216,10 +219,11 @@ export class S3ObjectStore implements ObjectStore {
     return { etag: info?.etag ?? '' };
   }
 
-  /** True when the object under `key` has exactly these bytes (its ETag is their MD5: a single-part upload). */
-  private async holds(key: string, body: Uint8Array): Promise<boolean> {
+  /** The object's ETag when the object under `key` has exactly these bytes (its ETag is their MD5), else null. */
+  private async holds(key: string, body: Uint8Array): Promise<string | null> {
     const info = await this.head(key);
-    return info !== null && info.size === body.byteLength && info.etag === createHash('md5').update(body).digest('hex');
+    const md5 = createHash('md5').update(body).digest('hex');
+    return info !== null && info.size === body.byteLength && info.etag === md5 ? md5 : null;
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {

@@ -95,3 +95,10 @@ describe('S3 retries of wrapped errors', () => {
     expect(isTransient(new Error('AWS SDK error wrapper for Error: something else'))).toBe(false);
   });
 });
+
+describe('S3 retries of wrapped timeouts', () => {
+  it('takes the wrapped name and Node\'s "socket hang up" as transient', () => {
+    expect(isTransient(new Error('AWS SDK error wrapper for TimeoutError: socket hang up'))).toBe(true);
+    expect(isTransient(new Error('AWS SDK error wrapper for TimeoutError: whatever'))).toBe(true);
+  });
+});
