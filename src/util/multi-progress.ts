@@ -50,7 +50,8 @@ export function createMultiProgress(title: string, count: number, enabled: boole
     const now = clock();
     if (!force && now - lastDraw < 100) return;
     lastDraw = now;
-    const lines = renderTasks(title, count, tasks, now, stream.columns ?? 80);
+    // A terminal without a size (a pty made by `script`) reports 0 columns.
+    const lines = renderTasks(title, count, tasks, now, stream.columns || 80);
     // Back to the block's first line, each line rewritten and cleared to its end, then whatever is left below cleared.
     const up = shown > 1 ? `\x1b[${shown - 1}A` : '';
     stream.write(`${up}\r${lines.join('\x1b[K\n')}\x1b[K\x1b[J`);

@@ -66,6 +66,16 @@ describe('progress of several disks', () => {
     for (const l of out.split(/\r|\n/)) expect(l.replace(/\x1b\[\d*[AKJ]/g, '').length).toBeLessThan(100);
   });
 
+  it('takes a terminal that reports 0 columns (a pty without a size) as 80 wide', () => {
+    let out = '';
+    let now = 0;
+    const p = createMultiProgress('backing up', 2, true, { write: (t: string) => (out += t), columns: 0 }, () => (now += 200));
+    p.task('vm1', MiB).set(MiB / 2);
+    p.finish();
+    expect(out).toMatch(/backing up: 0 of 2 done, 1 running/);
+    expect(out).toMatch(/vm1 \[#+-+\]  50\.0% 512 KiB \/ 1 MiB/);
+  });
+
   it('shows at most ten bars and counts the rest', () => {
     const tasks = Array.from({ length: 13 }, (_, i) => ({ label: `d${i}`, total: 100, done: i, start: 0, over: i === 0 }));
     const lines = renderTasks('backing up', 13, tasks, 1000, 80);
