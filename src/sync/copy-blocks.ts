@@ -32,6 +32,9 @@ export interface ChangedBlock {
   parts?: ChangedParts;
 }
 
+/** Where changed ranges go: a differencing image, or a chunked diff's frame writer. */
+export type DiffSink = Pick<Disk, 'write' | 'writeZeroes'>;
+
 /** Options for copyChangedBlocks. */
 export interface CopyBlocksOptions {
   blockSize: number;
@@ -123,7 +126,7 @@ function digestOf(u: Unit, algorithm: HashAlgorithm, piece: Buffer | null): Buff
  * Copies the listed source blocks (ascending indexes; only their changed sub-blocks when given) into `diff`,
  * verifying each digest. Throws ContentChangedError on the first range whose content is not what the metafile says.
  */
-export async function copyChangedBlocks(source: Disk, diff: Disk, blocks: AsyncIterable<ChangedBlock> | Iterable<ChangedBlock>, opts: CopyBlocksOptions): Promise<CopyBlocksStats> {
+export async function copyChangedBlocks(source: Disk, diff: DiffSink, blocks: AsyncIterable<ChangedBlock> | Iterable<ChangedBlock>, opts: CopyBlocksOptions): Promise<CopyBlocksStats> {
   const { blockSize: bs, algorithm } = opts;
   const stats: CopyBlocksStats = { blocks: 0, dataBytes: 0, zeroBytes: 0, readBytes: 0 };
   // One run read ahead while the previous one is verified and written.

@@ -12,7 +12,8 @@ import { createMetafile, metafileLocationFor, readMetafile, writableFields, writ
 import { defaultSubLevel } from '../meta/hashers.js';
 import { AlreadyExistsError, UnsupportedError, UsageError } from '../util/errors.js';
 import { isAllZero } from '../util/struct.js';
-import { copyChangedBlocks } from './copy-blocks.js';
+import { ChunkedDiffWriter, chunkedDiffName, scanChunkedDiff } from './chunked-diff.js';
+import { copyChangedBlocks, type DiffSink } from './copy-blocks.js';
 import { hookLocation } from './kill-hook.js';
 import { removePartials } from './leftovers.js';
 import { refuseDiffInMerge, settlePendingMerge } from './merge-leftovers.js';
@@ -27,6 +28,11 @@ export interface CopyOptions {
   diffdir?: Location;
   /** Replace an existing diff. */
   force?: boolean;
+  /**
+   * `image` (default): a differencing image of TARGET's format; `chunked`: XAPI chunked frames in one file
+   * `<TARGET>_diff.chunked` (sync/chunked-diff.ts), whose size follows the changed bytes.
+   */
+  diffFormat?: 'image' | 'chunked';
   /** How images are opened; a forced `format` applies to SOURCE only (TARGET must be a VHD or VHDX). */
   open?: OpenOptions;
   /** Called once with the bytes the copy will examine (changed bytes, or the whole source with createmeta). */
@@ -112,13 +118,15 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
   try {
     target = await openDisk(targetWhere, { ...opts.open, format: undefined });
     const targetName = displayLocation(target.location);
-    if (target.format === 'raw') {
+    // Frames apply to any image; a differencing image needs a VHD or VHDX parent.
+    if (target.format === 'raw' && opts.diffFormat !== 'chunked') {
       throw new UnsupportedError('not a VHD or VHDX image (raw content has no differencing format, so no diff can be written for it); convert it with vhdsync convert and run createmeta on the result', targetName);
     }
     if (source.virtualSize !== target.virtualSize) {
       throw new UnsupportedError(`virtual sizes differ (source ${source.virtualSize} bytes, target ${target.virtualSize}): a diff cannot resize its parent`, displayLocation(source.location));
     }
-    const diffName = diffNameFor(target.location, target.format);
+    const chunked = opts.diffFormat === 'chunked';
+    const diffName = chunked ? chunkedDiffName(target.location.store.paths.basename(target.location.path)) : diffNameFor(target.location, target.format);
     const finalLoc = sibling(target.location, diffName);
     let diffAt = sibling(targetAt, diffName);
     if (opts.diffdir) {
@@ -177,9 +185,14 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     await writeAtomically(
       writeLoc,
       async (temp) => {
-        const diff = await createDisk(temp, { format: parent.format, type: 'differencing', parent, finalLocation: finalLoc, blockSize: diffBlockSize(parent.format, summary.subBlockSize || ts.blockSize) });
         let diffId: DiskIdentity;
         let sourceList: Metafile;
+        const chunkedFile = chunked ? await temp.store.createExclusive(temp.path) : null;
+        const writer = chunkedFile ? new ChunkedDiffWriter(chunkedFile, source.virtualSize) : null;
+        const image = writer
+          ? null
+          : await createDisk(temp, { format: parent.format, type: 'differencing', parent, finalLocation: finalLoc, blockSize: diffBlockSize(parent.format, summary.subBlockSize || ts.blockSize) });
+        const diff: DiffSink = writer ?? image!;
         try {
           if (!plan) {
             const written = await copyWithCreatemeta(source, diff, targetMeta, summary, opts);
@@ -200,10 +213,15 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
             summary.zeroBytes = st.zeroBytes;
             summary.bytesRead = st.readBytes;
           }
-          await diff.flush();
-          diffId = await diff.identity();
+          if (writer) {
+            await writer.finish();
+            diffId = (await scanChunkedDiff(chunkedFile!, temp, source.virtualSize)).identity;
+          } else {
+            await image!.flush();
+            diffId = await image!.identity();
+          }
         } finally {
-          await diff.close();
+          await (image ?? chunkedFile!).close();
         }
         // --force: the old diff goes before the new list takes its metafile's name, so an old diff is never left
         // under a list that is not its own. Until the rename below neither is there; the new one is durable in temp.
@@ -248,7 +266,7 @@ function createmetaSubLevel(targetMeta: Metafile): number {
  * say is empty), copies the blocks whose digest differs from the target's, and writes the source's new
  * metafile. Returns that metafile's location.
  */
-async function copyWithCreatemeta(source: Disk, diff: Disk, targetMeta: Metafile, summary: CopySummary, opts: CopyOptions): Promise<Location> {
+async function copyWithCreatemeta(source: Disk, diff: DiffSink, targetMeta: Metafile, summary: CopySummary, opts: CopyOptions): Promise<Location> {
   const ts = targetMeta.summary;
   const cursor = new DigestCursor(targetMeta);
   const subs = summary.subBlockSize ? new SubCursor(targetMeta) : null;

@@ -13,6 +13,7 @@ import { lockImage, type ImageLock } from './lock.js';
 import { MERGE_STATE_SUFFIX, mergeStateLocationFor, readMergeState, removeMergeState, type MergeState } from './merge-state.js';
 import { mergeMarkerLocationFor, readMergeMarker, removeMergeMarker, writeMergeMarker, type MergeMarker } from './merge-marker.js';
 import { removeDiffMetafile } from './rotate.js';
+import { isChunkedDiff, scanChunkedDiff } from './chunked-diff.js';
 
 /** A merge state found for a diff, with where its parent is. */
 export interface PendingMerge {
@@ -29,6 +30,18 @@ export interface PendingMerge {
  */
 export async function diffIdAt(diff: Location): Promise<string | null> {
   if (!(await diff.store.stat(diff.path))) return null;
+  if (isChunkedDiff(diff.path)) {
+    // Frames have no header: the id comes from their headers (sync/chunked-diff.ts), as the merge took it.
+    const file = await diff.store.open(diff.path, 'read').catch(() => null);
+    if (!file) return '';
+    try {
+      return (await scanChunkedDiff(file, diff, Number.MAX_SAFE_INTEGER)).identity.contentId;
+    } catch {
+      return '';
+    } finally {
+      await file.close();
+    }
+  }
   const disk = await openDisk(diff, { ignoreParentMismatch: true }).catch(() => null);
   if (!disk) return '';
   try {

@@ -6,9 +6,10 @@ import type { Disk, FormatDriver, OpenOptions, ParentExpectation, ParentOpener }
 import { detectStructured, openDisk } from '../formats/open.js';
 import type { Location } from '../io/location.js';
 import { displayLocation, withPath } from '../io/location.js';
-import { metafileLocationFor } from '../meta/index.js';
+import { metafileLocationFor, readMetafile } from '../meta/index.js';
+import { chunkedParentPath, isChunkedDiff, openChunkedDiff } from './chunked-diff.js';
 import type { RandomAccessFile } from '../io/store.js';
-import { BusyError, NotFoundError, ParentError, UsageError } from '../util/errors.js';
+import { BusyError, MetafileError, NotFoundError, ParentError, UsageError } from '../util/errors.js';
 import { alignedRing } from '../util/aligned.js';
 import { prefetch } from '../util/prefetch.js';
 import { lockImage, type ImageLock } from './lock.js';
@@ -163,6 +164,16 @@ export async function mergeExtents(
   return { bytes, extents };
 }
 
+/** A chunked diff is merged only with its metafile: the parent identity it records is the only check of the parent. */
+async function requireChunkedMetafile(diffLoc: Location): Promise<void> {
+  const at = metafileLocationFor(diffLoc);
+  const meta = (await at.store.stat(at.path)) ? await readMetafile(at) : null;
+  await meta?.close();
+  if (!meta?.summary.parentIdentity) {
+    throw new MetafileError(`missing or without a parent identity: a chunked diff is merged only with the metafile copy wrote beside it, which names its parent's identity (${displayLocation(diffLoc)})`, displayLocation(at));
+  }
+}
+
 /** The parent an opened diff found, with what the diff expects of it. */
 interface MergePair {
   diff: Disk;
@@ -232,8 +243,16 @@ async function openPair(diffLoc: Location, vhdSize: OpenOptions['vhdSize'], held
   };
   let diff: Disk;
   try {
-    const driver = await detectDriver(file, subject);
-    diff = await driver.open(file, diffLoc, { writable: false, vhdSize }, opener);
+    if (isChunkedDiff(diffLoc.path)) {
+      // Frames name no parent: it is the image the name says, checked against the identity the metafile records.
+      const parentLoc = withPath(diffLoc, chunkedParentPath(diffLoc.path));
+      await requireChunkedMetafile(diffLoc);
+      const expect: ParentExpectation = { id: '', idName: 'the identity its metafile records', matches: async () => true };
+      diff = await openChunkedDiff(file, diffLoc, await opener([parentLoc], diffLoc, { writable: true, vhdSize }, expect));
+    } else {
+      const driver = await detectDriver(file, subject);
+      diff = await driver.open(file, diffLoc, { writable: false, vhdSize }, opener);
+    }
   } catch (err) {
     await file.close().catch(() => {});
     if (!held) await (lock as ImageLock | null)?.release();

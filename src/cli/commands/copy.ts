@@ -13,6 +13,7 @@ interface CopyArgs extends GlobalArgs, InputFormatArgs, VhdSizeArgs {
   createmeta?: boolean;
   diffdir?: string;
   force?: boolean;
+  'diff-format'?: 'image' | 'chunked';
 }
 
 /** `vhdsync copy SOURCE TARGET`: writes the changed blocks as a differencing image parented on TARGET. */
@@ -24,13 +25,18 @@ export const copyCommand: CommandModule<object, CopyArgs> = {
       .positional('target', { type: 'string', demandOption: true, describe: 'the VHD or VHDX the diff will be merged into' })
       .option('createmeta', { type: 'boolean', describe: "hash the source in the same pass (no source metafile needed) and write its new metafile" })
       .option('diffdir', { type: 'string', describe: "write the diff in this folder (its parent locators still point from TARGET's folder)" })
-      .option('force', { type: 'boolean', describe: 'replace an existing diff' }) as never,
+      .option('force', { type: 'boolean', describe: 'replace an existing diff' })
+      .option('diff-format', {
+        choices: ['image', 'chunked'] as const,
+        describe: "image: a differencing VHD/VHDX; chunked: XAPI chunked frames in TARGET_diff.chunked (smallest to carry; merge and serve apply it)",
+      }) as never,
   handler: async (args) => {
     let progress: Progress | null = null;
     const summary = await copyToDiff(await parseLocation(args.source), await parseLocation(args.target), {
       createmeta: args.createmeta,
       diffdir: args.diffdir ? await parseLocation(args.diffdir) : undefined,
       force: args.force,
+      diffFormat: args['diff-format'],
       open: { format: args['input-format'], vhdSize: args['vhd-size'] },
       onTotal: (total) => (progress = createProgress(args.createmeta ? 'hashing+copying' : 'copying', total, wantProgress(args))),
       onProgress: (n) => progress?.advance(n),
