@@ -1,7 +1,9 @@
 import type { Disk } from './disk.js';
 import { isAllZero } from '../util/struct.js';
-import { alignedRing } from '../util/aligned.js';
+import { pooledRing } from '../util/aligned.js';
 import { prefetch } from '../util/prefetch.js';
+import { EarlyFlusher } from '../io/early-flush.js';
+import { canMap, readMapped } from './mapped-read.js';
 
 /** Reads are this large; several are in flight while one write runs. */
 const CHUNK = 4 << 20;
@@ -47,17 +49,30 @@ export async function copyDiskContent(src: Disk, dst: Disk, opts: TransferOption
   const gran = opts.zeroGranularity ?? zeroGranularity(dst);
   // One buffer per read in flight plus the one being written; page aligned, as copies from the page cache into
   // unaligned memory run several times slower (docs/performance.md, createmeta).
-  const buffer = alignedRing(READS_IN_FLIGHT + 1, CHUNK);
-  const read = (piece: Piece) => (piece.data ? src.read(piece.offset, piece.length, buffer().subarray(0, piece.length)) : Promise.resolve(null));
-  for await (const { item: piece, value: buf } of prefetch(dataPieces(src), read, READS_IN_FLIGHT)) {
-    if (!buf) {
+  // Local sources are read synchronously from their files (mapped-read.ts): one read ahead is all that takes.
+  const depth = canMap(src) ? 1 : READS_IN_FLIGHT;
+  const ring = pooledRing(depth + 1, CHUNK);
+  const read = (piece: Piece) => (piece.data ? readMapped(src, piece.offset, piece.length, ring.next()) : Promise.resolve(null));
+  const flusher = new EarlyFlusher(dst.file);
+  try {
+    for await (const { item: piece, value: buf } of prefetch(dataPieces(src), read, depth)) {
+      if (!buf) {
+        opts.onProgress?.(piece.length);
+        continue;
+      }
+      stats.read += piece.length;
+      const n = await writeNonZero(dst, piece.offset, buf, gran);
+      stats.written += n;
+      flusher.wrote(n);
       opts.onProgress?.(piece.length);
-      continue;
     }
-    stats.read += piece.length;
-    stats.written += await writeNonZero(dst, piece.offset, buf, gran);
-    opts.onProgress?.(piece.length);
+  } catch (err) {
+    await flusher.settle();
+    throw err;
+  } finally {
+    ring.release();
   }
+  await flusher.done();
   stats.scanned = src.virtualSize;
   stats.skipped = stats.scanned - stats.written;
   return stats;
@@ -66,20 +81,25 @@ export async function copyDiskContent(src: Disk, dst: Disk, opts: TransferOption
 /**
  * Writes `buf` at `offset` of `dst` except its `gran`-aligned all-zero runs (a fresh target reads zeros there),
  * and returns the bytes written. Splitting at multiples of `gran` of the virtual disk lines zero runs up with
- * target blocks.
+ * target blocks; consecutive non-zero runs go out in one write (one 64 KiB write per run cost a thread-pool round
+ * trip each: 65 536 of them for 4 GiB).
  */
 export async function writeNonZero(dst: Disk, offset: number, buf: Buffer, gran: number): Promise<number> {
   let written = 0;
+  let start = -1;
+  const flush = async (end: number) => {
+    if (start < 0) return;
+    await dst.write(offset + start, buf.subarray(start, end));
+    written += end - start;
+    start = -1;
+  };
   for (let off = 0; off < buf.length; ) {
-    const abs = offset + off;
-    const end = Math.min(buf.length, off + (gran - (abs % gran)));
-    const part = buf.subarray(off, end);
-    if (!isAllZero(part)) {
-      await dst.write(abs, part);
-      written += part.length;
-    }
+    const end = Math.min(buf.length, off + (gran - ((offset + off) % gran)));
+    if (isAllZero(buf.subarray(off, end))) await flush(off);
+    else if (start < 0) start = off;
     off = end;
   }
+  await flush(buf.length);
   return written;
 }
 

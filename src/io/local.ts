@@ -1,4 +1,4 @@
-import { promises as fsp, constants as fsc } from 'node:fs';
+import fs, { promises as fsp, constants as fsc } from 'node:fs';
 import * as path from 'node:path';
 import type { ByteStore, OpenMode, RandomAccessFile, StoreStat, StorePaths } from './store.js';
 import { AlreadyExistsError, UnsupportedError, fromSystemError } from '../util/errors.js';
@@ -55,6 +55,24 @@ class LocalFile implements RandomAccessFile {
     }
   }
 
+  /** `write` on the calling thread, with the same rule: only page-aligned, touched memory reaches pwrite. */
+  writeSync(position: number, data: Uint8Array): void {
+    const direct = directSource(data, position);
+    if (direct) return this.writeAllSync(position, direct);
+    const bounce = idleBounce.pop() ?? allocAligned(BOUNCE + PAGE);
+    try {
+      for (let done = 0; done < data.byteLength; ) {
+        const n = Math.min(BOUNCE, data.byteLength - done);
+        const phase = (position + done) % PAGE;
+        bounce.set(data.subarray(done, done + n), phase);
+        this.writeAllSync(position + done, bounce.subarray(phase, phase + n));
+        done += n;
+      }
+    } finally {
+      if (idleBounce.length < KEEP_BOUNCE) idleBounce.push(bounce);
+    }
+  }
+
   private async writeAll(position: number, data: Uint8Array): Promise<void> {
     let done = 0;
     try {
@@ -62,6 +80,15 @@ class LocalFile implements RandomAccessFile {
         const { bytesWritten } = await this.fh.write(data, done, data.byteLength - done, position + done);
         done += bytesWritten;
       }
+    } catch (err) {
+      throw fromSystemError(err, this.name);
+    }
+  }
+
+  private writeAllSync(position: number, data: Uint8Array): void {
+    let done = 0;
+    try {
+      while (done < data.byteLength) done += fs.writeSync(this.fh.fd, data, done, data.byteLength - done, position + done);
     } catch (err) {
       throw fromSystemError(err, this.name);
     }

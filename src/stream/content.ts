@@ -8,6 +8,8 @@ import type { ParentLocator } from '../formats/vhdx/parent-locator.js';
 import { displayLocation } from '../io/location.js';
 import { prefetch } from '../util/prefetch.js';
 import { isAllZero } from '../util/struct.js';
+import { pooledRing } from '../util/aligned.js';
+import { canMap, readMapped } from '../formats/mapped-read.js';
 
 /** A byte range of the virtual disk. */
 export interface ByteRange {
@@ -55,6 +57,11 @@ export interface ContentSource {
   read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
   /** Called once after the last read and before the last byte goes out: a stream source checks its tail here. */
   finish?(): Promise<void>;
+  /**
+   * Reads worth having in flight at once (default READS_IN_FLIGHT): 1 for sources read synchronously or strictly in
+   * order, which would only tie up buffers (each costs page faults) otherwise.
+   */
+  readonly readsInFlight?: number;
 }
 
 /**
@@ -115,12 +122,20 @@ export interface ReadPiece {
   data: Buffer;
 }
 
-/** Reads `pieces` from `source` in order, several in flight, into a small rotating set of buffers. */
+/**
+ * Reads `pieces` from `source` in order, several in flight, into a small rotating set of buffers. They are page
+ * aligned: copies from the page cache into malloc's unaligned memory ran several times slower here (performance.md).
+ */
 export async function* readPieces(source: ContentSource, pieces: Iterable<ByteRange>, max = PIECE): AsyncGenerator<ReadPiece> {
-  const pool = Array.from({ length: READS_IN_FLIGHT + 1 }, () => Buffer.allocUnsafeSlow(max));
-  let next = 0;
-  const load = (p: ByteRange) => source.read(p.offset, p.length, pool[next++ % pool.length].subarray(0, p.length));
-  for await (const { item, value } of prefetch(pieces, load, READS_IN_FLIGHT)) yield { offset: item.offset, data: value };
+  // Taken on first use from a shared pool: a fresh buffer costs page faults, which are slow on VMs.
+  const depth = source.readsInFlight ?? READS_IN_FLIGHT;
+  const ring = pooledRing(depth + 1, max);
+  const load = (p: ByteRange) => source.read(p.offset, p.length, ring.next().subarray(0, p.length));
+  try {
+    for await (const { item, value } of prefetch(pieces, load, depth)) yield { offset: item.offset, data: value };
+  } finally {
+    ring.release();
+  }
 }
 
 /** Options for diskContent. */
@@ -160,11 +175,26 @@ export function contentOfDisk(disk: Disk, ranges: ByteRange[], base: DeltaBase |
     base,
     zeros,
     name: displayLocation(disk.location),
-    read: (offset, length, into) => disk.read(offset, length, into),
+    readsInFlight: canMap(disk) ? 1 : READS_IN_FLIGHT,
+    // Local images are read synchronously from their files where the driver can map them (formats/mapped-read.ts).
+    read: (offset, length, into) => readMapped(disk, offset, length, into ?? Buffer.allocUnsafe(length)),
   };
 }
 
-/** The parts of `ranges` (widened to whole granules) whose granules are not all zero. */
+/** Scans and synchronous sends hand the event loop a turn after this many bytes, so timers still run. */
+export const YIELD_BYTES = 16 << 20;
+
+/** Lets the event loop run pending timers and I/O callbacks. */
+export const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** Bytes read first from a granule: data rarely starts with a whole page of zeros, so most data granules are known by it. */
+const PROBE = 4096;
+
+/**
+ * The parts of `ranges` (widened to whole granules) whose granules are not all zero. A granule is read only until
+ * its first non-zero piece (a page, then pieces of up to PIECE): granules holding data cost a page each, not their
+ * size; only zero granules are read whole.
+ */
 async function nonZeroRuns(disk: Disk, ranges: ByteRange[], granule: number): Promise<ByteRange[]> {
   const widened = normalizeRanges(
     ranges.map((r) => {
@@ -173,14 +203,32 @@ async function nonZeroRuns(disk: Disk, ranges: ByteRange[], granule: number): Pr
       return { offset: start, length: end - start };
     }),
   );
-  const max = Math.max(PIECE, granule);
-  const out: ByteRange[] = [];
-  const source = contentOfDisk(disk, widened, null);
-  for await (const p of readPieces(source, splitRanges(widened, max, granule), max)) {
-    for (let o = 0; o < p.data.length; o += granule) {
-      const part = p.data.subarray(o, Math.min(p.data.length, o + granule));
-      if (!isAllZero(part)) out.push({ offset: p.offset + o, length: part.length });
+  // Local images are read synchronously (one at a time is all there is); others keep reads in flight.
+  const depth = canMap(disk) ? 1 : READS_IN_FLIGHT;
+  const ring = pooledRing(depth + 1, PIECE);
+  const hasData = async (g: ByteRange): Promise<boolean> => {
+    const buf = ring.next();
+    for (let o = 0; o < g.length; ) {
+      const n = Math.min(o === 0 ? PROBE : PIECE, g.length - o);
+      const part = await readMapped(disk, g.offset + o, n, buf);
+      if (!isAllZero(part)) return true;
+      o += n;
     }
+    return false;
+  };
+  const out: ByteRange[] = [];
+  let sinceYield = 0;
+  try {
+    for await (const { item, value } of prefetch(splitRanges(widened, granule, granule), hasData, depth)) {
+      if (value) out.push(item);
+      sinceYield += item.length;
+      if (sinceYield >= YIELD_BYTES) {
+        sinceYield = 0;
+        await yieldToEventLoop();
+      }
+    }
+  } finally {
+    ring.release();
   }
   return normalizeRanges(out);
 }

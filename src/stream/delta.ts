@@ -7,7 +7,10 @@ import type { Disk, Extent } from '../formats/disk.js';
 import { chainOf } from '../formats/index.js';
 import { windowsAbsolutePath, windowsBasename, windowsRelativePath } from '../formats/vhd/parent-locator.js';
 import { displayLocation, type Location } from '../io/location.js';
-import { assertComparable, changedRanges, openFreshMetafile, type Metafile } from '../meta/index.js';
+import type { Metafile } from '../meta/metafile.js';
+// The metafile modules this needs, not meta/index.js: a stream does not load the hashing pipeline (tens of ms).
+import { openFreshMetafile } from '../meta/fresh.js';
+import { assertComparable, changedRanges } from '../meta/compare.js';
 import { MetafileError, NotFoundError, UsageError } from '../util/errors.js';
 import { parseGuidBE, ZERO_GUID } from '../util/guid.js';
 import { prefetch } from '../util/prefetch.js';

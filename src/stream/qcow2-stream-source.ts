@@ -78,6 +78,8 @@ export async function qcow2StreamContent(r: ForwardReader): Promise<ContentSourc
     ranges: data,
     base: null,
     name: r.name,
+    // Read in order from one stream: a read ahead could only wait for this one.
+    readsInFlight: 1,
     read: reads.read,
     async finish() {
       await reads.idle();

@@ -14,6 +14,8 @@ export function rawStreamContent(reader: ForwardReader, size: number): ContentSo
     ranges: size > 0 ? [{ offset: 0, length: size }] : [],
     base: null,
     name: reader.name,
+    // Read in order from one stream: a read ahead could only wait for this one.
+    readsInFlight: 1,
     read: reads.read,
     async finish() {
       await reads.idle();

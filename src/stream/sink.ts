@@ -1,7 +1,9 @@
 /** Sending an encoded stream somewhere: a new file (with holes for zeros), or any byte pipe (stdout, a socket). */
 import type { RandomAccessFile } from '../io/store.js';
+import { EarlyFlusher } from '../io/early-flush.js';
 import { isAllZero } from '../util/struct.js';
 import { chunkLength, type EncodedStream } from './encoded.js';
+import { YIELD_BYTES, yieldToEventLoop } from './content.js';
 
 /** Where a byte pipe's data goes: a Node Writable, a socket, an HTTP request body. */
 export interface ByteSink {
@@ -13,14 +15,38 @@ const ZEROS = Buffer.alloc(1 << 20);
 /** Buffers shorter than this are written even when zero: a hole would not save anything. */
 const HOLE_MIN = 4096;
 
-/** Writes the stream from offset 0 of `file` (new and empty), leaving holes where it has zeros. Returns bytes emitted. */
+/**
+ * Writes the stream from offset 0 of `file` (new and empty), leaving holes where it has zeros. Returns bytes emitted.
+ * A local file is written synchronously (no thread-pool hand-off per piece), with a turn for the event loop every
+ * YIELD_BYTES, and flushed in the background as it grows (io/early-flush.ts).
+ */
 export async function sendToFile(stream: EncodedStream, file: RandomAccessFile, onProgress?: (n: number) => void): Promise<number> {
   let pos = 0;
-  for await (const c of stream.chunks()) {
-    if (typeof c !== 'number' && !(c.length >= HOLE_MIN && isAllZero(c))) await file.write(pos, c);
-    pos += chunkLength(c);
-    onProgress?.(chunkLength(c));
+  let sinceYield = 0;
+  const flusher = new EarlyFlusher(file);
+  try {
+    for await (const c of stream.chunks()) {
+      if (typeof c !== 'number' && !(c.length >= HOLE_MIN && isAllZero(c))) {
+        if (file.writeSync) {
+          file.writeSync(pos, c);
+          sinceYield += c.length;
+          if (sinceYield >= YIELD_BYTES) {
+            sinceYield = 0;
+            await yieldToEventLoop();
+          }
+        } else {
+          await file.write(pos, c);
+        }
+        flusher.wrote(c.length);
+      }
+      pos += chunkLength(c);
+      onProgress?.(chunkLength(c));
+    }
+  } catch (err) {
+    await flusher.settle();
+    throw err;
   }
+  await flusher.done();
   checkLength(stream, pos);
   await file.truncate(pos);
   return pos;

@@ -60,6 +60,8 @@ export async function vhdStreamContent(r: ForwardReader, vhdSize?: VhdSizeRule):
     ranges,
     base: null,
     name: r.name,
+    // Read in order from one stream: a read ahead could only wait for this one.
+    readsInFlight: 1,
     read: reads.read,
     async finish() {
       await reads.idle();

@@ -3,7 +3,7 @@
  * (decision 0009): a kill mid-write then cuts the file only at 4 KiB boundaries. The pwrites are observed on
  * FileHandle.prototype.write, below our code.
  */
-import { promises as fsp } from 'node:fs';
+import fs, { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { jest } from '@jest/globals';
 import fc from 'fast-check';
@@ -99,5 +99,42 @@ describe('local store writes', () => {
       spy.mockRestore();
       await file.close();
     }
+  });
+
+  it('writeSync keeps the same rule, and writes the caller bytes', () => {
+    const spy = jest.spyOn(fs, 'writeSync');
+    const name = path.join(tmp.dir, 'sync');
+    const model = Buffer.alloc(SPAN);
+    return localStore.createExclusive(name).then(async (file) => {
+      try {
+        fc.assert(
+          fc.property(
+            fc.constantFrom<Kind>('plain', 'aligned', 'shared', 'zeros'),
+            fc.oneof(fc.nat(SPAN / 512 - 1).map((s) => s * 512), fc.nat(SPAN - 1)),
+            fc.integer({ min: 1, max: (ZERO_RUN * 5) / 2 }),
+            fc.oneof(fc.constant(0), fc.nat(PAGE * 2)),
+            fc.nat(255),
+            (kind, position, len, skew, fill) => {
+              spy.mockClear();
+              const length = Math.min(len, SPAN - position);
+              const data = callerBuffer(kind, length, skew, fill);
+              data.copy(model, position);
+              file.writeSync!(position, data);
+              expect(spy.mock.calls.length).toBeGreaterThan(0);
+              for (const [, buf, offset, n, at] of spy.mock.calls as unknown as Array<[number, Uint8Array, number, number, number]>) {
+                const src = buf.subarray(offset, offset + n);
+                expect(directSource(src, at)).toBe(src);
+              }
+            },
+          ),
+          { numRuns: 60 },
+        );
+        expect((await file.read(0, SPAN)).equals(model)).toBe(true);
+        expect(zeros(ZERO_RUN).every((b) => b === 0)).toBe(true);
+      } finally {
+        spy.mockRestore();
+        await file.close();
+      }
+    });
   });
 });
