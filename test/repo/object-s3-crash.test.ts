@@ -9,14 +9,13 @@ import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { makeTempDir } from '../helpers/tmp.js';
 import { BIN, cli, cliAsync } from '../helpers/cli.js';
-import { describeRgw, useRadosgw, type Radosgw } from '../helpers/radosgw.js';
+import { describeRgw, useRadosgw } from '../helpers/radosgw.js';
 import { MiB, spread } from '../cli/sync-helpers.js';
 import { parseLocation } from '../../src/io/location.js';
-import { backupDisk, openRepository, listRepository, type RepoBackend } from '../../src/repo/index.js';
-import type { ObjectRepository } from '../../src/repo/object/object-backend.js';
+import { backupDisk, listRepository, type RepoBackend } from '../../src/repo/index.js';
 import { rawDisk, scribble, sha256File } from './repo-helpers.js';
-import { audit, restoredObjectSha } from './object-helpers.js';
-import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { restoredObjectSha } from './object-helpers.js';
+import { auditBucket, useObjectRepositories } from './object-s3-helpers.js';
 
 const BLOCK = '256K';
 const KILLS = 10;
@@ -28,19 +27,6 @@ function cliKilled(args: string[], budget: number, env: NodeJS.ProcessEnv): { si
   return { signal: r.signal, status: r.status, mutations: m ? Number(m[1]) : null, stderr: r.stderr };
 }
 
-/** The bucket under `prefix`, listed and read with the SDK, against what the manifests reference. */
-async function auditBucket(g: Radosgw, bucket: string, prefix: string): Promise<{ unreferenced: string[]; missing: string[] }> {
-  const keys = (await g.keys(bucket, prefix)).map((k) => k.slice(prefix.length));
-  return audit(keys, async (k) => {
-    try {
-      const r = await g.sdk.send(new GetObjectCommand({ Bucket: bucket, Key: prefix + k }));
-      return Buffer.from(await r.Body!.transformToByteArray());
-    } catch {
-      return null;
-    }
-  });
-}
-
 /** The ids `list` shows for disk vm. */
 async function listedIds(repo: RepoBackend): Promise<string[]> {
   return (await listRepository(repo)).disks.find((d) => d.name === 'vm')?.points.map((p) => p.id) ?? [];
@@ -48,18 +34,10 @@ async function listedIds(repo: RepoBackend): Promise<string[]> {
 
 describeRgw('kills on radosgw', () => {
   const gw = useRadosgw();
+  const open = useObjectRepositories(gw);
   let tmp: ReturnType<typeof makeTempDir>;
-  const opened: ObjectRepository[] = [];
-  const open = async (url: string) => {
-    const r = (await openRepository(url, false, { env: gw().env })) as ObjectRepository;
-    opened.push(r);
-    return r;
-  };
   beforeAll(() => (tmp = makeTempDir('vhdsync-s3crash-')));
-  afterAll(async () => {
-    for (const r of opened) await r.close();
-    tmp.cleanup();
-  });
+  afterAll(() => tmp.cleanup());
 
   /** A 4 MiB raw source, a repository for it in a new bucket, and the guest's writes (four blocks, new bytes each time). */
   async function setting(name: string) {

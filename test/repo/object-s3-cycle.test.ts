@@ -4,18 +4,18 @@
  * with the SDK, holds nothing no manifest references), bad input (wrong keys, missing bucket, endpoint down, objects
  * deleted or altered by hand with the SDK), and two processes at once.
  */
-import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import * as path from 'node:path';
 import { createServer } from 'node:net';
 import { makeTempDir } from '../helpers/tmp.js';
 import { cli, cliAsync, expectOneLineError } from '../helpers/cli.js';
-import { describeRgw, useRadosgw, type Radosgw } from '../helpers/radosgw.js';
+import { describeRgw, useRadosgw } from '../helpers/radosgw.js';
 import { HAVE_QEMU, requireTool, run } from '../helpers/tools.js';
 import { MiB, qemuWrite, type Change } from '../cli/sync-helpers.js';
 import { contentSha } from './repo-helpers.js';
-import { audit, restoredObjectSha } from './object-helpers.js';
-import { listRepository, openRepository } from '../../src/repo/index.js';
-import type { ObjectRepository } from '../../src/repo/object/object-backend.js';
+import { restoredObjectSha } from './object-helpers.js';
+import { auditBucket, sdkGet, useObjectRepositories } from './object-s3-helpers.js';
+import { listRepository } from '../../src/repo/index.js';
 
 const d = requireTool(HAVE_QEMU, 'qemu-img and qemu-io') ? describeRgw : describe.skip;
 const SIZE = 16 * MiB;
@@ -30,23 +30,6 @@ function changesOf(r: number): Change[] {
   ];
 }
 
-/** An object's bytes, fetched with the SDK (not through our code). */
-async function sdkGet(gw: Radosgw, bucket: string, key: string): Promise<Buffer | null> {
-  try {
-    const r = await gw.sdk.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-    return Buffer.from(await r.Body!.transformToByteArray());
-  } catch (err) {
-    if ((err as { name?: string }).name === 'NoSuchKey') return null;
-    throw err;
-  }
-}
-
-/** The bucket under `prefix`, listed and read with the SDK, against what the manifests reference. */
-async function auditBucket(gw: Radosgw, bucket: string, prefix: string): Promise<{ unreferenced: string[]; missing: string[] }> {
-  const keys = (await gw.keys(bucket, prefix)).map((k) => k.slice(prefix.length));
-  return audit(keys, (k) => sdkGet(gw, bucket, prefix + k));
-}
-
 /** A TCP port nothing listens on (bound, then closed). */
 async function closedPort(): Promise<number> {
   const srv = createServer();
@@ -58,19 +41,10 @@ async function closedPort(): Promise<number> {
 
 d('repositories on radosgw', () => {
   const gw = useRadosgw();
+  const open = useObjectRepositories(gw);
   let tmp: ReturnType<typeof makeTempDir>;
-  const opened: ObjectRepository[] = [];
-  /** The repository opened in this process (its connections closed after the tests). */
-  const open = async (url: string, mustExist: boolean) => {
-    const r = (await openRepository(url, mustExist, { env: gw().env })) as ObjectRepository;
-    opened.push(r);
-    return r;
-  };
   beforeAll(() => (tmp = makeTempDir('vhdsync-s3repo-')));
-  afterAll(async () => {
-    for (const r of opened) await r.close();
-    tmp.cleanup();
-  });
+  afterAll(() => tmp.cleanup());
 
   it('the cycle: 6 backups with --keep 3, every kept point restores, list shows them, no unreferenced object', async () => {
     const g = gw();

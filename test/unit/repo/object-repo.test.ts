@@ -9,6 +9,7 @@ import { parseLocation } from '../../../src/io/location.js';
 import { backupDisk, listRepository, pruneDisk, restorePoint, verifyDisk } from '../../../src/repo/index.js';
 import { ObjectRepository } from '../../../src/repo/object/object-backend.js';
 import { DiskLease } from '../../../src/repo/object/lease.js';
+import { lockDiskWaiting } from '../../../src/repo/wait.js';
 import { parsePointMap, PointMap } from '../../../src/repo/object/point-map.js';
 import { BusyError, ConflictError, RepositoryDamageError } from '../../../src/util/errors.js';
 import { MemoryObjectStore } from '../../helpers/memory-object-store.js';
@@ -99,6 +100,19 @@ describe('object repository', () => {
     await again.release();
     // Generations only grow; the old ones are deleted by each new holder.
     expect(store.keys().filter((k) => k.startsWith('leases/vm/'))).toEqual(['leases/vm/000000000002.json']);
+  });
+
+  it('--wait: a run that finds the disk held waits for the holder to let go, or gives up in one line', async () => {
+    const store = new MemoryObjectStore();
+    const repo = new ObjectRepository(store);
+    await repo.exists(true);
+    const held = await repo.lockDisk('vm', 'backup');
+    await expect(lockDiskWaiting(repo, 'vm', 'prune', { seconds: 0.3 })).rejects.toThrow(/disk 'vm' is in use by a backup .*\(waited 0.3 s for it\)/);
+    const waiting = lockDiskWaiting(repo, 'vm', 'prune', { seconds: 30 });
+    setTimeout(() => void held.release(), 300);
+    const got = await waiting;
+    got.check();
+    await got.release();
   });
 
   it('an expired lease is taken over after watching it, and its old holder stops writing', async () => {
