@@ -56,7 +56,7 @@ function isStreamTarget(dst: Location | StreamTarget): dst is StreamTarget {
 
 /**
  * Restores `disk` at a point into `dst`: an image written under a temp name (a failed restore leaves nothing), or a
- * stream target that gets the point encoded, every block checked before it is sent.
+ * stream target that gets the point encoded once a read pass has checked every block (and checked again as sent).
  */
 export async function restorePoint(repo: RepoBackend, disk: string, dst: Location | StreamTarget, opts: RestoreOptions): Promise<RestoreSummary> {
   const started = Date.now();
@@ -103,8 +103,13 @@ export async function restorePoint(repo: RepoBackend, disk: string, dst: Locatio
   }
 }
 
-/** Encodes a point for a stream target and sends it; returns the stream's length. */
+/** Checks the whole point, then encodes it for a stream target and sends it; returns the stream's length. */
 async function sendPoint(repo: RepoBackend, disk: string, point: RestorePoint, opened: OpenedPoint, dst: StreamTarget, opts: RestoreOptions): Promise<number> {
+  if (opened.list) {
+    // A target that writes in place (XAPI's import_raw_vdi, serve into a raw disk) keeps what it got before a damage
+    // is found: a read pass over the whole point first, so a damaged point is refused before the first byte.
+    for await (const b of checkedBlocks(repo, disk, point, opened, false)) void b;
+  }
   const plain = await fullContent(opened.image, dst.format);
   const content = opened.list ? await checkedContent(plain, opened.image, opened.list, (why) => damaged(repo, disk, point, why)) : plain;
   const stream = encode(dst.format, content, { zerosAsData: dst.zerosAsData });

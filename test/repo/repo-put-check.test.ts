@@ -1,7 +1,8 @@
 /**
- * `restore --to URL` must not complete an upload of a damaged point: every block is checked before the first byte
- * goes out. Damage made by hand (a VHDX BAT entry cleared, so a block the metafile lists as data reads as zeros;
- * a flipped data byte), the stream sent to an in-process target that counts what it got.
+ * `restore --to URL` must not send any byte of a damaged point (an all-or-nothing server would commit a complete
+ * upload, one that writes in place keeps what came before the damage): every block is checked before the first byte.
+ * Damage made by hand (a VHDX BAT entry cleared, so a block the metafile lists as data reads as zeros; a flipped data
+ * byte), the stream sent to an in-process target that counts what it got.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -63,6 +64,11 @@ describe('restore to a stream target refuses a damaged point before the first by
     repo = await openRepository(path.join(tmp.dir, 'repo'), false);
     const s = await backupDisk(repo, await parseLocation(source), 'tail', { reflink: 'never', now: () => new Date('2026-01-01T00:00:00Z') });
     dropLastBlockWith(path.join(tmp.dir, 'repo', 'tail', `${s.point}.vhdx`), 0x44);
+    const m = await backupDisk(repo, await parseLocation(source), 'middle', { reflink: 'never', now: () => new Date('2026-01-01T00:00:00Z') });
+    const image = path.join(tmp.dir, 'repo', 'middle', `${m.point}.vhdx`);
+    const f = readFileSync(image);
+    f[f.indexOf(Buffer.alloc(4096, 0x44)) + 100] ^= 1;
+    writeFileSync(image, f);
   });
   afterAll(() => tmp?.cleanup());
 
@@ -70,6 +76,13 @@ describe('restore to a stream target refuses a damaged point before the first by
   it.each(['qcow2', 'vhdx', 'vhd', 'raw'] as StreamFormat[])('%s: damage in a block the stream leaves out', async (format) => {
     const target = counter(format);
     await expect(restorePoint(repo, 'tail', target, {})).rejects.toThrow(RepositoryDamageError);
+    expect(target.received).toBe(0);
+  });
+
+  // A target that writes in place keeps the blocks it got before the damage: the whole point is read first.
+  it.each(['raw', 'vhd', 'qcow2', 'vhdx'] as StreamFormat[])('%s: damage in a data block after others', async (format) => {
+    const target = counter(format);
+    await expect(restorePoint(repo, 'middle', target, {})).rejects.toThrow(/block \d+ at offset \d+ differs from its metafile/);
     expect(target.received).toBe(0);
   });
 });
