@@ -9,11 +9,13 @@ import type { Disk } from '../formats/disk.js';
 import { openDisk } from '../formats/open.js';
 import { displayLocation, type Location } from '../io/location.js';
 import { checkFresh, METAFILE_SUFFIX, metafileLocationFor, NATIVE_ALGORITHMS, readMetafile, zeroDigest, type Metafile } from '../meta/index.js';
+import { MERGE_MARKER_SUFFIX } from '../sync/merge-marker.js';
 import { MERGE_STATE_SUFFIX } from '../sync/merge-state.js';
 import { DigestCursor } from '../sync/plan.js';
 import { NotFoundError, RepositoryDamageError, VhdsyncError } from '../util/errors.js';
-import { FileRepository, INCOMING_SUFFIX } from './file-backend.js';
-import { MANIFEST_FORMAT, MANIFEST_VERSION, parseManifest, serializeManifest, type DiskManifest, type RestorePoint } from './manifest.js';
+import { readSmallFile } from '../io/atomic.js';
+import { FileRepository, INCOMING_SUFFIX, MANIFEST_NAME } from './file-backend.js';
+import { MANIFEST_FORMAT, MANIFEST_LIMIT, MANIFEST_VERSION, parseManifest, serializeManifest, type DiskManifest, type RestorePoint } from './manifest.js';
 import { isPointId } from './names.js';
 import { lockDiskWaiting, type LockWait } from './wait.js';
 
@@ -27,17 +29,20 @@ export interface RepairSummary {
   points: Array<Pick<RestorePoint, 'id' | 'kind' | 'parent'>>;
   /** Images of interrupted backups (no metafile, an incoming list beside them): not points; the next backup deletes them. */
   ignored: string[];
+  /** Where the damaged manifest was moved before the new one was written (null when there was none). */
+  movedAside: string | null;
 }
 
 /** What the source of a rebuilt point is recorded as: the manifest that knew it is gone. */
 export const REBUILT_SOURCE = 'unknown (manifest rebuilt by vhdsync verify --repair)';
 
-/** A point found in the folder, with its image and list open. */
+/** A point found in the folder (its image and list closed again once checked). */
 interface Found {
   id: string;
-  image: Disk;
-  list: Metafile;
   parent: string | null;
+  virtualSize: number;
+  logicalSectorSize: number;
+  contentId: string;
 }
 
 /** Orders ids by time, then by their `-N` suffix as a number. */
@@ -45,6 +50,45 @@ function byId(a: string, b: string): number {
   const [ta, na = '1'] = a.split('-');
   const [tb, nb = '1'] = b.split('-');
   return ta < tb ? -1 : ta > tb ? 1 : Number(na) - Number(nb);
+}
+
+/**
+ * The backup order of the points, from what proves it: a diff comes right after the point it reads through (a backup
+ * diffs against the newest point, and prune folds a dropped parent into its child), so each standalone point starts
+ * a run of diffs whose order the images prove. Only the order of the runs rests on ids (clock times); it is accepted
+ * when the ids agree with every run (ascending along it, and runs not interleaved), else refused: a clock that
+ * stepped back, or two hosts with skewed clocks, would otherwise reorder backups silently.
+ */
+function backupOrder(found: Found[], refuse: (why: string) => Error): Found[] {
+  const byParent = new Map<string, Found>();
+  for (const f of found) {
+    if (!f.parent) continue;
+    const twin = byParent.get(f.parent);
+    if (twin) throw refuse(`points ${twin.id} and ${f.id} both read through ${f.parent}, so which came later is not provable`);
+    byParent.set(f.parent, f);
+  }
+  const runs: Found[][] = [];
+  for (const root of found.filter((f) => !f.parent).sort((a, b) => byId(a.id, b.id))) {
+    const run = [root];
+    for (let next = byParent.get(root.id); next; next = byParent.get(next.id)) {
+      const prev = run[run.length - 1];
+      if (byId(prev.id, next.id) >= 0) throw refuse(`point ${next.id} reads through ${prev.id} but its id is not later (the clocks that named them disagree), so ids cannot order the points`);
+      run.push(next);
+    }
+    runs.push(run);
+  }
+  for (let i = 1; i < runs.length; i++) {
+    const last = runs[i - 1][runs[i - 1].length - 1].id;
+    const root = runs[i][0].id;
+    if (byId(last, root) >= 0) {
+      throw refuse(`the order of standalone points ${runs[i - 1][0].id} and ${root} is not provable (${root}'s id falls among those of ${runs[i - 1][0].id}'s diffs, up to ${last}: the clocks that named them disagree)`);
+    }
+  }
+  const ordered = runs.flat();
+  // A diff whose chain of parents loops never joins a run.
+  const lost = found.find((f) => !ordered.includes(f));
+  if (lost) throw refuse(`point ${lost.id}'s chain of parents does not reach a standalone point`);
+  return ordered;
 }
 
 /** The time a point id stands for (its backup's start, to the second). */
@@ -74,12 +118,11 @@ export async function repairManifest(repo: FileRepository, disk: string, wait?: 
   const at = (name: string): Location => ({ store, path: store.paths.join(folder.path, name) });
   if (!(await store.stat(folder.path))?.isDirectory) throw new NotFoundError(`no folder of disk '${disk}' in this repository`, repo.display);
   const session = await lockDiskWaiting(repo, disk, 'repair', wait);
-  const found: Found[] = [];
   try {
     let reason: string;
     try {
       const m = await repo.readManifest(disk);
-      if (m) return { disk, rebuilt: false, reason: null, points: m.points.map((p) => ({ id: p.id, kind: p.kind, parent: p.parent })), ignored: [] };
+      if (m) return { disk, rebuilt: false, reason: null, points: m.points.map((p) => ({ id: p.id, kind: p.kind, parent: p.parent })), ignored: [], movedAside: null };
       reason = 'manifest missing';
     } catch (err) {
       if (!(err instanceof RepositoryDamageError)) throw err;
@@ -87,11 +130,15 @@ export async function repairManifest(repo: FileRepository, disk: string, wait?: 
     }
     const refuse = (name: string, why: string) =>
       new RepositoryDamageError(`cannot rebuild the manifest: ${why}; move that file out of the folder if it is not needed (nothing was written)`, displayLocation(at(name)));
+    await refuseNewer(at(MANIFEST_NAME));
     const names = await store.list(folder.path);
-    const merging = names.find((n) => n.endsWith(MERGE_STATE_SUFFIX));
+    const merging = names.find((n) => n.endsWith(MERGE_STATE_SUFFIX) || n.endsWith(MERGE_MARKER_SUFFIX));
     if (merging) throw refuse(merging, 'a prune was folding one point into the next when the manifest was lost, so which content those images hold is not provable');
     const ids = names.filter((n) => n.endsWith('.vhdx') && isPointId(n.slice(0, -5))).map((n) => n.slice(0, -5)).sort(byId);
     const ignored: string[] = [];
+    const found: Found[] = [];
+    let first: Metafile['summary'] | null = null;
+    // One point (with its chain) open at a time: a folder of n points would otherwise hold n(n+1)/2 handles.
     for (const id of ids) {
       const name = `${id}.vhdx`;
       if (!names.includes(name + METAFILE_SUFFIX)) {
@@ -115,27 +162,33 @@ export async function repairManifest(repo: FileRepository, disk: string, wait?: 
           const parentName = store.paths.basename(image.parent.location.path);
           const pid = parentName.replace(/\.vhdx$/, '');
           const inFolder = store.paths.dirname(image.parent.location.path) === folder.path;
-          if (!inFolder || !found.some((f) => f.id === pid)) throw refuse(name, `its parent ${parentName} is not an earlier restore point in this folder (a chain with a missing link)`);
+          if (!inFolder || !ids.includes(pid) || !names.includes(parentName + METAFILE_SUFFIX)) throw refuse(name, `its parent ${parentName} is not a restore point in this folder (a chain with a missing link)`);
           parent = pid;
         }
         list = await readMetafile(metafileLocationFor(at(name)), { virtualSize: image.virtualSize, logicalSectorSize: image.logicalSectorSize });
         await checkFresh(list, image);
         const s = list.summary;
-        const first = found[0]?.list.summary;
         if (!NATIVE_ALGORITHMS.includes(s.algorithm as never) || (first && (s.algorithm !== first.algorithm || s.blockSize !== first.blockSize))) {
           throw refuse(name, `its metafile (${s.algorithm}, ${s.blockSize}-byte blocks) does not match the other points'`);
         }
-        found.push({ id, image, list, parent });
+        first ??= s;
+        const contentId = (await image.identity()).contentId;
+        // A merge gives the image it writes a new DataWriteGuid; two points with one content id are one image twice.
+        const twin = found.find((f) => f.contentId === contentId);
+        if (twin) throw refuse(name, `it holds the same content (DataWriteGuid ${contentId}) as ${twin.id}.vhdx`);
+        found.push({ id, parent, virtualSize: image.virtualSize, logicalSectorSize: image.logicalSectorSize, contentId });
       } catch (err) {
-        await list?.close();
-        await image.close();
         if (err instanceof RepositoryDamageError || !(err instanceof VhdsyncError)) throw err;
         throw refuse(name + METAFILE_SUFFIX, `it cannot vouch for ${name} (${err.describe()})`);
+      } finally {
+        await list?.close();
+        await image.close();
       }
     }
-    if (!found.length) throw new RepositoryDamageError(`cannot rebuild the manifest: no restore point with its metafile in the folder`, displayLocation(folder));
+    if (!found.length || !first) throw new RepositoryDamageError(`cannot rebuild the manifest: no restore point with its metafile in the folder`, displayLocation(folder));
+    const ordered = backupOrder(found, (why) => new RepositoryDamageError(`cannot rebuild the manifest: ${why}; put back a copy of the manifest (nothing was written)`, displayLocation(folder)));
     const points: RestorePoint[] = [];
-    for (const [i, f] of found.entries()) {
+    for (const [i, f] of ordered.entries()) {
       points.push({
         id: f.id,
         time: timeOfId(f.id),
@@ -143,23 +196,60 @@ export async function repairManifest(repo: FileRepository, disk: string, wait?: 
         // A reflinked clone is a standalone image like a full one: nothing in the file tells them apart.
         kind: f.parent ? 'diff' : 'full',
         parent: f.parent,
-        virtualSize: f.image.virtualSize,
-        changedBytes: await changedBytes(f.list, i > 0 ? found[i - 1].list : null),
+        virtualSize: f.virtualSize,
+        changedBytes: await changedBytesOf(at, f, i > 0 ? ordered[i - 1] : null),
         source: REBUILT_SOURCE,
       });
     }
-    const s = found[0].list.summary;
-    const m: DiskManifest = { format: MANIFEST_FORMAT, version: MANIFEST_VERSION, disk, generation: 1, hash: s.algorithm as DiskManifest['hash'], blockSize: s.blockSize, points, pending: null };
+    const m: DiskManifest = { format: MANIFEST_FORMAT, version: MANIFEST_VERSION, disk, generation: 1, hash: first.algorithm as DiskManifest['hash'], blockSize: first.blockSize, points, pending: null };
     // The same checks every reader applies, before anything is written.
     parseManifest(serializeManifest(m));
     session.check();
+    const movedAside = await moveAside(at(MANIFEST_NAME));
     await session.writeManifest(m);
-    return { disk, rebuilt: true, reason, points: points.map((p) => ({ id: p.id, kind: p.kind, parent: p.parent })), ignored };
+    return { disk, rebuilt: true, reason, points: points.map((p) => ({ id: p.id, kind: p.kind, parent: p.parent })), ignored, movedAside };
   } finally {
-    for (const f of found) {
-      await f.list.close();
-      await f.image.close();
-    }
     await session.release();
+  }
+}
+
+/** Refuses to replace a manifest that a newer vhdsync wrote (its version is past ours): that one is not damaged. */
+async function refuseNewer(loc: Location): Promise<void> {
+  const bytes = await readSmallFile(loc, MANIFEST_LIMIT, () => new Error('too large'))
+    .catch(() => null);
+  let version: unknown;
+  try {
+    version = bytes ? (JSON.parse(Buffer.from(bytes).toString('utf8')) as { version?: unknown }).version : undefined;
+  } catch {
+    return;
+  }
+  if (typeof version === 'number' && version > MANIFEST_VERSION) {
+    throw new RepositoryDamageError(`cannot rebuild the manifest: it is version ${version}, written by a newer vhdsync (this one reads version ${MANIFEST_VERSION}); use that vhdsync (nothing was written)`, displayLocation(loc));
+  }
+}
+
+/** Renames a damaged manifest to `manifest.json.damaged-<UTC time>` so the rebuild never loses it; the new name, or null. */
+async function moveAside(loc: Location): Promise<string | null> {
+  if (!(await loc.store.stat(loc.path))) return null;
+  const to = `${loc.path}.damaged-${new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`;
+  await loc.store.rename(loc.path, to);
+  await loc.store.syncDir(loc.store.paths.dirname(loc.path));
+  return loc.store.paths.basename(to);
+}
+
+/** `changedBytes` of `f` against the point before it, opening only their two lists. */
+async function changedBytesOf(at: (name: string) => Location, f: Found, prev: Found | null): Promise<number> {
+  const open = (p: Found) => readMetafile(metafileLocationFor(at(`${p.id}.vhdx`)), { virtualSize: p.virtualSize, logicalSectorSize: p.logicalSectorSize });
+  const list = await open(f);
+  try {
+    if (!prev) return await changedBytes(list, null);
+    const before = await open(prev);
+    try {
+      return await changedBytes(list, before);
+    } finally {
+      await before.close();
+    }
+  } finally {
+    await list.close();
   }
 }

@@ -53,5 +53,6 @@ export const verifyCommand: CommandModule<object, VerifyArgs> = {
 function describeRepair(r: RepairSummary): string {
   if (!r.rebuilt) return `${r.disk}: manifest intact, nothing to repair`;
   const ignored = r.ignored.length ? `; ignored ${r.ignored.join(', ')} (interrupted backups, deleted by the next backup)` : '';
-  return `${r.disk}: manifest rebuilt (${r.reason}) from ${r.points.length} restore point${r.points.length === 1 ? '' : 's'}: ${r.points.map((p) => `${p.id} ${p.kind}`).join(', ')}${ignored}`;
+  const aside = r.movedAside ? `; the damaged manifest is kept as ${r.movedAside}` : '';
+  return `${r.disk}: manifest rebuilt (${r.reason}) from ${r.points.length} restore point${r.points.length === 1 ? '' : 's'}: ${r.points.map((p) => `${p.id} ${p.kind}`).join(', ')}${ignored}${aside}`;
 }
