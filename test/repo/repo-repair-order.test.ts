@@ -6,8 +6,10 @@
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { makeTempDir } from '../helpers/tmp.js';
-import { backupDisk, openRepository, repairManifest, type FileRepository } from '../../src/repo/index.js';
+import { backupDisk, FileRepository, openRepository, repairManifest } from '../../src/repo/index.js';
 import { parseLocation } from '../../src/io/location.js';
+import { localStore } from '../../src/io/local.js';
+import type { ByteStore } from '../../src/io/store.js';
 import { RepositoryDamageError } from '../../src/util/errors.js';
 import { rawDisk, scribble } from './repo-helpers.js';
 
@@ -54,6 +56,33 @@ describe('verify --repair: order and what it refuses', () => {
     writeFileSync(path.join(folder('ok'), `${ids[1]}.vhdx.merging.json`), '{}');
     await expect(repairManifest(repo, 'ok')).rejects.toThrow(/prune was folding/);
     rmSync(path.join(folder('ok'), `${ids[1]}.vhdx.merging.json`));
+  });
+
+  it('opens one point (with its chain) at a time', async () => {
+    const n = 10;
+    for (let i = 0; i < n; i++) await backup('chain', `2026-12-0${1 + Math.floor(i / 5)}T0${i % 5}:00:00Z`, 0x60 + i);
+    rmSync(path.join(folder('chain'), 'manifest.json'));
+    // The local store, counting the files it has open at once.
+    let open = 0;
+    let most = 0;
+    const counting: ByteStore = Object.create(localStore);
+    const track = async <T extends { close(): Promise<void> }>(opening: Promise<T>): Promise<T> => {
+      const f = await opening;
+      most = Math.max(most, ++open);
+      const close = f.close.bind(f);
+      f.close = async () => {
+        open--;
+        await close();
+      };
+      return f;
+    };
+    counting.open = (p, mode) => track(localStore.open(p, mode));
+    counting.createExclusive = (p) => track(localStore.createExclusive(p));
+    const r = await repairManifest(new FileRepository({ store: counting, path: path.join(tmp.dir, 'repo') }), 'chain');
+    expect(r.points.map((p) => p.kind)).toEqual(['full', ...Array(n - 1).fill('diff')]);
+    // One chain of n images, its list, the lock: keeping every point open held n(n+1)/2 = 55 images.
+    expect(most).toBeLessThanOrEqual(n + 4);
+    expect(open).toBe(0);
   });
 
   it('leaves a manifest written by a newer vhdsync alone', async () => {
