@@ -10,6 +10,30 @@ const BOUNCE = 1 << 20;
 const KEEP_BOUNCE = 4;
 const idleBounce: Buffer[] = [];
 
+/**
+ * The pwrites that write `data` at `position` under decision 0009: `data` itself when `directSource` allows it,
+ * else pieces copied into a pooled, aligned bounce buffer in the position's phase (valid until the next piece).
+ */
+function* writablePieces(position: number, data: Uint8Array): Generator<[number, Uint8Array]> {
+  const direct = directSource(data, position);
+  if (direct) {
+    yield [position, direct];
+    return;
+  }
+  const bounce = idleBounce.pop() ?? allocAligned(BOUNCE + PAGE);
+  try {
+    for (let done = 0; done < data.byteLength; ) {
+      const n = Math.min(BOUNCE, data.byteLength - done);
+      const phase = (position + done) % PAGE;
+      bounce.set(data.subarray(done, done + n), phase);
+      yield [position + done, bounce.subarray(phase, phase + n)];
+      done += n;
+    }
+  } finally {
+    if (idleBounce.length < KEEP_BOUNCE) idleBounce.push(bounce);
+  }
+}
+
 /** A local file opened with a FileHandle; every call is positioned, so several may be in flight. */
 class LocalFile implements RandomAccessFile {
   constructor(
@@ -39,38 +63,12 @@ class LocalFile implements RandomAccessFile {
    * 4 KiB boundary and never tears a sector.
    */
   async write(position: number, data: Uint8Array): Promise<void> {
-    const direct = directSource(data, position);
-    if (direct) return this.writeAll(position, direct);
-    const bounce = idleBounce.pop() ?? allocAligned(BOUNCE + PAGE);
-    try {
-      for (let done = 0; done < data.byteLength; ) {
-        const n = Math.min(BOUNCE, data.byteLength - done);
-        const phase = (position + done) % PAGE;
-        bounce.set(data.subarray(done, done + n), phase);
-        await this.writeAll(position + done, bounce.subarray(phase, phase + n));
-        done += n;
-      }
-    } finally {
-      if (idleBounce.length < KEEP_BOUNCE) idleBounce.push(bounce);
-    }
+    for (const [at, piece] of writablePieces(position, data)) await this.writeAll(at, piece);
   }
 
   /** `write` on the calling thread, with the same rule: only page-aligned, touched memory reaches pwrite. */
   writeSync(position: number, data: Uint8Array): void {
-    const direct = directSource(data, position);
-    if (direct) return this.writeAllSync(position, direct);
-    const bounce = idleBounce.pop() ?? allocAligned(BOUNCE + PAGE);
-    try {
-      for (let done = 0; done < data.byteLength; ) {
-        const n = Math.min(BOUNCE, data.byteLength - done);
-        const phase = (position + done) % PAGE;
-        bounce.set(data.subarray(done, done + n), phase);
-        this.writeAllSync(position + done, bounce.subarray(phase, phase + n));
-        done += n;
-      }
-    } finally {
-      if (idleBounce.length < KEEP_BOUNCE) idleBounce.push(bounce);
-    }
+    for (const [at, piece] of writablePieces(position, data)) this.writeAllSync(at, piece);
   }
 
   private async writeAll(position: number, data: Uint8Array): Promise<void> {
