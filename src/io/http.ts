@@ -8,7 +8,7 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { IoError, UsageError } from '../util/errors.js';
-import { SocketReader } from './socket-reader.js';
+import { ReceiveRing, SocketReader } from './socket-reader.js';
 
 /** Connection settings. */
 export interface HttpOptions {
@@ -42,8 +42,9 @@ class Connection extends SocketReader {
   constructor(
     socket: net.Socket,
     readonly name: string,
+    receive?: ReceiveRing,
   ) {
-    super(socket);
+    super(socket, receive);
   }
 
   protected failure(err: Error): Error {
@@ -52,15 +53,12 @@ class Connection extends SocketReader {
 
   /** Waits for more bytes; false at end of stream. Throws on a socket error. */
   async more(): Promise<boolean> {
-    return this.buffered.length > 0 || this.moreThan(0);
+    return this.heldBytes > 0 || this.moreThan(0);
   }
 
-  /** Takes up to `max` buffered bytes. */
+  /** Takes up to `max` buffered bytes (from the oldest chunk held: possibly fewer). */
   take(max = Infinity): Buffer {
-    const n = Math.min(max, this.buffered.length);
-    const b = this.buffered.subarray(0, n);
-    this.buffered = this.buffered.subarray(n);
-    return b;
+    return this.takeHeld(max);
   }
 
   /** Reads the response head (status line and headers); 1xx interim responses are skipped. */
@@ -162,6 +160,8 @@ async function connect(url: URL, opts: HttpOptions): Promise<Connection> {
   const port = Number(url.port || (https ? 443 : 80));
   const host = url.hostname.replace(/^\[|\]$/g, '');
   const name = redactUrl(url);
+  // Plain connections read into a ring of reused buffers (socket-reader.ts); TLS sockets deliver 'data' events.
+  const receive = https ? undefined : new ReceiveRing();
   return new Promise((resolve, reject) => {
     const socket = https
       ? tls.connect({
@@ -171,13 +171,13 @@ async function connect(url: URL, opts: HttpOptions): Promise<Connection> {
           ca: opts.caCert ? readFileSync(opts.caCert) : undefined,
           rejectUnauthorized: !opts.insecure,
         })
-      : net.connect({ host, port });
+      : net.connect({ host, port, onread: receive!.options() });
     const fail = (e: Error) => reject(netError(e, name));
     socket.once('error', fail);
     socket.once(https ? 'secureConnect' : 'connect', () => {
       socket.off('error', fail);
       socket.setNoDelay(true);
-      resolve(new Connection(socket, name));
+      resolve(new Connection(socket, name, receive));
     });
   });
 }

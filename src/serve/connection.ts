@@ -71,7 +71,7 @@ export class ServerConnection extends SocketReader {
     }
     let left = framing.kind === 'length' ? framing.length : Infinity;
     while (left > 0) {
-      if (!this.buffered.length && !(await this.moreThan(0))) {
+      if (!this.heldBytes && !(await this.moreThan(0))) {
         if (left !== Infinity) throw new IoError(`the client stopped ${left} bytes before the end of the body`, this.address);
         return;
       }
@@ -82,10 +82,8 @@ export class ServerConnection extends SocketReader {
   }
 
   private take(max: number): Buffer {
-    const n = Math.min(max, this.buffered.length);
-    const b = this.buffered.subarray(0, n);
-    this.buffered = this.buffered.subarray(n);
-    this.bodyBytes += n;
+    const b = this.takeHeld(max);
+    this.bodyBytes += b.length;
     return b;
   }
 
@@ -108,7 +106,7 @@ export class ServerConnection extends SocketReader {
         return;
       }
       for (let left = size; left > 0; ) {
-        if (!this.buffered.length && !(await this.moreThan(0))) throw new IoError('the client stopped inside a chunked body', this.address);
+        if (!this.heldBytes && !(await this.moreThan(0))) throw new IoError('the client stopped inside a chunked body', this.address);
         const b = this.take(left);
         left -= b.length;
         yield b;
