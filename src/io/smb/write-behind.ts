@@ -5,15 +5,26 @@
  * - a read, or a write, overlapping a write still in flight waits for it (the server may run concurrent requests
  *   in any order, so overlapping ones are never concurrent);
  * - size, truncate, flush and close first wait for every write in flight, so a flush covers every write that
- *   returned before it (the only ordering the drivers' durability rules depend on);
+ *   returned before it (the only ordering the drivers' durability rules depend on: a client killed mid-way leaves
+ *   any subset of the writes since the last flush applied, as concurrent writes always could);
  * - the first failure is kept and thrown by every later call, flush and close included, so no caller can
- *   flush, rename and report success over a write that failed;
- * - the writes reach the server in the order they were issued (one connection), so a client killed mid-way
- *   leaves a prefix of them applied, as before.
+ *   flush, rename and report success over a write that failed.
+ * It also keeps a journal of the writes since the last flush (bounded), so that a file whose connection was
+ * re-established before its flush can send them again: the server acknowledged them, but a server that restarted
+ * may have lost them with its cache.
  */
 
 /** Bytes of writes a file lets run ahead of its caller. */
 export const WRITE_BEHIND_BYTES = 16 << 20;
+
+/** Bytes of writes since the last flush kept to be sent again after a reconnect; past it, the journal is given up. */
+export const JOURNAL_BYTES = 32 << 20;
+
+/** A write as the caller made it, kept until the next flush. */
+export interface JournalEntry {
+  position: number;
+  bytes: Buffer;
+}
 
 interface InFlight {
   start: number;
@@ -29,7 +40,26 @@ export class WriteBehind {
   /** Settles when every write called so far is in flight (or refused). */
   private admission: Promise<void> = Promise.resolve();
 
-  constructor(private readonly limit = WRITE_BEHIND_BYTES) {}
+  private journal: JournalEntry[] = [];
+  private journalBytes = 0;
+  private journalLost = false;
+
+  constructor(
+    private readonly limit = WRITE_BEHIND_BYTES,
+    private readonly journalLimit = JOURNAL_BYTES,
+  ) {}
+
+  /** The writes since the last `flushed()`, in call order; null when there were more than the journal keeps. */
+  unflushed(): readonly JournalEntry[] | null {
+    return this.journalLost ? null : this.journal;
+  }
+
+  /** Forgets the journal: everything written so far is durable. */
+  flushed(): void {
+    this.journal = [];
+    this.journalBytes = 0;
+    this.journalLost = false;
+  }
 
   /** Throws the first failure of a write that ran behind, if any. */
   check(): void {
@@ -55,6 +85,7 @@ export class WriteBehind {
     this.check();
     // The caller may reuse its buffer as soon as this returns.
     const copy = Buffer.from(data);
+    this.remember(position, copy);
     const entry: InFlight = { start: position, end, done: Promise.resolve() };
     entry.done = send(copy).then(
       () => this.finish(entry),
@@ -87,6 +118,18 @@ export class WriteBehind {
       if (!waits.length) return;
       await Promise.all(waits);
     }
+  }
+
+  private remember(position: number, bytes: Buffer): void {
+    if (this.journalLost) return;
+    if (this.journalBytes + bytes.length > this.journalLimit) {
+      this.journal = [];
+      this.journalBytes = 0;
+      this.journalLost = true;
+      return;
+    }
+    this.journal.push({ position, bytes });
+    this.journalBytes += bytes.length;
   }
 
   private finish(entry: InFlight): void {

@@ -18,7 +18,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ kind: fc.constant('read' as const), at: fc.integer({ min: 0, max: SIZE - 1 }), len: fc.integer({ min: 1, max: 700 }) }),
 );
 
-const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const tick = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 describe('SMB write-behind', () => {
   it('reads always see the sequential result, whatever order the server completes writes in', async () => {
@@ -87,7 +87,9 @@ describe('SMB write-behind', () => {
       await tick(1);
       throw failure;
     });
-    await behind.write(100, Buffer.alloc(10, 1), async () => tick(1));
+    await behind.write(100, Buffer.alloc(10, 1), async () => {
+      await tick(1);
+    });
     await behind.settle();
     expect(() => behind.check()).toThrow(failure);
     await expect(behind.write(200, Buffer.alloc(10, 1), async () => undefined)).rejects.toBe(failure);
