@@ -56,10 +56,17 @@ async function retrying<T>(client: SmbClient, op: () => Promise<T>, subject: str
   }
 }
 
+/** How many times a flush sends the unflushed writes again when the connection keeps being re-established. */
+const FLUSH_RESENDS = 3;
+
 /** An open file on a share. */
 class SmbFile implements RandomAccessFile {
-  private closed = false;
+  private closing: Promise<void> | null = null;
   private readonly behind = new WriteBehind();
+  /** One reopen for every operation that finds the handle stale (not one handle each). */
+  private reopening: Promise<SmbHandle> | null = null;
+  /** The connection generation of the last flush (or the open): a newer one means unflushed writes may be lost. */
+  private flushedOn: number;
 
   constructor(
     private readonly client: SmbClient,
@@ -67,20 +74,32 @@ class SmbFile implements RandomAccessFile {
     private readonly reopenRequest: CreateRequest,
     readonly name: string,
     readonly writable: boolean,
-  ) {}
+  ) {
+    this.flushedOn = handle.generation;
+  }
 
   /** The handle, reopened (same access, never creating) when the connection was re-established. */
   private async live(): Promise<SmbHandle> {
-    if (this.closed) throw new IoError('file already closed', this.name);
-    if (this.handle.generation !== this.client.generation) {
-      await this.client.connection();
-      this.handle = await this.client.create(this.handle.share, this.reopenRequest, this.name);
-    }
-    return this.handle;
+    if (this.handle.generation === this.client.generation) return this.handle;
+    this.reopening ??= (async () => {
+      try {
+        await this.client.connection();
+        this.handle = await this.client.create(this.handle.share, this.reopenRequest, this.name);
+        return this.handle;
+      } finally {
+        this.reopening = null;
+      }
+    })();
+    return this.reopening;
   }
 
   private io<T>(op: (h: SmbHandle) => Promise<T>): Promise<T> {
+    if (this.closing) return Promise.reject(new IoError('file already closed', this.name));
     return retrying(this.client, async () => op(await this.live()), this.name);
+  }
+
+  private send(position: number, bytes: Uint8Array): Promise<void> {
+    return this.io((h) => this.client.write(h, position, bytes, this.name));
   }
 
   async read(position: number, length: number, into?: Buffer): Promise<Buffer> {
@@ -93,8 +112,9 @@ class SmbFile implements RandomAccessFile {
 
   /** Returns once the bytes are copied and their WRITE is on its way (write-behind.ts: what still holds). */
   async write(position: number, data: Uint8Array): Promise<void> {
+    if (this.closing) throw new IoError('file already closed', this.name);
     if (data.byteLength === 0) return this.behind.check();
-    await this.behind.write(position, data, (bytes) => this.io((h) => this.client.write(h, position, bytes, this.name)));
+    await this.behind.write(position, data, (bytes) => this.send(position, bytes));
   }
 
   /** Every write that returned, completed; throws the first that failed. */
@@ -113,19 +133,43 @@ class SmbFile implements RandomAccessFile {
     await this.io((h) => this.client.setInfo(h, FileInfoClass.END_OF_FILE, endOfFileInfo(size), this.name));
   }
 
+  /**
+   * Makes every write so far durable. When the connection was re-established since the last flush, the server
+   * may have restarted and lost writes it had acknowledged: they are sent again first (in their order, so later
+   * writes still win), or, when more were written than the journal keeps, the flush fails instead of claiming
+   * durability it cannot know.
+   */
   async flush(): Promise<void> {
     await this.drained();
-    await this.io((h) => this.client.flush(h, this.name));
+    for (let attempt = 0; ; attempt++) {
+      const generation = this.client.generation;
+      if (generation !== this.flushedOn) {
+        const journal = this.behind.unflushed();
+        if (!journal) {
+          throw new IoError('the connection to the server was re-established after more unflushed writes than vhdsync keeps to send again; they may have been lost: run the command again', this.name);
+        }
+        if (attempt >= FLUSH_RESENDS) throw new IoError(`the connection to the server kept being re-established during a flush; gave up after ${FLUSH_RESENDS} tries`, this.name);
+        for (const w of journal) await this.send(w.position, w.bytes);
+      }
+      await this.io((h) => this.client.flush(h, this.name));
+      // Writes sent again and the FLUSH must all have gone over one connection; otherwise send them once more.
+      if (this.client.generation === generation) {
+        this.flushedOn = generation;
+        break;
+      }
+    }
+    this.behind.flushed();
   }
 
   async close(): Promise<void> {
-    if (this.closed) return;
-    try {
-      await this.behind.settle();
-    } finally {
-      this.closed = true;
-      await this.client.close(this.handle);
-    }
+    this.closing ??= (async () => {
+      try {
+        await this.behind.settle();
+      } finally {
+        await this.client.close(this.handle);
+      }
+    })();
+    await this.closing;
     this.behind.check();
   }
 }
