@@ -9,22 +9,10 @@
  *   any subset of the writes since the last flush applied, as concurrent writes always could);
  * - the first failure is kept and thrown by every later call, flush and close included, so no caller can
  *   flush, rename and report success over a write that failed.
- * It also keeps a journal of the writes since the last flush (bounded), so that a file whose connection was
- * re-established before its flush can send them again: the server acknowledged them, but a server that restarted
- * may have lost them with its cache.
  */
 
 /** Bytes of writes a file lets run ahead of its caller. */
 export const WRITE_BEHIND_BYTES = 16 << 20;
-
-/** Bytes of writes since the last flush kept to be sent again after a reconnect; past it, the journal is given up. */
-export const JOURNAL_BYTES = 32 << 20;
-
-/** A write as the caller made it, kept until the next flush. */
-export interface JournalEntry {
-  position: number;
-  bytes: Buffer;
-}
 
 interface InFlight {
   start: number;
@@ -40,26 +28,7 @@ export class WriteBehind {
   /** Settles when every write called so far is in flight (or refused). */
   private admission: Promise<void> = Promise.resolve();
 
-  private journal: JournalEntry[] = [];
-  private journalBytes = 0;
-  private journalLost = false;
-
-  constructor(
-    private readonly limit = WRITE_BEHIND_BYTES,
-    private readonly journalLimit = JOURNAL_BYTES,
-  ) {}
-
-  /** The writes since the last `flushed()`, in call order; null when there were more than the journal keeps. */
-  unflushed(): readonly JournalEntry[] | null {
-    return this.journalLost ? null : this.journal;
-  }
-
-  /** Forgets the journal: everything written so far is durable. */
-  flushed(): void {
-    this.journal = [];
-    this.journalBytes = 0;
-    this.journalLost = false;
-  }
+  constructor(private readonly limit = WRITE_BEHIND_BYTES) {}
 
   /** Throws the first failure of a write that ran behind, if any. */
   check(): void {
@@ -85,7 +54,6 @@ export class WriteBehind {
     this.check();
     // The caller may reuse its buffer as soon as this returns.
     const copy = Buffer.from(data);
-    this.remember(position, copy);
     const entry: InFlight = { start: position, end, done: Promise.resolve() };
     entry.done = send(copy).then(
       () => this.finish(entry),
@@ -118,18 +86,6 @@ export class WriteBehind {
       if (!waits.length) return;
       await Promise.all(waits);
     }
-  }
-
-  private remember(position: number, bytes: Buffer): void {
-    if (this.journalLost) return;
-    if (this.journalBytes + bytes.length > this.journalLimit) {
-      this.journal = [];
-      this.journalBytes = 0;
-      this.journalLost = true;
-      return;
-    }
-    this.journal.push({ position, bytes });
-    this.journalBytes += bytes.length;
   }
 
   private finish(entry: InFlight): void {
