@@ -9,7 +9,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { writeAtomically, writeBytesAtomically } from '../io/atomic.js';
-import type { Location } from '../io/location.js';
+import type { RandomAccessFile } from '../io/store.js';
 import { ForwardReader } from '../stream/index.js';
 import { RequestError } from '../util/errors.js';
 import { isAllZero } from '../util/struct.js';
@@ -63,8 +63,15 @@ export async function importNewDisk(
     progress.unref();
     try {
       await writeAtomically(target, async (temp) => {
-        await conn.writeHead(200, { ...headers, 'Content-Type': 'application/octet-stream' });
-        await writeBody(temp, reader, framing.length);
+        // The file exists before the 200 goes out, so a server killed after answering leaves a temp file that the
+        // next start's recovery finds and removes.
+        const f = await temp.store.createExclusive(temp.path);
+        try {
+          await conn.writeHead(200, { ...headers, 'Content-Type': 'application/octet-stream' });
+          await writeBody(f, reader, framing.length);
+        } finally {
+          await f.close();
+        }
       });
     } finally {
       clearInterval(progress);
@@ -87,19 +94,14 @@ export async function importNewDisk(
   }
 }
 
-/** Writes `length` body bytes into a new sparse file at `loc` (all-zero pieces stay holes). */
-async function writeBody(loc: Location, reader: ForwardReader, length: number): Promise<void> {
-  const f = await loc.store.createExclusive(loc.path);
-  try {
-    await f.truncate(length);
-    const buf = Buffer.allocUnsafeSlow(PIECE);
-    for (let at = 0; at < length; ) {
-      const n = Math.min(PIECE, length - at);
-      const data = await reader.read(n, `byte ${at} of the body`, buf);
-      if (!isAllZero(data)) await f.write(at, data);
-      at += n;
-    }
-  } finally {
-    await f.close();
+/** Writes `length` body bytes into the new, empty file `f`, sparse (all-zero pieces stay holes). */
+async function writeBody(f: RandomAccessFile, reader: ForwardReader, length: number): Promise<void> {
+  await f.truncate(length);
+  const buf = Buffer.allocUnsafeSlow(PIECE);
+  for (let at = 0; at < length; ) {
+    const n = Math.min(PIECE, length - at);
+    const data = await reader.read(n, `byte ${at} of the body`, buf);
+    if (!isAllZero(data)) await f.write(at, data);
+    at += n;
   }
 }
