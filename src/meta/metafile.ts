@@ -134,6 +134,39 @@ export class Metafile {
     return bytes;
   }
 
+  /**
+   * Copies a native list's body (entries, then the sub-digest table) to `out` at HEADER_SIZE, byte for byte, and
+   * returns their CRCs. A list read on demand is checked against the CRCs stored in it as it is copied, so a file
+   * changed since it was opened is refused rather than copied.
+   */
+  async copyBody(out: RandomAccessFile): Promise<{ listCrc: number; tableCrc: number }> {
+    const s = this.summary;
+    if (s.layout !== 'native') throw new Error('only native lists have a body to copy');
+    const listBytes = s.blockCount * entrySize(s.digestLength);
+    const tableBytes = s.sub ? s.blockCount * subSlotSize(s.blockSize, s.sub) : 0;
+    const copy = async (from: number, length: number, held: Buffer | null): Promise<number> => {
+      let crc = 0;
+      for (let off = 0; off < length; off += IO_CHUNK) {
+        const len = Math.min(IO_CHUNK, length - off);
+        const part = held ? held.subarray(off, off + len) : await this.file!.read(HEADER_SIZE + from + off, len);
+        if (part.length !== len) throw new MetafileError('the metafile shrank while being copied', this.name);
+        crc = crc32c(part, crc);
+        await out.write(HEADER_SIZE + from + off, part);
+      }
+      return crc >>> 0;
+    };
+    const listCrc = await copy(0, listBytes, this.list);
+    const tableCrc = await copy(listBytes, tableBytes, tableBytes ? this.table : null);
+    if (!this.list) {
+      const stored = parseTrailer(await this.file!.read(HEADER_SIZE + listBytes + tableBytes, TRAILER_SIZE), this.name);
+      const head = parseHeader(await this.file!.read(0, HEADER_SIZE), this.name);
+      if (stored >>> 0 !== listCrc || (s.sub && head.subTableCrc >>> 0 !== tableCrc)) {
+        throw new MetafileError('changed while being copied; run the command again', this.name);
+      }
+    }
+    return { listCrc, tableCrc };
+  }
+
   /** How many sub-digests block `index` has (its length over the sub-block size, rounded up); 0 without a second level. */
   subCount(index: number): number {
     const sub = this.summary.sub;
@@ -309,15 +342,8 @@ export interface BlockRecord {
   subDigests?: Uint8Array;
 }
 
-/**
- * Writes a metafile atomically (temp name, flush, rename; an existing one is replaced only when the new one is
- * complete). `blocks` must yield every block in order; entries are streamed, so memory stays flat.
- */
-export async function writeMetafile(
-  location: Location,
-  meta: NewMetafile,
-  blocks: AsyncIterable<BlockRecord> | Iterable<BlockRecord>,
-): Promise<void> {
+/** The header (not yet complete) of a new list, its fields checked. */
+export function headerFor(meta: NewMetafile): MetafileHeader {
   const blockCount = blockCountFor(meta.virtualSize, meta.blockSize);
   const digestLength = DIGEST_LENGTH[meta.algorithm];
   if (meta.layout === 'vbb' && (meta.algorithm !== 'sha1-16' || meta.blockSize !== VBB_BLOCK_SIZE)) {
@@ -325,7 +351,7 @@ export async function writeMetafile(
   }
   if (meta.layout === 'native' && meta.algorithm === 'sha1-16') throw new Error('native metafiles do not use sha1-16');
   const sub = meta.subBlockSize ? subLevelFor(meta) : null;
-  const header: MetafileHeader = {
+  return {
     algorithm: meta.algorithm,
     digestLength,
     blockSize: meta.blockSize,
@@ -340,6 +366,19 @@ export async function writeMetafile(
     sub,
     subTableCrc: 0,
   };
+}
+
+/**
+ * Writes a metafile atomically (temp name, flush, rename; an existing one is replaced only when the new one is
+ * complete). `blocks` must yield every block in order; entries are streamed, so memory stays flat.
+ */
+export async function writeMetafile(
+  location: Location,
+  meta: NewMetafile,
+  blocks: AsyncIterable<BlockRecord> | Iterable<BlockRecord>,
+): Promise<void> {
+  const header = headerFor(meta);
+  const { blockCount, digestLength, sub } = header;
   const slot = sub ? subSlotSize(meta.blockSize, sub) : 0;
   const native = meta.layout === 'native';
   const stride = native ? entrySize(digestLength) : VBB_DIGEST_LENGTH;
@@ -393,18 +432,23 @@ export async function writeMetafile(
         if (next !== blockCount) throw new Error(`metafile entries ended at ${next} of ${blockCount}`);
         if (used) await flushBatch();
         if (tableUsed) await flushTable();
-        if (native) {
-          await file.write(tablePos, serializeTrailer(crc));
-          // The complete flag goes in last: a file without it is never trusted.
-          await file.flush();
-          await file.write(0, serializeHeader({ ...header, complete: true, subTableCrc: tableCrc >>> 0 }));
-        }
+        if (native) await finishNative(file, header, tablePos, crc, tableCrc);
       } finally {
         await file.close();
       }
     },
     { overwrite: true },
   );
+}
+
+/**
+ * Ends a native list whose header (incomplete) and body are written: the trailer at `trailerPos`, a flush, then the
+ * header with the complete flag, last, so that a file without it is never trusted.
+ */
+export async function finishNative(file: RandomAccessFile, header: MetafileHeader, trailerPos: number, listCrc: number, tableCrc: number): Promise<void> {
+  await file.write(trailerPos, serializeTrailer(listCrc));
+  await file.flush();
+  await file.write(0, serializeHeader({ ...header, complete: true, subTableCrc: tableCrc >>> 0 }));
 }
 
 /** The second level a new native list asks for, checked. */
@@ -430,22 +474,4 @@ export function writableFields(list: Metafile): Omit<NewMetafile, 'identity'> {
     virtualSize: s.virtualSize,
     subBlockSize: s.sub?.size ?? 0,
   };
-}
-
-/**
- * Writes the list of metafile `from` to `to` (atomically; `to` may equal `from`) recording a new image identity:
- * after a merge, the diff's list describes the parent's new content. vbb files record no identity and are copied.
- */
-export async function restampMetafile(from: Location, to: Location, identity: DiskIdentity): Promise<void> {
-  const meta = await readMetafile(from);
-  try {
-    const s = meta.summary;
-    await writeMetafile(
-      to,
-      { ...writableFields(meta), identity },
-      meta.records(),
-    );
-  } finally {
-    await meta.close();
-  }
 }

@@ -5,7 +5,7 @@
 import type { Location } from '../io/location.js';
 import { displayLocation } from '../io/location.js';
 import { openDisk } from '../formats/open.js';
-import { hashDisk, metafileLocationFor, readMetafile, writableFields, writeMetafile, type EntryBatch } from '../meta/index.js';
+import { hashDisk, metafileLocationFor, readMetafile, restampList, type EntryBatch } from '../meta/index.js';
 import { MetafileError } from '../util/errors.js';
 import type { Disk, OpenOptions } from '../formats/disk.js';
 import type { ParentRecord } from './parent-identity.js';
@@ -54,8 +54,7 @@ export async function rotateMetafile(diffLoc: Location, parentLoc: Location, vhd
   const list = await readMetafile(from, { virtualSize: size, logicalSectorSize: sectors });
   const to = metafileLocationFor(parentLoc);
   try {
-    const s = list.summary;
-    await writeMetafile(to, { ...writableFields(list), logicalSectorSize: s.logicalSectorSize ?? sectors, identity }, list.records());
+    await restampList(list, to, identity, sectors);
   } finally {
     await list.close();
   }

@@ -7,7 +7,8 @@ import type { Location } from '../../../src/io/location.js';
 import { MetafileError } from '../../../src/util/errors.js';
 import { crc32c } from '../../../src/util/crc32c.js';
 import { serializeHeader, parseHeader, HEADER_SIZE, type MetafileHeader } from '../../../src/meta/header.js';
-import { readMetafile, writeMetafile, restampMetafile, metafileLocationFor, imageLocationForMetafile, type BlockRecord, type NewMetafile } from '../../../src/meta/metafile.js';
+import { readMetafile, writeMetafile, metafileLocationFor, imageLocationForMetafile, type BlockRecord, type NewMetafile } from '../../../src/meta/metafile.js';
+import { restampMetafile } from '../../../src/meta/restamp.js';
 import type { BlockState } from '../../../src/meta/entries.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 
