@@ -56,6 +56,8 @@ export interface RepoBackend {
   pointSize(disk: string, point: RestorePoint): Promise<number | null>;
   /** Takes a disk's lock (one writer per disk) and returns the session that may change it. */
   lockDisk(disk: string, op: string): Promise<DiskSession>;
+  /** Ends pooled connections (object stores); a long-running reader such as `serve` calls it when it stops. */
+  close?(): Promise<void>;
 }
 
 /** A disk held by this run: the only way to change it. */

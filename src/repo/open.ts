@@ -15,3 +15,14 @@ export async function openRepository(text: string, mustExist = true, objects: Ob
   if (mustExist && !(await repo.exists())) throw new NotFoundError(`not a vhdsync repository (no ${REPOSITORY_MARKER}); vhdsync backup --repo creates one`, repo.display);
   return repo;
 }
+
+/**
+ * What `serve` was pointed at when it is a repository: `s3://` always (an object-store prefix holds nothing else
+ * serve could export, so one without the marker is refused), a folder only when it holds the repository marker
+ * (never guessed from its content). Null for a folder without the marker: a plain folder of images.
+ */
+export async function repositoryToServe(text: string, objects: ObjectStoreOptions = {}): Promise<RepoBackend | null> {
+  if (isObjectStoreLocation(text)) return openRepository(text, true, objects);
+  const repo = new FileRepository(await parseLocation(text));
+  return (await repo.exists()) ? repo : null;
+}

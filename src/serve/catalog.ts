@@ -16,6 +16,8 @@ import { openFreshMetafile, METAFILE_SUFFIX } from '../meta/index.js';
 import { LOCK_SUFFIX } from '../sync/lock.js';
 import { MERGE_STATE_SUFFIX } from '../sync/merge-state.js';
 import { RequestError, VhdsyncError } from '../util/errors.js';
+import type { DiskLocks } from './disk-locks.js';
+import type { DiskSource, ExportedDisk } from './source.js';
 
 /** Sidecar holding the uuid `serve` assigned to an image whose format has none (raw, qcow2). */
 export const UUID_SUFFIX = '.uuid';
@@ -39,7 +41,7 @@ export interface DiskEntry {
 }
 
 /** The images of one folder. */
-export class Catalog {
+export class Catalog implements DiskSource {
   private realRoot: string | null = null;
   private readonly ids = new Map<string, { size: number; mtimeMs: number; uuid: string | null }>();
 
@@ -48,6 +50,8 @@ export class Catalog {
     readonly root: Location,
     /** Never write sidecars (read-only service). */
     readonly readOnly: boolean,
+    /** The disks this server uses: an export shares a disk with other exports, never with an import. */
+    private readonly locks: DiskLocks,
   ) {}
 
   private get local(): boolean {
@@ -91,7 +95,7 @@ export class Catalog {
    * Resolves `vdi=`: a file name, a file name without its extension, or a uuid. Returns the image's file name;
    * anything that does not name an image inside the folder is a 404.
    */
-  async resolve(text: string | undefined, what = 'vdi'): Promise<string> {
+  async resolve(text: string | undefined, what: 'vdi' | 'base' = 'vdi'): Promise<string> {
     if (text === undefined || text === '') throw new RequestError(400, `missing ${what} parameter${what === 'vdi' ? ' (or sr_id to import into a new disk)' : ''}`);
     const notFound = () => new RequestError(404, `no such disk: ${what}=${text.slice(0, 80)}`);
     if (!isPlainName(text)) throw notFound();
@@ -132,6 +136,34 @@ export class Catalog {
       }
     }
     return disk;
+  }
+
+  /** Opens a resolved disk for an export, holding it for reading (shared with other exports) until closed. */
+  async openExport(name: string): Promise<ExportedDisk> {
+    const use = await this.locks.acquire(this.at(name), 'read');
+    let disk: Disk;
+    try {
+      disk = await this.open(name);
+    } catch (err) {
+      await use.release();
+      throw err;
+    }
+    return {
+      disk,
+      list: null,
+      zeroScan: true,
+      close: async () => {
+        try {
+          await disk.close();
+        } finally {
+          await use.release();
+        }
+      },
+    };
+  }
+
+  hide(message: string): string {
+    return message.split(this.root.path + '/').join('');
   }
 
   /** The uuid of an image: its own (VHD, VHDX) or the one in its sidecar, assigned now unless read-only. */

@@ -1,7 +1,9 @@
 /** What every request handler of `serve` shares: the disks, tasks, locks, authentication and settings. */
+import { RequestError } from '../util/errors.js';
 import type { Authenticator } from './auth.js';
 import type { Catalog } from './catalog.js';
 import type { DiskLocks } from './disk-locks.js';
+import type { DiskSource } from './source.js';
 import type { Tasks } from './tasks.js';
 
 /** Settings of one server. */
@@ -20,7 +22,10 @@ export interface ServeSettings {
 
 /** The shared state. */
 export interface ServeContext {
-  catalog: Catalog;
+  /** What exports and the listing read. */
+  source: DiskSource;
+  /** The folder imports write into; null when the server exports a backup repository. */
+  catalog: Catalog | null;
   tasks: Tasks;
   locks: DiskLocks;
   auth: Authenticator;
@@ -35,4 +40,10 @@ export interface Outcome {
   task?: string;
   disk?: string;
   error?: string;
+}
+
+/** The folder an import may write into; 403 on a read-only server (`--read-only`, or a backup repository). */
+export function writableFolder(ctx: ServeContext): Catalog {
+  if (ctx.settings.readOnly || !ctx.catalog) throw new RequestError(403, ctx.catalog ? 'this server is read-only' : 'this server exports a backup repository, which is read-only');
+  return ctx.catalog;
 }

@@ -5,14 +5,13 @@
  * exports answer `Range`. Errors before the head get a status; errors after it
  * cut the connection (the client sees fewer bytes than announced) and fail the task.
  */
-import type { Disk } from '../formats/disk.js';
 import { deltaContent, encode, fullContent, sendToSink, type ContentSource, type StreamFormat } from '../stream/index.js';
 import { RequestError } from '../util/errors.js';
 import type { ServerConnection } from './connection.js';
 import type { Outcome, ServeContext } from './context.js';
-import type { DiskUse } from './disk-locks.js';
 import { messageOf } from './errors.js';
 import { param, parseRange, type RequestHead } from './request.js';
+import type { ExportedDisk } from './source.js';
 import type { Task } from './tasks.js';
 
 const CONTENT_TYPES: Record<string, string> = { raw: 'application/octet-stream', vhd: 'application/vhd', qcow2: 'application/x-qemu-disk', vhdx: 'application/octet-stream' };
@@ -28,25 +27,24 @@ export function exportFormat(req: RequestHead): StreamFormat {
 /** Serves one export. `task` is already started; `headers` are the common response headers. */
 export async function exportDisk(ctx: ServeContext, conn: ServerConnection, req: RequestHead, task: Task, headers: Record<string, string>): Promise<Outcome> {
   const format = exportFormat(req);
-  const name = await ctx.catalog.resolve(param(req, 'vdi'), 'vdi');
+  const name = await ctx.source.resolve(param(req, 'vdi'), 'vdi');
   task.disk = name;
   const baseText = param(req, 'base');
-  const baseName = baseText !== undefined ? await ctx.catalog.resolve(baseText, 'base') : null;
+  const baseName = baseText !== undefined ? await ctx.source.resolve(baseText, 'base') : null;
   if (baseName !== null && format === 'raw') throw new RequestError(400, 'a raw export cannot hold a delta (it would read as zeros where the base has data): use format=vhd');
-  const uses: DiskUse[] = [];
-  const disks: Disk[] = [];
+  const opened: ExportedDisk[] = [];
   try {
-    uses.push(await ctx.locks.acquire(ctx.catalog.at(name), 'read'));
-    if (baseName !== null && baseName !== name) uses.push(await ctx.locks.acquire(ctx.catalog.at(baseName), 'read'));
-    const disk = await ctx.catalog.open(name);
-    disks.push(disk);
+    const src = await ctx.source.openExport(name);
+    opened.push(src);
+    const disk = src.disk;
     let content: ContentSource;
     if (baseName !== null) {
-      const base = await ctx.catalog.open(baseName);
-      disks.push(base);
-      content = (await deltaContent(disk, base)).source;
+      const base = await ctx.source.openExport(baseName);
+      opened.push(base);
+      const lists = src.list && base.list ? { source: src.list, base: base.list } : undefined;
+      content = (await deltaContent(disk, base.disk, { lists })).source;
     } else {
-      content = await fullContent(disk, format);
+      content = await fullContent(disk, format, { zeroScan: src.zeroScan });
     }
     const stream = encode(format, content);
     const common = {
@@ -79,13 +77,13 @@ export async function exportDisk(ctx: ServeContext, conn: ServerConnection, req:
     } catch (err) {
       // The head promised a length: cutting the connection is how the client learns the body is incomplete.
       conn.abort();
-      ctx.tasks.fail(task, messageOf(err));
-      return { status: 200, bytes: sent, task: task.id, disk: name, error: messageOf(err) };
+      const message = ctx.source.hide(messageOf(err));
+      ctx.tasks.fail(task, message);
+      return { status: 200, bytes: sent, task: task.id, disk: name, error: message };
     }
     return done(ctx, task, 200, sent, name);
   } finally {
-    for (const d of disks) await d.close().catch(() => {});
-    for (const u of uses) await u.release();
+    for (const o of opened) await o.close().catch(() => {});
   }
 }
 

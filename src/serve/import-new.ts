@@ -15,7 +15,7 @@ import { RequestError } from '../util/errors.js';
 import { isAllZero } from '../util/struct.js';
 import { UUID_SUFFIX } from './catalog.js';
 import type { ServerConnection } from './connection.js';
-import type { Outcome, ServeContext } from './context.js';
+import { writableFolder, type Outcome, type ServeContext } from './context.js';
 import { answerFailure, messageOf } from './errors.js';
 import { bodyFraming, param, type RequestHead } from './request.js';
 import type { Task } from './tasks.js';
@@ -54,7 +54,7 @@ export async function importNewDisk(
   const name = `${uuid}.raw`;
   task.disk = name;
   task.total = framing.length;
-  const target = ctx.catalog.at(name);
+  const target = writableFolder(ctx).at(name);
   const use = await ctx.locks.acquire(target, 'write');
   try {
     if (/100-continue/i.test(req.headers.get('expect') ?? '')) await conn.writeContinue();

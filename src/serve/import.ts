@@ -18,7 +18,7 @@ import { mergeDiff } from '../sync/merge.js';
 import { applyChunked, applyQcow2Stream, applyVhdStream, ForwardReader, readQcow2StreamHead, type Qcow2StreamHead } from '../stream/index.js';
 import { CorruptImageError, RequestError, VhdsyncError } from '../util/errors.js';
 import type { ServerConnection } from './connection.js';
-import type { Outcome, ServeContext } from './context.js';
+import { writableFolder, type Outcome, type ServeContext } from './context.js';
 import type { DiskUse } from './disk-locks.js';
 import { importNewDisk, srOf } from './import-new.js';
 import { answerFailure, messageOf } from './errors.js';
@@ -46,14 +46,14 @@ export function importKind(req: RequestHead): BodyKind {
 
 /** Serves one import. `task` is already started; `headers` are the common response headers. */
 export async function importDisk(ctx: ServeContext, conn: ServerConnection, req: RequestHead, task: Task, headers: Record<string, string>): Promise<Outcome> {
-  if (ctx.settings.readOnly) throw new RequestError(403, 'this server is read-only');
+  const catalog = writableFolder(ctx);
   const kind = importKind(req);
   const vdi = param(req, 'vdi');
   if ((vdi === undefined || vdi === '') && srOf(req) !== undefined) return importNewDisk(ctx, conn, req, task, headers, kind);
   const framing = bodyFraming(req);
-  const name = await ctx.catalog.resolve(vdi, 'vdi');
+  const name = await catalog.resolve(vdi, 'vdi');
   task.disk = name;
-  const target = ctx.catalog.at(name);
+  const target = catalog.at(name);
   if (framing.kind === 'length' && framing.length === 0 && kind !== 'frames') {
     // Xen Orchestra's probe: an empty PUT to learn whether it must follow a redirect. Nothing is written.
     await conn.writeHead(200, { ...headers, 'Content-Type': 'application/octet-stream' });
@@ -64,7 +64,7 @@ export async function importDisk(ctx: ServeContext, conn: ServerConnection, req:
   let diffLoc: Location | null = null;
   let merging = false;
   try {
-    const probe = await ctx.catalog.open(name);
+    const probe = await catalog.open(name);
     const { format, virtualSize } = probe;
     await probe.close();
     if (format === 'raw' && ctx.settings.atomicOnly) throw new RequestError(403, `${name} is a raw disk, which is written in place; this server runs with --atomic-only`);
@@ -86,7 +86,7 @@ export async function importDisk(ctx: ServeContext, conn: ServerConnection, req:
     progress.unref();
     try {
       if (format === 'raw') {
-        const disk = await ctx.catalog.open(name, true);
+        const disk = await catalog.open(name, true);
         try {
           await applyBody(kind, reader, disk, qcow2Head);
           await disk.flush();
@@ -94,8 +94,8 @@ export async function importDisk(ctx: ServeContext, conn: ServerConnection, req:
           await disk.close();
         }
       } else {
-        diffLoc = ctx.catalog.at(`.${name}.import-${randomBytes(8).toString('hex')}.${EXTENSIONS[format]}`);
-        const parent = await ctx.catalog.open(name);
+        diffLoc = catalog.at(`.${name}.import-${randomBytes(8).toString('hex')}.${EXTENSIONS[format]}`);
+        const parent = await catalog.open(name);
         let diff: Disk;
         try {
           diff = await createDisk(hookLocation(diffLoc), { format, type: 'differencing', parent, finalLocation: diffLoc });
@@ -116,7 +116,7 @@ export async function importDisk(ctx: ServeContext, conn: ServerConnection, req:
     } finally {
       clearInterval(progress);
     }
-    ctx.tasks.succeed(task, { bytes: reader.position, disk: name, uuid: await ctx.catalog.uuidOf(name).catch(() => null) });
+    ctx.tasks.succeed(task, { bytes: reader.position, disk: name, uuid: await catalog.uuidOf(name).catch(() => null) });
     // Released before the connection closes: a client that saw the end may import into the disk again at once.
     await use.release();
     await conn.finish();
@@ -193,6 +193,6 @@ async function retryMerge(ctx: ServeContext, diffLoc: Location, use: DiskUse, na
   try {
     await mergeDiff(diffLoc, { lock: use.lock ?? undefined });
   } catch (err) {
-    ctx.locks.quarantine(ctx.catalog.at(name), `an import's merge stopped part-way (${messageOf(err)}); restart vhdsync serve to finish it`);
+    ctx.locks.quarantine(writableFolder(ctx).at(name), `an import's merge stopped part-way (${messageOf(err)}); restart vhdsync serve to finish it`);
   }
 }

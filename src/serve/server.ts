@@ -6,7 +6,8 @@ import { randomUUID } from 'node:crypto';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { Location } from '../io/location.js';
-import { RequestError } from '../util/errors.js';
+import type { RepoBackend } from '../repo/backend.js';
+import { RequestError, UsageError } from '../util/errors.js';
 import { Authenticator, DEFAULT_RATE_LIMIT, type RateLimit } from './auth.js';
 import { Catalog } from './catalog.js';
 import { ServerConnection } from './connection.js';
@@ -16,6 +17,8 @@ import { statusOf } from './errors.js';
 import { exportDisk } from './export.js';
 import { importDisk } from './import.js';
 import { recoverImports, type Recovered } from './recover.js';
+import { RepositoryCatalog } from './repo-catalog.js';
+import type { DiskSource } from './source.js';
 import { param, redactTarget, routeOf, type RequestHead } from './request.js';
 import { Tasks, type Task } from './tasks.js';
 import type { PasswordHash } from './password.js';
@@ -38,7 +41,10 @@ export interface LogEntry {
 
 /** How to start a server. */
 export interface ServeOptions extends Partial<ServeSettings> {
-  root: Location;
+  /** The folder of images to serve; or, with `repository`, nothing. */
+  root?: Location;
+  /** A backup repository whose restore points are exported, read-only (instead of `root`). */
+  repository?: RepoBackend;
   host: string;
   port: number;
   /** PEM certificate and key: TLS. */
@@ -74,13 +80,25 @@ const REALMS: Record<string, string> = { import: 'VDI.import', export: 'VDI.expo
 /** Starts a server on `opts.root`, after settling what a killed earlier run left there. */
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const settings: ServeSettings = { ...DEFAULT_SETTINGS, ...Object.fromEntries(Object.entries(opts).filter(([k, v]) => k in DEFAULT_SETTINGS && v !== undefined)) };
-  const catalog = new Catalog(opts.root, settings.readOnly);
-  await catalog.init();
-  const recovered = settings.readOnly ? [] : await recoverImports(catalog);
+  // Restore points are never written: a repository is always served read-only.
+  if (opts.repository) settings.readOnly = true;
+  const locks = new DiskLocks(settings.readOnly);
+  let catalog: Catalog | null = null;
+  let source: DiskSource;
+  if (opts.repository) {
+    source = new RepositoryCatalog(opts.repository);
+  } else if (opts.root) {
+    source = catalog = new Catalog(opts.root, settings.readOnly, locks);
+  } else {
+    throw new UsageError('serve needs a folder or a repository');
+  }
+  await source.init();
+  const recovered = catalog && !settings.readOnly ? await recoverImports(catalog) : [];
   const ctx: ServeContext = {
+    source,
     catalog,
     tasks: new Tasks(),
-    locks: new DiskLocks(settings.readOnly),
+    locks,
     auth: new Authenticator(opts.users ?? null, opts.rateLimit ?? DEFAULT_RATE_LIMIT),
     settings,
   };
@@ -134,7 +152,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   async function refuse(conn: ServerConnection, err: unknown, headers: Record<string, string>, task?: Task): Promise<Outcome> {
     const e = statusOf(err);
     // Clients learn disk names, never where the folder lies on the server.
-    e.message = e.message.split(catalog.root.path + '/').join('');
+    e.message = source.hide(e.message);
     if (task) ctx.tasks.fail(task, e.message);
     if (conn.responded) {
       conn.abort();
@@ -174,7 +192,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       const { total: _total, ...shown } = task;
       return json(conn, plain, 200, shown, user);
     }
-    if (route === 'disks') return json(conn, plain, 200, await ctx.catalog.list(), user, req.method === 'HEAD');
+    if (route === 'disks') return json(conn, plain, 200, await ctx.source.list(), user, req.method === 'HEAD');
     if (transfers >= settings.maxTransfers) throw new RequestError(503, `${settings.maxTransfers} transfers are running; try again later`, undefined, { 'Retry-After': '5' });
     transfers++;
     let task: Task | undefined;

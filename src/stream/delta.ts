@@ -29,6 +29,11 @@ const STATUS_WINDOW = 1 << 30;
 export interface DeltaOptions {
   /** Where the delta will finally live, for a relative parent locator. */
   finalLocation?: Location | null;
+  /**
+   * Lists known to describe both disks' current content (a repository's points, checked as they are read): the
+   * delta then comes from their digests, as from fresh metafiles. The caller keeps and closes them.
+   */
+  lists?: { source: Metafile; base: Metafile };
 }
 
 /** The content of `src` that differs from `base`, and how that was found. */
@@ -41,6 +46,10 @@ export async function deltaContent(src: Disk, base: Disk, opts: DeltaOptions = {
   if (depth !== null) {
     const above = await rangesAbove(src, depth);
     return { source: contentOfDisk(src, above.ranges, info, above.zeros), method: 'allocation' };
+  }
+  if (opts.lists) {
+    assertComparable(opts.lists.source, opts.lists.base);
+    return { source: contentOfDisk(src, await digestRanges(opts.lists.source, opts.lists.base, src.virtualSize), info), method: 'digest' };
   }
   const metas = await freshMetafiles(src, base);
   if (metas) {

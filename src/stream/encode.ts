@@ -28,10 +28,11 @@ export function encode(format: StreamFormat, source: ContentSource, opts: Encode
  * a VHDX block, 64 KiB otherwise) are dropped from layers whose allocation says less than that unit: raw layers (as
  * vhd-tool reads raw sources first) and layers with coarser blocks (a 32 MiB Hyper-V VHDX block holding 4 KiB of
  * data would otherwise travel as 16 VHD blocks). Layers with finer allocation are trusted, unread. A raw stream sends
- * everything anyway, so it skips that read.
+ * everything anyway, so it skips that read; so does `zeroScan: false`.
  */
-export function fullContent(disk: Disk, format: string): Promise<ContentSource> {
-  if (format === 'raw') return diskContent(disk);
+export function fullContent(disk: Disk, format: string, opts: { zeroScan?: boolean } = {}): Promise<ContentSource> {
+  // Without the scan (a restore point, whose blocks a backup already found non-zero), the data is read once, not twice.
+  if (format === 'raw' || opts.zeroScan === false) return diskContent(disk);
   const layers: Disk[] = [];
   for (let d: Disk | null = disk; d; d = d.parent) layers.push(d);
   const granule = format === 'vhd' ? STREAM_BLOCK_SIZE : format === 'vhdx' ? vhdxStreamBlockSize(disk.virtualSize) : 64 << 10;

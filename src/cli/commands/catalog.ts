@@ -29,7 +29,7 @@ export const CATALOG = {
   },
   serve: {
     command: 'serve [dir]',
-    describe: "serve the images in DIR over HTTP(S) as XAPI's /import_raw_vdi and /export_raw_vdi do (imports into VHD/VHDX/QCOW2 are all or nothing)",
+    describe: "serve the images in DIR over HTTP(S) as XAPI's /import_raw_vdi and /export_raw_vdi do (imports into VHD/VHDX/QCOW2 are all or nothing), or a backup repository's restore points read-only",
   },
   backup: {
     command: 'backup <sources..>',

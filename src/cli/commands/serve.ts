@@ -6,13 +6,15 @@ import type { CommandModule } from 'yargs';
 import { CATALOG } from './catalog.js';
 import { readFileSync } from 'node:fs';
 import { parseLocation } from '../../io/location.js';
+import { repositoryToServe } from '../../repo/open.js';
 import { loadCredentials } from '../../serve/auth.js';
 import { hashPassword } from '../../serve/password.js';
 import { startServer, type LogEntry } from '../../serve/server.js';
 import { UsageError } from '../../util/errors.js';
+import { objectStoreOptionsFrom, withObjectStoreOptions, type ObjectStoreArgs } from '../options.js';
 import { out, type GlobalArgs } from '../output.js';
 
-interface ServeArgs extends GlobalArgs {
+interface ServeArgs extends GlobalArgs, ObjectStoreArgs {
   dir?: string;
   listen: string;
   'tls-cert'?: string;
@@ -31,8 +33,8 @@ interface ServeArgs extends GlobalArgs {
 export const serveCommand: CommandModule<object, ServeArgs> = {
   ...CATALOG.serve,
   builder: (y) =>
-    y
-      .positional('dir', { type: 'string', describe: 'folder of images (local path or smb://)' })
+    withObjectStoreOptions(y)
+      .positional('dir', { type: 'string', describe: 'folder of images (local path or smb://), or a backup repository (a folder with vhdsync-repository.json, or s3://BUCKET/PREFIX), served read-only' })
       .option('listen', { type: 'string', default: '127.0.0.1:8080', describe: 'HOST:PORT to listen on (port 0: any free port)' })
       .option('tls-cert', { type: 'string', describe: 'PEM certificate: serve HTTPS (with --tls-key)' })
       .option('tls-key', { type: 'string', describe: 'PEM private key of --tls-cert' })
@@ -64,8 +66,10 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     }
     const tls = args['tls-cert'] ? { cert: readPem(args['tls-cert']), key: readPem(args['tls-key'] as string) } : undefined;
     const jsonLog = Boolean(args['json-log']);
+    const repository = await repositoryToServe(args.dir, objectStoreOptionsFrom(args));
+    const readOnly = Boolean(args['read-only']) || repository !== null;
     const server = await startServer({
-      root: await parseLocation(args.dir),
+      ...(repository ? { repository } : { root: await parseLocation(args.dir) }),
       host,
       port,
       tls,
@@ -81,12 +85,20 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       const what = { merged: 'finished the merge of an interrupted import', removed: 'removed an unfinished import', unlocked: 'removed the lock of a dead run', busy: 'left an import another run holds' }[r.action];
       out(jsonLog ? JSON.stringify({ event: 'recovered', ...r }) : `${r.disk}: ${what} (${r.file})`);
     }
-    out(jsonLog ? JSON.stringify({ event: 'listening', url: server.url, dir: args.dir, readOnly: Boolean(args['read-only']) }) : `serving ${args.dir} on ${server.url}${args['read-only'] ? ' (read-only)' : ''}`);
+    const what = repository ? 'the restore points of ' : '';
+    out(
+      jsonLog
+        ? JSON.stringify({ event: 'listening', url: server.url, dir: args.dir, readOnly, repository: repository !== null })
+        : `serving ${what}${args.dir} on ${server.url}${readOnly ? ' (read-only)' : ''}`,
+    );
     await new Promise<void>((resolve) => {
       const stop = () => {
         process.off('SIGINT', stop);
         process.off('SIGTERM', stop);
-        void server.close().then(resolve);
+        void server
+          .close()
+          .then(() => repository?.close?.())
+          .then(resolve);
       };
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
