@@ -60,6 +60,9 @@ export interface RepoBackend {
   close?(): Promise<void>;
 }
 
+/** What `fold` needs of a point: its id and its image's name. */
+export type PointName = Pick<RestorePoint, 'id' | 'image'>;
+
 /** A disk held by this run: the only way to change it. */
 export interface DiskSession {
   readonly disk: string;
@@ -71,7 +74,7 @@ export interface DiskSession {
    * Makes `drop`'s image hold its child `into`'s content under `into`'s name (the crash-safe merge of `into` into
    * `drop`, then renames). Idempotent: after a kill, calling it again finishes the job.
    */
-  fold(drop: RestorePoint, into: RestorePoint): Promise<void>;
+  fold(drop: PointName, into: PointName): Promise<void>;
   /** Removes everything of this disk that `m` does not reference (a killed run's leftovers, dropped points). */
   sweep(m: DiskManifest): Promise<string[]>;
   /** Throws once the lock was lost (lease lapsed, taken over). */

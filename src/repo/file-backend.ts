@@ -11,12 +11,13 @@ import { lockImage, LOCK_SUFFIX, type ImageLock } from '../sync/lock.js';
 import { hookLocation } from '../sync/kill-hook.js';
 import { mergeDiff } from '../sync/merge.js';
 import { MERGE_STATE_SUFFIX, mergeStateLocationFor } from '../sync/merge-state.js';
-import { MERGE_MARKER_SUFFIX } from '../sync/merge-marker.js';
+import { MERGE_MARKER_SUFFIX, mergeMarkerLocationFor } from '../sync/merge-marker.js';
 import { AlreadyExistsError, NotFoundError, RepositoryDamageError, UnsupportedError, UsageError } from '../util/errors.js';
-import type { DiskSession, PointFill, PointSpec, RepoBackend, WrittenPoint } from './backend.js';
+import type { DiskSession, PointFill, PointName, PointSpec, RepoBackend, WrittenPoint } from './backend.js';
 import { ManifestProblem, MANIFEST_LIMIT, parseManifest, serializeManifest, type DiskManifest, type PointKind, type RestorePoint } from './manifest.js';
 import { isMarker, markerBytes, REPOSITORY_MARKER } from './marker.js';
 import { checkDiskName } from './names.js';
+import { FOLD_MARKER_NAME, readFoldMarker, removeFoldMarker, writeFoldMarker } from './fold-marker.js';
 
 export { REPOSITORY_MARKER };
 export const MANIFEST_NAME = 'manifest.json';
@@ -177,6 +178,8 @@ class FileDiskSession implements DiskSession {
   async writeManifest(m: DiskManifest): Promise<void> {
     const bytes = serializeManifest(m);
     await writeBytesAtomically(this.at(MANIFEST_NAME), bytes, { overwrite: true });
+    // The fold marker stands in for a pending step until a manifest without one is in place (src/repo/fold-marker.ts).
+    if (!m.pending) await removeFoldMarker(this.at(FOLD_MARKER_NAME));
   }
 
   async writePoint<T>(id: string, spec: PointSpec, fill: PointFill<T>): Promise<WrittenPoint<T>> {
@@ -270,7 +273,12 @@ class FileDiskSession implements DiskSession {
     }
   }
 
-  async fold(drop: RestorePoint, into: RestorePoint): Promise<void> {
+  async fold(drop: PointName, into: PointName): Promise<void> {
+    // Durable before the first change: the merge's own files are gone before the renames below, and a manifest lost
+    // then would leave nothing saying that the dropped point's image holds its child's content.
+    const markerAt = this.at(FOLD_MARKER_NAME);
+    const marker = await readFoldMarker(markerAt).catch(() => null);
+    if (marker?.drop !== drop.id || marker.into !== into.id) await writeFoldMarker(markerAt, { drop: drop.id, into: into.id });
     // The merge guards its own writes with the parent's lock; it gets the store without this session's guard.
     const x = this.at(drop.image, false);
     const s = this.at(into.image, false);
@@ -291,8 +299,9 @@ class FileDiskSession implements DiskSession {
         }
       }
       await mergeDiff(s, { parentContentId: contentId });
-    } else if (xThere && (await store.stat(state.path))) {
-      // Killed in the merge's cleanup, after the child was deleted: the merge finishes it from the state file.
+    } else if (xThere && ((await store.stat(state.path)) || (await store.stat(mergeMarkerLocationFor(s).path)))) {
+      // Killed in the merge's cleanup, after the child was deleted: the merge finishes it from the state file, or
+      // only removes its marker (the fold's marker, not the merge's, is what outlives the merge until the manifest).
       await mergeDiff(s);
     } else if (!xThere && !sThere) {
       throw new RepositoryDamageError(`both ${drop.image} and ${into.image} are missing while folding one into the other`, displayLocation(this.plainDir));
@@ -312,7 +321,7 @@ class FileDiskSession implements DiskSession {
     if (m.pending) {
       const drop = m.points.find((p) => p.id === m.pending!.drop)!;
       const into = m.points.find((p) => p.id === m.pending!.into);
-      keep.add(drop.image + MERGE_STATE_SUFFIX);
+      keep.add(drop.image + MERGE_STATE_SUFFIX).add(FOLD_MARKER_NAME);
       // The merge's marker beside the child being folded names the state's side (docs/decisions/0003).
       if (into) keep.add(into.image + MERGE_MARKER_SUFFIX);
     }

@@ -17,6 +17,7 @@ import { readSmallFile } from '../io/atomic.js';
 import { FileRepository, INCOMING_SUFFIX, MANIFEST_NAME } from './file-backend.js';
 import { MANIFEST_FORMAT, MANIFEST_LIMIT, MANIFEST_VERSION, parseManifest, serializeManifest, type DiskManifest, type RestorePoint } from './manifest.js';
 import { isPointId } from './names.js';
+import { FOLD_MARKER_NAME, readFoldMarker } from './fold-marker.js';
 import { lockDiskWaiting, type LockWait } from './wait.js';
 
 /** What a repair did. */
@@ -31,6 +32,8 @@ export interface RepairSummary {
   ignored: string[];
   /** Where the damaged manifest was moved before the new one was written (null when there was none). */
   movedAside: string | null;
+  /** The interrupted fold (a prune's) that was finished before the rebuild, as `DROP into INTO`, or null. */
+  finishedFold: string | null;
 }
 
 /** What the source of a rebuilt point is recorded as: the manifest that knew it is gone. */
@@ -122,18 +125,23 @@ export async function repairManifest(repo: FileRepository, disk: string, wait?: 
     let reason: string;
     try {
       const m = await repo.readManifest(disk);
-      if (m) return { disk, rebuilt: false, reason: null, points: m.points.map((p) => ({ id: p.id, kind: p.kind, parent: p.parent })), ignored: [], movedAside: null };
+      if (m) return { disk, rebuilt: false, reason: null, points: m.points.map((p) => ({ id: p.id, kind: p.kind, parent: p.parent })), ignored: [], movedAside: null, finishedFold: null };
       reason = 'manifest missing';
     } catch (err) {
       if (!(err instanceof RepositoryDamageError)) throw err;
       reason = err.message.replace(/;.*$/, '');
     }
-    const refuse = (name: string, why: string) =>
-      new RepositoryDamageError(`cannot rebuild the manifest: ${why}; move that file out of the folder if it is not needed (nothing was written)`, displayLocation(at(name)));
     await refuseNewer(at(MANIFEST_NAME));
+    // A fold the lost manifest had pending is finished first, as the next run would have: its marker names it.
+    const fold = await readFoldMarker(at(FOLD_MARKER_NAME));
+    if (fold) await session.fold({ id: fold.drop, image: `${fold.drop}.vhdx` }, { id: fold.into, image: `${fold.into}.vhdx` });
+    const finishedFold = fold && `${fold.drop} into ${fold.into}`;
+    const written = finishedFold ? `only the interrupted fold of ${finishedFold} was finished` : 'nothing was written';
+    const refuse = (name: string, why: string) =>
+      new RepositoryDamageError(`cannot rebuild the manifest: ${why}; move that file out of the folder if it is not needed (${written})`, displayLocation(at(name)));
     const names = await store.list(folder.path);
     const merging = names.find((n) => n.endsWith(MERGE_STATE_SUFFIX) || n.endsWith(MERGE_MARKER_SUFFIX));
-    if (merging) throw refuse(merging, 'a prune was folding one point into the next when the manifest was lost, so which content those images hold is not provable');
+    if (merging) throw refuse(merging, 'a merge was in progress when the manifest was lost and no fold marker names it (a prune of an older vhdsync, or a merge run by hand in this folder), so which content those images hold is not provable');
     const ids = names.filter((n) => n.endsWith('.vhdx') && isPointId(n.slice(0, -5))).map((n) => n.slice(0, -5)).sort(byId);
     const ignored: string[] = [];
     const found: Found[] = [];
@@ -185,8 +193,8 @@ export async function repairManifest(repo: FileRepository, disk: string, wait?: 
         await image.close();
       }
     }
-    if (!found.length || !first) throw new RepositoryDamageError(`cannot rebuild the manifest: no restore point with its metafile in the folder`, displayLocation(folder));
-    const ordered = backupOrder(found, (why) => new RepositoryDamageError(`cannot rebuild the manifest: ${why}; put back a copy of the manifest (nothing was written)`, displayLocation(folder)));
+    if (!found.length || !first) throw new RepositoryDamageError(`cannot rebuild the manifest: no restore point with its metafile in the folder (${written})`, displayLocation(folder));
+    const ordered = backupOrder(found, (why) => new RepositoryDamageError(`cannot rebuild the manifest: ${why}; put back a copy of the manifest (${written})`, displayLocation(folder)));
     const points: RestorePoint[] = [];
     for (const [i, f] of ordered.entries()) {
       points.push({
@@ -206,8 +214,9 @@ export async function repairManifest(repo: FileRepository, disk: string, wait?: 
     parseManifest(serializeManifest(m));
     session.check();
     const movedAside = await moveAside(at(MANIFEST_NAME));
+    // Also removes the fold marker: a manifest without a pending step is in place.
     await session.writeManifest(m);
-    return { disk, rebuilt: true, reason, points: points.map((p) => ({ id: p.id, kind: p.kind, parent: p.parent })), ignored, movedAside };
+    return { disk, rebuilt: true, reason, points: points.map((p) => ({ id: p.id, kind: p.kind, parent: p.parent })), ignored, movedAside, finishedFold };
   } finally {
     await session.release();
   }

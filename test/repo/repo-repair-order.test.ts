@@ -54,7 +54,7 @@ describe('verify --repair: order and what it refuses', () => {
 
     rmSync(manifest);
     writeFileSync(path.join(folder('ok'), `${ids[1]}.vhdx.merging.json`), '{}');
-    await expect(repairManifest(repo, 'ok')).rejects.toThrow(/prune was folding/);
+    await expect(repairManifest(repo, 'ok')).rejects.toThrow(/no fold marker names it/);
     rmSync(path.join(folder('ok'), `${ids[1]}.vhdx.merging.json`));
   });
 

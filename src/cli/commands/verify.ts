@@ -54,5 +54,6 @@ function describeRepair(r: RepairSummary): string {
   if (!r.rebuilt) return `${r.disk}: manifest intact, nothing to repair`;
   const ignored = r.ignored.length ? `; ignored ${r.ignored.join(', ')} (interrupted backups, deleted by the next backup)` : '';
   const aside = r.movedAside ? `; the damaged manifest is kept as ${r.movedAside}` : '';
-  return `${r.disk}: manifest rebuilt (${r.reason}) from ${r.points.length} restore point${r.points.length === 1 ? '' : 's'}: ${r.points.map((p) => `${p.id} ${p.kind}`).join(', ')}${ignored}${aside}`;
+  const fold = r.finishedFold ? `; first finished the interrupted fold of ${r.finishedFold}` : '';
+  return `${r.disk}: manifest rebuilt (${r.reason}) from ${r.points.length} restore point${r.points.length === 1 ? '' : 's'}: ${r.points.map((p) => `${p.id} ${p.kind}`).join(', ')}${fold}${ignored}${aside}`;
 }

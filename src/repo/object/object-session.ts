@@ -6,8 +6,8 @@ import type { DiskIdentity } from '../../formats/disk.js';
 import { MemoryStore } from '../../io/memory-store.js';
 import { readMetafile, writableFields, writeMetafile } from '../../meta/index.js';
 import { AlreadyExistsError, ConflictError, RepositoryDamageError, UnsupportedError, VhdsyncError } from '../../util/errors.js';
-import type { DiskSession, PointFill, PointSpec, WrittenPoint } from '../backend.js';
-import { serializeManifest, type DiskManifest, type RestorePoint } from '../manifest.js';
+import type { DiskSession, PointFill, PointName, PointSpec, WrittenPoint } from '../backend.js';
+import { serializeManifest, type DiskManifest } from '../manifest.js';
 import { BlockUploader } from './block-upload.js';
 import { diskPrefix, manifestKey, manifestPrefix, parseBlockName, parseGeneration, pointListName, pointMapName } from './keys.js';
 import type { DiskLease } from './lease.js';
@@ -123,7 +123,7 @@ export class ObjectDiskSession implements DiskSession {
     return { image: pointMapName(id), kind, parent: null, result };
   }
 
-  async fold(drop: RestorePoint): Promise<void> {
+  async fold(drop: PointName): Promise<void> {
     // Object points never read through another point; a manifest saying otherwise was not written by vhdsync.
     throw new RepositoryDamageError(`restore point ${drop.id} is listed as a differencing point, which object repositories never have`, this.repo.name(manifestPrefix(this.disk)));
   }
