@@ -9,6 +9,8 @@ export { parseWait, type LockWait } from './wait.js';
 export { restorePoint, type RestoreOptions, type RestoreSummary, type StreamTarget } from './restore.js';
 export { verifyDisk, type DiskReport, type PointReport } from './verify.js';
 export { repairManifest, type RepairSummary } from './repair.js';
+export { repairObjectManifest } from './object/object-repair.js';
+export { ObjectRepository } from './object/object-backend.js';
 export { listRepository, type ListedDisk, type ListedPoint } from './list.js';
 export { selectKept, checkPolicy, hasRule, type RetentionPolicy } from './retention.js';
 export { checkDiskName, defaultDiskName, resolvePoint, parseTime } from './names.js';

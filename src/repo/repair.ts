@@ -16,6 +16,7 @@ import { NotFoundError, RepositoryDamageError, VhdsyncError } from '../util/erro
 import { readSmallFile } from '../io/atomic.js';
 import { FileRepository, INCOMING_SUFFIX, MANIFEST_NAME } from './file-backend.js';
 import { MANIFEST_FORMAT, MANIFEST_LIMIT, MANIFEST_VERSION, parseManifest, serializeManifest, type DiskManifest, type RestorePoint } from './manifest.js';
+import type { RepoBackend } from './backend.js';
 import { isPointId } from './names.js';
 import { FOLD_MARKER_NAME, readFoldMarker } from './fold-marker.js';
 import { lockDiskWaiting, type LockWait } from './wait.js';
@@ -49,7 +50,7 @@ interface Found {
 }
 
 /** Orders ids by time, then by their `-N` suffix as a number. */
-function byId(a: string, b: string): number {
+export function byId(a: string, b: string): number {
   const [ta, na = '1'] = a.split('-');
   const [tb, nb = '1'] = b.split('-');
   return ta < tb ? -1 : ta > tb ? 1 : Number(na) - Number(nb);
@@ -95,13 +96,13 @@ function backupOrder(found: Found[], refuse: (why: string) => Error): Found[] {
 }
 
 /** The time a point id stands for (its backup's start, to the second). */
-function timeOfId(id: string): string {
+export function timeOfId(id: string): string {
   const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z/.exec(id)!;
   return `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}.000Z`;
 }
 
 /** Bytes of blocks whose digest in `list` differs from `prev` (or, without `prev`, from zeros). */
-async function changedBytes(list: Metafile, prev: Metafile | null): Promise<number> {
+export async function changedBytes(list: Metafile, prev: Metafile | null): Promise<number> {
   const { algorithm, blockSize, blockCount, virtualSize } = list.summary;
   const a = new DigestCursor(list);
   const b = prev && prev.summary.virtualSize === virtualSize ? new DigestCursor(prev) : null;
@@ -114,6 +115,18 @@ async function changedBytes(list: Metafile, prev: Metafile | null): Promise<numb
   return bytes;
 }
 
+/** A repair's first look, under the lock: why the manifest must be rebuilt, or the summary of an intact one. */
+export async function whyRebuild(repo: RepoBackend, disk: string): Promise<string | RepairSummary> {
+  try {
+    const m = await repo.readManifest(disk);
+    if (m) return { disk, rebuilt: false, reason: null, points: m.points.map((p) => ({ id: p.id, kind: p.kind, parent: p.parent })), ignored: [], movedAside: null, finishedFold: null };
+    return 'manifest missing';
+  } catch (err) {
+    if (!(err instanceof RepositoryDamageError)) throw err;
+    return err.message.replace(/;.*$/, '');
+  }
+}
+
 /** Rebuilds `disk`'s manifest under its lock when it is missing or damaged; an intact one is left alone. */
 export async function repairManifest(repo: FileRepository, disk: string, wait?: LockWait): Promise<RepairSummary> {
   const folder = repo.diskFolder(disk);
@@ -122,15 +135,8 @@ export async function repairManifest(repo: FileRepository, disk: string, wait?: 
   if (!(await store.stat(folder.path))?.isDirectory) throw new NotFoundError(`no folder of disk '${disk}' in this repository`, repo.display);
   const session = await lockDiskWaiting(repo, disk, 'repair', wait);
   try {
-    let reason: string;
-    try {
-      const m = await repo.readManifest(disk);
-      if (m) return { disk, rebuilt: false, reason: null, points: m.points.map((p) => ({ id: p.id, kind: p.kind, parent: p.parent })), ignored: [], movedAside: null, finishedFold: null };
-      reason = 'manifest missing';
-    } catch (err) {
-      if (!(err instanceof RepositoryDamageError)) throw err;
-      reason = err.message.replace(/;.*$/, '');
-    }
+    const reason = await whyRebuild(repo, disk);
+    if (typeof reason !== 'string') return reason;
     await refuseNewer(at(MANIFEST_NAME));
     // A fold the lost manifest had pending is finished first, as the next run would have: its marker names it.
     const fold = await readFoldMarker(at(FOLD_MARKER_NAME));

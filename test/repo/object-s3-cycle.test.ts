@@ -105,7 +105,7 @@ d('repositories on radosgw', () => {
     expectOneLineError(cli(['list', '--repo', `s3://${bucket}/r`], { env: g.env }), 1, /not a vhdsync repository/);
   }, 200_000);
 
-  it('damage by hand: a block or manifest altered or deleted: one line, verify names the point, others restore', async () => {
+  it('damage by hand: a block or manifest altered or deleted: one line, verify names the point, others restore; verify --repair', async () => {
     const g = gw();
     const bucket = await g.newBucket();
     const repo = `s3://${bucket}/r`;
@@ -150,6 +150,12 @@ d('repositories on radosgw', () => {
     // Deleted by hand: the disk is gone from the repository's catalogue.
     await g.sdk.send(new DeleteObjectCommand({ Bucket: bucket, Key: mk }));
     expectOneLineError(cli(['restore', '--repo', repo, 'dmg', '--to', path.join(tmp.dir, 'c.raw')], { env: g.env }), 1, /no disk 'dmg'/);
+    // verify --repair rebuilds it from the points' maps and lists (the block put back first, so verify then passes).
+    await g.sdk.send(new PutObjectCommand({ Bucket: bucket, Key: onlyB, Body: good }));
+    const rep = cli(['verify', '--repo', repo, 'dmg', '--repair'], { env: g.env });
+    expect({ status: rep.status, stderr: rep.stderr }).toEqual({ status: 0, stderr: '' });
+    expect(rep.stdout).toContain(`dmg: manifest rebuilt (manifest missing) from 2 restore points: ${a.point} full, ${b.point} clone`);
+    expect(await restoredObjectSha(lib, 'dmg', a.point, tmp.dir)).toBe(shaA);
   }, 300_000);
 
   it('two processes at once: different disks both succeed; the same disk, the second fails with one line', async () => {

@@ -2,7 +2,7 @@ import type { CommandModule } from 'yargs';
 import { CATALOG } from './catalog.js';
 import { objectStoreOptionsFrom, withObjectStoreOptions, type ObjectStoreArgs } from '../options.js';
 import { waitFrom, withWait, type WaitArgs } from '../wait-option.js';
-import { checkDiskName, FileRepository, openRepository, repairManifest, verifyDisk, type DiskReport, type RepairSummary } from '../../repo/index.js';
+import { checkDiskName, FileRepository, ObjectRepository, openRepository, repairManifest, repairObjectManifest, verifyDisk, type DiskReport, type RepairSummary } from '../../repo/index.js';
 import { UnsupportedError, UsageError, VhdsyncError } from '../../util/errors.js';
 import { out, outJson, withJson, type GlobalArgs } from '../output.js';
 
@@ -26,8 +26,9 @@ export const verifyCommand: CommandModule<object, VerifyArgs> = {
     let repaired: RepairSummary | null = null;
     if (args.repair) {
       if (args.name === undefined) throw new UsageError('--repair needs the name of the disk whose manifest to rebuild');
-      if (!(repo instanceof FileRepository)) throw new UnsupportedError('--repair rebuilds manifests of repositories in folders only', repo.display);
-      repaired = await repairManifest(repo, checkDiskName(args.name), wait);
+      if (repo instanceof FileRepository) repaired = await repairManifest(repo, checkDiskName(args.name), wait);
+      else if (repo instanceof ObjectRepository) repaired = await repairObjectManifest(repo, checkDiskName(args.name), wait);
+      else throw new UnsupportedError('--repair does not know this kind of repository', repo.display);
     }
     const disks = args.name !== undefined ? [checkDiskName(args.name)] : await repo.listDisks();
     const reports: DiskReport[] = [];

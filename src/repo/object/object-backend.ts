@@ -88,7 +88,7 @@ export class ObjectRepository implements RepoBackend {
   }
 
   /** The newest generation of a disk's manifest, or null when there is none. */
-  private async newestManifest(disk: string): Promise<number | null> {
+  async newestManifest(disk: string): Promise<number | null> {
     let newest: number | null = null;
     for await (const o of this.store.list(manifestPrefix(disk))) {
       const g = parseGeneration(o.key.slice(manifestPrefix(disk).length));
