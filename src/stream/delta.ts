@@ -8,9 +8,6 @@ import { chainOf } from '../formats/index.js';
 import { windowsAbsolutePath, windowsBasename, windowsRelativePath } from '../formats/vhd/parent-locator.js';
 import { displayLocation, type Location } from '../io/location.js';
 import type { Metafile } from '../meta/metafile.js';
-// The metafile modules this needs, not meta/index.js: a stream does not load the hashing pipeline (tens of ms).
-import { openFreshMetafile } from '../meta/fresh.js';
-import { assertComparable, changedRanges } from '../meta/compare.js';
 import { MetafileError, NotFoundError, UsageError } from '../util/errors.js';
 import { parseGuidBE, ZERO_GUID } from '../util/guid.js';
 import { prefetch } from '../util/prefetch.js';
@@ -48,7 +45,7 @@ export async function deltaContent(src: Disk, base: Disk, opts: DeltaOptions = {
     return { source: contentOfDisk(src, above.ranges, info, above.zeros), method: 'allocation' };
   }
   if (opts.lists) {
-    assertComparable(opts.lists.source, opts.lists.base);
+    (await metafileModules()).assertComparable(opts.lists.source, opts.lists.base);
     return { source: contentOfDisk(src, await digestRanges(opts.lists.source, opts.lists.base, src.virtualSize), info), method: 'digest' };
   }
   const metas = await freshMetafiles(src, base);
@@ -112,8 +109,21 @@ async function forStatus(disk: Disk, fn: (e: Extent) => void): Promise<void> {
   }
 }
 
+let metaModules: Promise<typeof import('../meta/fresh.js') & typeof import('../meta/compare.js')> | undefined;
+
+/**
+ * meta/fresh.js and meta/compare.js (not meta/index.js, the hashing pipeline), loaded on first use: only a delta needs
+ * metafiles, and they bring the hashing addons (two dlopens, about 20 ms of every stream's start-up). One import
+ * after the other, once: jest's ESM loader fails dynamic imports in flight at once that share a dependency.
+ */
+function metafileModules(): NonNullable<typeof metaModules> {
+  metaModules ??= (async () => ({ ...(await import('../meta/fresh.js')), ...(await import('../meta/compare.js')) }))();
+  return metaModules;
+}
+
 /** Both images' metafiles when both exist, are fresh and comparable; null otherwise (content comparison then). */
 async function freshMetafiles(src: Disk, base: Disk): Promise<[Metafile, Metafile] | null> {
+  const { openFreshMetafile, assertComparable } = await metafileModules();
   const open = async (d: Disk) => {
     try {
       return await openFreshMetafile(d);
@@ -140,6 +150,7 @@ async function freshMetafiles(src: Disk, base: Disk): Promise<[Metafile, Metafil
 /** Blocks whose digests differ, as byte ranges. */
 async function digestRanges(a: Metafile, b: Metafile, virtualSize: number): Promise<ByteRange[]> {
   const bs = a.summary.blockSize;
+  const { changedRanges } = await metafileModules();
   const out: ByteRange[] = [];
   for await (const r of changedRanges(a, b)) {
     const offset = r.first * bs;
