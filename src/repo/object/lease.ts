@@ -70,6 +70,12 @@ function deadHere(r: LeaseRecord): boolean {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * Looks at the lease before giving up as busy: the newest generation vanishing between its listing and its HEAD
+ * (a new holder deleting the ones below its own), or changing while it was watched, each costs one look.
+ */
+const MAX_LOOKS = 5;
+
 /** A lease this run holds. */
 export class DiskLease {
   private timer: NodeJS.Timeout;
@@ -95,6 +101,9 @@ export class DiskLease {
   static async take(store: ObjectStore, disk: string, op: string, timing: LeaseTiming = LEASE_TIMING): Promise<DiskLease> {
     if (!(2 * timing.authorityMs < timing.leaseMs && timing.renewMs < timing.authorityMs)) throw new Error('lease timing: need renewal < authority < lease / 2');
     for (let attempt = 0; ; attempt++) {
+      if (attempt >= MAX_LOOKS) throw new BusyError(`the lease of disk '${disk}' kept changing while it was read (${MAX_LOOKS} looks): retry`, `${store.display}/${leasePrefix(disk)}`);
+      // Not at once: a listing that still names a deleted generation (a lagging index) may catch up meanwhile.
+      if (attempt > 0) await sleep(25 * attempt);
       const newest = await newestGeneration(store, disk);
       let next = 1;
       if (newest !== null) {
