@@ -62,6 +62,24 @@ export function timedRuns(runs, cmd, argv, before) {
   return { seconds: median(secs), min: Math.min(...secs), max: Math.max(...secs), out };
 }
 
+/**
+ * Runs each contestant `runs` times, interleaved (round i runs contestant 0, 1, ... once each, so load changes hit all
+ * alike); a contestant is { cmd, argv, before? }. Returns one timedRuns-style result per contestant, in order.
+ */
+export function interleavedRuns(runs, contestants) {
+  const secs = contestants.map(() => []);
+  const outs = contestants.map(() => '');
+  for (let i = 0; i < runs; i++) {
+    contestants.forEach((c, k) => {
+      c.before?.();
+      const t = process.hrtime.bigint();
+      outs[k] = sh(c.cmd, c.argv);
+      secs[k].push(Number(process.hrtime.bigint() - t) / 1e9);
+    });
+  }
+  return secs.map((s, k) => ({ seconds: median(s), min: Math.min(...s), max: Math.max(...s), out: outs[k] }));
+}
+
 /** Writes `size` random bytes to `file` (random so nothing is skipped as zero) unless it already has that size. */
 export function randomFile(file, size) {
   if (existsSync(file) && statSync(file).size === size) return;

@@ -1,13 +1,13 @@
 #!/usr/bin/env node
 // QCOW2 read benchmarks (results: docs/performance.md, "QCOW2").
-// Run after `npm run build`:  node bench/qcow2.js [--dir DIR] [--runs N] [--size GiB] [--keep]
+// Run after `npm run build`:  node bench/qcow2.js [--dir DIR] [--runs N] [--size GiB] [--keep] [--no-createmeta]
 //  1. `vhdsync convert` of a fully allocated qcow2 (64 KiB clusters, random data) to raw vs `qemu-img convert -O raw`
 //     (and vs `qemu-img convert -t writeback`, which flushes its output as vhdsync does)
 //  2. `vhdsync createmeta` of that qcow2 vs `xxhsum -H2` of the same content as raw
 // Everything in the page cache (each measured command runs after a warm-up read). Prints a Markdown table.
 import { rmSync } from 'node:fs';
 import * as path from 'node:path';
-import { BIN, GiB, benchDir, flag, header, opt, randomFile, sh, timedRuns } from './lib.js';
+import { BIN, GiB, benchDir, flag, header, interleavedRuns, opt, randomFile, sh } from './lib.js';
 
 const RUNS = Number(opt('--runs', 3));
 const SIZE = Number(opt('--size', 4)) * GiB;
@@ -26,17 +26,23 @@ const clean = () => rmSync(out, { force: true });
 const rows = [];
 const pair = (what, ours, peer, peerName) => rows.push([what, `${ours.seconds.toFixed(2)} s (${ours.min.toFixed(2)}-${ours.max.toFixed(2)})`, `${peerName} ${peer.seconds.toFixed(2)} s (${peer.min.toFixed(2)}-${peer.max.toFixed(2)})`, `${(ours.seconds / peer.seconds).toFixed(2)}x`]);
 
-const qemu = timedRuns(RUNS, 'qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', img, out], clean);
-const ours = timedRuns(RUNS, process.execPath, [BIN, 'convert', img, out], clean);
-pair(`convert ${SIZE / GiB} GiB qcow2 (64 KiB clusters, full) -> raw`, ours, qemu, '`qemu-img convert -O raw`');
 // qemu-img convert writes with cache=unsafe (no flush); vhdsync flushes its output before renaming it into place.
-// The same durability in qemu: -t writeback, which flushes the output at the end.
-const qemuFlushed = timedRuns(RUNS, 'qemu-img', ['convert', '-t', 'writeback', '-f', 'qcow2', '-O', 'raw', img, out], clean);
+// The same durability in qemu: -t writeback, which flushes the output at the end. The three run interleaved.
+const [qemu, ours, qemuFlushed] = interleavedRuns(RUNS, [
+  { cmd: 'qemu-img', argv: ['convert', '-f', 'qcow2', '-O', 'raw', img, out], before: clean },
+  { cmd: process.execPath, argv: [BIN, 'convert', img, out], before: clean },
+  { cmd: 'qemu-img', argv: ['convert', '-t', 'writeback', '-f', 'qcow2', '-O', 'raw', img, out], before: clean },
+]);
+pair(`convert ${SIZE / GiB} GiB qcow2 (64 KiB clusters, full) -> raw`, ours, qemu, '`qemu-img convert -O raw`');
 pair(`the same, qemu-img flushing its output as vhdsync does`, ours, qemuFlushed, '`qemu-img convert -t writeback -O raw`');
 clean();
-const xxh = timedRuns(RUNS, 'xxhsum', ['-H2', raw]);
-const meta = timedRuns(RUNS, process.execPath, [BIN, 'createmeta', img]);
-pair(`createmeta of that qcow2 (2 MiB blocks, XXH128)`, meta, xxh, '`xxhsum -H2` of the raw');
+if (!flag('--no-createmeta')) {
+  const [xxh, meta] = interleavedRuns(RUNS, [
+    { cmd: 'xxhsum', argv: ['-H2', raw] },
+    { cmd: process.execPath, argv: [BIN, 'createmeta', img] },
+  ]);
+  pair(`createmeta of that qcow2 (2 MiB blocks, XXH128)`, meta, xxh, '`xxhsum -H2` of the raw');
+}
 
 console.log('| what | ours, median (min-max) | peer, same run | ratio |');
 console.log('|---|---|---|---|');

@@ -7,12 +7,13 @@
 //     `vhdsync stream --destination http://...` vs `curl -T` of a file of the same bytes (the VHD from step 1)
 //  3. a GET of that VHD from python3's http.server: `vhdsync stream --source http://... --destination null:` (parses
 //     the VHD stream as it arrives) vs `curl -o /dev/null`
-// Everything in the page cache (each source is read once before the timed runs). Prints a Markdown table.
+// Everything in the page cache (each source is read once before the timed runs); each row's two commands run
+// interleaved (lib.js interleavedRuns). Prints a Markdown table.
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import * as path from 'node:path';
-import { BIN, GiB, MiB, benchDir, flag, header, opt, sh, timedRuns } from './lib.js';
+import { BIN, GiB, MiB, benchDir, flag, header, interleavedRuns, opt, sh } from './lib.js';
 
 const RUNS = Number(opt('--runs', 3));
 const SIZE = Number(opt('--size', 4)) * GiB;
@@ -44,8 +45,10 @@ const cell = (r) => `${r.seconds.toFixed(2)} s (${r.min.toFixed(2)}-${r.max.toFi
 const pair = (what, a, b, peerName) => rows.push([what, cell(a), `${peerName} ${cell(b)}`, `${(a.seconds / b.seconds).toFixed(2)}x`]);
 const clean = (f) => () => rmSync(f, { force: true });
 
-const qemu = timedRuns(RUNS, 'qemu-img', ['convert', '-f', 'vhdx', '-O', 'vpc', '-o', 'subformat=dynamic', vhdx, peer], clean(peer));
-const mine = timedRuns(RUNS, process.execPath, [BIN, 'stream', '--source', vhdx, '--destination-format', 'vhd', '--destination', ours, '-q'], clean(ours));
+const [qemu, mine] = interleavedRuns(RUNS, [
+  { cmd: 'qemu-img', argv: ['convert', '-f', 'vhdx', '-O', 'vpc', '-o', 'subformat=dynamic', vhdx, peer], before: clean(peer) },
+  { cmd: process.execPath, argv: [BIN, 'stream', '--source', vhdx, '--destination-format', 'vhd', '--destination', ours, '-q'], before: clean(ours) },
+]);
 pair(`${SIZE / GiB} GiB dynamic VHDX with ${DATA / GiB} GiB of data -> VHD file`, mine, qemu, '`qemu-img convert -O vpc`');
 
 /** Starts a process that prints its port on its first line of stdout; resolves with the port and the process. */
@@ -72,8 +75,10 @@ const sink = await server(process.execPath, ['-e', sinkCode], (t) => Number(/por
 try {
   const url = `http://127.0.0.1:${sink.port}/upload/disk.vhd`;
   const bytes = statSync(ours).size;
-  const curl = timedRuns(RUNS, 'curl', ['-sS', '-H', 'Expect:', '-T', ours, url]);
-  const put = timedRuns(RUNS, process.execPath, [BIN, 'stream', '--source', vhdx, '--destination-format', 'vhd', '--destination', url, '-q']);
+  const [curl, put] = interleavedRuns(RUNS, [
+    { cmd: 'curl', argv: ['-sS', '-H', 'Expect:', '-T', ours, url] },
+    { cmd: process.execPath, argv: [BIN, 'stream', '--source', vhdx, '--destination-format', 'vhd', '--destination', url, '-q'] },
+  ]);
   pair(`that VHDX as a VHD stream (${(bytes / GiB).toFixed(2)} GiB) PUT to a loopback HTTP server`, put, curl, '`curl -T` of the same bytes');
 } finally {
   sink.proc.kill();
@@ -82,8 +87,10 @@ try {
 const web = await server('python3', ['-u', '-m', 'http.server', '0', '--bind', '127.0.0.1', '--directory', DIR], (t) => Number(/port (\d+)/.exec(t)?.[1]) || 0);
 try {
   const url = `http://127.0.0.1:${web.port}/ours.vhd`;
-  const curl = timedRuns(RUNS, 'curl', ['-sS', '-o', '/dev/null', url]);
-  const get = timedRuns(RUNS, process.execPath, [BIN, 'stream', '--source', url, '--destination', 'null:', '-q']);
+  const [curl, get] = interleavedRuns(RUNS, [
+    { cmd: 'curl', argv: ['-sS', '-o', '/dev/null', url] },
+    { cmd: process.execPath, argv: [BIN, 'stream', '--source', url, '--destination', 'null:', '-q'] },
+  ]);
   pair('GET of that VHD stream from python3 http.server, parsed as it arrives', get, curl, '`curl -o /dev/null`');
 } finally {
   web.proc.kill();
