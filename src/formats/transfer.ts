@@ -51,9 +51,21 @@ export async function copyDiskContent(src: Disk, dst: Disk, opts: TransferOption
   // unaligned memory run several times slower (docs/performance.md, createmeta).
   // Local sources are read synchronously from their files (mapped-read.ts): one read ahead is all that takes.
   const depth = canMap(src) ? 1 : READS_IN_FLIGHT;
+  // Live at once: the piece being written and `depth` reads; the read that reuses a buffer starts only after the
+  // write of the piece before the one being written has been awaited (below), so depth + 1 buffers suffice.
   const ring = pooledRing(depth + 1, CHUNK);
   const read = (piece: Piece) => (piece.data ? readMapped(src, piece.offset, piece.length, ring.next()) : Promise.resolve(null));
   const flusher = new EarlyFlusher(dst.file);
+  // The write of one piece runs (in the thread pool) while the next is read, which for mapped sources happens on
+  // this thread: a 4 GiB qcow2 -> raw took read time + write time before (docs/performance.md, QCOW2). One write
+  // at a time still: formats need not be concurrency-safe.
+  let writing: Promise<void> | null = null;
+  const write = async (piece: Piece, buf: Buffer) => {
+    const n = await writeNonZero(dst, piece.offset, buf, gran);
+    stats.written += n;
+    flusher.wrote(n);
+    opts.onProgress?.(piece.length);
+  };
   try {
     for await (const { item: piece, value: buf } of prefetch(dataPieces(src), read, depth)) {
       if (!buf) {
@@ -61,12 +73,14 @@ export async function copyDiskContent(src: Disk, dst: Disk, opts: TransferOption
         continue;
       }
       stats.read += piece.length;
-      const n = await writeNonZero(dst, piece.offset, buf, gran);
-      stats.written += n;
-      flusher.wrote(n);
-      opts.onProgress?.(piece.length);
+      await writing;
+      writing = write(piece, buf);
+      // Awaited before the next write or after the loop; until then a failure must not surface as unhandled.
+      writing.catch(() => {});
     }
+    await writing;
   } catch (err) {
+    await Promise.allSettled([writing]);
     await flusher.settle();
     throw err;
   } finally {
