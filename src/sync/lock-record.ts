@@ -3,9 +3,9 @@
  * so a renewal rewrites it in place with one write inside one sector, and a reader sees the old or the new one.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
 import type { Location } from '../io/location.js';
 import { NotFoundError } from '../util/errors.js';
+import { ownIdentity } from '../util/process-identity.js';
 
 export const RECORD_BYTES = 512;
 
@@ -23,6 +23,9 @@ export interface LockRecord {
   renewed?: string;
   /** How long after `renewed` the holder's lock may be broken. */
   leaseMs?: number;
+  /** The holder machine's boot id and the holder process's start time (util/process-identity.ts). */
+  boot?: string;
+  start?: string;
 }
 
 /** A lock file as read: its bytes (what identifies this holding and renewal), the record if it parses, its mtime. */
@@ -35,7 +38,8 @@ export interface LockSnapshot {
 /** A record for a new holding by this process. */
 export function newRecord(op: string, leaseMs: number): LockRecord {
   const now = new Date().toISOString();
-  return { pid: process.pid, host: hostname().slice(0, 200), op, since: now, token: randomBytes(8).toString('hex'), generation: 0, renewed: now, leaseMs };
+  const me = ownIdentity();
+  return { ...me, host: me.host.slice(0, 200), op, since: now, token: randomBytes(8).toString('hex'), generation: 0, renewed: now, leaseMs };
 }
 
 /** The record's bytes, padded to RECORD_BYTES. */
@@ -65,6 +69,8 @@ export function parseRecord(raw: Buffer): LockRecord | null {
     generation: Number.isSafeInteger(v.generation) ? v.generation : undefined,
     renewed: typeof v.renewed === 'string' ? v.renewed : undefined,
     leaseMs: Number.isSafeInteger(v.leaseMs) && (v.leaseMs as number) > 0 ? v.leaseMs : undefined,
+    boot: typeof v.boot === 'string' ? v.boot : undefined,
+    start: typeof v.start === 'string' ? v.start : undefined,
   };
 }
 

@@ -5,7 +5,8 @@
  * - A holder renews every `renewMs`, in place, bumping a generation. It may write only until `authorityMs` after
  *   the start of its last renewal that succeeded (within that same time); once that lapses it has lost the lock for
  *   good (every later mutation through `guard()` fails) and never renews again.
- * - A lock is broken when its holder is a dead process on this host, or, for any other holder with a lease, when
+ * - A lock is broken when its holder is a process of this boot of this host that has ended (host name and boot id
+ *   match, its pid is gone or names a process started at another time), or, for any other holder with a lease, when
  *   its recorded renewal looks older than its lease AND this run then watches it for one whole lease without seeing
  *   it change. Only durations measured here count, so hosts' clocks need not agree; the lease (120 s) exceeds
  *   twice the holder's authority (30 s) by a margin for writes still in flight when that authority ends.
@@ -14,9 +15,9 @@
  *   aside under a name of its own, checks that what it moved is the holding it judged, deletes it, and only then
  *   competes, like anyone, to create the lock exclusively. The takeover file is itself a lock, broken by the same
  *   rules if its run died.
- * Locks without a lease (written before leases existed) are broken only when their process is gone on this host.
+ * Locks without a boot id and start time (written by older versions) count as another host's: with a lease they are
+ * broken after the watch; without one (written before leases existed), never (the busy message says to delete it).
  */
-import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { recordingStore } from '../io/recording-store.js';
@@ -25,6 +26,7 @@ import { displayLocation } from '../io/location.js';
 import { AlreadyExistsError, BusyError, NotFoundError } from '../util/errors.js';
 import { unhookedLocation } from './kill-hook.js';
 import { notice } from '../util/notice.js';
+import { holderGone } from '../util/process-identity.js';
 import { newRecord, readSnapshot, sameHolding, serializeRecord, snapshotId, parseRecord, type LockRecord, type LockSnapshot } from './lock-record.js';
 
 /** Suffix of lock files: `<image>.vhdsync-lock`. */
@@ -109,7 +111,7 @@ async function acquire(loc: Location, record: LockRecord, image: Location, timin
 async function judge(loc: Location, seen: LockSnapshot): Promise<'live' | 'stale' | 'changed'> {
   const r = seen.record;
   if (!r) return Date.now() - seen.mtimeMs > FRESH_MS ? 'stale' : 'live';
-  if (r.host === hostname() && !processAlive(r.pid)) return 'stale';
+  if (holderGone(r)) return 'stale';
   const lease = r.leaseMs;
   if (lease === undefined || lease > MAX_LEASE_MS || !r.renewed) return 'live';
   // Only a hint: by our clock the holder stopped renewing. Believe it only after watching it not change.
@@ -131,16 +133,6 @@ async function unchangedFor(loc: Location, seen: LockSnapshot, ms: number): Prom
     if (!now || !now.raw.equals(seen.raw)) return false;
   }
   return true;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: the process exists but belongs to someone else; only ESRCH means it is gone.
-    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
-  }
 }
 
 /**

@@ -1,8 +1,9 @@
 /**
  * A disk's lease in an object repository (decision 0010's semantics on an object store; docs/repository.md):
  * `leases/<disk>/<generation>.json`, one object per holder generation. The newest generation is the lease.
- * - Taking it: when there is none, create generation 1; when the newest is released, held by a dead process of
- *   this host, or expired, create the next generation. Creates are `If-None-Match: *`, so of two hosts that judged
+ * - Taking it: when there is none, create generation 1; when the newest is released, held by a process of this
+ *   boot of this host that has ended (same host name and boot id, pid gone or started at another time), or
+ *   expired, create the next generation. Creates are `If-None-Match: *`, so of two hosts that judged
  *   the same generation free, exactly one wins; the other reports the disk busy.
  * - Expired means: its recorded renewal is older than the lease by our clock (a hint), and then watching it for one
  *   more lease saw no change of its ETag (the proof, measured on one machine's clock only).
@@ -14,9 +15,9 @@
  *   never match a new one). A new holder deletes the generations below its own.
  */
 import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
 import type { ObjectStore } from '../../io/object-store.js';
 import { AlreadyExistsError, BusyError, ConflictError, NotFoundError } from '../../util/errors.js';
+import { holderGone, ownIdentity } from '../../util/process-identity.js';
 import { leaseKey, leasePrefix, parseGeneration } from './keys.js';
 
 /** Lease timing (ms); tests shorten it. Renewal < authority < lease / 2 (decision 0010). */
@@ -33,6 +34,9 @@ interface LeaseRecord {
   format: 'vhdsync-lease';
   host: string;
   pid: number;
+  /** The holder machine's boot id and the holder process's start time (util/process-identity.ts); absent before. */
+  boot?: string;
+  start?: string;
   op: string;
   token: string;
   since: string;
@@ -55,17 +59,6 @@ function parseRecord(bytes: Buffer | null): LeaseRecord | null {
 
 function serialize(r: LeaseRecord): Buffer {
   return Buffer.from(JSON.stringify(r) + '\n');
-}
-
-/** True when `pid` is gone on this host. */
-function deadHere(r: LeaseRecord): boolean {
-  if (r.host !== hostname()) return false;
-  try {
-    process.kill(r.pid, 0);
-    return false;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ESRCH';
-  }
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -111,7 +104,7 @@ export class DiskLease {
         const info = await store.head(key);
         if (!info) continue; // deleted by a new holder meanwhile: look again
         const held = parseRecord(await store.get(key));
-        if (held && !held.released && !deadHere(held)) {
+        if (held && !held.released && !holderGone(held)) {
           const renewedAgo = Date.now() - Date.parse(held.renewed);
           if (!(renewedAgo > held.leaseMs)) throw busy(store, disk, held);
           // Looks expired by our clock: watch it for one more lease; any renewal proves the holder alive.
@@ -126,7 +119,7 @@ export class DiskLease {
       }
       const started = performance.now();
       const now = new Date().toISOString();
-      const record: LeaseRecord = { format: 'vhdsync-lease', host: hostname(), pid: process.pid, op, token: randomBytes(8).toString('hex'), since: now, renewed: now, renewals: 0, leaseMs: timing.leaseMs, released: false };
+      const record: LeaseRecord = { format: 'vhdsync-lease', ...ownIdentity(), op, token: randomBytes(8).toString('hex'), since: now, renewed: now, renewals: 0, leaseMs: timing.leaseMs, released: false };
       let etag: string;
       try {
         etag = (await store.put(leaseKey(disk, next), serialize(record), { ifNoneMatch: '*' })).etag;

@@ -3,8 +3,11 @@
  * edge: a generation vanishing under the taker, holders on cloned hosts, writes whose answers were lost, and a
  * stalled holder's late writes.
  */
+import { spawnSync } from 'node:child_process';
+import { hostname } from 'node:os';
 import { DiskLease } from '../../../src/repo/object/lease.js';
 import { BusyError } from '../../../src/util/errors.js';
+import { bootId, processStart } from '../../../src/util/process-identity.js';
 import type { ObjectInfo } from '../../../src/io/object-store.js';
 import { MemoryObjectStore } from '../../helpers/memory-object-store.js';
 
@@ -29,5 +32,43 @@ describe('object lease', () => {
     expect((err as BusyError).describe()).toBe("s3://memory/repo/leases/vm/: the lease of disk 'vm' kept changing while it was read (5 looks): retry");
     expect(store.heads).toBe(5);
     expect(store.keys()).toEqual([]);
+  });
+
+  /** A lease record as a holder wrote it, planted as generation 1 of disk 'vm'; renewed just now (not expired). */
+  async function plant(store: MemoryObjectStore, holder: object): Promise<void> {
+    const now = new Date().toISOString();
+    const record = { format: 'vhdsync-lease', op: 'backup', token: 'feedfacefeedface', since: now, renewed: now, renewals: 3, leaseMs: 120_000, released: false, ...holder };
+    await store.put('leases/vm/000000000001.json', Buffer.from(JSON.stringify(record)), { ifNoneMatch: '*' });
+  }
+  /** The pid of a process that has exited. */
+  const deadPid = () => Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout);
+
+  it('a holder of this boot of this host that has ended is taken over at once; a cloned VM of the same name, an older record or a live holder are not', async () => {
+    const gone = deadPid();
+    const here = { host: hostname(), boot: bootId()! };
+    expect(here.boot).toMatch(/^[0-9a-f-]{36}$/);
+    const taken = async (holder: object): Promise<boolean> => {
+      const store = new MemoryObjectStore();
+      await plant(store, holder);
+      const lease = await DiskLease.take(store, 'vm', 'prune').catch((e: unknown) => {
+        if (!(e instanceof BusyError)) throw e;
+        expect(e.describe()).toMatch(/^s3:\/\/memory\/repo\/leases\/vm\/: disk 'vm' is in use by a backup \(pid \d+ on .*\); a later run takes it over once it has gone 120 s without renewal$/);
+        return null;
+      });
+      if (!lease) return false;
+      const mine = JSON.parse(store.objects.get('leases/vm/000000000002.json')!.body.toString('utf8'));
+      expect(mine).toMatchObject({ host: hostname(), pid: process.pid, boot: bootId(), start: processStart(process.pid) });
+      await lease.release();
+      return true;
+    };
+    // Gone: its pid is free, or our own pid with another start time (a reused pid).
+    expect(await taken({ ...here, pid: gone, start: '12345' })).toBe(true);
+    expect(await taken({ ...here, pid: process.pid, start: '1' })).toBe(true);
+    // Another machine with our host name (a clone of one template): its process may be alive there.
+    expect(await taken({ ...here, boot: '00000000-0000-4000-8000-000000000000', pid: gone, start: '12345' })).toBe(false);
+    // Written by an older version: no boot id, no start time; another host as far as we can tell.
+    expect(await taken({ host: hostname(), pid: gone })).toBe(false);
+    // Alive: our own process with its start time.
+    expect(await taken({ ...here, pid: process.pid, start: processStart(process.pid) })).toBe(false);
   });
 });

@@ -8,6 +8,7 @@ import { recordingStore } from '../../../src/io/recording-store.js';
 import { localStore } from '../../../src/io/local.js';
 import { parseLocation, type Location } from '../../../src/io/location.js';
 import { BusyError, IoError } from '../../../src/util/errors.js';
+import { bootId, processStart } from '../../../src/util/process-identity.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 
 describe('image locks', () => {
@@ -27,18 +28,31 @@ describe('image locks', () => {
     await (await lockImage(img, 'copy')).release();
   });
 
-  it('takes over the lock of a run that was killed on this host, never one from another host', async () => {
+  it('takes over the lock of a run that was killed on this boot of this host, never one from another host', async () => {
     const img = await image();
     const lockPath = lockLocationFor(img).path;
-    // A process that has exited: its pid is free (a reused pid would only make the lock look held, never lost).
+    // A process that has exited: its pid is free.
     const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
-    writeFileSync(lockPath, JSON.stringify({ pid: Number(gone), host: hostname(), op: 'merge', since: 'then' }));
+    const here = { host: hostname(), boot: bootId()!, op: 'merge', since: 'then' };
+    writeFileSync(lockPath, JSON.stringify({ ...here, pid: Number(gone), start: '1' }));
     const l = await lockImage(img, 'copy');
-    expect(JSON.parse(readFileSync(lockPath, 'utf8'))).toMatchObject({ pid: process.pid, op: 'copy' });
+    expect(JSON.parse(readFileSync(lockPath, 'utf8'))).toMatchObject({ pid: process.pid, op: 'copy', boot: bootId(), start: processStart(process.pid) });
     await l.release();
+    // Our own pid recorded with another start time: a holder whose pid was reused since, also gone.
+    writeFileSync(lockPath, JSON.stringify({ ...here, pid: process.pid, start: '1' }));
+    await (await lockImage(img, 'copy')).release();
 
     writeFileSync(lockPath, JSON.stringify({ pid: Number(gone), host: 'another-host', op: 'merge', since: 'then' }));
     await expect(lockImage(img, 'copy')).rejects.toThrow(/in use by a merge .* on another-host/);
+    // A VM cloned from the same template has our host name but another boot id: its holder may be alive there.
+    writeFileSync(lockPath, JSON.stringify({ ...here, pid: Number(gone), start: '1', boot: '00000000-0000-4000-8000-000000000000' }));
+    await expect(lockImage(img, 'copy')).rejects.toThrow(/in use by a merge /);
+    // An older version's record (no boot id, no start time) counts as another host's too.
+    writeFileSync(lockPath, JSON.stringify({ pid: Number(gone), host: hostname(), op: 'merge', since: 'then' }));
+    await expect(lockImage(img, 'copy')).rejects.toThrow(/in use by a merge /);
+    // The same host, boot and start time as a live process (ours): held.
+    writeFileSync(lockPath, JSON.stringify({ ...here, pid: process.pid, start: processStart(process.pid) }));
+    await expect(lockImage(img, 'copy')).rejects.toThrow(/in use by a merge /);
   });
 
   it('treats an unreadable lock as being written unless it is old', async () => {
