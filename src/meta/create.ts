@@ -6,6 +6,7 @@ import { ContentChangedError, UsageError } from '../util/errors.js';
 import { formatSize } from '../util/units.js';
 import type { BlockState } from './entries.js';
 import { identityProblem } from './fresh.js';
+import type { DirectThreads } from './hash-direct.js';
 import { hashDisk, type HashedBlock } from './hash-disk.js';
 import { defaultSubLevel, type HashAlgorithm } from './hashers.js';
 import { blockSizeProblem } from './header.js';
@@ -32,6 +33,8 @@ export interface CreateMetafileOptions {
   readAhead?: number;
   /** Hashing worker threads (see hashDisk); default: none for XXH128, which keeps up with reads on one core. */
   workers?: number;
+  /** XXH128 on the direct path: how many threads hash (`count`, default 2 where there are 2+ cores; hash-direct.ts). */
+  threads?: DirectThreads;
   /**
    * Native only: record the second level (sub-block digests, metafile version 3; decision 0019). Default true;
    * false writes a list older vhdsync reads (version 1).
@@ -93,7 +96,7 @@ export async function createMetafile(disk: Disk, opts: CreateMetafileOptions = {
     bytesRead: 0,
   };
   async function* records(): AsyncGenerator<BlockRecord> {
-    for await (const b of hashDisk(disk, { algorithm, blockSize, withData: Boolean(opts.onBlock), chunkSize: opts.chunkSize, readAhead: opts.readAhead, workers: opts.workers ?? defaultWorkers(algorithm), sub })) {
+    for await (const b of hashDisk(disk, { algorithm, blockSize, withData: Boolean(opts.onBlock), chunkSize: opts.chunkSize, readAhead: opts.readAhead, workers: opts.workers ?? defaultWorkers(algorithm), sub, threads: opts.threads })) {
       result.blocks[b.state]++;
       if (b.read) result.bytesRead += b.length;
       if (opts.onBlock) await opts.onBlock(b);

@@ -1,201 +1,74 @@
 /**
  * The direct path: when a disk can say where its blocks lie in local files (`Disk.mapFile`: a raw file, the BAT of
- * a VHD or VHDX and their parents, sector bitmaps included), worker threads read those file ranges themselves
- * with synchronous reads into small cache-resident buffers and hash each piece while it is still in the CPU's
- * cache, as xxhsum does, on every core. The async pipeline (hash-disk.ts) copies each 2 MiB chunk into memory on
- * a thread-pool thread and hashes it later on the main thread: on a 2-core machine 1.3-2.8x xxhsum's time.
+ * a VHD or VHDX and their parents, sector bitmaps included, QCOW2 clusters), the mapped file ranges are read with
+ * synchronous reads into small cache-resident buffers and each piece is hashed while it is still in the CPU's cache,
+ * as xxhsum does (hash-sync.ts). The async pipeline (hash-disk.ts) copies each 2 MiB chunk into memory on a
+ * thread-pool thread and hashes it later on the main thread: on a 2-core machine 1.3-2.8x xxhsum's time.
  *
- * The main thread keeps the allocation tables: it plans the blocks from `status` exactly as the pipeline does
- * (unallocated and zero blocks are never read), maps each group of blocks to file runs and posts the runs to a
- * worker. A group the disk cannot map (compressed clusters, a log replayed in memory) is read and hashed on the
- * main thread, so the result never depends on which path a block took.
+ * This thread keeps the allocation tables: it plans the blocks from `status` exactly as the pipeline does
+ * (unallocated and zero blocks are never read) and maps each group of blocks to file runs. XXH128 groups are hashed
+ * here and, on a machine with a second core, by one helper thread: whenever the helper has enough queued, this
+ * thread hashes the next group itself, so the split follows what each thread gets of the CPU and a helper that
+ * starts late or runs slowly never holds the others up for long (decision 0023). SHA groups go to worker threads.
+ * A group the disk cannot map (compressed clusters, a log replayed in memory) is read and hashed here through the
+ * driver. Digests land by block index: the result never depends on which thread or path hashed a block.
  */
-import { createHash } from 'node:crypto';
-import * as fs from 'node:fs';
-import { createRequire } from 'node:module';
-import { Worker } from 'node:worker_threads';
-import xxhash from 'xxhash-addon';
+import { availableParallelism } from 'node:os';
 import type { Disk, FileRun } from '../formats/disk.js';
-import { allocAligned } from '../util/aligned.js';
 import { fromSystemError } from '../util/errors.js';
 import { isAllZero } from '../util/struct.js';
 import { planRuns, type Run } from './block-runs.js';
 import type { HashedBlock } from './hash-disk.js';
 import { digestBlock, digestSubs, zeroDigest, zeroSubDigests, type HashAlgorithm, type SubAlgorithm } from './hashers.js';
+import { asBuffer, DirectPool, hashBlocksSync, localHasher, type Digests } from './hash-sync.js';
 
 /** Bytes per synchronous read: small enough to stay in L2 until hashed. */
 const PIECE = 1 << 20;
-/** Bytes of blocks a worker takes at a time: few messages, reads mostly sequential. */
+/** Bytes of blocks a thread takes at a time: few messages, reads mostly sequential. */
 const GROUP_BYTES = 16 << 20;
 /** Groups posted ahead of the one being yielded, per worker: keeps every worker busy, memory is a few digests. */
 const AHEAD_PER_WORKER = 3;
+/** Groups a helper thread holds queued beside this thread's: one being hashed, one waiting. */
+const HELPER_QUEUE = 2;
+/** Groups planned ahead of the one being yielded when this thread hashes too (memory: their digests only). */
+const MAX_AHEAD = 16;
+/**
+ * Bytes this thread hashes before a helper thread is started: a tiny image is done before a thread could start
+ * (about 30 ms idle, 0.1-0.5 s of wall time on a loaded machine), so it never pays for one.
+ */
+const HELPER_AFTER = 32 << 20;
 
-/** What hashBlocksSync needs besides its blocks; built by makeSyncHasher in whichever thread runs it. */
-interface SyncHasher {
-  piece: number;
-  buf: Buffer;
-  zeros: Buffer;
-  fdOf(path: string): number;
-  readSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
-  newHash(): { update(data: Uint8Array): unknown; digest(): Buffer };
-  truncate: boolean;
-  /** The second level: sub-block size, a fresh sub-digest, and the digest of a whole sub-block of zeros; or null. */
-  sub: { size: number; newHash(): { update(data: Uint8Array): unknown; digest(): Buffer }; zeroDigest: Buffer } | null;
-  /** Closes the descriptors opened so far (a worker's descriptors are the process's: ending the thread keeps them). */
-  closeAll(): void;
+/** How the direct path spreads XXH128 hashing over threads (tests shrink the sizes to interleave small images). */
+export interface DirectThreads {
+  /** Threads hashing XXH128 groups, this one included (helpers are the rest); default defaultHashThreads(). */
+  count?: number;
+  /** Bytes of blocks per group; default 16 MiB. */
+  groupBytes?: number;
+  /** Bytes this thread hashes before helpers start; default 32 MiB. */
+  helperAfter?: number;
+  /** Wait for the helpers to be up once they are started (tests: so they surely take part). */
+  awaitHelpers?: boolean;
+  /** Counts the groups each side hashed, when given. */
+  stats?: { here: number; helpers: number };
 }
-
-/** A hashed block: its digest and, with a second level, its sub-digests back to back (else null). */
-type BlockDigests = [Uint8Array, Uint8Array | null];
 
 /**
- * Hashes blocks given as flat triples (file index or -1 for zeros, file offset, length), reading the files
- * synchronously piece by piece and hashing each piece while it is in the CPU's cache (block digest and sub-block
- * digests from the same piece); null for an all-zero block. Runs on the calling thread and, as its source text, in
- * worker threads: it uses only its arguments.
+ * Threads that hash XXH128 on the direct path, this one included: `VHDSYNC_HASH_THREADS` if set (1 to the core
+ * count), else 2 where there are 2 or more cores (measured in docs/performance.md "createmeta"; decision 0023).
  */
-function hashBlocksSync(blocks: number[][], files: string[], hx: SyncHasher): Array<BlockDigests | null> {
-  const sub = hx.sub;
-  return blocks.map((runs) => {
-    let h: ReturnType<SyncHasher['newHash']> | null = null;
-    let zeroRun = 0;
-    const subs: Uint8Array[] = [];
-    let subHash: ReturnType<SyncHasher['newHash']> | null = null;
-    let subFill = 0;
-    const feedSubs = (chunk: Buffer) => {
-      for (let at = 0; at < chunk.length; ) {
-        subHash ??= sub!.newHash();
-        const n = Math.min(sub!.size - subFill, chunk.length - at);
-        subHash.update(chunk.subarray(at, at + n));
-        at += n;
-        subFill += n;
-        if (subFill === sub!.size) {
-          subs.push(subHash.digest());
-          subHash = null;
-          subFill = 0;
-        }
-      }
-    };
-    const feed = (chunk: Buffer) => {
-      if (!h && hx.zeros.compare(chunk, 0, chunk.length, 0, chunk.length) === 0) {
-        zeroRun += chunk.length;
-        return;
-      }
-      if (!h) {
-        // Zeros are only hashed once the block turns out not to be all zero.
-        h = hx.newHash();
-        for (let z = 0; z < zeroRun; z += hx.piece) h.update(hx.zeros.subarray(0, Math.min(hx.piece, zeroRun - z)));
-        if (sub) {
-          // Whole zero sub-blocks take the precomputed digest; a partial one is hashed (a sub-block fits one piece).
-          for (let k = 0; k < Math.floor(zeroRun / sub.size); k++) subs.push(sub.zeroDigest);
-          if (zeroRun % sub.size) feedSubs(hx.zeros.subarray(0, zeroRun % sub.size));
-        }
-      }
-      h.update(chunk);
-      if (sub) feedSubs(chunk);
-    };
-    for (let r = 0; r < runs.length; r += 3) {
-      const file = runs[r];
-      const end = runs[r + 1] + runs[r + 2];
-      for (let p = runs[r + 1]; p < end; ) {
-        const n = Math.min(hx.piece, end - p);
-        if (file < 0) feed(hx.zeros.subarray(0, n));
-        else {
-          const fd = hx.fdOf(files[file]);
-          let got = 0;
-          while (got < n) {
-            const k = hx.readSync(fd, hx.buf, got, n - got, p + got);
-            if (k === 0) break;
-            got += k;
-          }
-          // A file that ends early reads as zeros past its end, as the drivers' reads do.
-          if (got < n) hx.buf.fill(0, got, n);
-          feed(hx.buf.subarray(0, n));
-        }
-        p += n;
-      }
-    }
-    if (!h) return null;
-    const d = (h as ReturnType<SyncHasher['newHash']>).digest();
-    if (subHash) subs.push((subHash as ReturnType<SyncHasher['newHash']>).digest());
-    return [hx.truncate ? d.subarray(0, 16) : d, sub ? Buffer.concat(subs) : null];
-  });
+export function defaultHashThreads(): number {
+  const cores = availableParallelism();
+  const asked = Number(process.env.VHDSYNC_HASH_THREADS);
+  if (Number.isInteger(asked) && asked >= 1) return Math.min(asked, cores);
+  return Math.min(2, cores);
 }
-
-/** The hasher state of one thread: its page-aligned read buffer, cached descriptors, the digest's constructor. */
-function makeSyncHasher(
-  algorithm: string,
-  buf: Buffer,
-  fs: typeof import('node:fs'),
-  createHash: typeof import('node:crypto').createHash,
-  XXHash128: XxhashModule['XXHash128'],
-  XXHash3: XxhashModule['XXHash128'],
-  subLevel: { algorithm: string; size: number } | null,
-): SyncHasher {
-  const piece = buf.length;
-  const xxh = new XXHash128(Buffer.alloc(8));
-  const xxh3 = new XXHash3(Buffer.alloc(8));
-  const fds = new Map<string, number>();
-  const digestOnce = (h: { update(data: Uint8Array): unknown; digest(): Buffer }, data: Buffer) => {
-    h.update(data);
-    return h.digest();
-  };
-  const newSubHash = () => (subLevel!.algorithm === 'xxh3-64' ? (xxh3.reset(), xxh3) : createHash('sha256'));
-  return {
-    piece,
-    buf,
-    zeros: Buffer.alloc(piece),
-    fdOf: (path) => {
-      let fd = fds.get(path);
-      if (fd === undefined) fds.set(path, (fd = fs.openSync(path, 'r')));
-      return fd;
-    },
-    readSync: (fd, b, offset, length, position) => fs.readSync(fd, b, offset, length, position),
-    newHash: () => (algorithm === 'xxh128' ? (xxh.reset(), xxh) : createHash(algorithm === 'sha256' ? 'sha256' : 'sha1')),
-    truncate: algorithm === 'sha1-16',
-    sub: subLevel ? { size: subLevel.size, newHash: newSubHash, zeroDigest: digestOnce(newSubHash(), Buffer.alloc(subLevel.size)) } : null,
-    closeAll: () => {
-      for (const fd of fds.values()) fs.closeSync(fd);
-      fds.clear();
-    },
-  };
-}
-
-interface XxhashModule {
-  XXHash128: new (seed: Buffer) => { reset(): void; update(data: Uint8Array): unknown; digest(): Buffer };
-}
-
-// Plain CommonJS so the eval'd worker needs no build step or loader; xxhash-addon comes by resolved path because
-// an eval'd worker has no module base. A task is one group of blocks; the reply its digests, or the error.
-const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-const fs = require('node:fs');
-const { createHash } = require('node:crypto');
-const { XXHash128, XXHash3 } = require(workerData.xxhash);
-const hashBlocksSync = ${hashBlocksSync.toString()};
-const makeSyncHasher = ${makeSyncHasher.toString()};
-let buf;
-// WebAssembly memories are page aligned: the kernel copies into them several times faster (docs/performance.md).
-try { buf = Buffer.from(new WebAssembly.Memory({ initial: Math.ceil(workerData.piece / 65536) }).buffer, 0, workerData.piece); } catch { buf = Buffer.allocUnsafe(workerData.piece); }
-const hx = makeSyncHasher(workerData.algorithm, buf, fs, createHash, XXHash128, XXHash3, workerData.sub);
-parentPort.on('message', ({ id, files, blocks }) => {
-  if (id < 0) return void (hx.closeAll(), parentPort.postMessage({ id }));
-  try {
-    parentPort.postMessage({ id, digests: hashBlocksSync(blocks, files, hx) });
-  } catch (err) {
-    parentPort.postMessage({ id, error: { code: err && err.code, message: err && err.message ? err.message : String(err), path: err && err.path } });
-  }
-});
-`;
 
 /** True when `disk` can tell where its data lies in local files, so the direct path can read them. */
 export function canHashDirectly(disk: Disk): boolean {
   return typeof disk.mapFile === 'function' && disk.location.store.kind === 'local';
 }
 
-type Digests = Array<BlockDigests | null>;
-
-/** One planned run, in order: known from the tables, hashed by a worker, or read here. */
+/** One planned run, in order: known from the tables (no digests), hashed here, or posted to a worker. */
 type Step = { run: Run; digests: Promise<Digests> | null };
 
 /** Splits file runs covering consecutive blocks into per-block flat triples (file index, offset, length). */
@@ -232,9 +105,10 @@ function perBlock(runs: FileRun[], run: Run, blockSize: number, size: number, fi
 }
 
 /**
- * Yields every block of `disk` in order, like hashDisk, reading and hashing the mapped file ranges synchronously:
- * on this thread when `workers` is 0 (XXH128 keeps up with the reads on one core, and no thread start-up is paid),
- * else on that many threads (for SHA digests, which are CPU bound).
+ * Yields every block of `disk` in order, like hashDisk, reading and hashing the mapped file ranges synchronously.
+ * With `workers` > 0 (SHA digests, which are CPU bound) groups go to that many worker threads; with 0 (XXH128,
+ * which keeps up with the reads on one core) this thread hashes, helped by `threads.count - 1` helper threads
+ * once it has hashed `threads.helperAfter` bytes itself.
  */
 export async function* hashDirectly(
   disk: Disk,
@@ -242,13 +116,17 @@ export async function* hashDirectly(
   blockSize: number,
   workers: number,
   sub: { algorithm: SubAlgorithm; size: number } | null = null,
+  threads: DirectThreads = {},
 ): AsyncGenerator<HashedBlock> {
   const size = disk.virtualSize;
   const piece = Math.min(PIECE, blockSize);
-  const pool = workers > 0 ? new DirectPool(workers, createRequire(import.meta.url).resolve('xxhash-addon'), algorithm, piece, disk.location.path, sub) : null;
-  const local = pool
-    ? null
-    : makeSyncHasher(algorithm, allocAligned(piece), fs, createHash, xxhash.XXHash128 as XxhashModule['XXHash128'], xxhash.XXHash3 as XxhashModule['XXHash128'], sub);
+  const hashesHere = workers === 0;
+  const helpers = hashesHere ? Math.max(0, (threads.count ?? defaultHashThreads()) - 1) : 0;
+  const helperAfter = threads.helperAfter ?? HELPER_AFTER;
+  let pool = hashesHere ? null : new DirectPool(workers, algorithm, piece, disk.location.path, sub);
+  const local = hashesHere ? localHasher(algorithm, piece, sub) : null;
+  let hashedHere = 0;
+  let noHelpers = false;
   const zeroSubs = (length: number) => (sub ? { subDigests: zeroSubDigests(sub.algorithm, sub.size, length) } : {});
   /** Hashes a group the disk could not map, on this thread through the driver. */
   const hashHere = async (run: Run): Promise<Digests> => {
@@ -264,24 +142,46 @@ export async function* hashDirectly(
   const start = async (run: Run): Promise<Step> => {
     if (run.kind !== 'read') return { run, digests: null };
     const offset = run.first * blockSize;
-    const runs = await disk.mapFile!(offset, Math.min(run.count * blockSize, size - offset));
-    if (!runs) return { run, digests: hashHere(run) };
+    const length = Math.min(run.count * blockSize, size - offset);
+    const runs = await disk.mapFile!(offset, length);
+    // Read through the driver one group at a time: its buffer is the only one of this size held.
+    if (!runs) return { run, digests: Promise.resolve(await hashHere(run)) };
     const files: string[] = [];
     const blocks = perBlock(runs, run, blockSize, size, files);
-    if (pool) return { run, digests: pool.hash(files, blocks) };
-    // Each group blocks this thread for a few milliseconds: let timers (progress, lock renewals, keep-alives) run between.
+    if (helpers > 0 && !pool && !noHelpers && hashedHere >= helperAfter) {
+      try {
+        pool = new DirectPool(helpers, algorithm, piece, disk.location.path, sub);
+        if (threads.awaitHelpers) await pool.whenReady();
+      } catch {
+        // A process that cannot start threads (resource limits) hashes on this one.
+        noHelpers = true;
+      }
+    }
+    // A helper takes the group when it is up and has room; else this thread hashes it now.
+    if (pool && (!hashesHere || (pool.ready && pool.inFlight < HELPER_QUEUE * helpers))) {
+      if (threads.stats) threads.stats.helpers++;
+      return { run, digests: pool.hash(files, blocks) };
+    }
+    // Each group blocks this thread for a few milliseconds: let timers (progress, lock renewals, keep-alives) and
+    // the helpers' answers run between.
     await new Promise<void>((resolve) => setImmediate(resolve));
+    let digests: Digests;
     try {
-      return { run, digests: Promise.resolve(hashBlocksSync(blocks, files, local!)) };
+      digests = hashBlocksSync(blocks, files, local!);
     } catch (err) {
       throw fromSystemError(err, (err as NodeJS.ErrnoException).path ?? disk.location.path);
     }
+    hashedHere += length;
+    if (threads.stats) threads.stats.here++;
+    return { run, digests: Promise.resolve(digests) };
   };
 
   try {
-    const plan = planRuns(disk, blockSize, Math.max(1, Math.floor(GROUP_BYTES / blockSize)))[Symbol.asyncIterator]();
-    // With workers, groups are posted ahead so every thread stays busy; on this thread, one at a time.
-    const limit = pool ? AHEAD_PER_WORKER * workers : 1;
+    const groupBytes = threads.groupBytes ?? GROUP_BYTES;
+    const plan = planRuns(disk, blockSize, Math.max(1, Math.floor(groupBytes / blockSize)))[Symbol.asyncIterator]();
+    // Worker-only: groups are posted ahead so every worker stays busy. Hashing here: this thread runs ahead of a
+    // group a helper still holds, up to MAX_AHEAD groups, instead of waiting for it.
+    const limit = hashesHere ? (helpers ? MAX_AHEAD : 1) : AHEAD_PER_WORKER * workers;
     const ahead: Step[] = [];
     let inFlight = 0;
     let planned = false;
@@ -322,63 +222,5 @@ export async function* hashDirectly(
   } finally {
     local?.closeAll();
     await pool?.close();
-  }
-}
-
-/** A Buffer view of bytes a worker posted back (they arrive as plain Uint8Arrays). */
-function asBuffer(d: Uint8Array): Buffer {
-  return Buffer.from(d.buffer, d.byteOffset, d.byteLength);
-}
-
-type WorkerError = { code?: string; message: string; path?: string };
-
-/** Worker threads running hashBlocksSync on posted groups. */
-class DirectPool {
-  private readonly workers: Worker[] = [];
-  private readonly pending = new Map<number, { resolve: (d: Digests) => void; reject: (e: Error) => void }>();
-  private failure: Error | null = null;
-  private nextId = 0;
-
-  constructor(size: number, xxhash: string, algorithm: HashAlgorithm, piece: number, private readonly subject: string, sub: { algorithm: SubAlgorithm; size: number } | null) {
-    for (let w = 0; w < size; w++) {
-      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { xxhash, piece, algorithm, sub } });
-      worker.on('message', ({ id, digests, error }: { id: number; digests?: Digests; error?: WorkerError }) => {
-        const p = this.pending.get(id);
-        this.pending.delete(id);
-        // A system error from the worker's reads becomes the same typed error a read on this thread gives.
-        if (error) this.fail(fromSystemError(Object.assign(new Error(error.message), { code: error.code }), error.path ?? this.subject));
-        else p?.resolve(digests ?? []);
-      });
-      worker.on('error', (err) => this.fail(err));
-      this.workers.push(worker);
-    }
-  }
-
-  /** The digests of one group, hashed by the next worker in turn. */
-  hash(files: string[], blocks: number[][]): Promise<Digests> {
-    if (this.failure) return Promise.reject(this.failure);
-    const id = this.nextId++;
-    const promise = new Promise<Digests>((resolve, reject) => this.pending.set(id, { resolve, reject }));
-    promise.catch(() => {});
-    this.workers[id % this.workers.length].postMessage({ id, files, blocks });
-    return promise;
-  }
-
-  private fail(err: Error): void {
-    this.failure ??= err;
-    for (const p of this.pending.values()) p.reject(this.failure);
-    this.pending.clear();
-  }
-
-  /** Closes the workers' files, then ends them. */
-  async close(): Promise<void> {
-    const closed = this.workers.map((w) => new Promise<void>((resolve) => {
-      w.on('message', ({ id }: { id: number }) => id < 0 && resolve());
-      w.once('exit', () => resolve());
-      w.postMessage({ id: -1 });
-    }));
-    this.fail(new Error('hashing stopped'));
-    await Promise.all(closed);
-    await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }

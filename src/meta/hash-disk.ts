@@ -10,7 +10,7 @@ import type { BlockState } from './entries.js';
 import { digestBlock, digestSubs, zeroDigest, zeroSubDigests, type HashAlgorithm, type SubAlgorithm } from './hashers.js';
 import { HashPool, type PoolDigest } from './hash-pool.js';
 import { planRuns, type Run } from './block-runs.js';
-import { canHashDirectly, hashDirectly } from './hash-direct.js';
+import { canHashDirectly, hashDirectly, type DirectThreads } from './hash-direct.js';
 
 /** Reads are at least this large (several blocks at once when blocks are small): few async calls, and buffers small enough to stay warm in cache between the read and the hash (2 MiB measured best; docs/performance.md). */
 export const DEFAULT_CHUNK = 2 << 20;
@@ -35,6 +35,8 @@ export interface HashOptions {
   direct?: boolean;
   /** Also digest each block's sub-blocks of `size` bytes (a list's second level), in the same pass. */
   sub?: { algorithm: SubAlgorithm; size: number } | null;
+  /** On the direct path, XXH128 (no `workers`): threads hashing, this one included; default defaultHashThreads(). */
+  threads?: DirectThreads;
 }
 
 /** One hashed block. */
@@ -70,7 +72,7 @@ export async function* hashDisk(disk: Disk, opts: HashOptions): AsyncGenerator<H
   const { blockSize, algorithm } = opts;
   // An empty range tells whether the driver maps at all now (a writable open or a replayed log does not).
   if (opts.direct !== false && !opts.withData && canHashDirectly(disk) && (await disk.mapFile!(0, 0)) !== null) {
-    yield* hashDirectly(disk, algorithm, blockSize, Math.min(4, Math.max(0, opts.workers ?? 0)), opts.sub ?? null);
+    yield* hashDirectly(disk, algorithm, blockSize, Math.min(4, Math.max(0, opts.workers ?? 0)), opts.sub ?? null, opts.threads);
     return;
   }
   const sub = opts.sub ?? null;

@@ -1,0 +1,278 @@
+/**
+ * What one hashing thread runs on the direct path (hash-direct.ts): synchronous reads of mapped file ranges into a
+ * small page-aligned buffer, each piece hashed while it is still in the CPU's cache (block digest and sub-digests
+ * from the same piece). The same two functions run on the calling thread and, as their source text, in worker
+ * threads (DirectPool), so a block's digests never depend on which thread hashed it.
+ */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
+import xxhash from 'xxhash-addon';
+import { allocAligned } from '../util/aligned.js';
+import { fromSystemError } from '../util/errors.js';
+import type { HashAlgorithm, SubAlgorithm } from './hashers.js';
+
+/** What hashBlocksSync needs besides its blocks; built by makeSyncHasher in whichever thread runs it. */
+export interface SyncHasher {
+  piece: number;
+  buf: Buffer;
+  zeros: Buffer;
+  fdOf(path: string): number;
+  readSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
+  newHash(): { update(data: Uint8Array): unknown; digest(): Buffer };
+  truncate: boolean;
+  /**
+   * The second level: sub-block size, a fresh sub-digest, the digest of a whole sub-block in one call (as many calls
+   * as sub-blocks: a third of reset + update + digest's cost at 32 KiB), and the digest of a sub-block of zeros; or null.
+   */
+  sub: { size: number; newHash(): { update(data: Uint8Array): unknown; digest(): Buffer }; once(data: Buffer): Buffer; zeroDigest: Buffer } | null;
+  /** Closes the descriptors opened so far (a worker's descriptors are the process's: ending the thread keeps them). */
+  closeAll(): void;
+}
+
+/** A hashed block: its digest and, with a second level, its sub-digests back to back (else null). */
+export type BlockDigests = [Uint8Array, Uint8Array | null];
+
+/**
+ * Hashes blocks given as flat triples (file index or -1 for zeros, file offset, length), reading the files
+ * synchronously piece by piece and hashing each piece while it is in the CPU's cache (block digest and sub-block
+ * digests from the same piece); null for an all-zero block. Runs on the calling thread and, as its source text, in
+ * worker threads: it uses only its arguments.
+ */
+export function hashBlocksSync(blocks: number[][], files: string[], hx: SyncHasher): Array<BlockDigests | null> {
+  const sub = hx.sub;
+  return blocks.map((runs) => {
+    let h: ReturnType<SyncHasher['newHash']> | null = null;
+    let zeroRun = 0;
+    const subs: Uint8Array[] = [];
+    let subHash: ReturnType<SyncHasher['newHash']> | null = null;
+    let subFill = 0;
+    const feedSubs = (chunk: Buffer) => {
+      for (let at = 0; at < chunk.length; ) {
+        if (subFill === 0 && chunk.length - at >= sub!.size) {
+          subs.push(sub!.once(chunk.subarray(at, at + sub!.size)));
+          at += sub!.size;
+          continue;
+        }
+        subHash ??= sub!.newHash();
+        const n = Math.min(sub!.size - subFill, chunk.length - at);
+        subHash.update(chunk.subarray(at, at + n));
+        at += n;
+        subFill += n;
+        if (subFill === sub!.size) {
+          subs.push(subHash.digest());
+          subHash = null;
+          subFill = 0;
+        }
+      }
+    };
+    const feed = (chunk: Buffer) => {
+      if (!h && hx.zeros.compare(chunk, 0, chunk.length, 0, chunk.length) === 0) {
+        zeroRun += chunk.length;
+        return;
+      }
+      if (!h) {
+        // Zeros are only hashed once the block turns out not to be all zero.
+        h = hx.newHash();
+        for (let z = 0; z < zeroRun; z += hx.piece) h.update(hx.zeros.subarray(0, Math.min(hx.piece, zeroRun - z)));
+        if (sub) {
+          // Whole zero sub-blocks take the precomputed digest; a partial one is hashed (a sub-block fits one piece).
+          for (let k = 0; k < Math.floor(zeroRun / sub.size); k++) subs.push(sub.zeroDigest);
+          if (zeroRun % sub.size) feedSubs(hx.zeros.subarray(0, zeroRun % sub.size));
+        }
+      }
+      h.update(chunk);
+      if (sub) feedSubs(chunk);
+    };
+    for (let r = 0; r < runs.length; r += 3) {
+      const file = runs[r];
+      const end = runs[r + 1] + runs[r + 2];
+      for (let p = runs[r + 1]; p < end; ) {
+        const n = Math.min(hx.piece, end - p);
+        if (file < 0) feed(hx.zeros.subarray(0, n));
+        else {
+          const fd = hx.fdOf(files[file]);
+          let got = 0;
+          while (got < n) {
+            const k = hx.readSync(fd, hx.buf, got, n - got, p + got);
+            if (k === 0) break;
+            got += k;
+          }
+          // A file that ends early reads as zeros past its end, as the drivers' reads do.
+          if (got < n) hx.buf.fill(0, got, n);
+          feed(hx.buf.subarray(0, n));
+        }
+        p += n;
+      }
+    }
+    if (!h) return null;
+    const d = (h as ReturnType<SyncHasher['newHash']>).digest();
+    if (subHash) subs.push((subHash as ReturnType<SyncHasher['newHash']>).digest());
+    return [hx.truncate ? d.subarray(0, 16) : d, sub ? Buffer.concat(subs) : null];
+  });
+}
+
+/** The hasher state of one thread: its page-aligned read buffer, cached descriptors, the digest's constructor. */
+function makeSyncHasher(
+  algorithm: string,
+  buf: Buffer,
+  fs: typeof import('node:fs'),
+  createHash: typeof import('node:crypto').createHash,
+  XXHash128: XxhashModule['XXHash128'],
+  XXHash3: XxhashModule['XXHash128'],
+  subLevel: { algorithm: string; size: number } | null,
+): SyncHasher {
+  const piece = buf.length;
+  const xxh = new XXHash128(Buffer.alloc(8));
+  const xxh3 = new XXHash3(Buffer.alloc(8));
+  const fds = new Map<string, number>();
+  const digestOnce = (h: { update(data: Uint8Array): unknown; digest(): Buffer }, data: Buffer) => {
+    h.update(data);
+    return h.digest();
+  };
+  const newSubHash = () => (subLevel!.algorithm === 'xxh3-64' ? (xxh3.reset(), xxh3) : createHash('sha256'));
+  return {
+    piece,
+    buf,
+    zeros: Buffer.alloc(piece),
+    fdOf: (path) => {
+      let fd = fds.get(path);
+      if (fd === undefined) fds.set(path, (fd = fs.openSync(path, 'r')));
+      return fd;
+    },
+    readSync: (fd, b, offset, length, position) => fs.readSync(fd, b, offset, length, position),
+    newHash: () => (algorithm === 'xxh128' ? (xxh.reset(), xxh) : createHash(algorithm === 'sha256' ? 'sha256' : 'sha1')),
+    truncate: algorithm === 'sha1-16',
+    sub: subLevel
+      ? {
+          size: subLevel.size,
+          newHash: newSubHash,
+          once: (data) => (subLevel.algorithm === 'xxh3-64' ? XXHash3.hash(data) : digestOnce(createHash('sha256'), data)),
+          zeroDigest: digestOnce(newSubHash(), Buffer.alloc(subLevel.size)),
+        }
+      : null,
+    closeAll: () => {
+      for (const fd of fds.values()) fs.closeSync(fd);
+      fds.clear();
+    },
+  };
+}
+
+interface XxhashModule {
+  XXHash128: { new (seed: Buffer): { reset(): void; update(data: Uint8Array): unknown; digest(): Buffer }; hash(data: Uint8Array): Buffer };
+}
+
+// Plain CommonJS so the eval'd worker needs no build step or loader; xxhash-addon comes by resolved path because
+// an eval'd worker has no module base. A task is one group of blocks; the reply its digests, or the error. Id -2
+// says the worker is ready (its modules loaded), -1 closes its files.
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const fs = require('node:fs');
+const { createHash } = require('node:crypto');
+const { XXHash128, XXHash3 } = require(workerData.xxhash);
+const hashBlocksSync = ${hashBlocksSync.toString()};
+const makeSyncHasher = ${makeSyncHasher.toString()};
+let buf;
+// WebAssembly memories are page aligned: the kernel copies into them several times faster (docs/performance.md).
+try { buf = Buffer.from(new WebAssembly.Memory({ initial: Math.ceil(workerData.piece / 65536) }).buffer, 0, workerData.piece); } catch { buf = Buffer.allocUnsafe(workerData.piece); }
+const hx = makeSyncHasher(workerData.algorithm, buf, fs, createHash, XXHash128, XXHash3, workerData.sub);
+parentPort.postMessage({ id: -2 });
+parentPort.on('message', ({ id, files, blocks }) => {
+  if (id < 0) return void (hx.closeAll(), parentPort.postMessage({ id }));
+  try {
+    parentPort.postMessage({ id, digests: hashBlocksSync(blocks, files, hx) });
+  } catch (err) {
+    parentPort.postMessage({ id, error: { code: err && err.code, message: err && err.message ? err.message : String(err), path: err && err.path } });
+  }
+});
+`;
+
+/** The calling thread's hasher: the same code the workers run, with a page-aligned buffer of `piece` bytes. */
+export function localHasher(algorithm: HashAlgorithm, piece: number, sub: { algorithm: SubAlgorithm; size: number } | null): SyncHasher {
+  return makeSyncHasher(algorithm, allocAligned(piece), fs, createHash, xxhash.XXHash128 as XxhashModule['XXHash128'], xxhash.XXHash3 as XxhashModule['XXHash128'], sub);
+}
+
+/** The digests of a group of blocks, in block order; null for an all-zero block. */
+export type Digests = Array<BlockDigests | null>;
+
+/** A Buffer view of bytes a worker posted back (they arrive as plain Uint8Arrays). */
+export function asBuffer(d: Uint8Array): Buffer {
+  return Buffer.from(d.buffer, d.byteOffset, d.byteLength);
+}
+
+type WorkerError = { code?: string; message: string; path?: string };
+
+/** Worker threads running hashBlocksSync on posted groups, each group to the next worker in turn. */
+export class DirectPool {
+  private readonly workers: Worker[] = [];
+  private readonly pending = new Map<number, { resolve: (d: Digests) => void; reject: (e: Error) => void }>();
+  private failure: Error | null = null;
+  private nextId = 0;
+  private started = 0;
+  private readonly onReady: Array<() => void> = [];
+
+  constructor(size: number, algorithm: HashAlgorithm, piece: number, private readonly subject: string, sub: { algorithm: SubAlgorithm; size: number } | null) {
+    const xxhash = createRequire(import.meta.url).resolve('xxhash-addon');
+    for (let w = 0; w < size; w++) {
+      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { xxhash, piece, algorithm, sub } });
+      worker.on('message', ({ id, digests, error }: { id: number; digests?: Digests; error?: WorkerError }) => {
+        if (id === -2) {
+          if (++this.started === this.workers.length) for (const f of this.onReady.splice(0)) f();
+          return;
+        }
+        const p = this.pending.get(id);
+        this.pending.delete(id);
+        // A system error from the worker's reads becomes the same typed error a read on this thread gives.
+        if (error) this.fail(fromSystemError(Object.assign(new Error(error.message), { code: error.code }), error.path ?? this.subject));
+        else p?.resolve(digests ?? []);
+      });
+      worker.on('error', (err) => this.fail(err));
+      this.workers.push(worker);
+    }
+  }
+
+  /** Whether every worker has loaded its modules (until then a caller that can hash itself should). */
+  get ready(): boolean {
+    return this.started === this.workers.length;
+  }
+
+  /** Resolves once every worker is ready, or has failed. */
+  whenReady(): Promise<void> {
+    return this.ready || this.failure ? Promise.resolve() : new Promise((resolve) => this.onReady.push(resolve));
+  }
+
+  /** Groups posted and not yet answered. */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  /** The digests of one group, hashed by the next worker in turn. */
+  hash(files: string[], blocks: number[][]): Promise<Digests> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = this.nextId++;
+    const promise = new Promise<Digests>((resolve, reject) => this.pending.set(id, { resolve, reject }));
+    promise.catch(() => {});
+    this.workers[id % this.workers.length].postMessage({ id, files, blocks });
+    return promise;
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    for (const p of this.pending.values()) p.reject(this.failure);
+    this.pending.clear();
+    for (const f of this.onReady.splice(0)) f();
+  }
+
+  /** Closes the workers' files, then ends them. */
+  async close(): Promise<void> {
+    const closed = this.workers.map((w) => new Promise<void>((resolve) => {
+      w.on('message', ({ id }: { id: number }) => id === -1 && resolve());
+      w.once('exit', () => resolve());
+      w.postMessage({ id: -1 });
+    }));
+    this.fail(new Error('hashing stopped'));
+    await Promise.all(closed);
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
