@@ -1,4 +1,6 @@
-import { CommandNotLoaded, isCommandName, loadCommands } from './commands/index.js';
+import type { Argv, CommandModule, Options } from 'yargs';
+import { CommandNotLoaded, isCommandName, loadCommands, loadFastCommand } from './commands/index.js';
+import { parseSimple } from './fast-args.js';
 import type { CommandName } from './commands/catalog.js';
 import { rewriteLegacyArgs } from './legacy.js';
 import { joinDashValues } from './stream-endpoints.js';
@@ -10,15 +12,21 @@ import { packageVersion } from '../meta/version.js';
 /** The global options that take a value (all others are flags): needed to find the command word before parsing. */
 const VALUED_GLOBALS = new Set(['--smb-credentials']);
 
-/** The subcommand an argument list runs (the first word that is neither an option nor a global option's value). */
-export function commandWordIn(args: string[]): string | undefined {
+/** Where the subcommand's word is in an argument list (the first word that is neither an option nor a global option's value), or -1. */
+export function commandIndexIn(args: string[]): number {
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
-    if (a === '--') return args[i + 1];
-    if (!a.startsWith('-')) return a;
+    if (a === '--') return i + 1 < args.length ? i + 1 : -1;
+    if (!a.startsWith('-')) return i;
     if (VALUED_GLOBALS.has(a)) i++;
   }
-  return undefined;
+  return -1;
+}
+
+/** The subcommand an argument list runs. */
+export function commandWordIn(args: string[]): string | undefined {
+  const at = commandIndexIn(args);
+  return at < 0 ? undefined : args[at];
 }
 
 /** Runs the command line and returns the exit code (never calls process.exit itself). */
@@ -37,7 +45,7 @@ export async function main(argv: string[]): Promise<number> {
     const name = isCommandName(word) ? word : undefined;
     loaded = name !== undefined;
     try {
-      await parse(args, name);
+      if (!(name && (await runFast(args, name)))) await parse(args, name);
     } catch (err) {
       if (!(err instanceof CommandNotLoaded)) throw err;
       loaded = true;
@@ -56,25 +64,46 @@ export async function main(argv: string[]): Promise<number> {
   return code;
 }
 
-/** Parses and runs the command line with `name` loaded (every other command listed for --help only). */
-async function parse(args: string[], name: CommandName | undefined): Promise<void> {
-  const [{ default: yargs }, commands] = await Promise.all([import('yargs'), loadCommands(name)]);
-  setQuiet(false);
-  const parser = yargs(args)
+/** The options every command takes (yargs and the fast path read the same specs). */
+export const GLOBAL_OPTIONS = {
+  debug: { type: 'boolean', describe: 'print stack traces on errors' },
+  progress: { type: 'boolean', describe: 'draw progress bars (default: when stderr is a terminal)' },
+  quiet: { alias: 'q', type: 'boolean', describe: 'print nothing on stdout, --json included (errors still go to stderr; the exit code tells the result)' },
+  'smb-credentials': {
+    type: 'string',
+    describe: 'mount.cifs-style file (username=, password=, domain=) for smb:// and \\\\host\\share locations',
+  },
+} satisfies Record<string, Options>;
+
+/** What the global options do before a command runs. */
+function applyGlobals(argv: Record<string, unknown>): void {
+  setQuiet(Boolean(argv.quiet));
+  // The SMB scheme reads credentials from the environment, so one place serves the CLI and the library.
+  if (typeof argv['smb-credentials'] === 'string') process.env.VHDSYNC_SMB_CREDENTIALS = argv['smb-credentials'];
+}
+
+/**
+ * Runs a command that offers the fast path (fast-args.ts) without loading yargs, when its arguments are all in the
+ * plain forms; false when yargs must read them.
+ */
+async function runFast(args: string[], name: CommandName): Promise<boolean> {
+  const command = await loadFastCommand(name);
+  if (!command) return false;
+  const argv = parseSimple(args, commandIndexIn(args), command.fast.positional, GLOBAL_OPTIONS, command.fast.options());
+  if (!argv) return false;
+  applyGlobals(argv);
+  await command.handler(argv as never);
+  return true;
+}
+
+/** The parser of a command line, with `commands` (one loaded, the others listed); tests build it to compare with the fast path. */
+export async function buildParser(args: string[], commands: CommandModule<any, any>[]): Promise<Argv> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const { default: yargs } = await import('yargs');
+  return yargs(args)
     .scriptName('vhdsync')
     .usage('$0 <command> [options]\n\nBlock-level incremental backup of virtual disk images (VHD, VHDX, raw).')
-    .option('debug', { type: 'boolean', describe: 'print stack traces on errors' })
-    .option('progress', { type: 'boolean', describe: 'draw progress bars (default: when stderr is a terminal)' })
-    .option('quiet', { alias: 'q', type: 'boolean', describe: 'print nothing on stdout, --json included (errors still go to stderr; the exit code tells the result)' })
-    .option('smb-credentials', {
-      type: 'string',
-      describe: 'mount.cifs-style file (username=, password=, domain=) for smb:// and \\\\host\\share locations',
-    })
-    .middleware((argv) => {
-      setQuiet(Boolean(argv.quiet));
-      // The SMB scheme reads credentials from the environment, so one place serves the CLI and the library.
-      if (typeof argv['smb-credentials'] === 'string') process.env.VHDSYNC_SMB_CREDENTIALS = argv['smb-credentials'];
-    }, true)
+    .options(GLOBAL_OPTIONS)
+    .middleware((argv) => applyGlobals(argv), true)
     .command(commands)
     .demandCommand(1, 'name a command (see --help)')
     .strict()
@@ -88,6 +117,12 @@ async function parse(args: string[], name: CommandName | undefined): Promise<voi
     .fail((msg, err) => {
       throw err ?? new UsageError(oneLine(msg));
     });
+}
+
+/** Parses and runs the command line with `name` loaded (every other command listed for --help only). */
+async function parse(args: string[], name: CommandName | undefined): Promise<void> {
+  setQuiet(false);
+  const parser = await buildParser(args, await loadCommands(name));
   skipHelpCache(parser);
   await parser.parseAsync();
 }

@@ -1,4 +1,4 @@
-import type { Argv } from 'yargs';
+import type { Argv, Options } from 'yargs';
 import type { DiskFormat, OpenOptions } from '../formats/disk.js';
 import { registeredFormats } from '../formats/open.js';
 import type { ObjectStoreOptions } from '../io/object-stores.js';
@@ -20,12 +20,24 @@ export interface VhdSizeArgs {
   'vhd-size'?: 'chs' | 'current';
 }
 
+/** `--vhd-size chs|current`. */
+const VHD_SIZE_OPTION = {
+  choices: ['chs', 'current'] as const,
+  describe: "VHD virtual size from the CHS geometry or from current_size (default: CHS for Virtual PC/Server images, current_size for all others)",
+} satisfies Options;
+
 /** Adds `--vhd-size chs|current`. */
 export function withVhdSize<T>(y: Argv<T>): Argv<T & VhdSizeArgs> {
-  return y.option('vhd-size', {
-    choices: ['chs', 'current'] as const,
-    describe: "VHD virtual size from the CHS geometry or from current_size (default: CHS for Virtual PC/Server images, current_size for all others)",
-  }) as Argv<T & VhdSizeArgs>;
+  return y.option('vhd-size', VHD_SIZE_OPTION) as Argv<T & VhdSizeArgs>;
+}
+
+/** `--input-format`, also accepted as `--format` with `formatAlias` (see withInputFormat). */
+function inputFormatOption(formatAlias: boolean): Options {
+  return {
+    choices: registeredFormats(),
+    ...(formatAlias ? { alias: 'format' } : {}),
+    describe: 'take the image as this format instead of detecting it (raw: read a file that looks like another container as a raw disk)',
+  };
 }
 
 /**
@@ -33,26 +45,32 @@ export function withVhdSize<T>(y: Argv<T>): Argv<T & VhdSizeArgs> {
  * else (on create, convert and createmeta it names the output or metafile format).
  */
 export function withInputFormat<T>(y: Argv<T>, formatAlias = false): Argv<T & InputFormatArgs> {
-  return y.option('input-format', {
-    choices: registeredFormats(),
-    ...(formatAlias ? { alias: 'format' } : {}),
-    describe: 'take the image as this format instead of detecting it (raw: read a file that looks like another container as a raw disk)',
-  }) as Argv<T & InputFormatArgs>;
+  return y.option('input-format', inputFormatOption(formatAlias)) as Argv<T & InputFormatArgs>;
+}
+
+/** The image-opening options but `--input-format`, as yargs option specs. */
+const OPEN_FLAGS = {
+  'vhd-size': VHD_SIZE_OPTION,
+  'ignore-parent-mismatch': {
+    type: 'boolean',
+    describe: "open a differencing image even if its parent's id does not match (only if you know the parent is unchanged)",
+  },
+  'ignore-checksums': { type: 'boolean', describe: 'read VHD images whose checksums are wrong (recovery)' },
+} satisfies Record<string, Options>;
+
+/** The image-opening options as yargs option specs (for a command that declares its options as data). */
+export function openOptionSpecs(formatAlias = false): Record<string, Options> {
+  return { 'input-format': inputFormatOption(formatAlias), ...OPEN_FLAGS };
 }
 
 /** Adds the image-opening options to a command. */
 export function withOpenOptions<T>(y: Argv<T>, formatAlias = false): Argv<T & OpenArgs> {
-  return withOpenFlags(withInputFormat(y, formatAlias));
+  return y.options(openOptionSpecs(formatAlias)) as Argv<T & OpenArgs>;
 }
 
 /** The image-opening options but `--input-format`, for a command that names its source's format its own way (`stream`). */
 export function withOpenFlags<T>(y: Argv<T>): Argv<T & OpenArgs> {
-  return withVhdSize(y as Argv<T & InputFormatArgs>)
-    .option('ignore-parent-mismatch', {
-      type: 'boolean',
-      describe: "open a differencing image even if its parent's id does not match (only if you know the parent is unchanged)",
-    })
-    .option('ignore-checksums', { type: 'boolean', describe: 'read VHD images whose checksums are wrong (recovery)' });
+  return y.options(OPEN_FLAGS) as Argv<T & OpenArgs>;
 }
 
 /** Converts parsed option values into OpenOptions. */

@@ -1,4 +1,4 @@
-import type { Argv } from 'yargs';
+import type { Argv, Options } from 'yargs';
 import { silenceNotices } from '../util/notice.js';
 
 /** Options every command accepts. */
@@ -33,7 +33,10 @@ export function wantProgress(args: GlobalArgs): boolean {
   return Boolean(process.stderr.isTTY);
 }
 
+/** `--json`, as a yargs option spec. */
+export const JSON_OPTION = { type: 'boolean', describe: 'print machine-readable JSON on stdout' } satisfies Options;
+
 /** Adds `--json` to a command. */
 export function withJson<T>(y: Argv<T>): Argv<T & { json?: boolean }> {
-  return y.option('json', { type: 'boolean', describe: 'print machine-readable JSON on stdout' });
+  return y.option('json', JSON_OPTION);
 }

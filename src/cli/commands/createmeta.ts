@@ -1,4 +1,5 @@
-import type { CommandModule } from 'yargs';
+import type { CommandModule, Options } from 'yargs';
+import type { FastCommand } from '../fast-args.js';
 import { CATALOG } from './catalog.js';
 import { openDisk } from '../../formats/index.js';
 import { displayLocation, parseLocation, withPath, type Location } from '../../io/location.js';
@@ -6,8 +7,8 @@ import { createMetafile, describeCreated, METAFILE_SUFFIX, NATIVE_ALGORITHMS, ty
 import { NotFoundError, VhdsyncError } from '../../util/errors.js';
 import { createProgress } from '../../util/progress.js';
 import { parseSize } from '../../util/units.js';
-import { openOptionsFrom, withOpenOptions, type OpenArgs } from '../options.js';
-import { out, outJson, wantProgress, withJson, type GlobalArgs } from '../output.js';
+import { openOptionSpecs, openOptionsFrom, type OpenArgs } from '../options.js';
+import { JSON_OPTION, out, outJson, wantProgress, type GlobalArgs } from '../output.js';
 
 interface CreatemetaArgs extends OpenArgs, GlobalArgs {
   files: string[];
@@ -16,15 +17,25 @@ interface CreatemetaArgs extends OpenArgs, GlobalArgs {
   format?: MetafileLayout;
 }
 
+/** createmeta's options (its positional `files` aside), as data: yargs reads them, and so does the fast path (fast-args.ts). */
+export function createmetaOptions(): Record<string, Options> {
+  return {
+    ...openOptionSpecs(),
+    json: JSON_OPTION,
+    'block-size': { type: 'string', describe: 'block size, a power of two from 4K to 256M (default 2M)' },
+    hash: { choices: NATIVE_ALGORITHMS, describe: 'digest: xxh128 (default, fast) or sha256 (for guests that could craft collisions)' },
+    format: { choices: ['native', 'vbb'] as const, describe: "metafile layout: native (default) or vbb (VhdBlockBackup's SHA-1 list)" },
+  };
+}
+
 /** `vhdsync createmeta`: hashes images into `<image>.blocklist.bin`. */
-export const createmetaCommand: CommandModule<object, CreatemetaArgs> = {
+export const createmetaCommand: CommandModule<object, CreatemetaArgs> & FastCommand = {
   ...CATALOG.createmeta,
   builder: (y) =>
-    withJson(withOpenOptions(y))
+    y
       .positional('files', { type: 'string', array: true, demandOption: true, describe: 'images, or quoted patterns such as "/vms/*.vhdx"' })
-      .option('block-size', { type: 'string', describe: 'block size, a power of two from 4K to 256M (default 2M)' })
-      .option('hash', { choices: NATIVE_ALGORITHMS, describe: 'digest: xxh128 (default, fast) or sha256 (for guests that could craft collisions)' })
-      .option('format', { choices: ['native', 'vbb'] as const, describe: "metafile layout: native (default) or vbb (VhdBlockBackup's SHA-1 list)" }) as never,
+      .options(createmetaOptions()) as never,
+  fast: { positional: 'files', options: createmetaOptions },
   handler: async (args) => {
     const blockSize = args['block-size'] !== undefined ? parseSize(args['block-size'], 'block size') : undefined;
     const images: Location[] = [];

@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import type { FastCommand } from '../fast-args.js';
 import { CATALOG, type CommandName } from './catalog.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -23,6 +24,19 @@ const LOADERS: Record<CommandName, () => Promise<AnyCommand>> = {
   prune: async () => (await import('./prune.js')).pruneCommand,
   verify: async () => (await import('./verify.js')).verifyCommand,
 };
+
+/** Commands that offer the fast path past yargs (fast-args.ts): those run on many images, where start-up counts. */
+const FAST: Partial<Record<CommandName, () => Promise<AnyCommand & FastCommand>>> = {
+  createmeta: async () => (await import('./createmeta.js')).createmetaCommand as AnyCommand & FastCommand,
+};
+
+/** The command `name` loaded (with the format drivers and location schemes) if it offers the fast path, else null. */
+export async function loadFastCommand(name: CommandName): Promise<(AnyCommand & FastCommand) | null> {
+  const load = FAST[name];
+  if (!load) return null;
+  await Promise.all([import('../../formats/index.js'), import('../../io/schemes.js')]);
+  return load();
+}
 
 /** Whether a word names a subcommand. */
 export function isCommandName(word: string | undefined): word is CommandName {
