@@ -87,6 +87,9 @@ function applyGlobals(argv: Record<string, unknown>): void {
  * plain forms; false when yargs must read them.
  */
 async function runFast(args: string[], name: CommandName): Promise<boolean> {
+  // XXH128 lists (the default: no --hash, no --format vbb) hash on helper threads: they start loading now, beside
+  // the command's modules, instead of after them.
+  if (name === 'createmeta' && !args.some((a) => /^--(hash|format)\b/.test(a))) (await import('../meta/hash-direct.js')).prestartHashThreads();
   const command = await loadFastCommand(name);
   if (!command) return false;
   const argv = parseSimple(args, commandIndexIn(args), command.fast.positional, GLOBAL_OPTIONS, command.fast.options());

@@ -28,8 +28,8 @@ const PIECE = 1 << 20;
 const GROUP_BYTES = 16 << 20;
 /** Groups posted ahead of the one being yielded, per worker: keeps every worker busy, memory is a few digests. */
 const AHEAD_PER_WORKER = 3;
-/** Groups a helper thread holds queued beside this thread's: one being hashed, one waiting. */
-const HELPER_QUEUE = 2;
+/** Groups a helper thread holds queued beside this thread's: one being hashed, the next ones waiting. */
+const HELPER_QUEUE = 3;
 /** Groups planned ahead of the one being yielded when this thread hashes too (memory: their digests only). */
 const MAX_AHEAD = 16;
 /**
@@ -50,6 +50,31 @@ export interface DirectThreads {
   awaitHelpers?: boolean;
   /** Counts the groups each side hashed, when given. */
   stats?: { here: number; helpers: number };
+}
+
+let spare: DirectPool | null = null;
+
+/**
+ * Starts the helper threads the next XXH128 hashing will want, now: a thread takes 60-100 ms to load its modules
+ * (this machine, under load), time the CLI spends loading its own. Unused, they cost that CPU time on another
+ * core, and do not keep the process alive.
+ */
+export function prestartHashThreads(): void {
+  const helpers = defaultHashThreads() - 1;
+  if (helpers > 0 && !spare) {
+    try {
+      spare = new DirectPool(helpers);
+    } catch {
+      // Started when hashing begins (and, if that fails too, hashed on one thread).
+    }
+  }
+}
+
+/** `count` helper threads: the prestarted ones if they fit, else new ones. */
+function takeHelpers(count: number): DirectPool {
+  const taken = spare?.size === count ? spare : new DirectPool(count);
+  if (taken === spare) spare = null;
+  return taken;
 }
 
 /**
@@ -123,7 +148,7 @@ export async function* hashDirectly(
   const hashesHere = workers === 0;
   const helpers = hashesHere ? Math.max(0, (threads.count ?? defaultHashThreads()) - 1) : 0;
   const helperAfter = threads.helperAfter ?? HELPER_AFTER;
-  let pool = hashesHere ? null : new DirectPool(workers, algorithm, piece, disk.location.path, sub);
+  let pool = hashesHere ? null : new DirectPool(workers).configure(algorithm, piece, sub, disk.location.path);
   const local = hashesHere ? localHasher(algorithm, piece, sub) : null;
   let hashedHere = 0;
   let noHelpers = false;
@@ -148,9 +173,10 @@ export async function* hashDirectly(
     if (!runs) return { run, digests: Promise.resolve(await hashHere(run)) };
     const files: string[] = [];
     const blocks = perBlock(runs, run, blockSize, size, files);
-    if (helpers > 0 && !pool && !noHelpers && hashedHere >= helperAfter) {
+    // Helpers already up (started with the process) join at once; new ones only for an image worth their start-up.
+    if (helpers > 0 && !pool && !noHelpers && (hashedHere >= helperAfter || spare?.ready)) {
       try {
-        pool = new DirectPool(helpers, algorithm, piece, disk.location.path, sub);
+        pool = takeHelpers(helpers).configure(algorithm, piece, sub, disk.location.path);
         if (threads.awaitHelpers) await pool.whenReady();
       } catch {
         // A process that cannot start threads (resource limits) hashes on this one.

@@ -164,8 +164,9 @@ interface XxhashModule {
 }
 
 // Plain CommonJS so the eval'd worker needs no build step or loader; xxhash-addon comes by resolved path because
-// an eval'd worker has no module base. A task is one group of blocks; the reply its digests, or the error. Id -2
-// says the worker is ready (its modules loaded), -1 closes its files.
+// an eval'd worker has no module base. Id -2 (from the worker) says its modules are loaded; -3 (to it) says what to
+// hash, so a worker can be started before that is known; a task is one group of blocks, the reply its digests or
+// the error; -1 closes its files.
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const fs = require('node:fs');
@@ -173,13 +174,16 @@ const { createHash } = require('node:crypto');
 const { XXHash128, XXHash3 } = require(workerData.xxhash);
 const hashBlocksSync = ${hashBlocksSync.toString()};
 const makeSyncHasher = ${makeSyncHasher.toString()};
-let buf;
-// WebAssembly memories are page aligned: the kernel copies into them several times faster (docs/performance.md).
-try { buf = Buffer.from(new WebAssembly.Memory({ initial: Math.ceil(workerData.piece / 65536) }).buffer, 0, workerData.piece); } catch { buf = Buffer.allocUnsafe(workerData.piece); }
-const hx = makeSyncHasher(workerData.algorithm, buf, fs, createHash, XXHash128, XXHash3, workerData.sub);
+let hx = null;
 parentPort.postMessage({ id: -2 });
-parentPort.on('message', ({ id, files, blocks }) => {
-  if (id < 0) return void (hx.closeAll(), parentPort.postMessage({ id }));
+parentPort.on('message', ({ id, files, blocks, config }) => {
+  if (id === -3) {
+    let buf;
+    // WebAssembly memories are page aligned: the kernel copies into them several times faster (docs/performance.md).
+    try { buf = Buffer.from(new WebAssembly.Memory({ initial: Math.ceil(config.piece / 65536) }).buffer, 0, config.piece); } catch { buf = Buffer.allocUnsafe(config.piece); }
+    return void (hx = makeSyncHasher(config.algorithm, buf, fs, createHash, XXHash128, XXHash3, config.sub));
+  }
+  if (id < 0) return void (hx && hx.closeAll(), parentPort.postMessage({ id }));
   try {
     parentPort.postMessage({ id, digests: hashBlocksSync(blocks, files, hx) });
   } catch (err) {
@@ -203,7 +207,11 @@ export function asBuffer(d: Uint8Array): Buffer {
 
 type WorkerError = { code?: string; message: string; path?: string };
 
-/** Worker threads running hashBlocksSync on posted groups, each group to the next worker in turn. */
+/**
+ * Worker threads running hashBlocksSync on posted groups, each group to the next worker in turn. They are started
+ * without knowing what they will hash (`configure` says it), and do not keep the process alive until `configure`d,
+ * so a caller can start them early and maybe never use them.
+ */
 export class DirectPool {
   private readonly workers: Worker[] = [];
   private readonly pending = new Map<number, { resolve: (d: Digests) => void; reject: (e: Error) => void }>();
@@ -212,10 +220,12 @@ export class DirectPool {
   private started = 0;
   private readonly onReady: Array<() => void> = [];
 
-  constructor(size: number, algorithm: HashAlgorithm, piece: number, private readonly subject: string, sub: { algorithm: SubAlgorithm; size: number } | null) {
+  private subject = '';
+
+  constructor(readonly size: number) {
     const xxhash = createRequire(import.meta.url).resolve('xxhash-addon');
     for (let w = 0; w < size; w++) {
-      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { xxhash, piece, algorithm, sub } });
+      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { xxhash } });
       worker.on('message', ({ id, digests, error }: { id: number; digests?: Digests; error?: WorkerError }) => {
         if (id === -2) {
           if (++this.started === this.workers.length) for (const f of this.onReady.splice(0)) f();
@@ -228,8 +238,20 @@ export class DirectPool {
         else p?.resolve(digests ?? []);
       });
       worker.on('error', (err) => this.fail(err));
+      // After the listeners: adding a 'message' listener refs the worker's port again.
+      worker.unref();
       this.workers.push(worker);
     }
+  }
+
+  /** Says what to hash (the digest, the read size, the second level; `subject` names the image in errors). */
+  configure(algorithm: HashAlgorithm, piece: number, sub: { algorithm: SubAlgorithm; size: number } | null, subject: string): this {
+    this.subject = subject;
+    for (const w of this.workers) {
+      w.ref();
+      w.postMessage({ id: -3, config: { algorithm, piece, sub } });
+    }
+    return this;
   }
 
   /** Whether every worker has loaded its modules (until then a caller that can hash itself should). */
@@ -266,6 +288,12 @@ export class DirectPool {
 
   /** Closes the workers' files, then ends them. */
   async close(): Promise<void> {
+    // Workers that were never given a group have no files open (and may still be loading): just end them.
+    if (this.nextId === 0) {
+      this.fail(new Error('hashing stopped'));
+      await Promise.all(this.workers.map((w) => w.terminate()));
+      return;
+    }
     const closed = this.workers.map((w) => new Promise<void>((resolve) => {
       w.on('message', ({ id }: { id: number }) => id === -1 && resolve());
       w.once('exit', () => resolve());

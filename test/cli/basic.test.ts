@@ -59,6 +59,8 @@ describe('vhdsync CLI basics (raw images)', () => {
 
   it.each([
     [['info', '/nonexistent/x.vhd'], 1, /x\.vhd: no such file or directory/],
+    // createmeta starts its hashing threads with the process: never used, they must not keep it alive.
+    [['createmeta', '/nonexistent/x.raw'], 1, /x\.raw: no such file or directory/],
     [['bogus'], 2, /Unknown argument: bogus/],
     [['create', 'x.img'], 2, /--size is required/],
     [['create', 'x.img', '--size', 'lots'], 2, /invalid size 'lots'/],
