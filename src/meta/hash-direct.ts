@@ -9,7 +9,7 @@
  * (unallocated and zero blocks are never read) and maps each group of blocks to file runs. XXH128 groups are hashed
  * here and, on a machine with a second core, by one helper thread: whenever the helper has enough queued, this
  * thread hashes the next group itself, so the split follows what each thread gets of the CPU and a helper that
- * starts late or runs slowly never holds the others up for long (decision 0023). SHA groups go to worker threads.
+ * starts late or runs slowly never holds the others up for long (decision 0025). SHA groups go to worker threads.
  * A group the disk cannot map (compressed clusters, a log replayed in memory) is read and hashed here through the
  * driver. Digests land by block index: the result never depends on which thread or path hashed a block.
  */
@@ -79,7 +79,7 @@ function takeHelpers(count: number): DirectPool {
 
 /**
  * Threads that hash XXH128 on the direct path, this one included: `VHDSYNC_HASH_THREADS` if set (1 to the core
- * count), else 2 where there are 2 or more cores (measured in docs/performance.md "createmeta"; decision 0023).
+ * count), else 2 where there are 2 or more cores (measured in docs/performance.md "createmeta"; decision 0025).
  */
 export function defaultHashThreads(): number {
   const cores = availableParallelism();
