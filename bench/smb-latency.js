@@ -7,6 +7,8 @@
 // 64 KiB blocks (so about the changed bytes move). Timed, median of N, interleaved:
 //   - `vhdsync copy SOURCE local-target.vhdx` (the same target on local disk): the local copy time;
 //   - `vhdsync copy SOURCE smb://...` through the proxy (logon included).
+// Then one more share copy per build, untimed, whose requests the proxy counts by command chain (and the round
+// trips the copy waited for with nothing else in flight: each costs the link's round trip).
 // The issue's goal: the share copy within 1.3x of (local copy time + one round trip per MiB of changed data).
 // VHDSYNC_BIN: a private build; VHDSYNC_BIN_BEFORE: another build to compare in the same run (e.g. before a change).
 import { spawn } from 'node:child_process';
@@ -34,13 +36,47 @@ function timed(bin, argv) {
   return { ms: Number(process.hrtime.bigint() - t) / 1e6, out: r.stdout };
 }
 
+/** Reports of the proxy's finished connections (its JSON lines: requests by command chain, round trips waited). */
+const reports = [];
+
 /** Starts the latency proxy in front of `target`; resolves to its process and port. */
 function startProxy(target) {
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, [path.resolve('scripts/latency-proxy.js'), String(target), String(DELAY)], { stdio: ['ignore', 'pipe', 'inherit'] });
     p.on('error', reject);
-    p.stdout.once('data', (d) => resolve({ proc: p, port: Number(/listening (\d+)/.exec(String(d))[1]) }));
+    let text = '';
+    p.stdout.on('data', (d) => {
+      text += d;
+      for (let nl; (nl = text.indexOf('\n')) >= 0; text = text.slice(nl + 1)) {
+        const line = text.slice(0, nl);
+        const listening = /^listening (\d+)/.exec(line);
+        if (listening) resolve({ proc: p, port: Number(listening[1]) });
+        else if (line.startsWith('{')) reports.push(JSON.parse(line));
+      }
+    });
   });
+}
+
+/** Waits until the proxy has reported `n` connections (it reports once both sides closed). */
+async function reportsOf(n) {
+  for (let i = 0; i < 100 && reports.length < n; i++) await new Promise((r) => setTimeout(r, 50));
+  return reports.splice(0);
+}
+
+/** Prints the requests one copy sent through the proxy, by command chain, and the round trips it waited alone. */
+function printCounts(label, conns) {
+  const sum = (key) => {
+    const out = {};
+    for (const c of conns) for (const [k, v] of Object.entries(c[key])) out[k] = (out[k] ?? 0) + v;
+    return out;
+  };
+  const requests = sum('requests');
+  const waits = sum('waits');
+  const waited = conns.reduce((n, c) => n + c.waited, 0);
+  console.log(`\n${label}: ${waited} round trips waited alone (x ${2 * DELAY} ms = ${((waited * 2 * DELAY) / 1000).toFixed(2)} s), ${conns.length} connection(s)`);
+  console.log('| requests (command chain) | sent | of which waited alone |');
+  console.log('|---|---|---|');
+  for (const k of Object.keys(requests).sort((a, b) => requests[b] - requests[a])) console.log(`| ${k} | ${requests[k]} | ${waits[k] ?? 0} |`);
 }
 
 let proxy;
@@ -77,6 +113,16 @@ try {
       changed = JSON.parse(res.out).changedBytes;
     });
   }
+  // One more run of each share contestant, untimed, to count what crossed the link.
+  const counts = [];
+  for (const [name, bin, target] of contestants.filter(([, , t]) => t === smbTarget)) {
+    // Reports of earlier runs' connections may still be on their way: let them arrive, then drop them.
+    await new Promise((r) => setTimeout(r, 500));
+    reports.splice(0);
+    clean();
+    timed(bin, ['copy', '--json', source, target]);
+    counts.push([name, await reportsOf(1)]);
+  }
   const [local, smb] = times.map(median);
   const rtt = 2 * DELAY;
   const bound = local + rtt * Math.ceil(changed / MiB);
@@ -85,6 +131,7 @@ try {
   console.log('|---|---|');
   contestants.forEach(([name], i) => console.log(`| ${name} | ${(median(times[i]) / 1000).toFixed(2)} s (${(Math.min(...times[i]) / 1000).toFixed(2)}-${(Math.max(...times[i]) / 1000).toFixed(2)}) |`));
   console.log(`\nbound = local + one round trip per MiB = ${(bound / 1000).toFixed(2)} s; share / bound = ${(smb / bound).toFixed(2)}x (goal <= 1.3x)`);
+  for (const [name, conns] of counts) printCounts(`${name}, one more run (untimed)`, conns);
 } finally {
   proxy?.proc.kill('SIGTERM');
   run(SAMBA.script, ['stop', sambaDir]);
