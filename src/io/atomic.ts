@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Location } from './location.js';
+import type { ByteStore } from './store.js';
 import { AlreadyExistsError, NotFoundError, VhdsyncError } from '../util/errors.js';
 
 /** The temporary name `writeAtomically` uses for `target`: hidden, next to it, unique per call. */
@@ -11,31 +12,26 @@ export function tempLocationFor(target: Location): Location {
 
 /**
  * Produces a new file under a temporary name next to its final one, then flushes and renames it, so a
- * crash never leaves a partial file under the final name. `body` creates and closes the temp file.
+ * crash never leaves a partial file under the final name. `body` creates and closes the temp file. Without
+ * `overwrite`, an existing file is refused before `body` runs, unless `checked` says the caller has just found
+ * none there; either way the rename refuses one that appeared meanwhile.
  */
 export async function writeAtomically<T>(
   target: Location,
   body: (temp: Location) => Promise<T>,
-  opts: { overwrite?: boolean } = {},
+  opts: { overwrite?: boolean; checked?: boolean } = {},
 ): Promise<T> {
   const { store, path } = target;
-  if (!opts.overwrite && (await store.stat(path))) {
+  if (!opts.overwrite && !opts.checked && (await store.stat(path))) {
     throw new AlreadyExistsError('already exists (use --force to replace it)', store.display(path));
   }
   const temp = tempLocationFor(target);
   let ok = false;
   try {
     const result = await body(temp);
-    // Flush through a fresh handle: whatever wrote the file, its data is durable before the rename.
-    const f = await store.open(temp.path, 'readwrite');
-    try {
-      await f.flush();
-    } finally {
-      await f.close();
-    }
     // Without overwrite, a file that appeared under the final name meanwhile (another run's) is never replaced.
     try {
-      await store.rename(temp.path, path, { replace: opts.overwrite === true });
+      await flushThenRename(store, temp.path, path, opts.overwrite === true);
     } catch (err) {
       if (err instanceof AlreadyExistsError && !opts.overwrite) throw new AlreadyExistsError('appeared while this run was writing it (another run?); left as it is', store.display(path));
       throw err;
@@ -57,20 +53,34 @@ export async function writeAtomically<T>(
   }
 }
 
+/** Makes `from`'s data durable, then renames it to `to`: in one step where the store can (SMB), else in two. */
+async function flushThenRename(store: ByteStore, from: string, to: string, replace: boolean): Promise<void> {
+  if (store.flushAndRename) return store.flushAndRename(from, to, { replace });
+  // Flush through a fresh handle: whatever wrote the file, its data is durable before the rename.
+  const f = await store.open(from, 'readwrite');
+  try {
+    await f.flush();
+  } finally {
+    await f.close();
+  }
+  await store.rename(from, to, { replace });
+}
+
+/** Creates `loc` exclusively (AlreadyExistsError when it exists) holding `bytes`, flushed when asked. */
+export async function createWithBytes(loc: Location, bytes: Uint8Array, opts: { flush?: boolean } = {}): Promise<void> {
+  if (loc.store.writeNew) return loc.store.writeNew(loc.path, bytes, opts);
+  const f = await loc.store.createExclusive(loc.path);
+  try {
+    await f.write(0, bytes);
+    if (opts.flush) await f.flush();
+  } finally {
+    await f.close();
+  }
+}
+
 /** Writes `bytes` as the whole new content of `target` through `writeAtomically` (temp name, flush, rename). */
 export async function writeBytesAtomically(target: Location, bytes: Uint8Array, opts: { overwrite?: boolean } = {}): Promise<void> {
-  await writeAtomically(
-    target,
-    async (temp) => {
-      const f = await temp.store.createExclusive(temp.path);
-      try {
-        await f.write(0, bytes);
-      } finally {
-        await f.close();
-      }
-    },
-    opts,
-  );
+  await writeAtomically(target, (temp) => createWithBytes(temp, bytes), opts);
 }
 
 /**
@@ -78,6 +88,11 @@ export async function writeBytesAtomically(target: Location, bytes: Uint8Array, 
  * `maxBytes`, so a stray big file is never read into memory.
  */
 export async function readSmallFile(loc: Location, maxBytes: number, tooLarge: () => Error): Promise<Uint8Array | null> {
+  if (loc.store.readSmall) {
+    const small = await loc.store.readSmall(loc.path, maxBytes);
+    if (small && small.size > maxBytes) throw tooLarge();
+    return small?.bytes ?? null;
+  }
   const st = await loc.store.stat(loc.path);
   if (!st || st.isDirectory) return null;
   if (st.size > maxBytes) throw tooLarge();

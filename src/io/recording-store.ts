@@ -84,6 +84,22 @@ export function recordingStore(inner: ByteStore, record: (e: StoreEvent) => void
       return inner.mkdirp(path);
     },
     syncDir: (d) => inner.syncDir(d),
+    readSmall: inner.readSmall ? (p, max) => inner.readSmall!(p, max) : undefined,
+    writeNew: inner.writeNew
+      ? async (path, bytes, opts) => {
+          record({ op: 'create', path });
+          record({ op: 'write', path, position: 0, length: bytes.byteLength });
+          if (opts?.flush) record({ op: 'flush', path });
+          return inner.writeNew!(path, bytes, opts);
+        }
+      : undefined,
+    flushAndRename: inner.flushAndRename
+      ? async (from, to, opts) => {
+          record({ op: 'flush', path: from });
+          record({ op: 'rename', path: from, to });
+          return inner.flushAndRename!(from, to, opts);
+        }
+      : undefined,
     clone: inner.clone
       ? async (from, to) => {
           record({ op: 'create', path: to });

@@ -29,6 +29,14 @@ export interface RandomAccessFile {
   close(): Promise<void>;
 }
 
+/** The start of a small file read in one step (ByteStore.readSmall). */
+export interface SmallFile {
+  /** The file's first bytes: all of them when `size` is within the limit asked for. */
+  bytes: Buffer;
+  size: number;
+  mtimeMs: number;
+}
+
 /** What a store reports about a path. */
 export interface StoreStat {
   size: number;
@@ -58,6 +66,22 @@ export interface ByteStore {
   /** Names (not paths) of the entries of a directory. */
   list(dir: string): Promise<string[]>;
   mkdirp(dir: string): Promise<void>;
+  /**
+   * The first `maxBytes` bytes of a file, its size and mtime, in one step where that saves round trips (SMB: one
+   * compound request); null when nothing, or a directory, is there. Absent where stat, open and read cost no more
+   * (io/small-files.ts falls back to them).
+   */
+  readSmall?(path: string, maxBytes: number): Promise<SmallFile | null>;
+  /**
+   * Creates `path` holding `bytes`, failing with AlreadyExistsError when it exists, and flushes it when asked, in
+   * one step where that saves round trips (SMB). Absent elsewhere (io/small-files.ts falls back).
+   */
+  writeNew?(path: string, bytes: Uint8Array, opts?: { flush?: boolean }): Promise<void>;
+  /**
+   * Makes the data of `from` durable, then renames it as `rename` does, in one step where that saves round trips
+   * (SMB: flush and rename on one handle, in order). Absent elsewhere (io/atomic.ts falls back).
+   */
+  flushAndRename?(from: string, to: string, opts?: { replace?: boolean }): Promise<void>;
   /** Makes a directory's entries (renames, creates) durable, where the store supports it. */
   syncDir(dir: string): Promise<void>;
   /** Path helpers in the store's own syntax. */

@@ -20,6 +20,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { createWithBytes } from '../io/atomic.js';
 import { recordingStore } from '../io/recording-store.js';
 import type { Location } from '../io/location.js';
 import { displayLocation } from '../io/location.js';
@@ -88,12 +89,7 @@ async function acquire(loc: Location, record: LockRecord, image: Location, timin
   for (let round = 0; ; round++) {
     const started = performance.now();
     try {
-      const f = await loc.store.createExclusive(loc.path);
-      try {
-        await f.write(0, serializeRecord(record));
-      } finally {
-        await f.close();
-      }
+      await createWithBytes(loc, serializeRecord(record));
       return started;
     } catch (err) {
       if (!(err instanceof AlreadyExistsError)) throw err;

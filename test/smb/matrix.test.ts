@@ -4,12 +4,13 @@
  * The oracle is the file smbd wrote on the local disk, plus an in-memory model of the expected bytes.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { haveSamba, SambaServer, type SambaOptions } from './samba-server.js';
 import { Dialect, SigningAlgorithm } from '../../src/io/smb/negotiate.js';
 import type { SmbClient } from '../../src/io/smb/client.js';
+import type { VhdsyncError } from '../../src/util/errors.js';
 
 interface Case {
   name: string;
@@ -64,6 +65,9 @@ const cases: Case[] = [
 ];
 
 const run = haveSamba() ? describe : describe.skip;
+
+/** The one line a failed operation reports. */
+const line = (p: Promise<unknown>) => p.then(() => 'succeeded', (e: VhdsyncError) => e.describe());
 
 run.each(cases)('Samba: $name', ({ server: serverOpts, client: clientOpts, expect: want }) => {
   let server: SambaServer;
@@ -159,6 +163,42 @@ run.each(cases)('Samba: $name', ({ server: serverOpts, client: clientOpts, expec
     expect(await store.stat('/dir/b.bin')).toBeNull();
     expect(await store.list('/dir')).toEqual(['sub']);
     await expect(store.unlink('/dir/sub')).rejects.toThrow(/is a directory/);
+  });
+
+  it('compound requests: small files written, flushed and renamed, read, listed in one round trip each', async () => {
+    const store = server.store(client);
+    await store.mkdirp('/cmp');
+    const small = randomBytes(3000);
+    await store.writeNew!('/cmp/new.bin', small, { flush: true });
+    expect(readFileSync(path.join(server.shareDir, 'cmp/new.bin')).equals(small)).toBe(true);
+    expect(await line(store.writeNew!('/cmp/new.bin', small))).toMatch(/cmp\/new\.bin: already exists$/);
+    await store.writeNew!('/cmp/empty.bin', Buffer.alloc(0));
+    const big = randomBytes((2 << 20) + 5); // more than one WRITE: a handle of its own
+    await store.writeNew!('/cmp/big.bin', big);
+    expect(readFileSync(path.join(server.shareDir, 'cmp/big.bin')).equals(big)).toBe(true);
+
+    expect(await store.readSmall!('/cmp/new.bin', 4096)).toMatchObject({ bytes: small, size: small.length });
+    expect((await store.readSmall!('/cmp/new.bin', 100))!.bytes.equals(small.subarray(0, 100))).toBe(true);
+    expect(await store.readSmall!('/cmp/empty.bin', 100)).toMatchObject({ size: 0, bytes: Buffer.alloc(0) });
+    expect((await store.readSmall!('/cmp/big.bin', 4 << 20))!.bytes.equals(big)).toBe(true);
+    expect(await store.readSmall!('/cmp/missing', 100)).toBeNull();
+    expect(await store.readSmall!('/cmp', 100)).toBeNull();
+
+    // The rename fails in the middle of the chain (after the FLUSH): the file stays, under its old name.
+    expect(await line(store.flushAndRename!('/cmp/empty.bin', '/cmp/new.bin', { replace: false }))).toMatch(/cmp\/new\.bin: already exists$/);
+    await store.flushAndRename!('/cmp/empty.bin', '/cmp/new.bin', { replace: true });
+    expect(readFileSync(path.join(server.shareDir, 'cmp/new.bin')).length).toBe(0);
+    expect(await line(store.flushAndRename!('/cmp/gone.bin', '/cmp/x.bin'))).toMatch(/cmp\/gone\.bin: no such file/);
+
+    // More entries than two QUERY_DIRECTORY answers hold: listed again on a handle of its own.
+    const names = Array.from({ length: 1200 }, (_, i) => `entry-with-a-long-name-${String(i).padStart(5, '0')}.bin`);
+    mkdirSync(path.join(server.shareDir, 'cmp/many'));
+    for (const n of names) writeFileSync(path.join(server.shareDir, 'cmp/many', n), '');
+    expect((await store.list('/cmp/many')).sort()).toEqual(names);
+    expect((await store.list('/cmp')).sort()).toEqual(['big.bin', 'many', 'new.bin']);
+    // Every handle was closed: the directory can go.
+    rmSync(path.join(server.shareDir, 'cmp'), { recursive: true });
+    expect(await store.stat('/cmp')).toBeNull();
   });
 
   it('lists with a wildcard evaluated by the server', async () => {

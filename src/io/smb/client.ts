@@ -4,10 +4,11 @@
  * carry the connection generation they were opened on, so a stale handle is never used after a reconnect.
  */
 import { IoError } from '../../util/errors.js';
-import { SmbConnection, type Reply } from './connection.js';
+import { chainOutcome, RELATED_FILE_ID } from './compound.js';
+import { SmbConnection, type ChainLink, type Reply } from './connection.js';
 import { Access, parseCreateResponse, serializeCreateRequest, ShareAccess, type CreateRequest, type CreateResponse } from './create.js';
 import { Command } from './header.js';
-import { parseQueryInfoResponse, serializeQueryInfoRequest, serializeSetInfoRequest } from './info.js';
+import { serializeSetInfoRequest } from './info.js';
 import { Dialect } from './negotiate.js';
 import type { NtlmCredentials } from './ntlm-messages.js';
 import { parseQueryDirectoryResponse, QueryDirectoryFlags, serializeQueryDirectoryRequest, type DirectoryEntry } from './query-directory.js';
@@ -35,6 +36,18 @@ export interface SmbHandle {
   fileId: Buffer;
   generation: number;
   info: CreateResponse;
+}
+
+/** A request on the file a chain's CREATE opened (its body names it with RELATED_FILE_ID). */
+export interface ChainOp extends ChainLink {
+  /** Statuses that count as success for this request (default: SUCCESS only). */
+  ok?: number[];
+}
+
+/** What `openChain` returns: the CREATE's answer and each op's reply, in order. */
+export interface ChainResult {
+  info: CreateResponse;
+  replies: Reply[];
 }
 
 /** The largest READ/WRITE this client issues: big enough to amortise per-request costs, small enough to pipeline. */
@@ -145,15 +158,40 @@ export class SmbClient {
     const treeId = opts.handle?.treeId ?? (await this.tree(conn, share));
     const r = await conn.request(command, body, { treeId, payload: opts.payload, readInto: opts.readInto });
     const ok = opts.ok ?? [Status.SUCCESS];
-    if (!ok.includes(r.header.status)) {
-      if (r.header.status === Status.USER_SESSION_DELETED || r.header.status === Status.NETWORK_SESSION_EXPIRED || r.header.status === Status.NETWORK_NAME_DELETED) {
-        // The server forgot our session or tree (e.g. restarted behind a proxy): start over like after a drop.
-        conn.close();
-        throw new ConnectionLostError(`SMB session on ${this.server} ended`, subject);
-      }
-      throw statusError(r.header.status, subject);
-    }
+    if (!ok.includes(r.header.status)) throw this.failed(conn, r.header.status, subject);
     return r;
+  }
+
+  /** The error for a failure status; a session or tree the server forgot also ends the connection. */
+  private failed(conn: SmbConnection, status: number, subject: string): Error {
+    if (status === Status.USER_SESSION_DELETED || status === Status.NETWORK_SESSION_EXPIRED || status === Status.NETWORK_NAME_DELETED) {
+      // The server forgot our session or tree (e.g. restarted behind a proxy): start over like after a drop.
+      conn.close();
+      return new ConnectionLostError(`SMB session on ${this.server} ended`, subject);
+    }
+    return statusError(status, subject);
+  }
+
+  /**
+   * Opens `req`, runs `ops` on the opened file and closes it, as one chain of related requests: one round trip
+   * ([MS-SMB2] 3.2.4.1.4). Throws the typed error of the CREATE when it failed, else of the first op whose status
+   * is not in its `ok` list. Nothing stays open: a server may fail the rest of a chain after an error, its CLOSE
+   * included (compound.ts, chainOutcome), and then a CLOSE of the real FileId follows.
+   */
+  async openChain(share: string, req: CreateRequest, ops: ChainOp[], subject: string): Promise<ChainResult> {
+    const conn = await this.connection();
+    const generation = this.generation;
+    const treeId = await this.tree(conn, share);
+    const links: ChainLink[] = [{ command: Command.CREATE, body: [serializeCreateRequest(req)] }, ...ops];
+    links.push({ command: Command.CLOSE, body: [serializeCloseRequest(RELATED_FILE_ID)] });
+    const replies = await conn.compound(links, { treeId });
+    const statuses = replies.map((r) => r.header.status);
+    const outcome = chainOutcome(statuses, ops.map((o) => o.ok ?? [Status.SUCCESS]));
+    if (outcome.failed === 0) throw this.failed(conn, statuses[0], subject);
+    const info = parseCreateResponse(replies[0].msg);
+    if (outcome.open) await this.close({ share, treeId, fileId: info.fileId, generation, info }).catch(() => undefined);
+    if (outcome.failed > 0) throw this.failed(conn, statuses[outcome.failed], subject);
+    return { info, replies: replies.slice(1, 1 + ops.length) };
   }
 
   /** Opens or creates `name` (share-relative, backslashes). */
@@ -164,6 +202,12 @@ export class SmbClient {
     const r = await this.call(share, Command.CREATE, [serializeCreateRequest(req)], subject);
     const info = parseCreateResponse(r.msg);
     return { share, treeId, fileId: info.fileId, generation, info };
+  }
+
+  /** The largest READ, WRITE and QUERY_DIRECTORY answer this client asks for in one request on the live connection. */
+  async requestLimits(): Promise<{ read: number; write: number; transact: number }> {
+    const conn = await this.connection();
+    return { read: Math.min(conn.maxReadSize, IO_CHUNK), write: Math.min(conn.maxWriteSize, IO_CHUNK), transact: Math.min(conn.maxTransactSize, 65536) };
   }
 
   /** Closes a handle; a handle from a dead connection is already gone. */
@@ -234,12 +278,6 @@ export class SmbClient {
     await this.call(h.share, Command.FLUSH, [serializeFlushRequest(h.fileId)], subject, { handle: h });
   }
 
-  /** QUERY_INFO for a file information class; returns the information buffer. */
-  async queryInfo(h: SmbHandle, infoClass: number, subject: string): Promise<Buffer> {
-    const r = await this.call(h.share, Command.QUERY_INFO, [serializeQueryInfoRequest(h.fileId, infoClass, 4096)], subject, { handle: h });
-    return Buffer.from(parseQueryInfoResponse(r.msg));
-  }
-
   /** SET_INFO for a file information class. */
   async setInfo(h: SmbHandle, infoClass: number, info: Buffer, subject: string): Promise<void> {
     await this.call(h.share, Command.SET_INFO, [serializeSetInfoRequest(h.fileId, infoClass, info)], subject, { handle: h });
@@ -248,8 +286,7 @@ export class SmbClient {
   /** All entries of an open directory matching `pattern`. */
   async queryDirectory(h: SmbHandle, pattern: string, subject: string): Promise<DirectoryEntry[]> {
     const out: DirectoryEntry[] = [];
-    const conn = await this.connection();
-    const size = Math.min(conn.maxTransactSize, 65536);
+    const { transact: size } = await this.requestLimits();
     for (let first = true; ; first = false) {
       const body = serializeQueryDirectoryRequest(h.fileId, pattern, size, first ? QueryDirectoryFlags.RESTART_SCANS : 0);
       const r = await this.call(h.share, Command.QUERY_DIRECTORY, [body], subject, {

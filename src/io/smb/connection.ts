@@ -4,6 +4,7 @@
  * as the session requires. It knows nothing about files; client.ts builds on it.
  */
 import { IoError } from '../../util/errors.js';
+import { chainMessages, splitChain } from './compound.js';
 import { Command, HeaderFlags, parseHeader, serializeHeader, type Header, HEADER_SIZE } from './header.js';
 import { Dialect } from './negotiate.js';
 import { signMessage, verifyMessage } from './signing.js';
@@ -20,6 +21,16 @@ export interface Reply {
   sent?: Buffer;
   /** For a READ with `readInto`: the data went straight there, this many bytes, and `msg` is only the prefix. */
   placed?: number;
+}
+
+/** One request of a chain (connection.compound), or the only one. */
+export interface ChainLink {
+  command: number;
+  body: Buffer[];
+  /** Payload bytes this request moves (READ length or WRITE data); decides the credit charge. */
+  payload?: number;
+  /** For READ: where the data may be placed directly, without passing through a frame buffer. */
+  readInto?: Buffer;
 }
 
 /** Per-request choices. */
@@ -133,45 +144,71 @@ export class SmbConnection {
    * with ConnectionLostError when the connection breaks or the reply does not come in time.
    */
   async request(command: number, body: Buffer[], opts: RequestOptions = {}): Promise<Reply> {
+    const [reply] = await this.dispatch([{ command, body, payload: opts.payload, readInto: opts.readInto }], opts);
+    return reply;
+  }
+
+  /**
+   * Sends `links` as one chain of related requests ([MS-SMB2] 3.2.4.1.4; compound.ts) in one frame, and resolves
+   * with every final reply, in order, whatever their statuses. Requests after the first refer to the file the
+   * previous one opened with RELATED_FILE_ID. Each message is signed on its own; encryption wraps the whole chain.
+   */
+  async compound(links: ChainLink[], opts: Pick<RequestOptions, 'treeId'> = {}): Promise<Reply[]> {
+    return Promise.all(await this.dispatch(links, opts));
+  }
+
+  /** Sends `links` (one request, or a related chain) in one frame; one promise per final reply. */
+  private async dispatch(links: ChainLink[], opts: RequestOptions): Promise<Promise<Reply>[]> {
     if (this.failure) throw this.failure;
-    const charge = this.largeMtu ? Math.max(1, Math.ceil((opts.payload ?? 0) / 65536)) : 1;
-    await this.takeCredits(charge);
+    const charges = links.map((l) => (this.largeMtu ? Math.max(1, Math.ceil((l.payload ?? 0) / 65536)) : 1));
+    const total = charges.reduce((a, b) => a + b, 0);
+    await this.takeCredits(total);
     this.starting--;
     if (this.failure) throw this.failure;
 
-    const messageId = this.nextMessageId;
-    this.nextMessageId += charge;
     const sec = this.security;
-    const ask = charge + Math.max(this.demand, this.credits < CREDIT_TARGET ? 64 : 0);
-    const header = serializeHeader({
-      creditCharge: this.largeMtu ? charge : 0,
-      command,
-      credits: Math.min(ask, 8192),
-      flags: 0,
-      messageId,
-      treeId: opts.treeId ?? 0,
-      sessionId: command === Command.NEGOTIATE ? 0n : sec.sessionId,
+    const chained = links.length > 1;
+    const extra = Math.max(this.demand, this.credits < CREDIT_TARGET ? 64 : 0);
+    const ids: number[] = [];
+    const messages = links.map((l, i) => {
+      const messageId = this.nextMessageId;
+      this.nextMessageId += charges[i];
+      ids.push(messageId);
+      const header = serializeHeader({
+        creditCharge: this.largeMtu ? charges[i] : 0,
+        command: l.command,
+        // The first request asks for what the waiting requests need; each asks back at least what it spends.
+        credits: Math.min(charges[i] + (i === 0 ? extra : 0), 8192),
+        flags: chained && i > 0 ? HeaderFlags.RELATED : 0,
+        messageId,
+        treeId: opts.treeId ?? 0,
+        sessionId: l.command === Command.NEGOTIATE ? 0n : sec.sessionId,
+      });
+      return [header, ...l.body];
     });
-    let parts = [header, ...body];
+    const laid = chained ? chainMessages(messages) : messages;
     const encrypt = sec.encryptionKey !== null && (sec.encryptAll || (opts.treeId !== undefined && this.encryptedTrees.has(opts.treeId)));
-    if (encrypt) {
-      parts = encryptMessage(sec.cipher, sec.encryptionKey!, sec.sessionId, this.nonces.next(), parts);
-    } else if (sec.signingKey && (sec.signAll || opts.forceSign)) {
-      signMessage(sec.signingAlgorithm, sec.signingKey, parts, messageId);
+    if (!encrypt && sec.signingKey && (sec.signAll || opts.forceSign)) {
+      laid.forEach((parts, i) => signMessage(sec.signingAlgorithm, sec.signingKey!, parts, ids[i]));
     }
+    let parts = laid.flat();
+    if (encrypt) parts = encryptMessage(sec.cipher, sec.encryptionKey!, sec.sessionId, this.nonces.next(), parts);
 
-    return new Promise<Reply>((resolve, reject) => {
-      const p: Pending = { resolve, reject, command, timer: this.timer(messageId), readInto: opts.readInto };
-      if (opts.keepSent) p.sent = Buffer.concat(parts);
-      this.pending.set(messageId, p);
-      this.transport.idle(false);
-      try {
-        this.transport.send(parts);
-      } catch (err) {
-        this.settle(messageId);
-        reject(err);
-      }
-    });
+    const replies = ids.map(
+      (messageId, i) =>
+        new Promise<Reply>((resolve, reject) => {
+          const p: Pending = { resolve, reject, command: links[i].command, timer: this.timer(messageId), readInto: links[i].readInto };
+          if (opts.keepSent) p.sent = Buffer.concat(parts);
+          this.pending.set(messageId, p);
+        }),
+    );
+    this.transport.idle(false);
+    try {
+      this.transport.send(parts);
+    } catch (err) {
+      for (const id of ids) this.settle(id)?.reject(err as Error);
+    }
+    return replies;
   }
 
   /** Ends the connection; requests still in flight fail. */
@@ -269,16 +306,7 @@ export class SmbConnection {
       encrypted = true;
     }
     // A frame may hold a compound chain; each message says where the next begins.
-    for (let off = 0; off < frame.length; ) {
-      const rest = frame.subarray(off);
-      const header = parseHeader(rest);
-      if (header.nextCommand !== 0 && (header.nextCommand < HEADER_SIZE || header.nextCommand > rest.length)) {
-        throw new IoError('malformed compound reply from server');
-      }
-      const msg = header.nextCommand ? rest.subarray(0, header.nextCommand) : rest;
-      off += header.nextCommand || rest.length;
-      this.onMessage(header, msg, encrypted);
-    }
+    for (const { header, msg } of splitChain(frame)) this.onMessage(header, msg, encrypted);
   }
 
   private onMessage(header: Header, msg: Buffer, encrypted: boolean, placed?: Buffer): void {

@@ -6,12 +6,17 @@
  */
 import * as posix from 'node:path/posix';
 import { AlreadyExistsError, IoError, NotFoundError, VhdsyncError } from '../../util/errors.js';
-import type { ByteStore, OpenMode, RandomAccessFile, StorePaths, StoreStat } from '../store.js';
-import { OPEN, type SmbClient, type SmbHandle } from './client.js';
+import type { ByteStore, OpenMode, RandomAccessFile, SmallFile, StorePaths, StoreStat } from '../store.js';
+import { OPEN, type ChainOp, type ChainResult, type SmbClient, type SmbHandle } from './client.js';
+import { RELATED_FILE_ID } from './compound.js';
+import type { Reply } from './connection.js';
 import { Access, CreateOptions, Disposition, FILE_ATTRIBUTE_DIRECTORY, ShareAccess, type CreateRequest } from './create.js';
-import { dispositionInfo, endOfFileInfo, FileInfoClass, parseStandardInfo, renameInfo } from './info.js';
+import { Command } from './header.js';
+import { dispositionInfo, endOfFileInfo, FileInfoClass, renameInfo, serializeSetInfoRequest } from './info.js';
+import { parseQueryDirectoryResponse, QueryDirectoryFlags, type DirectoryEntry, serializeQueryDirectoryRequest } from './query-directory.js';
+import { parseReadResponse, parseWriteResponse, serializeReadRequest, serializeWriteRequest } from './read-write.js';
+import { serializeFlushRequest } from './simple.js';
 import { ConnectionLostError, SmbStatusError, Status } from './status.js';
-import type { DirectoryEntry } from './query-directory.js';
 import { WriteBehind } from './write-behind.js';
 
 /** How many times one operation is retried across reconnects before giving up. */
@@ -62,6 +67,14 @@ class SmbFile implements RandomAccessFile {
   private readonly behind = new WriteBehind();
   /** One reopen for every operation that finds the handle stale (not one handle each). */
   private reopening: Promise<SmbHandle> | null = null;
+  /**
+   * The file's size as this handle knows it: what the server reported when it was opened, moved by this handle's
+   * own writes and truncations. size() answers from it without a QUERY_INFO round trip. Nothing else changes the
+   * files vhdsync opens on a share while it has them open (images and their lists are under the run lock, decision
+   * 0010; inputs are not written during a run), the rule a local fstat would not need but SMB clients live by (the
+   * Windows redirector caches file sizes the same way).
+   */
+  private knownSize: number;
 
   constructor(
     private readonly client: SmbClient,
@@ -69,7 +82,9 @@ class SmbFile implements RandomAccessFile {
     private readonly reopenRequest: CreateRequest,
     readonly name: string,
     readonly writable: boolean,
-  ) {}
+  ) {
+    this.knownSize = handle.info.endOfFile;
+  }
 
   /** The handle, reopened (same access, never creating) when the connection was re-established. */
   private async live(): Promise<SmbHandle> {
@@ -108,6 +123,8 @@ class SmbFile implements RandomAccessFile {
     if (this.closing) throw new IoError('file already closed', this.name);
     if (data.byteLength === 0) return this.behind.check();
     await this.behind.write(position, data, (bytes) => this.send(position, bytes));
+    // A write that fails is thrown by every later call (size included), so the file never looks this long after one.
+    this.knownSize = Math.max(this.knownSize, position + data.byteLength);
   }
 
   /** Every write that returned, completed; throws the first that failed. */
@@ -116,14 +133,17 @@ class SmbFile implements RandomAccessFile {
     this.behind.check();
   }
 
+  /** The size this handle knows (see knownSize): no round trip. */
   async size(): Promise<number> {
+    if (this.closing) throw new IoError('file already closed', this.name);
     await this.drained();
-    return this.io(async (h) => parseStandardInfo(await this.client.queryInfo(h, FileInfoClass.STANDARD, this.name)).endOfFile);
+    return this.knownSize;
   }
 
   async truncate(size: number): Promise<void> {
     await this.drained();
     await this.io((h) => this.client.setInfo(h, FileInfoClass.END_OF_FILE, endOfFileInfo(size), this.name));
+    this.knownSize = size;
   }
 
   /**
@@ -214,68 +234,102 @@ export class SmbStore implements ByteStore {
   async stat(path: string): Promise<StoreStat | null> {
     const name = this.display(path);
     const req = this.req(path, Access.READ_ATTRIBUTES | Access.SYNCHRONIZE, Disposition.OPEN, 0);
+    // A missing share is an error, never a missing file.
     await retrying(this.client, () => this.client.ensureShare(this.share), name);
     try {
-      const h = await retrying(this.client, () => this.client.create(this.share, req, name), name);
-      await this.client.close(h);
-      return { size: h.info.endOfFile, mtimeMs: h.info.mtimeMs, isDirectory: (h.info.attributes & FILE_ATTRIBUTE_DIRECTORY) !== 0 };
+      // CREATE + CLOSE in one round trip: the CREATE's answer carries size, mtime and attributes.
+      const { info } = await retrying(this.client, () => this.client.openChain(this.share, req, [], name), name);
+      return { size: info.endOfFile, mtimeMs: info.mtimeMs, isDirectory: (info.attributes & FILE_ATTRIBUTE_DIRECTORY) !== 0 };
     } catch (err) {
       if (err instanceof NotFoundError) return null;
       throw err;
     }
   }
 
-  /** Opens `path` for a metadata change, applies it, closes. Not retried once the change was sent. */
-  private async change(path: string, what: string, infoClass: number, info: Buffer): Promise<void> {
+  /**
+   * Opens `path` (with `access`), applies `ops` and closes, as one round trip. A chain the connection was lost
+   * under may have been applied: it is not retried, and the error says so.
+   */
+  private async change(path: string, what: string, access: number, options: number, ops: ChainOp[]): Promise<void> {
     const name = this.display(path);
-    const req = this.req(path, Access.DELETE | Access.READ_ATTRIBUTES | Access.SYNCHRONIZE, Disposition.OPEN, 0);
-    const h = await retrying(this.client, () => this.client.create(this.share, req, name), name);
+    const req = this.req(path, access | Access.READ_ATTRIBUTES | Access.SYNCHRONIZE, Disposition.OPEN, options);
+    // Reconnect first if the connection is known to be gone, so only a drop under the chain itself leaves doubt.
+    await retrying(this.client, () => this.client.ensureShare(this.share), name);
     try {
-      await this.client.setInfo(h, infoClass, info, name);
+      await this.client.openChain(this.share, req, ops, name);
     } catch (err) {
       if (err instanceof ConnectionLostError) throw new IoError(`${err.message} during ${what}; it may or may not have happened`, name);
       throw err;
-    } finally {
-      await this.client.close(h).catch(() => undefined);
     }
+  }
+
+  /** SET_INFO on the file the chain opened. */
+  private static setInfo(infoClass: number, info: Buffer): ChainOp {
+    return { command: Command.SET_INFO, body: [serializeSetInfoRequest(RELATED_FILE_ID, infoClass, info)] };
   }
 
   async rename(from: string, to: string, opts: { replace?: boolean } = {}): Promise<void> {
     // ReplaceIfExists = 0: the server refuses an existing destination (OBJECT_NAME_COLLISION), atomically.
+    const rename = SmbStore.setInfo(FileInfoClass.RENAME, renameInfo(smbName(to), opts.replace !== false));
     try {
-      await this.change(from, 'rename', FileInfoClass.RENAME, renameInfo(smbName(to), opts.replace !== false));
+      await this.change(from, 'rename', Access.DELETE, 0, [rename]);
+    } catch (err) {
+      throw err instanceof AlreadyExistsError ? err.withSubject(this.display(to)) : err;
+    }
+  }
+
+  /** FLUSH then rename on one handle, in one round trip: related requests run in order, so the data is durable first. */
+  async flushAndRename(from: string, to: string, opts: { replace?: boolean } = {}): Promise<void> {
+    const flush: ChainOp = { command: Command.FLUSH, body: [serializeFlushRequest(RELATED_FILE_ID)] };
+    const rename = SmbStore.setInfo(FileInfoClass.RENAME, renameInfo(smbName(to), opts.replace !== false));
+    // FLUSH needs write access to the file ([MS-SMB2] 3.3.5.11); the rename needs DELETE.
+    try {
+      await this.change(from, 'rename', Access.WRITE_DATA | Access.DELETE, CreateOptions.NON_DIRECTORY_FILE, [flush, rename]);
     } catch (err) {
       throw err instanceof AlreadyExistsError ? err.withSubject(this.display(to)) : err;
     }
   }
 
   async unlink(path: string): Promise<void> {
-    const st = await this.stat(path);
-    if (st?.isDirectory) throw new IoError('is a directory', this.display(path));
-    await this.change(path, 'delete', FileInfoClass.DISPOSITION, dispositionInfo(true));
+    // NON_DIRECTORY_FILE: the server refuses a directory (FILE_IS_A_DIRECTORY), so no stat is needed first.
+    await this.change(path, 'delete', Access.DELETE, CreateOptions.NON_DIRECTORY_FILE, [SmbStore.setInfo(FileInfoClass.DISPOSITION, dispositionInfo(true))]);
   }
 
   async list(dir: string): Promise<string[]> {
     return (await this.listMatching(dir, '*')).map((e) => e.name);
   }
 
-  /** Entries of `dir` whose names match an SMB wildcard pattern (`*`, `?`), evaluated by the server. */
+  /**
+   * Entries of `dir` whose names match an SMB wildcard pattern (`*`, `?`), evaluated by the server. One round trip
+   * (CREATE + two QUERY_DIRECTORY + CLOSE) when the second query finds the listing complete; a directory too large
+   * for that is listed again on a handle of its own.
+   */
   async listMatching(dir: string, pattern: string): Promise<DirectoryEntry[]> {
     const name = this.display(dir);
     const req = this.req(dir, Access.READ_DATA | Access.READ_ATTRIBUTES | Access.SYNCHRONIZE, Disposition.OPEN, CreateOptions.DIRECTORY_FILE);
-    return retrying(
+    const { transact } = await retrying(this.client, () => this.client.requestLimits(), name);
+    const query = (flags: number): ChainOp => ({
+      command: Command.QUERY_DIRECTORY,
+      body: [serializeQueryDirectoryRequest(RELATED_FILE_ID, pattern, transact, flags)],
+      ok: [Status.SUCCESS, Status.NO_MORE_FILES, Status.NO_SUCH_FILE],
+    });
+    const entries = await retrying(
       this.client,
       async () => {
+        const { replies } = await this.client.openChain(this.share, req, [query(QueryDirectoryFlags.RESTART_SCANS), query(0)], name);
+        // A query that finds nothing more ends the listing; two full answers leave it unfinished.
+        if (replies[0].header.status !== Status.SUCCESS) return [];
+        if (replies[1].header.status !== Status.SUCCESS) return parseQueryDirectoryResponse(replies[0].msg);
         const h = await this.client.create(this.share, req, name);
         try {
-          const entries = await this.client.queryDirectory(h, pattern, name);
-          return entries.filter((e) => e.name !== '.' && e.name !== '..');
+          return await this.client.queryDirectory(h, pattern, name);
         } finally {
           await this.client.close(h).catch(() => undefined);
         }
       },
       name,
     );
+    return entries.filter((e) => e.name !== '.' && e.name !== '..');
   }
 
   async mkdirp(dir: string): Promise<void> {
@@ -285,13 +339,73 @@ export class SmbStore implements ByteStore {
       const name = this.display(p);
       const req = this.req(p, Access.READ_ATTRIBUTES | Access.SYNCHRONIZE, Disposition.OPEN_IF, CreateOptions.DIRECTORY_FILE);
       try {
-        const h = await retrying(this.client, () => this.client.create(this.share, req, name), name);
-        await this.client.close(h);
+        await retrying(this.client, () => this.client.openChain(this.share, req, [], name), name);
       } catch (err) {
         if (err instanceof SmbStatusError && err.status === Status.NOT_A_DIRECTORY) throw new AlreadyExistsError('exists and is not a directory', name);
         throw err;
       }
     }
+  }
+
+  /** CREATE + READ + CLOSE in one round trip; a file larger than one READ is read on through a handle of its own. */
+  async readSmall(path: string, maxBytes: number): Promise<SmallFile | null> {
+    const name = this.display(path);
+    const req = this.req(path, OPEN.read.access, Disposition.OPEN, CreateOptions.NON_DIRECTORY_FILE, OPEN.read.share);
+    const { read: limit } = await retrying(this.client, () => this.client.requestLimits(), name);
+    const first = Math.max(1, Math.min(maxBytes, limit));
+    const readOp: ChainOp = { command: Command.READ, body: [serializeReadRequest(RELATED_FILE_ID, 0, first)], payload: first, ok: [Status.SUCCESS, Status.END_OF_FILE] };
+    let result: ChainResult;
+    try {
+      // A missing share is an error, never a missing file.
+      await retrying(this.client, () => this.client.ensureShare(this.share), name);
+      result = await retrying(this.client, () => this.client.openChain(this.share, req, [readOp], name), name);
+    } catch (err) {
+      if (err instanceof NotFoundError || (err instanceof SmbStatusError && err.status === Status.FILE_IS_A_DIRECTORY)) return null;
+      throw err;
+    }
+    const { info, replies } = result;
+    const got = replies[0].header.status === Status.END_OF_FILE ? Buffer.alloc(0) : Buffer.from(parseReadResponse(replies[0].msg, first));
+    const want = Math.min(info.endOfFile, maxBytes);
+    if (got.length >= want) return { bytes: got.subarray(0, want), size: info.endOfFile, mtimeMs: info.mtimeMs };
+    const f = await this.open(path, 'read');
+    try {
+      const rest = await f.read(got.length, want - got.length);
+      return { bytes: Buffer.concat([got, rest]), size: info.endOfFile, mtimeMs: info.mtimeMs };
+    } finally {
+      await f.close();
+    }
+  }
+
+  /** CREATE + WRITE (+ FLUSH) + CLOSE in one round trip when the bytes fit one WRITE. Not retried once sent. */
+  async writeNew(path: string, bytes: Uint8Array, opts: { flush?: boolean } = {}): Promise<void> {
+    const name = this.display(path);
+    const { write: limit } = await retrying(this.client, () => this.client.requestLimits(), name);
+    if (bytes.byteLength > limit) {
+      const f = await this.createExclusive(path);
+      try {
+        await f.write(0, bytes);
+        if (opts.flush) await f.flush();
+      } finally {
+        await f.close();
+      }
+      return;
+    }
+    const data = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const ops: ChainOp[] = [];
+    if (data.length) ops.push({ command: Command.WRITE, body: [serializeWriteRequest(RELATED_FILE_ID, 0, data.length), data], payload: data.length });
+    if (opts.flush) ops.push({ command: Command.FLUSH, body: [serializeFlushRequest(RELATED_FILE_ID)] });
+    const create = this.req(path, OPEN.readwrite.access, Disposition.CREATE, CreateOptions.NON_DIRECTORY_FILE);
+    await retrying(this.client, () => this.client.ensureShare(this.share), name);
+    let replies: Reply[];
+    try {
+      ({ replies } = await this.client.openChain(this.share, create, ops, name));
+    } catch (err) {
+      if (err instanceof ConnectionLostError) throw new IoError(`${err.message} while creating the file; it may or may not exist now`, name);
+      if (isDeletePending(err)) throw new AlreadyExistsError('already exists (being deleted)', name);
+      throw err;
+    }
+    const n = data.length ? parseWriteResponse(replies[0].msg) : 0;
+    if (n !== data.length) throw new IoError(`short write (${n} of ${data.length} bytes) at offset 0`, name);
   }
 
   async syncDir(): Promise<void> {
