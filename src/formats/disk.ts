@@ -120,6 +120,8 @@ export interface CreateOptions {
   physicalSectorSize?: number;
   /** The opened parent, for differencing images. */
   parent?: Disk;
+  /** The parent's identity as the caller has just read it (spares reading it again); read from `parent` when absent. */
+  parentIdentity?: DiskIdentity;
   /**
    * Where the child will finally live, when it is written elsewhere first (a temp name, a --diffdir):
    * parent locators are computed from this place.

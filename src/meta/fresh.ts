@@ -31,9 +31,10 @@ export function identityProblem(recorded: DiskIdentity, current: DiskIdentity, s
 /**
  * Throws a one-line MetafileError naming the metafile and the fix when `meta` no longer describes the image (an
  * opened Disk, or a location that is opened read-only for the check): a different geometry, a changed identity,
- * or (vbb files, which record none) a metafile older than the image.
+ * or (vbb files, which record none) a metafile older than the image. `identity` is the opened Disk's, when the
+ * caller has just read it (it is what the check then vouches for).
  */
-export async function checkFresh(meta: Metafile, image: Disk | Location): Promise<void> {
+export async function checkFresh(meta: Metafile, image: Disk | Location, identity?: DiskIdentity): Promise<void> {
   if (!('read' in image)) {
     const disk = await openDisk(image);
     try {
@@ -55,7 +56,7 @@ export async function checkFresh(meta: Metafile, image: Disk | Location): Promis
   if (s.logicalSectorSize !== null && s.logicalSectorSize !== disk.logicalSectorSize) {
     throw stale(`it was made for ${s.logicalSectorSize}-byte sectors, the image has ${disk.logicalSectorSize}`);
   }
-  const current = await disk.identity();
+  const current = identity ?? (await disk.identity());
   if (s.identity) {
     const why = identityProblem(s.identity, current);
     if (why) throw stale(why);
@@ -64,11 +65,14 @@ export async function checkFresh(meta: Metafile, image: Disk | Location): Promis
   }
 }
 
-/** Opens an image's metafile and refuses it (MetafileError, one line) when missing, corrupt or stale. */
-export async function openFreshMetafile(disk: Disk): Promise<Metafile> {
+/**
+ * Opens an image's metafile and refuses it (MetafileError, one line) when missing, corrupt or stale; `identity` as
+ * in checkFresh.
+ */
+export async function openFreshMetafile(disk: Disk, identity?: DiskIdentity): Promise<Metafile> {
   const meta = await readMetafile(metafileLocationFor(disk.location), { virtualSize: disk.virtualSize, logicalSectorSize: disk.logicalSectorSize });
   try {
-    await checkFresh(meta, disk);
+    await checkFresh(meta, disk, identity);
   } catch (err) {
     await meta.close();
     throw err;

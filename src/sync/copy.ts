@@ -143,13 +143,12 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     if (!opts.force && (await writeLoc.store.stat(writeLoc.path))) {
       throw new AlreadyExistsError('the diff already exists (merge it first, or use --force to replace it)', displayLocation(writeLoc));
     }
-    await removePartials(writeLoc);
-    await removePartials(metafileLocationFor(writeLoc));
+    await removePartials(writeLoc, metafileLocationFor(writeLoc));
 
     // Read before the target's list is checked fresh, so a write after the check shows as a change: the diff's
     // metafile records it and merge refuses a target that no longer matches (docs/metafile.md, parent identity).
     const targetIdentity = await target.identity();
-    const targetMeta = await openFreshMetafile(target);
+    const targetMeta = await openFreshMetafile(target, targetIdentity);
     metas.push(targetMeta);
     const ts = targetMeta.summary;
     const summary: CopySummary = {
@@ -182,16 +181,23 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
       summary.subBlockSize = createmetaSubLevel(targetMeta);
     }
 
+    let diffId: DiskIdentity | null = null;
     await writeAtomically(
       writeLoc,
       async (temp) => {
-        let diffId: DiskIdentity;
         let sourceList: Metafile;
         const chunkedFile = chunked ? await temp.store.createExclusive(temp.path) : null;
         const writer = chunkedFile ? new ChunkedDiffWriter(chunkedFile, source.virtualSize) : null;
         const image = writer
           ? null
-          : await createDisk(temp, { format: parent.format, type: 'differencing', parent, finalLocation: finalLoc, blockSize: diffBlockSize(parent.format, summary.subBlockSize || ts.blockSize) });
+          : await createDisk(temp, {
+              format: parent.format,
+              type: 'differencing',
+              parent,
+              parentIdentity: targetIdentity,
+              finalLocation: finalLoc,
+              blockSize: diffBlockSize(parent.format, summary.subBlockSize || ts.blockSize),
+            });
         const diff: DiffSink = writer ?? image!;
         try {
           if (!plan) {
@@ -230,9 +236,11 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
         // rotation re-stamps it with the parent's new identity.
         await writeDiffMetafile(sourceList, metafileLocationFor(writeLoc), { identity: diffId, parentIdentity: targetIdentity }, source);
       },
-      { overwrite: opts.force },
+      // Checked above (the rename still refuses a diff that appeared since).
+      { overwrite: opts.force, checked: true },
     );
-    summary.diffFileSize = (await writeLoc.store.stat(writeLoc.path))?.size ?? 0;
+    // The size the diff had once complete (its identity); renaming it changed nothing.
+    summary.diffFileSize = diffId!.fileSize;
     summary.seconds = (Date.now() - started) / 1000;
     return summary;
   } finally {

@@ -78,9 +78,7 @@ export async function cleanupMerge(diff: Location, stateLoc: Location, state: Me
   if (ours) await writeMergeMarker(diff, { ...marker!, finished: true });
   await removeMergeState(stateLoc);
   if (ours) await removeMergeMarker(diff);
-  await removePartials(stateLoc);
-  await removePartials(mergeMarkerLocationFor(diff));
-  await removePartials(metafileLocationFor(parent));
+  await removePartials(stateLoc, mergeMarkerLocationFor(diff), metafileLocationFor(parent));
 }
 
 /**

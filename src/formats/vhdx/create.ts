@@ -102,7 +102,7 @@ export async function createVhdx(location: Location, opts: CreateOptions): Promi
     for (let i = 0; i < g.payloadBlocks; i++) bat.set(payloadIndex(g, i), { state: PAYLOAD.FULLY_PRESENT, fileOffset: payloadStart + i * p.blockSize });
     fileSize = payloadStart + g.payloadBlocks * p.blockSize;
   }
-  const parentGuid = p.parent ? (await p.parent.identity()).contentId : '';
+  const parentGuid = p.parent ? (opts.parentIdentity ?? (await p.parent.identity())).contentId : '';
   const meta: md.VhdxMetadata = {
     blockSize: p.blockSize,
     leaveBlockAllocated: opts.type === 'fixed',
