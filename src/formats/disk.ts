@@ -123,6 +123,12 @@ export interface CreateOptions {
   /** The parent's identity as the caller has just read it (spares reading it again); read from `parent` when absent. */
   parentIdentity?: DiskIdentity;
   /**
+   * The image is written under a temporary name that only a flush-then-rename publishes (io/atomic.ts): a crash
+   * leaves a file nobody opens (the next run removes it), so a writer may skip the ordering it needs in place (VHDX:
+   * its log and the flushes between data, BAT and headers; decision 0023). flush() still makes it durable.
+   */
+  unpublished?: boolean;
+  /**
    * Where the child will finally live, when it is written elsewhere first (a temp name, a --diffdir):
    * parent locators are computed from this place.
    */

@@ -9,7 +9,7 @@ import { AlreadyExistsError, IoError, NotFoundError } from '../util/errors.js';
 
 /** One file's bytes: a buffer that grows by doubling, and the length in use. */
 class MemoryFile {
-  bytes = Buffer.alloc(0);
+  bytes: Buffer = Buffer.alloc(0);
   size = 0;
   mtimeMs = Date.now();
 
@@ -64,6 +64,14 @@ class MemoryHandle implements RandomAccessFile {
 
   async flush(): Promise<void> {}
   async close(): Promise<void> {}
+}
+
+/** A read-only file holding `bytes` (a file already read whole, parsed by code written for handles). */
+export function bufferFile(name: string, bytes: Buffer): RandomAccessFile {
+  const file = new MemoryFile();
+  file.bytes = bytes;
+  file.size = bytes.length;
+  return new MemoryHandle(name, file, false);
 }
 
 /** Files in memory, named for messages through `prefix` (where their content is headed). */

@@ -5,6 +5,7 @@
 import type { DiskIdentity } from '../formats/disk.js';
 import { writeAtomically } from '../io/atomic.js';
 import { displayLocation, type Location } from '../io/location.js';
+import { bufferFile } from '../io/memory-store.js';
 import type { RandomAccessFile } from '../io/store.js';
 import { MetafileError } from '../util/errors.js';
 import { decodeEntries, encodeEntry, ListVerifier, parseTrailer, serializeTrailer, stateName, TRAILER_SIZE, type BlockState, type EntryBatch } from './entries.js';
@@ -19,6 +20,8 @@ export const METAFILE_SUFFIX = '.blocklist.bin';
 
 /** Native lists up to this many bytes are kept in memory after verification; larger ones are read on demand. */
 export const LIST_IN_MEMORY_LIMIT = 64 << 20;
+/** Lists up to this size are read whole in one step where the store offers it (ByteStore.readSmall). */
+const SMALL_LIST = 1 << 20;
 
 /** Lists are verified and written in chunks of about this size. */
 const IO_CHUNK = 8 << 20;
@@ -203,7 +206,10 @@ export class Metafile {
     const st = await location.store.stat(location.path);
     if (!st) throw missingMetafile(location);
     if (st.isDirectory) throw new MetafileError('is a directory, not a metafile', name);
-    const file = await location.store.open(location.path, 'read');
+    // A small list on a store that reads one in a single step (SMB: one round trip instead of five) is parsed from
+    // memory; a list that changed size since the stat is read through a handle like any other.
+    const small = st.size <= SMALL_LIST && location.store.readSmall ? await location.store.readSmall(location.path, st.size) : null;
+    const file = small?.size === st.size ? bufferFile(location.store.display(location.path), small.bytes) : await location.store.open(location.path, 'read');
     let keepOpen = false;
     try {
       const size = await file.size();

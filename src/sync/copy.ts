@@ -195,6 +195,8 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
               type: 'differencing',
               parent,
               parentIdentity: targetIdentity,
+              // Published only by writeAtomically's flush and rename below.
+              unpublished: true,
               finalLocation: finalLoc,
               blockSize: diffBlockSize(parent.format, summary.subBlockSize || ts.blockSize),
             });

@@ -116,9 +116,9 @@ export async function createVhdx(location: Location, opts: CreateOptions): Promi
   const { header, regions } = newHeaderAndRegions(batLength);
   const file = await location.store.createExclusive(location.path);
   try {
-    await writeStructures(file, { header, regions, meta, bat, fileSize });
+    await writeStructures(file, { header, regions, meta, bat, fileSize }, !opts.unpublished);
     const { layout, view } = await readLayout(file, p.subject, true);
-    return new VhdxDisk(file, location, layout, view, p.parent ?? null, true);
+    return new VhdxDisk(file, location, layout, view, p.parent ?? null, true, opts.unpublished === true);
   } catch (err) {
     await file.close().catch(() => {});
     await location.store.unlink(location.path).catch(() => {});
@@ -129,6 +129,7 @@ export async function createVhdx(location: Location, opts: CreateOptions): Promi
 async function writeStructures(
   file: RandomAccessFile,
   s: { header: hdr.VhdxHeader; regions: rt.Region[]; meta: md.VhdxMetadata; bat: Bat; fileSize: number },
+  durable: boolean,
 ): Promise<void> {
   await file.truncate(s.fileSize);
   await file.write(0, fileId.serialize({ creator: 'vhdsync' }));
@@ -138,5 +139,5 @@ async function writeStructures(
   for (const o of rt.REGION_TABLE_OFFSETS) await file.write(o, table);
   await file.write(METADATA_OFFSET, md.serialize(s.meta, METADATA_LENGTH));
   await file.write(BAT_OFFSET, s.bat.serialize());
-  await file.flush();
+  if (durable) await file.flush();
 }

@@ -201,6 +201,8 @@ export class VhdxDisk implements Disk {
     private readonly view: FileView,
     readonly parent: Disk | null,
     fresh: boolean,
+    /** CreateOptions.unpublished: BAT and bitmap sectors go in place without the log, and nothing flushes but flush(). */
+    private readonly unpublished = false,
   ) {
     const m = layout.meta;
     this.virtualSize = m.virtualSize;
@@ -555,6 +557,12 @@ export class VhdxDisk implements Disk {
     // Blocks allocated since the last commit may be only partly written: extend the file over them
     // (one call, not one per block), so no committed BAT entry ever points past the end of the file.
     if ((await this.file.size()) < this.eof) await this.file.truncate(this.eof);
+    if (this.unpublished) {
+      // Nobody opens this file before a flush and a rename publish it whole: no order among its writes matters.
+      for (const s of sectors) await this.file.write(s.fileOffset, s.data);
+      this.unapplied = [];
+      return;
+    }
     await this.file.flush();
     const { logOffset, logLength } = this.header.header;
     const half = logLength / 2 / log.LOG_SECTOR;
@@ -594,7 +602,10 @@ export class VhdxDisk implements Disk {
   async close(): Promise<void> {
     if (this.closed) return;
     try {
-      if (this.writable) {
+      if (this.writable && this.unpublished) {
+        // In place already, log never used; durability is the publisher's flush before its rename.
+        await this.lock.run(() => this.commit());
+      } else if (this.writable) {
         await this.flush();
         await this.lock.run(async () => {
           // Everything logged is applied in place: mark the log empty so other readers need not replay it.
