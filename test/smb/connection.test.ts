@@ -48,11 +48,13 @@ describe('SmbConnection', () => {
   it('waits past an interim STATUS_PENDING for the final reply, even beyond the timeout', async () => {
     const srv = await scriptedServer((req, send) => {
       const mid = parseHeader(req).messageId;
-      send(echoReply(mid, Status.PENDING, HeaderFlags.ASYNC), 200);
-      send(echoReply(mid, Status.SUCCESS, HeaderFlags.ASYNC), 450); // after 300 ms from the interim: not from the request
+      // The final comes after the request's 1 s deadline but well within 1 s of the interim. Both margins are about
+      // half a second, so a loaded machine stalling the event loop does not decide the outcome.
+      send(echoReply(mid, Status.PENDING, HeaderFlags.ASYNC), 500);
+      send(echoReply(mid, Status.SUCCESS, HeaderFlags.ASYNC), 1050);
     });
     try {
-      const conn = await SmbConnection.open('127.0.0.1', srv.port, 300);
+      const conn = await SmbConnection.open('127.0.0.1', srv.port, 1000);
       const r = await conn.request(Command.ECHO, [Buffer.from([4, 0, 0, 0])]);
       expect(r.header.status).toBe(Status.SUCCESS);
       expect(conn.interimReplies).toBe(1);
