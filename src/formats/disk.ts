@@ -125,7 +125,7 @@ export interface CreateOptions {
   /**
    * The image is written under a temporary name that only a flush-then-rename publishes (io/atomic.ts): a crash
    * leaves a file nobody opens (the next run removes it), so a writer may skip the ordering it needs in place (VHDX:
-   * its log and the flushes between data, BAT and headers; decision 0025). flush() still makes it durable.
+   * its log and the flushes between data, BAT and headers; decision 0026). flush() still makes it durable.
    */
   unpublished?: boolean;
   /**
