@@ -100,28 +100,38 @@ describe('S3 failures without an engine', () => {
     }
   });
 
-  it('a conditional PUT whose answer was lost: our own write is recognised, another writer is not', async () => {
-    // The first PUT of each round is "stored" and its connection dropped unanswered; later PUTs fail their
-    // condition (412); HEAD tells what is stored. `lostStores` decides what the lost PUT leaves: our body, or
-    // another writer's object that won meanwhile.
+  it('a conditional PUT whose answer was lost or a 5xx after it committed: our own write is recognised, another writer is not', async () => {
+    // The first PUT of each round is "stored" and then its answer is lost (connection dropped) or a 500 (the
+    // service failed after committing); later PUTs fail their condition (412). HEAD and GET tell what is stored.
+    // `lostStores` decides what the first PUT leaves: our body, or another writer's object that won meanwhile;
+    // `etags` whether the service's ETag is the MD5 of the content (or opaque, as with SSE-KMS).
     let stored: Buffer | null = null;
     let lostStores: 'ours' | 'theirs' | 'none' = 'ours';
+    let answer: 'drop' | '500' = 'drop';
+    let etags: 'md5' | 'opaque' = 'md5';
     let puts = 0;
     let heads = 0;
+    let gets = 0;
+    const etagOf = (b: Buffer) => (etags === 'md5' ? createHash('md5').update(b).digest('hex') : 'opaque0123456789');
     const server = http.createServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (c) => chunks.push(c));
       req.on('end', () => {
         if (req.method === 'PUT' && ++puts === 1 && lostStores !== 'none') {
-          stored = lostStores === 'ours' ? Buffer.concat(chunks) : Buffer.from('another host');
-          req.socket.destroy();
+          const body = Buffer.concat(chunks);
+          // Another writer's object of the same size: only its bytes tell it apart.
+          stored = lostStores === 'ours' ? body : Buffer.alloc(body.length, 'x');
+          if (answer === 'drop') return req.socket.destroy();
+          res.writeHead(500, { 'content-type': 'application/xml' });
+          res.end('<?xml version="1.0"?><Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>');
         } else if (req.method === 'PUT') {
           res.writeHead(412, { 'content-type': 'application/xml' });
           res.end('<?xml version="1.0"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>');
-        } else if (req.method === 'HEAD' && stored) {
-          heads++;
-          res.writeHead(200, { 'content-length': stored.length, etag: `"${createHash('md5').update(stored).digest('hex')}"` });
-          res.end();
+        } else if ((req.method === 'HEAD' || req.method === 'GET') && stored) {
+          if (req.method === 'HEAD') heads++;
+          else gets++;
+          res.writeHead(200, { 'content-length': stored.length, etag: `"${etagOf(stored)}"` });
+          res.end(req.method === 'GET' ? stored : undefined);
         } else {
           res.writeHead(404);
           res.end();
@@ -130,22 +140,36 @@ describe('S3 failures without an engine', () => {
     });
     const port = await listen(server);
     const s = openS3ObjectStore('s3://bucket', { env: { ...KEYS, AWS_ENDPOINT_URL: `http://127.0.0.1:${port}` }, retry: FAST });
+    const round = (stores: typeof lostStores, how: typeof answer, kind: typeof etags) => {
+      [puts, heads, gets, stored, lostStores, answer, etags] = [0, 0, 0, null, stores, how, kind];
+    };
     try {
       const body = Buffer.from('lease generation 7');
-      expect(await s.put('lease', body, { ifNoneMatch: '*' })).toEqual({ etag: createHash('md5').update(body).digest('hex') });
-      expect(puts).toBe(2);
-      expect(heads).toBe(1);
-
-      [puts, heads, lostStores] = [0, 0, 'theirs'];
-      expect(await failure(s.put('lease', Buffer.from('generation 8'), { ifNoneMatch: '*' }))).toBeInstanceOf(AlreadyExistsError);
-      expect(heads).toBe(1);
-      [puts, heads, lostStores] = [0, 0, 'theirs'];
-      expect(await failure(s.put('lease', Buffer.from('generation 8'), { ifMatch: '"0123"' }))).toBeInstanceOf(ConflictError);
+      const md5 = createHash('md5').update(body).digest('hex');
+      for (const how of ['drop', '500'] as const) {
+        round('ours', how, 'md5');
+        expect(await s.put('lease', body, { ifNoneMatch: '*' })).toEqual({ etag: md5 });
+        expect([puts, heads, gets]).toEqual([2, 1, 0]);
+        // A renewal (If-Match) that committed: ours too.
+        round('ours', how, 'md5');
+        expect(await s.put('lease', body, { ifMatch: '"0123"' })).toEqual({ etag: md5 });
+        round('theirs', how, 'md5');
+        expect(await failure(s.put('lease', body, { ifNoneMatch: '*' }))).toBeInstanceOf(AlreadyExistsError);
+        round('theirs', how, 'md5');
+        expect(await failure(s.put('lease', body, { ifMatch: '"0123"' }))).toBeInstanceOf(ConflictError);
+      }
+      // An ETag that is no MD5 of the content: the object is read back and compared.
+      round('ours', '500', 'opaque');
+      expect(await s.put('lease', body, { ifNoneMatch: '*' })).toEqual({ etag: 'opaque0123456789' });
+      expect([puts, heads, gets]).toEqual([2, 1, 1]);
+      round('theirs', '500', 'opaque');
+      expect(await failure(s.put('lease', body, { ifNoneMatch: '*' }))).toBeInstanceOf(AlreadyExistsError);
+      expect(gets).toBe(1);
 
       // An answered 412 is final at once: nothing to check.
-      [puts, heads, lostStores] = [0, 0, 'none'];
+      round('none', 'drop', 'md5');
       expect(await failure(s.put('lease', Buffer.from('generation 9'), { ifNoneMatch: '*' }))).toBeInstanceOf(AlreadyExistsError);
-      expect([puts, heads]).toEqual([1, 0]);
+      expect([puts, heads, gets]).toEqual([1, 0, 0]);
     } finally {
       await s.close();
       await new Promise((r) => server.close(r));

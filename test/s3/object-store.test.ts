@@ -5,6 +5,8 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { openS3ObjectStore, type S3ObjectStore } from '../../src/io/s3/s3-store.js';
 import type { ObjectInfo } from '../../src/io/object-store.js';
@@ -111,6 +113,55 @@ describeRgw('S3ObjectStore on radosgw', () => {
     expect((await store.get('lease'))!.toString()).toBe('three');
     expect(third.etag).toBe(md5(Buffer.from('three')));
     await expect(store.put('lease-missing', Buffer.from('x'), { ifMatch: first.etag })).rejects.toBeInstanceOf(ConflictError);
+  });
+
+  it('a conditional PUT that radosgw committed but whose answer became a 503: the real 412 of its retry is recognised as ours', async () => {
+    // A proxy in front of the gateway: the first conditional PUT goes through and commits, but the client gets a
+    // 503 instead of the answer; the retry then meets radosgw's own 412 (If-None-Match, and If-Match with the bare
+    // ETag radosgw 16 wants). Another writer's object stays a conflict.
+    const target = new URL(gw().endpoint);
+    // What happens to the next conditional PUT: forwarded and its answer replaced by a 503, or a 503 unforwarded.
+    let next: 'swallow' | 'refuse' | null = null;
+    const unavailable = (res: http.ServerResponse) => {
+      res.writeHead(503, { 'content-type': 'application/xml' });
+      res.end('<?xml version="1.0"?><Error><Code>ServiceUnavailable</Code></Error>');
+    };
+    const proxy = http.createServer((req, res) => {
+      const fault = req.method === 'PUT' && (req.headers['if-none-match'] || req.headers['if-match']) ? next : null;
+      if (fault) next = null;
+      if (fault === 'refuse') return req.resume().on('end', () => unavailable(res));
+      const up = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+        if (fault === 'swallow') {
+          expect(answer.statusCode).toBe(200);
+          answer.resume();
+          return unavailable(res);
+        }
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      req.pipe(up);
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const env = { ...gw().env, AWS_ENDPOINT_URL: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` };
+    const s = openS3ObjectStore(`s3://${bucket}/lost`, { env, retry: { baseDelayMs: 10, maxDelayMs: 20 } });
+    try {
+      const one = Buffer.from('{"token":"0001","renewals":0}');
+      next = 'swallow';
+      expect(await s.put('lease', one, { ifNoneMatch: '*' })).toEqual({ etag: md5(one) });
+      const two = Buffer.from('{"token":"0001","renewals":1}');
+      next = 'swallow';
+      expect(await s.put('lease', two, { ifMatch: md5(one) })).toEqual({ etag: md5(two) });
+      expect(next).toBeNull();
+      // Another writer's object under the key: our create got a 503 without committing, its retry a 412: theirs.
+      next = 'refuse';
+      await expect(s.put('lease', Buffer.from('{"token":"0002","renewals":0}'), { ifNoneMatch: '*' })).rejects.toBeInstanceOf(AlreadyExistsError);
+      next = 'refuse';
+      await expect(s.put('lease', Buffer.from('{"token":"0002","renewals":1}'), { ifMatch: md5(one) })).rejects.toBeInstanceOf(ConflictError);
+      expect((await s.get('lease'))!.equals(two)).toBe(true);
+    } finally {
+      await s.close();
+      await new Promise((r) => proxy.close(r));
+    }
   });
 
   it('tells a missing bucket apart', async () => {

@@ -4,8 +4,9 @@
  *
  * Every request goes through `withRetries` (retry.ts); the SDK's own retries are off. Service quirks handled here:
  * radosgw 16 refuses a PUT `If-Match` whose ETag is quoted (sent bare: AWS takes the bare value too); an ETag can
- * come back empty (radosgw after a multipart completion; asked again with HEAD); a conditional PUT whose first
- * attempt's answer was lost and whose retry then fails its condition may have been our own write (checked).
+ * come back empty (radosgw after a multipart completion; asked again with HEAD); a conditional PUT whose earlier
+ * attempt's answer was lost or a 5xx (the service may have committed it anyway) and whose retry then fails its
+ * condition may have been our own write: the object is read back and compared byte for byte.
  */
 import { createHash } from 'node:crypto';
 import * as http from 'node:http';
@@ -25,7 +26,7 @@ import { AlreadyExistsError, ConflictError } from '../../util/errors.js';
 import { resolveS3Settings, type S3ConfigOptions, type S3Settings } from './config.js';
 import { mapS3Error, serviceCode, type ErrorContext } from './errors.js';
 import { formatS3Location, parseS3Location, type S3Location } from './location-syntax.js';
-import { DEFAULT_RETRY, httpStatus, withRetries, type RetryPolicy } from './retry.js';
+import { DEFAULT_RETRY, httpStatus, isTransient, withRetries, type RetryPolicy } from './retry.js';
 
 /** How to open a store: the CLI's options plus tuning the repository layer and tests may set. */
 export interface S3StoreOptions extends S3ConfigOptions {
@@ -183,7 +184,8 @@ export class S3ObjectStore implements ObjectStore {
 
   async put(key: string, body: Uint8Array, conditions: PutConditions = {}): Promise<{ etag: string }> {
     const conditional = conditions.ifNoneMatch !== undefined || conditions.ifMatch !== undefined;
-    let lostAnswer = false;
+    /** An earlier attempt may have committed: its answer never came, or it was a 5xx/throttle after the body went. */
+    let mayHaveCommitted = false;
     const etag = await this.request(key, async (attempt) => {
       try {
         const r = await this.client.send(
@@ -201,15 +203,15 @@ export class S3ObjectStore implements ObjectStore {
       } catch (err) {
         const status = httpStatus(err);
         if (conditional && (status === 412 || (status === 404 && conditions.ifMatch !== undefined))) {
-          // After an attempt whose answer never came, the failed condition may be our own earlier write.
-          if (attempt > 1 && lostAnswer) {
+          // After an attempt that may have committed, the failed condition may be our own earlier write.
+          if (attempt > 1 && mayHaveCommitted) {
             const own = await this.holds(key, body);
             if (own !== null) return own;
           }
           if (conditions.ifNoneMatch !== undefined) throw new AlreadyExistsError('already exists (a conditional create lost)', `${this.display}/${key}`);
           throw new ConflictError(status === 404 ? 'no longer exists (If-Match)' : 'changed since it was read (If-Match)', `${this.display}/${key}`);
         }
-        if (status === undefined) lostAnswer = true;
+        if (isTransient(err)) mayHaveCommitted = true;
         throw err;
       }
     });
@@ -219,11 +221,18 @@ export class S3ObjectStore implements ObjectStore {
     return { etag: info?.etag ?? '' };
   }
 
-  /** The object's ETag when the object under `key` has exactly these bytes (its ETag is their MD5), else null. */
+  /**
+   * The object's ETag when the object under `key` has exactly these bytes, else null. Its ETag being their MD5
+   * decides at once; an ETag that is not an MD5 of the content (SSE-KMS, some gateways) costs one GET of the same
+   * size, compared byte for byte. Our bodies carry a token or are named by their content, so equal bytes are ours.
+   */
   private async holds(key: string, body: Uint8Array): Promise<string | null> {
     const info = await this.head(key);
+    if (info === null || info.size !== body.byteLength) return null;
     const md5 = createHash('md5').update(body).digest('hex');
-    return info !== null && info.size === body.byteLength && info.etag === md5 ? md5 : null;
+    if (info.etag === md5) return md5;
+    const stored = await this.get(key);
+    return stored !== null && stored.equals(body) ? info.etag : null;
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
