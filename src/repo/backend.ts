@@ -75,6 +75,12 @@ export interface DiskSession {
    * `drop`, then renames). Idempotent: after a kill, calling it again finishes the job.
    */
   fold(drop: PointName, into: PointName): Promise<void>;
+  /**
+   * Restore points under the disk (images, maps: what verify --repair rebuilds a manifest from), by name. Asked only
+   * when the disk has no manifest: then they are a lost manifest's points (a first backup writes its manifest before
+   * anything else), never to be swept.
+   */
+  unrecordedPoints(): Promise<string[]>;
   /** Removes everything of this disk that `m` does not reference (a killed run's leftovers, dropped points). */
   sweep(m: DiskManifest): Promise<string[]>;
   /** Throws once the lock was lost (lease lapsed, taken over). */

@@ -6,8 +6,8 @@
 import type { OpenOptions } from '../formats/disk.js';
 import { checkFresh, DEFAULT_BLOCK_SIZE, type Metafile } from '../meta/index.js';
 import { DigestCursor } from '../sync/plan.js';
-import { UnsupportedError, UsageError, VhdsyncError } from '../util/errors.js';
-import type { ReflinkMode, RepoBackend } from './backend.js';
+import { RepositoryDamageError, UnsupportedError, UsageError, VhdsyncError } from '../util/errors.js';
+import type { DiskSession, ReflinkMode, RepoBackend } from './backend.js';
 import { emptyManifest, type DiskManifest, type PointKind, type RestorePoint } from './manifest.js';
 import { newPointId } from './names.js';
 import { applyPolicy, settle } from './prune.js';
@@ -97,6 +97,24 @@ async function baseOf(repo: RepoBackend, disk: string, m: DiskManifest, src: Ope
   }
 }
 
+/**
+ * A disk's first manifest (generation 1, no points), written before anything else of the disk, so that from then on
+ * the disk exists (prune sweeps a killed first backup's leftovers) and point files without a manifest are always
+ * a lost manifest's points: those are refused, never swept.
+ */
+async function firstManifest(repo: RepoBackend, session: DiskSession, disk: string, opts: BackupOptions): Promise<DiskManifest> {
+  const found = await session.unrecordedPoints();
+  if (found.length) {
+    throw new RepositoryDamageError(
+      `disk '${disk}' has no manifest but holds restore points (${found[0]}${found.length > 1 ? `, ${found.length - 1} more` : ''}); nothing was changed: rebuild it with 'vhdsync verify --repo ${repo.display} ${disk} --repair', or back up under another --name`,
+      repo.display,
+    );
+  }
+  const m = { ...emptyManifest(disk, opts.hash ?? 'xxh128', opts.blockSize ?? DEFAULT_BLOCK_SIZE), generation: 1 };
+  await session.writeManifest(m);
+  return m;
+}
+
 /** Backs up `source` as disk `disk` of `repo`: one new restore point, then the retention policy if given. */
 export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: string, opts: BackupOptions = {}): Promise<BackupSummary> {
   const started = Date.now();
@@ -104,10 +122,9 @@ export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: 
   await repo.exists(true);
   const session = await lockDiskWaiting(repo, disk, 'backup', opts.wait);
   try {
-    const existing = await repo.readManifest(disk);
-    let m = existing ?? emptyManifest(disk, opts.hash ?? 'xxh128', opts.blockSize ?? DEFAULT_BLOCK_SIZE);
-    const settled = existing ? await settle(session, m) : { manifest: m, finished: false, removed: await session.sweep(m) };
-    m = settled.manifest;
+    const existing = (await repo.readManifest(disk)) ?? (await firstManifest(repo, session, disk, opts));
+    const settled = await settle(session, existing);
+    let m = settled.manifest;
     const src = await openSource(source, opts.open);
     const { base, list, note } = await baseOf(repo, disk, m, src, Boolean(opts.full)).catch(async (err) => {
       await src.close();

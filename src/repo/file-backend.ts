@@ -16,7 +16,7 @@ import { AlreadyExistsError, NotFoundError, RepositoryDamageError, UnsupportedEr
 import type { DiskSession, PointFill, PointName, PointSpec, RepoBackend, WrittenPoint } from './backend.js';
 import { ManifestProblem, MANIFEST_LIMIT, parseManifest, serializeManifest, type DiskManifest, type PointKind, type RestorePoint } from './manifest.js';
 import { isMarker, markerBytes, REPOSITORY_MARKER } from './marker.js';
-import { checkDiskName } from './names.js';
+import { checkDiskName, isPointId } from './names.js';
 import { FOLD_MARKER_NAME, readFoldMarker, removeFoldMarker, writeFoldMarker } from './fold-marker.js';
 
 export { REPOSITORY_MARKER };
@@ -313,6 +313,12 @@ class FileDiskSession implements DiskSession {
     const xm = metafileLocationFor(this.at(drop.image));
     if (await xm.store.stat(xm.path)) await xm.store.rename(xm.path, metafileLocationFor(this.at(into.image)).path, { replace: true });
     await this.dir.store.syncDir(this.dir.path);
+  }
+
+  async unrecordedPoints(): Promise<string[]> {
+    const names = await this.plainDir.store.list(this.plainDir.path);
+    // Point images, as verify --repair finds them: `<id>.vhdx`, except a killed write's (its list still incoming).
+    return names.filter((n) => n.endsWith('.vhdx') && isPointId(n.slice(0, -'.vhdx'.length)) && !names.includes(n + INCOMING_SUFFIX)).sort();
   }
 
   async sweep(m: DiskManifest): Promise<string[]> {

@@ -8,6 +8,7 @@ import { readMetafile, writableFields, writeMetafile } from '../../meta/index.js
 import { AlreadyExistsError, ConflictError, RepositoryDamageError, UnsupportedError, VhdsyncError } from '../../util/errors.js';
 import type { DiskSession, PointFill, PointName, PointSpec, WrittenPoint } from '../backend.js';
 import { serializeManifest, type DiskManifest } from '../manifest.js';
+import { isPointId } from '../names.js';
 import { BlockUploader } from './block-upload.js';
 import { diskPrefix, manifestKey, manifestPrefix, parseBlockName, parseGeneration, pointListName, pointMapName } from './keys.js';
 import type { DiskLease } from './lease.js';
@@ -126,6 +127,17 @@ export class ObjectDiskSession implements DiskSession {
   async fold(drop: PointName): Promise<void> {
     // Object points never read through another point; a manifest saying otherwise was not written by vhdsync.
     throw new RepositoryDamageError(`restore point ${drop.id} is listed as a differencing point, which object repositories never have`, this.repo.name(manifestPrefix(this.disk)));
+  }
+
+  async unrecordedPoints(): Promise<string[]> {
+    // A point's map is written last, so a map is a point (what verify --repair rebuilds from); a list alone is a
+    // killed run's leftover.
+    const out: string[] = [];
+    for await (const o of this.store.list(this.prefix)) {
+      const name = o.key.slice(this.prefix.length);
+      if (name.endsWith('.map') && isPointId(name.slice(0, -'.map'.length))) out.push(name);
+    }
+    return out;
   }
 
   async sweep(m: DiskManifest): Promise<string[]> {

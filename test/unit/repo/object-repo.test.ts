@@ -151,8 +151,8 @@ describe('object repository', () => {
     const session = await repo.lockDisk('vm', 'backup');
     try {
       const m = (await repo.readManifest('vm'))!;
-      await store.put('manifests/vm/000000000002.json', Buffer.from('x'), { ifNoneMatch: '*' });
-      await expect(session.writeManifest({ ...m, generation: 2 })).rejects.toThrow(ConflictError);
+      await store.put(`manifests/vm/${String(m.generation + 1).padStart(12, '0')}.json`, Buffer.from('x'), { ifNoneMatch: '*' });
+      await expect(session.writeManifest({ ...m, generation: m.generation + 1 })).rejects.toThrow(ConflictError);
     } finally {
       await session.release();
     }

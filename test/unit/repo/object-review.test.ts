@@ -1,0 +1,111 @@
+/**
+ * Regressions of the adversarial review of object repositories (docs/repository.md): a lost manifest is never
+ * swept by the next backup (object and folder backends), a killed first backup leaves a disk prune cleans up.
+ */
+import { closeSync, openSync, readdirSync, rmSync, truncateSync, writeSync } from 'node:fs';
+import * as path from 'node:path';
+import '../../../src/formats/index.js';
+import { parseLocation } from '../../../src/io/location.js';
+import { backupDisk, FileRepository, listRepository, openRepository, pruneDisk, repairManifest, repairObjectManifest } from '../../../src/repo/index.js';
+import { ObjectRepository } from '../../../src/repo/object/object-backend.js';
+import { RepositoryDamageError } from '../../../src/util/errors.js';
+import { MemoryObjectStore } from '../../helpers/memory-object-store.js';
+import { makeTempDir } from '../../helpers/tmp.js';
+import { restoredObjectSha, unreferenced } from '../../repo/object-helpers.js';
+import { sha256File } from '../../repo/repo-helpers.js';
+
+const BLOCK = 16 << 10;
+const BLOCKS = 16;
+
+describe('object repository after review', () => {
+  let tmp: ReturnType<typeof makeTempDir>;
+  let n = 0;
+  let clock = Date.parse('2026-03-01T00:00:00Z');
+  const now = () => new Date((clock += 3_600_000));
+  beforeAll(() => (tmp = makeTempDir('vhdsync-objreview-')));
+  afterAll(() => tmp.cleanup());
+
+  function source(): string {
+    const file = path.join(tmp.dir, `src${n++}.raw`);
+    closeSync(openSync(file, 'w'));
+    truncateSync(file, BLOCK * BLOCKS);
+    const fd = openSync(file, 'r+');
+    for (let b = 0; b < BLOCKS; b++) writeSync(fd, Buffer.alloc(BLOCK, b + 1 + n * 40), 0, BLOCK, b * BLOCK);
+    closeSync(fd);
+    return file;
+  }
+
+  it('a manifest deleted by hand: the next backup refuses in one line naming the repair, deletes nothing; the repair brings the points back', async () => {
+    const store = new MemoryObjectStore();
+    const repo = new ObjectRepository(store);
+    const src = source();
+    const a = await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now });
+    const sha = sha256File(src);
+    await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now });
+    for (const k of store.keys().filter((k) => k.startsWith('manifests/vm/'))) store.objects.delete(k);
+    const before = store.keys().filter((k) => k.startsWith('disks/'));
+    const err = await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RepositoryDamageError);
+    expect((err as Error).message).toMatch(/^disk 'vm' has no manifest but holds restore points \(\d{8}T\d{6}Z\.map, 1 more\); nothing was changed: rebuild it with 'vhdsync verify --repo s3:\/\/memory\/repo vm --repair'/);
+    expect((err as Error).message).not.toContain('\n');
+    expect(store.keys().filter((k) => k.startsWith('disks/'))).toEqual(before);
+    expect(store.keys().filter((k) => k.startsWith('manifests/'))).toEqual([]);
+    const r = await repairObjectManifest(repo, 'vm');
+    expect(r.points).toHaveLength(2);
+    expect(await restoredObjectSha(repo, 'vm', a.point, tmp.dir)).toBe(sha);
+  });
+
+  it('a first backup writes an empty manifest before any block: killed, it leaves a disk that prune cleans up', async () => {
+    const store = new MemoryObjectStore();
+    const repo = new ObjectRepository(store);
+    const src = source();
+    const order: string[] = [];
+    store.beforeMutation = (m) => {
+      if (m.op !== 'put') return;
+      order.push(m.key.split('/')[0]);
+      if (m.key.includes('/blocks/') && order.filter((k) => k === 'disks').length > 5) throw new Error('killed');
+    };
+    await expect(backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now })).rejects.toThrow('killed');
+    store.beforeMutation = null;
+    expect(order.slice(0, 3)).toEqual(['vhdsync-repository.json', 'leases', 'manifests']);
+    expect((await listRepository(repo)).disks.map((d) => [d.name, d.points.length, d.error])).toEqual([['vm', 0, null]]);
+    expect(store.keys().filter((k) => k.includes('/blocks/'))).toHaveLength(5);
+    const p = await pruneDisk(repo, 'vm', { keep: 1 });
+    expect(p.removed.filter((k) => k.includes('/blocks/'))).toHaveLength(5);
+    expect(await unreferenced(store.keys(), (k) => store.get(k))).toEqual([]);
+    // And a backup afterwards is an ordinary first point.
+    const s = await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now });
+    expect(s.kind).toBe('full');
+    expect(await restoredObjectSha(repo, 'vm', s.point, tmp.dir)).toBe(sha256File(src));
+  });
+
+  it('folder repository: a manifest.json deleted by hand makes the next backup refuse, every image stays', async () => {
+    const dir = path.join(tmp.dir, `repo${n++}`);
+    const repo = await openRepository(dir, false);
+    const src = source();
+    const a = await backupDisk(repo, await parseLocation(src), 'vm', { reflink: 'never', now });
+    await backupDisk(repo, await parseLocation(src), 'vm', { reflink: 'never', now });
+    rmSync(path.join(dir, 'vm', 'manifest.json'));
+    const before = readdirSync(path.join(dir, 'vm')).sort();
+    const err = await backupDisk(repo, await parseLocation(src), 'vm', { reflink: 'never', now }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RepositoryDamageError);
+    expect((err as Error).message).toMatch(/^disk 'vm' has no manifest but holds restore points \(\d{8}T\d{6}Z?.*\.vhdx.*\); nothing was changed: rebuild it with 'vhdsync verify --repo .* vm --repair'/);
+    expect(readdirSync(path.join(dir, 'vm')).sort()).toEqual(before);
+    const r = await repairManifest(repo as FileRepository, 'vm');
+    expect(r.points.map((p) => p.id)[0]).toBe(a.point);
+    expect(r.points).toHaveLength(2);
+    expect((await backupDisk(repo, await parseLocation(src), 'vm', { reflink: 'never', now })).kind).toBe('diff');
+  });
+
+  it('a list alone (a first backup of an older vhdsync killed before its map) is a leftover, not a point: the backup goes ahead and sweeps it', async () => {
+    const store = new MemoryObjectStore();
+    const repo = new ObjectRepository(store);
+    await repo.exists(true);
+    const stray = 'disks/vm/20260101T000000Z.list';
+    await store.put(stray, Buffer.from('partial'));
+    const s = await backupDisk(repo, await parseLocation(source()), 'vm', { blockSize: BLOCK, now });
+    expect(s.kind).toBe('full');
+    expect(s.removed).toContain(stray);
+    expect(store.keys()).not.toContain(stray);
+  });
+});
