@@ -1,7 +1,8 @@
 /**
  * Sending a new point's blocks: each block object is created once (`If-None-Match: *`, named by the SHA-256 of its
  * bytes), skipped when an object of that name and size is already there (a killed run's upload, an earlier point's
- * block), and at most `inFlight` uploads run at once, so memory stays at inFlight x block size whatever the disk.
+ * block), replaced when one of another size is (damage: its name fixes its bytes), and at most `inFlight` uploads
+ * run at once, so memory stays at inFlight x block size whatever the disk.
  */
 import type { ObjectStore } from '../../io/object-store.js';
 import { AlreadyExistsError } from '../../util/errors.js';
@@ -32,29 +33,52 @@ export class BlockUploader {
   /** Queues block `bytes` (owned by the uploader from now on) under its hash; waits while the bound is reached. */
   async put(hex: string, bytes: Buffer): Promise<void> {
     this.rethrow();
-    if (this.known.get(hex) === bytes.length) {
+    const listed = this.known.get(hex);
+    if (listed === bytes.length) {
       this.reused++;
       return;
     }
     this.known.set(hex, bytes.length);
     while (this.running.size >= this.inFlight) await Promise.race(this.running);
     this.rethrow();
-    this.check();
-    const job = this.store
-      .put(this.diskPrefix + blockName(hex), bytes, { ifNoneMatch: '*' })
+    // Listed with another size: a damaged object, which a create would keep; the name fixes the bytes, so replace it.
+    const job = this.send(hex, bytes, listed === undefined)
       .then(
-        () => {
-          this.sent++;
-          this.sentBytes += bytes.length;
-        },
+        () => {},
         (err: unknown) => {
-          // Same name, same bytes: someone (a killed run of ours) stored it first.
-          if (err instanceof AlreadyExistsError) this.reused++;
-          else this.failure ??= { err };
+          this.failure ??= { err };
         },
       )
       .finally(() => this.running.delete(job));
     this.running.add(job);
+  }
+
+  /**
+   * Stores one block: created (`If-None-Match: *`), or replaced when `create` is false. A create that finds the
+   * object there (a killed run of ours, a zombie) counts as reused only when that object has the block's size;
+   * otherwise it is replaced: whoever writes under this name writes these very bytes, so replacing is always safe.
+   */
+  private async send(hex: string, bytes: Buffer, create: boolean): Promise<void> {
+    const key = this.diskPrefix + blockName(hex);
+    if (create) {
+      this.check();
+      try {
+        await this.store.put(key, bytes, { ifNoneMatch: '*' });
+        this.sent++;
+        this.sentBytes += bytes.length;
+        return;
+      } catch (err) {
+        if (!(err instanceof AlreadyExistsError)) throw err;
+      }
+      if ((await this.store.head(key))?.size === bytes.length) {
+        this.reused++;
+        return;
+      }
+    }
+    this.check();
+    await this.store.put(key, bytes);
+    this.sent++;
+    this.sentBytes += bytes.length;
   }
 
   /** Waits for every queued upload; throws the first failure. */

@@ -108,4 +108,33 @@ describe('object repository after review', () => {
     expect(s.removed).toContain(stray);
     expect(store.keys()).not.toContain(stray);
   });
+
+  it('a block left with the wrong size (listed so, or found so by a create) is sent again, never reused', async () => {
+    const store = new MemoryObjectStore();
+    const repo = new ObjectRepository(store);
+    const src = source();
+    let puts = 0;
+    store.beforeMutation = (m) => {
+      if (m.op === 'put' && m.key.includes('/blocks/') && ++puts > 6) throw new Error('killed');
+    };
+    await expect(backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now })).rejects.toThrow('killed');
+    // One block the killed run sent is cut short (store damage): the rerun's listing shows it 100 bytes long.
+    const blocks = store.keys().filter((k) => k.includes('/blocks/'));
+    expect(blocks).toHaveLength(6);
+    const cut = store.objects.get(blocks[0])!;
+    store.objects.set(blocks[0], { ...cut, body: cut.body.subarray(0, 100) });
+    // And one the rerun has not listed appears, cut short, just before the rerun creates it (412 on the create).
+    let raced: string | null = null;
+    store.beforeMutation = (m) => {
+      if (m.op !== 'put' || raced || !m.key.includes('/blocks/') || blocks.includes(m.key)) return;
+      raced = m.key;
+      store.objects.set(m.key, { body: Buffer.alloc(7, 1), etag: 'x', lastModifiedMs: 0 });
+    };
+    const s = await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now });
+    store.beforeMutation = null;
+    expect(raced).not.toBeNull();
+    expect(store.objects.get(blocks[0])!.body.length).toBe(BLOCK);
+    expect(store.objects.get(raced!)!.body.length).toBe(BLOCK);
+    expect(await restoredObjectSha(repo, 'vm', s.point, tmp.dir)).toBe(sha256File(src));
+  });
 });
