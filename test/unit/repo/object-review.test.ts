@@ -6,7 +6,7 @@ import { closeSync, openSync, readdirSync, rmSync, truncateSync, writeSync } fro
 import * as path from 'node:path';
 import '../../../src/formats/index.js';
 import { parseLocation } from '../../../src/io/location.js';
-import { backupDisk, FileRepository, listRepository, openRepository, pruneDisk, repairManifest, repairObjectManifest } from '../../../src/repo/index.js';
+import { backupDisk, FileRepository, listRepository, openRepository, pruneDisk, repairManifest, repairObjectManifest, verifyDisk } from '../../../src/repo/index.js';
 import { ObjectRepository } from '../../../src/repo/object/object-backend.js';
 import { RepositoryDamageError } from '../../../src/util/errors.js';
 import { MemoryObjectStore } from '../../helpers/memory-object-store.js';
@@ -136,5 +136,31 @@ describe('object repository after review', () => {
     expect(store.objects.get(blocks[0])!.body.length).toBe(BLOCK);
     expect(store.objects.get(raced!)!.body.length).toBe(BLOCK);
     expect(await restoredObjectSha(repo, 'vm', s.point, tmp.dir)).toBe(sha256File(src));
+  });
+
+  it('a first backup killed with its lease held: prune of every disk finds the disk, takes the expired lease over and sweeps the blocks', async () => {
+    const store = new MemoryObjectStore();
+    const repo = new ObjectRepository(store, { lease: { leaseMs: 400, renewMs: 50, authorityMs: 150 } });
+    let blocks = 0;
+    // From the 6th block on, every request fails, the lease's release too: what SIGKILL leaves.
+    store.beforeMutation = (m) => {
+      if (blocks > 5 || (m.op === 'put' && m.key.includes('/blocks/') && ++blocks > 5)) throw new Error('killed');
+    };
+    // (The run fails on a killed request, or on the lease its failing renewals lost.)
+    await expect(backupDisk(repo, await parseLocation(source()), 'vm', { blockSize: BLOCK, now })).rejects.toThrow(/killed|lost the lease/);
+    store.beforeMutation = null;
+    const lease = store.keys().filter((k) => k.startsWith('leases/'));
+    expect(JSON.parse(store.objects.get(lease[0])!.body.toString()).released).toBe(false);
+    // What `vhdsync prune --repo R --keep 1 --wait=10` does: every disk that has a manifest.
+    expect(await repo.listDisks()).toEqual(['vm']);
+    const p = await pruneDisk(repo, 'vm', { keep: 1 }, { seconds: 10 });
+    expect(p.removed.filter((k) => k.includes('/blocks/'))).toHaveLength(5);
+    expect(await unreferenced(store.keys(), (k) => store.get(k))).toEqual([]);
+    // One lease object is left, released by the prune; the killed run's generation is gone.
+    const after = store.keys().filter((k) => k.startsWith('leases/'));
+    expect(after).toHaveLength(1);
+    expect(after).not.toEqual(lease);
+    expect(JSON.parse(store.objects.get(after[0])!.body.toString()).released).toBe(true);
+    expect((await verifyDisk(repo, 'vm')).ok).toBe(true);
   });
 });
