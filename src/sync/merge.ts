@@ -10,7 +10,7 @@ import { metafileLocationFor, readMetafile } from '../meta/index.js';
 import { chunkedParentPath, isChunkedDiff, openChunkedDiff } from './chunked-diff.js';
 import type { RandomAccessFile } from '../io/store.js';
 import { BusyError, MetafileError, NotFoundError, ParentError, UsageError } from '../util/errors.js';
-import { alignedRing } from '../util/aligned.js';
+import { sizedRing } from '../util/aligned.js';
 import { prefetch } from '../util/prefetch.js';
 import { lockImage, type ImageLock } from './lock.js';
 import { hookLocation } from './kill-hook.js';
@@ -87,10 +87,10 @@ interface Piece {
   last: boolean;
 }
 
-/** Yields the depth-0 content of `diff` from `from` on, as zero ranges and data pieces of at most CHUNK bytes. */
-async function* ownPieces(diff: Disk, from: number): AsyncGenerator<Piece> {
-  for (let base = from; base < diff.virtualSize; base += STATUS_WINDOW) {
-    const len = Math.min(STATUS_WINDOW, diff.virtualSize - base);
+/** Yields the depth-0 content of `diff` in [from, to), as zero ranges and data pieces of at most CHUNK bytes. */
+async function* ownPieces(diff: Disk, from: number, to = diff.virtualSize): AsyncGenerator<Piece> {
+  for (let base = from; base < to; base += STATUS_WINDOW) {
+    const len = Math.min(STATUS_WINDOW, to - base);
     for (const e of await diff.status(base, len)) {
       // Only what this image itself holds moves; depth > 0 is already the parent's, `unallocated` is nobody's.
       if (e.depth !== 0 || e.state === 'unallocated') continue;
@@ -106,24 +106,41 @@ async function* ownPieces(diff: Disk, from: number): AsyncGenerator<Piece> {
   }
 }
 
-/**
- * What the merge will write from `from` on, from allocation tables only: bytes (for progress bars) and how many
- * blocks of `blockSize` (the parent's allocation unit) those bytes touch.
- */
-export async function mergeFootprint(diff: Disk, from = 0, blockSize = 0): Promise<{ bytes: number; blocks: number }> {
-  let bytes = 0;
+/** Counts the blocks of `blockSize` that ascending ranges touch, each block once. */
+export interface BlockCounter {
+  add(offset: number, length: number): void;
+  readonly blocks: number;
+}
+
+/** A BlockCounter for blocks of `blockSize` (0: counts nothing). */
+export function blockCounter(blockSize: number): BlockCounter {
   let blocks = 0;
   let lastBlock = -1;
-  for await (const p of ownPieces(diff, from)) {
-    bytes += p.length;
-    if (blockSize > 0) {
-      const first = Math.max(lastBlock + 1, Math.floor(p.offset / blockSize));
-      const last = Math.floor((p.offset + p.length - 1) / blockSize);
+  return {
+    add(offset, length) {
+      if (blockSize <= 0 || length <= 0) return;
+      const first = Math.max(lastBlock + 1, Math.floor(offset / blockSize));
+      const last = Math.floor((offset + length - 1) / blockSize);
       if (last >= first) blocks += last - first + 1;
       lastBlock = Math.max(lastBlock, last);
-    }
+    },
+    get blocks() {
+      return blocks;
+    },
+  };
+}
+
+/**
+ * What the merge will write in [from, to), from allocation tables only: the bytes (for progress bars); the ranges
+ * go to `counter`, which counts the blocks of the parent they touch.
+ */
+export async function mergeFootprint(diff: Disk, counter: BlockCounter, from = 0, to = diff.virtualSize): Promise<number> {
+  let bytes = 0;
+  for await (const p of ownPieces(diff, from, to)) {
+    bytes += p.length;
+    counter.add(p.offset, p.length);
   }
-  return { bytes, blocks };
+  return bytes;
 }
 
 /**
@@ -136,7 +153,13 @@ export async function mergeExtents(
   diff: Disk,
   parent: Disk,
   from: number,
-  opts: { checkpoint?: Checkpoint; onProgress?: (bytes: number) => void; checkpointBytes?: number } = {},
+  opts: {
+    checkpoint?: Checkpoint;
+    onProgress?: (bytes: number) => void;
+    checkpointBytes?: number;
+    /** Told of every range as it is merged (the caller counts the parent blocks it touches). */
+    onPiece?: (offset: number, length: number) => void;
+  } = {},
 ): Promise<{ bytes: number; extents: number }> {
   const { checkpoint, onProgress } = opts;
   const every = opts.checkpointBytes ?? CHECKPOINT_BYTES;
@@ -144,12 +167,14 @@ export async function mergeExtents(
   let extents = 0;
   let sinceCheckpoint = 0;
   // One piece read ahead from the diff while the previous one is written into the parent.
-  // Aligned buffers, so the parent's store writes them without a bounce copy (decision 0009).
-  const buffer = alignedRing(3, CHUNK);
-  const read = (piece: Piece) => (piece.zero ? Promise.resolve(null) : diff.read(piece.offset, piece.length, buffer().subarray(0, piece.length)));
+  // Aligned buffers, so the parent's store writes them without a bounce copy (decision 0009), no larger than the
+  // pieces need: scattered 64 KiB extents do not pay for faulting in 3 x 4 MiB.
+  const buffer = sizedRing(3, CHUNK);
+  const read = (piece: Piece) => (piece.zero ? Promise.resolve(null) : diff.read(piece.offset, piece.length, buffer(piece.length)));
   for await (const { item: piece, value: data } of prefetch(ownPieces(diff, from), read, 2)) {
     if (data) await parent.write(piece.offset, data);
     else await parent.writeZeroes(piece.offset, piece.length);
+    opts.onPiece?.(piece.offset, piece.length);
     bytes += piece.length;
     sinceCheckpoint += piece.length;
     if (piece.last) extents++;
@@ -370,12 +395,16 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
     // A rerun may ask for --keep-diff even if the first run did not; never lose a diff someone asked to keep.
     st.keepDiff = st.keepDiff || Boolean(opts.keepDiff);
 
-    const footprint = { blocks: (await mergeFootprint(diff, 0, parent.blockSize)).blocks, blockSize: parent.blockSize };
+    // Parent blocks the merge writes into, for the summary: counted as the data step goes (it reads the allocation
+    // tables anyway), plus those before a resume point; from the tables alone when the data step is over.
+    const counter = blockCounter(parent.blockSize);
     if (st.step === 'merging') {
       // A new id before the first data write: children and metafiles made against the old content stop matching.
       // Reapplied on resume (idempotent): a kill may have left it in one VHD footer copy only.
       await parent.setContentId?.(st.parentId || randomUUID());
-      opts.onTotal?.((await mergeFootprint(diff, st.doneOffset)).bytes);
+      // A pass over the tables just for the total, only when someone shows it (a progress bar).
+      if (opts.onTotal) opts.onTotal(await mergeFootprint(diff, blockCounter(0), st.doneOffset));
+      if (st.doneOffset > 0) await mergeFootprint(diff, counter, 0, st.doneOffset);
       const baseBytes = st.bytesMerged;
       const baseExtents = st.extentsMerged;
       const done = await mergeExtents(
@@ -387,6 +416,7 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
             await writeMergeState(stateLoc, { ...st, doneOffset, bytesMerged: baseBytes + bytes, extentsMerged: baseExtents + extents });
           },
           onProgress: opts.onProgress,
+          onPiece: counter.add,
         },
       );
       st.bytesMerged = baseBytes + done.bytes;
@@ -410,6 +440,7 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
       st.step = 'rotating';
       await writeMergeState(stateLoc, st);
     } else {
+      await mergeFootprint(diff, counter);
       closed = true;
       await diff.close();
     }
@@ -420,7 +451,7 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
       await writeMergeState(stateLoc, st);
     }
     await cleanupMerge(diffSide, stateLoc, st, parentLoc, true);
-    return { ...summaryOf(st, diffLoc, resumedFrom !== null, resumedFrom, started), blocksMerged: footprint.blocks, parentBlockSize: footprint.blockSize };
+    return { ...summaryOf(st, diffLoc, resumedFrom !== null, resumedFrom, started), blocksMerged: counter.blocks, parentBlockSize: parent.blockSize };
   } finally {
     if (!closed) await diff.close().catch(() => {});
     await (diffLock as ImageLock | null)?.release();

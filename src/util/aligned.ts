@@ -104,6 +104,29 @@ export function alignedRing(count: number, size: number): () => Buffer {
   };
 }
 
+/** The smallest buffer a sizedRing makes: one wasm page, the unit aligned memory comes in anyway. */
+const SIZED_MIN = WASM_PAGE;
+
+/**
+ * Like alignedRing, for callers whose pieces vary in size up to `max`: each call returns a buffer of exactly
+ * `length` bytes (at most `max`), a view of the ring's buffer in turn, which is remade larger (doubling, up to
+ * `max`) only when a longer piece comes. Small pieces then fault in small buffers: `count` x `max` of touched
+ * memory costs tens of milliseconds, which a run of 64 KiB pieces need not pay.
+ */
+export function sizedRing(count: number, max: number): (length: number) => Buffer {
+  const ring: Buffer[] = [];
+  let next = 0;
+  return (length) => {
+    const i = next++ % count;
+    if (!ring[i] || ring[i].length < length) {
+      let size = Math.max(SIZED_MIN, ring[i]?.length ?? 0);
+      while (size < length) size *= 2;
+      ring[i] = allocAligned(Math.min(size, Math.max(max, length)));
+    }
+    return ring[i].subarray(0, length);
+  };
+}
+
 /** Aligned buffers given back by rings that finished, by size, for the next ring: each new one costs page faults. */
 const spare = new Map<number, Buffer[]>();
 /** Spare buffers kept per size (a few rings' worth); more are left to the garbage collector. */

@@ -39,11 +39,13 @@ export const mergeCommand: CommandModule<object, MergeArgs> = {
       return;
     }
     let progress: Progress | null = null;
+    // The total costs a pass over the diff's allocation tables: asked for only when a bar will show it.
+    const bar = wantProgress(args);
     const summary = await mergeDiff(await parseLocation(args.diff), {
       keepDiff: args['keep-diff'],
       vhdSize: args['vhd-size'],
-      onTotal: (total) => (progress = createProgress('merging', total, wantProgress(args))),
-      onProgress: (n) => progress?.advance(n),
+      onTotal: bar ? (total) => (progress = createProgress('merging', total, true)) : undefined,
+      onProgress: bar ? (n) => progress?.advance(n) : undefined,
     });
     (progress as Progress | null)?.finish();
     if (args.json) outJson(summary);

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { jest } from '@jest/globals';
 import fc from 'fast-check';
 import { localStore } from '../../../src/io/local.js';
-import { PAGE, ZERO_RUN, allocAligned, allocShared, directSource, zeros } from '../../../src/util/aligned.js';
+import { PAGE, ZERO_RUN, allocAligned, allocShared, directSource, sizedRing, zeros } from '../../../src/util/aligned.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 
 const SPAN = 3 << 20;
@@ -136,5 +136,33 @@ describe('local store writes', () => {
         await file.close();
       }
     });
+  });
+});
+
+describe('sizedRing', () => {
+  it('hands out aligned views of the length asked, never one of the last `count - 1` again, grown only when needed', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 1, max: 300_000 }), { minLength: 1, maxLength: 40 }), (lengths) => {
+        const next = sizedRing(3, 256 << 10);
+        const held: Buffer[] = [];
+        let longest = 0;
+        for (const len of lengths) {
+          longest = Math.max(longest, len);
+          const b = next(len);
+          expect(b.length).toBe(len);
+          // Straight to pwrite at a page-aligned position: aligned and touched.
+          expect(directSource(b, 0)).toBe(b);
+          // The two buffers handed out before are still the consumer's (prefetch depth 2): distinct memory.
+          for (const h of held) expect(h.buffer === b.buffer && h.byteOffset < b.byteOffset + b.length && b.byteOffset < h.byteOffset + h.length).toBe(false);
+          held.push(b);
+          if (held.length > 2) held.shift();
+          // Small pieces get small memory: the power of two (from 64 KiB) above the longest piece so far, at most
+          // the max unless a piece was longer.
+          const want = Math.max(65536, 2 ** Math.ceil(Math.log2(longest)));
+          expect(b.buffer.byteLength).toBeLessThanOrEqual(Math.max(Math.min(want, 256 << 10), longest) + 65535);
+        }
+      }),
+      { numRuns: 100 },
+    );
   });
 });

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { mergeExtents, mergeFootprint } from '../../../src/sync/merge.js';
+import { blockCounter, mergeExtents, mergeFootprint } from '../../../src/sync/merge.js';
 import { MemDisk } from './mem-disk.js';
 
 const SIZE = 256 * 512;
@@ -35,9 +35,13 @@ describe('mergeExtents against an in-memory model', () => {
         const { parent, diff } = await build(pOps, dOps);
         const expected = await diff.content();
         const before = Buffer.from(await parent.content());
-        const own = (await mergeFootprint(diff)).bytes;
-        const r = await mergeExtents(diff, parent, 0);
+        const tables = blockCounter(4096);
+        const own = await mergeFootprint(diff, tables);
+        const counted = blockCounter(4096);
+        const r = await mergeExtents(diff, parent, 0, { onPiece: counted.add });
         expect(r.bytes).toBe(own);
+        // The blocks the summary reports, counted as the data step goes, are those the tables say.
+        expect(counted.blocks).toBe(tables.blocks);
         expect((await parent.content()).equals(expected)).toBe(true);
         // Sectors the diff does not hold were never written in the parent.
         for (let s = 0; s < 256; s++) {
@@ -73,7 +77,13 @@ describe('mergeExtents against an in-memory model', () => {
           if (e.message !== 'injected failure') throw e;
         });
         failAfter = Infinity;
-        await mergeExtents(diff, parent, safe, { checkpoint, checkpointBytes: 512 });
+        // A resumed run counts the blocks before its resume point from the tables and the rest as it merges.
+        const whole = blockCounter(1536);
+        await mergeFootprint(diff, whole);
+        const counted = blockCounter(1536);
+        await mergeFootprint(diff, counted, 0, safe);
+        await mergeExtents(diff, parent, safe, { checkpoint, checkpointBytes: 512, onPiece: counted.add });
+        expect(counted.blocks).toBe(whole.blocks);
         expect((await parent.content()).equals(expected)).toBe(true);
       }),
       { numRuns: 150 },
@@ -95,7 +105,16 @@ describe('mergeFootprint', () => {
     await diff.write(512, Buffer.alloc(1024, 1)); // block 0
     await diff.writeZeroes(4096 - 512, 1024); // blocks 0 and 1
     await diff.write(5 * 4096, Buffer.alloc(3 * 4096, 2)); // blocks 5, 6, 7
-    expect(await mergeFootprint(diff, 0, 4096)).toEqual({ bytes: 1024 + 1024 + 3 * 4096, blocks: 5 });
-    expect(await mergeFootprint(diff, 5 * 4096, 4096)).toEqual({ bytes: 3 * 4096, blocks: 3 });
+    const all = blockCounter(4096);
+    expect(await mergeFootprint(diff, all)).toBe(1024 + 1024 + 3 * 4096);
+    expect(all.blocks).toBe(5);
+    const tail = blockCounter(4096);
+    expect(await mergeFootprint(diff, tail, 5 * 4096)).toBe(3 * 4096);
+    expect(tail.blocks).toBe(3);
+    // A window's end cuts a range; the block it straddles is still counted once.
+    const split = blockCounter(4096);
+    await mergeFootprint(diff, split, 0, 6 * 4096 + 512);
+    await mergeFootprint(diff, split, 6 * 4096 + 512);
+    expect(split.blocks).toBe(5);
   });
 });
