@@ -26,7 +26,14 @@ export interface SyncHasher {
    * The second level: sub-block size, a fresh sub-digest, the digest of a whole sub-block in one call (as many calls
    * as sub-blocks: a third of reset + update + digest's cost at 32 KiB), and the digest of a sub-block of zeros; or null.
    */
-  sub: { size: number; newHash(): { update(data: Uint8Array): unknown; digest(): Buffer }; once(data: Buffer): Buffer; zeroDigest: Buffer } | null;
+  sub: {
+    size: number;
+    newHash(): { update(data: Uint8Array): unknown; digest(): Buffer };
+    once(data: Buffer): Buffer;
+    /** The digests of every whole sub-block of `data`, back to back, in one call (the native helper), or null. */
+    many: ((data: Buffer) => Buffer) | null;
+    zeroDigest: Buffer;
+  } | null;
   /** Closes the descriptors opened so far (a worker's descriptors are the process's: ending the thread keeps them). */
   closeAll(): void;
 }
@@ -51,8 +58,9 @@ export function hashBlocksSync(blocks: number[][], files: string[], hx: SyncHash
     const feedSubs = (chunk: Buffer) => {
       for (let at = 0; at < chunk.length; ) {
         if (subFill === 0 && chunk.length - at >= sub!.size) {
-          subs.push(sub!.once(chunk.subarray(at, at + sub!.size)));
-          at += sub!.size;
+          const whole = sub!.many ? Math.floor((chunk.length - at) / sub!.size) * sub!.size : sub!.size;
+          subs.push(sub!.many ? sub!.many(chunk.subarray(at, at + whole)) : sub!.once(chunk.subarray(at, at + whole)));
+          at += whole;
           continue;
         }
         subHash ??= sub!.newHash();
@@ -122,6 +130,7 @@ function makeSyncHasher(
   XXHash128: XxhashModule['XXHash128'],
   XXHash3: XxhashModule['XXHash128'],
   subLevel: { algorithm: string; size: number } | null,
+  xxh3Subs: XxhSubs | null,
 ): SyncHasher {
   const piece = buf.length;
   const xxh = new XXHash128(Buffer.alloc(8));
@@ -149,6 +158,14 @@ function makeSyncHasher(
           size: subLevel.size,
           newHash: newSubHash,
           once: (data) => (subLevel.algorithm === 'xxh3-64' ? XXHash3.hash(data) : digestOnce(createHash('sha256'), data)),
+          many:
+            subLevel.algorithm === 'xxh3-64' && xxh3Subs
+              ? (data) => {
+                  const out = Buffer.allocUnsafe((data.length / subLevel.size) * 8);
+                  xxh3Subs(data, subLevel.size, out);
+                  return out;
+                }
+              : null,
           zeroDigest: digestOnce(newSubHash(), Buffer.alloc(subLevel.size)),
         }
       : null,
@@ -157,6 +174,31 @@ function makeSyncHasher(
       fds.clear();
     },
   };
+}
+
+/** The native helper's xxh3Subs (native/xxh3subs.c): XXH3-64 of each whole `size` bytes of `data` into `out`. */
+type XxhSubs = (data: Buffer, size: number, out: Buffer) => number;
+
+/**
+ * The path of the native sub-digest helper when it was built and loads here (workers load it by that path), else
+ * null; `VHDSYNC_NATIVE_SUBS=0` switches it off (A/B measurements; the digests are the same either way).
+ */
+const xxh3SubsPath: string | null = (() => {
+  if (process.env.VHDSYNC_NATIVE_SUBS === '0') return null;
+  try {
+    const req = createRequire(import.meta.url);
+    // Two levels above both src/meta and dist/meta, as package.json is for meta/version.ts.
+    const at = req.resolve('../../build/native/xxh3subs.node');
+    return typeof (req(at) as { xxh3Subs?: unknown }).xxh3Subs === 'function' ? at : null;
+  } catch {
+    // Optional: not built (no compiler at install time); each sub-block is then one call.
+    return null;
+  }
+})();
+
+/** True when whole sub-blocks are hashed by the native helper (built, loaded, not switched off). */
+export function nativeSubsAvailable(): boolean {
+  return xxh3SubsPath !== null;
 }
 
 interface XxhashModule {
@@ -172,6 +214,8 @@ const { parentPort, workerData } = require('node:worker_threads');
 const fs = require('node:fs');
 const { createHash } = require('node:crypto');
 const { XXHash128, XXHash3 } = require(workerData.xxhash);
+let xxh3Subs = null;
+try { if (workerData.subs) xxh3Subs = require(workerData.subs).xxh3Subs; } catch {}
 const hashBlocksSync = ${hashBlocksSync.toString()};
 const makeSyncHasher = ${makeSyncHasher.toString()};
 let hx = null;
@@ -181,7 +225,7 @@ parentPort.on('message', ({ id, files, blocks, config }) => {
     let buf;
     // WebAssembly memories are page aligned: the kernel copies into them several times faster (docs/performance.md).
     try { buf = Buffer.from(new WebAssembly.Memory({ initial: Math.ceil(config.piece / 65536) }).buffer, 0, config.piece); } catch { buf = Buffer.allocUnsafe(config.piece); }
-    return void (hx = makeSyncHasher(config.algorithm, buf, fs, createHash, XXHash128, XXHash3, config.sub));
+    return void (hx = makeSyncHasher(config.algorithm, buf, fs, createHash, XXHash128, XXHash3, config.sub, xxh3Subs));
   }
   if (id < 0) return void (hx && hx.closeAll(), parentPort.postMessage({ id }));
   try {
@@ -192,9 +236,17 @@ parentPort.on('message', ({ id, files, blocks, config }) => {
 });
 `;
 
+let loadedSubs: XxhSubs | null | undefined;
+
+/** This thread's handle on the native helper, or null. */
+function nativeSubs(): XxhSubs | null {
+  if (loadedSubs === undefined) loadedSubs = xxh3SubsPath ? (createRequire(import.meta.url)(xxh3SubsPath) as { xxh3Subs: XxhSubs }).xxh3Subs : null;
+  return loadedSubs;
+}
+
 /** The calling thread's hasher: the same code the workers run, with a page-aligned buffer of `piece` bytes. */
 export function localHasher(algorithm: HashAlgorithm, piece: number, sub: { algorithm: SubAlgorithm; size: number } | null): SyncHasher {
-  return makeSyncHasher(algorithm, allocAligned(piece), fs, createHash, xxhash.XXHash128 as XxhashModule['XXHash128'], xxhash.XXHash3 as XxhashModule['XXHash128'], sub);
+  return makeSyncHasher(algorithm, allocAligned(piece), fs, createHash, xxhash.XXHash128 as XxhashModule['XXHash128'], xxhash.XXHash3 as XxhashModule['XXHash128'], sub, nativeSubs());
 }
 
 /** The digests of a group of blocks, in block order; null for an all-zero block. */
@@ -225,7 +277,7 @@ export class DirectPool {
   constructor(readonly size: number) {
     const xxhash = createRequire(import.meta.url).resolve('xxhash-addon');
     for (let w = 0; w < size; w++) {
-      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { xxhash } });
+      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { xxhash, subs: xxh3SubsPath } });
       worker.on('message', ({ id, digests, error }: { id: number; digests?: Digests; error?: WorkerError }) => {
         if (id === -2) {
           if (++this.started === this.workers.length) for (const f of this.onReady.splice(0)) f();
