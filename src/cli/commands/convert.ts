@@ -4,7 +4,6 @@ import { createDisk, openDisk } from '../../formats/index.js';
 import { copyDiskContent } from '../../formats/transfer.js';
 import { displayLocation, parseLocation } from '../../io/location.js';
 import { writeAtomically } from '../../io/atomic.js';
-import { ForwardReader, vhdStreamContent, writeContentOnto } from '../../stream/index.js';
 import { createProgress } from '../../util/progress.js';
 import { formatSize, parseSize } from '../../util/units.js';
 import { formatForOutput, OUTPUT_FORMATS, openOptionsFrom, withOpenOptions, type OpenArgs } from '../options.js';
@@ -35,7 +34,9 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
   handler: async (args) => {
     const format = formatForOutput(args.dst, args.format);
     // A VHD stream on a pipe (vhd-tool's, Xen Orchestra's, ours): read forward once, written into the new image.
-    const piped = args.src === '-' || args.src === 'stdin:' ? await vhdStreamContent(new ForwardReader(process.stdin, 'stdin'), args['vhd-size']) : null;
+    // The stream modules (19 of them) are loaded only then: an image needs none of them.
+    const streams = args.src === '-' || args.src === 'stdin:' ? await import('../../stream/index.js') : null;
+    const piped = streams ? await streams.vhdStreamContent(new streams.ForwardReader(process.stdin, 'stdin'), args['vhd-size']) : null;
     const src = piped ? null : await openDisk(args.src, openOptionsFrom(args));
     const virtualSize = piped ? piped.virtualSize : src!.virtualSize;
     const started = Date.now();
@@ -55,7 +56,7 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
           });
           try {
             if (!src) {
-              const written = await writeContentOnto(piped!, dst, { fresh: true, onProgress: (n) => progress.advance(n) });
+              const written = await streams!.writeContentOnto(piped!, dst, { fresh: true, onProgress: (n) => progress.advance(n) });
               return { scanned: virtualSize, read: piped!.ranges.reduce((s, r) => s + r.length, 0), written, skipped: virtualSize - written };
             }
             return await copyDiskContent(src, dst, { onProgress: (n) => progress.advance(n) });
