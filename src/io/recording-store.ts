@@ -106,5 +106,6 @@ export function recordingStore(inner: ByteStore, record: (e: StoreEvent) => void
           return inner.clone!(from, to);
         }
       : undefined,
+    guarded: inner.guarded ? (check) => recordingStore(inner.guarded!(check), record) : undefined,
   };
 }

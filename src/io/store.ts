@@ -98,6 +98,13 @@ export interface ByteStore {
    * system can; throws UnsupportedError where it cannot. Absent on stores that never can.
    */
   clone?(from: string, to: string): Promise<void>;
+  /**
+   * A view of this store in which every request that changes a file calls `check` right before it goes out, also
+   * one sent later than the call that made it (SMB write-behind) or sent again after a reconnect; `check` throws to
+   * stop it. A run lock's guard (sync/lock.ts) passes its lease check down this way. Absent on stores whose requests
+   * all go out within the call, where a check before the call is enough.
+   */
+  guarded?(check: () => void): ByteStore;
 }
 
 /** Path arithmetic for a store (POSIX style for local files on Linux, share-relative for SMB). */

@@ -202,7 +202,9 @@ class HeldLock implements ImageLock {
   guard(loc: Location): Location {
     let store = this.guarded.get(loc.store);
     if (!store) {
-      store = recordingStore(loc.store, (e) => e.op !== 'open' && this.check());
+      // A store that sends a change later than the call, or again after a reconnect, checks again right before.
+      const inner = loc.store.guarded?.(() => this.check()) ?? loc.store;
+      store = recordingStore(inner, (e) => e.op !== 'open' && this.check());
       this.guarded.set(loc.store, store);
     }
     return { store, path: loc.path };

@@ -2,7 +2,9 @@
  * An SMB share as a ByteStore. Paths are share-relative POSIX-style ("/dir/disk.vhdx"); the share root is
  * "/". Positioned I/O survives a dropped connection: the file is reopened on a new connection and the
  * request retried (positioned reads and writes are idempotent). Operations that are not idempotent
- * (create, rename, delete) are not replayed once sent; they fail with a clear IoError instead.
+ * (create, rename, delete) are not replayed once sent; they fail with a clear IoError instead. A guarded view
+ * (`guarded`) checks its caller's condition (a run lock's lease) right before every request that changes a file,
+ * so neither a write waiting in the write-behind window nor one resent after a reconnect goes out once it lapsed.
  */
 import * as posix from 'node:path/posix';
 import { AlreadyExistsError, IoError, NotFoundError, VhdsyncError } from '../../util/errors.js';
@@ -82,6 +84,8 @@ class SmbFile implements RandomAccessFile {
     private readonly reopenRequest: CreateRequest,
     readonly name: string,
     readonly writable: boolean,
+    /** Throws to stop a change from going out (the store's guard); called right before each attempt. */
+    private readonly beforeChange: () => void,
   ) {
     this.knownSize = handle.info.endOfFile;
   }
@@ -107,7 +111,10 @@ class SmbFile implements RandomAccessFile {
   }
 
   private send(position: number, bytes: Uint8Array): Promise<void> {
-    return this.io((h) => this.client.write(h, position, bytes, this.name));
+    return this.io((h) => {
+      this.beforeChange();
+      return this.client.write(h, position, bytes, this.name);
+    });
   }
 
   async read(position: number, length: number, into?: Buffer): Promise<Buffer> {
@@ -142,7 +149,10 @@ class SmbFile implements RandomAccessFile {
 
   async truncate(size: number): Promise<void> {
     await this.drained();
-    await this.io((h) => this.client.setInfo(h, FileInfoClass.END_OF_FILE, endOfFileInfo(size), this.name));
+    await this.io((h) => {
+      this.beforeChange();
+      return this.client.setInfo(h, FileInfoClass.END_OF_FILE, endOfFileInfo(size), this.name);
+    });
     this.knownSize = size;
   }
 
@@ -153,7 +163,10 @@ class SmbFile implements RandomAccessFile {
    */
   async flush(): Promise<void> {
     await this.drained();
-    await this.io((h) => this.client.flush(h, this.name));
+    await this.io((h) => {
+      this.beforeChange();
+      return this.client.flush(h, this.name);
+    });
   }
 
   async close(): Promise<void> {
@@ -179,7 +192,18 @@ export class SmbStore implements ByteStore {
     readonly client: SmbClient,
     readonly share: string,
     private readonly urlBase: string,
+    /** Called right before every request that changes a file (see `guarded`); throws to stop it. */
+    private readonly beforeChange: () => void = () => {},
   ) {}
+
+  /** This share with `check` called right before every request that changes a file, resends included. */
+  guarded(check: () => void): SmbStore {
+    const outer = this.beforeChange;
+    return new SmbStore(this.client, this.share, this.urlBase, () => {
+      outer();
+      check();
+    });
+  }
 
   display(path: string): string {
     // '%' is escaped so a displayed location can be given back to vhdsync as it is.
@@ -209,14 +233,17 @@ export class SmbStore implements ByteStore {
       if (isDeletePending(err)) throw new NotFoundError('no such file (being deleted)', name);
       throw err;
     }
-    return new SmbFile(this.client, h, req, name, mode !== 'read');
+    return new SmbFile(this.client, h, req, name, mode !== 'read', this.beforeChange);
   }
 
   async createExclusive(path: string): Promise<RandomAccessFile> {
     const name = this.display(path);
     const create = this.req(path, OPEN.readwrite.access, Disposition.CREATE, CreateOptions.NON_DIRECTORY_FILE);
+    // Reconnect first if the connection is known to be gone, so the guard's check is the last thing before the CREATE.
+    await retrying(this.client, () => this.client.ensureShare(this.share), name);
     let h: SmbHandle;
     try {
+      this.beforeChange();
       h = await this.client.create(this.share, create, name);
     } catch (err) {
       if (err instanceof ConnectionLostError) {
@@ -228,7 +255,7 @@ export class SmbStore implements ByteStore {
       throw err;
     }
     // After a reconnect the file exists: reopen it rather than create it again.
-    return new SmbFile(this.client, h, { ...create, disposition: Disposition.OPEN }, name, true);
+    return new SmbFile(this.client, h, { ...create, disposition: Disposition.OPEN }, name, true, this.beforeChange);
   }
 
   async stat(path: string): Promise<StoreStat | null> {
@@ -256,6 +283,8 @@ export class SmbStore implements ByteStore {
     // Reconnect first if the connection is known to be gone, so only a drop under the chain itself leaves doubt.
     await retrying(this.client, () => this.client.ensureShare(this.share), name);
     try {
+      // Reconnecting may have waited: the change itself is what must not go out late.
+      this.beforeChange();
       await this.client.openChain(this.share, req, ops, name);
     } catch (err) {
       if (err instanceof ConnectionLostError) throw new IoError(`${err.message} during ${what}; it may or may not have happened`, name);
@@ -339,7 +368,14 @@ export class SmbStore implements ByteStore {
       const name = this.display(p);
       const req = this.req(p, Access.READ_ATTRIBUTES | Access.SYNCHRONIZE, Disposition.OPEN_IF, CreateOptions.DIRECTORY_FILE);
       try {
-        await retrying(this.client, () => this.client.openChain(this.share, req, [], name), name);
+        await retrying(
+          this.client,
+          () => {
+            this.beforeChange(); // OPEN_IF creates the folder: a change, checked before each attempt
+            return this.client.openChain(this.share, req, [], name);
+          },
+          name,
+        );
       } catch (err) {
         if (err instanceof SmbStatusError && err.status === Status.NOT_A_DIRECTORY) throw new AlreadyExistsError('exists and is not a directory', name);
         throw err;
@@ -398,6 +434,7 @@ export class SmbStore implements ByteStore {
     await retrying(this.client, () => this.client.ensureShare(this.share), name);
     let replies: Reply[];
     try {
+      this.beforeChange();
       ({ replies } = await this.client.openChain(this.share, create, ops, name));
     } catch (err) {
       if (err instanceof ConnectionLostError) throw new IoError(`${err.message} while creating the file; it may or may not exist now`, name);
