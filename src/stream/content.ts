@@ -8,7 +8,7 @@ import type { ParentLocator } from '../formats/vhdx/parent-locator.js';
 import { displayLocation } from '../io/location.js';
 import { prefetch } from '../util/prefetch.js';
 import { isAllZero } from '../util/struct.js';
-import { PAGE, pooledRing } from '../util/aligned.js';
+import { pooledRing } from '../util/aligned.js';
 import { canMap, readMapped } from '../formats/mapped-read.js';
 import { HoleProbe } from '../io/holes.js';
 
@@ -124,26 +124,14 @@ export interface ReadPiece {
 }
 
 /**
- * Ring buffers for pieces of up to `max` bytes hold a page more, so a piece can be placed at the page phase of the
- * stream offset it goes out at: a file written from memory in the position's phase takes it as it is (decision
- * 0009), while a piece at another phase is copied through a bounce buffer first (a VHD stream's blocks sit 512
- * bytes past a multiple of 512 behind their bitmaps: 7 in 8 went through one).
- */
-export const ringSize = (max: number): number => max + PAGE;
-
-/**
  * Reads `pieces` from `source` in order, several in flight, into a small rotating set of buffers. They are page
  * aligned: copies from the page cache into malloc's unaligned memory ran several times slower here (performance.md).
- * `phase(offset)`, when given, is where in a page the piece at virtual `offset` starts in the output.
  */
-export async function* readPieces(source: ContentSource, pieces: Iterable<ByteRange>, max = PIECE, phase?: (offset: number) => number): AsyncGenerator<ReadPiece> {
+export async function* readPieces(source: ContentSource, pieces: Iterable<ByteRange>, max = PIECE): AsyncGenerator<ReadPiece> {
   // Taken on first use from a shared pool: a fresh buffer costs page faults, which are slow on VMs.
   const depth = source.readsInFlight ?? READS_IN_FLIGHT;
-  const ring = pooledRing(depth + 1, ringSize(max));
-  const load = (p: ByteRange) => {
-    const at = phase ? phase(p.offset) % PAGE : 0;
-    return source.read(p.offset, p.length, ring.next().subarray(at, at + p.length));
-  };
+  const ring = pooledRing(depth + 1, max);
+  const load = (p: ByteRange) => source.read(p.offset, p.length, ring.next().subarray(0, p.length));
   try {
     for await (const { item, value } of prefetch(pieces, load, depth)) yield { offset: item.offset, data: value };
   } finally {
@@ -220,11 +208,11 @@ async function nonZeroRuns(disk: Disk, ranges: ByteRange[], granule: number): Pr
   const mapped = canMap(disk);
   const depth = mapped ? 1 : READS_IN_FLIGHT;
   // Probes go to page-sized buffers; larger ones are taken only for granules whose first page is zero. Their size
-  // is the stream's block size (at most PIECE) plus a page (ringSize), as the encoders' rings ask the pool afterwards:
+  // is the stream's block size (at most PIECE), the size the encoders' rings ask the shared pool for afterwards:
   // fresh memory costs a page fault per page on VMs (50-170 ms for the 16 MiB this scan used to take).
   const piece = Math.min(PIECE, granule);
   const probes = pooledRing(depth + 1, PROBE);
-  const ring = pooledRing(depth + 1, ringSize(piece));
+  const ring = pooledRing(depth + 1, piece);
   // A granule that lies in holes of its files is zeros without a read (io/holes.ts).
   const holes = mapped ? new HoleProbe() : null;
   const inHoles = async (g: ByteRange): Promise<boolean> => {

@@ -92,13 +92,7 @@ export function encodeVhd(source: ContentSource): EncodedStream {
       yield header;
       yield locatorSector;
       yield bat;
-      // Each piece is read at the page phase of its place in the stream (after its block's bitmap).
-      const ordinal = new Map(blocks.map((b, j) => [b.index, j]));
-      const placeOf = (offset: number) => {
-        const index = Math.floor(offset / STREAM_BLOCK_SIZE);
-        return firstBlock + ordinal.get(index)! * perBlock + BITMAP + (offset - index * STREAM_BLOCK_SIZE);
-      };
-      const reads = readPieces(source, splitRanges(source.ranges, STREAM_BLOCK_SIZE, STREAM_BLOCK_SIZE), STREAM_BLOCK_SIZE, placeOf);
+      const reads = readPieces(source, splitRanges(source.ranges, STREAM_BLOCK_SIZE, STREAM_BLOCK_SIZE), STREAM_BLOCK_SIZE);
       for (const b of blocks) {
         yield bitmapOf(b, Boolean(base));
         yield* blockChunks(reads, b.index * STREAM_BLOCK_SIZE, STREAM_BLOCK_SIZE, b.ranges.length);
