@@ -1,7 +1,7 @@
 /**
  * The metafile library: what the sync layer and the CLI use. Format in docs/metafile.md.
  */
-export { metafileLocationFor, imageLocationForMetafile, readMetafile, writeMetafile, writableFields, Metafile, METAFILE_SUFFIX } from './metafile.js';
+export { metafileLocationFor, imageLocationForMetafile, readMetafile, writeMetafile, writableFields, Metafile, METAFILE_SUFFIX, nativeMetafileLength } from './metafile.js';
 export { restampList, restampMetafile } from './restamp.js';
 export type { MetafileLayout, MetafileSummary, NewMetafile, BlockRecord, ReadMetafileOptions } from './metafile.js';
 export { hashDisk } from './hash-disk.js';

@@ -251,6 +251,20 @@ function missingMetafile(location: Location): MetafileError {
   return new MetafileError(`no metafile (${fix})`, displayLocation(location));
 }
 
+/** The exact length of a native metafile with header `h`. */
+function nativeLength(h: MetafileHeader): number {
+  return HEADER_SIZE + h.blockCount * entrySize(h.digestLength) + (h.sub ? h.blockCount * subSlotSize(h.blockSize, h.sub) : 0) + TRAILER_SIZE;
+}
+
+/**
+ * The exact length of the native metafile whose first 512 bytes are `head` (checked as a reader checks them), for
+ * readers that must bound a read before making it; MetafileError when `head` is not a native header.
+ */
+export function nativeMetafileLength(head: Buffer, subject: string): { length: number; virtualSize: number } {
+  const h = parseHeader(head, subject);
+  return { length: nativeLength(h), virtualSize: h.virtualSize };
+}
+
 async function openNative(
   file: RandomAccessFile,
   size: number,
@@ -265,7 +279,7 @@ async function openNative(
   const stride = entrySize(h.digestLength);
   const listBytes = h.blockCount * stride;
   const tableBytes = h.sub ? h.blockCount * subSlotSize(h.blockSize, h.sub) : 0;
-  const expected = HEADER_SIZE + listBytes + tableBytes + TRAILER_SIZE;
+  const expected = nativeLength(h);
   if (size < expected) {
     throw new MetafileError(`truncated: ${size} bytes, a list of ${h.blockCount} blocks needs ${expected} (recreate it with vhdsync createmeta)`, name);
   }

@@ -79,6 +79,11 @@ async function readBody(body: unknown, length: number | undefined, asked: number
     for await (const c of stream) {
       chunks.push(c as Buffer);
       total += (c as Buffer).length;
+      // Unannounced length: still never more than the range asked for is gathered.
+      if (asked !== undefined && total > asked) {
+        stream.destroy();
+        throw new Error(`the service answered more than the ${asked} bytes of the range asked for`);
+      }
     }
     if (length !== undefined && total !== length) throw truncated();
     return Buffer.concat(chunks, total);

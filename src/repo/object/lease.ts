@@ -18,6 +18,7 @@ import { randomBytes } from 'node:crypto';
 import type { ObjectStore } from '../../io/object-store.js';
 import { AlreadyExistsError, BusyError, ConflictError, NotFoundError } from '../../util/errors.js';
 import { holderGone, ownIdentity } from '../../util/process-identity.js';
+import { getAtMost, type BoundedRead } from './bounded-read.js';
 import { leaseKey, leasePrefix, parseGeneration } from './keys.js';
 
 /** Lease timing (ms); tests shorten it. Renewal < authority < lease / 2 (decision 0010). */
@@ -47,8 +48,11 @@ interface LeaseRecord {
   released: boolean;
 }
 
-function parseRecord(bytes: Buffer | null): LeaseRecord | null {
-  if (!bytes) return null;
+/** A lease record is a few hundred bytes; a larger object is read no further and counts as no record. */
+const RECORD_LIMIT = 64 << 10;
+
+function parseRecord(bytes: BoundedRead): LeaseRecord | null {
+  if (!bytes || bytes === 'too large') return null;
   try {
     const r = JSON.parse(bytes.toString('utf8')) as LeaseRecord;
     return r && r.format === 'vhdsync-lease' && typeof r.token === 'string' ? r : null;
@@ -103,7 +107,7 @@ export class DiskLease {
         const key = leaseKey(disk, newest);
         const info = await store.head(key);
         if (!info) continue; // deleted by a new holder meanwhile: look again
-        const held = parseRecord(await store.get(key));
+        const held = parseRecord(await getAtMost(store, key, RECORD_LIMIT));
         if (held && !held.released && !holderGone(held)) {
           const renewedAgo = Date.now() - Date.parse(held.renewed);
           if (!(renewedAgo > held.leaseMs)) throw busy(store, disk, held);
@@ -126,7 +130,7 @@ export class DiskLease {
       } catch (err) {
         if (!(err instanceof AlreadyExistsError)) throw err;
         // Another run took generation `next` first.
-        const winner = parseRecord(await store.get(leaseKey(disk, next)));
+        const winner = parseRecord(await getAtMost(store, leaseKey(disk, next), RECORD_LIMIT));
         throw busy(store, disk, winner);
       }
       const lease = new DiskLease(store, disk, next, record, etag, timing, started);

@@ -7,8 +7,8 @@
 import type { Disk } from '../../formats/disk.js';
 import type { ObjectStore } from '../../io/object-store.js';
 import { MemoryStore } from '../../io/memory-store.js';
-import { readMetafile, type Metafile } from '../../meta/index.js';
-import { AlreadyExistsError, IoError, NotFoundError, RepositoryDamageError, UsageError } from '../../util/errors.js';
+import { nativeMetafileLength, readMetafile, type Metafile } from '../../meta/index.js';
+import { AlreadyExistsError, IoError, MetafileError, NotFoundError, RepositoryDamageError, UsageError } from '../../util/errors.js';
 import type { DiskSession, RepoBackend } from '../backend.js';
 import { ManifestProblem, MANIFEST_LIMIT, parseManifest, type DiskManifest, type RestorePoint } from '../manifest.js';
 import { checkDiskName } from '../names.js';
@@ -17,8 +17,14 @@ import { isMarker, markerBytes, REPOSITORY_MARKER } from '../marker.js';
 import { manifestKey, manifestPrefix, MANIFESTS, diskPrefix, parseGeneration, pointListName } from './keys.js';
 import { DiskLease, LEASE_TIMING, type LeaseTiming } from './lease.js';
 import { ObjectDiskSession } from './object-session.js';
-import { MAP_LIMIT, parsePointMap, type PointMap } from './point-map.js';
+import { getAtMost } from './bounded-read.js';
+import { mapLimitFor, parsePointMap, type PointMap } from './point-map.js';
 import { DEFAULT_READ_AHEAD, PointDisk } from './point-disk.js';
+
+/** A repository marker is a few hundred bytes; more is not a marker. */
+const MARKER_LIMIT = 4096;
+/** The fixed header of a native list (docs/metafile.md). */
+const LIST_HEADER = 512;
 
 /** Tuning of an object repository (defaults in docs/repository.md). */
 export interface ObjectRepositoryOptions {
@@ -54,9 +60,9 @@ export class ObjectRepository implements RepoBackend {
   }
 
   async exists(create = false): Promise<boolean> {
-    const bytes = await this.store.get(REPOSITORY_MARKER);
+    const bytes = await getAtMost(this.store, REPOSITORY_MARKER, MARKER_LIMIT);
     if (bytes) {
-      if (!isMarker(bytes)) throw new RepositoryDamageError(`${REPOSITORY_MARKER} is not a vhdsync repository marker`, this.name(REPOSITORY_MARKER));
+      if (bytes === 'too large' || !isMarker(bytes)) throw new RepositoryDamageError(`${REPOSITORY_MARKER} is not a vhdsync repository marker`, this.name(REPOSITORY_MARKER));
       return true;
     }
     if (!(await this.store.bucketExists())) throw new NotFoundError('no such bucket (vhdsync creates repositories, not buckets: create it first)', this.display);
@@ -64,8 +70,8 @@ export class ObjectRepository implements RepoBackend {
     for await (const o of this.store.list('')) {
       // A backup starting at the same moment may have made the repository (marker first, then its disk's objects)
       // between the first look and the listing: the marker decides, not the listing.
-      const again = await this.store.get(REPOSITORY_MARKER);
-      if (again && isMarker(again)) return true;
+      const again = await getAtMost(this.store, REPOSITORY_MARKER, MARKER_LIMIT);
+      if (again && again !== 'too large' && isMarker(again)) return true;
       throw new UsageError(`not a vhdsync repository (no ${REPOSITORY_MARKER}) and not empty (it holds ${o.key}, ...): name a new or empty prefix`, this.display);
     }
     const body = markerBytes();
@@ -104,11 +110,9 @@ export class ObjectRepository implements RepoBackend {
       const generation = await this.newestManifest(disk);
       if (generation === null) return null;
       const key = manifestKey(disk, generation);
-      const head = await this.store.head(key);
-      if (!head) continue;
-      if (head.size > MANIFEST_LIMIT) throw this.manifestDamage(disk, key, `${head.size} bytes, more than a manifest may have`);
-      const bytes = await this.store.get(key);
+      const bytes = await getAtMost(this.store, key, MANIFEST_LIMIT);
       if (!bytes) continue;
+      if (bytes === 'too large') throw this.manifestDamage(disk, key, `more than ${MANIFEST_LIMIT} bytes, more than a manifest may have`);
       try {
         const m = parseManifest(bytes);
         if (m.disk !== disk) throw new ManifestProblem(`it names disk '${m.disk}'`);
@@ -133,11 +137,11 @@ export class ObjectRepository implements RepoBackend {
   /** A point's map, checked; a damage error naming the point when missing or unreadable. */
   async readMap(disk: string, point: RestorePoint): Promise<PointMap> {
     const key = diskPrefix(disk) + point.image;
-    const head = await this.store.head(key);
-    if (!head) throw new RepositoryDamageError(`the map of restore point ${point.id} is missing`, this.name(key));
-    if (head.size > MAP_LIMIT) throw new RepositoryDamageError(`the map of restore point ${point.id} has ${head.size} bytes, more than a map may have`, this.name(key));
-    const bytes = await this.store.get(key);
+    // At most a map of this disk size at the smallest block size: the read is sized by the manifest, not the store.
+    const limit = mapLimitFor(point.virtualSize);
+    const bytes = await getAtMost(this.store, key, limit);
     if (!bytes) throw new RepositoryDamageError(`the map of restore point ${point.id} is missing`, this.name(key));
+    if (bytes === 'too large') throw new RepositoryDamageError(`the map of restore point ${point.id} has more than ${limit} bytes, more than a map of ${point.virtualSize} bytes may have`, this.name(key));
     const map = parsePointMap(bytes);
     if (typeof map === 'string') throw new RepositoryDamageError(`the map of restore point ${point.id} is damaged: ${map}`, this.name(key));
     if (map.virtualSize !== point.virtualSize) throw new RepositoryDamageError(`the map of restore point ${point.id} describes ${map.virtualSize} bytes, the manifest ${point.virtualSize}`, this.name(key));
@@ -152,8 +156,15 @@ export class ObjectRepository implements RepoBackend {
 
   async openList(disk: string, point: RestorePoint, geometry: { virtualSize: number; logicalSectorSize: number }): Promise<Metafile> {
     const key = diskPrefix(disk) + pointListName(point.id);
-    const bytes = await this.store.get(key);
+    const head = await this.store.get(key, { start: 0, length: LIST_HEADER });
+    if (!head) throw new RepositoryDamageError(`metafile of restore point ${point.id} is missing`, this.name(key));
+    // The header says how long the list is (a damaged one is a MetafileError, as from the reader); a list of another
+    // disk size is refused before its entries are read.
+    const h = nativeMetafileLength(head, this.name(key));
+    if (h.virtualSize !== geometry.virtualSize) throw new MetafileError(`describes ${h.virtualSize} bytes, the point has ${geometry.virtualSize}`, this.name(key));
+    const bytes = await getAtMost(this.store, key, h.length);
     if (!bytes) throw new RepositoryDamageError(`metafile of restore point ${point.id} is missing`, this.name(key));
+    if (bytes === 'too large') throw new MetafileError(`longer than the ${h.length} bytes its header says`, this.name(key));
     // The metafile reader works on a Location: a store in memory holding just this object.
     const mem = new MemoryStore(this.name(''));
     const f = await mem.createExclusive(key);

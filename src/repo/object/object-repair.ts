@@ -12,6 +12,7 @@ import { MANIFEST_FORMAT, MANIFEST_LIMIT, MANIFEST_VERSION, parseManifest, seria
 import { checkDiskName, isPointId } from '../names.js';
 import { byId, changedBytes, REBUILT_SOURCE, timeOfId, whyRebuild, type RepairSummary } from '../repair.js';
 import { lockDiskWaiting, type LockWait } from '../wait.js';
+import { getAtMost } from './bounded-read.js';
 import { diskPrefix, manifestKey, manifestPrefix, pointMapName } from './keys.js';
 import type { ObjectRepository } from './object-backend.js';
 
@@ -25,7 +26,9 @@ export async function repairObjectManifest(repo: ObjectRepository, disk: string,
     if (typeof reason !== 'string') return reason;
     const refuse = (key: string, why: string) => new RepositoryDamageError(`cannot rebuild the manifest: ${why} (nothing was written)`, repo.name(key));
     const newest = await repo.newestManifest(disk);
-    const damaged = newest === null ? null : await repo.store.get(manifestKey(disk, newest));
+    const damaged = newest === null ? null : await getAtMost(repo.store, manifestKey(disk, newest), MANIFEST_LIMIT);
+    // Kept aside means copied through memory: an object this large is no manifest, and the user decides its fate.
+    if (damaged === 'too large') throw refuse(manifestKey(disk, newest!), `it has more than ${MANIFEST_LIMIT} bytes, so it is no manifest and is not copied aside; move it out of manifests/${disk}/ if it is not needed`);
     if (damaged) refuseNewer(damaged, repo.name(manifestKey(disk, newest!)));
     const ids: string[] = [];
     for await (const o of repo.store.list(prefix)) {
@@ -47,7 +50,8 @@ export async function repairObjectManifest(repo: ObjectRepository, disk: string,
         const probe: RestorePoint = { id, time: timeOfId(id), image: pointMapName(id), kind: 'clone', parent: null, virtualSize: 0, changedBytes: 0, source: REBUILT_SOURCE };
         let list: Metafile;
         try {
-          const bytes = await repo.store.get(key);
+          // Its virtual size (header offset 24) is all the repair needs of it before openPoint reads it, bounded by that.
+          const bytes = await repo.store.get(key, { start: 0, length: 32 });
           if (!bytes) throw refuse(key, `the map of ${id} vanished while the repair read the disk`);
           const virtualSize = bytes.length >= 32 ? Number(bytes.readBigUInt64LE(24)) : 0;
           const image = await repo.openPoint(disk, { ...probe, virtualSize });

@@ -72,10 +72,11 @@ export class PointDisk implements Disk {
   /** Fetches block `i` (data, not zero) and checks its bytes against its name. */
   private async fetch(i: number, hex: string): Promise<Buffer> {
     const key = this.opts.diskPrefix + blockName(hex);
-    const bytes = await this.opts.store.get(key);
-    if (!bytes) throw this.damage(key, 'is missing');
     const want = this.map.blockLength(i);
-    if (bytes.length !== want) throw this.damage(key, `holds ${bytes.length} bytes, the block has ${want}`);
+    // One byte more than the block: a longer object is damage, found without reading (or holding) the rest of it.
+    const bytes = await this.opts.store.get(key, { start: 0, length: want + 1 });
+    if (!bytes) throw this.damage(key, 'is missing');
+    if (bytes.length !== want) throw this.damage(key, bytes.length > want ? `is longer than the block's ${want} bytes` : `holds ${bytes.length} bytes, the block has ${want}`);
     if (createHash('sha256').update(bytes).digest('hex') !== hex) throw this.damage(key, 'does not hold the bytes its name (their SHA-256) says');
     return bytes;
   }

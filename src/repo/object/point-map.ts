@@ -23,6 +23,13 @@ export const MAP_HEADER = 64;
 export const ENTRY = 32;
 /** Maps above this are refused (written and read): 8 Mi blocks, 16 TiB at the default 2 MiB blocks. */
 export const MAP_LIMIT = MAP_HEADER + ENTRY * (8 << 20) + 32;
+/** The smallest block size a map may have (a metafile's). */
+const MIN_MAP_BLOCK = 4 << 10;
+
+/** The most bytes a map of a point of `virtualSize` bytes can have (at the smallest block size), within MAP_LIMIT. */
+export function mapLimitFor(virtualSize: number): number {
+  return Math.min(MAP_LIMIT, MAP_HEADER + mapEntriesBytes(MIN_MAP_BLOCK, virtualSize) + 32);
+}
 
 const ZERO_ENTRY = Buffer.alloc(ENTRY);
 

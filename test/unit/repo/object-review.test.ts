@@ -6,7 +6,9 @@ import { closeSync, openSync, readdirSync, rmSync, truncateSync, writeSync } fro
 import * as path from 'node:path';
 import '../../../src/formats/index.js';
 import { parseLocation } from '../../../src/io/location.js';
+import type { ObjectInfo, ObjectRange } from '../../../src/io/object-store.js';
 import { backupDisk, FileRepository, listRepository, openRepository, pruneDisk, repairManifest, repairObjectManifest, verifyDisk } from '../../../src/repo/index.js';
+import { MANIFEST_LIMIT } from '../../../src/repo/manifest.js';
 import { ObjectRepository } from '../../../src/repo/object/object-backend.js';
 import { RepositoryDamageError } from '../../../src/util/errors.js';
 import { MemoryObjectStore } from '../../helpers/memory-object-store.js';
@@ -16,6 +18,29 @@ import { sha256File } from '../../repo/repo-helpers.js';
 
 const BLOCK = 16 << 10;
 const BLOCKS = 16;
+
+/**
+ * A store whose HEAD answers as if every object were small (as when an object is replaced between a HEAD and the
+ * GET after it) and that records the largest body any GET returned.
+ */
+class LyingHeadStore extends MemoryObjectStore {
+  largest = 0;
+  override async head(key: string): Promise<ObjectInfo | null> {
+    const info = await super.head(key);
+    return info && { ...info, size: Math.min(info.size, 100) };
+  }
+  override async get(key: string, range?: ObjectRange): Promise<Buffer | null> {
+    const bytes = await super.get(key, range);
+    this.largest = Math.max(this.largest, bytes?.length ?? 0);
+    return bytes;
+  }
+  /** Replaces `key`'s body (damage done behind the repository's back). */
+  swap(key: string, body: Buffer): Buffer {
+    const o = this.objects.get(key)!;
+    this.objects.set(key, { ...o, body });
+    return o.body;
+  }
+}
 
 describe('object repository after review', () => {
   let tmp: ReturnType<typeof makeTempDir>;
@@ -162,5 +187,36 @@ describe('object repository after review', () => {
     expect(after).not.toEqual(lease);
     expect(JSON.parse(store.objects.get(after[0])!.body.toString()).released).toBe(true);
     expect((await verifyDisk(repo, 'vm')).ok).toBe(true);
+  });
+  it('reads are bounded before buffering: an oversized manifest, map, list, block or marker is refused in one line, never read whole', async () => {
+    const store = new LyingHeadStore();
+    const repo = new ObjectRepository(store);
+    const src = source();
+    const a = await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now });
+    const huge = Buffer.alloc(16 << 20, 0x7b);
+    const keyOf = (end: string) => store.keys().find((k) => k.endsWith(end))!;
+    const check = async (key: string, body: Buffer, bound: number, expectProblem: () => Promise<string>, want: RegExp) => {
+      const saved = store.swap(key, body);
+      store.largest = 0;
+      const problem = await expectProblem();
+      expect(store.largest).toBeLessThanOrEqual(bound);
+      expect(problem).toMatch(want);
+      expect(problem).not.toContain('\n');
+      store.swap(key, saved);
+    };
+    const thrown = (p: Promise<unknown>) => p.then(() => 'no error', (e: unknown) => (e as Error).message);
+    const pointProblem = async () => (await verifyDisk(repo, 'vm')).points[0].problem ?? 'ok';
+    await check(keyOf('000000000002.json'), huge, MANIFEST_LIMIT + 1, async () => thrown(backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now })), /more than a manifest may have/);
+    await check(keyOf(`${a.point}.map`), huge, 4096, pointProblem, /map of restore point .* more than .* bytes/);
+    const list = store.objects.get(keyOf(`${a.point}.list`))!.body;
+    await check(keyOf(`${a.point}.list`), Buffer.concat([list, huge]), list.length + 1, pointProblem, /its metafile: .*\.list: longer than the \d+ bytes its header says/);
+    await check(store.keys().find((k) => k.includes('/blocks/'))!, huge, BLOCK + 1, pointProblem, /is longer than the block's 16384 bytes/);
+    await check('vhdsync-repository.json', huge, 4097, () => thrown(repo.exists()), /not a vhdsync repository marker/);
+    expect(await pointProblem()).toBe('ok');
+    // A lease record is read at most 64 KiB deep; one larger is no record (as one that does not parse).
+    store.swap(store.keys().find((k) => k.startsWith('leases/vm/'))!, huge);
+    store.largest = 0;
+    expect((await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now })).kind).toBe('clone');
+    expect(store.largest).toBeLessThanOrEqual((64 << 10) + 1);
   });
 });
