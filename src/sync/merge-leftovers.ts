@@ -77,7 +77,9 @@ export async function cleanupMerge(diff: Location, stateLoc: Location, state: Me
   const ours = markerOf(marker, state);
   if (ours) await writeMergeMarker(diff, { ...marker!, finished: true });
   await removeMergeState(stateLoc);
-  if (ours) await removeMergeMarker(diff);
+  // Not flushed: should the removal be lost, the finished marker reads as "done" to merge (which removes it) and
+  // is ignored by copy (docs/decisions/0003).
+  if (ours) await removeMergeMarker(diff, false);
   await removePartials(stateLoc, mergeMarkerLocationFor(diff), metafileLocationFor(parent));
 }
 

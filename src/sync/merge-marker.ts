@@ -57,9 +57,12 @@ export async function writeMergeMarker(diff: Location, marker: MergeMarker): Pro
   await writeBytesAtomically(mergeMarkerLocationFor(diff), Buffer.from(JSON.stringify(marker, null, 2) + '\n', 'utf8'), { overwrite: true });
 }
 
-/** Removes the marker beside `diff`, if any, durably. */
-export async function removeMergeMarker(diff: Location): Promise<void> {
+/**
+ * Removes the marker beside `diff`, if any, durably unless `durable` is false: the last step of a merge's cleanup,
+ * whose marker says `finished` by then, which every reader takes for "done" (a lost removal costs nothing).
+ */
+export async function removeMergeMarker(diff: Location, durable = true): Promise<void> {
   const loc = mergeMarkerLocationFor(diff);
   if (await loc.store.stat(loc.path)) await loc.store.unlink(loc.path);
-  await loc.store.syncDir(loc.store.paths.dirname(loc.path));
+  if (durable) await loc.store.syncDir(loc.store.paths.dirname(loc.path));
 }
