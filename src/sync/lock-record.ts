@@ -26,6 +26,8 @@ export interface LockRecord {
   /** The holder machine's boot id and the holder process's start time (util/process-identity.ts). */
   boot?: string;
   start?: string;
+  /** The holder's pid namespace (util/process-identity.ts). */
+  pidns?: string;
 }
 
 /** A lock file as read: its bytes (what identifies this holding and renewal), the record if it parses, its mtime. */
@@ -71,6 +73,7 @@ export function parseRecord(raw: Buffer): LockRecord | null {
     leaseMs: Number.isSafeInteger(v.leaseMs) && (v.leaseMs as number) > 0 ? v.leaseMs : undefined,
     boot: typeof v.boot === 'string' ? v.boot : undefined,
     start: typeof v.start === 'string' ? v.start : undefined,
+    pidns: typeof v.pidns === 'string' ? v.pidns : undefined,
   };
 }
 

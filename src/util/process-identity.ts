@@ -3,8 +3,11 @@
  * host name, the boot id of the machine (/proc/sys/kernel/random/boot_id: new at every boot, and different on two
  * VMs cloned from one template even when they share a host name) and the holder's start time (field 22 of
  * /proc/PID/stat, clock ticks since boot), which tells a pid reused by another process from the holder itself.
+ * Containers on one kernel share the boot id, and often the host name (host networking, a fixed --hostname), but
+ * each has its own pid namespace, where the holder's pid means nothing to us: so the record also names the holder's
+ * pid namespace (/proc/self/ns/pid), and only a holder of our own namespace can be found gone.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 
 /** The identity fields a lock or lease record carries about its holder (boot and start absent in old records). */
@@ -15,6 +18,8 @@ export interface HolderIdentity {
   boot?: string;
   /** The holder process's start time (ticks since boot, as /proc writes it). */
   start?: string;
+  /** The holder's pid namespace (`pid:[inode]`), in which `pid` and `start` mean something. */
+  pidns?: string;
 }
 
 let cachedBoot: string | null | undefined;
@@ -30,6 +35,21 @@ export function bootId(): string | null {
     }
   }
   return cachedBoot;
+}
+
+let cachedPidNs: string | null | undefined;
+
+/** This process's pid namespace (`pid:[4026531836]`), or null where it cannot be read. */
+export function pidNamespace(): string | null {
+  if (cachedPidNs === undefined) {
+    try {
+      const ns = readlinkSync('/proc/self/ns/pid');
+      cachedPidNs = /^pid:\[\d+\]$/.test(ns) ? ns : null;
+    } catch {
+      cachedPidNs = null;
+    }
+  }
+  return cachedPidNs;
 }
 
 /** The start time of process `pid` (field 22 of /proc/PID/stat), or null when it cannot be read (gone, hidden). */
@@ -50,17 +70,21 @@ export function processStart(pid: number): string | null {
 export function ownIdentity(): HolderIdentity {
   const boot = bootId();
   const start = processStart(process.pid);
-  return { host: hostname(), pid: process.pid, ...(boot !== null ? { boot } : {}), ...(start !== null ? { start } : {}) };
+  const pidns = pidNamespace();
+  return { host: hostname(), pid: process.pid, ...(boot !== null ? { boot } : {}), ...(start !== null ? { start } : {}), ...(pidns !== null ? { pidns } : {}) };
 }
 
 /**
- * True only when the holder is certainly a process of this boot of this machine that has ended: same host name
- * and boot id, and its pid is gone or now names a process that started at another time. A record without boot id
- * or start time (an older version's, another system's) is treated as another host's: never gone by this rule.
+ * True only when the holder is certainly a process of this boot of this machine, in our pid namespace, that has
+ * ended: same host name, boot id and pid namespace, and its pid is gone or now names a process that started at
+ * another time. A record without these fields (an older version's, another system's) is treated as another host's:
+ * never gone by this rule.
  */
 export function holderGone(r: HolderIdentity): boolean {
   const boot = bootId();
+  const pidns = pidNamespace();
   if (r.host !== hostname() || boot === null || r.boot !== boot || typeof r.start !== 'string') return false;
+  if (pidns === null || r.pidns !== pidns) return false;
   // Not a pid a record of ours holds (0 and negative ones would name process groups to kill()).
   if (!Number.isSafeInteger(r.pid) || r.pid <= 0) return false;
   try {

@@ -38,6 +38,8 @@ interface LeaseRecord {
   /** The holder machine's boot id and the holder process's start time (util/process-identity.ts); absent before. */
   boot?: string;
   start?: string;
+  /** The holder's pid namespace (util/process-identity.ts); absent before. */
+  pidns?: string;
   op: string;
   token: string;
   since: string;

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { hostname } from 'node:os';
 import { DiskLease } from '../../../src/repo/object/lease.js';
 import { BusyError } from '../../../src/util/errors.js';
-import { bootId, processStart } from '../../../src/util/process-identity.js';
+import { bootId, pidNamespace, processStart } from '../../../src/util/process-identity.js';
 import type { ObjectInfo } from '../../../src/io/object-store.js';
 import { MemoryObjectStore } from '../../helpers/memory-object-store.js';
 
@@ -45,8 +45,9 @@ describe('object lease', () => {
 
   it('a holder of this boot of this host that has ended is taken over at once; a cloned VM of the same name, an older record or a live holder are not', async () => {
     const gone = deadPid();
-    const here = { host: hostname(), boot: bootId()! };
+    const here = { host: hostname(), boot: bootId()!, pidns: pidNamespace()! };
     expect(here.boot).toMatch(/^[0-9a-f-]{36}$/);
+    expect(here.pidns).toMatch(/^pid:\[\d+\]$/);
     const taken = async (holder: object): Promise<boolean> => {
       const store = new MemoryObjectStore();
       await plant(store, holder);
@@ -57,7 +58,7 @@ describe('object lease', () => {
       });
       if (!lease) return false;
       const mine = JSON.parse(store.objects.get('leases/vm/000000000002.json')!.body.toString('utf8'));
-      expect(mine).toMatchObject({ host: hostname(), pid: process.pid, boot: bootId(), start: processStart(process.pid) });
+      expect(mine).toMatchObject({ host: hostname(), pid: process.pid, boot: bootId(), start: processStart(process.pid), pidns: pidNamespace() });
       await lease.release();
       return true;
     };
@@ -68,6 +69,10 @@ describe('object lease', () => {
     expect(await taken({ ...here, boot: '00000000-0000-4000-8000-000000000000', pid: gone, start: '12345' })).toBe(false);
     // Written by an older version: no boot id, no start time; another host as far as we can tell.
     expect(await taken({ host: hostname(), pid: gone })).toBe(false);
+    // A container on this kernel (same boot id, same host name with host networking): its pid is not ours to look
+    // up, so a pid that is free here says nothing; the same for a record written before pid namespaces were named.
+    expect(await taken({ ...here, pidns: 'pid:[1]', pid: gone, start: '12345' })).toBe(false);
+    expect(await taken({ host: hostname(), boot: here.boot, pid: gone, start: '12345' })).toBe(false);
     // Alive: our own process with its start time.
     expect(await taken({ ...here, pid: process.pid, start: processStart(process.pid) })).toBe(false);
   });

@@ -3,7 +3,7 @@ import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:chil
 import { writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { createInterface } from 'node:readline';
-import { bootId } from '../../../src/util/process-identity.js';
+import { bootId, pidNamespace } from '../../../src/util/process-identity.js';
 import * as path from 'node:path';
 
 class Racer {
@@ -92,7 +92,7 @@ export async function raceRounds(racers: Racers, lockFile: string, rounds: numbe
   const bad: string[] = [];
   const gone = deadPid();
   for (let i = 0; i < rounds; i++) {
-    writeFileSync(lockFile, JSON.stringify({ pid: gone, host: hostname(), boot: bootId(), start: '1', op: 'merge', since: 'then' }));
+    writeFileSync(lockFile, JSON.stringify({ pid: gone, host: hostname(), boot: bootId(), pidns: pidNamespace(), start: '1', op: 'merge', since: 'then' }));
     const answers = await racers.race();
     if (answers.filter((a) => a === 'won').length !== 1 || answers.some((a) => a.startsWith('error'))) bad.push(`round ${i}: ${answers.join(', ')}`);
     await racers.drop();

@@ -2,13 +2,14 @@ import { jest } from '@jest/globals';
 import { existsSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { lockImage, lockLocationFor, type LockTiming } from '../../../src/sync/lock.js';
 import { recordingStore } from '../../../src/io/recording-store.js';
 import { localStore } from '../../../src/io/local.js';
 import { parseLocation, type Location } from '../../../src/io/location.js';
 import { BusyError, IoError } from '../../../src/util/errors.js';
-import { bootId, processStart } from '../../../src/util/process-identity.js';
+import { bootId, pidNamespace, processStart } from '../../../src/util/process-identity.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 
 describe('image locks', () => {
@@ -33,7 +34,7 @@ describe('image locks', () => {
     const lockPath = lockLocationFor(img).path;
     // A process that has exited: its pid is free.
     const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
-    const here = { host: hostname(), boot: bootId()!, op: 'merge', since: 'then' };
+    const here = { host: hostname(), boot: bootId()!, pidns: pidNamespace()!, op: 'merge', since: 'then' };
     writeFileSync(lockPath, JSON.stringify({ ...here, pid: Number(gone), start: '1' }));
     const l = await lockImage(img, 'copy');
     expect(JSON.parse(readFileSync(lockPath, 'utf8'))).toMatchObject({ pid: process.pid, op: 'copy', boot: bootId(), start: processStart(process.pid) });
@@ -47,12 +48,41 @@ describe('image locks', () => {
     // A VM cloned from the same template has our host name but another boot id: its holder may be alive there.
     writeFileSync(lockPath, JSON.stringify({ ...here, pid: Number(gone), start: '1', boot: '00000000-0000-4000-8000-000000000000' }));
     await expect(lockImage(img, 'copy')).rejects.toThrow(/in use by a merge /);
+    // A container on this kernel (same host name and boot id, its own pid namespace): its pid means nothing here.
+    writeFileSync(lockPath, JSON.stringify({ ...here, pid: Number(gone), start: '1', pidns: 'pid:[1]' }));
+    await expect(lockImage(img, 'copy')).rejects.toThrow(/in use by a merge /);
     // An older version's record (no boot id, no start time) counts as another host's too.
     writeFileSync(lockPath, JSON.stringify({ pid: Number(gone), host: hostname(), op: 'merge', since: 'then' }));
     await expect(lockImage(img, 'copy')).rejects.toThrow(/in use by a merge /);
     // The same host, boot and start time as a live process (ours): held.
     writeFileSync(lockPath, JSON.stringify({ ...here, pid: process.pid, start: processStart(process.pid) }));
     await expect(lockImage(img, 'copy')).rejects.toThrow(/in use by a merge /);
+  });
+
+  it('never takes over a live holder running as pid 1 of another pid namespace (a container on this kernel)', async () => {
+    // The holder shares our host name and boot id; in its namespace it is pid 1, which here is init (alive) or, in
+    // a namespace of our own, nobody: only the recorded namespace tells the two apart.
+    const unshare = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true']);
+    if (unshare.status !== 0) {
+      console.log(`skipped: needs unshare --pid (root): ${String(unshare.stderr || unshare.error).trim()}`);
+      return;
+    }
+    const img = await image();
+    const holder = spawn('unshare', ['--pid', '--fork', '--mount-proc', process.execPath, path.resolve('test/unit/sync/lock-racer.mjs'), path.resolve('dist'), img.path]);
+    const lines = createInterface({ input: holder.stdout });
+    const next = (): Promise<string> => new Promise((resolve) => lines.once('line', resolve));
+    try {
+      expect(await next()).toBe('ready');
+      holder.stdin.write('go\n');
+      expect(await next()).toBe('won');
+      const held = JSON.parse(readFileSync(lockLocationFor(img).path, 'utf8'));
+      expect(held).toMatchObject({ pid: 1, boot: bootId() });
+      expect(held.pidns).not.toBe(pidNamespace());
+      await expect(lockImage(img, 'copy', FAST)).rejects.toThrow(/in use by a copy \(pid 1 /);
+    } finally {
+      holder.stdin.write('quit\n');
+      await new Promise((resolve) => holder.once('exit', resolve));
+    }
   });
 
   it('treats an unreadable lock as being written unless it is old', async () => {
