@@ -95,6 +95,11 @@ export function hashBlocksSync(blocks: number[][], files: string[], hx: SyncHash
     };
     for (let r = 0; r < runs.length; r += 3) {
       const file = runs[r];
+      // Zeros before any data are only counted (a block lying in a hole of its file is never compared byte by byte).
+      if (file < 0 && !h) {
+        zeroRun += runs[r + 2];
+        continue;
+      }
       const end = runs[r + 1] + runs[r + 2];
       for (let p = runs[r + 1]; p < end; ) {
         const n = Math.min(hx.piece, end - p);

@@ -59,6 +59,30 @@ describe('the direct hashing path (file ranges mapped through the BAT) agrees wi
   afterAll(() => tmp.cleanup());
   let n = 0;
 
+  it('on sparse raw images (ranges lying in holes of the file hashed as zeros through the hole map; written zeros are data)', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 8 * MiB }),
+        fc.array(fc.record({ zero: fc.boolean(), at: fc.integer({ min: 0, max: 8 * MiB }), len: fc.integer({ min: 1, max: 3 * MiB }) }), { maxLength: 6 }),
+        async (size, writes) => {
+          const file = path.join(tmp.dir, `sparse${n++}.raw`);
+          fs.writeFileSync(file, '');
+          fs.truncateSync(file, size);
+          const fd = fs.openSync(file, 'r+');
+          for (const w of writes) {
+            const at = Math.min(w.at, size - 1);
+            const len = Math.min(w.len, size - at);
+            fs.writeSync(fd, w.zero ? Buffer.alloc(len) : randomBytes(len), 0, len, at);
+          }
+          fs.closeSync(fd);
+          await expectPathsAgree(file, [64 << 10, 2 * MiB]);
+          fs.rmSync(file);
+        },
+      ),
+      { numRuns: 12 },
+    );
+  });
+
   it('on random VHD and VHDX images and differencing chains (sector bitmaps, partial blocks, zeroed ranges)', async () => {
     await fc.assert(
       fc.asyncProperty(
