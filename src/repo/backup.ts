@@ -124,7 +124,9 @@ export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: 
   try {
     const existing = (await repo.readManifest(disk)) ?? (await firstManifest(repo, session, disk, opts));
     const settled = await settle(session, existing);
-    let m = settled.manifest;
+    // A disk without points (its first backup failed, e.g. on a mistyped source, after the first manifest was
+    // written) has no settings to keep yet: this run's are the ones its first point will have.
+    let m = settled.manifest.points.length ? settled.manifest : { ...settled.manifest, hash: opts.hash ?? 'xxh128', blockSize: opts.blockSize ?? DEFAULT_BLOCK_SIZE };
     const src = await openSource(source, opts.open);
     const { base, list, note } = await baseOf(repo, disk, m, src, Boolean(opts.full)).catch(async (err) => {
       await src.close();
