@@ -24,9 +24,9 @@ export function hookObjectStore(store: ObjectStore): ObjectStore {
         return inner.put(key, body, conditions);
       },
       list: (prefix) => inner.list(prefix),
-      async delete(keys) {
+      async delete(keys, fence) {
         if (keys.length > 0) countMutation();
-        return inner.delete(keys);
+        return inner.delete(keys, fence);
       },
       bucketExists: () => inner.bucketExists(),
       close: () => inner.close(),

@@ -18,8 +18,18 @@ export interface ObjectInfo {
   lastModifiedMs: number;
 }
 
-/** Conditions on a write, decided atomically by the service. */
+/**
+ * A writer's authority to change the store (an object repository's disk lease). A mutating request asks it right
+ * before each of its attempts, retries included, and an attempt still running when the authority ends is aborted.
+ */
+export interface WriteFence {
+  /** Throws (a VhdsyncError) once the writer may no longer change the store; otherwise the ms its authority has left. */
+  remainingMs(): number;
+}
+
+/** Conditions on a write, decided atomically by the service (the fence by us, before each attempt). */
 export interface PutConditions {
+  fence?: WriteFence;
   /** Create only: fails with AlreadyExistsError when the key exists (`If-None-Match: *`). */
   ifNoneMatch?: '*';
   /** Replace only this version: fails with ConflictError when the object's ETag differs (`If-Match`). */
@@ -44,8 +54,8 @@ export interface ObjectStore {
   put(key: string, body: Uint8Array, conditions?: PutConditions): Promise<{ etag: string }>;
   /** Every object whose key starts with `prefix`, in key order, paged as the service pages them. */
   list(prefix: string): AsyncIterable<ObjectInfo>;
-  /** Deletes the objects (absent ones are not an error), batched as the service allows. */
-  delete(keys: readonly string[]): Promise<void>;
+  /** Deletes the objects (absent ones are not an error), batched as the service allows, each attempt under `fence`. */
+  delete(keys: readonly string[], fence?: WriteFence): Promise<void>;
   /** True when the bucket exists and these credentials may read it; false for a missing bucket. */
   bucketExists(): Promise<boolean>;
   /** Ends pooled connections. */

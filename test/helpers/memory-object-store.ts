@@ -4,7 +4,7 @@
  * unit and property tests. `beforeMutation` lets a test fail or "kill" the run at an exact request.
  */
 import { createHash } from 'node:crypto';
-import type { ObjectInfo, ObjectRange, ObjectStore, PutConditions } from '../../src/io/object-store.js';
+import type { ObjectInfo, ObjectRange, ObjectStore, PutConditions, WriteFence } from '../../src/io/object-store.js';
 import { AlreadyExistsError, ConflictError } from '../../src/util/errors.js';
 
 interface Stored {
@@ -40,6 +40,7 @@ export class MemoryObjectStore implements ObjectStore {
 
   async put(key: string, body: Uint8Array, conditions: PutConditions = {}): Promise<{ etag: string }> {
     this.counts.put++;
+    conditions.fence?.remainingMs();
     this.beforeMutation?.({ op: 'put', key });
     const old = this.objects.get(key);
     if (conditions.ifNoneMatch === '*' && old) throw new AlreadyExistsError('already exists', key);
@@ -59,9 +60,10 @@ export class MemoryObjectStore implements ObjectStore {
     }
   }
 
-  async delete(keys: readonly string[]): Promise<void> {
+  async delete(keys: readonly string[], fence?: WriteFence): Promise<void> {
     this.counts.delete++;
     if (!keys.length) return;
+    fence?.remainingMs();
     this.beforeMutation?.({ op: 'delete', keys });
     for (const k of keys) this.objects.delete(k);
   }

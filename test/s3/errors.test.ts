@@ -10,7 +10,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { openS3ObjectStore } from '../../src/io/s3/s3-store.js';
-import { AlreadyExistsError, ConflictError, CredentialsError, IoError, NotFoundError, VhdsyncError } from '../../src/util/errors.js';
+import { AlreadyExistsError, BusyError, ConflictError, CredentialsError, IoError, NotFoundError, VhdsyncError } from '../../src/util/errors.js';
 import { describeRgw, useRadosgw } from '../helpers/radosgw.js';
 import { makeTempDir } from '../helpers/tmp.js';
 
@@ -170,6 +170,54 @@ describe('S3 failures without an engine', () => {
       round('none', 'drop', 'md5');
       expect(await failure(s.put('lease', Buffer.from('generation 9'), { ifNoneMatch: '*' }))).toBeInstanceOf(AlreadyExistsError);
       expect([puts, heads, gets]).toEqual([1, 0, 0]);
+    } finally {
+      await s.close();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('a fenced write: the fence is asked before every attempt, retries included, and an attempt running past it is cut off', async () => {
+    // PUT `slow` is answered after 600 ms; every other PUT and POST (DeleteObjects) gets a 503.
+    let requests = 0;
+    const server = http.createServer((req, res) => {
+      requests++;
+      req.resume();
+      req.on('end', () => {
+        if (req.url?.includes('slow')) {
+          setTimeout(() => {
+            res.writeHead(200, { etag: '"0123456789abcdef0123456789abcdef"' });
+            res.end();
+          }, 600);
+          return;
+        }
+        res.writeHead(503, { 'content-type': 'application/xml' });
+        res.end('<?xml version="1.0"?><Error><Code>ServiceUnavailable</Code></Error>');
+      });
+    });
+    const port = await listen(server);
+    const s = openS3ObjectStore('s3://bucket', { env: { ...KEYS, AWS_ENDPOINT_URL: `http://127.0.0.1:${port}` }, retry: FAST });
+    const lapsed = new BusyError("lost the lease of disk 'vm' (its lease could not be renewed for 30 s); stopped writing so that another run can take over", 's3://bucket/leases/vm/000000000001.json');
+    /** A fence with `ms` of authority for its first `grants` questions, lapsed after. */
+    const fence = (grants: number, ms: number) => ({
+      asked: 0,
+      remainingMs() {
+        if (++this.asked > grants) throw lapsed;
+        return ms;
+      },
+    });
+    try {
+      // The first attempt gets a 503; its retry is never sent, the fence's line is the error.
+      const f = fence(1, 60_000);
+      expect(await failure(s.put('k', Buffer.from('x'), { fence: f }))).toBe(lapsed);
+      expect([requests, f.asked]).toEqual([1, 2]);
+      requests = 0;
+      const d = fence(1, 60_000);
+      expect(await failure(s.delete(['a', 'b'], d))).toBe(lapsed);
+      expect(requests).toBe(1);
+      // Lapsed while the attempt runs (200 ms left, the 200 answer takes 600): cut off, never a success.
+      expect(await failure(s.put('slow', Buffer.from('x'), { fence: fence(1, 200) }))).toBe(lapsed);
+      // Renewed meanwhile (each question grants 200 ms more): the attempt runs to its answer.
+      expect(await s.put('slow', Buffer.from('x'), { fence: fence(100, 200) })).toEqual({ etag: '0123456789abcdef0123456789abcdef' });
     } finally {
       await s.close();
       await new Promise((r) => server.close(r));

@@ -21,7 +21,7 @@ import {
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
-import type { ObjectInfo, ObjectRange, ObjectStore, PutConditions } from '../object-store.js';
+import type { ObjectInfo, ObjectRange, ObjectStore, PutConditions, WriteFence } from '../object-store.js';
 import { AlreadyExistsError, ConflictError } from '../../util/errors.js';
 import { resolveS3Settings, type S3ConfigOptions, type S3Settings } from './config.js';
 import { mapS3Error, serviceCode, type ErrorContext } from './errors.js';
@@ -101,6 +101,37 @@ async function readBody(body: unknown, length: number | undefined, asked: number
   }
   if (at !== length) throw truncated();
   return out;
+}
+
+/**
+ * Sends one attempt of a mutating request under `fence`: asked first (throws when the writer's authority has
+ * ended), and the attempt is aborted if it is still running when that authority ends (a renewal meanwhile moves the
+ * end: the timer asks again). A body cut off before it was complete is never committed by the service; one sent
+ * completely before the end may still be committed later, which the lease's margin covers (decision 0010).
+ */
+async function fencedAttempt<T>(fence: WriteFence | undefined, send: (abortSignal?: AbortSignal) => Promise<T>): Promise<T> {
+  if (!fence) return send();
+  const controller = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const arm = (ms: number) => {
+    timer = setTimeout(() => {
+      try {
+        arm(Math.max(1, fence.remainingMs()));
+      } catch (err) {
+        controller.abort(err);
+      }
+    }, ms);
+  };
+  arm(Math.max(1, fence.remainingMs()));
+  try {
+    return await send(controller.signal);
+  } catch (err) {
+    // Aborted for the fence: its own error (one line, final), not the SDK's AbortError.
+    if (controller.signal.aborted) throw controller.signal.reason;
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** An S3 bucket and prefix as an ObjectStore. */
@@ -193,15 +224,18 @@ export class S3ObjectStore implements ObjectStore {
     let mayHaveCommitted = false;
     const etag = await this.request(key, async (attempt) => {
       try {
-        const r = await this.client.send(
-          new PutObjectCommand({
-            Bucket: this.bucket,
-            Key: this.fullKey(key),
-            Body: body,
-            ContentLength: body.byteLength,
-            IfNoneMatch: conditions.ifNoneMatch,
-            IfMatch: conditions.ifMatch === undefined ? undefined : bareEtag(conditions.ifMatch),
-          }),
+        const r = await fencedAttempt(conditions.fence, (abortSignal) =>
+          this.client.send(
+            new PutObjectCommand({
+              Bucket: this.bucket,
+              Key: this.fullKey(key),
+              Body: body,
+              ContentLength: body.byteLength,
+              IfNoneMatch: conditions.ifNoneMatch,
+              IfMatch: conditions.ifMatch === undefined ? undefined : bareEtag(conditions.ifMatch),
+            }),
+            { abortSignal },
+          ),
         );
         this.bucketSeen = true;
         return bareEtag(r.ETag);
@@ -259,13 +293,16 @@ export class S3ObjectStore implements ObjectStore {
     } while (token);
   }
 
-  async delete(keys: readonly string[]): Promise<void> {
+  async delete(keys: readonly string[], fence?: WriteFence): Promise<void> {
     const unique = [...new Set(keys)];
     for (let i = 0; i < unique.length; i += this.deleteBatch) {
       const batch = unique.slice(i, i + this.deleteBatch);
       const r = await this.request(null, () =>
-        this.client.send(
-          new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Quiet: true, Objects: batch.map((k) => ({ Key: this.fullKey(k) })) } }),
+        fencedAttempt(fence, (abortSignal) =>
+          this.client.send(
+            new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Quiet: true, Objects: batch.map((k) => ({ Key: this.fullKey(k) })) } }),
+            { abortSignal },
+          ),
         ),
       );
       // Quiet mode lists only failures; a key that was already gone is not one.

@@ -15,7 +15,7 @@
  *   never match a new one). A new holder deletes the generations below its own.
  */
 import { randomBytes } from 'node:crypto';
-import type { ObjectStore } from '../../io/object-store.js';
+import type { ObjectStore, WriteFence } from '../../io/object-store.js';
 import { AlreadyExistsError, BusyError, ConflictError, NotFoundError } from '../../util/errors.js';
 import { holderGone, ownIdentity } from '../../util/process-identity.js';
 import { getAtMost, type BoundedRead } from './bounded-read.js';
@@ -76,7 +76,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const MAX_LOOKS = 5;
 
 /** A lease this run holds. */
-export class DiskLease {
+export class DiskLease implements WriteFence {
   private timer: NodeJS.Timeout;
   private deadline: number;
   private lost: string | null = null;
@@ -151,6 +151,12 @@ export class DiskLease {
   check(): void {
     if (!this.lost && performance.now() >= this.deadline) this.lose(`its lease could not be renewed for ${this.timing.authorityMs / 1000} s`);
     if (this.lost) throw new BusyError(`lost the lease of disk '${this.disk}' (${this.lost}); stopped writing so that another run can take over`, `${this.store.display}/${leaseKey(this.disk, this.generation)}`);
+  }
+
+  /** The fence of this run's writes: throws as check() does, else the ms of authority left. */
+  remainingMs(): number {
+    this.check();
+    return this.deadline - performance.now();
   }
 
   private lose(why: string): void {

@@ -3,7 +3,9 @@
  * and list), and the sweep that deletes whatever the manifest no longer references.
  */
 import type { DiskIdentity } from '../../formats/disk.js';
+import { fencedStore } from '../../io/fenced-store.js';
 import { MemoryStore } from '../../io/memory-store.js';
+import type { ObjectStore } from '../../io/object-store.js';
 import { readMetafile, writableFields, writeMetafile } from '../../meta/index.js';
 import { AlreadyExistsError, ConflictError, RepositoryDamageError, UnsupportedError, VhdsyncError } from '../../util/errors.js';
 import type { DiskSession, PointFill, PointName, PointSpec, WrittenPoint } from '../backend.js';
@@ -40,8 +42,23 @@ export class ObjectDiskSession implements DiskSession {
     this.keepStrayBlocks = op === 'backup';
   }
 
+  /** The repository's store with the lease as the fence of every put and delete (each attempt, retries too). */
   private get store() {
-    return this.repo.store;
+    return (this.fenced ??= fencedStore(this.repo.store, this.lease));
+  }
+  private fenced: ObjectStore | undefined;
+
+  /**
+   * Throws ConflictError when the disk has a manifest generation newer than `m`: another run took the disk over
+   * and wrote it, so this run's view is stale (its lease lapsed unnoticed: a suspended VM, a frozen clock).
+   */
+  private async refuseIfSuperseded(m: DiskManifest): Promise<void> {
+    for await (const o of this.store.list(manifestPrefix(this.disk))) {
+      const g = parseGeneration(o.key.slice(manifestPrefix(this.disk).length));
+      if (g !== null && g > m.generation) {
+        throw new ConflictError(`generation ${g} of the manifest of disk '${this.disk}' was written by another run that took the disk over; this run (at generation ${m.generation}) stopped, nothing more of it is recorded: retry`, this.repo.name(o.key));
+      }
+    }
   }
 
   check(): void {
@@ -61,6 +78,9 @@ export class ObjectDiskSession implements DiskSession {
       if (!(err instanceof AlreadyExistsError)) throw err;
       throw new ConflictError(`generation ${m.generation} of the manifest of disk '${this.disk}' was written by another run meanwhile; nothing of this run was recorded: retry`, this.repo.name(key));
     }
+    // The key of a generation a newer writer already deleted can be created again by a late one: ours is then not
+    // the newest, and this run must stop before it acts on it (its sweep would delete the newer points' objects).
+    await this.refuseIfSuperseded(m);
     // The generation this one replaces is of no use now (a reader that listed it lists again); older ones, left by
     // a kill between these two requests, go in the next sweep.
     if (m.generation > 1) {
@@ -147,6 +167,7 @@ export class ObjectDiskSession implements DiskSession {
     for await (const o of this.store.list(manifestPrefix(this.disk))) {
       const g = parseGeneration(o.key.slice(manifestPrefix(this.disk).length));
       if (g !== null && g < m.generation) doomed.push(o.key);
+      if (g !== null && g > m.generation) await this.refuseIfSuperseded(m);
     }
     const keep = new Set<string>();
     for (const p of m.points) keep.add(p.image).add(pointListName(p.id));
@@ -170,6 +191,8 @@ export class ObjectDiskSession implements DiskSession {
     for (let i = 0; i < doomed.length; i += 1000) {
       const batch = doomed.slice(i, i + 1000);
       this.check();
+      // What is unreferenced by `m` may be a newer manifest's: never delete past a takeover.
+      await this.refuseIfSuperseded(m);
       await this.store.delete(batch);
       removed.push(...batch);
     }

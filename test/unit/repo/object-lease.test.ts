@@ -4,10 +4,17 @@
  * stalled holder's late writes.
  */
 import { spawnSync } from 'node:child_process';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
+import * as path from 'node:path';
+import '../../../src/formats/index.js';
+import { parseLocation } from '../../../src/io/location.js';
+import { backupDisk, pruneDisk } from '../../../src/repo/index.js';
 import { DiskLease } from '../../../src/repo/object/lease.js';
-import { BusyError } from '../../../src/util/errors.js';
+import { ObjectRepository } from '../../../src/repo/object/object-backend.js';
+import { BusyError, ConflictError } from '../../../src/util/errors.js';
 import { bootId, pidNamespace, processStart } from '../../../src/util/process-identity.js';
+import { makeTempDir } from '../../helpers/tmp.js';
 import type { ObjectInfo } from '../../../src/io/object-store.js';
 import { MemoryObjectStore } from '../../helpers/memory-object-store.js';
 
@@ -75,5 +82,75 @@ describe('object lease', () => {
     expect(await taken({ host: hostname(), boot: here.boot, pid: gone, start: '12345' })).toBe(false);
     // Alive: our own process with its start time.
     expect(await taken({ ...here, pid: process.pid, start: processStart(process.pid) })).toBe(false);
+  });
+
+  /** A raw disk of 4 blocks of 16 KiB, each filled with its own byte. */
+  function rawSource(dir: string): string {
+    const src = path.join(dir, 'src.raw');
+    const fd = openSync(src, 'w');
+    for (let b = 0; b < 4; b++) writeSync(fd, Buffer.alloc(16 << 10, b + 1));
+    closeSync(fd);
+    return src;
+  }
+
+  it('a late writer (its lease lapsed unnoticed) cannot make its manifest current, and its sweep deletes nothing of the new holder', async () => {
+    const tmp = makeTempDir('vhdsync-objlease-');
+    try {
+      const src = rawSource(tmp.dir);
+      const store = new MemoryObjectStore();
+      const repo = new ObjectRepository(store);
+      await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: 16 << 10 });
+      const late = await repo.lockDisk('vm', 'prune');
+      try {
+        const m = (await repo.readManifest('vm'))!;
+        const g = m.generation;
+        const key = (n: number) => `manifests/vm/${String(n).padStart(12, '0')}.json`;
+        // Meanwhile (this run stalled, its clock frozen, so its own deadline never passed) another run took the disk
+        // over, wrote generations g + 1 and g + 2 (deleting g + 1) and a block of its new point.
+        const theirs = 'disks/vm/blocks/' + 'ab'.repeat(32);
+        await store.put(key(g + 2), Buffer.from('newer'), { ifNoneMatch: '*' });
+        await store.put(theirs, Buffer.alloc(16 << 10, 9), { ifNoneMatch: '*' });
+        const next = { ...m, generation: g + 1 };
+        // Generation g + 1's key is free again: the create succeeds, but it is not the newest, so the run stops there.
+        await expect(late.writeManifest(next)).rejects.toThrow(new ConflictError(`generation ${g + 2} of the manifest of disk 'vm' was written by another run that took the disk over; this run (at generation ${g + 1}) stopped, nothing more of it is recorded: retry`, ''));
+        await expect(late.sweep(next)).rejects.toBeInstanceOf(ConflictError);
+        expect(store.keys()).toContain(theirs);
+        expect(store.keys()).toContain(key(g + 2));
+      } finally {
+        await late.release();
+      }
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('every put and delete of a session carries its lease as the fence the store asks before each attempt', async () => {
+    const tmp = makeTempDir('vhdsync-objlease-');
+    try {
+      const src = rawSource(tmp.dir);
+      const store = new MemoryObjectStore();
+      const repo = new ObjectRepository(store);
+      const seen: { key: string; fence: unknown }[] = [];
+      const put = store.put.bind(store);
+      const del = store.delete.bind(store);
+      store.put = (key, body, conditions) => (seen.push({ key, fence: conditions?.fence }), put(key, body, conditions));
+      store.delete = (keys, fence) => (keys.length && seen.push({ key: keys[0], fence }), del(keys, fence));
+      await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: 16 << 10 });
+      const again = openSync(src, 'r+');
+      writeSync(again, Buffer.alloc(100, 7), 0, 100, 0);
+      closeSync(again);
+      await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: 16 << 10 });
+      await pruneDisk(repo, 'vm', { keep: 1 });
+      // The lease's own requests (take, renew, release) and the repository marker are outside any session.
+      const session = seen.filter((r) => !r.key.startsWith('leases/') && r.key !== 'vhdsync-repository.json');
+      expect(session.length).toBeGreaterThan(10);
+      for (const r of session) expect(r.fence).toBeInstanceOf(DiskLease);
+      expect(session.some((r) => r.key.startsWith('manifests/'))).toBe(true);
+      expect(session.some((r) => r.key.includes('/blocks/'))).toBe(true);
+      // The prune's sweep deleted the dropped point's block, map and list under the fence too.
+      expect(session.some((r) => r.key.startsWith('disks/vm/') && !store.objects.has(r.key))).toBe(true);
+    } finally {
+      tmp.cleanup();
+    }
   });
 });
