@@ -5,10 +5,10 @@
  * the others; manifests are a new object per generation; each disk has a lease object.
  */
 import type { Disk } from '../../formats/disk.js';
-import type { ObjectStore } from '../../io/object-store.js';
+import type { ObjectStore, PutConditions } from '../../io/object-store.js';
 import { MemoryStore } from '../../io/memory-store.js';
 import { nativeMetafileLength, readMetafile, type Metafile } from '../../meta/index.js';
-import { AlreadyExistsError, IoError, MetafileError, NotFoundError, RepositoryDamageError, UsageError } from '../../util/errors.js';
+import { AlreadyExistsError, ConflictError, IoError, MetafileError, NotFoundError, RepositoryDamageError, UnsupportedError, UsageError } from '../../util/errors.js';
 import type { DiskSession, RepoBackend } from '../backend.js';
 import { ManifestProblem, MANIFEST_LIMIT, parseManifest, type DiskManifest, type RestorePoint } from '../manifest.js';
 import { checkDiskName } from '../names.js';
@@ -40,6 +40,8 @@ export class ObjectRepository implements RepoBackend {
   readonly lease: LeaseTiming;
   readonly uploadsInFlight: number;
   readonly readAhead: number;
+  /** The store was seen to refuse conditional writes that had to fail (probeConditions). */
+  private conditionsChecked = false;
 
   constructor(
     readonly store: ObjectStore,
@@ -180,6 +182,39 @@ export class ObjectRepository implements RepoBackend {
     return (await this.store.head(diskPrefix(disk) + point.image))?.size ?? null;
   }
 
+  /**
+   * Leases and manifests are only exclusive if the store decides `If-None-Match: *` and `If-Match` itself; some
+   * (older MinIO, some gateways) ignore them and accept every write, which would let two runs hold one disk. So,
+   * once per repository object before its first lease: a create of the existing marker and a replace of it under an
+   * ETag it does not have must both fail. Where either is accepted, the run stops in one line before any lease is
+   * taken (the marker was rewritten with its own content, give or take a trailing newline).
+   */
+  private async probeConditions(): Promise<void> {
+    if (this.conditionsChecked) return;
+    const marker = await getAtMost(this.store, REPOSITORY_MARKER, MARKER_LIMIT);
+    // A missing or damaged marker is exists()'s to report; backup has made it by now.
+    if (!marker || marker === 'too large' || !isMarker(marker)) return;
+    // Not byte-identical to the object: a retried probe's 412 must not pass for our own earlier write.
+    const body = marker.at(-2) === 0x0a ? marker.subarray(0, -1) : Buffer.concat([marker, Buffer.from('\n')]);
+    const accepted = async (conditions: PutConditions, refusal: typeof AlreadyExistsError): Promise<boolean> => {
+      try {
+        await this.store.put(REPOSITORY_MARKER, body, conditions);
+        return true;
+      } catch (err) {
+        if (err instanceof refusal) return false;
+        throw err;
+      }
+    };
+    const unsafe = (header: string) =>
+      new UnsupportedError(
+        `the store ignores ${header} (a conditional write of ${REPOSITORY_MARKER} that had to fail was accepted), so leases and manifests would not be exclusive; nothing else was written: use a store or gateway that honours conditional writes (docs/repository.md)`,
+        this.display,
+      );
+    if (await accepted({ ifNoneMatch: '*' }, AlreadyExistsError)) throw unsafe('If-None-Match');
+    if (await accepted({ ifMatch: '0'.repeat(32) }, ConflictError)) throw unsafe('If-Match');
+    this.conditionsChecked = true;
+  }
+
   /** Ends the store's pooled connections. */
   close(): Promise<void> {
     return this.store.close();
@@ -187,6 +222,7 @@ export class ObjectRepository implements RepoBackend {
 
   async lockDisk(disk: string, op: string): Promise<DiskSession> {
     checkDiskName(disk);
+    await this.probeConditions();
     const lease = await DiskLease.take(this.store, disk, op, this.lease);
     return new ObjectDiskSession(this, disk, op, lease);
   }
