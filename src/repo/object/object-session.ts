@@ -85,7 +85,9 @@ export class ObjectDiskSession implements DiskSession {
     // a kill between these two requests, go in the next sweep.
     if (m.generation > 1) {
       this.check();
-      await this.store.delete([manifestKey(this.disk, m.generation - 1)]);
+      // The new generation is recorded: a failed delete must not fail the run that wrote it (its caller would
+      // report a point that exists as not made). The leftover goes in the next sweep; a lost lease still stops us.
+      await this.store.delete([manifestKey(this.disk, m.generation - 1)]).catch(() => this.check());
     }
   }
 
