@@ -1,7 +1,7 @@
 // Helpers shared by the bench/*.js scripts (not a benchmark itself: bench/run.js skips it). Plain ESM, no build.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
@@ -114,4 +114,37 @@ export const smbclientArgv = (dir, port, cmd, extra = []) =>
 export function smbclientRate(out) {
   const m = /average ([\d.]+) (?:kb\/s|KiloBytes\/sec)/.exec(out);
   return m ? Number(m[1]) : null;
+}
+
+/**
+ * Starts a private radosgw under `dir` (scripts/ceph/rgw-up.sh, memstore of `memBytes`) and returns the environment
+ * a vhdsync child needs to reach it (no profile, no shared files), an SDK client of the given S3Client class for the
+ * peer, and `stop()`. The class comes from the caller, which may have to load the SDK after setting its environment.
+ */
+export function startRadosgw(dir, memBytes, S3Client) {
+  rmSync(dir, { recursive: true, force: true });
+  const vars = {};
+  for (const line of sh(path.resolve('scripts/ceph/rgw-up.sh'), [dir], { env: { ...process.env, RGW_MEM_BYTES: String(memBytes) } }).split('\n')) {
+    const m = /^([A-Z_]+)=(.*)$/.exec(line);
+    if (m) vars[m[1]] = m[2];
+  }
+  const env = {
+    ...process.env,
+    AWS_ACCESS_KEY_ID: vars.RGW_ACCESS_KEY,
+    AWS_SECRET_ACCESS_KEY: vars.RGW_SECRET_KEY,
+    AWS_ENDPOINT_URL: vars.RGW_ENDPOINT,
+    AWS_REGION: 'us-east-1',
+    AWS_PROFILE: '',
+    AWS_CONFIG_FILE: path.join(dir, 'no-aws-config'),
+    AWS_SHARED_CREDENTIALS_FILE: path.join(dir, 'no-aws-credentials'),
+  };
+  const sdk = new S3Client({
+    endpoint: vars.RGW_ENDPOINT,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: vars.RGW_ACCESS_KEY, secretAccessKey: vars.RGW_SECRET_KEY },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+  return { env, sdk, stop: () => run(path.resolve('scripts/ceph/rgw-down.sh'), [dir]) };
 }

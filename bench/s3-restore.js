@@ -11,7 +11,7 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const { CreateBucketCommand, GetObjectCommand, S3Client } = await import('@aws-sdk/client-s3');
 import { rmSync } from 'node:fs';
 import * as path from 'node:path';
-import { BIN, GiB, MiB, benchDir, header, median, opt, randomFile, run, sh } from './lib.js';
+import { BIN, GiB, MiB, benchDir, header, median, opt, load, randomFile, run, sh, startRadosgw } from './lib.js';
 import '../dist/formats/index.js';
 import { parseLocation } from '../dist/io/location.js';
 import { openRepository, restorePoint } from '../dist/repo/index.js';
@@ -23,32 +23,8 @@ const rgwDir = path.join(DIR, 'rgw');
 const src = path.join(DIR, 'disk.raw');
 const out = path.join(DIR, 'restored.raw');
 
-rmSync(rgwDir, { recursive: true, force: true });
-const vars = {};
-for (const line of sh(path.resolve('scripts/ceph/rgw-up.sh'), [rgwDir], { env: { ...process.env, RGW_MEM_BYTES: String(4 * GiB) } }).split('\n')) {
-  const m = /^([A-Z_]+)=(.*)$/.exec(line);
-  if (m) vars[m[1]] = m[2];
-}
-const env = {
-  ...process.env,
-  AWS_ACCESS_KEY_ID: vars.RGW_ACCESS_KEY,
-  AWS_SECRET_ACCESS_KEY: vars.RGW_SECRET_KEY,
-  AWS_ENDPOINT_URL: vars.RGW_ENDPOINT,
-  AWS_REGION: 'us-east-1',
-  AWS_PROFILE: '',
-  AWS_CONFIG_FILE: path.join(DIR, 'no-aws-config'),
-  AWS_SHARED_CREDENTIALS_FILE: path.join(DIR, 'no-aws-credentials'),
-};
-const sdk = new S3Client({
-  endpoint: vars.RGW_ENDPOINT,
-  region: 'us-east-1',
-  forcePathStyle: true,
-  credentials: { accessKeyId: vars.RGW_ACCESS_KEY, secretAccessKey: vars.RGW_SECRET_KEY },
-  requestChecksumCalculation: 'WHEN_REQUIRED',
-  responseChecksumValidation: 'WHEN_REQUIRED',
-});
+const { env, sdk, stop: stopRadosgw } = startRadosgw(rgwDir, 4 * GiB, S3Client);
 const seconds = (t) => Number(process.hrtime.bigint() - t) / 1e9;
-const load = () => sh('cat', ['/proc/loadavg']).split(' ').slice(0, 3).join(' ');
 
 /** GetObject of every key, `inFlight` at once; returns the wall seconds. */
 async function sdkGets(bucket, keys, inFlight) {
@@ -109,5 +85,5 @@ try {
 } finally {
   sdk.destroy();
   rmSync(out, { force: true });
-  run(path.resolve('scripts/ceph/rgw-down.sh'), [rgwDir]);
+  stopRadosgw();
 }

@@ -10,7 +10,7 @@
 import { CreateBucketCommand, DeleteObjectsCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { closeSync, openSync, readSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
-import { BIN, GiB, MiB, PIECE, benchDir, distinctRandom, header, median, opt, randomFile, rewritePieces, run, sh } from './lib.js';
+import { BIN, GiB, MiB, PIECE, benchDir, distinctRandom, header, median, opt, randomFile, load, rewritePieces, run, sh, startRadosgw } from './lib.js';
 
 const RUNS = Number(opt('--runs', 3));
 const SIZE = Math.round(Number(opt('--size', 1)) * GiB);
@@ -21,30 +21,7 @@ const DIR = benchDir('vhdsync-bench-s3');
 const rgwDir = path.join(DIR, 'rgw');
 const src = path.join(DIR, 'disk.raw');
 
-rmSync(rgwDir, { recursive: true, force: true });
-const vars = {};
-for (const line of sh(path.resolve('scripts/ceph/rgw-up.sh'), [rgwDir], { env: { ...process.env, RGW_MEM_BYTES: String(8 * GiB) } }).split('\n')) {
-  const m = /^([A-Z_]+)=(.*)$/.exec(line);
-  if (m) vars[m[1]] = m[2];
-}
-const env = {
-  ...process.env,
-  AWS_ACCESS_KEY_ID: vars.RGW_ACCESS_KEY,
-  AWS_SECRET_ACCESS_KEY: vars.RGW_SECRET_KEY,
-  AWS_ENDPOINT_URL: vars.RGW_ENDPOINT,
-  AWS_REGION: 'us-east-1',
-  AWS_PROFILE: '',
-  AWS_CONFIG_FILE: path.join(DIR, 'no-aws-config'),
-  AWS_SHARED_CREDENTIALS_FILE: path.join(DIR, 'no-aws-credentials'),
-};
-const sdk = new S3Client({
-  endpoint: vars.RGW_ENDPOINT,
-  region: 'us-east-1',
-  forcePathStyle: true,
-  credentials: { accessKeyId: vars.RGW_ACCESS_KEY, secretAccessKey: vars.RGW_SECRET_KEY },
-  requestChecksumCalculation: 'WHEN_REQUIRED',
-  responseChecksumValidation: 'WHEN_REQUIRED',
-});
+const { env, sdk, stop: stopRadosgw } = startRadosgw(rgwDir, 8 * GiB, S3Client);
 
 const seconds = (t) => Number(process.hrtime.bigint() - t) / 1e9;
 
@@ -109,7 +86,7 @@ try {
     console.log(`| ${r} | ${b.seconds.toFixed(2)} s | ${p.toFixed(2)} s | ${(b.seconds / p).toFixed(2)}x | ${b.rss.toFixed(0)} MiB |`);
     if (r < RUNS) await empty(bucket, '');
   }
-  console.log(`\nmedian ratio ${median(ratios).toFixed(2)}x, load average now ${sh('cat', ['/proc/loadavg']).split(' ').slice(0, 3).join(' ')}\n`);
+  console.log(`\nmedian ratio ${median(ratios).toFixed(2)}x, load average now ${load()}\n`);
 
   // Incrementals into the last bucket's repository: 1% of the disk rewritten before each.
   const pieces = Math.round((SIZE * 0.01) / PIECE);
@@ -145,5 +122,5 @@ try {
   }
 } finally {
   sdk.destroy();
-  run(path.resolve('scripts/ceph/rgw-down.sh'), [rgwDir]);
+  stopRadosgw();
 }

@@ -3,7 +3,7 @@
  * names and uuids of restore points, every export format compared with `restore` of the same point, ranges, `base=`
  * deltas applied back, writes refused, a damaged block and a prune during an export ending the transfer visibly.
  */
-import { closeSync, openSync, readFileSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import '../../src/formats/index.js';
 import { localStore } from '../../src/io/local.js';
@@ -13,6 +13,7 @@ import { backupDisk, pruneDisk, restorePoint, type RepoBackend } from '../../src
 import { ObjectRepository } from '../../src/repo/object/object-backend.js';
 import { MemoryObjectStore } from '../helpers/memory-object-store.js';
 import { makeTempDir } from '../helpers/tmp.js';
+import { rawDisk, scribble } from '../repo/repo-helpers.js';
 import { must, qemuRaw, runAsync, serveDir, sha256, spawnServe } from './serve-helpers.js';
 
 const BLOCK = 64 << 10;
@@ -34,19 +35,12 @@ describe('serve exports a backup repository', () => {
 
   /** A raw source whose blocks each hold their own byte, with a few zero blocks. */
   function source(): string {
-    const file = path.join(tmp.dir, `src${n++}.raw`);
-    closeSync(openSync(file, 'w'));
-    truncateSync(file, BLOCK * BLOCKS);
-    const fd = openSync(file, 'r+');
-    for (let b = 0; b < BLOCKS; b++) if (b % 7 !== 3) writeSync(fd, Buffer.alloc(BLOCK, b + 1), 0, BLOCK, b * BLOCK);
-    closeSync(fd);
-    return file;
+    const data = Array.from({ length: BLOCKS }, (_, b): [number, number, number] => [b * BLOCK, BLOCK, b + 1]).filter((_, b) => b % 7 !== 3);
+    return rawDisk(path.join(tmp.dir, `src${n++}.raw`), BLOCK * BLOCKS, data);
   }
 
   function poke(file: string, blocks: number[], fill: number): void {
-    const fd = openSync(file, 'r+');
-    for (const b of blocks) writeSync(fd, Buffer.alloc(300, fill), 0, 300, b * BLOCK + 11);
-    closeSync(fd);
+    scribble(file, blocks.map((b): [number, number, number] => [b * BLOCK + 11, 300, fill]));
   }
 
   /** Two points of disk `vm` (the second changes `changed` blocks), with the sha256 of each point's content. */

@@ -2,7 +2,6 @@
  * A first backup that fails after the disk's first (empty) manifest was written must not fix the disk's settings:
  * the next first backup's --hash and --block-size are the ones its point gets (second review of issue 15).
  */
-import { closeSync, openSync, truncateSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import '../../../src/formats/index.js';
 import { parseLocation } from '../../../src/io/location.js';
@@ -11,6 +10,7 @@ import { ObjectRepository } from '../../../src/repo/object/object-backend.js';
 import type { RepoBackend } from '../../../src/repo/backend.js';
 import { MemoryObjectStore } from '../../helpers/memory-object-store.js';
 import { makeTempDir } from '../../helpers/tmp.js';
+import { rawDisk } from '../../repo/repo-helpers.js';
 
 describe('settings of a disk whose first backup failed', () => {
   let tmp: ReturnType<typeof makeTempDir>;
@@ -29,12 +29,7 @@ describe('settings of a disk whose first backup failed', () => {
     const empty = await repo.readManifest('vm');
     expect(empty).toMatchObject({ hash: 'xxh128', blockSize: 4096, points: [] });
 
-    const file = path.join(tmp.dir, 'src.raw');
-    closeSync(openSync(file, 'w'));
-    truncateSync(file, 1 << 20);
-    const fd = openSync(file, 'r+');
-    writeSync(fd, Buffer.alloc(65536, 7), 0, 65536, 65536);
-    closeSync(fd);
+    const file = rawDisk(path.join(tmp.dir, 'src.raw'), 1 << 20, [[65536, 65536, 7]]);
     const s = await backupDisk(repo, await parseLocation(file), 'vm', { hash: 'sha256', blockSize: 16384, reflink: 'never' });
     expect(s.kind).toBe('full');
     expect(await repo.readManifest('vm')).toMatchObject({ hash: 'sha256', blockSize: 16384, points: [{ id: s.point }] });

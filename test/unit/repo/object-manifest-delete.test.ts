@@ -2,7 +2,6 @@
  * A backup whose new manifest generation is written but whose delete of the replaced generation fails has made its
  * point: it reports success, the point restores, and the leftover generation goes in the next sweep.
  */
-import { closeSync, openSync, truncateSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import '../../../src/formats/index.js';
 import { parseLocation } from '../../../src/io/location.js';
@@ -11,7 +10,7 @@ import { ObjectRepository } from '../../../src/repo/object/object-backend.js';
 import { MemoryObjectStore } from '../../helpers/memory-object-store.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 import { restoredObjectSha } from '../../repo/object-helpers.js';
-import { sha256File } from '../../repo/repo-helpers.js';
+import { rawDisk, sha256File } from '../../repo/repo-helpers.js';
 
 describe('object manifest generations', () => {
   let tmp: ReturnType<typeof makeTempDir>;
@@ -19,12 +18,7 @@ describe('object manifest generations', () => {
   afterAll(() => tmp.cleanup());
 
   it('a failed delete of the replaced generation does not fail the backup that recorded its point', async () => {
-    const file = path.join(tmp.dir, 'src.raw');
-    closeSync(openSync(file, 'w'));
-    truncateSync(file, 1 << 20);
-    const fd = openSync(file, 'r+');
-    writeSync(fd, Buffer.alloc(65536, 3), 0, 65536, 0);
-    closeSync(fd);
+    const file = rawDisk(path.join(tmp.dir, 'src.raw'), 1 << 20, [[0, 65536, 3]]);
     const store = new MemoryObjectStore();
     const repo = new ObjectRepository(store);
     const manifests = () => store.keys().filter((k) => k.startsWith('manifests/vm/'));

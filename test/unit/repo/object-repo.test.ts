@@ -2,7 +2,7 @@
  * The object repository backend on an in-memory store: what a point costs, what a rerun after a kill reuses, the
  * lease, and damage found by restore and verify.
  */
-import { closeSync, openSync, truncateSync, writeSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import '../../../src/formats/index.js';
 import { parseLocation } from '../../../src/io/location.js';
@@ -15,7 +15,7 @@ import { BusyError, ConflictError, RepositoryDamageError } from '../../../src/ut
 import { MemoryObjectStore } from '../../helpers/memory-object-store.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 import { restoredObjectSha, unreferenced } from '../../repo/object-helpers.js';
-import { sha256File } from '../../repo/repo-helpers.js';
+import { rawDisk, sha256File } from '../../repo/repo-helpers.js';
 
 const BLOCK = 16 << 10;
 const BLOCKS = 32;
@@ -28,13 +28,7 @@ describe('object repository', () => {
 
   /** A raw source with every block filled with its own byte (distinct content per block). */
   function source(): string {
-    const file = path.join(tmp.dir, `src${n++}.raw`);
-    closeSync(openSync(file, 'w'));
-    truncateSync(file, BLOCK * BLOCKS);
-    const fd = openSync(file, 'r+');
-    for (let b = 0; b < BLOCKS; b++) writeSync(fd, Buffer.alloc(BLOCK, b + 1), 0, BLOCK, b * BLOCK);
-    closeSync(fd);
-    return file;
+    return rawDisk(path.join(tmp.dir, `src${n++}.raw`), BLOCK * BLOCKS, Array.from({ length: BLOCKS }, (_, b): [number, number, number] => [b * BLOCK, BLOCK, b + 1]));
   }
 
   function poke(file: string, block: number, fill: number): void {

@@ -2,7 +2,7 @@
  * Regressions of the adversarial review of object repositories (docs/repository.md): a lost manifest is never
  * swept by the next backup (object and folder backends), a killed first backup leaves a disk prune cleans up.
  */
-import { closeSync, openSync, readdirSync, rmSync, truncateSync, writeSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import '../../../src/formats/index.js';
 import { parseLocation } from '../../../src/io/location.js';
@@ -15,7 +15,7 @@ import { isMarker } from '../../../src/repo/marker.js';
 import { MemoryObjectStore } from '../../helpers/memory-object-store.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 import { restoredObjectSha, unreferenced } from '../../repo/object-helpers.js';
-import { sha256File } from '../../repo/repo-helpers.js';
+import { rawDisk, sha256File } from '../../repo/repo-helpers.js';
 
 const BLOCK = 16 << 10;
 const BLOCKS = 16;
@@ -63,12 +63,7 @@ describe('object repository after review', () => {
 
   function source(): string {
     const file = path.join(tmp.dir, `src${n++}.raw`);
-    closeSync(openSync(file, 'w'));
-    truncateSync(file, BLOCK * BLOCKS);
-    const fd = openSync(file, 'r+');
-    for (let b = 0; b < BLOCKS; b++) writeSync(fd, Buffer.alloc(BLOCK, b + 1 + n * 40), 0, BLOCK, b * BLOCK);
-    closeSync(fd);
-    return file;
+    return rawDisk(file, BLOCK * BLOCKS, Array.from({ length: BLOCKS }, (_, b): [number, number, number] => [b * BLOCK, BLOCK, b + 1 + n * 40]));
   }
 
   it('a manifest deleted by hand: the next backup refuses in one line naming the repair, deletes nothing; the repair brings the points back', async () => {
