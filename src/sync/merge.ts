@@ -345,8 +345,10 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
       }
       const why = resumeProblem(state, current);
       if (why) throw new ParentError(`${changedWhileInterrupted(displayLocation(parentLoc), why, displayLocation(stateLoc))}`, subject);
-    } else if (marker?.finished && marker.diffId === diffId && marker.parent === parentLoc.path) {
-      // Killed after the state file of a --keep-diff merge was removed: the merge is complete.
+    } else if (marker?.finished && marker.diffId === diffId && marker.parent === parentLoc.path && !(await pair.expect.matches(parent))) {
+      // Killed after the state file of a --keep-diff merge was removed: the merge is complete (the parent carries
+      // the id the merge gave it). A parent that still has the id the diff expects was never merged into: a marker
+      // whose unflushed removal a crash undid, over a parent restored since, is stale, and the merge below runs.
       await removeMergeMarker(diffSide);
       const meta = metafileLocationFor(parentLoc);
       return { ...alreadyDone(diffLoc, marker.parent, diffId, (await meta.store.stat(meta.path)) ? displayLocation(meta) : null, started), diffKept: true };
@@ -384,7 +386,7 @@ export async function mergeDiff(where: Location, opts: MergeOptions = {}): Promi
         extentsMerged: 0,
         virtualSize: diff.virtualSize,
         // A first run killed before its state file existed recorded --keep-diff in its marker only.
-        keepDiff: Boolean(opts.keepDiff) || Boolean(marker && marker.diffId === diffId && marker.keepDiff),
+        keepDiff: Boolean(opts.keepDiff) || Boolean(marker && !marker.finished && marker.diffId === diffId && marker.keepDiff),
         startedAt: new Date().toISOString(),
       };
       // The marker first: whatever of the merge exists, the diff's side can find it (docs/decisions/0003).

@@ -174,6 +174,23 @@ d('interrupted merges of a diff kept in another folder', () => {
     }
   }, 120_000);
 
+  it('a finished marker that comes back over a parent the diff was never merged into does not pass for a done merge', () => {
+    // A --keep-diff merge's last step, the marker's removal, is not flushed (decision 0003): a crash can bring the
+    // marker back. If the parent is then put back as it was before the merge (restored from a copy), a rerun must
+    // merge, not report the old merge as done and leave the parent unmerged.
+    reset();
+    const full = cliWithHook(['merge', '--keep-diff', diff], 1e9, bin);
+    reset();
+    expect(cliWithHook(['merge', '--keep-diff', diff], full.mutations! - 1, bin).signal).toBe('SIGKILL');
+    expect(JSON.parse(readFileSync(diff + '.merging.json', 'utf8'))).toMatchObject({ finished: true, keepDiff: true });
+    expect(qemuSame(target, 'vhdx', source, 'raw').output).toContain('identical');
+    for (const f of [target, target + '.blocklist.bin']) cpSparse(pristine(f), f);
+    expect(qemuSame(target, 'vhdx', source, 'raw').output).not.toContain('identical');
+    const r = cli(['merge', diff]);
+    expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
+    assertMerged();
+  }, 120_000);
+
   it("another target's diff of the same name is never deleted or replaced by an interrupted merge's leftovers", () => {
     // A second disk with the same file name, backed up through the same --diffdir.
     const dir2 = path.join(tmp.dir, 'vms2');
