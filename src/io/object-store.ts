@@ -34,6 +34,12 @@ export interface PutConditions {
   ifNoneMatch?: '*';
   /** Replace only this version: fails with ConflictError when the object's ETag differs (`If-Match`). */
   ifMatch?: string;
+  /**
+   * The body's SHA-256 (hex) when the caller has it already (block objects are named by it): S3 signs the payload's
+   * SHA-256, so the store sends this instead of hashing the body again. The service checks it against the body it
+   * receives and refuses a mismatch, so a wrong value fails the write, never stores other bytes.
+   */
+  sha256?: string;
 }
 
 /** A byte range of an object. */

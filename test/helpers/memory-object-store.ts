@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { ObjectInfo, ObjectRange, ObjectStore, PutConditions, WriteFence } from '../../src/io/object-store.js';
-import { AlreadyExistsError, ConflictError } from '../../src/util/errors.js';
+import { AlreadyExistsError, ConflictError, IoError } from '../../src/util/errors.js';
 
 interface Stored {
   body: Buffer;
@@ -45,6 +45,8 @@ export class MemoryObjectStore implements ObjectStore {
     const old = this.objects.get(key);
     if (conditions.ifNoneMatch === '*' && old) throw new AlreadyExistsError('already exists', key);
     if (conditions.ifMatch !== undefined && old?.etag !== conditions.ifMatch) throw new ConflictError('changed by another writer', key);
+    // As S3 checks a signed payload hash against the body it received.
+    if (conditions.sha256 !== undefined && createHash('sha256').update(body).digest('hex') !== conditions.sha256) throw new IoError('XAmzContentSHA256Mismatch', key);
     const copy = Buffer.from(body);
     const etag = createHash('md5').update(copy).digest('hex');
     this.objects.set(key, { body: copy, etag, lastModifiedMs: Date.now() });

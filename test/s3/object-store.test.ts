@@ -115,6 +115,16 @@ describeRgw('S3ObjectStore on radosgw', () => {
     await expect(store.put('lease-missing', Buffer.from('x'), { ifMatch: first.etag })).rejects.toBeInstanceOf(ConflictError);
   });
 
+  it('sends a SHA-256 the caller gives as the signed payload hash: the right one stores the body, a wrong one is refused by the service', async () => {
+    const body = randomBytes(300_000);
+    await store.put('hashed', body, { ifNoneMatch: '*', sha256: sha256(body) });
+    expect((await store.get('hashed'))!.equals(body)).toBe(true);
+    // Were the value not sent, the SDK would hash the body itself and this write would succeed.
+    const wrong = sha256(Buffer.concat([body, Buffer.from('x')]));
+    await expect(store.put('hashed-wrong', body, { sha256: wrong })).rejects.toThrow(/XAmzContentSHA256Mismatch/);
+    expect(await store.head('hashed-wrong')).toBeNull();
+  });
+
   it('a conditional PUT that radosgw committed but whose answer became a 503: the real 412 of its retry is recognised as ours', async () => {
     // A proxy in front of the gateway: the first conditional PUT goes through and commits, but the client gets a
     // 503 instead of the answer; the retry then meets radosgw's own 412 (If-None-Match, and If-Match with the bare

@@ -134,6 +134,23 @@ async function fencedAttempt<T>(fence: WriteFence | undefined, send: (abortSigna
   }
 }
 
+/**
+ * Gives the signer the payload's SHA-256 the caller already has: SigV4 signs `x-amz-content-sha256` and takes a value
+ * found there instead of hashing the body itself (@smithy/signature-v4's getPayloadHash), which for a 2 MiB block is
+ * as much CPU as the rest of its request. The service recomputes it over the body it receives and refuses a mismatch
+ * (XAmzContentSHA256Mismatch), so nothing is trusted that was not checked before.
+ */
+function withPayloadHash(command: PutObjectCommand, sha256: string): void {
+  command.middlewareStack.add(
+    (next) => async (args) => {
+      const request = args.request as { headers?: Record<string, string> };
+      if (request.headers) request.headers['x-amz-content-sha256'] = sha256;
+      return next(args);
+    },
+    { step: 'build', name: 'vhdsyncKnownPayloadHash' },
+  );
+}
+
 /** An S3 bucket and prefix as an ObjectStore. */
 export class S3ObjectStore implements ObjectStore {
   readonly display: string;
@@ -224,19 +241,16 @@ export class S3ObjectStore implements ObjectStore {
     let mayHaveCommitted = false;
     const etag = await this.request(key, async (attempt) => {
       try {
-        const r = await fencedAttempt(conditions.fence, (abortSignal) =>
-          this.client.send(
-            new PutObjectCommand({
-              Bucket: this.bucket,
-              Key: this.fullKey(key),
-              Body: body,
-              ContentLength: body.byteLength,
-              IfNoneMatch: conditions.ifNoneMatch,
-              IfMatch: conditions.ifMatch === undefined ? undefined : bareEtag(conditions.ifMatch),
-            }),
-            { abortSignal },
-          ),
-        );
+        const command = new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: this.fullKey(key),
+          Body: body,
+          ContentLength: body.byteLength,
+          IfNoneMatch: conditions.ifNoneMatch,
+          IfMatch: conditions.ifMatch === undefined ? undefined : bareEtag(conditions.ifMatch),
+        });
+        if (conditions.sha256) withPayloadHash(command, conditions.sha256);
+        const r = await fencedAttempt(conditions.fence, (abortSignal) => this.client.send(command, { abortSignal }));
         this.bucketSeen = true;
         return bareEtag(r.ETag);
       } catch (err) {

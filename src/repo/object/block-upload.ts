@@ -63,7 +63,7 @@ export class BlockUploader {
     if (create) {
       this.check();
       try {
-        await this.store.put(key, bytes, { ifNoneMatch: '*' });
+        await this.store.put(key, bytes, { ifNoneMatch: '*', sha256: hex });
         this.sent++;
         this.sentBytes += bytes.length;
         return;
@@ -76,7 +76,7 @@ export class BlockUploader {
       }
     }
     this.check();
-    await this.store.put(key, bytes);
+    await this.store.put(key, bytes, { sha256: hex });
     this.sent++;
     this.sentBytes += bytes.length;
   }
