@@ -10,15 +10,16 @@
  */
 import type { Options } from 'yargs';
 
-/** What a command offers the fast path: its one positional (array of words) and its options as data. */
+/** What a command offers the fast path: its positional (`one`: a single word, else an array of words) and its options as data. */
 export interface FastCommand {
-  fast: { positional: string; options: () => Record<string, Options> };
+  fast: { positional: string; one?: boolean; options: () => Record<string, Options> };
 }
 
 /**
  * Reads `args` (the command word at `commandAt`, options and positionals around it) against the `globals` and the
  * command's `own` options (which yargs knows only after the command word); the parsed values under their canonical
- * names (the positional words under `positional`), or null when yargs must decide.
+ * names (the positional words under `positional`: the word itself when `one`, which then needs exactly one), or
+ * null when yargs must decide.
  */
 export function parseSimple(
   args: string[],
@@ -26,6 +27,7 @@ export function parseSimple(
   positional: string,
   globals: Record<string, Options>,
   own: Record<string, Options>,
+  one = false,
 ): Record<string, unknown> | null {
   const options = { ...globals, ...own };
   const names = new Map<string, string>();
@@ -75,7 +77,7 @@ export function parseSimple(
     if (spec.type === undefined && !spec.choices) return null;
     out[name] = value;
   }
-  if (words.length === 0) return null;
-  out[positional] = words;
+  if (words.length === 0 || (one && words.length !== 1)) return null;
+  out[positional] = one ? words[0] : words;
   return out;
 }

@@ -21,7 +21,7 @@ export interface VhdSizeArgs {
 }
 
 /** `--vhd-size chs|current`. */
-const VHD_SIZE_OPTION = {
+export const VHD_SIZE_OPTION = {
   choices: ['chs', 'current'] as const,
   describe: "VHD virtual size from the CHS geometry or from current_size (default: CHS for Virtual PC/Server images, current_size for all others)",
 } satisfies Options;
