@@ -34,11 +34,69 @@ export interface L2Context {
 /** Receives the pieces of a cluster in order: `host` is the first byte's host offset for DATA. */
 export type PieceSink = (kind: PieceKind, length: number, host: number, span: CompressedSpan | null) => void;
 
+/** standardEntry's answers besides a host offset (>= 0: the whole cluster is DATA at that offset). */
+export const ENTRY_ZERO = -1;
+export const ENTRY_UNALLOCATED = -2;
+/** Compressed, or an entry mapCluster must judge (it names what is wrong). */
+export const ENTRY_OTHER = -3;
+
+/**
+ * A standard (not extended) L2 entry, given as its two big-endian 32-bit halves, as one number without allocating:
+ * the host offset of a data cluster, ENTRY_ZERO, ENTRY_UNALLOCATED or ENTRY_OTHER (mapCluster's decisions).
+ */
+export function standardEntry(hi: number, lo: number, ctx: L2Context): number {
+  if (hi & COMPRESSED_HI || hi & RESERVED_HI || lo & RESERVED_LO) return ENTRY_OTHER;
+  const host = entryOffset(hi, lo);
+  if (host % ctx.clusterSize !== 0) return ENTRY_OTHER;
+  // The zero flag wins over an offset (a preallocated zero cluster): the backing file is not consulted.
+  if (lo & 1) return ENTRY_ZERO;
+  return host !== 0 || (ctx.hasDataFile && (hi & COPIED_HI) !== 0) ? host : ENTRY_UNALLOCATED;
+}
+
+/** Receives a run of whole clusters: `count` entries from `first`, all `kind`, data ones contiguous from `host`. */
+export type RunSink = (kind: PieceKind, first: number, count: number, host: number) => void;
+
+/**
+ * Reports whole standard entries [j, end) of `view` (an L2 table) as runs of one kind, data clusters contiguous in
+ * the file as one run, and returns where it stopped: `end`, or the first entry mapCluster must judge (compressed, or
+ * one to refuse). One pass without allocating: a 4 GiB image of 64 KiB clusters has 65 536 entries, decoded twice per
+ * createmeta (status, then the file runs), mostly before the JIT has compiled this loop.
+ */
+export function scanStandard(view: DataView, j: number, end: number, ctx: L2Context, sink: RunSink): number {
+  const cs = ctx.clusterSize;
+  let kind = -1;
+  let first = j;
+  let host = 0;
+  for (; j < end; j++) {
+    const entry = standardEntry(view.getUint32(j * 8), view.getUint32(j * 8 + 4), ctx);
+    if (entry === ENTRY_OTHER) break;
+    const k = entryKind(entry);
+    if (k === kind && (k !== DATA || host + (j - first) * cs === entry)) continue;
+    if (kind >= 0) sink(kind as PieceKind, first, j - first, host);
+    kind = k;
+    first = j;
+    host = entry >= 0 ? entry : 0;
+  }
+  if (kind >= 0) sink(kind as PieceKind, first, j - first, host);
+  return j;
+}
+
+/** The piece kind of a standardEntry answer other than ENTRY_OTHER. */
+export function entryKind(entry: number): PieceKind {
+  return entry >= 0 ? DATA : entry === ENTRY_ZERO ? ZERO : UNALLOCATED;
+}
+
 /**
  * Maps bytes [from, to) of the guest cluster described by entry `j` of `table` (guest cluster `vcluster`),
  * reporting pieces to `sink`. Refuses entries qemu-img check calls corrupt.
  */
 export function mapCluster(table: Buffer, j: number, vcluster: number, from: number, to: number, ctx: L2Context, sink: PieceSink): void {
+  const entry = ctx.extended ? ENTRY_OTHER : standardEntry(table.readUInt32BE(j * 8), table.readUInt32BE(j * 8 + 4), ctx);
+  if (entry !== ENTRY_OTHER) {
+    sink(entryKind(entry), to - from, entry >= 0 ? entry + from : 0, null);
+    return;
+  }
+  // Extended, compressed, or an entry to refuse.
   const size = ctx.extended ? 16 : 8;
   const hi = table.readUInt32BE(j * size);
   const lo = table.readUInt32BE(j * size + 4);
@@ -55,13 +113,6 @@ export function mapCluster(table: Buffer, j: number, vcluster: number, from: num
   const host = entryOffset(hi, lo);
   if (host % ctx.clusterSize !== 0) throw corrupt(`points at ${host}, not cluster aligned`);
   const mapped = host !== 0 || (ctx.hasDataFile && (hi & COPIED_HI) !== 0);
-  if (!ctx.extended) {
-    // The zero flag wins over an offset (a preallocated zero cluster): the backing file is not consulted.
-    if (lo & 1) sink(ZERO, to - from, 0, null);
-    else if (mapped) sink(DATA, to - from, host + from, null);
-    else sink(UNALLOCATED, to - from, 0, null);
-    return;
-  }
   if (allocBits & zeroBits) throw corrupt('marks a subcluster both allocated and zero');
   if (!mapped && allocBits) throw corrupt('is unallocated but has subclusters marked allocated');
   const sub = ctx.clusterSize / SUBCLUSTERS;

@@ -10,7 +10,7 @@ import { CorruptImageError, UsageError } from '../../util/errors.js';
 import { evictOneClean } from '../../util/cache.js';
 import { checkRange, pushExtent } from '../ranges.js';
 import * as hdr from './header.js';
-import { COMPRESSED, DATA, UNALLOCATED, ZERO, mapCluster, type L2Context, type PieceKind } from './l2.js';
+import { COMPRESSED, DATA, UNALLOCATED, ZERO, mapCluster, scanStandard, type L2Context, type PieceKind } from './l2.js';
 import { decompress, type CompressedSpan } from './compressed.js';
 import type { Qcow2Layout } from './layout.js';
 
@@ -106,19 +106,38 @@ export class Qcow2Disk implements Disk {
         pos = tableEnd;
         continue;
       }
-      while (pos < tableEnd) {
-        const vc = Math.floor(pos / cs);
-        const from = pos - vc * cs;
-        const to = Math.min(cs, tableEnd - vc * cs);
-        let at = pos;
-        mapCluster(table, vc % this.l2PerTable, vc, from, to, this.ctx, (kind, n, host, span) => {
-          this.add(out, kind, at, n, host, span, at - vc * cs);
-          at += n;
-        });
-        pos = vc * cs + to;
-      }
+      this.mapTable(table, pos, tableEnd, out);
+      pos = tableEnd;
     }
     return out;
+  }
+
+  /**
+   * Appends the segments of guest bytes [pos, end), all described by L2 table `table`: runs of whole standard entries
+   * in one pass (scanStandard), anything else (extended L2, compressed, partial clusters) cluster by cluster.
+   */
+  private mapTable(table: Buffer, pos: number, end: number, out: Segment[]): void {
+    const cs = this.h.clusterSize;
+    const base = Math.floor(pos / cs / this.l2PerTable) * this.l2PerTable;
+    const view = new DataView(table.buffer, table.byteOffset, table.length);
+    const addRun = (kind: PieceKind, first: number, count: number, host: number) => this.add(out, kind, (base + first) * cs, count * cs, host, null, 0);
+    while (pos < end) {
+      const vc = Math.floor(pos / cs);
+      const from = pos - vc * cs;
+      const to = Math.min(cs, end - vc * cs);
+      if (!this.ctx.extended && from === 0 && to === cs) {
+        // Whole clusters up to the last whole one in range, or to the first entry the per-cluster code must judge.
+        const stop = scanStandard(view, vc - base, Math.floor(end / cs) - base, this.ctx, addRun);
+        pos = (base + stop) * cs;
+        if (stop > vc - base) continue;
+      }
+      let at = pos;
+      mapCluster(table, vc % this.l2PerTable, vc, from, to, this.ctx, (kind, n, host, span) => {
+        this.add(out, kind, at, n, host, span, at - vc * cs);
+        at += n;
+      });
+      pos = vc * cs + to;
+    }
   }
 
   private add(out: Segment[], kind: PieceKind, offset: number, length: number, host: number, span: CompressedSpan | null, inCluster: number): void {
