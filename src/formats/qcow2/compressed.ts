@@ -2,12 +2,17 @@
  * Compressed clusters (qcow2.rst, "Compressed Clusters Descriptor"): an unaligned host byte offset and a count of
  * 512-byte sectors, packed into bits 0-61 of the L2 entry; the data is raw deflate (type 0) or zstd (type 1).
  */
-import { inflateRaw } from 'node:zlib';
-import { promisify } from 'node:util';
+import type { ZlibOptions } from 'node:zlib';
 import { CorruptImageError, UnsupportedError } from '../../util/errors.js';
 import { COMPRESSION_ZSTD } from './header.js';
 
-const inflateRawAsync = promisify(inflateRaw);
+/** node:zlib's inflateRaw, promisified, loaded with the first compressed cluster (most images have none). */
+let inflater: Promise<(data: Buffer, opts: ZlibOptions) => Promise<Buffer>> | null = null;
+
+function inflateRawAsync(data: Buffer, opts: ZlibOptions): Promise<Buffer> {
+  inflater ??= Promise.all([import('node:zlib'), import('node:util')]).then(([zlib, util]) => util.promisify(zlib.inflateRaw));
+  return inflater.then((inflate) => inflate(data, opts));
+}
 
 /** Where a compressed cluster's bytes lie in the file. */
 export interface CompressedSpan {

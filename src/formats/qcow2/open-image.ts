@@ -8,7 +8,6 @@ import * as hdr from './header.js';
 import { readLayout } from './layout.js';
 import { backingFormat, resolveStoredName } from './names.js';
 import { Qcow2Disk } from './qcow2-disk.js';
-import { Qcow2WritableDisk, checkWritable } from './writable-disk.js';
 
 /** Opens a QCOW2 image with its external data file and backing chain (the backing files always read-only). */
 export async function openQcow2(file: RandomAccessFile, location: Location, opts: OpenOptions, openParent: ParentOpener): Promise<Qcow2Disk> {
@@ -16,7 +15,9 @@ export async function openQcow2(file: RandomAccessFile, location: Location, opts
   const layout = await readLayout(file, subject);
   const h = layout.header;
   const writable = Boolean(opts.writable && file.writable);
-  if (writable) checkWritable(h, layout.extensions, subject);
+  // The writer loads only for writable opens: reading (createmeta, the direct path) skips its modules.
+  const writer = writable ? await import('./writable-disk.js') : null;
+  if (writer) writer.checkWritable(h, layout.extensions, subject);
   else if (h.incompatible & hdr.INCOMPAT.CORRUPT) {
     notice(subject, 'warning: the image is marked corrupt (incompatible bit 1); reading it anyway, never writing it');
   }
@@ -38,8 +39,8 @@ export async function openQcow2(file: RandomAccessFile, location: Location, opts
     await dataFile?.close();
     throw err;
   }
-  if (!writable) return new Qcow2Disk(file, location, layout, parent, dataFile);
-  const disk = new Qcow2WritableDisk(file, location, layout, parent, dataFile);
+  if (!writer) return new Qcow2Disk(file, location, layout, parent, dataFile);
+  const disk = new writer.Qcow2WritableDisk(file, location, layout, parent, dataFile);
   try {
     const changed = await disk.repairIfDirty();
     if (changed !== null) process.stderr.write(`vhdsync: ${subject}: warning: the image was left dirty by a writer that stopped; refcounts rebuilt (${changed} clusters corrected)\n`);
