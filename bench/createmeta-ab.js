@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // createmeta of several builds against `xxhsum -H2`, the rows of bench/overview.js's createmeta lines (a random raw
-// image, the same content as a dynamic VHDX and a dynamic VHD), every contestant of a row interleaved run by run,
+// image, the same content as a dynamic VHDX, a dynamic VHD and a qcow2 of 64 KiB clusters), every contestant of a row interleaved run by run,
 // whole processes, each file read into the page cache right before its run; median wall (min-max), CPU (user + sys)
 // and peak RSS. Not part of CI. Builds are private copies (bin/ dist/ build/ package.json and a node_modules link):
-//   scripts/bench-priority.sh node bench/createmeta-ab.js [--runs N] [--size-gib N] [--dir DIR] \
+//   scripts/bench-priority.sh node bench/createmeta-ab.js [--runs N] [--size-gib N] [--dir DIR] [--formats raw,qcow2] \
 //     before=/tmp/vA/bin/vhdsync.js after=/tmp/vB/bin/vhdsync.js 'nosubs=/tmp/vB/bin/vhdsync.js@VHDSYNC_NATIVE_SUBS=0'
 // (a label, `=`, the build's bin/vhdsync.js, optionally `@NAME=VALUE` set in its environment).
 import { rmSync } from 'node:fs';
@@ -13,6 +13,8 @@ import { benchDir, header, load, median, opt, randomFile, run, sh } from './lib.
 const RUNS = Number(opt('--runs', 7));
 const SIZE = Number(opt('--size-gib', 4)) * 2 ** 30;
 const DIR = benchDir('vhdsync-bench-overview');
+const FORMATS = String(opt('--formats', 'raw,vhdx,vhd,qcow2')).split(',');
+const CONVERT = { vhdx: ['-O', 'vhdx', '-o', 'subformat=dynamic'], vhd: ['-O', 'vpc', '-o', 'subformat=dynamic'], qcow2: ['-O', 'qcow2', '-o', 'cluster_size=64k'] };
 const builds = process.argv.slice(2).filter((a, i, all) => /^[\w.-]+=/.test(a) && !/^--/.test(all[i - 1] ?? '')).map((a) => {
   const [label, rest] = [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)];
   const [bin, env] = rest.split('@');
@@ -22,9 +24,10 @@ if (builds.length === 0) throw new Error('name at least one build: LABEL=/path/t
 
 const raw = path.join(DIR, 'image.raw');
 randomFile(raw, SIZE);
-for (const [ext, o] of [['vhdx', ['-O', 'vhdx', '-o', 'subformat=dynamic']], ['vhd', ['-O', 'vpc', '-o', 'subformat=dynamic']]]) {
+for (const ext of FORMATS.filter((f) => f !== 'raw')) {
+  if (!CONVERT[ext]) throw new Error(`--formats: no ${ext} (raw, vhdx, vhd, qcow2)`);
   rmSync(path.join(DIR, `image.${ext}`), { force: true });
-  sh('qemu-img', ['convert', '-f', 'raw', ...o, raw, path.join(DIR, `image.${ext}`)]);
+  sh('qemu-img', ['convert', '-f', 'raw', ...CONVERT[ext], raw, path.join(DIR, `image.${ext}`)]);
 }
 header('createmeta A/B', RUNS);
 
@@ -37,7 +40,7 @@ function timed(cmd, argv, env) {
 }
 
 console.log('| image | contestant | wall, median (min-max) | CPU | peak RSS | ratio to xxhsum, wall (CPU) |\n|---|---|---|---|---|---|');
-for (const ext of ['raw', 'vhdx', 'vhd']) {
+for (const ext of FORMATS) {
   const img = path.join(DIR, `image.${ext}`);
   const cs = [{ label: '`xxhsum -H2` of the raw', cmd: 'xxhsum', argv: ['-H2', raw], file: raw, env: {} }];
   for (const b of builds) cs.push({ label: b.label, cmd: process.execPath, argv: [b.bin, 'createmeta', '-q', img], file: img, env: b.env });
