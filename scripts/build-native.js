@@ -3,6 +3,8 @@
 //   native/holes.c    -> build/native/holes.node    (the hole map helper, docs/decisions/0024)
 //   native/xxh3subs.c -> build/native/xxh3subs.node (second-level sub-digests in one call, docs/decisions/0025),
 //                        with xxhash-addon's copy of xxHash (and its runtime SIMD dispatch on x86)
+//   native/xxh3blocks.c -> build/native/xxh3blocks.node (XXH128 blocks hashed from mapped files, decision 0027),
+//                        with the same xxHash
 // Run by `npm install`/`npm ci` (the package's install script) and by the tests' global setup. Optional: a helper
 // that cannot be built (no compiler, no headers, another OS) is reported in one line, and vhdsync does without it
 // (src/io/holes.ts, src/meta/hash-sync.ts); the script always exits 0. Up to date: does nothing.
@@ -26,6 +28,13 @@ const xxhashDir = (() => {
 })();
 const x86 = process.arch === 'x64' || process.arch === 'ia32';
 
+/** What a helper compiled with xxHash needs: its sources, and its runtime SIMD dispatch on x86. */
+const withXxhash = {
+  needs: xxhashDir ? null : "xxhash-addon's xxHash sources not found",
+  sources: xxhashDir ? [path.join(xxhashDir, 'xxhash.c'), ...(x86 ? [path.join(xxhashDir, 'xxh_x86dispatch.c')] : [])] : [],
+  flags: xxhashDir ? ['-I', xxhashDir, ...(x86 ? ['-DXXHASH_DISPATCH=1'] : [])] : [],
+};
+
 const helpers = [
   { name: 'holes', what: 'hole map helper', fallback: 'zero scans will read file holes', exported: 'nextData', sources: [], flags: [] },
   {
@@ -33,9 +42,14 @@ const helpers = [
     what: 'sub-digest helper',
     fallback: 'sub-digests are hashed one call each',
     exported: 'xxh3Subs',
-    needs: xxhashDir ? null : "xxhash-addon's xxHash sources not found",
-    sources: xxhashDir ? [path.join(xxhashDir, 'xxhash.c'), ...(x86 ? [path.join(xxhashDir, 'xxh_x86dispatch.c')] : [])] : [],
-    flags: xxhashDir ? ['-I', xxhashDir, ...(x86 ? ['-DXXHASH_DISPATCH=1'] : [])] : [],
+    ...withXxhash,
+  },
+  {
+    name: 'xxh3blocks',
+    what: 'block hasher',
+    fallback: 'XXH128 blocks are read and hashed in JavaScript',
+    exported: 'hashBlocks',
+    ...withXxhash,
   },
 ];
 

@@ -34,6 +34,11 @@ export interface SyncHasher {
     many: ((data: Buffer) => Buffer) | null;
     zeroDigest: Buffer;
   } | null;
+  /**
+   * Hashes a whole group in native code from the page cache (native/xxh3blocks.c: XXH128 with an XXH3-64 second
+   * level or none, the helper built and not switched off), or null. Same arguments and result as hashBlocksSync.
+   */
+  native: ((blocks: number[][], files: string[]) => Array<BlockDigests | null>) | null;
   /** Closes the descriptors opened so far (a worker's descriptors are the process's: ending the thread keeps them). */
   closeAll(): void;
 }
@@ -48,6 +53,8 @@ export type BlockDigests = [Uint8Array, Uint8Array | null];
  * worker threads: it uses only its arguments.
  */
 export function hashBlocksSync(blocks: number[][], files: string[], hx: SyncHasher): Array<BlockDigests | null> {
+  // The native hasher takes up to 64 files a group (a longer chain's group is hashed here).
+  if (hx.native && files.length <= 64) return hx.native(blocks, files);
   const sub = hx.sub;
   return blocks.map((runs) => {
     let h: ReturnType<SyncHasher['newHash']> | null = null;
@@ -136,6 +143,7 @@ function makeSyncHasher(
   XXHash3: XxhashModule['XXHash128'],
   subLevel: { algorithm: string; size: number } | null,
   xxh3Subs: XxhSubs | null,
+  blockHasher: { hashBlocks: NativeHashBlocks; map: boolean } | null,
 ): SyncHasher {
   const piece = buf.length;
   const xxh = new XXHash128(Buffer.alloc(8));
@@ -146,15 +154,29 @@ function makeSyncHasher(
     return h.digest();
   };
   const newSubHash = () => (subLevel!.algorithm === 'xxh3-64' ? (xxh3.reset(), xxh3) : createHash('sha256'));
+  const fdOf = (path: string) => {
+    let fd = fds.get(path);
+    if (fd === undefined) fds.set(path, (fd = fs.openSync(path, 'r')));
+    return fd;
+  };
+  const native =
+    blockHasher && algorithm === 'xxh128' && (!subLevel || subLevel.algorithm === 'xxh3-64')
+      ? (blocks: number[][], files: string[]) => {
+          try {
+            return blockHasher.hashBlocks(files.map(fdOf), blocks, subLevel ? subLevel.size : 0, blockHasher.map);
+          } catch (err) {
+            // Name the file for the error line (the helper only knows its index).
+            const e = err as { fileIndex?: number; path?: string };
+            if (e && typeof e.fileIndex === 'number' && e.fileIndex >= 0) e.path = files[e.fileIndex];
+            throw err;
+          }
+        }
+      : null;
   return {
     piece,
     buf,
     zeros: Buffer.alloc(piece),
-    fdOf: (path) => {
-      let fd = fds.get(path);
-      if (fd === undefined) fds.set(path, (fd = fs.openSync(path, 'r')));
-      return fd;
-    },
+    fdOf,
     readSync: (fd, b, offset, length, position) => fs.readSync(fd, b, offset, length, position),
     newHash: () => (algorithm === 'xxh128' ? (xxh.reset(), xxh) : createHash(algorithm === 'sha256' ? 'sha256' : 'sha1')),
     truncate: algorithm === 'sha1-16',
@@ -174,6 +196,7 @@ function makeSyncHasher(
           zeroDigest: digestOnce(newSubHash(), Buffer.alloc(subLevel.size)),
         }
       : null,
+    native,
     closeAll: () => {
       for (const fd of fds.values()) fs.closeSync(fd);
       fds.clear();
@@ -184,22 +207,42 @@ function makeSyncHasher(
 /** The native helper's xxh3Subs (native/xxh3subs.c): XXH3-64 of each whole `size` bytes of `data` into `out`. */
 type XxhSubs = (data: Buffer, size: number, out: Buffer) => number;
 
+/** The native block hasher's hashBlocks (native/xxh3blocks.c): a group's digests from file descriptors and triples. */
+type NativeHashBlocks = (fds: number[], blocks: number[][], subSize: number, map: boolean) => Array<BlockDigests | null>;
+
 /**
- * The path of the native sub-digest helper when it was built and loads here (workers load it by that path), else
- * null; `VHDSYNC_NATIVE_SUBS=0` switches it off (A/B measurements; the digests are the same either way).
+ * The path of native helper `name` when it was built and loads here with its `exported` function (workers load it
+ * by that path), else null: optional, a machine without a C compiler at install time hashes in JavaScript.
  */
-const xxh3SubsPath: string | null = (() => {
-  if (process.env.VHDSYNC_NATIVE_SUBS === '0') return null;
+function nativeHelperPath(name: string, exported: string): string | null {
   try {
     const req = createRequire(import.meta.url);
     // Two levels above both src/meta and dist/meta, as package.json is for meta/version.ts.
-    const at = req.resolve('../../build/native/xxh3subs.node');
-    return typeof (req(at) as { xxh3Subs?: unknown }).xxh3Subs === 'function' ? at : null;
+    const at = req.resolve(`../../build/native/${name}.node`);
+    return typeof (req(at) as Record<string, unknown>)[exported] === 'function' ? at : null;
   } catch {
-    // Optional: not built (no compiler at install time); each sub-block is then one call.
     return null;
   }
+}
+
+/** The sub-digest helper's path; `VHDSYNC_NATIVE_SUBS=0` switches it off (A/B measurements; same digests). */
+const xxh3SubsPath: string | null = process.env.VHDSYNC_NATIVE_SUBS === '0' ? null : nativeHelperPath('xxh3subs', 'xxh3Subs');
+
+/**
+ * How XXH128 groups are hashed natively: 'map' (files mapped, hashed in the page cache), 'read' (pread into one
+ * buffer, then hashed), or null: `VHDSYNC_NATIVE_HASH=0` switches the block hasher off (then pieces are read and
+ * hashed in JavaScript; the digests are the same every way), `VHDSYNC_NATIVE_HASH=read` asks for reads.
+ */
+const nativeHashMode: 'map' | 'read' | null = (() => {
+  const asked = process.env.VHDSYNC_NATIVE_HASH;
+  return asked === '0' ? null : asked === 'read' ? 'read' : 'map';
 })();
+const xxh3BlocksPath: string | null = nativeHashMode ? nativeHelperPath('xxh3blocks', 'hashBlocks') : null;
+
+/** How XXH128 groups are hashed by the native block hasher ('map' or 'read'), or null when they are not. */
+export function nativeHashing(): 'map' | 'read' | null {
+  return xxh3BlocksPath ? nativeHashMode : null;
+}
 
 /** True when whole sub-blocks are hashed by the native helper (built, loaded, not switched off). */
 export function nativeSubsAvailable(): boolean {
@@ -221,6 +264,8 @@ const { createHash } = require('node:crypto');
 const { XXHash128, XXHash3 } = require(workerData.xxhash);
 let xxh3Subs = null;
 try { if (workerData.subs) xxh3Subs = require(workerData.subs).xxh3Subs; } catch {}
+let blockHasher = null;
+try { if (workerData.blocks) blockHasher = { hashBlocks: require(workerData.blocks).hashBlocks, map: workerData.map }; } catch {}
 const hashBlocksSync = ${hashBlocksSync.toString()};
 const makeSyncHasher = ${makeSyncHasher.toString()};
 let hx = null;
@@ -230,7 +275,7 @@ parentPort.on('message', ({ id, files, blocks, config }) => {
     let buf;
     // WebAssembly memories are page aligned: the kernel copies into them several times faster (docs/performance.md).
     try { buf = Buffer.from(new WebAssembly.Memory({ initial: Math.ceil(config.piece / 65536) }).buffer, 0, config.piece); } catch { buf = Buffer.allocUnsafe(config.piece); }
-    return void (hx = makeSyncHasher(config.algorithm, buf, fs, createHash, XXHash128, XXHash3, config.sub, xxh3Subs));
+    return void (hx = makeSyncHasher(config.algorithm, buf, fs, createHash, XXHash128, XXHash3, config.sub, xxh3Subs, blockHasher));
   }
   if (id < 0) return void (hx && hx.closeAll(), parentPort.postMessage({ id }));
   try {
@@ -242,16 +287,29 @@ parentPort.on('message', ({ id, files, blocks, config }) => {
 `;
 
 let loadedSubs: XxhSubs | null | undefined;
+let loadedBlocks: { hashBlocks: NativeHashBlocks; map: boolean } | null | undefined;
 
-/** This thread's handle on the native helper, or null. */
+/** This thread's handle on the native sub-digest helper, or null. */
 function nativeSubs(): XxhSubs | null {
   if (loadedSubs === undefined) loadedSubs = xxh3SubsPath ? (createRequire(import.meta.url)(xxh3SubsPath) as { xxh3Subs: XxhSubs }).xxh3Subs : null;
   return loadedSubs;
 }
 
-/** The calling thread's hasher: the same code the workers run, with a page-aligned buffer of `piece` bytes. */
-export function localHasher(algorithm: HashAlgorithm, piece: number, sub: { algorithm: SubAlgorithm; size: number } | null): SyncHasher {
-  return makeSyncHasher(algorithm, allocAligned(piece), fs, createHash, xxhash.XXHash128 as XxhashModule['XXHash128'], xxhash.XXHash3 as XxhashModule['XXHash128'], sub, nativeSubs());
+/** This thread's handle on the native block hasher and its mode, or null. */
+function nativeBlocks(): { hashBlocks: NativeHashBlocks; map: boolean } | null {
+  if (loadedBlocks === undefined) {
+    loadedBlocks = xxh3BlocksPath ? { hashBlocks: (createRequire(import.meta.url)(xxh3BlocksPath) as { hashBlocks: NativeHashBlocks }).hashBlocks, map: nativeHashMode === 'map' } : null;
+  }
+  return loadedBlocks;
+}
+
+/**
+ * The calling thread's hasher: the same code the workers run, with a page-aligned buffer of `piece` bytes; `native`
+ * overrides how the block hasher works (tests compare every way), null switching it off.
+ */
+export function localHasher(algorithm: HashAlgorithm, piece: number, sub: { algorithm: SubAlgorithm; size: number } | null, native = nativeHashing()): SyncHasher {
+  const blocks = native && nativeBlocks() ? { hashBlocks: nativeBlocks()!.hashBlocks, map: native === 'map' } : null;
+  return makeSyncHasher(algorithm, allocAligned(piece), fs, createHash, xxhash.XXHash128 as XxhashModule['XXHash128'], xxhash.XXHash3 as XxhashModule['XXHash128'], sub, nativeSubs(), blocks);
 }
 
 /** The digests of a group of blocks, in block order; null for an all-zero block. */
@@ -282,7 +340,7 @@ export class DirectPool {
   constructor(readonly size: number) {
     const xxhash = createRequire(import.meta.url).resolve('xxhash-addon');
     for (let w = 0; w < size; w++) {
-      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { xxhash, subs: xxh3SubsPath } });
+      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { xxhash, subs: xxh3SubsPath, blocks: xxh3BlocksPath, map: nativeHashMode === 'map' } });
       worker.on('message', ({ id, digests, error }: { id: number; digests?: Digests; error?: WorkerError }) => {
         if (id === -2) {
           if (++this.started === this.workers.length) for (const f of this.onReady.splice(0)) f();
@@ -290,9 +348,12 @@ export class DirectPool {
         }
         const p = this.pending.get(id);
         this.pending.delete(id);
-        // A system error from the worker's reads becomes the same typed error a read on this thread gives.
-        if (error) this.fail(fromSystemError(Object.assign(new Error(error.message), { code: error.code }), error.path ?? this.subject));
-        else p?.resolve(digests ?? []);
+        // A system error from the worker's reads becomes the same typed error a read on this thread gives. The
+        // group that failed is out of `pending` already: it is rejected here (else a lone group's caller waits forever).
+        if (error) {
+          this.fail(fromSystemError(Object.assign(new Error(error.message), { code: error.code }), error.path ?? this.subject));
+          p?.reject(this.failure!);
+        } else p?.resolve(digests ?? []);
       });
       worker.on('error', (err) => this.fail(err));
       // After the listeners: adding a 'message' listener refs the worker's port again.

@@ -87,6 +87,9 @@ export function fromSystemError(err: unknown, subject: string): Error {
       return new IoError('disk quota exceeded', subject);
     case 'EFBIG':
       return new IoError('file too large for this file system', subject);
+    case 'ERR_FILE_SHRANK':
+      // A mapped file cut short while it was being read (SIGBUS, caught by native/xxh3blocks.c).
+      return new ContentChangedError('the file shrank while it was being hashed', subject);
     default:
       if (e && typeof e.code === 'string') return new IoError(`${e.code}: ${e.message}`, subject);
       return err instanceof Error ? err : new Error(String(err));

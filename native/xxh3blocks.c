@@ -1,0 +1,379 @@
+/*
+ * vhdsync's block hasher: XXH128 block digests and XXH3-64 sub-digests of blocks given as file ranges, hashed
+ * straight from the page cache through mmap (or, switched off, from pread into one buffer), the whole group in one
+ * call. Through JavaScript each 1 MiB piece cost a read into a buffer, an xxhash-addon call per digest and the
+ * Buffers between: the copy out of the page cache was the largest cost `xxhsum -H2` does not have (decision 0027).
+ * It knows nothing of image formats: file ranges in, digests out (src/meta/hash-sync.ts builds the ranges).
+ * Built by scripts/build-native.js against Node-API and xxhash-addon's own copy of xxHash, so the digests are the
+ * same functions'; when it cannot be built, hash-sync.ts reads and hashes in JavaScript as before.
+ *
+ * A file that shrinks while mapped makes the next access past its end raise SIGBUS. A handler installed once per
+ * process jumps back out of the hashing of this thread's current call, which then throws (code ERR_FILE_SHRANK);
+ * a SIGBUS anywhere else goes on to the handler that was there before (by default: the process dies, as without us).
+ */
+#define _GNU_SOURCE
+#define _FILE_OFFSET_BITS 64
+#define NAPI_VERSION 8
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <node_api.h>
+#include "xxhash.h"
+#ifdef XXHASH_DISPATCH
+#include "xxh_x86dispatch.h"
+#endif
+
+/* Bytes hashed at a time by both digests: the second pass (sub-digests) finds them still in L2. */
+#define PIECE (256u << 10)
+/* Bytes mapped at a time: few mmap/munmap calls (each munmap of a threaded process flushes the other cores' TLBs),
+ * little resident at once (mapped page-cache pages count in the process's RSS). */
+#define WINDOW (16u << 20)
+/* Files one call may name. */
+#define MAX_FILES 64
+
+static uint8_t zeros[PIECE];
+
+/* The jump out of the current call's hashing on this thread, or NULL when no mapped bytes are being read. */
+static __thread sigjmp_buf *volatile guard;
+static struct sigaction previous;
+static pthread_once_t installed = PTHREAD_ONCE_INIT;
+
+static void on_sigbus(int sig, siginfo_t *info, void *ctx) {
+  if (guard) siglongjmp(*guard, 1);
+  // Not ours: what would have happened without this handler.
+  if (previous.sa_flags & SA_SIGINFO) {
+    if (previous.sa_sigaction) previous.sa_sigaction(sig, info, ctx);
+    return;
+  }
+  if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
+    previous.sa_handler(sig);
+    return;
+  }
+  // An ignored SIGBUS sent by kill() stays ignored; anything else gets the default action (the process dies).
+  if (previous.sa_handler == SIG_IGN && info->si_code <= 0) return;
+  signal(SIGBUS, SIG_DFL);
+  raise(SIGBUS);
+}
+
+static void install(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_sigbus;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGBUS, &sa, &previous);
+}
+
+/* One thread's (one Node environment's) read buffer for the pread path, allocated on first use. */
+typedef struct {
+  uint8_t *buf;
+} Instance;
+
+static void free_instance(napi_env env, void *data, void *hint) {
+  (void)env, (void)hint;
+  free(((Instance *)data)->buf);
+  free(data);
+}
+
+/* The digests of one block in progress; mirrors hashBlocksSync in src/meta/hash-sync.ts. */
+typedef struct {
+  XXH3_state_t *h, *sub;
+  int started;
+  uint64_t zeroRun;
+  uint32_t subSize, subFill;
+  uint64_t zeroSub;
+  uint8_t *subs;
+  size_t nsubs, subCap;
+} Block;
+
+static void put_sub(Block *b, uint64_t d) {
+  XXH64_canonical_t c;
+  // Never past the buffer (the count is exact: ceil(block length / subSize); a slip is a wrong digest, not a crash).
+  if (b->nsubs == b->subCap) return;
+  XXH64_canonicalFromHash(&c, d);
+  memcpy(b->subs + 8 * b->nsubs++, c.digest, 8);
+}
+
+static void feed_subs(Block *b, const uint8_t *p, size_t n) {
+  while (n > 0) {
+    if (b->subFill == 0 && n >= b->subSize) {
+      put_sub(b, XXH3_64bits(p, b->subSize));
+      p += b->subSize, n -= b->subSize;
+      continue;
+    }
+    if (b->subFill == 0) XXH3_64bits_reset(b->sub);
+    size_t k = b->subSize - b->subFill < n ? b->subSize - b->subFill : n;
+    XXH3_64bits_update(b->sub, p, k);
+    p += k, n -= k, b->subFill += (uint32_t)k;
+    if (b->subFill == b->subSize) {
+      put_sub(b, XXH3_64bits_digest(b->sub));
+      b->subFill = 0;
+    }
+  }
+}
+
+static void feed_data(Block *b, const uint8_t *p, size_t n) {
+  for (size_t at = 0; at < n; at += PIECE) {
+    size_t k = n - at < PIECE ? n - at : PIECE;
+    XXH3_128bits_update(b->h, p + at, k);
+    if (b->subs) feed_subs(b, p + at, k);
+  }
+}
+
+static void feed_zeros(Block *b, uint64_t n) {
+  if (!b->started) {
+    // Zeros before any data are only counted: an all-zero block is reported as such, never hashed.
+    b->zeroRun += n;
+    return;
+  }
+  for (; n > 0; n -= n < PIECE ? n : PIECE) feed_data(b, zeros, n < PIECE ? n : PIECE);
+}
+
+/* Bytes of a file (mapped or read): counted while all zero, hashed from the first non-zero byte on. */
+static void feed(Block *b, const uint8_t *p, size_t n) {
+  if (!b->started) {
+    size_t z = 0;
+    while (z + 8 <= n) {
+      uint64_t w;
+      memcpy(&w, p + z, 8);
+      if (w) break;
+      z += 8;
+    }
+    while (z < n && !p[z]) z++;
+    b->zeroRun += z;
+    if (z == n) return;
+    p += z, n -= z;
+    b->started = 1;
+    XXH3_128bits_reset(b->h);
+    uint64_t run = b->zeroRun;
+    if (b->subs) {
+      // Whole zero sub-blocks take the precomputed digest; a partial one is hashed.
+      for (uint64_t k = run / b->subSize; k > 0; k--) put_sub(b, b->zeroSub);
+      for (uint64_t left = run % b->subSize; left > 0; left -= left < PIECE ? left : PIECE) feed_subs(b, zeros, left < PIECE ? left : PIECE);
+    }
+    for (uint64_t left = run; left > 0; left -= left < PIECE ? left : PIECE) XXH3_128bits_update(b->h, zeros, left < PIECE ? left : PIECE);
+  }
+  feed_data(b, p, n);
+}
+
+static napi_value fail(napi_env env, const char *code, const char *message, int32_t file) {
+  napi_value c, m, e, f;
+  if (napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &c) == napi_ok && napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &m) == napi_ok &&
+      napi_create_error(env, c, m, &e) == napi_ok) {
+    if (file >= 0 && napi_create_int32(env, file, &f) == napi_ok) napi_set_named_property(env, e, "fileIndex", f);
+    napi_throw(env, e);
+  }
+  return NULL;
+}
+
+static const char *errno_code(int err) {
+  switch (err) {
+    case EIO: return "EIO";
+    case ENOMEM: return "ENOMEM";
+    case EACCES: return "EACCES";
+    case EBADF: return "EBADF";
+    case EINVAL: return "EINVAL";
+    case ENODEV: return "ENODEV";
+    case EOVERFLOW: return "EOVERFLOW";
+    default: return "EIO";
+  }
+}
+
+/* A number argument as an int64, or -1 when it is not one. */
+static int64_t int_at(napi_env env, napi_value array, uint32_t i) {
+  napi_value v;
+  int64_t x;
+  if (napi_get_element(env, array, i, &v) != napi_ok || napi_get_value_int64(env, v, &x) != napi_ok) return INT64_MIN;
+  return x;
+}
+
+/* One block's triples checked (a known file or -1, offsets and lengths not negative); its byte count, or -1. */
+static int64_t block_length(napi_env env, napi_value triples, uint32_t n, uint32_t nfds) {
+  int64_t total = 0;
+  for (uint32_t r = 0; r < n; r += 3) {
+    int64_t file = int_at(env, triples, r), offset = int_at(env, triples, r + 1), length = int_at(env, triples, r + 2);
+    if (file >= (int64_t)nfds || file < -1 || offset < 0 || length < 0 || length > (INT64_C(1) << 40) - total) return -1;
+    total += length;
+  }
+  return total;
+}
+
+/*
+ * hashBlocks(fds, blocks, subSize, map): for each block, given as flat triples (index into fds or -1 for zeros,
+ * file offset, length), null when all its bytes are zero, else [XXH128 digest (16 bytes, canonical),
+ * XXH3-64 sub-digests of every subSize bytes (8 bytes each, canonical, the last over its shorter piece) or null when
+ * subSize is 0]. Bytes past a file's end are zeros, as the drivers' reads give. With `map` the files are mapped,
+ * else read. Throws an Error with `code` (an errno name, or ERR_FILE_SHRANK when a mapped file shrank) and
+ * `fileIndex`.
+ */
+static napi_value hash_blocks(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4], result;
+  uint32_t nfds, nblocks, subSize;
+  bool isArray, useMap;
+  int fds[MAX_FILES];
+  int64_t sizes[MAX_FILES];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 || napi_is_array(env, argv[0], &isArray) != napi_ok || !isArray ||
+      napi_get_array_length(env, argv[0], &nfds) != napi_ok || nfds > MAX_FILES || napi_is_array(env, argv[1], &isArray) != napi_ok || !isArray ||
+      napi_get_array_length(env, argv[1], &nblocks) != napi_ok || napi_get_value_uint32(env, argv[2], &subSize) != napi_ok ||
+      napi_get_value_bool(env, argv[3], &useMap) != napi_ok) {
+    napi_throw_type_error(env, NULL, "hashBlocks(fds, blocks, subSize, map) takes up to 64 descriptors, an array of blocks, a size and a boolean");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < nfds; i++) {
+    int64_t fd = int_at(env, argv[0], i);
+    struct stat st;
+    if (fd < 0 || fd > INT32_MAX) return fail(env, "EBADF", "hashBlocks: not a descriptor", -1);
+    if (fstat((int)fd, &st) != 0) return fail(env, errno_code(errno), strerror(errno), (int32_t)i);
+    fds[i] = (int)fd;
+    sizes[i] = st.st_size;
+  }
+  Instance *inst = NULL;
+  if (!useMap) {
+    if (napi_get_instance_data(env, (void **)&inst) != napi_ok) return NULL;
+    if (!inst) {
+      inst = calloc(1, sizeof *inst);
+      if (!inst || napi_set_instance_data(env, inst, free_instance, NULL) != napi_ok) {
+        free(inst);
+        return fail(env, "ENOMEM", "out of memory", -1);
+      }
+    }
+    if (!inst->buf && posix_memalign((void **)&inst->buf, 4096, PIECE) != 0) {
+      inst->buf = NULL;
+      return fail(env, "ENOMEM", "out of memory", -1);
+    }
+  }
+  if (napi_create_array_with_length(env, nblocks, &result) != napi_ok) return NULL;
+  // On the heap, its address fixed before the jump point: nothing the cleanup after a SIGBUS reads lives in a register.
+  Block *const b = calloc(1, sizeof(Block));
+  if (!b || !(b->h = XXH3_createState()) || !(b->sub = XXH3_createState())) {
+    if (b) XXH3_freeState(b->h);
+    free(b);
+    return fail(env, "ENOMEM", "out of memory", -1);
+  }
+  b->subSize = subSize;
+  if (subSize) {
+    // XXH3-64 of subSize zero bytes, in pieces (a sub-block may be larger than the zero buffer).
+    XXH3_64bits_reset(b->sub);
+    for (uint32_t left = subSize; left > 0; left -= left < PIECE ? left : PIECE) XXH3_64bits_update(b->sub, zeros, left < PIECE ? left : PIECE);
+    b->zeroSub = XXH3_64bits_digest(b->sub);
+  }
+  long page = sysconf(_SC_PAGESIZE);
+  // Live across the jump back from a SIGBUS: volatile, so their values are the ones last stored.
+  uint8_t *volatile mapped = NULL;
+  volatile size_t mappedLength = 0;
+  volatile int32_t current = -1;
+  int failed = 0;
+  sigjmp_buf jump;
+  if (useMap) pthread_once(&installed, install);
+  if (sigsetjmp(jump, 1)) {
+    guard = NULL;
+    munmap(mapped, mappedLength);
+    failed = 1;
+    fail(env, "ERR_FILE_SHRANK", "the file shrank while it was being hashed", current);
+  }
+  for (uint32_t i = 0; i < nblocks && !failed; i++) {
+    napi_value triples, out = NULL;
+    uint32_t n;
+    int64_t total;
+    if (napi_get_element(env, argv[1], i, &triples) != napi_ok || napi_get_array_length(env, triples, &n) != napi_ok || n % 3 ||
+        (total = block_length(env, triples, n, nfds)) < 0 || (subSize && total / subSize >= (1 << 20))) {
+      napi_throw_range_error(env, NULL, "hashBlocks: a block is a flat array of (file, offset, length) triples naming given files");
+      failed = 1;
+      break;
+    }
+    b->started = 0, b->zeroRun = 0, b->subFill = 0, b->nsubs = 0;
+    free(b->subs);
+    b->subs = NULL;
+    b->subCap = subSize ? (size_t)(total / subSize + 1) : 0;
+    if (subSize && !(b->subs = malloc(b->subCap * 8))) {
+      fail(env, "ENOMEM", "out of memory", -1);
+      failed = 1;
+      break;
+    }
+    for (uint32_t r = 0; r < n && !failed; r += 3) {
+      int64_t file = int_at(env, triples, r), offset = int_at(env, triples, r + 1), length = int_at(env, triples, r + 2);
+      if (file < 0) {
+        feed_zeros(b, (uint64_t)length);
+        continue;
+      }
+      current = (int32_t)file;
+      int fd = fds[file];
+      // [offset, stored) lies in the file, [stored, end) past its end.
+      int64_t end = offset + length, stored = end < sizes[file] ? end : sizes[file];
+      if (stored < offset) stored = offset;
+      for (int64_t p = offset; p < stored && !failed;) {
+        if (useMap) {
+          int64_t w = stored - p < WINDOW ? stored - p : WINDOW, at = p & ~(int64_t)(page - 1);
+          size_t len = (size_t)(p - at + w);
+          void *m = mmap(NULL, len, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, at);
+          if (m == MAP_FAILED) {
+            fail(env, errno_code(errno), strerror(errno), (int32_t)file);
+            failed = 1;
+            break;
+          }
+          mappedLength = len;
+          mapped = m;
+          guard = &jump;
+          feed(b, (const uint8_t *)m + (p - at), (size_t)w);
+          guard = NULL;
+          mapped = NULL;
+          munmap(m, len);
+          p += w;
+        } else {
+          size_t want = stored - p < PIECE ? (size_t)(stored - p) : PIECE, got = 0;
+          while (got < want) {
+            ssize_t k = pread(fd, inst->buf + got, want - got, p + (int64_t)got);
+            if (k < 0 && errno == EINTR) continue;
+            if (k < 0) {
+              fail(env, errno_code(errno), strerror(errno), (int32_t)file);
+              failed = 1;
+              break;
+            }
+            if (k == 0) break;
+            got += (size_t)k;
+          }
+          // A file that ends early reads as zeros past its end.
+          if (got < want) memset(inst->buf + got, 0, want - got);
+          if (!failed) feed(b, inst->buf, want);
+          p += (int64_t)want;
+        }
+      }
+      if (!failed && end > stored) feed_zeros(b, (uint64_t)(end - stored));
+    }
+    if (failed) break;
+    if (!b->started) {
+      failed = napi_get_null(env, &out) != napi_ok;
+    } else {
+      XXH128_canonical_t c;
+      XXH128_canonicalFromHash(&c, XXH3_128bits_digest(b->h));
+      if (subSize && b->subFill) put_sub(b, XXH3_64bits_digest(b->sub));
+      napi_value d, s;
+      failed = napi_create_array_with_length(env, 2, &out) != napi_ok || napi_create_buffer_copy(env, 16, c.digest, NULL, &d) != napi_ok ||
+               (subSize ? napi_create_buffer_copy(env, b->nsubs * 8, b->subs, NULL, &s) : napi_get_null(env, &s)) != napi_ok ||
+               napi_set_element(env, out, 0, d) != napi_ok || napi_set_element(env, out, 1, s) != napi_ok;
+    }
+    failed = failed || napi_set_element(env, result, i, out) != napi_ok;
+  }
+  free(b->subs);
+  XXH3_freeState(b->h), XXH3_freeState(b->sub);
+  free(b);
+  if (!failed) return result;
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && !pending) napi_throw_error(env, "EIO", "hashBlocks failed");
+  return NULL;
+}
+
+NAPI_MODULE_INIT() {
+  napi_value fn;
+  if (napi_create_function(env, "hashBlocks", NAPI_AUTO_LENGTH, hash_blocks, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "hashBlocks", fn) != napi_ok) return NULL;
+  return exports;
+}

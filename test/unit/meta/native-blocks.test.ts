@@ -1,0 +1,154 @@
+/**
+ * The native block hasher (native/xxh3blocks.c, decision 0027): blocks given as file ranges get the same XXH128 and
+ * XXH3-64 sub-digests whether the files are mapped, read with pread, or read and hashed in JavaScript, over random
+ * sparse files of any size (ranges past the end read as zeros) and zero runs. A file that shrinks while it is mapped
+ * gives one typed error on this thread and on a worker, not a crash; a SIGBUS that is not ours still kills.
+ */
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import fc from 'fast-check';
+import { DirectPool, hashBlocksSync, localHasher, nativeHashing, type SyncHasher } from '../../../src/meta/hash-sync.js';
+import { ContentChangedError, fromSystemError } from '../../../src/util/errors.js';
+import { makeTempDir } from '../../helpers/tmp.js';
+import { requireTool } from '../../helpers/tools.js';
+
+const have = () => requireTool(nativeHashing() !== null, 'the block hasher (scripts/build-native.js: cc and Node headers)');
+const KiB = 1024;
+const MiB = 1 << 20;
+
+/** A sparse file of `size` bytes: holes, random extents and written zeros. */
+function sparseFile(file: string, size: number, extents: Array<{ at: number; length: number; zero: boolean }>): void {
+  const fd = fs.openSync(file, 'w');
+  try {
+    fs.ftruncateSync(fd, size);
+    for (const e of extents) {
+      const at = Math.min(e.at, size);
+      const length = Math.min(e.length, size - at);
+      if (length > 0) fs.writeSync(fd, e.zero ? Buffer.alloc(length) : randomBytes(length), 0, length, at);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Starts a thread that truncates `file` to 0 bytes after about `ms` milliseconds (this thread may be busy hashing). */
+function truncateSoon(file: string, ms: number): Promise<void> {
+  const w = new Worker(
+    `const { workerData } = require('node:worker_threads');
+     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, workerData.ms);
+     require('node:fs').truncateSync(workerData.file, 0);`,
+    { eval: true, workerData: { file, ms } },
+  );
+  return new Promise((resolve, reject) => {
+    w.once('exit', () => resolve());
+    w.once('error', reject);
+  });
+}
+
+describe('native block hasher', () => {
+  let tmp: ReturnType<typeof makeTempDir>;
+  beforeAll(() => (tmp = makeTempDir()));
+  afterAll(() => tmp.cleanup());
+
+  it('gives the same digests mapped, read and in JavaScript, for random sparse files and ranges', () => {
+    if (!have()) return;
+    let n = 0;
+    const extent = fc.record({ at: fc.integer({ min: 0, max: 3 * MiB }), length: fc.integer({ min: 1, max: 700 * KiB }), zero: fc.boolean() });
+    const triple = fc.record({ file: fc.constantFrom(-1, 0, 0, 0, 1), at: fc.integer({ min: 0, max: 3 * MiB + 100 * KiB }), length: fc.integer({ min: 1, max: 900 * KiB }) });
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 3 * MiB }), fc.array(extent, { maxLength: 5 })), { minLength: 2, maxLength: 2 }),
+        fc.array(fc.array(triple, { minLength: 1, maxLength: 5 }), { minLength: 1, maxLength: 4 }),
+        fc.constantFrom(null, 4 * KiB, 32 * KiB, 100_000),
+        (files, blocks, subSize) => {
+          const paths = files.map(([size, extents]) => {
+            const file = path.join(tmp.dir, `f${n++}`);
+            sparseFile(file, size, extents);
+            return file;
+          });
+          const triples = blocks.map((b) => b.flatMap((t) => [t.file, t.file < 0 ? 0 : t.at, t.length]));
+          const sub = subSize ? { algorithm: 'xxh3-64' as const, size: subSize } : null;
+          const hashers = (['map', 'read', null] as const).map((mode) => localHasher('xxh128', 256 * KiB, sub, mode));
+          try {
+            expect(hashers[0].native).not.toBeNull();
+            expect(hashers[2].native).toBeNull();
+            const [mapped, read, js] = hashers.map((hx) => hashBlocksSync(triples, paths, hx));
+            expect(mapped).toEqual(js);
+            expect(read).toEqual(js);
+          } finally {
+            for (const hx of hashers) hx.closeAll();
+            for (const p of paths) fs.rmSync(p);
+          }
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  /** Hashes `file` (128 MiB) whole, again and again, until it shrinks under the mapping: the error hashing gave. */
+  async function shrinkWhileHashing(hash: (blocks: number[][], files: string[]) => Promise<unknown>): Promise<Error> {
+    const file = path.join(tmp.dir, 'shrinks');
+    // Each try truncates the file at some moment of a loop of whole hashes; it falls between two of them only rarely.
+    for (let attempt = 0; attempt < 10; attempt++) {
+      fs.writeFileSync(file, Buffer.alloc(128 * MiB, attempt + 1));
+      const blocks = Array.from({ length: 64 }, (_, k) => [0, k * 2 * MiB, 2 * MiB]);
+      const truncated = truncateSoon(file, 5 + attempt * 3);
+      let error: Error | null = null;
+      try {
+        while (fs.statSync(file).size > 0) await hash(blocks, [file]);
+      } catch (err) {
+        error = err as Error;
+      }
+      await truncated;
+      if (error) return error;
+    }
+    throw new Error('the file never shrank while it was being hashed');
+  }
+
+  it('turns a file that shrinks under the mapping into one typed error on this thread', async () => {
+    if (!have()) return;
+    let hx: SyncHasher | null = null;
+    const err = await shrinkWhileHashing(async (blocks, files) => {
+      hx ??= localHasher('xxh128', MiB, { algorithm: 'xxh3-64', size: 32 * KiB }, 'map');
+      return hashBlocksSync(blocks, files, hx);
+    });
+    (hx as SyncHasher | null)?.closeAll();
+    expect((err as NodeJS.ErrnoException).code).toBe('ERR_FILE_SHRANK');
+    const typed = fromSystemError(err, (err as { path?: string }).path ?? '?');
+    expect(typed).toBeInstanceOf(ContentChangedError);
+    expect((typed as ContentChangedError).describe()).toBe(`${path.join(tmp.dir, 'shrinks')}: the file shrank while it was being hashed`);
+  });
+
+  it('turns a file that shrinks under the mapping into one typed error on a worker thread', async () => {
+    if (!have() || nativeHashing() !== 'map') return;
+    const pool = new DirectPool(1).configure('xxh128', MiB, { algorithm: 'xxh3-64', size: 32 * KiB }, 'image');
+    try {
+      const err = await shrinkWhileHashing((blocks, files) => pool.hash(files, blocks));
+      expect(err.constructor.name).toBe('ContentChangedError');
+      expect(err.message).toBe('the file shrank while it was being hashed');
+      expect((err as { subject?: string }).subject).toBe(path.join(tmp.dir, 'shrinks'));
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('leaves a SIGBUS that is not its own to the default action', () => {
+    if (!have() || nativeHashing() !== 'map') return;
+    // The built helper is loaded directly (no TypeScript loader in a child): install its handler, then signal.
+    const helper = path.resolve('build/native/xxh3blocks.node');
+    const file = path.join(tmp.dir, 'bus');
+    fs.writeFileSync(file, Buffer.alloc(8192, 1));
+    const child = `
+      const { hashBlocks } = require(${JSON.stringify(helper)});
+      const fd = require('node:fs').openSync(${JSON.stringify(file)}, 'r');
+      if (!hashBlocks([fd], [[0, 0, 8192]], 0, true)[0]) throw new Error('no digest');
+      process.kill(process.pid, 'SIGBUS');
+      setTimeout(() => console.log('survived'), 200);`;
+    const r = spawnSync('sh', ['-c', 'ulimit -c 0; exec "$0" -e "$1"', process.execPath, child], { encoding: 'utf8' });
+    expect(r.stdout).not.toContain('survived');
+    expect(r.signal ?? `exit ${r.status}`).toMatch(/SIGBUS|exit 135/);
+  });
+});
