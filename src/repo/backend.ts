@@ -81,6 +81,11 @@ export interface DiskSession {
    * anything else), never to be swept.
    */
   unrecordedPoints(): Promise<string[]>;
+  /**
+   * Records points the manifest should list but does not (object repositories: maps later than its newest point) in
+   * a new generation, which it returns; `m` itself when there are none. Absent where no such state exists.
+   */
+  recordLater?(m: DiskManifest): Promise<DiskManifest>;
   /** Removes everything of this disk that `m` does not reference (a killed run's leftovers, dropped points). */
   sweep(m: DiskManifest): Promise<string[]>;
   /** Throws once the lock was lost (lease lapsed, taken over). */

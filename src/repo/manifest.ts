@@ -54,6 +54,12 @@ export interface DiskManifest {
   blockSize: number;
   points: RestorePoint[];
   pending: PendingFold | null;
+  /**
+   * A random token of the run that wrote this manifest (object repositories), so that two runs never write the same
+   * bytes: a conditional create read back after a lost answer is then ours exactly when the bytes are. Absent in
+   * folder repositories and in manifests of older versions.
+   */
+  writer?: string;
 }
 
 /** Why a manifest cannot be read; the caller names the file. */
@@ -78,6 +84,7 @@ export function serializeManifest(m: DiskManifest): Buffer {
     blockSize: m.blockSize,
     points: m.points.map((p) => ({ id: p.id, time: p.time, image: p.image, kind: p.kind, parent: p.parent, virtualSize: p.virtualSize, changedBytes: p.changedBytes, source: p.source })),
     pending: m.pending,
+    ...(m.writer === undefined ? {} : { writer: m.writer }),
     checksum: `sha256:${ZEROS}`,
   };
   const text = JSON.stringify(body, null, 2) + '\n';
@@ -172,7 +179,9 @@ function checkManifest(raw: unknown): DiskManifest {
     if (!seen.has(drop) || seen.get(into)?.parent !== drop) fail('pending fold does not name a point and its child');
     pending = { op: 'fold', drop, into };
   }
-  return { format: MANIFEST_FORMAT, version, disk: text(o.disk, 'disk', 100), generation: count(o.generation, 'generation'), hash, blockSize, points, pending };
+  const m: DiskManifest = { format: MANIFEST_FORMAT, version, disk: text(o.disk, 'disk', 100), generation: count(o.generation, 'generation'), hash, blockSize, points, pending };
+  if (o.writer !== undefined) m.writer = text(o.writer, 'writer', 64);
+  return m;
 }
 
 /** The points a pending fold makes unreadable until it is finished: the dropped one and every point reading through it. */

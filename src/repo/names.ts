@@ -27,6 +27,13 @@ export function isPointId(id: string): boolean {
   return POINT_ID.test(id);
 }
 
+/** Orders ids by time, then by their `-N` suffix as a number. */
+export function byId(a: string, b: string): number {
+  const [ta, na = '1'] = a.split('-');
+  const [tb, nb = '1'] = b.split('-');
+  return ta < tb ? -1 : ta > tb ? 1 : Number(na) - Number(nb);
+}
+
 /** A new point id for `time`, distinct from every id in `taken`. */
 export function newPointId(time: Date, taken: Iterable<string>): string {
   const used = new Set(taken);

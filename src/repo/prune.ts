@@ -41,8 +41,8 @@ async function completeFold(session: DiskSession, m: DiskManifest): Promise<Disk
 }
 
 /**
- * Brings a disk to a settled state under its lock: an interrupted fold finished, leftovers of killed runs removed.
- * Every run that changes a disk calls this first.
+ * Brings a disk to a settled state under its lock: an interrupted fold finished, points a killed run made but did not
+ * record recorded, leftovers of killed runs removed. Every run that changes a disk calls this first.
  */
 export async function settle(session: DiskSession, m: DiskManifest): Promise<{ manifest: DiskManifest; finished: boolean; removed: string[] }> {
   let finished = false;
@@ -50,6 +50,7 @@ export async function settle(session: DiskSession, m: DiskManifest): Promise<{ m
     m = await completeFold(session, m);
     finished = true;
   }
+  if (session.recordLater) m = await session.recordLater(m);
   return { manifest: m, finished, removed: await session.sweep(m) };
 }
 

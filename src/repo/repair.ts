@@ -17,7 +17,7 @@ import { readSmallFile } from '../io/atomic.js';
 import { FileRepository, INCOMING_SUFFIX, MANIFEST_NAME } from './file-backend.js';
 import { MANIFEST_FORMAT, MANIFEST_LIMIT, MANIFEST_VERSION, parseManifest, serializeManifest, type DiskManifest, type RestorePoint } from './manifest.js';
 import type { RepoBackend } from './backend.js';
-import { isPointId } from './names.js';
+import { byId, isPointId } from './names.js';
 import { FOLD_MARKER_NAME, readFoldMarker } from './fold-marker.js';
 import { lockDiskWaiting, type LockWait } from './wait.js';
 
@@ -47,13 +47,6 @@ interface Found {
   virtualSize: number;
   logicalSectorSize: number;
   contentId: string;
-}
-
-/** Orders ids by time, then by their `-N` suffix as a number. */
-export function byId(a: string, b: string): number {
-  const [ta, na = '1'] = a.split('-');
-  const [tb, nb = '1'] = b.split('-');
-  return ta < tb ? -1 : ta > tb ? 1 : Number(na) - Number(nb);
 }
 
 /**

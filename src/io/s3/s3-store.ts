@@ -277,7 +277,8 @@ export class S3ObjectStore implements ObjectStore {
   /**
    * The object's ETag when the object under `key` has exactly these bytes, else null. Its ETag being their MD5
    * decides at once; an ETag that is not an MD5 of the content (SSE-KMS, some gateways) costs one GET of the same
-   * size, compared byte for byte. Our bodies carry a token or are named by their content, so equal bytes are ours.
+   * size, compared byte for byte. Equal bytes are ours: manifests and lease records carry their run's random token,
+   * blocks are named by their content (whoever wrote one wrote these bytes).
    */
   private async holds(key: string, body: Uint8Array): Promise<string | null> {
     const info = await this.head(key);

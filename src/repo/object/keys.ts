@@ -2,6 +2,7 @@
  * Where things live in an object repository (docs/repository.md, "Repositories on object storage"): every key,
  * relative to the repository's prefix, is built and parsed here and nowhere else.
  */
+import { isPointId } from '../names.js';
 
 /** Generations are written with this many digits, so listing order is generation order. */
 const GENERATION_DIGITS = 12;
@@ -50,6 +51,12 @@ export function diskPrefix(disk: string): string {
 /** A point's map (the manifest's `image`, relative to the disk's prefix). */
 export function pointMapName(id: string): string {
   return `${id}.map`;
+}
+
+/** The point id a map's name (relative to the disk's prefix) carries, or null for another name. */
+export function parseMapName(name: string): string | null {
+  const id = name.endsWith('.map') ? name.slice(0, -'.map'.length) : null;
+  return id !== null && isPointId(id) ? id : null;
 }
 
 /** A point's list (its metafile), relative to the disk's prefix. */

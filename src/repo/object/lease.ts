@@ -81,6 +81,12 @@ export class DiskLease implements WriteFence {
   private deadline: number;
   private lost: string | null = null;
   private renewing: Promise<void> | null = null;
+  /**
+   * The record of a renewal whose PUT failed without saying it did not commit (every attempt lost or a 5xx): the
+   * service may hold it, under an ETag we never saw. Read back before the next PUT of ours, or that PUT's If-Match
+   * would fail and give up a live lease.
+   */
+  private unsure: LeaseRecord | null = null;
 
   private constructor(
     private readonly store: ObjectStore,
@@ -172,22 +178,44 @@ export class DiskLease implements WriteFence {
       this.lose(`its lease could not be renewed for ${this.timing.authorityMs / 1000} s`);
       return Promise.resolve();
     }
-    const next: LeaseRecord = { ...this.record, renewed: new Date().toISOString(), renewals: this.record.renewals + 1 };
     this.renewing = (async () => {
+      let next: LeaseRecord | null = null;
       try {
         if (await this.store.head(leaseKey(this.disk, this.generation + 1))) return this.lose('another run took it over');
+        await this.readBack();
+        next = { ...this.record, renewed: new Date().toISOString(), renewals: this.record.renewals + 1 };
         const { etag } = await this.store.put(leaseKey(this.disk, this.generation), serialize(next), { ifMatch: this.etag });
         this.record = next;
         this.etag = etag;
         if (performance.now() - started <= this.timing.authorityMs) this.deadline = Math.max(this.deadline, started + this.timing.authorityMs);
       } catch (err) {
         if (err instanceof ConflictError || err instanceof NotFoundError) this.lose('another run took it over');
-        // Anything else (the store unreachable): the lease runs out unless a later renewal gets through.
+        // Anything else (the store unreachable): the lease runs out unless a later renewal gets through, and this
+        // one may have committed all the same.
+        else if (next) this.unsure = next;
       } finally {
         this.renewing = null;
       }
     })();
     return this.renewing;
+  }
+
+  /**
+   * After a renewal that may have committed unseen: when our object holds exactly that renewal's record (its token
+   * and count make it ours alone), its ETag becomes ours. Anything else is left to the If-Match that follows.
+   */
+  private async readBack(): Promise<void> {
+    if (!this.unsure) return;
+    const key = leaseKey(this.disk, this.generation);
+    const info = await this.store.head(key);
+    if (info && info.etag !== this.etag) {
+      const bytes = await getAtMost(this.store, key, RECORD_LIMIT);
+      if (bytes && bytes !== 'too large' && bytes.equals(serialize(this.unsure))) {
+        this.record = this.unsure;
+        this.etag = info.etag;
+      }
+    }
+    this.unsure = null;
   }
 
   /** Marks the lease released (the next run takes it at once); a lapsed lease is left to expire. */
@@ -196,8 +224,13 @@ export class DiskLease implements WriteFence {
     await this.renewing;
     if (this.lost || performance.now() >= this.deadline) return;
     this.lost = 'released';
-    const done: LeaseRecord = { ...this.record, renewed: new Date().toISOString(), released: true };
-    await this.store.put(leaseKey(this.disk, this.generation), serialize(done), { ifMatch: this.etag }).catch(() => {});
+    try {
+      await this.readBack();
+      const done: LeaseRecord = { ...this.record, renewed: new Date().toISOString(), released: true };
+      await this.store.put(leaseKey(this.disk, this.generation), serialize(done), { ifMatch: this.etag });
+    } catch {
+      // Not released: the lease expires as a crashed run's would.
+    }
   }
 }
 

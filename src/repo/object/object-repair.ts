@@ -4,26 +4,38 @@
  * each write deletes the one it replaces. But every point is standalone, so a point is each `<id>.map` that parses
  * (its own checksum) and whose `<id>.list` vouches for it (the list records the map's identity); the order is the
  * ids', the kinds `full` then `clone`, changed bytes from consecutive lists. What it cannot prove is refused in one
- * line with nothing written; the damaged generation is kept under another name, never deleted.
+ * line with nothing written; the damaged generation is kept under another name, never deleted. An intact manifest
+ * that misses points later than its newest (its newest generation lost) gets them added (ObjectDiskSession.recordLater).
  */
-import { checkFresh, NATIVE_ALGORITHMS, type Metafile } from '../../meta/index.js';
-import { NotFoundError, RepositoryDamageError, VhdsyncError } from '../../util/errors.js';
-import { MANIFEST_FORMAT, MANIFEST_LIMIT, MANIFEST_VERSION, parseManifest, serializeManifest, type DiskManifest, type RestorePoint } from '../manifest.js';
-import { checkDiskName, isPointId } from '../names.js';
-import { byId, changedBytes, REBUILT_SOURCE, timeOfId, whyRebuild, type RepairSummary } from '../repair.js';
+import { NotFoundError, RepositoryDamageError } from '../../util/errors.js';
+import { MANIFEST_FORMAT, MANIFEST_LIMIT, MANIFEST_VERSION, parseManifest, serializeManifest, type DiskManifest } from '../manifest.js';
+import { byId, checkDiskName } from '../names.js';
+import { REBUILT_SOURCE, whyRebuild, type RepairSummary } from '../repair.js';
 import { lockDiskWaiting, type LockWait } from '../wait.js';
 import { getAtMost } from './bounded-read.js';
-import { diskPrefix, manifestKey, manifestPrefix, pointMapName } from './keys.js';
+import { diskPrefix, manifestKey, manifestPrefix, parseMapName } from './keys.js';
+import type { ObjectDiskSession } from './object-session.js';
+import { provePoints } from './point-proof.js';
 import type { ObjectRepository } from './object-backend.js';
 
-/** Rebuilds `disk`'s manifest under its lease when it is missing or damaged; an intact one is left alone. */
+/**
+ * Rebuilds `disk`'s manifest under its lease when it is missing or damaged, and adds to an intact one the points
+ * later than its newest (pastManifest: its newest generation lost); an intact, complete one is left alone.
+ */
 export async function repairObjectManifest(repo: ObjectRepository, disk: string, wait?: LockWait): Promise<RepairSummary> {
   checkDiskName(disk);
   const prefix = diskPrefix(disk);
   const session = await lockDiskWaiting(repo, disk, 'repair', wait);
   try {
-    const reason = await whyRebuild(repo, disk);
-    if (typeof reason !== 'string') return reason;
+    const looked = await whyRebuild(repo, disk);
+    if (typeof looked !== 'string') {
+      const m = (await repo.readManifest(disk))!;
+      const now = await (session as ObjectDiskSession).recordLater(m, REBUILT_SOURCE);
+      if (now === m) return looked;
+      const added = now.points.slice(m.points.length).map((p) => p.id);
+      const reason = `restore point ${added[0]}${added.length > 1 ? ` (and ${added.length - 1} more)` : ''} was later than the newest point the manifest listed (its newest generation lost, or its backup killed before recording it)`;
+      return { ...looked, rebuilt: true, reason, points: now.points.map((p) => ({ id: p.id, kind: p.kind, parent: p.parent })) };
+    }
     const refuse = (key: string, why: string) => new RepositoryDamageError(`cannot rebuild the manifest: ${why} (nothing was written)`, repo.name(key));
     const newest = await repo.newestManifest(disk);
     const damaged = newest === null ? null : await getAtMost(repo.store, manifestKey(disk, newest), MANIFEST_LIMIT);
@@ -32,59 +44,16 @@ export async function repairObjectManifest(repo: ObjectRepository, disk: string,
     if (damaged) refuseNewer(damaged, repo.name(manifestKey(disk, newest!)));
     const ids: string[] = [];
     for await (const o of repo.store.list(prefix)) {
-      const name = o.key.slice(prefix.length);
-      if (name.endsWith('.map') && isPointId(name.slice(0, -4))) ids.push(name.slice(0, -4));
+      const id = parseMapName(o.key.slice(prefix.length));
+      if (id !== null) ids.push(id);
     }
     if (!ids.length) {
       if (newest === null) throw new NotFoundError(`no disk '${disk}' in this repository`, repo.display);
       throw refuse(prefix, 'no restore point map under the disk');
     }
     ids.sort(byId);
-    const points: RestorePoint[] = [];
-    let prev: Metafile | null = null;
-    let first: Metafile['summary'] | null = null;
-    try {
-      for (const id of ids) {
-        const key = prefix + pointMapName(id);
-        // The map is checked by its own checksum; the list must be the one written with it (its identity).
-        const probe: RestorePoint = { id, time: timeOfId(id), image: pointMapName(id), kind: 'clone', parent: null, virtualSize: 0, changedBytes: 0, source: REBUILT_SOURCE };
-        let list: Metafile;
-        try {
-          // Its virtual size (header offset 24) is all the repair needs of it before openPoint reads it, bounded by that.
-          const bytes = await repo.store.get(key, { start: 0, length: 32 });
-          if (!bytes) throw refuse(key, `the map of ${id} vanished while the repair read the disk`);
-          const virtualSize = bytes.length >= 32 ? Number(bytes.readBigUInt64LE(24)) : 0;
-          const image = await repo.openPoint(disk, { ...probe, virtualSize });
-          try {
-            list = await repo.openList(disk, probe, { virtualSize: image.virtualSize, logicalSectorSize: image.logicalSectorSize });
-            try {
-              await checkFresh(list, image);
-            } catch (err) {
-              await list.close();
-              throw err;
-            }
-          } finally {
-            await image.close();
-          }
-          probe.virtualSize = virtualSize;
-        } catch (err) {
-          if (!(err instanceof VhdsyncError) || err.message.startsWith('cannot rebuild')) throw err;
-          throw refuse(key, `restore point ${id} cannot be proven (${err.describe()}); delete its map and list if it is not needed`);
-        }
-        const s = list.summary;
-        if (!NATIVE_ALGORITHMS.includes(s.algorithm as never) || (first && (s.algorithm !== first.algorithm || s.blockSize !== first.blockSize))) {
-          await list.close();
-          throw refuse(key, `the list of ${id} (${s.algorithm}, ${s.blockSize}-byte blocks) does not match the other points'`);
-        }
-        first ??= s;
-        points.push({ ...probe, kind: points.length ? 'clone' : 'full', changedBytes: await changedBytes(list, prev) });
-        await prev?.close();
-        prev = list;
-      }
-    } finally {
-      await prev?.close();
-    }
-    const m: DiskManifest = { format: MANIFEST_FORMAT, version: MANIFEST_VERSION, disk, generation: (newest ?? 0) + 1, hash: first!.algorithm as DiskManifest['hash'], blockSize: first!.blockSize, points, pending: null };
+    const proven = await provePoints(repo, disk, ids, null, REBUILT_SOURCE);
+    const m: DiskManifest = { format: MANIFEST_FORMAT, version: MANIFEST_VERSION, disk, generation: (newest ?? 0) + 1, hash: proven.hash, blockSize: proven.blockSize, points: proven.points, pending: null };
     parseManifest(serializeManifest(m));
     // The damaged generation is kept under a name no reader or sweep takes for a generation.
     let movedAside: string | null = null;
@@ -94,7 +63,7 @@ export async function repairObjectManifest(repo: ObjectRepository, disk: string,
       await repo.store.put(movedAside, damaged, { ifNoneMatch: '*' });
     }
     await session.writeManifest(m);
-    return { disk, rebuilt: true, reason, points: points.map((p) => ({ id: p.id, kind: p.kind, parent: p.parent })), ignored: [], movedAside, finishedFold: null };
+    return { disk, rebuilt: true, reason: looked, points: m.points.map((p) => ({ id: p.id, kind: p.kind, parent: p.parent })), ignored: [], movedAside, finishedFold: null };
   } finally {
     await session.release();
   }

@@ -2,6 +2,7 @@
  * A disk of an object repository held under its lease: new manifest generations, new points (their blocks, map
  * and list), and the sweep that deletes whatever the manifest no longer references.
  */
+import { randomBytes } from 'node:crypto';
 import type { DiskIdentity } from '../../formats/disk.js';
 import { fencedStore } from '../../io/fenced-store.js';
 import { MemoryStore } from '../../io/memory-store.js';
@@ -10,9 +11,11 @@ import { readMetafile, writableFields, writeMetafile } from '../../meta/index.js
 import { AlreadyExistsError, ConflictError, RepositoryDamageError, UnsupportedError, VhdsyncError } from '../../util/errors.js';
 import type { DiskSession, PointFill, PointName, PointSpec, WrittenPoint } from '../backend.js';
 import { serializeManifest, type DiskManifest } from '../manifest.js';
-import { isPointId } from '../names.js';
+import { byId } from '../names.js';
+import { notice } from '../../util/notice.js';
+import { pastManifest, provePoints, type Proven } from './point-proof.js';
 import { BlockUploader } from './block-upload.js';
-import { diskPrefix, manifestKey, manifestPrefix, parseBlockName, parseGeneration, pointListName, pointMapName } from './keys.js';
+import { diskPrefix, manifestKey, manifestPrefix, parseBlockName, parseGeneration, parseMapName, pointListName, pointMapName } from './keys.js';
 import type { DiskLease } from './lease.js';
 import type { ObjectRepository } from './object-backend.js';
 import { MAP_HEADER, MAP_LIMIT, mapEntriesBytes, PointMap } from './point-map.js';
@@ -22,6 +25,9 @@ import { PointDisk } from './point-disk.js';
 function pointIdentity(virtualSize: number, createdMs: number): DiskIdentity {
   return { format: 'raw', contentId: '', timestamp: 0, fileSize: virtualSize, mtimeMs: createdMs };
 }
+
+/** The `source` of a point a later run recorded (recordLater): the run that made it never did. */
+export const RECORDED_LATER = 'unknown (recorded by a later run: its backup was killed before recording it, or the manifest generation that did was lost)';
 
 /** The session of one run on one disk. */
 export class ObjectDiskSession implements DiskSession {
@@ -41,6 +47,9 @@ export class ObjectDiskSession implements DiskSession {
     this.prefix = diskPrefix(disk);
     this.keepStrayBlocks = op === 'backup';
   }
+
+  /** This run's token in every manifest it writes (DiskManifest.writer): no other run writes the same bytes. */
+  private readonly writer = randomBytes(8).toString('hex');
 
   /** The repository's store with the lease as the fence of every put and delete (each attempt, retries too). */
   private get store() {
@@ -73,14 +82,23 @@ export class ObjectDiskSession implements DiskSession {
     const key = manifestKey(this.disk, m.generation);
     this.check();
     try {
-      await this.store.put(key, serializeManifest(m), { ifNoneMatch: '*' });
+      await this.store.put(key, serializeManifest({ ...m, writer: this.writer }), { ifNoneMatch: '*' });
     } catch (err) {
       if (!(err instanceof AlreadyExistsError)) throw err;
       throw new ConflictError(`generation ${m.generation} of the manifest of disk '${this.disk}' was written by another run meanwhile; nothing of this run was recorded: retry`, this.repo.name(key));
     }
     // The key of a generation a newer writer already deleted can be created again by a late one: ours is then not
     // the newest, and this run must stop before it acts on it (its sweep would delete the newer points' objects).
-    await this.refuseIfSuperseded(m);
+    try {
+      await this.refuseIfSuperseded(m);
+    } catch (err) {
+      if (err instanceof ConflictError || !(err instanceof VhdsyncError)) throw err;
+      // The listing failed, not the check: the generation is recorded, and only a takeover the lease did not see (a
+      // frozen clock) could have superseded it. The lease still holding, the run goes on (a point it recorded is not
+      // reported failed); its next manifest write or sweep batch checks again. A lost lease stops it here.
+      this.check();
+      notice(`disk '${this.disk}'`, `generation ${m.generation} of its manifest is written, but listing the manifests to confirm that no other run wrote a newer one failed (${err.describe()}); going on under the lease, which still holds`);
+    }
     // The generation this one replaces is of no use now (a reader that listed it lists again); older ones, left by
     // a kill between these two requests, go in the next sweep.
     if (m.generation > 1) {
@@ -157,9 +175,42 @@ export class ObjectDiskSession implements DiskSession {
     const out: string[] = [];
     for await (const o of this.store.list(this.prefix)) {
       const name = o.key.slice(this.prefix.length);
-      if (name.endsWith('.map') && isPointId(name.slice(0, -'.map'.length))) out.push(name);
+      if (parseMapName(name) !== null) out.push(name);
     }
     return out;
+  }
+
+  /**
+   * Records the points whose maps are later than `m`'s newest point (pastManifest: a lost newest generation, or a
+   * backup killed between its map and its manifest) in a new generation, once proven as verify --repair proves them;
+   * returns that generation, or `m` itself when there are none. A point that cannot be proven stops the run in one
+   * line (the sweep would delete it): the user decides, with verify --repair or by deleting it.
+   */
+  async recordLater(m: DiskManifest, source = RECORDED_LATER): Promise<DiskManifest> {
+    const ids: string[] = [];
+    for await (const o of this.store.list(this.prefix)) {
+      const name = o.key.slice(this.prefix.length);
+      // Listings are in key order and point ids start with a digit: every map comes before `blocks/`.
+      if (name.startsWith('blocks/')) break;
+      const id = parseMapName(name);
+      if (id !== null && pastManifest(m, id)) ids.push(id);
+    }
+    if (!ids.length) return m;
+    ids.sort(byId);
+    let proven: Proven;
+    try {
+      proven = await provePoints(this.repo, this.disk, ids, m, source);
+    } catch (err) {
+      if (!(err instanceof RepositoryDamageError)) throw err;
+      throw new RepositoryDamageError(
+        `disk '${this.disk}' holds restore point ${ids[0]} later than the newest point its manifest lists, and it ${err.message.replace(/^cannot rebuild the manifest: /, 'cannot be recorded: ').replace(/ \(nothing was written\)$/, '')}; nothing was changed: see 'vhdsync verify --repo ${this.repo.display} ${this.disk} --repair'`,
+        err.subject,
+      );
+    }
+    const next: DiskManifest = { ...m, generation: m.generation + 1, hash: proven.hash, blockSize: proven.blockSize, points: [...m.points, ...proven.points] };
+    await this.writeManifest(next);
+    notice(`disk '${this.disk}'`, `recorded restore point${ids.length > 1 ? 's' : ''} ${ids.join(', ')}, which the manifest did not list (a backup killed before recording it, or the newest manifest generation lost)`);
+    return next;
   }
 
   async sweep(m: DiskManifest): Promise<string[]> {
@@ -188,6 +239,11 @@ export class ObjectDiskSession implements DiskSession {
       const name = o.key.slice(this.prefix.length);
       const block = parseBlockName(name);
       if (block !== null ? !referenced || this.keepStrayBlocks || referenced.has(block) : keep.has(name)) continue;
+      const id = parseMapName(name);
+      // recordLater ran first (settle): a later point still unlisted here is a new holder's, or the listing lags.
+      if (id !== null && pastManifest(m, id)) {
+        throw new ConflictError(`restore point ${id} appeared under disk '${this.disk}' while this run held it, later than its manifest's newest point; nothing was deleted: retry`, this.repo.name(o.key));
+      }
       doomed.push(o.key);
     }
     for (let i = 0; i < doomed.length; i += 1000) {

@@ -12,10 +12,10 @@ import { parseLocation } from '../../../src/io/location.js';
 import { backupDisk, pruneDisk } from '../../../src/repo/index.js';
 import { DiskLease } from '../../../src/repo/object/lease.js';
 import { ObjectRepository } from '../../../src/repo/object/object-backend.js';
-import { BusyError, ConflictError } from '../../../src/util/errors.js';
+import { BusyError, ConflictError, IoError } from '../../../src/util/errors.js';
 import { bootId, pidNamespace, processStart } from '../../../src/util/process-identity.js';
 import { makeTempDir } from '../../helpers/tmp.js';
-import type { ObjectInfo } from '../../../src/io/object-store.js';
+import type { ObjectInfo, PutConditions } from '../../../src/io/object-store.js';
 import { MemoryObjectStore } from '../../helpers/memory-object-store.js';
 
 describe('object lease', () => {
@@ -82,6 +82,39 @@ describe('object lease', () => {
     expect(await taken({ host: hostname(), boot: here.boot, pid: gone, start: '12345' })).toBe(false);
     // Alive: our own process with its start time.
     expect(await taken({ ...here, pid: process.pid, start: processStart(process.pid) })).toBe(false);
+  });
+
+  it('a renewal that committed while every attempt of it failed: the next renewal reads the lease back and keeps it', async () => {
+    /** A store whose lease PUTs commit and then fail (the answers lost after the retries), or fail before committing. */
+    class Unanswered extends MemoryObjectStore {
+      mode: 'ok' | 'commit-then-fail' | 'fail' = 'ok';
+      override async put(key: string, body: Uint8Array, conditions?: PutConditions): Promise<{ etag: string }> {
+        if (this.mode === 'fail') throw new IoError('cannot reach http://127.0.0.1:9: ETIMEDOUT (after 6 attempts)', key);
+        const r = await super.put(key, body, conditions);
+        if (this.mode === 'commit-then-fail') throw new IoError('cannot reach http://127.0.0.1:9: ETIMEDOUT (after 6 attempts)', key);
+        return r;
+      }
+    }
+    const store = new Unanswered();
+    // Renewals only when the test asks (the timer's interval is longer than the test).
+    const lease = await DiskLease.take(store, 'vm', 'backup', { leaseMs: 600_000, renewMs: 60_000, authorityMs: 200_000 });
+    const key = 'leases/vm/000000000001.json';
+    const record = () => JSON.parse(store.objects.get(key)!.body.toString('utf8')) as { renewals: number; released: boolean };
+    for (const mode of ['commit-then-fail', 'fail'] as const) {
+      store.mode = mode;
+      await lease.renew();
+      store.mode = 'ok';
+      await lease.renew();
+      expect(() => lease.check()).not.toThrow();
+    }
+    // Four renewals, of which the one that failed before its PUT reached the service did not count.
+    expect(record().renewals).toBe(3);
+    // And a release right after an unanswered renewal still releases.
+    store.mode = 'commit-then-fail';
+    await lease.renew();
+    store.mode = 'ok';
+    await lease.release();
+    expect(record()).toMatchObject({ renewals: 4, released: true });
   });
 
   /** A raw disk of 4 blocks of 16 KiB, each filled with its own byte. */

@@ -8,14 +8,15 @@ import '../../../src/formats/index.js';
 import { parseLocation } from '../../../src/io/location.js';
 import type { ObjectInfo, ObjectRange, PutConditions } from '../../../src/io/object-store.js';
 import { backupDisk, FileRepository, listRepository, openRepository, pruneDisk, repairManifest, repairObjectManifest, verifyDisk } from '../../../src/repo/index.js';
-import { MANIFEST_LIMIT } from '../../../src/repo/manifest.js';
+import { emptyManifest, MANIFEST_LIMIT, parseManifest, serializeManifest } from '../../../src/repo/manifest.js';
 import { ObjectRepository } from '../../../src/repo/object/object-backend.js';
+import { RECORDED_LATER } from '../../../src/repo/object/object-session.js';
 import { RepositoryDamageError, UnsupportedError } from '../../../src/util/errors.js';
 import { isMarker } from '../../../src/repo/marker.js';
 import { MemoryObjectStore } from '../../helpers/memory-object-store.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 import { restoredObjectSha, unreferenced } from '../../repo/object-helpers.js';
-import { rawDisk, sha256File } from '../../repo/repo-helpers.js';
+import { rawDisk, scribble, sha256File } from '../../repo/repo-helpers.js';
 
 const BLOCK = 16 << 10;
 const BLOCKS = 16;
@@ -84,6 +85,101 @@ describe('object repository after review', () => {
     const r = await repairObjectManifest(repo, 'vm');
     expect(r.points).toHaveLength(2);
     expect(await restoredObjectSha(repo, 'vm', a.point, tmp.dir)).toBe(sha);
+  });
+
+  /**
+   * Two backups of one disk (points a, b, one block changed between them) in which b's manifest generation is lost:
+   * the second backup was killed between creating generation 3 and deleting generation 2, then generation 3 was
+   * lost (`lose: 'generation'`), or it was killed before creating generation 3 at all (`lose: 'kill'`).
+   */
+  async function unlisted(lose: 'generation' | 'kill') {
+    const store = new MemoryObjectStore();
+    const repo = new ObjectRepository(store);
+    const src = source();
+    const a = await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now });
+    scribble(src, [[3 * BLOCK, 100, 0xee]]);
+    const gen = (g: number) => `manifests/vm/${String(g).padStart(12, '0')}.json`;
+    store.beforeMutation = (m) => {
+      if (lose === 'generation' && m.op === 'delete' && m.keys.includes(gen(2))) throw new Error('killed');
+      if (lose === 'kill' && m.op === 'put' && m.key === gen(3)) throw new Error('killed');
+    };
+    const b = await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now }).then(
+      (s) => s.point,
+      () => store.keys().find((k) => /^disks\/vm\/\d{8}T\d{6}Z\.map$/.test(k) && !k.includes(a.point))!.slice('disks/vm/'.length, -'.map'.length),
+    );
+    store.beforeMutation = null;
+    if (lose === 'generation') {
+      expect(store.keys().filter((k) => k.startsWith('manifests/'))).toEqual([gen(2), gen(3)]);
+      store.objects.delete(gen(3));
+    }
+    expect(store.keys().filter((k) => k.startsWith('manifests/'))).toEqual([gen(2)]);
+    return { store, repo, src, a: a.point, b, sha: sha256File(src) };
+  }
+
+  it('the newest manifest generation lost while the one before survives: the next backup records the later point (it swept it before), verify --repair does too', async () => {
+    const { store, repo, src, a, b, sha } = await unlisted('generation');
+    const c = await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now });
+    expect(c.removed.filter((k) => k.includes(b))).toEqual([]);
+    const m = (await repo.readManifest('vm'))!;
+    expect(m.points.map((p) => [p.id, p.kind])).toEqual([[a, 'full'], [b, 'clone'], [c.point, 'clone']]);
+    // The earlier point keeps what its manifest knew; the recorded one says why its source is unknown, and changed one block.
+    expect(m.points[0].source).toBe(src);
+    expect(m.points[1]).toMatchObject({ source: RECORDED_LATER, changedBytes: BLOCK });
+    expect(c.changedBytes).toBe(0);
+    expect(await restoredObjectSha(repo, 'vm', b, tmp.dir)).toBe(sha);
+    expect(await unreferenced(store.keys(), (k) => store.get(k))).toEqual([]);
+
+    const again = await unlisted('generation');
+    const r = await repairObjectManifest(again.repo, 'vm');
+    expect(r).toMatchObject({ rebuilt: true, movedAside: null, points: [{ id: again.a, kind: 'full' }, { id: again.b, kind: 'clone' }] });
+    expect(r.reason).toMatch(new RegExp(`^restore point ${again.b} was later than the newest point the manifest listed`));
+    expect((await again.repo.readManifest('vm'))!.generation).toBe(3);
+    expect(await restoredObjectSha(again.repo, 'vm', again.b, tmp.dir)).toBe(again.sha);
+    expect((await repairObjectManifest(again.repo, 'vm')).rebuilt).toBe(false);
+  });
+
+  it('a backup killed between its map and its manifest: the next prune records its point (a resume), a point that cannot be proven stops it in one line', async () => {
+    const { repo, b, sha } = await unlisted('kill');
+    const p = await pruneDisk(repo, 'vm', { keep: 5 });
+    expect(p.kept).toContain(b);
+    expect(await restoredObjectSha(repo, 'vm', b, tmp.dir)).toBe(sha);
+
+    const bad = await unlisted('kill');
+    const list = `disks/vm/${bad.b}.list`;
+    bad.store.objects.delete(list);
+    const before = bad.store.keys();
+    const err = await pruneDisk(bad.repo, 'vm', { keep: 1 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RepositoryDamageError);
+    expect((err as RepositoryDamageError).message).toMatch(new RegExp(`^disk 'vm' holds restore point ${bad.b} later than the newest point its manifest lists, and it cannot be recorded: restore point ${bad.b} cannot be proven \\(.*metafile of restore point ${bad.b} is missing\\); delete its map and list if it is not needed; nothing was changed: see 'vhdsync verify --repo s3://memory/repo vm --repair'$`));
+    expect((err as Error).message).not.toContain('\n');
+    expect(bad.store.keys().filter((k) => !k.startsWith('leases/'))).toEqual(before.filter((k) => !k.startsWith('leases/')));
+  });
+
+  it('no two runs write the same manifest bytes (each carries its run\'s token), so a read-back that finds our bytes found our write; manifests without one still read', async () => {
+    const first = async () => {
+      const store = new MemoryObjectStore();
+      const session = await new ObjectRepository(store).lockDisk('vm', 'backup');
+      // What a disk's first backup writes first: predictable from its inputs but for the token.
+      await session.writeManifest({ ...emptyManifest('vm', 'xxh128', BLOCK), generation: 1 });
+      await session.release();
+      return store.objects.get('manifests/vm/000000000001.json')!.body;
+    };
+    const [x, y] = [await first(), await first()];
+    expect(x.equals(y)).toBe(false);
+    expect(JSON.parse(x.toString()).writer).toMatch(/^[0-9a-f]{16}$/);
+    // A manifest of an older version (no writer) reads, and the next generation gets this run's token.
+    const store = new MemoryObjectStore();
+    const repo = new ObjectRepository(store);
+    const src = source();
+    await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now });
+    const key = 'manifests/vm/000000000002.json';
+    const { writer, ...old } = parseManifest(store.objects.get(key)!.body);
+    expect(writer).toMatch(/^[0-9a-f]{16}$/);
+    store.objects.set(key, { ...store.objects.get(key)!, body: serializeManifest(old) });
+    expect(store.objects.get(key)!.body.toString()).not.toContain('writer');
+    expect((await repo.readManifest('vm'))!.points).toHaveLength(1);
+    expect((await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now })).kind).toBe('clone');
+    expect(parseManifest(store.objects.get('manifests/vm/000000000003.json')!.body).writer).not.toBe(writer);
   });
 
   it('a first backup writes an empty manifest before any block: killed, it leaves a disk that prune cleans up', async () => {
