@@ -1,20 +1,23 @@
 /*
- * vhdsync's block hasher: XXH128 block digests and XXH3-64 sub-digests of blocks given as file ranges, hashed
- * straight from the page cache through mmap (or, switched off, from pread into one buffer), the whole group in one
- * call. Through JavaScript each 1 MiB piece cost a read into a buffer, an xxhash-addon call per digest and the
- * Buffers between: the copy out of the page cache was the largest cost `xxhsum -H2` does not have (decision 0027).
- * It knows nothing of image formats: file ranges in, digests out (src/meta/hash-sync.ts builds the ranges).
- * Built by scripts/build-native.js against Node-API and xxhash-addon's own copy of xxHash, so the digests are the
- * same functions'; when it cannot be built, hash-sync.ts reads and hashes in JavaScript as before.
+ * vhdsync's block hasher: XXH128 block digests and XXH3-64 sub-digests of blocks given as file ranges, the whole
+ * group in one call, each 256 KiB piece read with pread into one buffer and hashed by both digests while it is in L2
+ * (or, asked for, hashed in place through mmap). Through JavaScript each 1 MiB piece cost a readSync, an xxhash-addon
+ * call per digest and the Buffers between. Mapping, which avoids the copy out of the page cache, was measured slower
+ * on this kernel: populating and unmapping each page costs what copying it does, and two threads mapping at once
+ * serialise (decision 0027). It knows nothing of image formats: file ranges in, digests out (src/meta/hash-sync.ts
+ * builds the ranges). Built by scripts/build-native.js against Node-API and xxhash-addon's own copy of xxHash, so the
+ * digests are the same functions'; when it cannot be built, hash-sync.ts reads and hashes in JavaScript as before.
  *
  * A file that shrinks while mapped makes the next access past its end raise SIGBUS. A handler installed once per
- * process jumps back out of the hashing of this thread's current call, which then throws (code ERR_FILE_SHRANK);
- * a SIGBUS anywhere else goes on to the handler that was there before (by default: the process dies, as without us).
+ * process (when mapping is first used) jumps back out of the hashing of this thread's current call, which then throws
+ * (code ERR_FILE_SHRANK); a SIGBUS anywhere else goes on to the handler that was there before (by default: the
+ * process dies, as without us).
  */
 #define _GNU_SOURCE
 #define _FILE_OFFSET_BITS 64
 #define NAPI_VERSION 8
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -31,7 +34,10 @@
 #endif
 
 /* Bytes hashed at a time by both digests: the second pass (sub-digests) finds them still in L2. */
-#define PIECE (256u << 10)
+#ifndef PIECE_KIB
+#define PIECE_KIB 256
+#endif
+#define PIECE ((unsigned)PIECE_KIB << 10)
 /* Bytes mapped at a time: few mmap/munmap calls (each munmap of a threaded process flushes the other cores' TLBs),
  * little resident at once (mapped page-cache pages count in the process's RSS). */
 #define WINDOW (16u << 20)
@@ -312,6 +318,11 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
       for (int64_t p = offset; p < stored && !failed;) {
         if (useMap) {
           int64_t w = stored - p < WINDOW ? stored - p : WINDOW, at = p & ~(int64_t)(page - 1);
+          // Faults on a mapping read ahead little and wait for each read: ask for this window (at a run's start)
+          // and the next one as reads the kernel starts now, so a cold file is read in large requests, ahead of
+          // the hashing. On pages already cached this costs a lookup.
+          if (p == offset) posix_fadvise(fd, p, w, POSIX_FADV_WILLNEED);
+          if (p + w < stored) posix_fadvise(fd, p + w, stored - p - w < WINDOW ? stored - p - w : WINDOW, POSIX_FADV_WILLNEED);
           size_t len = (size_t)(p - at + w);
           void *m = mmap(NULL, len, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, at);
           if (m == MAP_FAILED) {

@@ -229,13 +229,14 @@ function nativeHelperPath(name: string, exported: string): string | null {
 const xxh3SubsPath: string | null = process.env.VHDSYNC_NATIVE_SUBS === '0' ? null : nativeHelperPath('xxh3subs', 'xxh3Subs');
 
 /**
- * How XXH128 groups are hashed natively: 'map' (files mapped, hashed in the page cache), 'read' (pread into one
- * buffer, then hashed), or null: `VHDSYNC_NATIVE_HASH=0` switches the block hasher off (then pieces are read and
- * hashed in JavaScript; the digests are the same every way), `VHDSYNC_NATIVE_HASH=read` asks for reads.
+ * How XXH128 groups are hashed natively: 'read' (pread into one 256 KiB buffer, both digests hashed from it: the
+ * default), 'map' (files mapped 16 MiB at a time and hashed in the page cache; slower here with two threads,
+ * docs/performance.md), or null: `VHDSYNC_NATIVE_HASH=0` switches the block hasher off (pieces are then read and
+ * hashed in JavaScript). The digests are the same every way.
  */
 const nativeHashMode: 'map' | 'read' | null = (() => {
   const asked = process.env.VHDSYNC_NATIVE_HASH;
-  return asked === '0' ? null : asked === 'read' ? 'read' : 'map';
+  return asked === '0' ? null : asked === 'map' ? 'map' : 'read';
 })();
 const xxh3BlocksPath: string | null = nativeHashMode ? nativeHelperPath('xxh3blocks', 'hashBlocks') : null;
 
@@ -337,10 +338,14 @@ export class DirectPool {
 
   private subject = '';
 
-  constructor(readonly size: number) {
+  /** `size` threads; `native` overrides how their block hasher works (tests), null switching it off. */
+  constructor(
+    readonly size: number,
+    native = nativeHashing(),
+  ) {
     const xxhash = createRequire(import.meta.url).resolve('xxhash-addon');
     for (let w = 0; w < size; w++) {
-      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { xxhash, subs: xxh3SubsPath, blocks: xxh3BlocksPath, map: nativeHashMode === 'map' } });
+      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { xxhash, subs: xxh3SubsPath, blocks: native ? xxh3BlocksPath : null, map: native === 'map' } });
       worker.on('message', ({ id, digests, error }: { id: number; digests?: Digests; error?: WorkerError }) => {
         if (id === -2) {
           if (++this.started === this.workers.length) for (const f of this.onReady.splice(0)) f();
