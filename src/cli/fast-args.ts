@@ -1,7 +1,8 @@
 /**
- * The fast path past yargs for the commands that run most often on whole fleets of images (createmeta): yargs and
- * the 50 modules it loads cost about 150 ms of every run's start-up on this project's 2-core machines (a quarter
- * of `createmeta` on a 4 GiB image; docs/performance.md). This reader takes the plain forms only (`--name value`,
+ * The fast path past yargs for the commands whose start-up counts (createmeta, run on whole fleets of images; merge,
+ * after every copy; convert and stream, measured against qemu-img and curl): yargs and the 50 modules it loads cost about 150 ms of every
+ * run's start-up on this project's 2-core machines (a quarter of `createmeta` on a 4 GiB image; docs/performance.md).
+ * This reader takes the plain forms only (`--name value`,
  * `--name=value`, `--flag`, `--no-flag`, one-letter aliases alone, positional words) from the same option specs
  * yargs gets, and returns null for everything else (`--help`, `--version`, `--`, an option given twice, unknown or
  * camel-cased names, a value that is missing, starts with `-` or is not among the choices, `=` after a flag), which
@@ -10,24 +11,29 @@
  */
 import type { Options } from 'yargs';
 
-/** What a command offers the fast path: its positional (`one`: a single word, else an array of words) and its options as data. */
+/**
+ * How a command names its positional words: `{ rest: NAME }` takes one or more words as an array (`createmeta
+ * <files..>`); a list takes exactly one word per name (`merge <diff>`, `convert <src> <dst>`), none for an empty list (`stream`).
+ */
+export type Positionals = { rest: string } | readonly string[];
+
+/** What a command offers the fast path: its positionals and its options as data. */
 export interface FastCommand {
-  fast: { positional: string; one?: boolean; options: () => Record<string, Options> };
+  fast: { positionals: Positionals; options: () => Record<string, Options> };
 }
 
 /**
  * Reads `args` (the command word at `commandAt`, options and positionals around it) against the `globals` and the
  * command's `own` options (which yargs knows only after the command word); the parsed values under their canonical
- * names (the positional words under `positional`: the word itself when `one`, which then needs exactly one), or
- * null when yargs must decide.
+ * names (positional words under their names, options not given at their `default` as yargs sets them), or null
+ * when yargs must decide.
  */
 export function parseSimple(
   args: string[],
   commandAt: number,
-  positional: string,
+  positionals: Positionals,
   globals: Record<string, Options>,
   own: Record<string, Options>,
-  one = false,
 ): Record<string, unknown> | null {
   const options = { ...globals, ...own };
   const names = new Map<string, string>();
@@ -77,7 +83,14 @@ export function parseSimple(
     if (spec.type === undefined && !spec.choices) return null;
     out[name] = value;
   }
-  if (words.length === 0 || (one && words.length !== 1)) return null;
-  out[positional] = one ? words[0] : words;
+  if ('rest' in positionals) {
+    if (words.length === 0) return null;
+    out[positionals.rest] = words;
+  } else {
+    // Too few words is yargs' usage error, too many its strict mode's "Unknown argument".
+    if (words.length !== positionals.length) return null;
+    positionals.forEach((name, k) => (out[name] = words[k]));
+  }
+  for (const [name, spec] of Object.entries(options)) if (!(name in out) && spec.default !== undefined) out[name] = spec.default;
   return out;
 }

@@ -2,7 +2,7 @@
  * HTTP(S) options of `stream` and how a stream is PUT: credentials (environment, a file, or the URL with a
  * warning), TLS verification, and the request shape XAPI's import handlers want.
  */
-import type { Argv } from 'yargs';
+import type { Argv, Options } from 'yargs';
 import { readFileSync } from 'node:fs';
 import { httpGet, httpPut, redactUrl, type HttpBody, type HttpOptions } from '../io/http.js';
 import { sendToSink, type EncodedStream } from '../stream/index.js';
@@ -15,12 +15,16 @@ export interface HttpArgs {
   insecure?: boolean;
 }
 
+/** The HTTP options as yargs option specs (read by yargs and by the fast path, fast-args.ts). */
+export const HTTP_OPTIONS = {
+  'http-credentials': { type: 'string', describe: 'file with username= and password= lines for http(s):// (or set VHDSYNC_HTTP_USER / VHDSYNC_HTTP_PASSWORD)' },
+  'ca-cert': { type: 'string', describe: 'PEM file of certificate authorities to trust for https://' },
+  insecure: { type: 'boolean', describe: 'do not verify https:// certificates (prints a warning)' },
+} satisfies Record<string, Options>;
+
 /** Adds the HTTP options to a command. */
 export function withHttpOptions<T>(y: Argv<T>): Argv<T & HttpArgs> {
-  return y
-    .option('http-credentials', { type: 'string', describe: 'file with username= and password= lines for http(s):// (or set VHDSYNC_HTTP_USER / VHDSYNC_HTTP_PASSWORD)' })
-    .option('ca-cert', { type: 'string', describe: 'PEM file of certificate authorities to trust for https://' })
-    .option('insecure', { type: 'boolean', describe: 'do not verify https:// certificates (prints a warning)' });
+  return y.options(HTTP_OPTIONS) as Argv<T & HttpArgs>;
 }
 
 /** Credentials and TLS settings from options and environment; the URL's own credentials are read per URL. */

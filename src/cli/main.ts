@@ -92,7 +92,7 @@ async function runFast(args: string[], name: CommandName): Promise<boolean> {
   if (name === 'createmeta' && !args.some((a) => /^--(hash|format)\b/.test(a))) (await import('../meta/hash-direct.js')).prestartHashThreads();
   const command = await loadFastCommand(name);
   if (!command) return false;
-  const argv = parseSimple(args, commandIndexIn(args), command.fast.positional, GLOBAL_OPTIONS, command.fast.options(), command.fast.one);
+  const argv = parseSimple(args, commandIndexIn(args), command.fast.positionals, GLOBAL_OPTIONS, command.fast.options());
   if (!argv) return false;
   applyGlobals(argv);
   await command.handler(argv as never);

@@ -68,9 +68,9 @@ export function withOpenOptions<T>(y: Argv<T>, formatAlias = false): Argv<T & Op
   return y.options(openOptionSpecs(formatAlias)) as Argv<T & OpenArgs>;
 }
 
-/** The image-opening options but `--input-format`, for a command that names its source's format its own way (`stream`). */
-export function withOpenFlags<T>(y: Argv<T>): Argv<T & OpenArgs> {
-  return y.options(OPEN_FLAGS) as Argv<T & OpenArgs>;
+/** The image-opening options but `--input-format`, as yargs option specs, for a command that names its source's format its own way (`stream`). */
+export function openFlagSpecs(): Record<string, Options> {
+  return { ...OPEN_FLAGS };
 }
 
 /** Converts parsed option values into OpenOptions. */

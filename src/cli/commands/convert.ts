@@ -1,4 +1,5 @@
-import type { CommandModule } from 'yargs';
+import type { CommandModule, Options } from 'yargs';
+import type { FastCommand } from '../fast-args.js';
 import { CATALOG } from './catalog.js';
 import { createDisk, openDisk } from '../../formats/index.js';
 import { copyDiskContent } from '../../formats/transfer.js';
@@ -6,8 +7,8 @@ import { displayLocation, parseLocation } from '../../io/location.js';
 import { writeAtomically } from '../../io/atomic.js';
 import { createProgress } from '../../util/progress.js';
 import { formatSize, parseSize } from '../../util/units.js';
-import { formatForOutput, OUTPUT_FORMATS, openOptionsFrom, withOpenOptions, type OpenArgs } from '../options.js';
-import { out, outJson, wantProgress, withJson, type GlobalArgs } from '../output.js';
+import { formatForOutput, OUTPUT_FORMATS, openOptionSpecs, openOptionsFrom, type OpenArgs } from '../options.js';
+import { JSON_OPTION, out, outJson, wantProgress, type GlobalArgs } from '../output.js';
 
 interface ConvertArgs extends OpenArgs, GlobalArgs {
   src: string;
@@ -19,18 +20,28 @@ interface ConvertArgs extends OpenArgs, GlobalArgs {
   force?: boolean;
 }
 
+/** convert's options (its positionals aside), as data: yargs reads them, and so does the fast path (fast-args.ts). */
+export function convertOptions(): Record<string, Options> {
+  return {
+    ...openOptionSpecs(),
+    json: JSON_OPTION,
+    format: { choices: OUTPUT_FORMATS, describe: 'output format (default: from the extension of DST)' },
+    type: { choices: ['dynamic', 'fixed'] as const, describe: 'output allocation (default dynamic)' },
+    'block-size': { type: 'string', alias: 'cluster-size', describe: 'output block size (QCOW2: cluster size, default 64KiB)' },
+    'logical-sector-size': { type: 'number', choices: [512, 4096], describe: 'VHDX output logical sector size (default: the source)' },
+    force: { type: 'boolean', describe: 'replace DST if it exists' },
+  };
+}
+
 /** `vhdsync convert`: flattens an image (and its chain) into a new image of any format. */
-export const convertCommand: CommandModule<object, ConvertArgs> = {
+export const convertCommand: CommandModule<object, ConvertArgs> & FastCommand = {
   ...CATALOG.convert,
   builder: (y) =>
-    withJson(withOpenOptions(y))
+    y
       .positional('src', { type: 'string', demandOption: true })
       .positional('dst', { type: 'string', demandOption: true })
-      .option('format', { choices: OUTPUT_FORMATS, describe: 'output format (default: from the extension of DST)' })
-      .option('type', { choices: ['dynamic', 'fixed'] as const, describe: 'output allocation (default dynamic)' })
-      .option('block-size', { type: 'string', alias: 'cluster-size', describe: 'output block size (QCOW2: cluster size, default 64KiB)' })
-      .option('logical-sector-size', { type: 'number', choices: [512, 4096], describe: 'VHDX output logical sector size (default: the source)' })
-      .option('force', { type: 'boolean', describe: 'replace DST if it exists' }) as never,
+      .options(convertOptions()) as never,
+  fast: { positionals: ['src', 'dst'], options: convertOptions },
   handler: async (args) => {
     const format = formatForOutput(args.dst, args.format);
     // A VHD stream on a pipe (vhd-tool's, Xen Orchestra's, ours): read forward once, written into the new image.

@@ -35,7 +35,7 @@ export const createmetaCommand: CommandModule<object, CreatemetaArgs> & FastComm
     y
       .positional('files', { type: 'string', array: true, demandOption: true, describe: 'images, or quoted patterns such as "/vms/*.vhdx"' })
       .options(createmetaOptions()) as never,
-  fast: { positional: 'files', options: createmetaOptions },
+  fast: { positionals: { rest: 'files' }, options: createmetaOptions },
   handler: async (args) => {
     const blockSize = args['block-size'] !== undefined ? parseSize(args['block-size'], 'block size') : undefined;
     const images: Location[] = [];

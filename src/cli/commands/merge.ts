@@ -34,7 +34,7 @@ export const mergeCommand: CommandModule<object, MergeArgs> & FastCommand = {
   builder: (y) =>
     y.positional('diff', { type: 'string', demandOption: true, describe: 'the differencing image (e.g. TARGET_diff.vhdx)' }).options(mergeOptions()) as never,
   // Merge follows every copy (and repositories merge on every prune): yargs would be a fifth of its CPU time.
-  fast: { positional: 'diff', one: true, options: mergeOptions },
+  fast: { positionals: ['diff'], options: mergeOptions },
   handler: async (args) => {
     if (args.discard) {
       const r = await discardMerge(await parseLocation(args.diff));

@@ -3,7 +3,8 @@
  * chunked frames on a pipe) to a file, a pipe, `null:` or an HTTP(S) PUT, as raw, a VHD stream, VHDX, QCOW2 or chunked
  * frames, full or relative to a base, each in one pass whose length is known before the first byte.
  */
-import type { CommandModule } from 'yargs';
+import type { CommandModule, Options } from 'yargs';
+import type { FastCommand } from '../fast-args.js';
 import { CATALOG } from './catalog.js';
 import { createDisk, openDisk } from '../../formats/index.js';
 import type { Disk, DiskFormat } from '../../formats/disk.js';
@@ -32,10 +33,10 @@ import { hasMagic as hasQcow2Magic } from '../../formats/qcow2/header.js';
 import { UsageError, UnsupportedError } from '../../util/errors.js';
 import { createMachineProgress, createProgress, type Progress } from '../../util/progress.js';
 import { formatSize, parseSize } from '../../util/units.js';
-import { openOptionsFrom, withOpenFlags, type OpenArgs } from '../options.js';
+import { openFlagSpecs, openOptionsFrom, type OpenArgs } from '../options.js';
 import { out, outJson, type GlobalArgs } from '../output.js';
 import { fileBytes, parseEndpoint, peek, type Endpoint } from '../stream-endpoints.js';
-import { httpDestination, httpSource, httpOptionsFrom, isXapiImport, withHttpOptions, type HttpArgs } from '../http-args.js';
+import { HTTP_OPTIONS, httpDestination, httpSource, httpOptionsFrom, isXapiImport, type HttpArgs } from '../http-args.js';
 
 const SOURCE_FORMATS = ['raw', 'vhd', 'vhdx', 'qcow2', 'chunked'] as const;
 const DESTINATION_FORMATS = ['raw', 'vhd', 'vhdx', 'chunked', 'qcow2'] as const;
@@ -68,23 +69,32 @@ interface StreamSummary {
   seconds: number;
 }
 
-export const streamCommand: CommandModule<object, StreamArgs> = {
+/** stream's options, as data: yargs reads them, and so does the fast path (fast-args.ts). */
+export function streamOptions(): Record<string, Options> {
+  return {
+    ...openFlagSpecs(),
+    ...HTTP_OPTIONS,
+    source: { type: 'string', default: 'stdin:', describe: 'image, path, file://, smb://, http(s):// URL, or stdin: / -' },
+    'source-format': {
+      choices: SOURCE_FORMATS,
+      alias: 'input-format',
+      describe: 'format of the source (default: detected from content; raw and chunked on a pipe must be named)',
+    },
+    'relative-to': { type: 'string', describe: 'send only what differs from this base image (VHD differencing, QCOW2 overlay backed by it, or chunked frames)' },
+    destination: { type: 'string', default: 'stdout:', describe: 'path, file://, smb://, http(s):// URL (PUT), stdout: / -, or null:' },
+    'destination-format': { choices: DESTINATION_FORMATS, default: 'raw' as const, describe: 'raw, vhd (vhd-tool layout), chunked (XAPI frames), qcow2, vhdx (each in one pass)' },
+    size: { type: 'string', describe: 'virtual size of a raw or chunked source read from a pipe' },
+    force: { type: 'boolean', describe: 'replace the destination file if it exists' },
+    json: { type: 'boolean', describe: 'print one JSON object (format, bytes = announced length, ...) on stdout' },
+    machine: { type: 'boolean', describe: "with --progress (or as --progress=machine): one whole percentage per line on stdout, as vhd-tool's --machine" },
+  };
+}
+
+/** `vhdsync stream`: see the file's comment. */
+export const streamCommand: CommandModule<object, StreamArgs> & FastCommand = {
   ...CATALOG.stream,
-  builder: (y) =>
-    withHttpOptions(withOpenFlags(y))
-      .option('source', { type: 'string', default: 'stdin:', describe: 'image, path, file://, smb://, http(s):// URL, or stdin: / -' })
-      .option('source-format', {
-        choices: SOURCE_FORMATS,
-        alias: 'input-format',
-        describe: 'format of the source (default: detected from content; raw and chunked on a pipe must be named)',
-      })
-      .option('relative-to', { type: 'string', describe: 'send only what differs from this base image (VHD differencing, QCOW2 overlay backed by it, or chunked frames)' })
-      .option('destination', { type: 'string', default: 'stdout:', describe: 'path, file://, smb://, http(s):// URL (PUT), stdout: / -, or null:' })
-      .option('destination-format', { choices: DESTINATION_FORMATS, default: 'raw' as const, describe: 'raw, vhd (vhd-tool layout), chunked (XAPI frames), qcow2, vhdx (each in one pass)' })
-      .option('size', { type: 'string', describe: 'virtual size of a raw or chunked source read from a pipe' })
-      .option('force', { type: 'boolean', describe: 'replace the destination file if it exists' })
-      .option('json', { type: 'boolean', describe: 'print one JSON object (format, bytes = announced length, ...) on stdout' })
-      .option('machine', { type: 'boolean', describe: "with --progress (or as --progress=machine): one whole percentage per line on stdout, as vhd-tool's --machine" }) as never,
+  builder: (y) => y.options(streamOptions()) as never,
+  fast: { positionals: [], options: streamOptions },
   handler: async (args) => {
     const started = Date.now();
     const dest = await parseEndpoint(args.destination, 'destination');
