@@ -5,7 +5,8 @@
  */
 import type { DiskFormat } from '../formats/disk.js';
 import { hasFooterCookie } from '../formats/vhd/footer.js';
-import { redactUrl, type HttpOptions } from '../io/http.js';
+import type { HttpOptions } from '../io/http.js';
+import { redactUrl } from '../util/redact-url.js';
 import type { StreamSource } from '../repo/index.js';
 import { ForwardReader, qcow2StreamContent, rawStreamContent, vhdStreamContent, type ContentSource } from '../stream/index.js';
 import { UnsupportedError, UsageError } from '../util/errors.js';

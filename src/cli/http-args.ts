@@ -4,9 +4,11 @@
  */
 import type { Argv, Options } from 'yargs';
 import { readFileSync } from 'node:fs';
-import { httpGet, httpPut, redactUrl, type HttpBody, type HttpOptions } from '../io/http.js';
-import { sendToSink, type EncodedStream } from '../stream/index.js';
+import type { HttpBody, HttpOptions } from '../io/http.js';
+import type { EncodedStream } from '../stream/encoded.js';
+import { sendToSink } from '../stream/sink.js';
 import { UsageError } from '../util/errors.js';
+import { redactUrl } from '../util/redact-url.js';
 
 /** The options. */
 export interface HttpArgs {
@@ -68,8 +70,10 @@ function fromUrl(url: string, opts: HttpOptions): { url: string; opts: HttpOptio
 }
 
 /** GETs a stream source. */
-export function httpSource(url: string, opts: HttpOptions): Promise<HttpBody> {
+export async function httpSource(url: string, opts: HttpOptions): Promise<HttpBody> {
   const r = fromUrl(url, opts);
+  // The HTTP client (and node:tls under it) is loaded only for a URL: files and pipes start faster without it.
+  const { httpGet } = await import('../io/http.js');
   return httpGet(r.url, r.opts);
 }
 
@@ -98,5 +102,6 @@ export async function httpDestination(url: string, stream: EncodedStream, opts: 
       length = null;
     }
   }
+  const { httpPut } = await import('../io/http.js');
   await httpPut(u.toString(), { length, responseFirst: xapi, headers }, r.opts, (w) => sendToSink(stream, w, onProgress).then(() => {}));
 }

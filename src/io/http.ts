@@ -9,6 +9,7 @@ import * as tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { IoError, UsageError } from '../util/errors.js';
 import { ReceiveRing, SocketReader } from './socket-reader.js';
+import { redactUrl } from '../util/redact-url.js';
 
 /** Connection settings. */
 export interface HttpOptions {
@@ -27,14 +28,6 @@ export interface HttpHead {
   status: number;
   reason: string;
   headers: Record<string, string>;
-}
-
-/** The URL without its credentials, for messages: a password is never shown. */
-export function redactUrl(url: string | URL): string {
-  const u = new URL(String(url));
-  u.username = '';
-  u.password = '';
-  return u.toString();
 }
 
 /** An open connection with a reader of what the server sends. */

@@ -112,7 +112,7 @@ async function sendPoint(repo: RepoBackend, disk: string, point: RestorePoint, o
   }
   const plain = await fullContent(opened.image, dst.format);
   const content = opened.list ? await checkedContent(plain, opened.image, opened.list, (why) => damaged(repo, disk, point, why)) : plain;
-  const stream = encode(dst.format, content, { zerosAsData: dst.zerosAsData });
+  const stream = await encode(dst.format, content, { zerosAsData: dst.zerosAsData });
   opts.onTotal?.(stream.length);
   await dst.send(stream, (n) => opts.onProgress?.(n));
   return stream.length;

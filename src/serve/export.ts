@@ -46,7 +46,7 @@ export async function exportDisk(ctx: ServeContext, conn: ServerConnection, req:
     } else {
       content = await fullContent(disk, format, { zeroScan: src.zeroScan });
     }
-    const stream = encode(format, content);
+    const stream = await encode(format, content);
     const common = {
       ...headers,
       'Content-Type': CONTENT_TYPES[format],

@@ -2,11 +2,8 @@
 import type { Disk } from '../formats/disk.js';
 import { diskContent, type ContentSource } from './content.js';
 import type { EncodedStream, StreamFormat } from './encoded.js';
-import { encodeChunked } from './chunked-encoder.js';
-import { encodeRaw } from './raw-encoder.js';
-import { encodeVhd, STREAM_BLOCK_SIZE } from './vhd-encoder.js';
-import { encodeQcow2 } from './qcow2-encoder.js';
-import { encodeVhdx, vhdxStreamBlockSize } from './vhdx-encoder.js';
+import { STREAM_BLOCK_SIZE } from './vhd-encoder.js';
+import { vhdxStreamBlockSize } from './vhdx-block-size.js';
 
 /** Options of some encoders. */
 export interface EncodeOptions {
@@ -14,13 +11,16 @@ export interface EncodeOptions {
   zerosAsData?: boolean;
 }
 
-/** Encodes `source` in `format`; the result's length is known now, before any byte is read. */
-export function encode(format: StreamFormat, source: ContentSource, opts: EncodeOptions = {}): EncodedStream {
-  if (format === 'vhd') return encodeVhd(source);
-  if (format === 'vhdx') return encodeVhdx(source);
-  if (format === 'chunked') return encodeChunked(source);
-  if (format === 'qcow2') return encodeQcow2(source, { zerosAsData: opts.zerosAsData });
-  return encodeRaw(source);
+/**
+ * Encodes `source` in `format`; the result's length is known once this resolves, before any byte is read. Only
+ * the encoder for `format` is loaded (the QCOW2 one alone brings 13 modules of the writable QCOW2 driver).
+ */
+export async function encode(format: StreamFormat, source: ContentSource, opts: EncodeOptions = {}): Promise<EncodedStream> {
+  if (format === 'vhd') return (await import('./vhd-encoder.js')).encodeVhd(source);
+  if (format === 'vhdx') return (await import('./vhdx-encoder.js')).encodeVhdx(source);
+  if (format === 'chunked') return (await import('./chunked-encoder.js')).encodeChunked(source);
+  if (format === 'qcow2') return (await import('./qcow2-encoder.js')).encodeQcow2(source, { zerosAsData: opts.zerosAsData });
+  return (await import('./raw-encoder.js')).encodeRaw(source);
 }
 
 /**

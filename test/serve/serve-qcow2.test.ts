@@ -139,7 +139,7 @@ r = c.getresponse(); r.read(); assert r.status == 200, r.status
           const src = await openDisk({ store: localStore, path: t('prop.raw') }, { format: 'raw' });
           const parts: Buffer[] = [];
           try {
-            for await (const c of encode('qcow2', await fullContent(src, 'qcow2')).chunks()) parts.push(typeof c === 'number' ? Buffer.alloc(c) : Buffer.from(c));
+            for await (const c of (await encode('qcow2', await fullContent(src, 'qcow2'))).chunks()) parts.push(typeof c === 'number' ? Buffer.alloc(c) : Buffer.from(c));
           } finally {
             await src.close();
           }

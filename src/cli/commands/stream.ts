@@ -10,26 +10,15 @@ import { createDisk, openDisk } from '../../formats/index.js';
 import type { Disk, DiskFormat } from '../../formats/disk.js';
 import { displayLocation, type Location } from '../../io/location.js';
 import { writeAtomically } from '../../io/atomic.js';
-import { redactUrl } from '../../io/http.js';
-import {
-  applyChunked,
-  deltaContent,
-  encode,
-  ForwardReader,
-  fullContent,
-  nullSink,
-  rawStreamContent,
-  sendToFile,
-  sendToSink,
-  qcow2StreamContent,
-  vhdStreamContent,
-  writableSink,
-  type ContentSource,
-  type DeltaMethod,
-  type EncodedStream,
-} from '../../stream/index.js';
-import { hasFooterCookie } from '../../formats/vhd/footer.js';
-import { hasMagic as hasQcow2Magic } from '../../formats/qcow2/header.js';
+import { redactUrl } from '../../util/redact-url.js';
+// The modules for what this run does only: a disk to a file needs neither the pipe decoders nor the delta nor HTTP
+// (those are loaded where they are used), and start-up is a fifth of a 1 GiB stream's time (docs/performance.md).
+import type { ContentSource } from '../../stream/content.js';
+import type { DeltaMethod } from '../../stream/delta.js';
+import type { EncodedStream } from '../../stream/encoded.js';
+import { encode, fullContent } from '../../stream/encode.js';
+import type { ForwardReader } from '../../stream/forward-reader.js';
+import { nullSink, sendToFile, sendToSink, writableSink } from '../../stream/sink.js';
 import { UsageError, UnsupportedError } from '../../util/errors.js';
 import { createMachineProgress, createProgress, type Progress } from '../../util/progress.js';
 import { formatSize, parseSize } from '../../util/units.js';
@@ -112,6 +101,7 @@ export const streamCommand: CommandModule<object, StreamArgs> & FastCommand = {
         if (source.kind !== 'disk') throw new UsageError('--relative-to needs an image as --source, not a stream');
         // The base's format is always detected: --source-format names the source only.
         base = await openDisk(args['relative-to'], { ...openOptionsFrom(args), format: undefined });
+        const { deltaContent } = await import('../../stream/delta.js');
         const delta = await deltaContent(source.disk, base, { finalLocation: dest.kind === 'location' ? dest.location : null });
         content = delta.source;
         method = delta.method;
@@ -129,7 +119,7 @@ export const streamCommand: CommandModule<object, StreamArgs> & FastCommand = {
         bytes = await writeFromFrames(dest, format, source, args, progress);
       } else {
         // XAPI's qcow2 import ignores zero flags: zeros go as data there.
-        const stream = encode(format, content!, { zerosAsData: dest.kind === 'http' && isXapiImport(new URL(dest.url)) });
+        const stream = await encode(format, content!, { zerosAsData: dest.kind === 'http' && isXapiImport(new URL(dest.url)) });
         progress.total(stream.length);
         bytes = stream.length;
         await send(stream, dest, args, http, progress.bar);
@@ -181,7 +171,13 @@ async function openSource(args: StreamArgs, http: ReturnType<typeof httpOptionsF
     bytes = process.stdin;
     name = 'stdin';
   }
-  const { head, rest } = await peek(bytes, 8);
+  const [{ head, rest }, { hasFooterCookie }, { hasMagic: hasQcow2Magic }, streams] = await Promise.all([
+    peek(bytes, 8),
+    import('../../formats/vhd/footer.js'),
+    import('../../formats/qcow2/header.js'),
+    import('../../stream/index.js'),
+  ]);
+  const { ForwardReader, vhdStreamContent, qcow2StreamContent, rawStreamContent } = streams;
   const format = named ?? (hasFooterCookie(head) ? 'vhd' : hasQcow2Magic(head) ? 'qcow2' : null);
   if (!format) throw new UsageError(`cannot tell the format of ${name} from its content (no VHD footer or QCOW2 magic at its start): add --source-format raw or chunked`);
   const reader = new ForwardReader(rest, name, length);
@@ -255,6 +251,7 @@ async function writeFromFrames(
     async (temp) => {
       const disk = await createDisk(temp, { format: format as DiskFormat, type: 'dynamic', virtualSize: source.size, finalLocation: target });
       try {
+        const { applyChunked } = await import('../../stream/apply.js');
         await applyChunked(source.reader, disk, { fresh: true, onProgress: (n) => progress.bar.advance(n) });
         await disk.flush();
         return await disk.file.size();

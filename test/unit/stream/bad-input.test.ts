@@ -14,7 +14,7 @@ async function vhdStream(): Promise<{ disk: MemDisk; bytes: Buffer }> {
   const disk = new MemDisk(5 * MIB);
   await disk.write(4096, patternBytes(8192, 1));
   await disk.write(4 * MIB + 512, patternBytes(1024, 2));
-  return { disk, bytes: await collect(encode('vhd', await diskContent(disk))) };
+  return { disk, bytes: await collect(await encode('vhd', await diskContent(disk))) };
 }
 
 async function decode(bytes: Buffer, length: number | null = null): Promise<MemDisk> {

@@ -61,7 +61,7 @@ describe('QCOW2 streams from our encoder', () => {
         await applyOps(child, childOps);
         const want = await child.content();
         const { source } = await deltaContent(child, base);
-        const out = await collect(encode('qcow2', source));
+        const out = await collect(await encode('qcow2', source));
         const target = await copyOf(base);
         await applyQcow2Stream(readerOf(out, { piece: p }), target);
         expect((await target.content()).equals(want)).toBe(true);

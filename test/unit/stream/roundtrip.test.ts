@@ -32,7 +32,7 @@ describe('full streams', () => {
         for (const format of ['raw', 'vhd', 'chunked'] as const) {
           const granule = format === 'vhd' ? 2 * MIB : 64 << 10;
           const source = await diskContent(disk, scan ? { zeroScan: { granule, scanDepths: () => true } } : {});
-          const stream = encode(format, source);
+          const stream = await encode(format, source);
           const out = await collect(stream);
           expect(out.length).toBe(stream.length);
           const back = new MemDisk(bytes);
@@ -55,8 +55,8 @@ describe('full streams', () => {
     await fc.assert(
       fc.asyncProperty(diskArb, fc.constantFrom('raw', 'vhd', 'chunked'), async ({ bytes, ops }, format) => {
         const disk = await randomDisk(bytes, ops);
-        const first = await collect(encode('vhd', await diskContent(disk)));
-        const stream = encode(format, await vhdStreamContent(readerOf(first, { length: first.length })));
+        const first = await collect(await encode('vhd', await diskContent(disk)));
+        const stream = await encode(format, await vhdStreamContent(readerOf(first, { length: first.length })));
         const out = await collect(stream);
         expect(out.length).toBe(stream.length);
         const back = new MemDisk(bytes);
@@ -85,7 +85,7 @@ describe('deltas', () => {
         const { source, method } = await deltaContent(src, base);
         expect(method).toBe(viaChain ? 'allocation' : 'content');
         for (const format of ['vhd', 'chunked'] as const) {
-          const stream = encode(format, source);
+          const stream = await encode(format, source);
           const out = await collect(stream);
           expect(out.length).toBe(stream.length);
           const target = await copyOf(base);
@@ -105,6 +105,6 @@ describe('deltas', () => {
   it('a raw stream refuses a delta', async () => {
     const base = new MemDisk(MIB);
     const { source } = await deltaContent(new MemDisk(MIB, { parent: base }), base);
-    expect(() => encode('raw', source)).toThrow(/raw stream cannot hold a delta/);
+    await expect(encode('raw', source)).rejects.toThrow(/raw stream cannot hold a delta/);
   });
 });
