@@ -13,6 +13,10 @@ export const GiB = 1 << 30;
 export const PIECE = 64 << 10;
 /** The CLI under test; VHDSYNC_BIN names a private build (the shared dist/ may be rebuilt by others mid-run). */
 export const BIN = process.env.VHDSYNC_BIN ?? path.resolve('bin/vhdsync.js');
+/** Another build (e.g. main before a change) that benches supporting it run beside BIN, interleaved, in every row. */
+export const BIN_BEFORE = process.env.VHDSYNC_BIN_BEFORE;
+/** The builds a row runs: BIN as 'ours', and BIN_BEFORE as 'before' when set. */
+export const BUILDS = [['ours', BIN], ...(BIN_BEFORE ? [['before', BIN_BEFORE]] : [])];
 
 const args = process.argv.slice(2);
 /** The value after option `name` on the command line, or `dflt` when the option is absent. */

@@ -5,9 +5,10 @@
 //     (and vs `qemu-img convert -t writeback`, which flushes its output as vhdsync does)
 //  2. `vhdsync createmeta` of that qcow2 vs `xxhsum -H2` of the same content as raw
 // Everything in the page cache (each measured command runs after a warm-up read). Prints a Markdown table.
+// VHDSYNC_BIN_BEFORE: a second build in the convert rows (A/B, interleaved with the rest).
 import { rmSync } from 'node:fs';
 import * as path from 'node:path';
-import { BIN, GiB, benchDir, flag, header, interleavedRuns, opt, randomFile, sh } from './lib.js';
+import { BIN, BIN_BEFORE, GiB, benchDir, flag, header, interleavedRuns, opt, randomFile, sh } from './lib.js';
 
 const RUNS = Number(opt('--runs', 3));
 const SIZE = Number(opt('--size', 4)) * GiB;
@@ -28,13 +29,15 @@ const pair = (what, ours, peer, peerName) => rows.push([what, `${ours.seconds.to
 
 // qemu-img convert writes with cache=unsafe (no flush); vhdsync flushes its output before renaming it into place.
 // The same durability in qemu: -t writeback, which flushes the output at the end. The three run interleaved.
-const [qemu, ours, qemuFlushed] = interleavedRuns(RUNS, [
+const [qemu, ours, qemuFlushed, before] = interleavedRuns(RUNS, [
   { cmd: 'qemu-img', argv: ['convert', '-f', 'qcow2', '-O', 'raw', img, out], before: clean },
   { cmd: process.execPath, argv: [BIN, 'convert', img, out], before: clean },
   { cmd: 'qemu-img', argv: ['convert', '-t', 'writeback', '-f', 'qcow2', '-O', 'raw', img, out], before: clean },
+  ...(BIN_BEFORE ? [{ cmd: process.execPath, argv: [BIN_BEFORE, 'convert', img, out], before: clean }] : []),
 ]);
 pair(`convert ${SIZE / GiB} GiB qcow2 (64 KiB clusters, full) -> raw`, ours, qemu, '`qemu-img convert -O raw`');
 pair(`the same, qemu-img flushing its output as vhdsync does`, ours, qemuFlushed, '`qemu-img convert -t writeback -O raw`');
+if (before) pair(`the same, build before (VHDSYNC_BIN_BEFORE)`, before, qemu, '`qemu-img convert -O raw`');
 clean();
 if (!flag('--no-createmeta')) {
   const [xxh, meta] = interleavedRuns(RUNS, [

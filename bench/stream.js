@@ -8,12 +8,12 @@
 //  3. a GET of that VHD from python3's http.server: `vhdsync stream --source http://... --destination null:` (parses
 //     the VHD stream as it arrives) vs `curl -o /dev/null`
 // Everything in the page cache (each source is read once before the timed runs); each row's two commands run
-// interleaved (lib.js interleavedRuns). Prints a Markdown table.
+// interleaved (lib.js interleavedRuns). Prints a Markdown table. VHDSYNC_BIN_BEFORE: a second build in every row (A/B).
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import * as path from 'node:path';
-import { BIN, GiB, MiB, benchDir, flag, header, interleavedRuns, opt, sh } from './lib.js';
+import { BUILDS, GiB, MiB, benchDir, flag, header, interleavedRuns, opt, sh } from './lib.js';
 
 const RUNS = Number(opt('--runs', 3));
 const SIZE = Number(opt('--size', 4)) * GiB;
@@ -43,13 +43,19 @@ sh('sh', ['-c', 'cat "$1" > /dev/null', 'sh', vhdx]);
 const rows = [];
 const cell = (r) => `${r.seconds.toFixed(2)} s (${r.min.toFixed(2)}-${r.max.toFixed(2)})`;
 const pair = (what, a, b, peerName) => rows.push([what, cell(a), `${peerName} ${cell(b)}`, `${(a.seconds / b.seconds).toFixed(2)}x`]);
+/** Runs the peer and each build (BUILDS) interleaved; one row per build, named `what` (and "before" for the second). */
+const versus = (what, peer, peerName, oursWith) => {
+  const [p, ...mine] = interleavedRuns(RUNS, [peer, ...BUILDS.map(([, bin]) => oursWith(bin))]);
+  mine.forEach((m, k) => pair(k ? `${what} (before)` : what, m, p, peerName));
+};
 const clean = (f) => () => rmSync(f, { force: true });
 
-const [qemu, mine] = interleavedRuns(RUNS, [
+versus(
+  `${SIZE / GiB} GiB dynamic VHDX with ${DATA / GiB} GiB of data -> VHD file`,
   { cmd: 'qemu-img', argv: ['convert', '-f', 'vhdx', '-O', 'vpc', '-o', 'subformat=dynamic', vhdx, peer], before: clean(peer) },
-  { cmd: process.execPath, argv: [BIN, 'stream', '--source', vhdx, '--destination-format', 'vhd', '--destination', ours, '-q'], before: clean(ours) },
-]);
-pair(`${SIZE / GiB} GiB dynamic VHDX with ${DATA / GiB} GiB of data -> VHD file`, mine, qemu, '`qemu-img convert -O vpc`');
+  '`qemu-img convert -O vpc`',
+  (bin) => ({ cmd: process.execPath, argv: [bin, 'stream', '--source', vhdx, '--destination-format', 'vhd', '--destination', ours, '-q'], before: clean(ours) }),
+);
 
 /** Starts a process that prints its port on its first line of stdout; resolves with the port and the process. */
 function server(cmd, argv, portFrom) {
@@ -75,11 +81,12 @@ const sink = await server(process.execPath, ['-e', sinkCode], (t) => Number(/por
 try {
   const url = `http://127.0.0.1:${sink.port}/upload/disk.vhd`;
   const bytes = statSync(ours).size;
-  const [curl, put] = interleavedRuns(RUNS, [
+  versus(
+    `that VHDX as a VHD stream (${(bytes / GiB).toFixed(2)} GiB) PUT to a loopback HTTP server`,
     { cmd: 'curl', argv: ['-sS', '-H', 'Expect:', '-T', ours, url] },
-    { cmd: process.execPath, argv: [BIN, 'stream', '--source', vhdx, '--destination-format', 'vhd', '--destination', url, '-q'] },
-  ]);
-  pair(`that VHDX as a VHD stream (${(bytes / GiB).toFixed(2)} GiB) PUT to a loopback HTTP server`, put, curl, '`curl -T` of the same bytes');
+    '`curl -T` of the same bytes',
+    (bin) => ({ cmd: process.execPath, argv: [bin, 'stream', '--source', vhdx, '--destination-format', 'vhd', '--destination', url, '-q'] }),
+  );
 } finally {
   sink.proc.kill();
 }
@@ -87,11 +94,12 @@ try {
 const web = await server('python3', ['-u', '-m', 'http.server', '0', '--bind', '127.0.0.1', '--directory', DIR], (t) => Number(/port (\d+)/.exec(t)?.[1]) || 0);
 try {
   const url = `http://127.0.0.1:${web.port}/ours.vhd`;
-  const [curl, get] = interleavedRuns(RUNS, [
+  versus(
+    'GET of that VHD stream from python3 http.server, parsed as it arrives',
     { cmd: 'curl', argv: ['-sS', '-o', '/dev/null', url] },
-    { cmd: process.execPath, argv: [BIN, 'stream', '--source', url, '--destination', 'null:', '-q'] },
-  ]);
-  pair('GET of that VHD stream from python3 http.server, parsed as it arrives', get, curl, '`curl -o /dev/null`');
+    '`curl -o /dev/null`',
+    (bin) => ({ cmd: process.execPath, argv: [bin, 'stream', '--source', url, '--destination', 'null:', '-q'] }),
+  );
 } finally {
   web.proc.kill();
 }
