@@ -2,7 +2,7 @@
 import fc from 'fast-check';
 import * as path from 'node:path';
 import { openDisk, createDisk } from '../../../src/formats/index.js';
-import type { Disk } from '../../../src/formats/disk.js';
+import type { Disk, Extent } from '../../../src/formats/disk.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 
 const MiB = 1 << 20;
@@ -58,6 +58,31 @@ async function check(disk: Disk, model: Buffer): Promise<void> {
   }
 }
 
+/**
+ * A child's status, whole and in a window: what it leaves to its parent is exactly the parent's own status one level
+ * deeper, and the window's answer is the whole answer cut to the window (the child asks its parent once per run).
+ */
+async function checkLayers(child: Disk, parentFile: string, window: [number, number]): Promise<void> {
+  const whole = await child.status(0, child.virtualSize);
+  const parent = await openDisk(parentFile);
+  try {
+    for (const e of whole.filter((x) => x.depth > 0)) {
+      expect(await parent.status(e.offset, e.length)).toEqual([{ offset: e.offset, length: e.length, state: e.state, depth: e.depth - 1 }]);
+    }
+  } finally {
+    await parent.close();
+  }
+  const from = Math.min(window[0], window[1]);
+  const to = Math.max(window[0], window[1]) + 1;
+  const cut: Extent[] = [];
+  for (const e of whole) {
+    const a = Math.max(from, e.offset);
+    const b = Math.min(to, e.offset + e.length);
+    if (b > a) cut.push({ ...e, offset: a, length: b - a });
+  }
+  expect(await child.status(from, to - from)).toEqual(cut);
+}
+
 test('dynamic VHDX (512 and 4096-byte sectors) behaves like a flat buffer', async () => {
   const size = 6 * MiB + 3 * 4096;
   await fc.assert(
@@ -78,8 +103,9 @@ test('dynamic VHDX (512 and 4096-byte sectors) behaves like a flat buffer', asyn
 
 test('differencing VHDX over a dynamic parent behaves like parent content plus writes', async () => {
   const size = 5 * MiB + 512 * 7;
+  const window = fc.tuple(fc.integer({ min: 0, max: size - 1 }), fc.integer({ min: 0, max: size - 1 }));
   await fc.assert(
-    fc.asyncProperty(fc.array(opArb(size), { minLength: 1, maxLength: 12 }), fc.integer({ min: 1, max: 200 }), async (ops, parentSeed) => {
+    fc.asyncProperty(fc.array(opArb(size), { minLength: 1, maxLength: 12 }), fc.integer({ min: 1, max: 200 }), window, async (ops, parentSeed, win) => {
       const parentFile = path.join(tmp.dir, `base-${n}.vhdx`);
       const childFile = path.join(tmp.dir, `child-${n++}.avhdx`);
       const model = Buffer.alloc(size);
@@ -94,6 +120,7 @@ test('differencing VHDX over a dynamic parent behaves like parent content plus w
       let child: Disk = await createDisk(childFile, { format: 'vhdx', type: 'differencing', parent: await openDisk(parentFile), blockSize: MiB });
       child = await run(child, childFile, model, ops);
       await check(child, model);
+      await checkLayers(child, parentFile, win);
       await child.close();
       const ro = await openDisk(childFile);
       expect(ro.parent?.location.path).toBe(parentFile);
