@@ -6,7 +6,9 @@
 //   A. 1 GiB of new random data in one region (a quarter of the image when it is under 4 GiB) -> merge throughput, against `dd bs=4M conv=notrunc,fsync`
 //      writing the same 1 GiB from the source into a raw copy (the cost of just putting the bytes in place);
 //   B. 1% of the 64 KiB pieces changed at random places -> a scattered merge (many extents, partial blocks).
-// Each run restores the target and merges with --keep-diff; page cache warm; median of N runs.
+// Each run restores the target and merges with --keep-diff; page cache warm; median of N runs. Issue 14's goal row
+// for B (merge with and without --keep-diff and the diff's deletion alone, against pwrite + one fsync, interleaved)
+// is bench/overview.js's.
 // VHDSYNC_BIN: a private build (bench/lib.js).
 import { randomFillSync } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';

@@ -8,7 +8,7 @@
 //     VHD (qemu-img convert), against `xxhsum -H2` of the raw
 //   - copy, 1% changed in 64 KiB pieces, 64 KiB metafiles, against `rsync --inplace --no-whole-file` onto an old copy
 //     (or, where rsync is not installed, the physical limit: python3 pread+pwrite of exactly the changed pieces, fsync)
-//   - merge of that diff (and merge --keep-diff) against the same pwrite program (one fsync)
+//   - merge of that diff (and merge --keep-diff, and `rm` of the diff alone) against the same pwrite program (one fsync)
 //   - bytes copy reads with the default 2 MiB metafile blocks (sub-blocks of 32 KiB), the VHDX diff's apparent
 //     size, and the size of `copy --diff-format chunked`'s file, against the changed bytes
 // VHDSYNC_BIN: a private build (bench/lib.js).
@@ -138,19 +138,22 @@ os.fsync(dst); os.close(dst)
     for (const [a, b] of [[keptDiff, diff], [keptDiff + '.blocklist.bin', diff + '.blocklist.bin'], [pristine, vhdx], [pristine + '.blocklist.bin', vhdx + '.blocklist.bin']]) sh('cp', [a, b]);
     sh('sync', []);
   };
-  // The same merge with --keep-diff too: deleting the diff is part of merge's job, but freeing a sparse file of
-  // hundreds of extents costs a discard per extent on a filesystem mounted with `discard` (docs/performance.md).
-  const [m, kept, plain] = race([
+  // The same merge with --keep-diff too, and the deletion of the diff alone (`rm` of the restored diff): deleting
+  // the diff is part of merge's job (the first row keeps it), but freeing a sparse file of hundreds of extents costs
+  // a discard per extent on a filesystem mounted with `discard` (docs/performance.md), so a planner sees both parts.
+  const [m, kept, plain, unlinked] = race([
     [node, [BIN, 'merge', '--json', diff], restore],
     [node, [BIN, 'merge', '--json', '--keep-diff', diff], restore],
     ['python3', ['-c', limitScript, source, limitOut, f('ranges.txt')], () => {
       rmSync(limitOut, { force: true });
       sh('sync', []);
     }],
+    ['rm', [diff], restore],
   ]);
   const ms = JSON.parse(m.out);
   row(`\`merge\` of that diff (${ms.extentsMerged} extents, ${(ms.bytesMerged / 1e6).toFixed(1)} MB)`, m, 'pwrite of the same pieces, one fsync', plain, '<= 1.5x');
   row('`merge --keep-diff` of that diff (the diff is not deleted)', kept, 'the same', plain, '');
+  row('`rm` of that diff alone (what `merge` does and `--keep-diff` does not)', unlinked, 'the same', plain, '');
   restore();
   for (const n of [keptDiff, keptDiff + '.blocklist.bin', pristine, pristine + '.blocklist.bin']) rmSync(n, { force: true });
 }
