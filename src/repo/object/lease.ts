@@ -17,6 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ObjectStore, WriteFence } from '../../io/object-store.js';
 import { AlreadyExistsError, BusyError, ConflictError, NotFoundError } from '../../util/errors.js';
+import { notice } from '../../util/notice.js';
 import { holderGone, ownIdentity } from '../../util/process-identity.js';
 import { getAtMost, type BoundedRead } from './bounded-read.js';
 import { leaseKey, leasePrefix, parseGeneration } from './keys.js';
@@ -120,6 +121,7 @@ export class DiskLease implements WriteFence {
           const renewedAgo = Date.now() - Date.parse(held.renewed);
           if (!(renewedAgo > held.leaseMs)) throw busy(store, disk, held);
           // Looks expired by our clock: watch it for one more lease; any renewal proves the holder alive.
+          notice(`disk '${disk}'`, `the lease of ${holderName(held)} was last renewed ${Math.round(renewedAgo / 1000)} s ago by our clock: watching it ${Math.round(held.leaseMs / 1000)} s more before taking it over (a renewal meanwhile means it is alive)`);
           await sleep(held.leaseMs);
           const later = await store.head(key);
           if (!later || later.etag !== info.etag) {
@@ -244,8 +246,13 @@ async function newestGeneration(store: ObjectStore, disk: string): Promise<numbe
   return newest;
 }
 
+/** The holder as messages name it. */
+function holderName(h: LeaseRecord): string {
+  return `a ${h.op} (pid ${h.pid} on ${h.host}, since ${h.since})`;
+}
+
 function busy(store: ObjectStore, disk: string, h: LeaseRecord | null): BusyError {
-  const who = h ? `a ${h.op} (pid ${h.pid} on ${h.host}, since ${h.since})` : 'another vhdsync run';
+  const who = h ? holderName(h) : 'another vhdsync run';
   const lapse = h ? `; a later run takes it over once it has gone ${Math.round(h.leaseMs / 1000)} s without renewal` : '';
   return new BusyError(`disk '${disk}' is in use by ${who}${lapse}`, `${store.display}/${leasePrefix(disk)}`);
 }

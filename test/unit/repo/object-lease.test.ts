@@ -3,6 +3,7 @@
  * edge: a generation vanishing under the taker, holders on cloned hosts, writes whose answers were lost, and a
  * stalled holder's late writes.
  */
+import { jest } from '@jest/globals';
 import { spawnSync } from 'node:child_process';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -13,6 +14,7 @@ import { backupDisk, pruneDisk } from '../../../src/repo/index.js';
 import { DiskLease } from '../../../src/repo/object/lease.js';
 import { ObjectRepository } from '../../../src/repo/object/object-backend.js';
 import { BusyError, ConflictError, IoError } from '../../../src/util/errors.js';
+import { silenceNotices } from '../../../src/util/notice.js';
 import { bootId, pidNamespace, processStart } from '../../../src/util/process-identity.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 import type { ObjectInfo, PutConditions } from '../../../src/io/object-store.js';
@@ -115,6 +117,31 @@ describe('object lease', () => {
     store.mode = 'ok';
     await lease.release();
     expect(record()).toMatchObject({ renewals: 4, released: true });
+  });
+
+  it('a lease that looks expired is watched for one more lease with one notice saying so (none with -q), then taken', async () => {
+    const take = async (quiet: boolean) => {
+      const store = new MemoryObjectStore();
+      // A holder on another host, last renewed 10 s ago with a lease of 0.3 s: expired by our clock, so watched.
+      const renewed = new Date(Date.now() - 10_000).toISOString();
+      await plant(store, { host: 'elsewhere', pid: 4242, since: renewed, renewed, leaseMs: 300 });
+      const lines: string[] = [];
+      const write = jest.spyOn(process.stderr, 'write').mockImplementation((chunk) => (lines.push(String(chunk)), true));
+      silenceNotices(quiet);
+      try {
+        await (await DiskLease.take(store, 'vm', 'prune')).release();
+      } finally {
+        silenceNotices(false);
+        write.mockRestore();
+      }
+      expect(store.keys()).toEqual(['leases/vm/000000000002.json']);
+      // (Node's own warnings may come through stderr meanwhile.)
+      return lines.filter((l) => l.startsWith('vhdsync:'));
+    };
+    const lines = await take(false);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^vhdsync: disk 'vm': the lease of a backup \(pid 4242 on elsewhere, since \S+\) was last renewed 1\d s ago by our clock: watching it 0 s more before taking it over \(a renewal meanwhile means it is alive\)\n$/);
+    expect(await take(true)).toEqual([]);
   });
 
   /** A raw disk of 4 blocks of 16 KiB, each filled with its own byte. */
