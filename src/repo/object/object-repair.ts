@@ -33,7 +33,7 @@ export async function repairObjectManifest(repo: ObjectRepository, disk: string,
       const now = await (session as ObjectDiskSession).recordLater(m, REBUILT_SOURCE);
       if (now === m) return looked;
       const added = now.points.slice(m.points.length).map((p) => p.id);
-      const reason = `restore point ${added[0]}${added.length > 1 ? ` (and ${added.length - 1} more)` : ''} was later than the newest point the manifest listed (its newest generation lost, or its backup killed before recording it)`;
+      const reason = `it did not list restore point${added.length > 1 ? 's' : ''} ${added.join(', ')}, later than its newest: a lost newest generation, or a backup killed before recording it`;
       return { ...looked, rebuilt: true, reason, points: now.points.map((p) => ({ id: p.id, kind: p.kind, parent: p.parent })) };
     }
     const refuse = (key: string, why: string) => new RepositoryDamageError(`cannot rebuild the manifest: ${why} (nothing was written)`, repo.name(key));
