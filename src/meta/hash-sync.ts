@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
-import xxhash from 'xxhash-addon';
+import type Xxhash from 'xxhash-addon';
 import { allocAligned } from '../util/aligned.js';
 import { fromSystemError } from '../util/errors.js';
 import type { HashAlgorithm, SubAlgorithm } from './hashers.js';
@@ -310,6 +310,8 @@ function nativeBlocks(): { hashBlocks: NativeHashBlocks; map: boolean } | null {
  */
 export function localHasher(algorithm: HashAlgorithm, piece: number, sub: { algorithm: SubAlgorithm; size: number } | null, native = nativeHashing()): SyncHasher {
   const blocks = native && nativeBlocks() ? { hashBlocks: nativeBlocks()!.hashBlocks, map: native === 'map' } : null;
+  // Required here, not imported: see hashers.ts (and that module has loaded it by now).
+  const xxhash = createRequire(import.meta.url)('xxhash-addon') as typeof Xxhash;
   return makeSyncHasher(algorithm, allocAligned(piece), fs, createHash, xxhash.XXHash128 as XxhashModule['XXHash128'], xxhash.XXHash3 as XxhashModule['XXHash128'], sub, nativeSubs(), blocks);
 }
 

@@ -1,9 +1,11 @@
 import { createHash } from 'node:crypto';
-import xxhash from 'xxhash-addon';
+import { createRequire } from 'node:module';
+import type Xxhash from 'xxhash-addon';
 import { UsageError } from '../util/errors.js';
 
-// xxhash-addon is CommonJS: Node's ESM loader cannot see its named exports.
-const { XXHash128, XXHash3 } = xxhash;
+// xxhash-addon is CommonJS, loaded with require: an ESM import would first run Node's export lexer over it, about
+// 160 M instructions for the first such import in a process (util/crc32c.ts says the same of @node-rs/crc32).
+const { XXHash128, XXHash3 } = createRequire(import.meta.url)('xxhash-addon') as typeof Xxhash;
 
 /** Digest algorithms of metafiles; `sha1-16` is VhdBlockBackup's (first 16 bytes of SHA-1). */
 export type HashAlgorithm = 'xxh128' | 'sha256' | 'sha1-16';
