@@ -75,19 +75,35 @@ function counter() {
   };
 }
 
-/** Forwards `from` to `to`, each chunk DELAY_MS after it arrived, never reordered; `arrived`/`delivered` see each chunk. */
+/**
+ * Forwards `from` to `to`, each chunk DELAY_MS after it arrived, never reordered; `arrived`/`delivered` see each chunk.
+ * The chunks wait in one queue drained by one timer: a timer per chunk may fire out of order (Node orders timers of
+ * different durations due at the same moment as it likes), and a reordered byte stream stalled the SMB connection.
+ */
 function delayed(from, to, { arrived = () => {}, delivered = () => {} } = {}) {
-  let last = 0;
-  from.on('data', (chunk) => {
-    arrived(chunk);
-    const due = Math.max(Date.now() + delayMs, last);
-    last = due;
-    setTimeout(() => {
+  const queue = [];
+  let timer = null;
+  let ended = false;
+  const drain = () => {
+    timer = null;
+    const now = performance.now();
+    while (queue.length && queue[0].due <= now) {
+      const { chunk } = queue.shift();
       delivered(chunk);
       to.write(chunk);
-    }, due - Date.now());
+    }
+    if (queue.length) timer = setTimeout(drain, queue[0].due - now);
+    else if (ended) to.end();
+  };
+  from.on('data', (chunk) => {
+    arrived(chunk);
+    queue.push({ due: performance.now() + delayMs, chunk });
+    timer ??= setTimeout(drain, delayMs);
   });
-  from.on('end', () => setTimeout(() => to.end(), Math.max(0, last - Date.now()) + 1));
+  from.on('end', () => {
+    ended = true;
+    timer ??= setTimeout(drain, 0);
+  });
   from.on('error', () => to.destroy());
 }
 
