@@ -52,6 +52,9 @@ class RecordingFile implements RandomAccessFile {
   close() {
     return this.inner.close();
   }
+  closedStat() {
+    return this.inner.closedStat?.() ?? null;
+  }
 }
 
 /** `inner` seen through a decorator that calls `record` for each open, change and flush, before making it. */
@@ -61,9 +64,9 @@ export function recordingStore(inner: ByteStore, record: (e: StoreEvent) => void
     paths: inner.paths,
     display: (p) => inner.display(p),
     windowsPath: inner.windowsPath ? (p) => inner.windowsPath!(p) : undefined,
-    open: async (path, mode) => {
+    open: async (path, mode, hints) => {
       record({ op: 'open', path, mode });
-      return new RecordingFile(await inner.open(path, mode), path, record);
+      return new RecordingFile(await inner.open(path, mode, hints), path, record);
     },
     createExclusive: async (path) => {
       record({ op: 'create', path });

@@ -27,6 +27,12 @@ export interface RandomAccessFile {
   /** Makes everything written so far durable (fsync). */
   flush(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * After close: the file's size and mtime as the store reported them on closing it (SMB's CLOSE answers with them,
+   * which saves a stat's round trip); null before the close, or where the store said nothing. Absent where a stat
+   * costs no more.
+   */
+  closedStat?(): StoreStat | null;
 }
 
 /** The start of a small file read in one step (ByteStore.readSmall). */
@@ -47,11 +53,21 @@ export interface StoreStat {
 /** How to open a file. */
 export type OpenMode = 'read' | 'readwrite';
 
+/** What the caller is about to do with a file it opens, which a store may use to save round trips. */
+export interface OpenHints {
+  /**
+   * Bytes from the start of the file the caller is about to read (an image's fixed structures): a store may fetch
+   * them with the open (SMB: in the same round trip) and answer reads within them from what it fetched. Read-only
+   * opens only; the files are under the rules of size(), which nothing else changes while they are open.
+   */
+  readAhead?: number;
+}
+
 /** A namespace of files: the local file system, an SMB share, an HTTP server. */
 export interface ByteStore {
   /** Short name for messages: `local`, `smb`, `http`. */
   readonly kind: string;
-  open(path: string, mode: OpenMode): Promise<RandomAccessFile>;
+  open(path: string, mode: OpenMode, hints?: OpenHints): Promise<RandomAccessFile>;
   /** Creates a new file, failing with AlreadyExistsError when one exists. */
   createExclusive(path: string): Promise<RandomAccessFile>;
   /** Returns null when nothing exists at `path`. */

@@ -11,6 +11,7 @@ import { haveSamba, SambaServer, type SambaOptions } from './samba-server.js';
 import { Dialect, SigningAlgorithm } from '../../src/io/smb/negotiate.js';
 import type { SmbClient } from '../../src/io/smb/client.js';
 import type { VhdsyncError } from '../../src/util/errors.js';
+import { isAllZero } from '../../src/util/struct.js';
 
 interface Case {
   name: string;
@@ -139,6 +140,44 @@ run.each(cases)('Samba: $name', ({ server: serverOpts, client: clientOpts, expec
     } finally {
       await f.close();
     }
+  });
+
+  it('reads an image head with the open and answers from it; a closed file reports its size and mtime', async () => {
+    const data = randomBytes((1 << 20) + 777);
+    writeFileSync(path.join(server.shareDir, 'ahead.bin'), data);
+    const store = server.store(client);
+    const cuts: Array<[number, number]> = [[0, 8], [65536, 4096], [0, 320 << 10], [300 << 10, 64 << 10], [data.length - 10, 100], [data.length + 5, 10]];
+    for (const readAhead of [100, 320 << 10, 4 << 20]) {
+      const f = await store.open('/ahead.bin', 'read', { readAhead });
+      try {
+        expect(await f.size()).toBe(data.length);
+        for (const [at, len] of cuts) expect((await f.read(at, len)).equals(data.subarray(Math.min(at, data.length), Math.min(at + len, data.length)))).toBe(true);
+      } finally {
+        await f.close();
+      }
+    }
+    for (const [name, bytes] of [['tiny.bin', data.subarray(0, 10)], ['empty.bin', Buffer.alloc(0)]] as const) {
+      writeFileSync(path.join(server.shareDir, name), bytes);
+      const f = await store.open(`/${name}`, 'read', { readAhead: 4096 });
+      expect((await f.read(5, 100)).equals(bytes.subarray(5))).toBe(true);
+      await f.close();
+    }
+    // A growing truncation goes out behind the writes; a write past the new end waits for it, so nothing is cut.
+    const w = await store.createExclusive('/grown.bin');
+    const head = randomBytes(5000);
+    const tail = randomBytes(3000);
+    await w.write(0, head);
+    await w.truncate(1 << 20);
+    await w.write((2 << 20) - 1000, tail);
+    expect(await w.size()).toBe((2 << 20) + 2000);
+    expect(w.closedStat!()).toBeNull();
+    await w.close();
+    const local = readFileSync(path.join(server.shareDir, 'grown.bin'));
+    expect(local.length).toBe((2 << 20) + 2000);
+    expect(local.subarray(0, 5000).equals(head) && local.subarray((2 << 20) - 1000).equals(tail)).toBe(true);
+    expect(isAllZero(local.subarray(5000, (2 << 20) - 1000))).toBe(true);
+    // What the CLOSE reply said is what a stat says afterwards.
+    expect(w.closedStat!()).toEqual(await store.stat('/grown.bin'));
   });
 
   it('sets size, renames, lists, deletes', async () => {

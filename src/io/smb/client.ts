@@ -14,7 +14,7 @@ import type { NtlmCredentials } from './ntlm-messages.js';
 import { parseQueryDirectoryResponse, QueryDirectoryFlags, serializeQueryDirectoryRequest, type DirectoryEntry } from './query-directory.js';
 import { parseReadResponse, parseWriteResponse, serializeReadRequest, serializeWriteRequest } from './read-write.js';
 import { authenticate, negotiate, type SecurityOptions } from './session.js';
-import { serializeCloseRequest, serializeEmptyRequest, serializeFlushRequest } from './simple.js';
+import { parseCloseResponse, serializeCloseRequest, serializeEmptyRequest, serializeFlushRequest, type CloseAttributes } from './simple.js';
 import { ConnectionLostError, Status, statusError } from './status.js';
 import { parseTreeConnectResponse, serializeTreeConnectRequest, ShareFlags } from './tree-connect.js';
 
@@ -60,6 +60,8 @@ export class SmbClient {
   private connecting: Promise<SmbConnection> | null = null;
   private trees = new Map<string, Promise<number>>();
   private closed = false;
+  /** A failure of prewarm's logon, for the next connection() to throw. */
+  private earlyFailure: unknown = null;
 
   constructor(readonly opts: SmbServerOptions) {}
 
@@ -68,10 +70,26 @@ export class SmbClient {
     return this.opts.port === 445 ? this.opts.host : `${this.opts.host}:${this.opts.port}`;
   }
 
+  /**
+   * Connects, logs on and joins `share` in the background (prewarm in scheme.ts). A logon that fails is kept and
+   * thrown once by the next connection(), so a refused password is tried once per run, as without the head start.
+   */
+  prewarm(share: string): void {
+    if (this.conn || this.connecting || this.closed) return;
+    this.ensureShare(share).catch((err: unknown) => {
+      if (!this.conn) this.earlyFailure = err;
+    });
+  }
+
   /** The live connection, connecting (and authenticating) when there is none. */
   async connection(): Promise<SmbConnection> {
     if (this.closed) throw new IoError('SMB client already closed', this.server);
     if (this.conn && !this.conn.failure) return this.conn;
+    if (this.earlyFailure && !this.connecting) {
+      const err = this.earlyFailure;
+      this.earlyFailure = null;
+      throw err;
+    }
     if (!this.connecting) {
       this.connecting = this.connect().finally(() => {
         this.connecting = null;
@@ -194,6 +212,29 @@ export class SmbClient {
     return { info, replies: replies.slice(1, 1 + ops.length) };
   }
 
+  /**
+   * Opens `req` and reads its first `length` bytes (at most one READ's worth) in one round trip: CREATE + READ,
+   * related. The handle stays open. `head` is empty when the READ failed (an empty file; the plain read path meets
+   * any other failure again).
+   */
+  async createAndRead(share: string, req: CreateRequest, length: number, subject: string): Promise<{ handle: SmbHandle; head: Buffer }> {
+    const conn = await this.connection();
+    const generation = this.generation;
+    const treeId = await this.tree(conn, share);
+    const n = Math.max(1, Math.min(length, conn.maxReadSize, IO_CHUNK));
+    const [created, read] = await conn.compound(
+      [
+        { command: Command.CREATE, body: [serializeCreateRequest(req)] },
+        { command: Command.READ, body: [serializeReadRequest(RELATED_FILE_ID, 0, n)], payload: n },
+      ],
+      { treeId },
+    );
+    if (created.header.status !== Status.SUCCESS) throw this.failed(conn, created.header.status, subject);
+    const info = parseCreateResponse(created.msg);
+    const head = read.header.status === Status.SUCCESS ? Buffer.from(parseReadResponse(read.msg, n)) : Buffer.alloc(0);
+    return { handle: { share, treeId, fileId: info.fileId, generation, info }, head };
+  }
+
   /** Opens or creates `name` (share-relative, backslashes). */
   async create(share: string, req: CreateRequest, subject: string): Promise<SmbHandle> {
     const conn = await this.connection();
@@ -210,12 +251,19 @@ export class SmbClient {
     return { read: Math.min(conn.maxReadSize, IO_CHUNK), write: Math.min(conn.maxWriteSize, IO_CHUNK), transact: Math.min(conn.maxTransactSize, 65536) };
   }
 
-  /** Closes a handle; a handle from a dead connection is already gone. */
-  async close(h: SmbHandle): Promise<void> {
-    if (h.generation !== this.generation || !this.conn || this.conn.failure) return;
-    await this.call(h.share, Command.CLOSE, [serializeCloseRequest(h.fileId)], h.share, { handle: h }).catch((err) => {
+  /**
+   * Closes a handle; a handle from a dead connection is already gone. Returns the file's attributes as of the close
+   * (the CLOSE asks for them: no extra round trip), or null when the server sent none or the handle was gone.
+   */
+  async close(h: SmbHandle): Promise<CloseAttributes | null> {
+    if (h.generation !== this.generation || !this.conn || this.conn.failure) return null;
+    try {
+      const r = await this.call(h.share, Command.CLOSE, [serializeCloseRequest(h.fileId, true)], h.share, { handle: h });
+      return parseCloseResponse(r.msg);
+    } catch (err) {
       if (!(err instanceof ConnectionLostError)) throw err;
-    });
+      return null;
+    }
   }
 
   /** Reads up to `length` bytes at `offset` into `into` at `at`, in parallel chunks; returns the count (short only at end of file). */
@@ -298,18 +346,16 @@ export class SmbClient {
     }
   }
 
-  /** Logs off and closes the connection (best effort: the process may be ending). */
+  /**
+   * Logs off and closes the connection, best effort: the process may be ending. The LOGOFF goes out without waiting
+   * for its answer (a round trip that changes nothing: the server ends the session when the connection closes too).
+   */
   async shutdown(): Promise<void> {
     this.closed = true;
     const conn = this.conn;
     this.conn = null;
     if (!conn || conn.failure) return;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      conn.request(Command.LOGOFF, [serializeEmptyRequest()]).catch(() => undefined),
-      new Promise((r) => (timer = setTimeout(r, 1000))),
-    ]);
-    clearTimeout(timer);
+    await conn.post(Command.LOGOFF, [serializeEmptyRequest()]).catch(() => undefined);
     conn.close();
   }
 }

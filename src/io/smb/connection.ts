@@ -149,6 +149,15 @@ export class SmbConnection {
   }
 
   /**
+   * Sends a request whose reply nobody waits for, and resolves once it is handed to the socket (LOGOFF before a
+   * close: the process is ending, and a round trip for the server's goodbye buys nothing).
+   */
+  async post(command: number, body: Buffer[]): Promise<void> {
+    const replies = await this.dispatch([{ command, body }], {});
+    for (const r of replies) r.catch(() => undefined);
+  }
+
+  /**
    * Sends `links` as one chain of related requests ([MS-SMB2] 3.2.4.1.4; compound.ts) in one frame, and resolves
    * with every final reply, in order, whatever their statuses. Requests after the first refer to the file the
    * previous one opened with RELATED_FILE_ID. Each message is signed on its own; encryption wraps the whole chain.

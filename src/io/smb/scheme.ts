@@ -156,6 +156,20 @@ export function storeFor(parts: SmbLocationParts, env: NodeJS.ProcessEnv = proce
   return store;
 }
 
+/**
+ * Starts the logon to the server of an SMB location in the background (connect, negotiate, two session setups, tree
+ * connect: four round trips), so it overlaps the command line's parsing and loading instead of preceding the
+ * command's first request. Anything wrong with the location or its credentials is left for the command to report.
+ */
+export function prewarmSmb(text: string, env: NodeJS.ProcessEnv = process.env): void {
+  try {
+    const parts = parseSmbLocation(text);
+    storeFor(parts, env).client.prewarm(parts.share);
+  } catch {
+    // The command parses the location again and reports the problem in its own words.
+  }
+}
+
 /** Logs off and closes every pooled SMB connection. */
 export async function closeAllSmbSessions(): Promise<void> {
   const all = [...clients.values()];

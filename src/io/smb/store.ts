@@ -8,7 +8,7 @@
  */
 import * as posix from 'node:path/posix';
 import { AlreadyExistsError, IoError, NotFoundError, VhdsyncError } from '../../util/errors.js';
-import type { ByteStore, OpenMode, RandomAccessFile, SmallFile, StorePaths, StoreStat } from '../store.js';
+import type { ByteStore, OpenHints, OpenMode, RandomAccessFile, SmallFile, StorePaths, StoreStat } from '../store.js';
 import { OPEN, type ChainOp, type ChainResult, type SmbClient, type SmbHandle } from './client.js';
 import { RELATED_FILE_ID } from './compound.js';
 import type { Reply } from './connection.js';
@@ -77,6 +77,9 @@ class SmbFile implements RandomAccessFile {
    * Windows redirector caches file sizes the same way).
    */
   private knownSize: number;
+  private atClose: StoreStat | null = null;
+  /** The file's first bytes, read with the open (keepHead), or null. */
+  private head: Buffer | null = null;
 
   constructor(
     private readonly client: SmbClient,
@@ -117,9 +120,24 @@ class SmbFile implements RandomAccessFile {
     });
   }
 
+  /**
+   * Keeps the file's first bytes, read with the open (OpenHints.readAhead), to answer reads within them: a read-only
+   * handle's file does not change while it is open (the rule knownSize lives by).
+   */
+  keepHead(head: Buffer): void {
+    if (!this.writable) this.head = head;
+  }
+
   async read(position: number, length: number, into?: Buffer): Promise<Buffer> {
     const buf = into ?? Buffer.allocUnsafe(length);
     if (length === 0) return buf.subarray(0, 0);
+    const head = this.head;
+    // Within the head, or past it when the head is the whole file (a read there ends where the file does).
+    if (head && (position + length <= head.length || head.length >= this.knownSize)) {
+      const n = Math.max(0, Math.min(length, head.length - position));
+      if (n > 0) head.copy(buf, 0, position, position + n);
+      return n === buf.length ? buf : buf.subarray(0, n);
+    }
     await this.behind.before(position, length);
     const n = await this.io((h) => this.client.read(h, position, length, buf, 0, this.name));
     return n === buf.length ? buf : buf.subarray(0, n);
@@ -140,19 +158,31 @@ class SmbFile implements RandomAccessFile {
     this.behind.check();
   }
 
-  /** The size this handle knows (see knownSize): no round trip. */
+  /**
+   * The size this handle knows (see knownSize), writes still in flight included: no round trip, and no wait for
+   * them (a write that fails is thrown by this or a later call, flush and close included).
+   */
   async size(): Promise<number> {
     if (this.closing) throw new IoError('file already closed', this.name);
-    await this.drained();
+    this.behind.check();
     return this.knownSize;
   }
 
   async truncate(size: number): Promise<void> {
-    await this.drained();
-    await this.io((h) => {
+    const setSize = (h: SmbHandle) => {
       this.beforeChange();
       return this.client.setInfo(h, FileInfoClass.END_OF_FILE, endOfFileInfo(size), this.name);
-    });
+    };
+    if (size >= this.knownSize) {
+      // Growing the file runs behind like a write (write-behind.ts, extend): it cuts nothing in flight.
+      if (this.closing) throw new IoError('file already closed', this.name);
+      const from = this.knownSize;
+      this.knownSize = size;
+      await this.behind.extend(from, () => this.io(setSize));
+      return;
+    }
+    await this.drained();
+    await this.io(setSize);
     this.knownSize = size;
   }
 
@@ -174,11 +204,17 @@ class SmbFile implements RandomAccessFile {
       try {
         await this.behind.settle();
       } finally {
-        await this.client.close(this.handle);
+        const attrs = await this.client.close(this.handle);
+        if (attrs) this.atClose = { size: attrs.endOfFile, mtimeMs: attrs.mtimeMs, isDirectory: (attrs.attributes & FILE_ATTRIBUTE_DIRECTORY) !== 0 };
       }
     })();
     await this.closing;
     this.behind.check();
+  }
+
+  /** What the server's CLOSE reply said of the file (its size and mtime after every write): null before then. */
+  closedStat(): StoreStat | null {
+    return this.atClose;
   }
 }
 
@@ -221,19 +257,26 @@ export class SmbStore implements ByteStore {
     return { name: smbName(path), access, shareAccess: share, disposition, options };
   }
 
-  async open(path: string, mode: OpenMode): Promise<RandomAccessFile> {
+  async open(path: string, mode: OpenMode, hints: OpenHints = {}): Promise<RandomAccessFile> {
     const o = mode === 'read' ? OPEN.read : OPEN.readwrite;
     const req = this.req(path, o.access, Disposition.OPEN, CreateOptions.NON_DIRECTORY_FILE, o.share);
     const name = this.display(path);
-    let h: SmbHandle;
+    const ahead = mode === 'read' ? (hints.readAhead ?? 0) : 0;
+    let opened: { handle: SmbHandle; head: Buffer | null };
     try {
-      h = await retrying(this.client, () => this.client.create(this.share, req, name), name);
+      opened = await retrying(
+        this.client,
+        async () => (ahead > 0 ? this.client.createAndRead(this.share, req, ahead, name) : { handle: await this.client.create(this.share, req, name), head: null }),
+        name,
+      );
     } catch (err) {
       // A file another client is deleting can no longer be opened: for a reader it is gone.
       if (isDeletePending(err)) throw new NotFoundError('no such file (being deleted)', name);
       throw err;
     }
-    return new SmbFile(this.client, h, req, name, mode !== 'read', this.beforeChange);
+    const f = new SmbFile(this.client, opened.handle, req, name, mode !== 'read', this.beforeChange);
+    if (opened.head) f.keepHead(opened.head);
+    return f;
   }
 
   async createExclusive(path: string): Promise<RandomAccessFile> {

@@ -16,7 +16,10 @@ export const WRITE_BEHIND_BYTES = 16 << 20;
 
 interface InFlight {
   start: number;
+  /** Infinity for an extension of the file (`extend`), which every later request past its start must follow. */
   end: number;
+  /** Bytes it holds in the window. */
+  bytes: number;
   done: Promise<void>;
 }
 
@@ -54,8 +57,27 @@ export class WriteBehind {
     this.check();
     // The caller may reuse its buffer as soon as this returns.
     const copy = Buffer.from(data);
-    const entry: InFlight = { start: position, end, done: Promise.resolve() };
-    entry.done = send(copy).then(
+    this.start({ start: position, end, bytes: copy.length, done: Promise.resolve() }, () => send(copy));
+  }
+
+  /**
+   * Starts `send`, which extends the file from `from` (its size with every write so far) to a larger size, and returns
+   * without waiting for it. Writes in flight all end at or before `from`, so the server may run them and the
+   * extension in either order with the same result; a later read or write past `from` waits for it, so it neither
+   * reads a short file nor has its bytes cut by the extension.
+   */
+  async extend(from: number, send: () => Promise<void>): Promise<void> {
+    const admitted = this.admission.then(async () => {
+      await this.waitFor((w) => from < w.end);
+      this.check();
+      this.start({ start: from, end: Infinity, bytes: 0, done: Promise.resolve() }, send);
+    });
+    this.admission = admitted.catch(() => undefined);
+    return admitted;
+  }
+
+  private start(entry: InFlight, send: () => Promise<void>): void {
+    entry.done = send().then(
       () => this.finish(entry),
       (error: unknown) => {
         this.failure ??= { error };
@@ -63,7 +85,7 @@ export class WriteBehind {
       },
     );
     this.inflight.add(entry);
-    this.bytes += copy.length;
+    this.bytes += entry.bytes;
   }
 
   /** Waits for the writes in flight that overlap [position, position + length), then throws a kept failure. */
@@ -89,6 +111,6 @@ export class WriteBehind {
   }
 
   private finish(entry: InFlight): void {
-    if (this.inflight.delete(entry)) this.bytes -= entry.end - entry.start;
+    if (this.inflight.delete(entry)) this.bytes -= entry.bytes;
   }
 }

@@ -57,6 +57,61 @@ describe('SMB write-behind', () => {
     );
   });
 
+  it('a growing truncation runs behind the writes yet neither cuts one nor lets a later request overtake it', async () => {
+    // The server sets the file size exactly (cutting what lies past it), as SET_INFO end-of-file does; the caller
+    // extends only past every write so far, as SmbFile.truncate does before it takes this path.
+    const extArb = fc.record({ kind: fc.constant('extend' as const), by: fc.integer({ min: 1, max: 900 }) });
+    const anyOp = fc.oneof(opArb, opArb, extArb);
+    await fc.assert(
+      fc.asyncProperty(fc.array(anyOp, { minLength: 1, maxLength: 40 }), fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 40, maxLength: 40 }), async (ops, delays) => {
+        const room = SIZE + 700 + 40 * 900;
+        const server = { bytes: Buffer.alloc(room), size: 0 };
+        const model = { bytes: Buffer.alloc(room), size: 0 };
+        const apply = (f: typeof server, op: { at: number; data?: Buffer; size?: number }) => {
+          if (op.data) {
+            op.data.copy(f.bytes, op.at);
+            f.size = Math.max(f.size, op.at + op.data.length);
+          } else {
+            if (op.size! < f.size) f.bytes.fill(0, op.size!, f.size);
+            f.size = op.size!;
+          }
+        };
+        const visible = (f: typeof server, at: number, len: number) => Buffer.concat([f.bytes.subarray(at, Math.min(at + len, f.size)), Buffer.alloc(Math.max(0, at + len - Math.max(at, f.size)))]);
+        const behind = new WriteBehind(2000);
+        let d = 0;
+        const later = async () => tick(delays[d++ % delays.length]);
+        let known = 0;
+        for (const op of ops) {
+          if (op.kind === 'write') {
+            const data = Buffer.alloc(op.len, op.fill);
+            apply(model, { at: op.at, data });
+            await behind.write(op.at, data, async (bytes) => {
+              await later();
+              apply(server, { at: op.at, data: bytes });
+            });
+            known = Math.max(known, op.at + op.len);
+          } else if (op.kind === 'extend') {
+            const size = known + op.by;
+            apply(model, { at: 0, size });
+            await behind.extend(known, async () => {
+              await later();
+              apply(server, { at: 0, size });
+            });
+            known = size;
+          } else {
+            await behind.before(op.at, op.len);
+            expect(visible(server, op.at, op.len).equals(visible(model, op.at, op.len))).toBe(true);
+          }
+        }
+        await behind.settle();
+        behind.check();
+        expect(server.size).toBe(model.size);
+        expect(server.bytes.equals(model.bytes)).toBe(true);
+      }),
+      { numRuns: 80 },
+    );
+  });
+
   it('never has more than the window in flight (one larger write alone may exceed it)', async () => {
     const behind = new WriteBehind(1000);
     let inFlight = 0;
