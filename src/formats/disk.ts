@@ -1,5 +1,5 @@
 import type { Location } from '../io/location.js';
-import type { RandomAccessFile } from '../io/store.js';
+import type { RandomAccessFile, StoreStat } from '../io/store.js';
 
 /** Formats the tool reads and writes. */
 export type DiskFormat = 'raw' | 'vhd' | 'vhdx' | 'qcow2';
@@ -47,6 +47,24 @@ export interface DiskIdentity {
   timestamp: number;
   fileSize: number;
   mtimeMs: number;
+}
+
+/**
+ * The size and mtime an identity records for an image file: what the store said when the file was closed, when it
+ * said it (SMB's CLOSE reply: no round trip), else a stat by name.
+ */
+export async function identityStat(file: RandomAccessFile, location: Location): Promise<StoreStat | null> {
+  return file.closedStat?.() ?? (await location.store.stat(location.path));
+}
+
+/**
+ * Closes an image's file and its parent together (on a share, two closes in one round trip), throwing the first
+ * failure once both are done.
+ */
+export async function closeBoth(file: RandomAccessFile, parent: Disk | null): Promise<void> {
+  const [a, b] = await Promise.allSettled([file.close(), parent?.close()]);
+  if (a.status === 'rejected') throw a.reason;
+  if (b.status === 'rejected') throw b.reason;
 }
 
 /** Everything `info` shows: common fields plus format-specific ones. */

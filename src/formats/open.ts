@@ -4,6 +4,12 @@ import type { RandomAccessFile } from '../io/store.js';
 import { ParentError, UnsupportedError, UsageError } from '../util/errors.js';
 import { probeContainer } from './signatures.js';
 
+/**
+ * The start of an image file that probing and opening read first (OpenHints.readAhead): a VHDX's identifier, headers
+ * and region tables (320 KiB), a VHD's footer copy and dynamic header, a QCOW2's header.
+ */
+const IMAGE_HEAD = 320 * 1024;
+
 /** Chains deeper than this are refused: real chains are a handful deep, a loop is endless. */
 export const MAX_CHAIN_DEPTH = 256;
 
@@ -43,7 +49,7 @@ async function openInChain(loc: Location, opts: OpenOptions, chain: string[]): P
   if (chain.length >= MAX_CHAIN_DEPTH) throw new ParentError(`parent chain deeper than ${MAX_CHAIN_DEPTH}`, displayLocation(loc));
   // Parents are opened read-only: writing a child never modifies its parent.
   const fileOpts = chain.length === 0 ? opts : { ...opts, writable: false };
-  const file = await loc.store.open(loc.path, fileOpts.writable ? 'readwrite' : 'read');
+  const file = await loc.store.open(loc.path, fileOpts.writable ? 'readwrite' : 'read', { readAhead: IMAGE_HEAD });
   try {
     // A parent's format is whatever its child names (openParent sets it, or clears the child's own).
     const driver = opts.format ? formatDriver(opts.format) : await detect(file, displayLocation(loc));

@@ -4,6 +4,7 @@
  * Writing lives in the subclass of `writable-disk.ts`.
  */
 import type { Disk, DiskIdentity, DiskInfo, Extent, FileRun } from '../disk.js';
+import { identityStat } from '../disk.js';
 import { displayLocation, type Location } from '../../io/location.js';
 import type { RandomAccessFile } from '../../io/store.js';
 import { CorruptImageError, UsageError } from '../../util/errors.js';
@@ -277,7 +278,7 @@ export class Qcow2Disk implements Disk {
   }
 
   async identity(): Promise<DiskIdentity> {
-    const st = await this.location.store.stat(this.location.path);
+    const st = await identityStat(this.file, this.location);
     // QCOW2 records no content id: size and mtime tell a change (of the image file; an external data file too).
     return { format: 'qcow2', contentId: '', timestamp: 0, fileSize: st?.size ?? (await this.file.size()), mtimeMs: st?.mtimeMs ?? 0 };
   }

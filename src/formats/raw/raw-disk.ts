@@ -1,4 +1,5 @@
 import type { CreateOptions, Disk, DiskIdentity, DiskInfo, Extent, FileRun, FormatDriver, OpenOptions } from '../disk.js';
+import { identityStat } from '../disk.js';
 import type { Location } from '../../io/location.js';
 import { displayLocation } from '../../io/location.js';
 import type { RandomAccessFile } from '../../io/store.js';
@@ -67,7 +68,7 @@ export class RawDisk implements Disk {
   }
 
   async identity(): Promise<DiskIdentity> {
-    const st = await this.location.store.stat(this.location.path);
+    const st = await identityStat(this.file, this.location);
     return { format: 'raw', contentId: '', timestamp: 0, fileSize: st?.size ?? this.virtualSize, mtimeMs: st?.mtimeMs ?? 0 };
   }
 

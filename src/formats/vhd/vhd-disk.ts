@@ -29,6 +29,7 @@ import type {
   ParentExpectation,
   ParentOpener,
 } from '../disk.js';
+import { closeBoth, identityStat } from '../disk.js';
 import type { Location } from '../../io/location.js';
 import { displayLocation } from '../../io/location.js';
 import { readFully, type RandomAccessFile } from '../../io/store.js';
@@ -284,11 +285,7 @@ export class VhdDisk implements Disk {
       await this.flush();
     } finally {
       this.closed = true;
-      try {
-        await this.file.close();
-      } finally {
-        await this.parent?.close();
-      }
+      await closeBoth(this.file, this.parent);
     }
   }
 
@@ -305,7 +302,7 @@ export class VhdDisk implements Disk {
   }
 
   async identity(): Promise<DiskIdentity> {
-    const st = await this.location.store.stat(this.location.path);
+    const st = await identityStat(this.file, this.location);
     return {
       format: 'vhd',
       contentId: formatGuidBE(this.footer.uniqueId),

@@ -12,6 +12,7 @@ import * as md from './metadata.js';
 import { Bat, PAYLOAD, geometry, payloadIndex, regionLengthFor } from './bat.js';
 import { VHDX_LOCATOR_TYPE, type ParentLocator } from './parent-locator.js';
 import { VhdxDisk, readLayout } from './vhdx-disk.js';
+import { FileView } from './replay.js';
 
 const MIB = 1 << 20;
 /** A new image's layout (create and the stream encoder): log, metadata and BAT each at a 1 MiB boundary. */
@@ -116,9 +117,11 @@ export async function createVhdx(location: Location, opts: CreateOptions): Promi
   const { header, regions } = newHeaderAndRegions(batLength);
   const file = await location.store.createExclusive(location.path);
   try {
-    await writeStructures(file, { header, regions, meta, bat, fileSize }, !opts.unpublished);
-    const { layout, view } = await readLayout(file, p.subject, true);
-    return new VhdxDisk(file, location, layout, view, p.parent ?? null, true, opts.unpublished === true);
+    const written = new NewFile(file, fileSize);
+    await writeStructures(written, { header, regions, meta, bat, fileSize }, !opts.unpublished);
+    // Parsed from the bytes just written, as a reader would, without reading them back (on a share: 4 round trips).
+    const { layout } = await readLayout(written, p.subject, false);
+    return new VhdxDisk(file, location, layout, new FileView(file), p.parent ?? null, true, opts.unpublished === true);
   } catch (err) {
     await file.close().catch(() => {});
     await location.store.unlink(location.path).catch(() => {});
@@ -126,12 +129,16 @@ export async function createVhdx(location: Location, opts: CreateOptions): Promi
   }
 }
 
+/**
+ * Writes a new image's structures into its new (empty) file. Their trailing zeros are left out, since the file's
+ * unwritten bytes read as zeros (an empty BAT is 1 MiB of them); the file is extended to its size last, which on a
+ * share goes out behind the writes instead of waiting for a round trip first.
+ */
 async function writeStructures(
-  file: RandomAccessFile,
+  file: NewFile,
   s: { header: hdr.VhdxHeader; regions: rt.Region[]; meta: md.VhdxMetadata; bat: Bat; fileSize: number },
   durable: boolean,
 ): Promise<void> {
-  await file.truncate(s.fileSize);
   await file.write(0, fileId.serialize({ creator: 'vhdsync' }));
   const h = hdr.serialize(s.header);
   for (const o of hdr.HEADER_OFFSETS) await file.write(o, h);
@@ -139,5 +146,61 @@ async function writeStructures(
   for (const o of rt.REGION_TABLE_OFFSETS) await file.write(o, table);
   await file.write(METADATA_OFFSET, md.serialize(s.meta, METADATA_LENGTH));
   await file.write(BAT_OFFSET, s.bat.serialize());
+  await file.truncate(s.fileSize);
   if (durable) await file.flush();
+}
+
+/**
+ * A file just created (all zeros) as its writer fills it: each write goes to the file without its trailing zeros and
+ * is kept, so the layout can be read back from memory. Only for the few structures of a new image.
+ */
+class NewFile implements RandomAccessFile {
+  readonly writable = true;
+  private readonly parts: Array<{ at: number; data: Buffer }> = [];
+
+  constructor(
+    private readonly file: RandomAccessFile,
+    private readonly fileSize: number,
+  ) {}
+
+  get name(): string {
+    return this.file.name;
+  }
+
+  async write(position: number, data: Uint8Array): Promise<void> {
+    const buf = Buffer.from(data);
+    let end = buf.length;
+    while (end > 0 && buf[end - 1] === 0) end--;
+    this.parts.push({ at: position, data: buf });
+    if (end > 0) await this.file.write(position, buf.subarray(0, end));
+  }
+
+  /** Reads what was written, zeros elsewhere, up to the size the file will have. */
+  async read(position: number, length: number, into?: Buffer): Promise<Buffer> {
+    const n = Math.max(0, Math.min(length, this.fileSize - position));
+    const out = (into ?? Buffer.allocUnsafe(length)).subarray(0, n);
+    out.fill(0);
+    for (const { at, data } of this.parts) {
+      const from = Math.max(position, at);
+      const to = Math.min(position + n, at + data.length);
+      if (from < to) data.copy(out, from - position, from - at, to - at);
+    }
+    return out;
+  }
+
+  async size(): Promise<number> {
+    return this.fileSize;
+  }
+
+  async truncate(size: number): Promise<void> {
+    await this.file.truncate(size);
+  }
+
+  async flush(): Promise<void> {
+    await this.file.flush();
+  }
+
+  async close(): Promise<void> {
+    await this.file.close();
+  }
 }

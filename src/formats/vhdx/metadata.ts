@@ -46,6 +46,24 @@ export interface VhdxMetadata {
   parentLocator: ParentLocator | null;
 }
 
+/**
+ * How far into the metadata region its items reach, by the table at `start` (the region's first bytes): a reader may
+ * read only that much. Infinity when `start` does not hold a whole table that reads as one (parse then judges the
+ * whole region).
+ */
+export function itemsEnd(start: Buffer): number {
+  if (start.length < METADATA_TABLE_SIZE || !start.subarray(0, 8).equals(SIGNATURE)) return Infinity;
+  const count = start.readUInt16LE(10);
+  if (count > MAX_ENTRIES) return Infinity;
+  let end = METADATA_TABLE_SIZE;
+  for (let i = 0; i < count; i++) {
+    const at = 32 + i * ENTRY_SIZE;
+    const length = start.readUInt32LE(at + 20);
+    if (length > 0) end = Math.max(end, start.readUInt32LE(at + 16) + length);
+  }
+  return end;
+}
+
 /** Parses the table at the start of the metadata region, bounding every item by the region's length. */
 export function parseTable(region: Buffer, subject?: string): MetadataEntry[] {
   if (region.length < METADATA_TABLE_SIZE) throw new CorruptImageError('metadata region is smaller than its table', subject);

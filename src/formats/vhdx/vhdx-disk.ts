@@ -4,6 +4,7 @@
  * a file that replays to a consistent state.
  */
 import type { Disk, DiskIdentity, DiskInfo, DiskType, Extent, FileRun, OpenOptions, ParentOpener } from '../disk.js';
+import { closeBoth, identityStat } from '../disk.js';
 import { displayLocation, withPath, type Location } from '../../io/location.js';
 import type { RandomAccessFile } from '../../io/store.js';
 import { CorruptImageError, ParentError, UnsupportedError, UsageError } from '../../util/errors.js';
@@ -34,6 +35,13 @@ const MAX_LOG_LENGTH = 8 * MIB;
 const MAX_FILE_SIZE = 2 ** 47;
 /** Metadata regions larger than this are refused rather than read into memory. */
 const MAX_METADATA_LENGTH = 64 * MIB;
+/**
+ * BAT bytes read beside the metadata before the geometry is known: 8192 entries, all of them for disks up to 256 GiB
+ * at 32 MiB blocks; a larger BAT's rest is read once the metadata says how much there is.
+ */
+const BAT_READ_AHEAD = 64 * 1024;
+/** Metadata bytes read first: the 64 KiB table and the items that follow it in every known writer's layout. */
+const META_READ_AHEAD = 128 * 1024;
 /** Dirty 4 KiB metadata sectors that trigger a log commit inside write(), batching BAT updates. */
 const COMMIT_THRESHOLD = 64;
 /** Sector bitmap blocks (1 MiB each) kept in memory; a huge child would otherwise pull in all of them. */
@@ -131,11 +139,23 @@ export async function readLayout(file: RandomAccessFile, subject: string, writab
   const batRegion = regions.find((r) => r.guid === rt.BAT_REGION)!;
   const metaRegion = regions.find((r) => r.guid === rt.METADATA_REGION)!;
   if (metaRegion.length > MAX_METADATA_LENGTH) throw new UnsupportedError(`metadata region of ${metaRegion.length} bytes is larger than supported`, subject);
-  const meta = md.parse(await view.read(metaRegion.fileOffset, metaRegion.length), subject);
+  // The BAT's first entries are read beside the metadata (one round trip on a share, not two); the geometry the
+  // metadata gives decides how many it needs, and only those (whole 4 KiB sectors, as they are logged) are kept.
+  // Of the metadata region (1 MiB as Hyper-V, qemu and vhdsync lay it out) only the table and the items it names
+  // are read when they lie in its first bytes, as they do in those images; the rest of the region is not looked at.
+  const [metaStart, batStart] = await Promise.all([
+    view.read(metaRegion.fileOffset, Math.min(metaRegion.length, META_READ_AHEAD)),
+    view.read(batRegion.fileOffset, Math.min(batRegion.length, BAT_READ_AHEAD)),
+  ]);
+  const metaBytes =
+    md.itemsEnd(metaStart) <= metaStart.length
+      ? Buffer.concat([metaStart, Buffer.alloc(metaRegion.length - metaStart.length)])
+      : await view.read(metaRegion.fileOffset, metaRegion.length);
+  const meta = md.parse(metaBytes, subject);
   const g = geometry(meta.virtualSize, meta.blockSize, meta.logicalSectorSize, meta.hasParent);
-  // Read only the entries the geometry needs (whole 4 KiB sectors, as they are logged), not a region of any claimed size.
   const batBytes = Math.min(batRegion.length, Math.ceil((g.totalEntries * 8) / log.LOG_SECTOR) * log.LOG_SECTOR);
-  const bat = Bat.parse(g, await view.read(batRegion.fileOffset, batBytes), subject);
+  const batRaw = batBytes <= batStart.length ? batStart.subarray(0, batBytes) : Buffer.concat([batStart, await view.read(batRegion.fileOffset + batStart.length, batBytes - batStart.length)]);
+  const bat = Bat.parse(g, batRaw, subject);
   checkBat(g, bat, meta.hasParent, fileSize, subject);
   return {
     layout: { creator, header: cur.header, headerSlot: cur.slot, regions, batRegion, metaRegion, meta, geometry: g, bat, fileSize, replayed },
@@ -641,8 +661,7 @@ export class VhdxDisk implements Disk {
       }
     } finally {
       this.closed = true;
-      await this.file.close();
-      await this.parent?.close();
+      await closeBoth(this.file, this.parent);
     }
   }
 
@@ -661,7 +680,7 @@ export class VhdxDisk implements Disk {
   }
 
   async identity(): Promise<DiskIdentity> {
-    const st = await this.location.store.stat(this.location.path);
+    const st = await identityStat(this.file, this.location);
     return {
       format: 'vhdx',
       contentId: formatGuidLE(this.header.header.dataWriteGuid),
