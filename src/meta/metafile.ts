@@ -203,13 +203,13 @@ export class Metafile {
   /** Opens and verifies a metafile; see readMetafile. */
   static async open(location: Location, opts: ReadMetafileOptions = {}): Promise<Metafile> {
     const name = displayLocation(location);
-    const st = await location.store.stat(location.path);
+    // A store that reads a small file in a single step (SMB: one round trip instead of five) gives a small list whole
+    // with its size and mtime, and no stat goes first; a larger list is read through a handle like any other.
+    const small = location.store.readSmall ? await location.store.readSmall(location.path, SMALL_LIST) : null;
+    const st = small ? { size: small.size, mtimeMs: small.mtimeMs, isDirectory: false } : await location.store.stat(location.path);
     if (!st) throw missingMetafile(location);
     if (st.isDirectory) throw new MetafileError('is a directory, not a metafile', name);
-    // A small list on a store that reads one in a single step (SMB: one round trip instead of five) is parsed from
-    // memory; a list that changed size since the stat is read through a handle like any other.
-    const small = st.size <= SMALL_LIST && location.store.readSmall ? await location.store.readSmall(location.path, st.size) : null;
-    const file = small?.size === st.size ? bufferFile(location.store.display(location.path), small.bytes) : await location.store.open(location.path, 'read');
+    const file = small && small.bytes.length === small.size ? bufferFile(location.store.display(location.path), small.bytes) : await location.store.open(location.path, 'read');
     let keepOpen = false;
     try {
       const size = await file.size();
@@ -462,12 +462,12 @@ export async function writeMetafile(
 }
 
 /**
- * Ends a native list whose header (incomplete) and body are written: the trailer at `trailerPos`, a flush, then the
- * header with the complete flag, last, so that a file without it is never trusted.
+ * Ends a native list whose header (incomplete) and body are written: the trailer at `trailerPos`, then the header with
+ * the complete flag. The file is a temp one that only writeAtomically's flush and rename publish, so nothing is
+ * flushed here: until that flush, a crash leaves a temp file the next run removes, whatever subset of it was written.
  */
 export async function finishNative(file: RandomAccessFile, header: MetafileHeader, trailerPos: number, listCrc: number, tableCrc: number): Promise<void> {
   await file.write(trailerPos, serializeTrailer(listCrc));
-  await file.flush();
   await file.write(0, serializeHeader({ ...header, complete: true, subTableCrc: tableCrc >>> 0 }));
 }
 

@@ -8,7 +8,7 @@ import { createDisk, openDisk } from '../formats/open.js';
 import { writeAtomically } from '../io/atomic.js';
 import type { Location } from '../io/location.js';
 import { displayLocation, sibling } from '../io/location.js';
-import { createMetafile, metafileLocationFor, readMetafile, writableFields, writeMetafile, type Metafile } from '../meta/index.js';
+import { checkFresh, createMetafile, metafileLocationFor, readMetafile, writableFields, writeMetafile, type Metafile } from '../meta/index.js';
 import { defaultSubLevel } from '../meta/hashers.js';
 import { AlreadyExistsError, UnsupportedError, UsageError } from '../util/errors.js';
 import { isAllZero } from '../util/struct.js';
@@ -104,19 +104,34 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
   const sourceWhere = lock.guard(hookLocation(sourceAt));
   const targetWhere = lock.guard(hookLocation(targetAt));
   let source: Disk;
+  let target: Disk | null = null;
   try {
     // A merge into the target that only lacked its cleanup is finished here; any other is named with its way out.
-    await settlePendingMerge(targetWhere);
-    source = await openDisk(sourceWhere, opts.open);
+    // Both images open meanwhile (on a share, their round trips overlap); a target opened before a cleanup is reopened.
+    const targetOpts = { ...opts.open, format: undefined };
+    const [settled, src, tgt] = await Promise.allSettled([settlePendingMerge(targetWhere), openDisk(sourceWhere, opts.open), openDisk(targetWhere, targetOpts)]);
+    const failed = [settled, src, tgt].find((r) => r.status === 'rejected');
+    if (failed) {
+      for (const r of [src, tgt]) if (r.status === 'fulfilled') await r.value.close().catch(() => {});
+      throw failed.reason;
+    }
+    source = (src as PromiseFulfilledResult<Disk>).value;
+    target = (tgt as PromiseFulfilledResult<Disk>).value;
+    if ((settled as PromiseFulfilledResult<boolean>).value) {
+      await target.close();
+      target = null;
+      target = await openDisk(targetWhere, targetOpts).catch(async (err: unknown) => {
+        await source.close().catch(() => {});
+        throw err;
+      });
+    }
   } catch (err) {
     await lock.release();
     throw err;
   }
-  let target: Disk | null = null;
   let diffLock: ImageLock | null = null;
   const metas: Metafile[] = [];
   try {
-    target = await openDisk(targetWhere, { ...opts.open, format: undefined });
     const targetName = displayLocation(target.location);
     // Frames apply to any image; a differencing image needs a VHD or VHDX parent.
     if (target.format === 'raw' && opts.diffFormat !== 'chunked') {
@@ -137,19 +152,32 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     // Another target of the same file name can have the same diff name in the same --diffdir: the diff's own lock
     // keeps two copies from deleting each other's temp files or replacing each other's diff.
     diffLock = await lockImage(diffAt, 'copy');
-    // Nor replace a diff of this name that an interrupted merge into another target still needs.
-    await refuseDiffInMerge(diffAt, target.location);
     const writeLoc = diffLock.guard(opts.diffdir ? lock.guard(hookLocation(diffAt)) : finalLoc);
-    if (!opts.force && (await writeLoc.store.stat(writeLoc.path))) {
+    // What follows only reads, but for the leftovers' removal (which the diff's lock allows), so it runs together (on a
+    // share: one round trip, not seven); failures are reported in the order the steps had when they ran one by one.
+    const image = target;
+    const [refused, existing, , identity, list, sourceList] = await Promise.allSettled([
+      // Nor replace a diff of this name that an interrupted merge into another target still needs.
+      refuseDiffInMerge(diffAt, image.location),
+      opts.force ? null : writeLoc.store.stat(writeLoc.path),
+      removePartials(writeLoc, metafileLocationFor(writeLoc)),
+      // Read before the target's list is checked fresh, so a write after the check shows as a change: the diff's
+      // metafile records it and merge refuses a target that no longer matches (docs/metafile.md, parent identity).
+      image.identity(),
+      readMetafile(metafileLocationFor(image.location), { virtualSize: image.virtualSize, logicalSectorSize: image.logicalSectorSize }),
+      // The source's list, checked fresh against it; planned from below.
+      opts.createmeta ? null : openFreshMetafile(source),
+    ]);
+    for (const r of [list, sourceList]) if (r.status === 'fulfilled' && r.value) metas.push(r.value);
+    const failed = [refused, existing, identity, list].find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    if ((existing as PromiseFulfilledResult<unknown>).value) {
       throw new AlreadyExistsError('the diff already exists (merge it first, or use --force to replace it)', displayLocation(writeLoc));
     }
-    await removePartials(writeLoc, metafileLocationFor(writeLoc));
-
-    // Read before the target's list is checked fresh, so a write after the check shows as a change: the diff's
-    // metafile records it and merge refuses a target that no longer matches (docs/metafile.md, parent identity).
-    const targetIdentity = await target.identity();
-    const targetMeta = await openFreshMetafile(target, targetIdentity);
-    metas.push(targetMeta);
+    const targetIdentity = (identity as PromiseFulfilledResult<DiskIdentity>).value;
+    const targetMeta = (list as PromiseFulfilledResult<Metafile>).value;
+    await checkFresh(targetMeta, image, targetIdentity);
+    if (sourceList.status === 'rejected') throw sourceList.reason;
     const ts = targetMeta.summary;
     const summary: CopySummary = {
       source: displayLocation(source.location),
@@ -171,9 +199,8 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     };
     const parent = target;
     // Planned before anything is written, so a missing, stale or incompatible source list refuses cleanly.
-    const plan = opts.createmeta ? null : await planCopy(source, targetMeta);
+    const plan = sourceList.value ? await planCopy(source, targetMeta, sourceList.value) : null;
     if (plan) {
-      metas.push(plan.source);
       summary.changedBlocks = plan.comparison.changedBlocks;
       summary.changedBytes = plan.comparison.changedBytes;
       summary.subBlockSize = plan.sub?.size ?? 0;
@@ -225,7 +252,9 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
             await writer.finish();
             diffId = (await scanChunkedDiff(chunkedFile!, temp, source.virtualSize)).identity;
           } else {
-            await image!.flush();
+            // Closing completes the image (durable only by writeAtomically's flush below); its identity is then the
+            // file as closed, which a share reports in its CLOSE reply.
+            await image!.close();
             diffId = await image!.identity();
           }
         } finally {
@@ -249,8 +278,8 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     for (const m of metas) await m.close().catch(() => {});
     await target?.close().catch(() => {});
     await source.close().catch(() => {});
-    await diffLock?.release();
-    await lock.release();
+    // Two locks: released together (on a share, each reads the lock back and deletes it: two round trips, not four).
+    await Promise.all([diffLock?.release(), lock.release()]);
   }
 }
 

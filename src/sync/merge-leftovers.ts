@@ -131,12 +131,12 @@ export function pendingMergeMessage(state: MergeState, parent: Location, diffExi
 /**
  * Called by a run holding `image`'s lock before it writes `image`: a pending merge whose diff is present must be
  * finished first (throws, naming the command); one that only lacked its cleanup is finished here; one whose diff
- * is gone mid-merge throws, naming `merge --discard`.
+ * is gone mid-merge throws, naming `merge --discard`. True when it finished one (the image's files changed).
  */
-export async function settlePendingMerge(image: Location): Promise<void> {
+export async function settlePendingMerge(image: Location): Promise<boolean> {
   const stateLoc = mergeStateLocationFor(image);
   const state = await readMergeState(stateLoc);
-  if (!state) return;
+  if (!state) return false;
   const diff = withPath(image, state.diff);
   const diffLock = await lockImage(diff, 'merge');
   try {
@@ -144,6 +144,7 @@ export async function settlePendingMerge(image: Location): Promise<void> {
     const exists = await diffOfStatePresent(state, image);
     if (exists || state.step !== 'cleanup') throw new BusyError(pendingMergeMessage(state, image, exists), displayLocation(image));
     await cleanupMerge(diffLock.guard(diff), stateLoc, state, image);
+    return true;
   } finally {
     await diffLock.release();
   }

@@ -32,9 +32,12 @@ export function sharedSubLevel(a: Metafile, b: Metafile): SubLevel | null {
   return x && y && x.size === y.size && x.algorithm === y.algorithm ? x : null;
 }
 
-/** Compares the source's metafile (opened here; the caller closes it) with the target's, as `check` does. */
-export async function planCopy(source: Disk, targetMeta: Metafile): Promise<CopyPlan> {
-  const s = await openFreshMetafile(source);
+/**
+ * Compares the source's metafile (`sourceList`, or opened here and checked fresh; the caller closes it) with the
+ * target's, as `check` does.
+ */
+export async function planCopy(source: Disk, targetMeta: Metafile, sourceList?: Metafile): Promise<CopyPlan> {
+  const s = sourceList ?? (await openFreshMetafile(source));
   try {
     const comparison = await compareMetafiles(s, targetMeta);
     const sub = sharedSubLevel(s, targetMeta);
@@ -45,7 +48,7 @@ export async function planCopy(source: Disk, targetMeta: Metafile): Promise<Copy
     }
     return plan;
   } catch (err) {
-    await s.close();
+    if (!sourceList) await s.close();
     throw err;
   }
 }
