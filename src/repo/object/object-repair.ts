@@ -30,7 +30,7 @@ export async function repairObjectManifest(repo: ObjectRepository, disk: string,
     const looked = await whyRebuild(repo, disk);
     if (typeof looked !== 'string') {
       const m = (await repo.readManifest(disk))!;
-      const now = await (session as ObjectDiskSession).recordLater(m, REBUILT_SOURCE);
+      const now = await (session as ObjectDiskSession).recordLater(m, true);
       if (now === m) return looked;
       const added = now.points.slice(m.points.length).map((p) => p.id);
       const reason = `it did not list restore point${added.length > 1 ? 's' : ''} ${added.join(', ')}, later than its newest: a lost newest generation, or a backup killed before recording it`;

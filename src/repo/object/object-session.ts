@@ -14,6 +14,7 @@ import { serializeManifest, type DiskManifest } from '../manifest.js';
 import { byId } from '../names.js';
 import { notice } from '../../util/notice.js';
 import { pastManifest, provePoints, type Proven } from './point-proof.js';
+import { REBUILT_SOURCE } from '../repair.js';
 import { BlockUploader } from './block-upload.js';
 import { diskPrefix, manifestKey, manifestPrefix, parseBlockName, parseGeneration, parseMapName, pointListName, pointMapName } from './keys.js';
 import type { DiskLease } from './lease.js';
@@ -184,9 +185,10 @@ export class ObjectDiskSession implements DiskSession {
    * Records the points whose maps are later than `m`'s newest point (pastManifest: a lost newest generation, or a
    * backup killed between its map and its manifest) in a new generation, once proven as verify --repair proves them;
    * returns that generation, or `m` itself when there are none. A point that cannot be proven stops the run in one
-   * line (the sweep would delete it): the user decides, with verify --repair or by deleting it.
+   * line (the sweep would delete it): the user decides, with verify --repair or by deleting it. `repairing`: called
+   * by verify --repair, whose own refusal (and source) it gives.
    */
-  async recordLater(m: DiskManifest, source = RECORDED_LATER): Promise<DiskManifest> {
+  async recordLater(m: DiskManifest, repairing = false): Promise<DiskManifest> {
     const ids: string[] = [];
     for await (const o of this.store.list(this.prefix)) {
       const name = o.key.slice(this.prefix.length);
@@ -199,9 +201,9 @@ export class ObjectDiskSession implements DiskSession {
     ids.sort(byId);
     let proven: Proven;
     try {
-      proven = await provePoints(this.repo, this.disk, ids, m, source);
+      proven = await provePoints(this.repo, this.disk, ids, m, repairing ? REBUILT_SOURCE : RECORDED_LATER);
     } catch (err) {
-      if (!(err instanceof RepositoryDamageError)) throw err;
+      if (repairing || !(err instanceof RepositoryDamageError)) throw err;
       throw new RepositoryDamageError(
         `disk '${this.disk}' holds restore point ${ids[0]} later than the newest point its manifest lists, and it ${err.message.replace(/^cannot rebuild the manifest: /, 'cannot be recorded: ').replace(/ \(nothing was written\)$/, '')}; nothing was changed: see 'vhdsync verify --repo ${this.repo.display} ${this.disk} --repair'`,
         err.subject,
@@ -209,7 +211,7 @@ export class ObjectDiskSession implements DiskSession {
     }
     const next: DiskManifest = { ...m, generation: m.generation + 1, hash: proven.hash, blockSize: proven.blockSize, points: [...m.points, ...proven.points] };
     await this.writeManifest(next);
-    notice(`disk '${this.disk}'`, `recorded restore point${ids.length > 1 ? 's' : ''} ${ids.join(', ')}, which the manifest did not list (a backup killed before recording it, or the newest manifest generation lost)`);
+    if (!repairing) notice(`disk '${this.disk}'`, `recorded restore point${ids.length > 1 ? 's' : ''} ${ids.join(', ')}, which the manifest did not list (a backup killed before recording it, or the newest manifest generation lost)`);
     return next;
   }
 

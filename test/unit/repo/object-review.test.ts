@@ -153,6 +153,9 @@ describe('object repository after review', () => {
     expect((err as RepositoryDamageError).message).toMatch(new RegExp(`^disk 'vm' holds restore point ${bad.b} later than the newest point its manifest lists, and it cannot be recorded: restore point ${bad.b} cannot be proven \\(.*metafile of restore point ${bad.b} is missing\\); delete its map and list if it is not needed; nothing was changed: see 'vhdsync verify --repo s3://memory/repo vm --repair'$`));
     expect((err as Error).message).not.toContain('\n');
     expect(bad.store.keys().filter((k) => !k.startsWith('leases/'))).toEqual(before.filter((k) => !k.startsWith('leases/')));
+    // verify --repair refuses it with its own line.
+    await expect(repairObjectManifest(bad.repo, 'vm')).rejects.toThrow(new RegExp(`^cannot rebuild the manifest: restore point ${bad.b} cannot be proven \\(.*\\); delete its map and list if it is not needed \\(nothing was written\\)$`));
+    expect(bad.store.keys().filter((k) => !k.startsWith('leases/'))).toEqual(before.filter((k) => !k.startsWith('leases/')));
   });
 
   it('no two runs write the same manifest bytes (each carries its run\'s token), so a read-back that finds our bytes found our write; manifests without one still read', async () => {
