@@ -27,8 +27,10 @@ export interface CreateMetafileOptions {
   target?: Location;
   /** Called with the virtual bytes of each block as it is hashed. */
   onProgress?: (bytes: number) => void;
-  /** Called for each block after it is hashed (with `data` for data blocks), for a one-pass copy. */
+  /** Called for each block after it is hashed (with `data` for data blocks, unless `withData` is false), for a one-pass copy. */
   onBlock?: (block: HashedBlock) => void | Promise<void>;
+  /** With onBlock: give data blocks' bytes (default true); false lets a local image take the direct path. */
+  withData?: boolean;
   chunkSize?: number;
   readAhead?: number;
   /** Hashing worker threads (see hashDisk); default: none for XXH128, which keeps up with reads on one core. */
@@ -96,7 +98,7 @@ export async function createMetafile(disk: Disk, opts: CreateMetafileOptions = {
     bytesRead: 0,
   };
   async function* records(): AsyncGenerator<BlockRecord> {
-    for await (const b of hashDisk(disk, { algorithm, blockSize, withData: Boolean(opts.onBlock), chunkSize: opts.chunkSize, readAhead: opts.readAhead, workers: opts.workers ?? defaultWorkers(algorithm), sub, threads: opts.threads })) {
+    for await (const b of hashDisk(disk, { algorithm, blockSize, withData: Boolean(opts.onBlock) && opts.withData !== false, chunkSize: opts.chunkSize, readAhead: opts.readAhead, workers: opts.workers ?? defaultWorkers(algorithm), sub, threads: opts.threads })) {
       result.blocks[b.state]++;
       if (b.read) result.bytesRead += b.length;
       if (opts.onBlock) await opts.onBlock(b);

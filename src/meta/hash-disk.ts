@@ -55,6 +55,12 @@ export interface HashedBlock {
   subDigests?: Buffer;
 }
 
+/** Whether hashDisk takes the direct path for `disk` when asked for no block data (hash-direct.ts). */
+export async function hashesDirectly(disk: Disk): Promise<boolean> {
+  // An empty range tells whether the driver maps at all now (a writable open or a replayed log does not).
+  return canHashDirectly(disk) && (await disk.mapFile!(0, 0)) !== null;
+}
+
 interface Loaded {
   run: Run;
   data: Buffer | null;
@@ -70,8 +76,7 @@ interface Loaded {
  */
 export async function* hashDisk(disk: Disk, opts: HashOptions): AsyncGenerator<HashedBlock> {
   const { blockSize, algorithm } = opts;
-  // An empty range tells whether the driver maps at all now (a writable open or a replayed log does not).
-  if (opts.direct !== false && !opts.withData && canHashDirectly(disk) && (await disk.mapFile!(0, 0)) !== null) {
+  if (!opts.withData && opts.direct !== false && (await hashesDirectly(disk))) {
     yield* hashDirectly(disk, algorithm, blockSize, Math.min(4, Math.max(0, opts.workers ?? 0)), opts.sub ?? null, opts.threads);
     return;
   }

@@ -4,7 +4,7 @@
 export { metafileLocationFor, imageLocationForMetafile, readMetafile, writeMetafile, writableFields, Metafile, METAFILE_SUFFIX, nativeMetafileLength } from './metafile.js';
 export { restampList, restampMetafile } from './restamp.js';
 export type { MetafileLayout, MetafileSummary, NewMetafile, BlockRecord, ReadMetafileOptions } from './metafile.js';
-export { hashDisk } from './hash-disk.js';
+export { hashDisk, hashesDirectly } from './hash-disk.js';
 export { hasMagic } from './header.js';
 export type { HashOptions, HashedBlock } from './hash-disk.js';
 export { createMetafile, resolveHashSettings, describeCreated, DEFAULT_BLOCK_SIZE } from './create.js';

@@ -147,6 +147,8 @@ export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: 
           algorithm: hash,
           blockSize,
           target: listAt,
+          // An incremental sends the changed blocks only: the others need not be read beside being hashed.
+          fewBlocks: cursor !== null,
           onProgress: opts.onProgress,
           onBlock: async (b) => {
             if (b.read) stats.bytesRead += b.length;
@@ -157,7 +159,7 @@ export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: 
             }
             stats.changedBytes += b.length;
             if (b.state === 'data') {
-              await image.write(b.offset, b.data!);
+              await image.write(b.offset, await b.bytes());
               stats.dataBytes += b.length;
             } else {
               await image.writeZeroes(b.offset, b.length);

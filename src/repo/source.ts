@@ -6,9 +6,9 @@
 import type { DiskIdentity, OpenOptions } from '../formats/disk.js';
 import { openDisk } from '../formats/open.js';
 import { displayLocation, type Location } from '../io/location.js';
-import { createMetafile, digestBlock, writeMetafile, zeroDigest, type HashedBlock } from '../meta/index.js';
+import { createMetafile, digestBlock, hashesDirectly, writeMetafile, zeroDigest, type HashedBlock } from '../meta/index.js';
 import type { ContentSource } from '../stream/index.js';
-import { UnsupportedError } from '../util/errors.js';
+import { ContentChangedError, UnsupportedError } from '../util/errors.js';
 import { isAllZero } from '../util/struct.js';
 
 /** A stream opened only once the backup holds the disk's lock (so a wait for the lock never stalls a request). */
@@ -23,13 +23,29 @@ export interface StreamSource {
 /** An image location, or a stream. */
 export type BackupSource = Location | StreamSource;
 
+/** A block of the pass, hashed. */
+export interface PassBlock extends HashedBlock {
+  /** A data block's bytes (valid until onBlock returns): `data`, or read from the source when the pass did not. */
+  bytes(): Promise<Buffer>;
+}
+
 /** The one pass: every block in order to `onBlock`, the list of the whole disk written to `target`. */
 export interface PassOptions {
   algorithm: 'xxh128' | 'sha256';
   blockSize: number;
   target: Location;
-  onBlock: (b: HashedBlock) => Promise<void>;
+  /**
+   * The caller wants the bytes of a few blocks only (an incremental point: the changed ones): a local image is then
+   * hashed without them, on the direct path (meta/hash-direct.ts), and `bytes()` reads a block again when asked.
+   */
+  fewBlocks?: boolean;
+  onBlock: (b: PassBlock) => Promise<void>;
   onProgress?: (bytes: number) => void;
+}
+
+/** `b` as a PassBlock whose bytes are those it carries. */
+function carried(b: HashedBlock): PassBlock {
+  return Object.assign(b, { bytes: async () => b.data! });
 }
 
 /** An opened source. */
@@ -67,7 +83,19 @@ export async function openSource(source: BackupSource, open?: OpenOptions): Prom
       logicalSectorSize: disk.logicalSectorSize,
       // The identity taken before and after the pass refuses an image that changed under it (createMetafile).
       pass: async (o) => {
-        await createMetafile(disk, { algorithm: o.algorithm, blockSize: o.blockSize, target: o.target, onBlock: o.onBlock, onProgress: o.onProgress });
+        const later = o.fewBlocks === true && (await hashesDirectly(disk));
+        let scratch: Buffer | null = null;
+        // A block read again must still be the one hashed: the list records that digest, the point these bytes.
+        const reread = (b: HashedBlock) => async () => {
+          scratch ??= Buffer.allocUnsafeSlow(o.blockSize);
+          const data = await disk.read(b.offset, b.length, scratch.subarray(0, b.length));
+          if (!digestBlock(o.algorithm, data).equals(b.digest)) {
+            throw new ContentChangedError(`block ${b.index} changed while the image was being backed up; back it up again when nothing writes to it`, displayLocation(source));
+          }
+          return data;
+        };
+        const onBlock = later ? (b: HashedBlock) => o.onBlock(Object.assign(b, { bytes: reread(b) })) : (b: HashedBlock) => o.onBlock(carried(b));
+        await createMetafile(disk, { algorithm: o.algorithm, blockSize: o.blockSize, target: o.target, onBlock, withData: !later, onProgress: o.onProgress });
       },
       close: () => disk.close(),
     };
@@ -85,7 +113,7 @@ export async function openSource(source: BackupSource, open?: OpenOptions): Prom
     pass: async (o) => {
       async function* records(): AsyncGenerator<HashedBlock> {
         for await (const b of hashContent(content, o.algorithm, o.blockSize)) {
-          await o.onBlock(b);
+          await o.onBlock(carried(b));
           o.onProgress?.(b.length);
           yield b;
         }
