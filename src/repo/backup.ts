@@ -30,6 +30,8 @@ export interface BackupOptions {
   wait?: LockWait;
   /** The point's time (tests); default now. */
   now?: () => Date;
+  /** The caller (backupMany) has made sure the repository exists: not asked again. */
+  repositoryChecked?: boolean;
   onTotal?: (bytes: number) => void;
   onProgress?: (bytes: number) => void;
 }
@@ -119,7 +121,7 @@ async function firstManifest(repo: RepoBackend, session: DiskSession, disk: stri
 export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: string, opts: BackupOptions = {}): Promise<BackupSummary> {
   const started = Date.now();
   if (opts.retention) checkPolicy(opts.retention);
-  await repo.exists(true);
+  if (!opts.repositoryChecked) await repo.exists(true);
   const session = await lockDiskWaiting(repo, disk, 'backup', opts.wait);
   try {
     const existing = (await repo.readManifest(disk)) ?? (await firstManifest(repo, session, disk, opts));
@@ -234,7 +236,7 @@ export async function backupMany(
     while (nextJob < work.length) {
       const r = results[nextJob++];
       try {
-        r.summary = await backupDisk(repo, r.job.source, r.job.disk, opts(r.job));
+        r.summary = await backupDisk(repo, r.job.source, r.job.disk, { ...opts(r.job), repositoryChecked: true });
       } catch (err) {
         r.error = err;
       }

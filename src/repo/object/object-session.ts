@@ -38,6 +38,8 @@ export class ObjectDiskSession implements DiskSession {
    * already sent, and the new point reuses them instead of sending them again. Every later sweep deletes them.
    */
   private keepStrayBlocks: boolean;
+  /** The disk's block objects (hash, size) as the sweep of a backup listed them, for its point to reuse (once). */
+  private listedBlocks: Map<string, number> | null = null;
 
   constructor(
     private readonly repo: ObjectRepository,
@@ -115,11 +117,16 @@ export class ObjectDiskSession implements DiskSession {
     if (MAP_HEADER + mapEntriesBytes(spec.blockSize, spec.virtualSize) + 32 > MAP_LIMIT) {
       throw new UnsupportedError(`${Math.ceil(spec.virtualSize / spec.blockSize)} blocks of ${spec.blockSize} bytes are more than a point map holds (8 Mi): back up this disk under a new --name with a larger --block-size`, this.repo.name(this.prefix));
     }
-    // What the store holds already (earlier points' blocks, a killed run's uploads) is not sent again.
-    const known = new Map<string, number>();
-    for await (const o of this.store.list(this.prefix + 'blocks/')) {
-      const h = parseBlockName(o.key.slice(this.prefix.length));
-      if (h) known.set(h, o.size);
+    // What the store holds already (earlier points' blocks, a killed run's uploads) is not sent again. The sweep
+    // before it listed them, deleting none (keepStrayBlocks): only a fresh session lists them here.
+    let known = this.listedBlocks;
+    this.listedBlocks = null;
+    if (!known) {
+      known = new Map<string, number>();
+      for await (const o of this.store.list(this.prefix + 'blocks/')) {
+        const h = parseBlockName(o.key.slice(this.prefix.length));
+        if (h) known.set(h, o.size);
+      }
     }
     let map: PointMap;
     if (spec.base) {
@@ -227,8 +234,11 @@ export class ObjectDiskSession implements DiskSession {
     const keep = new Set<string>();
     for (const p of m.points) keep.add(p.image).add(pointListName(p.id));
     // The blocks the kept points reference; when a map cannot be read, no block is deleted (verify names the point).
+    // A backup keeps every block anyway (keepStrayBlocks): it reads no map here, and keeps the listing of the blocks.
+    const keepBlocks = this.keepStrayBlocks;
+    const blocks = keepBlocks ? new Map<string, number>() : null;
     let referenced: Set<string> | null = new Set<string>();
-    for (const p of m.points) {
+    for (const p of keepBlocks ? [] : m.points) {
       try {
         (await this.repo.readMap(this.disk, p)).hashes(referenced);
       } catch (err) {
@@ -240,7 +250,8 @@ export class ObjectDiskSession implements DiskSession {
     for await (const o of this.store.list(this.prefix)) {
       const name = o.key.slice(this.prefix.length);
       const block = parseBlockName(name);
-      if (block !== null ? !referenced || this.keepStrayBlocks || referenced.has(block) : keep.has(name)) continue;
+      if (block !== null) blocks?.set(block, o.size);
+      if (block !== null ? !referenced || keepBlocks || referenced.has(block) : keep.has(name)) continue;
       const id = parseMapName(name);
       // recordLater ran first (settle): a later point still unlisted here is a new holder's, or the listing lags.
       if (id !== null && pastManifest(m, id)) {
@@ -256,6 +267,7 @@ export class ObjectDiskSession implements DiskSession {
       await this.store.delete(batch);
       removed.push(...batch);
     }
+    this.listedBlocks = blocks;
     return removed;
   }
 }
