@@ -130,7 +130,7 @@ describe('the direct hashing path on QCOW2 images made by qemu', () => {
           fs.rmSync(dir, { recursive: true, force: true });
         },
       ),
-      { numRuns: 10 },
+      { numRuns: 8 },
     );
   });
 });
