@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { NATIVE_ALGORITHMS } from '../meta/index.js';
-import { isPointId } from './names.js';
+import { byId, isPointId } from './names.js';
 
 /** Manifests larger than this are refused before they are parsed (a few thousand points fit in far less). */
 export const MANIFEST_LIMIT = 4 << 20;
@@ -60,6 +60,21 @@ export interface DiskManifest {
    * folder repositories and in manifests of older versions.
    */
   writer?: string;
+  /**
+   * The high-water mark of point ids: the largest id this disk's manifest ever listed, kept when a point is dropped.
+   * Ids come from the backing-up host's clock, which can step back, so the last point is not always the largest; an
+   * object repository records an unlisted map only when its id is above this mark (point-proof.ts, pastManifest).
+   * Absent in manifests of older versions (and in folder repositories until a prune): highWater falls back to the
+   * largest listed id.
+   */
+  highest?: string;
+}
+
+/** The largest point id `m` lists or ever listed (its `highest`), or null when it has neither. */
+export function highWater(m: DiskManifest): string | null {
+  let top = m.highest ?? null;
+  for (const p of m.points) if (top === null || byId(p.id, top) > 0) top = p.id;
+  return top;
 }
 
 /** Why a manifest cannot be read; the caller names the file. */
@@ -85,6 +100,7 @@ export function serializeManifest(m: DiskManifest): Buffer {
     points: m.points.map((p) => ({ id: p.id, time: p.time, image: p.image, kind: p.kind, parent: p.parent, virtualSize: p.virtualSize, changedBytes: p.changedBytes, source: p.source })),
     pending: m.pending,
     ...(m.writer === undefined ? {} : { writer: m.writer }),
+    ...(m.highest === undefined ? {} : { highest: m.highest }),
     checksum: `sha256:${ZEROS}`,
   };
   const text = JSON.stringify(body, null, 2) + '\n';
@@ -181,6 +197,11 @@ function checkManifest(raw: unknown): DiskManifest {
   }
   const m: DiskManifest = { format: MANIFEST_FORMAT, version, disk: text(o.disk, 'disk', 100), generation: count(o.generation, 'generation'), hash, blockSize, points, pending };
   if (o.writer !== undefined) m.writer = text(o.writer, 'writer', 64);
+  if (o.highest !== undefined) {
+    const h = text(o.highest, 'highest', 40);
+    if (!isPointId(h)) fail('highest is not a restore point id');
+    m.highest = h;
+  }
   return m;
 }
 

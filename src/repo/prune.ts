@@ -5,7 +5,7 @@
  * forgets the dropped point. Every step is idempotent, so any run holding the disk's lock finishes an interrupted one.
  */
 import type { DiskSession, RepoBackend } from './backend.js';
-import type { DiskManifest } from './manifest.js';
+import { highWater, type DiskManifest } from './manifest.js';
 import { selectKept, type RetentionPolicy } from './retention.js';
 import { NotFoundError } from '../util/errors.js';
 import { lockDiskWaiting, type LockWait } from './wait.js';
@@ -23,8 +23,10 @@ export interface PruneSummary {
   removed: string[];
 }
 
+/** `m` changed, as its next generation: the high-water mark of its ids survives the points a change drops. */
 function next(m: DiskManifest, change: Partial<DiskManifest>): DiskManifest {
-  return { ...m, ...change, generation: m.generation + 1 };
+  const highest = highWater(m);
+  return { ...m, ...change, generation: m.generation + 1, ...(highest === null ? {} : { highest }) };
 }
 
 /** Finishes the fold the manifest records as pending, then records it done. */

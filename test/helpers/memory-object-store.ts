@@ -1,7 +1,7 @@
 /**
  * An ObjectStore in memory with S3's semantics where the repository relies on them (atomic whole-object puts,
  * `If-None-Match: *` and `If-Match` decided atomically, keys listed in order, deletes of absent keys succeed), for
- * unit and property tests. `beforeMutation` lets a test fail or "kill" the run at an exact request.
+ * unit and property tests. `beforeMutation` lets a test fail or "kill" the run at an exact request, `beforeRead` fail a read.
  */
 import { createHash } from 'node:crypto';
 import type { ObjectInfo, ObjectRange, ObjectStore, PutConditions, WriteFence } from '../../src/io/object-store.js';
@@ -20,6 +20,8 @@ export class MemoryObjectStore implements ObjectStore {
   readonly objects = new Map<string, Stored>();
   /** Called before every put and delete; throwing from it makes the request fail without effect. */
   beforeMutation: ((m: Mutation) => void) | null = null;
+  /** Called before every get; throwing from it makes the read fail (a store that cannot be reached, a 503). */
+  beforeRead: ((key: string) => void) | null = null;
   /** Requests served, by kind. */
   readonly counts = { get: 0, head: 0, put: 0, list: 0, delete: 0 };
 
@@ -27,6 +29,7 @@ export class MemoryObjectStore implements ObjectStore {
 
   async get(key: string, range?: ObjectRange): Promise<Buffer | null> {
     this.counts.get++;
+    this.beforeRead?.(key);
     const o = this.objects.get(key);
     if (!o) return null;
     return Buffer.from(range ? o.body.subarray(range.start, range.start + range.length) : o.body);

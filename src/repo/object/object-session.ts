@@ -10,7 +10,7 @@ import type { ObjectStore } from '../../io/object-store.js';
 import { readMetafile, writableFields, writeMetafile } from '../../meta/index.js';
 import { AlreadyExistsError, ConflictError, RepositoryDamageError, UnsupportedError, VhdsyncError } from '../../util/errors.js';
 import type { DiskSession, PointFill, PointName, PointSpec, WrittenPoint } from '../backend.js';
-import { serializeManifest, type DiskManifest } from '../manifest.js';
+import { highWater, serializeManifest, type DiskManifest } from '../manifest.js';
 import { byId } from '../names.js';
 import { notice } from '../../util/notice.js';
 import { pastManifest, provePoints, type Proven } from './point-proof.js';
@@ -85,7 +85,9 @@ export class ObjectDiskSession implements DiskSession {
     const key = manifestKey(this.disk, m.generation);
     this.check();
     try {
-      await this.store.put(key, serializeManifest({ ...m, writer: this.writer }), { ifNoneMatch: '*' });
+      // Every generation carries the high-water mark of its ids (pastManifest), an older manifest's derived from its points.
+      const highest = highWater(m);
+      await this.store.put(key, serializeManifest({ ...m, writer: this.writer, ...(highest === null ? {} : { highest }) }), { ifNoneMatch: '*' });
     } catch (err) {
       if (!(err instanceof AlreadyExistsError)) throw err;
       throw new ConflictError(`generation ${m.generation} of the manifest of disk '${this.disk}' was written by another run meanwhile; nothing of this run was recorded: retry`, this.repo.name(key));
@@ -189,7 +191,7 @@ export class ObjectDiskSession implements DiskSession {
   }
 
   /**
-   * Records the points whose maps are later than `m`'s newest point (pastManifest: a lost newest generation, or a
+   * Records the points whose maps are later than every id `m` lists or ever listed (pastManifest: a lost newest generation, or a
    * backup killed between its map and its manifest) in a new generation, once proven as verify --repair proves them;
    * returns that generation, or `m` itself when there are none. A point that cannot be proven stops the run in one
    * line (the sweep would delete it): the user decides, with verify --repair or by deleting it. `repairing`: called
@@ -255,7 +257,7 @@ export class ObjectDiskSession implements DiskSession {
       const id = parseMapName(name);
       // recordLater ran first (settle): a later point still unlisted here is a new holder's, or the listing lags.
       if (id !== null && pastManifest(m, id)) {
-        throw new ConflictError(`restore point ${id} appeared under disk '${this.disk}' while this run held it, later than its manifest's newest point; nothing was deleted: retry`, this.repo.name(o.key));
+        throw new ConflictError(`restore point ${id} appeared under disk '${this.disk}' while this run held it, later than every point its manifest ever listed; nothing was deleted: retry`, this.repo.name(o.key));
       }
       doomed.push(o.key);
     }

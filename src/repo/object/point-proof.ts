@@ -5,22 +5,24 @@
  * those a lost newest manifest generation or a killed backup left unlisted (pastManifest).
  */
 import { checkFresh, NATIVE_ALGORITHMS, type Metafile } from '../../meta/index.js';
-import { RepositoryDamageError, VhdsyncError } from '../../util/errors.js';
-import type { DiskManifest, RestorePoint } from '../manifest.js';
+import { CorruptImageError, MetafileError, RepositoryDamageError, VhdsyncError } from '../../util/errors.js';
+import { highWater, type DiskManifest, type RestorePoint } from '../manifest.js';
 import { byId } from '../names.js';
 import { changedBytes, timeOfId } from '../repair.js';
 import { diskPrefix, pointMapName } from './keys.js';
 import type { ObjectRepository } from './object-backend.js';
 
 /**
- * True when point `id` (whose map is under the disk) is not in `m` and later than every point `m` lists (any point,
- * when `m` lists none). Such a map is a point the manifest should list: its newest generation was lost (a kill
- * between creating it and deleting the one before, then the object lost), or a backup was killed between its map
- * and its manifest. A sweep would delete it as a leftover; it is recorded instead.
+ * True when point `id` (whose map is under the disk) is not in `m` and later than every id `m` lists or ever listed
+ * (its high-water mark, highWater: never the last point in backup order, since ids come from host clocks that can
+ * step back). Such a map is a point the manifest should list: its newest generation was lost (a kill between
+ * creating it and deleting the one before, then the object lost), or a backup was killed between its map and its
+ * manifest. A sweep would delete it as a leftover; it is recorded instead. A point a prune dropped is at or below the
+ * mark, so it is swept, never recorded again; so is a killed backup's point whose clock was behind (a rollback).
  */
 export function pastManifest(m: DiskManifest, id: string): boolean {
-  const newest = m.points[m.points.length - 1];
-  return !m.points.some((p) => p.id === id) && (!newest || byId(id, newest.id) > 0);
+  const top = highWater(m);
+  return !m.points.some((p) => p.id === id) && (top === null || byId(id, top) > 0);
 }
 
 /** Points proven from their maps and lists, and the digest and block size they share. */
@@ -34,7 +36,8 @@ export interface Proven {
  * Proves the points `ids` (in backup order) and returns them as manifest entries after `base`'s points: `source` as
  * given, `time` the id's second, `changedBytes` against the point before. Their lists must share `base`'s digest and
  * block size when it has points, else one another's. Throws a RepositoryDamageError starting `cannot rebuild` when a
- * point cannot be proven.
+ * point cannot be proven (its map or list is damaged or missing); a failing store's error (IoError, CredentialsError,
+ * ...) is thrown unchanged.
  */
 export async function provePoints(repo: ObjectRepository, disk: string, ids: string[], base: DiskManifest | null, source: string): Promise<Proven> {
   const prefix = diskPrefix(disk);
@@ -67,7 +70,9 @@ export async function provePoints(repo: ObjectRepository, disk: string, ids: str
         }
         probe.virtualSize = virtualSize;
       } catch (err) {
-        if (!(err instanceof VhdsyncError) || err.message.startsWith('cannot rebuild')) throw err;
+        // Only damage makes a point unprovable: a store that cannot be reached, keeps failing (5xx) or refuses the
+        // credentials says nothing of the point, and advice to delete it would cost a good point. Those fail as they came.
+        if (!isDamage(err) || err.message.startsWith('cannot rebuild')) throw err;
         throw refuse(key, `restore point ${id} cannot be proven (${err.describe()}); delete its map and list if it is not needed`);
       }
       const s = list.summary;
@@ -85,6 +90,14 @@ export async function provePoints(repo: ObjectRepository, disk: string, ids: str
   }
   if (!settings) throw refuse(prefix, 'no restore point map under the disk');
   return { points, hash: settings.algorithm as DiskManifest['hash'], blockSize: settings.blockSize };
+}
+
+/**
+ * True for what says a map or list is damaged or missing (it does not parse, does not match, is not there: a missing
+ * object is a RepositoryDamageError here; the store's NotFoundError means no bucket, which says nothing of a point).
+ */
+function isDamage(err: unknown): err is VhdsyncError {
+  return err instanceof RepositoryDamageError || err instanceof MetafileError || err instanceof CorruptImageError;
 }
 
 /** The list of a point the manifest lists (the previous one's, for changed bytes), or null when it does not open. */

@@ -8,10 +8,10 @@ import '../../../src/formats/index.js';
 import { parseLocation } from '../../../src/io/location.js';
 import type { ObjectInfo, ObjectRange, PutConditions } from '../../../src/io/object-store.js';
 import { backupDisk, FileRepository, listRepository, openRepository, pruneDisk, repairManifest, repairObjectManifest, verifyDisk } from '../../../src/repo/index.js';
-import { emptyManifest, MANIFEST_LIMIT, parseManifest, serializeManifest } from '../../../src/repo/manifest.js';
+import { emptyManifest, highWater, MANIFEST_LIMIT, parseManifest, serializeManifest } from '../../../src/repo/manifest.js';
 import { ObjectRepository } from '../../../src/repo/object/object-backend.js';
 import { RECORDED_LATER } from '../../../src/repo/object/object-session.js';
-import { RepositoryDamageError, UnsupportedError } from '../../../src/util/errors.js';
+import { CredentialsError, IoError, RepositoryDamageError, UnsupportedError } from '../../../src/util/errors.js';
 import { isMarker } from '../../../src/repo/marker.js';
 import { MemoryObjectStore } from '../../helpers/memory-object-store.js';
 import { makeTempDir } from '../../helpers/tmp.js';
@@ -156,6 +156,53 @@ describe('object repository after review', () => {
     // verify --repair refuses it with its own line.
     await expect(repairObjectManifest(bad.repo, 'vm')).rejects.toThrow(new RegExp(`^cannot rebuild the manifest: restore point ${bad.b} cannot be proven \\(.*\\); delete its map and list if it is not needed \\(nothing was written\\)$`));
     expect(bad.store.keys().filter((k) => !k.startsWith('leases/'))).toEqual(before.filter((k) => !k.startsWith('leases/')));
+  });
+
+  it('ids that are not monotone (a clock stepped back): a point prune dropped is never recorded again, the kept newer backup survives, the sweep succeeds', async () => {
+    const store = new MemoryObjectStore();
+    const repo = new ObjectRepository(store);
+    const src = source();
+    // Host 1 is 5 minutes fast: its point X has a later id than C, which host 2 backs up after it.
+    const at = (t: string) => () => new Date(t);
+    const x = await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now: at('2026-05-01T12:05:00Z') });
+    scribble(src, [[5 * BLOCK, 100, 0xcc]]);
+    const c = await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now: at('2026-05-01T12:02:00Z') });
+    const sha = sha256File(src);
+    expect((await repo.readManifest('vm'))!.points.map((p) => p.id)).toEqual([x.point, c.point]);
+    const p = await pruneDisk(repo, 'vm', { keep: 1 });
+    expect(p).toMatchObject({ dropped: [x.point], kept: [c.point] });
+    expect(store.keys().filter((k) => k.includes(x.point))).toEqual([]);
+    expect((await repo.readManifest('vm'))!.highest).toBe(x.point);
+    // The retry, and a next backup whose id is still below X's: nothing brings X back, C stays.
+    expect(await pruneDisk(repo, 'vm', { keep: 1 })).toMatchObject({ dropped: [], kept: [c.point] });
+    scribble(src, [[6 * BLOCK, 100, 0xdd]]);
+    const d = await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now: at('2026-05-01T12:03:00Z'), retention: { keep: 2 } });
+    expect((await repo.readManifest('vm'))!.points.map((q) => q.id)).toEqual([c.point, d.point]);
+    expect(await restoredObjectSha(repo, 'vm', c.point, tmp.dir)).toBe(sha);
+    expect(await unreferenced(store.keys(), (k) => store.get(k))).toEqual([]);
+    // A manifest of an older vhdsync (no high-water mark) still reads: its mark is its largest listed id.
+    const m = (await repo.readManifest('vm'))!;
+    expect(highWater(parseManifest(serializeManifest({ ...m, highest: undefined })))).toBe(d.point);
+  });
+
+  it('a store failing while a later point is proven (503, credentials) fails the run with its own error, never "cannot be proven ... delete its map"', async () => {
+    const { store, repo, b, sha } = await unlisted('kill');
+    const before = store.keys().filter((k) => !k.startsWith('leases/'));
+    const failures = [
+      [`disks/vm/${b}.map`, new IoError('https://s3.example keeps failing: ServiceUnavailable (HTTP 503) after 6 attempts', `s3://memory/repo/disks/vm/${b}.map`)],
+      [`disks/vm/${b}.list`, new CredentialsError('access refused by https://s3.example (AccessDenied): check AWS_PROFILE', `s3://memory/repo/disks/vm/${b}.list`)],
+    ] as const;
+    for (const [key, failure] of failures) {
+      store.beforeRead = (k) => {
+        if (k === key) throw failure;
+      };
+      await expect(pruneDisk(repo, 'vm', { keep: 1 })).rejects.toBe(failure);
+      await expect(repairObjectManifest(repo, 'vm')).rejects.toBe(failure);
+      expect(store.keys().filter((k) => !k.startsWith('leases/'))).toEqual(before);
+    }
+    store.beforeRead = null;
+    expect((await pruneDisk(repo, 'vm', { keep: 5 })).kept).toContain(b);
+    expect(await restoredObjectSha(repo, 'vm', b, tmp.dir)).toBe(sha);
   });
 
   it('no two runs write the same manifest bytes (each carries its run\'s token), so a read-back that finds our bytes found our write; manifests without one still read', async () => {
