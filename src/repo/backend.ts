@@ -82,7 +82,7 @@ export interface DiskSession {
    */
   unrecordedPoints(): Promise<string[]>;
   /**
-   * Records points the manifest should list but does not (object repositories: maps later than its newest point) in
+   * Records points the manifest should list but does not (object repositories: maps above its id high-water mark) in
    * a new generation, which it returns; `m` itself when there are none. Absent where no such state exists.
    */
   recordLater?(m: DiskManifest): Promise<DiskManifest>;

@@ -5,7 +5,8 @@
  * (its own checksum) and whose `<id>.list` vouches for it (the list records the map's identity); the order is the
  * ids', the kinds `full` then `clone`, changed bytes from consecutive lists. What it cannot prove is refused in one
  * line with nothing written; the damaged generation is kept under another name, never deleted. An intact manifest
- * that misses points later than its newest (its newest generation lost) gets them added (ObjectDiskSession.recordLater).
+ * that misses points later than every id it lists or listed (its newest generation lost) gets them added
+ * (ObjectDiskSession.recordLater).
  */
 import { NotFoundError, RepositoryDamageError } from '../../util/errors.js';
 import { MANIFEST_FORMAT, MANIFEST_LIMIT, MANIFEST_VERSION, parseManifest, serializeManifest, type DiskManifest } from '../manifest.js';
@@ -20,7 +21,8 @@ import type { ObjectRepository } from './object-backend.js';
 
 /**
  * Rebuilds `disk`'s manifest under its lease when it is missing or damaged, and adds to an intact one the points
- * later than its newest (pastManifest: its newest generation lost); an intact, complete one is left alone.
+ * later than every id it lists or listed (pastManifest: its newest generation lost); an intact, complete one is left
+ * alone.
  */
 export async function repairObjectManifest(repo: ObjectRepository, disk: string, wait?: LockWait): Promise<RepairSummary> {
   checkDiskName(disk);
@@ -33,7 +35,7 @@ export async function repairObjectManifest(repo: ObjectRepository, disk: string,
       const now = await (session as ObjectDiskSession).recordLater(m, true);
       if (now === m) return looked;
       const added = now.points.slice(m.points.length).map((p) => p.id);
-      const reason = `it did not list restore point${added.length > 1 ? 's' : ''} ${added.join(', ')}, later than its newest: a lost newest generation, or a backup killed before recording it`;
+      const reason = `it did not list restore point${added.length > 1 ? 's' : ''} ${added.join(', ')}, later than every point it lists or listed: a lost newest generation, or a backup killed before recording it`;
       return { ...looked, rebuilt: true, reason, points: now.points.map((p) => ({ id: p.id, kind: p.kind, parent: p.parent })) };
     }
     const refuse = (key: string, why: string) => new RepositoryDamageError(`cannot rebuild the manifest: ${why} (nothing was written)`, repo.name(key));

@@ -68,7 +68,7 @@ export class ObjectDiskSession implements DiskSession {
     for await (const o of this.store.list(manifestPrefix(this.disk))) {
       const g = parseGeneration(o.key.slice(manifestPrefix(this.disk).length));
       if (g !== null && g > m.generation) {
-        throw new ConflictError(`generation ${g} of the manifest of disk '${this.disk}' was written by another run that took the disk over; this run (at generation ${m.generation}) stopped, nothing more of it is recorded: retry`, this.repo.name(o.key));
+        throw new ConflictError(`generation ${g} of the manifest of disk '${this.disk}' was written by another run that took the disk over; this run (at generation ${m.generation}) stopped and records nothing more (a restore point whose map it wrote may still be recorded by the next run): retry`, this.repo.name(o.key));
       }
     }
   }
@@ -90,7 +90,7 @@ export class ObjectDiskSession implements DiskSession {
       await this.store.put(key, serializeManifest({ ...m, writer: this.writer, ...(highest === null ? {} : { highest }) }), { ifNoneMatch: '*' });
     } catch (err) {
       if (!(err instanceof AlreadyExistsError)) throw err;
-      throw new ConflictError(`generation ${m.generation} of the manifest of disk '${this.disk}' was written by another run meanwhile; nothing of this run was recorded: retry`, this.repo.name(key));
+      throw new ConflictError(`generation ${m.generation} of the manifest of disk '${this.disk}' was written by another run meanwhile; this run recorded nothing (a restore point whose map it wrote may still be recorded by the next run): retry`, this.repo.name(key));
     }
     // The key of a generation a newer writer already deleted can be created again by a late one: ours is then not
     // the newest, and this run must stop before it acts on it (its sweep would delete the newer points' objects).
@@ -214,7 +214,7 @@ export class ObjectDiskSession implements DiskSession {
     } catch (err) {
       if (repairing || !(err instanceof RepositoryDamageError)) throw err;
       throw new RepositoryDamageError(
-        `disk '${this.disk}' holds restore point ${ids[0]} later than the newest point its manifest lists, and it ${err.message.replace(/^cannot rebuild the manifest: /, 'cannot be recorded: ').replace(/ \(nothing was written\)$/, '')}; nothing was changed: see 'vhdsync verify --repo ${this.repo.display} ${this.disk} --repair'`,
+        `disk '${this.disk}' holds restore point${ids.length > 1 ? 's' : ''} ${ids.join(', ')} later than every point its manifest lists or listed, and ${ids.length > 1 ? 'they' : 'it'} ${err.message.replace(/^cannot rebuild the manifest: /, 'cannot be recorded: ').replace(/ \(nothing was written\)$/, '')}; nothing was changed: see 'vhdsync verify --repo ${this.repo.display} ${this.disk} --repair'`,
         err.subject,
       );
     }

@@ -172,7 +172,7 @@ describe('object lease', () => {
         await store.put(theirs, Buffer.alloc(16 << 10, 9), { ifNoneMatch: '*' });
         const next = { ...m, generation: g + 1 };
         // Generation g + 1's key is free again: the create succeeds, but it is not the newest, so the run stops there.
-        await expect(late.writeManifest(next)).rejects.toThrow(new ConflictError(`generation ${g + 2} of the manifest of disk 'vm' was written by another run that took the disk over; this run (at generation ${g + 1}) stopped, nothing more of it is recorded: retry`, ''));
+        await expect(late.writeManifest(next)).rejects.toThrow(new ConflictError(`generation ${g + 2} of the manifest of disk 'vm' was written by another run that took the disk over; this run (at generation ${g + 1}) stopped and records nothing more (a restore point whose map it wrote may still be recorded by the next run): retry`, ''));
         await expect(late.sweep(next)).rejects.toBeInstanceOf(ConflictError);
         expect(store.keys()).toContain(theirs);
         expect(store.keys()).toContain(key(g + 2));

@@ -132,7 +132,7 @@ describe('object repository after review', () => {
     const again = await unlisted('generation');
     const r = await repairObjectManifest(again.repo, 'vm');
     expect(r).toMatchObject({ rebuilt: true, movedAside: null, points: [{ id: again.a, kind: 'full' }, { id: again.b, kind: 'clone' }] });
-    expect(r.reason).toBe(`it did not list restore point ${again.b}, later than its newest: a lost newest generation, or a backup killed before recording it`);
+    expect(r.reason).toBe(`it did not list restore point ${again.b}, later than every point it lists or listed: a lost newest generation, or a backup killed before recording it`);
     expect((await again.repo.readManifest('vm'))!.generation).toBe(3);
     expect(await restoredObjectSha(again.repo, 'vm', again.b, tmp.dir)).toBe(again.sha);
     expect((await repairObjectManifest(again.repo, 'vm')).rebuilt).toBe(false);
@@ -150,9 +150,14 @@ describe('object repository after review', () => {
     const before = bad.store.keys();
     const err = await pruneDisk(bad.repo, 'vm', { keep: 1 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RepositoryDamageError);
-    expect((err as RepositoryDamageError).message).toMatch(new RegExp(`^disk 'vm' holds restore point ${bad.b} later than the newest point its manifest lists, and it cannot be recorded: restore point ${bad.b} cannot be proven \\(.*metafile of restore point ${bad.b} is missing\\); delete its map and list if it is not needed; nothing was changed: see 'vhdsync verify --repo s3://memory/repo vm --repair'$`));
+    expect((err as RepositoryDamageError).message).toMatch(new RegExp(`^disk 'vm' holds restore point ${bad.b} later than every point its manifest lists or listed, and it cannot be recorded: restore point ${bad.b} cannot be proven \\(.*metafile of restore point ${bad.b} is missing\\); delete its map and list if it is not needed; nothing was changed: see 'vhdsync verify --repo s3://memory/repo vm --repair'$`));
     expect((err as Error).message).not.toContain('\n');
     expect(bad.store.keys().filter((k) => !k.startsWith('leases/'))).toEqual(before.filter((k) => !k.startsWith('leases/')));
+    // Two later points, the second unprovable (a map without its list): the line names both, and the unprovable one.
+    const two = await unlisted('kill');
+    const third = '29991231T235959Z';
+    await two.store.put(`disks/vm/${third}.map`, (await two.store.get(`disks/vm/${two.b}.map`))!);
+    await expect(pruneDisk(two.repo, 'vm', { keep: 5 })).rejects.toThrow(new RegExp(`^disk 'vm' holds restore points ${two.b}, ${third} later than every point its manifest lists or listed, and they cannot be recorded: restore point ${third} cannot be proven`));
     // verify --repair refuses it with its own line.
     await expect(repairObjectManifest(bad.repo, 'vm')).rejects.toThrow(new RegExp(`^cannot rebuild the manifest: restore point ${bad.b} cannot be proven \\(.*\\); delete its map and list if it is not needed \\(nothing was written\\)$`));
     expect(bad.store.keys().filter((k) => !k.startsWith('leases/'))).toEqual(before.filter((k) => !k.startsWith('leases/')));
