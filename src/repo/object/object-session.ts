@@ -199,10 +199,18 @@ export class ObjectDiskSession implements DiskSession {
    */
   async recordLater(m: DiskManifest, repairing = false): Promise<DiskManifest> {
     const ids: string[] = [];
+    // The blocks a later point references must exist (a holder that slept past its lease may write its map after a
+    // prune swept them): the same listing goes on into `blocks/` only when there is a later point to check.
+    const blocks = new Set<string>();
     for await (const o of this.store.list(this.prefix)) {
       const name = o.key.slice(this.prefix.length);
       // Listings are in key order and point ids start with a digit: every map comes before `blocks/`.
-      if (name.startsWith('blocks/')) break;
+      const block = parseBlockName(name);
+      if (block !== null) {
+        if (!ids.length) break;
+        blocks.add(block);
+        continue;
+      }
       const id = parseMapName(name);
       if (id !== null && pastManifest(m, id)) ids.push(id);
     }
@@ -210,7 +218,7 @@ export class ObjectDiskSession implements DiskSession {
     ids.sort(byId);
     let proven: Proven;
     try {
-      proven = await provePoints(this.repo, this.disk, ids, m, repairing ? REBUILT_SOURCE : RECORDED_LATER);
+      proven = await provePoints(this.repo, this.disk, ids, m, repairing ? REBUILT_SOURCE : RECORDED_LATER, blocks);
     } catch (err) {
       if (repairing || !(err instanceof RepositoryDamageError)) throw err;
       throw new RepositoryDamageError(

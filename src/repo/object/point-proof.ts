@@ -1,7 +1,8 @@
 /**
  * What makes a point of an object repository provable without its manifest (docs/repository.md, "Repairing a
  * manifest"): its `<id>.map` parses (its own checksum) and its `<id>.list` vouches for it (the list records the map's
- * identity). `verify --repair` rebuilds a manifest from such points, and every run that settles a disk records
+ * identity), and, for a point recorded later, every block its map references is under the disk (a holder that
+ * slept past its lease can write its map after a prune swept its blocks). `verify --repair` rebuilds a manifest from such points, and every run that settles a disk records
  * those a lost newest manifest generation or a killed backup left unlisted (pastManifest).
  */
 import { checkFresh, NATIVE_ALGORITHMS, type Metafile } from '../../meta/index.js';
@@ -9,7 +10,7 @@ import { CorruptImageError, MetafileError, RepositoryDamageError, VhdsyncError }
 import { highWater, type DiskManifest, type RestorePoint } from '../manifest.js';
 import { byId } from '../names.js';
 import { changedBytes, timeOfId } from '../repair.js';
-import { diskPrefix, pointMapName } from './keys.js';
+import { blockName, diskPrefix, pointMapName } from './keys.js';
 import type { ObjectRepository } from './object-backend.js';
 
 /**
@@ -36,10 +37,11 @@ export interface Proven {
  * Proves the points `ids` (in backup order) and returns them as manifest entries after `base`'s points: `source` as
  * given, `time` the id's second, `changedBytes` against the point before. Their lists must share `base`'s digest and
  * block size when it has points, else one another's. Throws a RepositoryDamageError starting `cannot rebuild` when a
- * point cannot be proven (its map or list is damaged or missing); a failing store's error (IoError, CredentialsError,
- * ...) is thrown unchanged.
+ * point cannot be proven (its map or list is damaged or missing, or, given `blocks` (the hashes of the disk's block
+ * objects, one listing), a block its map references is not among them); a failing store's error (IoError,
+ * CredentialsError, ...) is thrown unchanged.
  */
-export async function provePoints(repo: ObjectRepository, disk: string, ids: string[], base: DiskManifest | null, source: string): Promise<Proven> {
+export async function provePoints(repo: ObjectRepository, disk: string, ids: string[], base: DiskManifest | null, source: string, blocks?: ReadonlySet<string>): Promise<Proven> {
   const prefix = diskPrefix(disk);
   const refuse = (key: string, why: string) => new RepositoryDamageError(`cannot rebuild the manifest: ${why} (nothing was written)`, repo.name(key));
   const before = base?.points ?? [];
@@ -56,6 +58,7 @@ export async function provePoints(repo: ObjectRepository, disk: string, ids: str
         const bytes = await repo.store.get(key, { start: 0, length: 32 });
         if (!bytes) throw refuse(key, `the map of ${id} vanished while it was read`);
         const virtualSize = bytes.length >= 32 ? Number(bytes.readBigUInt64LE(24)) : 0;
+        if (blocks) await missingBlock(repo, disk, { ...probe, virtualSize }, blocks);
         const image = await repo.openPoint(disk, { ...probe, virtualSize });
         try {
           list = await repo.openList(disk, probe, { virtualSize: image.virtualSize, logicalSectorSize: image.logicalSectorSize });
@@ -90,6 +93,16 @@ export async function provePoints(repo: ObjectRepository, disk: string, ids: str
   }
   if (!settings) throw refuse(prefix, 'no restore point map under the disk');
   return { points, hash: settings.algorithm as DiskManifest['hash'], blockSize: settings.blockSize };
+}
+
+/**
+ * Throws a RepositoryDamageError naming the first block `point`'s map references (its non-zero entries, the block
+ * objects a restore reads) that is not in `blocks`: the point would restore nothing but an error.
+ */
+async function missingBlock(repo: ObjectRepository, disk: string, point: RestorePoint, blocks: ReadonlySet<string>): Promise<void> {
+  for (const hex of (await repo.readMap(disk, point)).hashes()) {
+    if (!blocks.has(hex)) throw new RepositoryDamageError(`block object ${blockName(hex)} its map references is missing`, repo.name(diskPrefix(disk) + blockName(hex)));
+  }
 }
 
 /**

@@ -163,6 +163,26 @@ describe('object repository after review', () => {
     expect(bad.store.keys().filter((k) => !k.startsWith('leases/'))).toEqual(before.filter((k) => !k.startsWith('leases/')));
   });
 
+  it('a backup killed between its map and its manifest, then a block of its point deleted: backup, prune and verify --repair refuse it in one line naming the point, and write nothing', async () => {
+    const { store, repo, src, b } = await unlisted('kill');
+    // The block only the later point references (its changed one): a prune that swept it while the point's holder slept.
+    const shared = (await repo.readMap('vm', (await repo.readManifest('vm'))!.points[0])).hashes();
+    const gone = store.keys().filter((k) => k.startsWith('disks/vm/blocks/') && !shared.has(k.slice('disks/vm/blocks/'.length)));
+    expect(gone).toHaveLength(1);
+    store.objects.delete(gone[0]);
+    const before = store.keys().filter((k) => !k.startsWith('leases/'));
+    const line = new RegExp(`^disk 'vm' holds restore point ${b} later than every point its manifest lists or listed, and it cannot be recorded: restore point ${b} cannot be proven \\(.*${gone[0].slice('disks/vm/'.length)}.*missing.*\\); delete its map and list if it is not needed; nothing was changed: see 'vhdsync verify --repo s3://memory/repo vm --repair'$`);
+    for (const run of [async () => backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now }), () => pruneDisk(repo, 'vm', { keep: 5 })]) {
+      const err = await run().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RepositoryDamageError);
+      expect((err as Error).message).toMatch(line);
+      expect((err as Error).message).not.toContain('\n');
+      expect(store.keys().filter((k) => !k.startsWith('leases/'))).toEqual(before);
+    }
+    await expect(repairObjectManifest(repo, 'vm')).rejects.toThrow(new RegExp(`^cannot rebuild the manifest: restore point ${b} cannot be proven \\(.*missing.*\\); delete its map and list if it is not needed \\(nothing was written\\)$`));
+    expect(store.keys().filter((k) => !k.startsWith('leases/'))).toEqual(before);
+  });
+
   it('ids that are not monotone (a clock stepped back): a point prune dropped is never recorded again, the kept newer backup survives, the sweep succeeds', async () => {
     const store = new MemoryObjectStore();
     const repo = new ObjectRepository(store);
