@@ -143,7 +143,10 @@ describe('copy moves only the sub-blocks that differ', () => {
           expect(summary.dataBytes + summary.zeroBytes).toBe(differingSubBytes(old, now, SUB));
           expect(summary.bytesRead).toBeLessThanOrEqual(summary.dataBytes + summary.zeroBytes);
           const diff = diffOf(target);
-          if (targetFormat === 'vhdx' && PYTHON_VHDI) {
+          // libvhdi 20210425 misreads a differencing VHDX whose sector bitmap block is not present (an empty diff, when
+          // the changes rewrote bytes with what they held): it takes bitmap bits from file offset 0 and returns zeros
+          // for the parent's sectors there. The spec reads such blocks from the parent, as our merge below does.
+          if (targetFormat === 'vhdx' && PYTHON_VHDI && !old.equals(now)) {
             // libvhdi reads the diff (partial blocks through sector bitmaps) over its parent as the source.
             expect(pyvhdiRead(diff, target).equals(now)).toBe(true);
           }
