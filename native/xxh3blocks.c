@@ -192,7 +192,7 @@ static const char *errno_code(int err) {
   }
 }
 
-/* A number argument as an int64, or -1 when it is not one. */
+/* A number argument as an int64, or INT64_MIN when it is not one (-1 is a valid file index: zeros). */
 static int64_t int_at(napi_env env, napi_value array, uint32_t i) {
   napi_value v;
   int64_t x;

@@ -309,7 +309,8 @@ function nativeBlocks(): { hashBlocks: NativeHashBlocks; map: boolean } | null {
  * overrides how the block hasher works (tests compare every way), null switching it off.
  */
 export function localHasher(algorithm: HashAlgorithm, piece: number, sub: { algorithm: SubAlgorithm; size: number } | null, native = nativeHashing()): SyncHasher {
-  const blocks = native && nativeBlocks() ? { hashBlocks: nativeBlocks()!.hashBlocks, map: native === 'map' } : null;
+  const helper = native ? nativeBlocks() : null;
+  const blocks = helper ? { hashBlocks: helper.hashBlocks, map: native === 'map' } : null;
   // Required here, not imported: see hashers.ts (and that module has loaded it by now).
   const xxhash = createRequire(import.meta.url)('xxhash-addon') as typeof Xxhash;
   return makeSyncHasher(algorithm, allocAligned(piece), fs, createHash, xxhash.XXHash128 as XxhashModule['XXHash128'], xxhash.XXHash3 as XxhashModule['XXHash128'], sub, nativeSubs(), blocks);

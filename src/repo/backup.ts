@@ -112,9 +112,15 @@ async function firstManifest(repo: RepoBackend, session: DiskSession, disk: stri
       repo.display,
     );
   }
-  const m = { ...emptyManifest(disk, opts.hash ?? 'xxh128', opts.blockSize ?? DEFAULT_BLOCK_SIZE), generation: 1 };
+  const { hash, blockSize } = runSettings(opts);
+  const m = { ...emptyManifest(disk, hash, blockSize), generation: 1 };
   await session.writeManifest(m);
   return m;
+}
+
+/** The digest and block size this run's points get when the disk has no points to keep them from. */
+function runSettings(opts: BackupOptions): { hash: DiskManifest['hash']; blockSize: number } {
+  return { hash: opts.hash ?? 'xxh128', blockSize: opts.blockSize ?? DEFAULT_BLOCK_SIZE };
 }
 
 /** Backs up `source` as disk `disk` of `repo`: one new restore point, then the retention policy if given. */
@@ -128,7 +134,7 @@ export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: 
     const settled = await settle(session, existing);
     // A disk without points (its first backup failed, e.g. on a mistyped source, after the first manifest was
     // written) has no settings to keep yet: this run's are the ones its first point will have.
-    let m = settled.manifest.points.length ? settled.manifest : { ...settled.manifest, hash: opts.hash ?? 'xxh128', blockSize: opts.blockSize ?? DEFAULT_BLOCK_SIZE };
+    let m = settled.manifest.points.length ? settled.manifest : { ...settled.manifest, ...runSettings(opts) };
     const src = await openSource(source, opts.open);
     const { base, list, note } = await baseOf(repo, disk, m, src, Boolean(opts.full)).catch(async (err) => {
       await src.close();

@@ -118,7 +118,8 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     source = (src as PromiseFulfilledResult<Disk>).value;
     target = (tgt as PromiseFulfilledResult<Disk>).value;
     if ((settled as PromiseFulfilledResult<boolean>).value) {
-      await target.close();
+      // A failed close of the stale open is not this run's concern: the reopen below is what it reads.
+      await target.close().catch(() => {});
       target = null;
       target = await openDisk(targetWhere, targetOpts).catch(async (err: unknown) => {
         await source.close().catch(() => {});

@@ -23,7 +23,7 @@ import { UsageError, UnsupportedError } from '../../util/errors.js';
 import { createMachineProgress, createProgress, type Progress } from '../../util/progress.js';
 import { formatSize, parseSize } from '../../util/units.js';
 import { openFlagSpecs, openOptionsFrom, type OpenArgs } from '../options.js';
-import { out, outJson, type GlobalArgs } from '../output.js';
+import { JSON_OPTION, out, outJson, type GlobalArgs } from '../output.js';
 import { fileBytes, parseEndpoint, peek, type Endpoint } from '../stream-endpoints.js';
 import { HTTP_OPTIONS, httpDestination, httpSource, httpOptionsFrom, isXapiImport, type HttpArgs } from '../http-args.js';
 
@@ -74,7 +74,7 @@ export function streamOptions(): Record<string, Options> {
     'destination-format': { choices: DESTINATION_FORMATS, default: 'raw' as const, describe: 'raw, vhd (vhd-tool layout), chunked (XAPI frames), qcow2, vhdx (each in one pass)' },
     size: { type: 'string', describe: 'virtual size of a raw or chunked source read from a pipe' },
     force: { type: 'boolean', describe: 'replace the destination file if it exists' },
-    json: { type: 'boolean', describe: 'print one JSON object (format, bytes = announced length, ...) on stdout' },
+    json: { ...JSON_OPTION, describe: 'print one JSON object (format, bytes = announced length, ...) on stdout' },
     machine: { type: 'boolean', describe: "with --progress (or as --progress=machine): one whole percentage per line on stdout, as vhd-tool's --machine" },
   };
 }

@@ -200,6 +200,8 @@ class SmbFile implements RandomAccessFile {
   }
 
   async close(): Promise<void> {
+    // A read after close must fail as any other call does, not answer from the kept head.
+    this.head = null;
     this.closing ??= (async () => {
       try {
         await this.behind.settle();
