@@ -4,6 +4,8 @@ import { VhdsyncError } from '../util/errors.js';
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
+/** backup: its restore point is recorded, but a step after it failed (RecordedError). */
+export const EXIT_RECORDED = 3;
 
 /** Prints an error as one line (`vhdsync: <subject>: <why>`) and returns the exit code; a stack only with --debug. */
 export function reportError(err: unknown, debug: boolean): number {

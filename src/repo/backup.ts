@@ -6,7 +6,7 @@
 import type { OpenOptions } from '../formats/disk.js';
 import { checkFresh, DEFAULT_BLOCK_SIZE, type Metafile } from '../meta/index.js';
 import { DigestCursor } from '../sync/plan.js';
-import { RepositoryDamageError, UnsupportedError, UsageError, VhdsyncError } from '../util/errors.js';
+import { ManifestWrittenError, RecordedError, RepositoryDamageError, UnsupportedError, UsageError, VhdsyncError } from '../util/errors.js';
 import type { DiskSession, ReflinkMode, RepoBackend } from './backend.js';
 import { emptyManifest, type DiskManifest, type PointKind, type RestorePoint } from './manifest.js';
 import { newPointId } from './names.js';
@@ -123,12 +123,19 @@ function runSettings(opts: BackupOptions): { hash: DiskManifest['hash']; blockSi
   return { hash: opts.hash ?? 'xxh128', blockSize: opts.blockSize ?? DEFAULT_BLOCK_SIZE };
 }
 
+/** How a failure after a backup's manifest create begins: the point is there (RecordedError, exit 3). */
+function recorded(repo: RepoBackend, disk: string, id: string, generation: number): string {
+  return `restore point ${id} of disk '${disk}' is recorded (manifest generation ${generation} in ${repo.display})`;
+}
+
 /** Backs up `source` as disk `disk` of `repo`: one new restore point, then the retention policy if given. */
 export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: string, opts: BackupOptions = {}): Promise<BackupSummary> {
   const started = Date.now();
   if (opts.retention) checkPolicy(opts.retention);
   if (!opts.repositoryChecked) await repo.exists(true);
   const session = await lockDiskWaiting(repo, disk, 'backup', opts.wait);
+  /** Set once the point is recorded: the step under way then, which a failure names beside the recorded point. */
+  let after: { id: string; generation: number; step: string; advice: string } | null = null;
   try {
     const existing = (await repo.readManifest(disk)) ?? (await firstManifest(repo, session, disk, opts));
     const settled = await settle(session, existing);
@@ -186,10 +193,19 @@ export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: 
         changedBytes: stats.changedBytes,
         source: sourceName(source),
       };
-      // The point exists from this write on, and only from it.
+      // The point exists from this write on, and only from it: whatever fails after its create says so (exit 3).
       m = { ...m, generation: m.generation + 1, points: [...m.points, point] };
-      await session.writeManifest(m);
+      try {
+        await session.writeManifest(m);
+      } catch (err) {
+        if (err instanceof ManifestWrittenError) throw new RecordedError(`${recorded(repo, disk, id, err.generation)}, but ${err.unfinished}`, repo.display);
+        throw err;
+      }
+      after = { id, generation: m.generation, step: 'the retention step (--keep) did not finish', advice: 'the next backup with it, or a prune, applies it' };
       const pruned = opts.retention ? await applyPolicy(session, m, opts.retention) : { dropped: [], removed: [] };
+      after = { ...after, step: 'reading its stored size failed', advice: 'nothing else is left to do' };
+      const imageBytes = (await repo.pointSize(disk, point)) ?? 0;
+      after = { ...after, step: 'closing the source failed' };
       return {
         disk,
         source: point.source,
@@ -199,7 +215,7 @@ export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: 
         parent: point.parent,
         virtualSize: point.virtualSize,
         ...stats,
-        imageBytes: (await repo.pointSize(disk, point)) ?? 0,
+        imageBytes,
         note,
         dropped: pruned.dropped,
         finishedInterrupted: settled.finished,
@@ -210,6 +226,9 @@ export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: 
       await list?.close();
       await src.close();
     }
+  } catch (err) {
+    if (!after || !(err instanceof VhdsyncError)) throw err;
+    throw new RecordedError(`${recorded(repo, disk, after.id, after.generation)}, but ${after.step}: ${err.describe()}; ${after.advice}`, repo.display);
   } finally {
     await session.release();
   }

@@ -117,3 +117,27 @@ export class ConflictError extends VhdsyncError {}
 
 /** A service refused or lacks the credentials (S3: wrong keys, expired token, no permission). Never carries a key. */
 export class CredentialsError extends VhdsyncError {}
+
+/**
+ * A manifest generation was written (created), then a step right after it failed: the generation stands, and the
+ * message says so and what did not happen. `generation` is the one written; `unfinished` is the message without the
+ * "generation N ... is written, but" opening, for a caller (backup) that words it for what the generation records.
+ */
+export class ManifestWrittenError extends VhdsyncError {
+  constructor(
+    readonly generation: number,
+    readonly unfinished: string,
+    message: string,
+    subject?: string,
+  ) {
+    super(message, subject);
+  }
+}
+
+/**
+ * A backup's restore point is recorded, but a step after that failed or could not be confirmed (its `--keep`, the
+ * check that no other run superseded it): exit 3, so that a script tells it from a backup that made nothing (exit 1).
+ */
+export class RecordedError extends VhdsyncError {
+  override readonly exitCode: number = 3; // EXIT_RECORDED (cli/run.ts)
+}

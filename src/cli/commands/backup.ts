@@ -2,7 +2,7 @@ import type { CommandModule } from 'yargs';
 import { CATALOG } from './catalog.js';
 import { waitFrom, withWait, type WaitArgs } from '../wait-option.js';
 import { backupMany, checkDiskName, checkPolicy, defaultDiskName, openRepository, type BackupJob, type BackupSummary, type ReflinkMode } from '../../repo/index.js';
-import { UsageError, VhdsyncError } from '../../util/errors.js';
+import { RecordedError, UsageError, VhdsyncError } from '../../util/errors.js';
 import { createMultiProgress } from '../../util/multi-progress.js';
 import { createProgress, type Progress } from '../../util/progress.js';
 import { formatSize, parseSize } from '../../util/units.js';
@@ -93,7 +93,10 @@ export const backupCommand: CommandModule<object, BackupArgs> = {
     if (args.json) outJson(results.length === 1 ? done[0] : { backups: done, failed: failed.map((r) => ({ disk: r.job.disk, error: (r.error as VhdsyncError).describe() })) });
     else for (const s of done) out(describe(s));
     for (const r of failed) process.stderr.write(`vhdsync: ${(r.error as VhdsyncError).describe()}\n`);
-    if (failed.length) throw new VhdsyncError(`${failed.length} of ${results.length} disks failed (see above)`);
+    if (!failed.length) return;
+    // Exit 3 only when every failed disk has its point recorded (a step after it failed); anything worse is exit 1.
+    if (failed.every((r) => r.error instanceof RecordedError)) throw new RecordedError(`${failed.length} of ${results.length} disks have their restore point recorded, but a step after it failed (see above)`);
+    throw new VhdsyncError(`${failed.length} of ${results.length} disks failed (see above)`);
   },
 };
 

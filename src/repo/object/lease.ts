@@ -167,6 +167,16 @@ export class DiskLease implements WriteFence {
     return this.deadline - performance.now();
   }
 
+  /**
+   * Asks the store, not our clock, whether another run has taken this lease over by now: a taker creates the next
+   * generation before it writes anything, and a later one deletes every generation below its own (ours with them).
+   * Read-only (a frozen clock cannot make it lie); a store error is thrown as it came.
+   */
+  async takenOver(): Promise<boolean> {
+    if (await this.store.head(leaseKey(this.disk, this.generation + 1))) return true;
+    return (await this.store.head(leaseKey(this.disk, this.generation))) === null;
+  }
+
   private lose(why: string): void {
     this.lost ??= why;
     clearInterval(this.timer);

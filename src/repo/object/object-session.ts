@@ -8,7 +8,7 @@ import { fencedStore } from '../../io/fenced-store.js';
 import { MemoryStore } from '../../io/memory-store.js';
 import type { ObjectStore } from '../../io/object-store.js';
 import { readMetafile, writableFields, writeMetafile } from '../../meta/index.js';
-import { AlreadyExistsError, ConflictError, RepositoryDamageError, UnsupportedError, VhdsyncError } from '../../util/errors.js';
+import { AlreadyExistsError, ConflictError, ManifestWrittenError, RepositoryDamageError, UnsupportedError, VhdsyncError } from '../../util/errors.js';
 import type { DiskSession, PointFill, PointName, PointSpec, WrittenPoint } from '../backend.js';
 import { highWater, serializeManifest, type DiskManifest } from '../manifest.js';
 import { byId } from '../names.js';
@@ -60,6 +60,11 @@ export class ObjectDiskSession implements DiskSession {
   }
   private fenced: ObjectStore | undefined;
 
+  /** The ConflictError of a run whose manifest generation `mine` another run's generation `g` (at `key`) superseded. */
+  private superseded(g: number, mine: number, key: string): ConflictError {
+    return new ConflictError(`generation ${g} of the manifest of disk '${this.disk}' was written by another run that took the disk over; this run (at generation ${mine}) stopped and records nothing more (a restore point whose map it wrote may still be recorded by the next run): retry`, this.repo.name(key));
+  }
+
   /**
    * Throws ConflictError when the disk has a manifest generation newer than `m`: another run took the disk over
    * and wrote it, so this run's view is stale (its lease lapsed unnoticed: a suspended VM, a frozen clock).
@@ -67,9 +72,7 @@ export class ObjectDiskSession implements DiskSession {
   private async refuseIfSuperseded(m: DiskManifest): Promise<void> {
     for await (const o of this.store.list(manifestPrefix(this.disk))) {
       const g = parseGeneration(o.key.slice(manifestPrefix(this.disk).length));
-      if (g !== null && g > m.generation) {
-        throw new ConflictError(`generation ${g} of the manifest of disk '${this.disk}' was written by another run that took the disk over; this run (at generation ${m.generation}) stopped and records nothing more (a restore point whose map it wrote may still be recorded by the next run): retry`, this.repo.name(o.key));
-      }
+      if (g !== null && g > m.generation) throw this.superseded(g, m.generation, o.key);
     }
   }
 
@@ -81,6 +84,11 @@ export class ObjectDiskSession implements DiskSession {
     return this.lease.release();
   }
 
+  /**
+   * Creates generation `m`. Once the create succeeded, the generation stands: a failure after it is never thrown as
+   * if nothing were written (a backup would report a recorded point as not made), but as a ManifestWrittenError that
+   * says so, or as a ConflictError when another run superseded it or may have.
+   */
   async writeManifest(m: DiskManifest): Promise<void> {
     const key = manifestKey(this.disk, m.generation);
     this.check();
@@ -98,20 +106,41 @@ export class ObjectDiskSession implements DiskSession {
       await this.refuseIfSuperseded(m);
     } catch (err) {
       if (err instanceof ConflictError || !(err instanceof VhdsyncError)) throw err;
-      // The listing failed, not the check: the generation is recorded, and only a takeover the lease did not see (a
-      // frozen clock) could have superseded it. The lease still holding, the run goes on (a point it recorded is not
-      // reported failed); its next manifest write or sweep batch checks again. A lost lease stops it here.
-      this.check();
-      notice(`disk '${this.disk}'`, `generation ${m.generation} of its manifest is written, but listing the manifests to confirm that no other run wrote a newer one failed (${err.describe()}); going on under the lease, which still holds`);
+      await this.confirmNewest(m, key, err);
     }
     // The generation this one replaces is of no use now (a reader that listed it lists again); older ones, left by
     // a kill between these two requests, go in the next sweep.
     if (m.generation > 1) {
-      this.check();
-      // The new generation is recorded: a failed delete must not fail the run that wrote it (its caller would
-      // report a point that exists as not made). The leftover goes in the next sweep; a lost lease still stops us.
-      await this.store.delete([manifestKey(this.disk, m.generation - 1)]).catch(() => this.check());
+      const old = manifestKey(this.disk, m.generation - 1);
+      // Our generation is recorded: a failed delete (the store failing, the lease lost) fails nothing. The leftover
+      // goes in the next sweep, as after a kill here; a lost lease stops the run at its next write, if it has one.
+      await this.store.delete([old]).catch((err: unknown) => {
+        const why = err instanceof VhdsyncError ? err.describe() : String((err as Error)?.message ?? err);
+        notice(`disk '${this.disk}'`, `generation ${m.generation} of its manifest is written, but the one it replaces was not deleted (${why}); the next run deletes it`);
+      });
     }
+  }
+
+  /**
+   * After generation `m` was created and the listing that shows no newer one failed (`listing`): asks the store
+   * whether another run took the lease over (the only way a newer generation can exist; a local clock check is what
+   * a frozen clock defeats). None: the run goes on with one notice. Taken: ConflictError. The store failing again:
+   * ManifestWrittenError, since the generation stands unless such a takeover happened.
+   */
+  private async confirmNewest(m: DiskManifest, key: string, listing: VhdsyncError): Promise<void> {
+    const head = `generation ${m.generation} of the manifest of disk '${this.disk}' is written, but`;
+    let taken: boolean;
+    try {
+      taken = await this.lease.takenOver();
+    } catch (err) {
+      if (!(err instanceof VhdsyncError)) throw err;
+      const unfinished = `confirming that no other run wrote a newer generation failed (listing the manifests: ${listing.describe()}; reading the lease: ${err.describe()}); it stands unless another run took the disk over meanwhile: check with 'vhdsync list --repo ${this.repo.display} ${this.disk}'`;
+      throw new ManifestWrittenError(m.generation, unfinished, `${head} ${unfinished}`, this.repo.name(key));
+    }
+    if (taken) {
+      throw new ConflictError(`${head} another run has taken the disk's lease over since and may have written a newer one (listing the manifests to check failed: ${listing.describe()}); this run stopped and records nothing more: check with 'vhdsync list --repo ${this.repo.display} ${this.disk}' whether what it wrote is there, and retry`, this.repo.name(key));
+    }
+    notice(`disk '${this.disk}'`, `generation ${m.generation} of its manifest is written, but listing the manifests to confirm that no other run wrote a newer one failed (${listing.describe()}); the store shows no other run took the lease, so none can have: going on`);
   }
 
   async writePoint<T>(id: string, spec: PointSpec, fill: PointFill<T>): Promise<WrittenPoint<T>> {
@@ -239,7 +268,7 @@ export class ObjectDiskSession implements DiskSession {
     for await (const o of this.store.list(manifestPrefix(this.disk))) {
       const g = parseGeneration(o.key.slice(manifestPrefix(this.disk).length));
       if (g !== null && g < m.generation) doomed.push(o.key);
-      if (g !== null && g > m.generation) await this.refuseIfSuperseded(m);
+      if (g !== null && g > m.generation) throw this.superseded(g, m.generation, o.key);
     }
     const keep = new Set<string>();
     for (const p of m.points) keep.add(p.image).add(pointListName(p.id));

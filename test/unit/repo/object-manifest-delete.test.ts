@@ -64,7 +64,7 @@ describe('object manifest generations', () => {
     store.down = false;
     store.beforeMutation = null;
     expect(lines).toEqual([
-      "vhdsync: disk 'vm': generation 2 of its manifest is written, but listing the manifests to confirm that no other run wrote a newer one failed (s3://memory/repo/manifests/vm/: cannot reach http://127.0.0.1:9: ECONNREFUSED (after 6 attempts)); going on under the lease, which still holds\n",
+      "vhdsync: disk 'vm': generation 2 of its manifest is written, but listing the manifests to confirm that no other run wrote a newer one failed (s3://memory/repo/manifests/vm/: cannot reach http://127.0.0.1:9: ECONNREFUSED (after 6 attempts)); the store shows no other run took the lease, so none can have: going on\n",
     ]);
     expect((await listRepository(repo)).disks.find((d) => d.name === 'vm')?.points.map((p) => p.id)).toEqual([s.point]);
     expect(await restoredObjectSha(repo, 'vm', s.point, tmp.dir)).toBe(sha256File(file));
