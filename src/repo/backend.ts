@@ -56,6 +56,12 @@ export interface RepoBackend {
   pointSize(disk: string, point: RestorePoint): Promise<number | null>;
   /** Takes a disk's lock (one writer per disk) and returns the session that may change it. */
   lockDisk(disk: string, op: string): Promise<DiskSession>;
+  /**
+   * Removes the locks of disks that have no manifest and nothing else (object repositories: the lease a first backup
+   * killed before its first manifest left), each taken as a lock is first; returns what it removed. `prune` of every
+   * disk calls it. Absent where no such leftover exists.
+   */
+  dropOrphanLocks?(): Promise<string[]>;
   /** Ends pooled connections (object stores); a long-running reader such as `serve` calls it when it stops. */
   close?(): Promise<void>;
 }

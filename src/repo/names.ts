@@ -4,9 +4,14 @@ import { UsageError } from '../util/errors.js';
 /** A disk name: a folder name safe on every store (local, SMB, an object key), never hidden, never `..`. */
 const DISK_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 
+/** True for a valid disk name. */
+export function isDiskName(name: string): boolean {
+  return DISK_NAME.test(name);
+}
+
 /** Throws a usage error unless `name` is a valid disk name. */
 export function checkDiskName(name: string): string {
-  if (!DISK_NAME.test(name)) {
+  if (!isDiskName(name)) {
     throw new UsageError(`invalid disk name '${name}': use 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit`);
   }
   return name;

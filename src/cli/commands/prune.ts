@@ -40,13 +40,29 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
         process.stderr.write(`vhdsync: ${err.describe()}\n`);
       }
     }
-    if (args.json) outJson(args.name !== undefined ? done[0] : { disks: done, failed });
+    // Every disk: also the lease objects of disks that never got a manifest (a first backup killed before it).
+    let leases: string[] = [];
+    let leaseError: VhdsyncError | null = null;
+    if (args.name === undefined && repo.dropOrphanLocks) {
+      try {
+        leases = await repo.dropOrphanLocks();
+      } catch (err) {
+        if (!(err instanceof VhdsyncError)) throw err;
+        leaseError = err;
+      }
+    }
+    if (args.json) outJson(args.name !== undefined ? done[0] : { disks: done, failed, removedLeases: leases });
     else {
       for (const s of done) {
         const what = s.dropped.length ? `dropped ${s.dropped.join(', ')} (${s.folded} merged forward)` : hasRule(policy) ? 'nothing to drop' : 'no policy given: nothing dropped';
         out(`${s.disk}: ${what}; ${s.kept.length} restore point${s.kept.length === 1 ? '' : 's'} kept${s.finishedInterrupted ? '; finished an interrupted prune first' : ''}`);
       }
+      for (const key of leases) out(`removed ${key}: the lease of a disk with no manifest and no other object (a first backup killed before its first manifest)`);
     }
-    if (failed.length) throw new VhdsyncError(`${failed.length} of ${disks.length} disks failed (see above)`);
+    if (failed.length) {
+      if (leaseError) process.stderr.write(`vhdsync: ${leaseError.describe()}\n`);
+      throw new VhdsyncError(`${failed.length} of ${disks.length} disks failed (see above)`);
+    }
+    if (leaseError) throw leaseError;
   },
 };

@@ -33,9 +33,12 @@ export function manifestKey(disk: string, generation: number): string {
   return manifestPrefix(disk) + generationName(generation);
 }
 
+/** Folder of every disk's lease objects. */
+export const LEASES = 'leases/';
+
 /** A disk's lease objects (one per generation of holders). */
 export function leasePrefix(disk: string): string {
-  return `leases/${disk}/`;
+  return `${LEASES}${disk}/`;
 }
 
 /** The lease object of one holder generation. */

@@ -230,6 +230,25 @@ export class DiskLease implements WriteFence {
     this.unsure = null;
   }
 
+  /**
+   * Deletes this lease's object instead of releasing it, for a disk that has nothing else (no manifest, no object):
+   * the lease of a first backup killed before its first manifest, which no other command visits. Within our
+   * authority and only while no run took it over; a generation after ours is never touched.
+   */
+  async discard(): Promise<string> {
+    clearInterval(this.timer);
+    await this.renewing;
+    this.check();
+    if (await this.takenOver()) {
+      this.lose('another run took it over');
+      this.check();
+    }
+    const key = leaseKey(this.disk, this.generation);
+    await this.store.delete([key], this);
+    this.lost = 'released';
+    return key;
+  }
+
   /** Marks the lease released (the next run takes it at once); a lapsed lease is left to expire. */
   async release(): Promise<void> {
     clearInterval(this.timer);

@@ -8,13 +8,13 @@ import type { Disk } from '../../formats/disk.js';
 import type { ObjectStore, PutConditions } from '../../io/object-store.js';
 import { MemoryStore } from '../../io/memory-store.js';
 import { nativeMetafileLength, readMetafile, type Metafile } from '../../meta/index.js';
-import { AlreadyExistsError, ConflictError, IoError, MetafileError, NotFoundError, RepositoryDamageError, UnsupportedError, UsageError } from '../../util/errors.js';
+import { AlreadyExistsError, BusyError, ConflictError, IoError, MetafileError, NotFoundError, RepositoryDamageError, UnsupportedError, UsageError } from '../../util/errors.js';
 import type { DiskSession, RepoBackend } from '../backend.js';
 import { ManifestProblem, MANIFEST_LIMIT, parseManifest, type DiskManifest, type RestorePoint } from '../manifest.js';
-import { checkDiskName } from '../names.js';
+import { checkDiskName, isDiskName } from '../names.js';
 import { DEFAULT_UPLOADS_IN_FLIGHT } from './block-upload.js';
 import { isMarker, markerBytes, REPOSITORY_MARKER } from '../marker.js';
-import { manifestKey, manifestPrefix, MANIFESTS, diskPrefix, parseGeneration, pointListName } from './keys.js';
+import { LEASES, manifestKey, manifestPrefix, MANIFESTS, diskPrefix, parseGeneration, pointListName } from './keys.js';
 import { DiskLease, LEASE_TIMING, type LeaseTiming } from './lease.js';
 import { ObjectDiskSession } from './object-session.js';
 import { getAtMost } from './bounded-read.js';
@@ -226,6 +226,46 @@ export class ObjectRepository implements RepoBackend {
     if (create) throw unsafe('If-None-Match');
     if (replace) throw unsafe('If-Match');
     this.conditionsChecked = true;
+  }
+
+  /**
+   * Removes the lease objects of disks that have no manifest and no other object: a first backup killed between
+   * taking its lease and creating generation 1 leaves one, and nothing else visits a disk without a manifest. Each
+   * is taken as any lease is (a live holder's is left alone; an expired one watched first), checked empty under it,
+   * then deleted; a disk that turns out to have objects is left with a released lease. Returns the keys removed.
+   */
+  async dropOrphanLocks(): Promise<string[]> {
+    const disks = new Set(await this.listDisks());
+    const orphans = new Set<string>();
+    for await (const o of this.store.list(LEASES)) {
+      const disk = o.key.slice(LEASES.length).split('/')[0];
+      if (!disks.has(disk) && isDiskName(disk)) orphans.add(disk);
+    }
+    await this.probeConditions();
+    // At once: each may watch an expired lease for a whole lease before it takes it over.
+    const removed = await Promise.all(
+      [...orphans].map(async (disk) => {
+        const lease = await DiskLease.take(this.store, disk, 'prune', this.lease).catch((err: unknown) => {
+          if (err instanceof BusyError) return null; // a live run holds it: not an orphan
+          throw err;
+        });
+        if (!lease) return null;
+        try {
+          // Under the lease, the disk's state is settled: a manifest or any object makes it a disk, not an orphan.
+          if ((await this.holdsAny(manifestPrefix(disk))) || (await this.holdsAny(diskPrefix(disk)))) return null;
+          return await lease.discard();
+        } finally {
+          await lease.release();
+        }
+      }),
+    );
+    return removed.filter((k): k is string => k !== null);
+  }
+
+  /** True when some object's key starts with `prefix` (the listing's first page only). */
+  private async holdsAny(prefix: string): Promise<boolean> {
+    for await (const o of this.store.list(prefix)) return o !== undefined;
+    return false;
   }
 
   /** Ends the store's pooled connections. */

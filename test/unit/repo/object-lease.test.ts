@@ -213,4 +213,45 @@ describe('object lease', () => {
       tmp.cleanup();
     }
   });
+  it('a first backup killed between taking its lease and its first manifest: prune of every disk removes the lease once expired; a live holder\'s, or one of a disk with objects, stays', async () => {
+    const tmp = makeTempDir('vhdsync-objlease-');
+    try {
+      const src = rawSource(tmp.dir);
+      const store = new MemoryObjectStore();
+      // A short lease: the killed run's expires, and is watched, within a second.
+      const repo = new ObjectRepository(store, { lease: { leaseMs: 400, renewMs: 50, authorityMs: 150 } });
+      // Killed at its first manifest's create: from then on none of its requests arrives (its release neither).
+      let killed = false;
+      store.beforeMutation = (m) => {
+        if (m.op === 'put' && m.key.startsWith('manifests/vm/')) killed = true;
+        if (killed) throw new Error('killed');
+      };
+      await expect(backupDisk(repo, await parseLocation(src), 'vm', { blockSize: 16 << 10 })).rejects.toThrow(/killed|lost the lease/);
+      store.beforeMutation = null;
+      expect(store.keys()).toEqual(['leases/vm/000000000001.json', 'vhdsync-repository.json']);
+      expect(await repo.listDisks()).toEqual([]);
+      // Beside it: a live run's fresh lease (another host) on a disk that has no manifest yet, and the lease of a disk
+      // whose manifest was lost (its map is there: verify --repair's to rebuild, so not an orphan).
+      const now = new Date().toISOString();
+      const live = { format: 'vhdsync-lease', host: 'elsewhere', pid: 4242, op: 'backup', token: 'feedfacefeedface', since: now, renewed: now, renewals: 0, leaseMs: 120_000, released: false };
+      await store.put('leases/new/000000000001.json', Buffer.from(JSON.stringify(live)));
+      await store.put('leases/lost/000000000003.json', Buffer.from(JSON.stringify({ ...live, released: true })));
+      await store.put('disks/lost/20260101T000000Z.map', Buffer.from('a map'));
+      await new Promise((r) => setTimeout(r, 450));
+      silenceNotices(true);
+      let removed: string[];
+      try {
+        removed = await repo.dropOrphanLocks();
+      } finally {
+        silenceNotices(false);
+      }
+      expect(removed).toEqual(['leases/vm/000000000002.json']);
+      expect(store.keys()).toEqual(['disks/lost/20260101T000000Z.map', 'leases/lost/000000000004.json', 'leases/new/000000000001.json', 'vhdsync-repository.json']);
+      expect(JSON.parse(store.objects.get('leases/lost/000000000004.json')!.body.toString()).released).toBe(true);
+      // The disk's name is free for an ordinary first backup.
+      expect((await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: 16 << 10 })).kind).toBe('full');
+    } finally {
+      tmp.cleanup();
+    }
+  });
 });
