@@ -9,7 +9,7 @@ import * as fileId from './file-identifier.js';
 import * as hdr from './header.js';
 import * as rt from './region-table.js';
 import * as md from './metadata.js';
-import { Bat, PAYLOAD, geometry, payloadIndex, regionLengthFor } from './bat.js';
+import { BITMAP, Bat, PAYLOAD, SECTOR_BITMAP_BLOCK_SIZE, bitmapIndex, geometry, payloadIndex, regionLengthFor } from './bat.js';
 import { VHDX_LOCATOR_TYPE, type ParentLocator } from './parent-locator.js';
 import { VhdxDisk, readLayout } from './vhdx-disk.js';
 import { FileView } from './replay.js';
@@ -99,6 +99,13 @@ export async function createVhdx(location: Location, opts: CreateOptions): Promi
   const payloadStart = BAT_OFFSET + batLength;
   const bat = Bat.empty(g, batLength);
   let fileSize = payloadStart;
+  if (p.differencing) {
+    // Every chunk gets its sector bitmap block now, all zeros, left as a hole: libvhdi reads a chunk whose bitmap entry
+    // is NOT_PRESENT as if its bitmap lay at file offset 0 and shows header bytes instead of the parent's (decision 0030).
+    const chunks = Math.ceil(g.payloadBlocks / g.chunkRatio);
+    for (let k = 0; k < chunks; k++) bat.set(bitmapIndex(g, k), { state: BITMAP.PRESENT, fileOffset: payloadStart + k * SECTOR_BITMAP_BLOCK_SIZE });
+    fileSize = payloadStart + chunks * SECTOR_BITMAP_BLOCK_SIZE;
+  }
   if (opts.type === 'fixed') {
     for (let i = 0; i < g.payloadBlocks; i++) bat.set(payloadIndex(g, i), { state: PAYLOAD.FULLY_PRESENT, fileOffset: payloadStart + i * p.blockSize });
     fileSize = payloadStart + g.payloadBlocks * p.blockSize;

@@ -196,6 +196,8 @@ export class VhdxDisk implements Disk {
   private readonly bat: Bat;
   private readonly subject: string;
   private readonly bitmaps = new Map<number, Buffer>();
+  /** Chunks whose sector bitmap block is known to be all zeros in the file (made by create, no bit set since): never read. */
+  private readonly zeroBitmaps = new Set<number>();
   /** 4 KiB sector indices of the BAT region changed in memory and not yet logged. */
   private readonly dirtyBat = new Set<number>();
   /** Sector bitmap sectors changed in memory: file offset -> [chunk, sector within the bitmap block]. */
@@ -236,6 +238,11 @@ export class VhdxDisk implements Disk {
     this.eof = Math.ceil(layout.fileSize / MIB) * MIB;
     this.fileGuidRenewed = fresh;
     this.dataGuidRenewed = fresh;
+    if (fresh && m.hasParent) {
+      for (let k = 0; k * this.g.chunkRatio < this.g.payloadBlocks; k++) {
+        if (this.bat.get(bitmapIndex(this.g, k)).state === BITMAP.PRESENT) this.zeroBitmaps.add(k);
+      }
+    }
     // VHDX has no type field: Hyper-V marks fixed images by LeaveBlockAllocated.
     this.type = m.hasParent ? 'differencing' : m.leaveBlockAllocated ? 'fixed' : 'dynamic';
   }
@@ -267,7 +274,8 @@ export class VhdxDisk implements Disk {
     if (cached) return cached;
     const e = this.bat.get(bitmapIndex(this.g, chunk));
     if (e.state !== BITMAP.PRESENT) return null;
-    const bm = await this.view.read(e.fileOffset, SECTOR_BITMAP_BLOCK_SIZE);
+    // A new child's bitmaps are holes: on a share, reading one would cost a round trip and 1 MiB for nothing.
+    const bm = this.zeroBitmaps.has(chunk) ? Buffer.alloc(SECTOR_BITMAP_BLOCK_SIZE) : await this.view.read(e.fileOffset, SECTOR_BITMAP_BLOCK_SIZE);
     // A write may have created or changed this bitmap in memory while the read was in flight: that copy wins.
     const raced = this.bitmaps.get(chunk);
     if (raced) return raced;
@@ -520,6 +528,7 @@ export class VhdxDisk implements Disk {
     const from = this.firstBit(b) + inBlock / lss;
     const to = from + length / lss;
     bitmap.setRange(bm, from, to);
+    this.zeroBitmaps.delete(chunk);
     const blockAt = this.bat.get(bitmapIndex(this.g, chunk)).fileOffset;
     for (let s = Math.floor(from / 8 / log.LOG_SECTOR); s <= Math.floor((to - 1) / 8 / log.LOG_SECTOR); s++) {
       this.dirtyBitmap.set(blockAt + s * log.LOG_SECTOR, [chunk, s]);

@@ -30,16 +30,24 @@ export async function digestByStatus(disk: Disk, chunk = 64 << 20): Promise<stri
 
 /** Reads [offset, offset+length) of an image through pyvhdi (libvhdi), optionally on a parent; for images too big to read whole. */
 export function pyvhdiReadRange(image: string, offset: number, length: number, parent?: string): Buffer {
+  return pyvhdiReadRanges(image, [[offset, length]], parent)[0];
+}
+
+/** Reads several [offset, length] ranges of an image through pyvhdi in one python process, optionally on a parent. */
+export function pyvhdiReadRanges(image: string, ranges: ReadonlyArray<readonly [number, number]>, parent?: string): Buffer[] {
   if (!PYTHON_VHDI) throw new Error('pyvhdi missing');
   const script = `
 import pyvhdi, sys
 f = pyvhdi.file(); f.open(sys.argv[1])
-if len(sys.argv) > 4:
-    p = pyvhdi.file(); p.open(sys.argv[4]); f.set_parent(p)
-off = int(sys.argv[2]); end = off + int(sys.argv[3])
-while off < end:
-    n = min(1 << 24, end - off)
-    sys.stdout.buffer.write(f.read_buffer_at_offset(n, off)); off += n
+if sys.argv[2]:
+    p = pyvhdi.file(); p.open(sys.argv[2]); f.set_parent(p)
+for r in sys.argv[3:]:
+    off, length = (int(x) for x in r.split(':')); end = off + length
+    while off < end:
+        n = min(1 << 24, end - off)
+        sys.stdout.buffer.write(f.read_buffer_at_offset(n, off)); off += n
 `;
-  return run(PYTHON_VHDI, ['-c', script, image, String(offset), String(length), ...(parent ? [parent] : [])]);
+  const out = run(PYTHON_VHDI, ['-c', script, image, parent ?? '', ...ranges.map(([o, n]) => `${o}:${n}`)]);
+  let at = 0;
+  return ranges.map(([, n]) => out.subarray(at, (at += n)));
 }
