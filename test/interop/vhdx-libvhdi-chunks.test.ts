@@ -1,5 +1,5 @@
 /**
- * Differencing VHDX spanning several sector-bitmap chunks, read by libvhdi over its parent (decision 0030). libvhdi
+ * Differencing VHDX spanning several sector-bitmap chunks, read by libvhdi over its parent (decision 0031). libvhdi
  * (20210425, and libyal's code since) takes a block's presence bits from its chunk's sector bitmap block whatever the
  * block's state, and from file offset 0 when that bitmap entry is NOT_PRESENT: the child's own identifier, headers and
  * region tables then hide the parent's sectors in blocks 0, 64 KiB / s, 128 KiB / s, 192 KiB / s and 256 KiB / s of

@@ -101,7 +101,7 @@ export async function createVhdx(location: Location, opts: CreateOptions): Promi
   let fileSize = payloadStart;
   if (p.differencing) {
     // Every chunk gets its sector bitmap block now, all zeros, left as a hole: libvhdi reads a chunk whose bitmap entry
-    // is NOT_PRESENT as if its bitmap lay at file offset 0 and shows header bytes instead of the parent's (decision 0030).
+    // is NOT_PRESENT as if its bitmap lay at file offset 0 and shows header bytes instead of the parent's (decision 0031).
     const chunks = Math.ceil(g.payloadBlocks / g.chunkRatio);
     for (let k = 0; k < chunks; k++) bat.set(bitmapIndex(g, k), { state: BITMAP.PRESENT, fileOffset: payloadStart + k * SECTOR_BITMAP_BLOCK_SIZE });
     fileSize = payloadStart + chunks * SECTOR_BITMAP_BLOCK_SIZE;

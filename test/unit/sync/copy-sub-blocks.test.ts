@@ -145,7 +145,7 @@ describe('copy moves only the sub-blocks that differ', () => {
           const diff = diffOf(target);
           if (targetFormat === 'vhdx' && PYTHON_VHDI) {
             // libvhdi reads the diff (partial blocks through sector bitmaps) over its parent as the source, an empty
-            // diff too (changes that rewrote bytes with what they held): decision 0030.
+            // diff too (changes that rewrote bytes with what they held): decision 0031.
             expect(pyvhdiRead(diff, target).equals(now)).toBe(true);
           }
           await mergeDiff({ store: localStore, path: diff });
@@ -192,7 +192,7 @@ describe('copy moves only the sub-blocks that differ', () => {
     console.log(rows.join('\n'));
   });
 
-  (ok && PYTHON_VHDI ? it : it.skip)('an empty VHDX diff (zeros written over the hole: no change) reads as its parent in libvhdi (decision 0030)', async () => {
+  (ok && PYTHON_VHDI ? it : it.skip)('an empty VHDX diff (zeros written over the hole: no change) reads as its parent in libvhdi (decision 0031)', async () => {
     const SIZE = 12 * MiB;
     const dir = path.join(tmp.dir, 'empty');
     fs.mkdirSync(dir);
