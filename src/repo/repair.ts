@@ -108,12 +108,15 @@ export async function changedBytes(list: Metafile, prev: Metafile | null): Promi
   return bytes;
 }
 
-/** A repair's first look, under the lock: why the manifest must be rebuilt, or the summary of an intact one. */
-export async function whyRebuild(repo: RepoBackend, disk: string): Promise<string | RepairSummary> {
+/** The summary of a repair that found manifest `m` intact. */
+export function intactSummary(disk: string, m: DiskManifest): RepairSummary {
+  return { disk, rebuilt: false, reason: null, points: m.points.map((p) => ({ id: p.id, kind: p.kind, parent: p.parent })), ignored: [], movedAside: null, finishedFold: null };
+}
+
+/** A repair's first look, under the lock: why the manifest must be rebuilt, or the intact manifest (parsed once). */
+export async function whyRebuild(repo: RepoBackend, disk: string): Promise<string | DiskManifest> {
   try {
-    const m = await repo.readManifest(disk);
-    if (m) return { disk, rebuilt: false, reason: null, points: m.points.map((p) => ({ id: p.id, kind: p.kind, parent: p.parent })), ignored: [], movedAside: null, finishedFold: null };
-    return 'manifest missing';
+    return (await repo.readManifest(disk)) ?? 'manifest missing';
   } catch (err) {
     if (!(err instanceof RepositoryDamageError)) throw err;
     return err.message.replace(/;.*$/, '');
@@ -129,7 +132,7 @@ export async function repairManifest(repo: FileRepository, disk: string, wait?: 
   const session = await lockDiskWaiting(repo, disk, 'repair', wait);
   try {
     const reason = await whyRebuild(repo, disk);
-    if (typeof reason !== 'string') return reason;
+    if (typeof reason !== 'string') return intactSummary(disk, reason);
     await refuseNewer(at(MANIFEST_NAME));
     // A fold the lost manifest had pending is finished first, as the next run would have: its marker names it.
     const fold = await readFoldMarker(at(FOLD_MARKER_NAME));

@@ -141,3 +141,17 @@ export class ManifestWrittenError extends VhdsyncError {
 export class RecordedError extends VhdsyncError {
   override readonly exitCode: number = 3; // EXIT_RECORDED (cli/run.ts)
 }
+
+/**
+ * An object repository's manifest cannot be rebuilt, or a later point recorded, because a point cannot be proven
+ * from its own objects: `why` says which and why; the message is `verify --repair`'s refusal, and a caller that
+ * words it otherwise (a backup recording a later point) uses `why`, never the message.
+ */
+export class UnprovenPointError extends RepositoryDamageError {
+  constructor(
+    readonly why: string,
+    subject?: string,
+  ) {
+    super(`cannot rebuild the manifest: ${why} (nothing was written)`, subject);
+  }
+}

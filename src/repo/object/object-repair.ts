@@ -8,10 +8,10 @@
  * that misses points later than every id it lists or listed (its newest generation lost) gets them added
  * (ObjectDiskSession.recordLater).
  */
-import { NotFoundError, RepositoryDamageError } from '../../util/errors.js';
+import { NotFoundError, RepositoryDamageError, UnprovenPointError } from '../../util/errors.js';
 import { MANIFEST_FORMAT, MANIFEST_LIMIT, MANIFEST_VERSION, parseManifest, serializeManifest, type DiskManifest } from '../manifest.js';
 import { byId, checkDiskName } from '../names.js';
-import { REBUILT_SOURCE, whyRebuild, type RepairSummary } from '../repair.js';
+import { intactSummary, REBUILT_SOURCE, whyRebuild, type RepairSummary } from '../repair.js';
 import { lockDiskWaiting, type LockWait } from '../wait.js';
 import { getAtMost } from './bounded-read.js';
 import { diskPrefix, manifestKey, manifestPrefix, parseMapName } from './keys.js';
@@ -31,14 +31,13 @@ export async function repairObjectManifest(repo: ObjectRepository, disk: string,
   try {
     const looked = await whyRebuild(repo, disk);
     if (typeof looked !== 'string') {
-      const m = (await repo.readManifest(disk))!;
-      const now = await (session as ObjectDiskSession).recordLater(m, true);
-      if (now === m) return looked;
-      const added = now.points.slice(m.points.length).map((p) => p.id);
+      const now = await (session as ObjectDiskSession).recordLater(looked, true);
+      if (now === looked) return intactSummary(disk, looked);
+      const added = now.points.slice(looked.points.length).map((p) => p.id);
       const reason = `it did not list restore point${added.length > 1 ? 's' : ''} ${added.join(', ')}, later than every point it lists or listed: a lost newest generation, or a backup killed before recording it`;
-      return { ...looked, rebuilt: true, reason, points: now.points.map((p) => ({ id: p.id, kind: p.kind, parent: p.parent })) };
+      return { ...intactSummary(disk, now), rebuilt: true, reason };
     }
-    const refuse = (key: string, why: string) => new RepositoryDamageError(`cannot rebuild the manifest: ${why} (nothing was written)`, repo.name(key));
+    const refuse = (key: string, why: string) => new UnprovenPointError(why, repo.name(key));
     const newest = await repo.newestManifest(disk);
     const damaged = newest === null ? null : await getAtMost(repo.store, manifestKey(disk, newest), MANIFEST_LIMIT);
     // Kept aside means copied through memory: an object this large is no manifest, and the user decides its fate.

@@ -8,7 +8,7 @@ import { fencedStore } from '../../io/fenced-store.js';
 import { MemoryStore } from '../../io/memory-store.js';
 import type { ObjectStore } from '../../io/object-store.js';
 import { readMetafile, writableFields, writeMetafile } from '../../meta/index.js';
-import { AlreadyExistsError, ConflictError, ManifestWrittenError, RepositoryDamageError, UnsupportedError, VhdsyncError } from '../../util/errors.js';
+import { AlreadyExistsError, ConflictError, ManifestWrittenError, RepositoryDamageError, UnprovenPointError, UnsupportedError, VhdsyncError } from '../../util/errors.js';
 import type { DiskSession, PointFill, PointName, PointSpec, WrittenPoint } from '../backend.js';
 import { highWater, serializeManifest, type DiskManifest } from '../manifest.js';
 import { byId } from '../names.js';
@@ -249,9 +249,9 @@ export class ObjectDiskSession implements DiskSession {
     try {
       proven = await provePoints(this.repo, this.disk, ids, m, repairing ? REBUILT_SOURCE : RECORDED_LATER, blocks);
     } catch (err) {
-      if (repairing || !(err instanceof RepositoryDamageError)) throw err;
+      if (repairing || !(err instanceof UnprovenPointError)) throw err;
       throw new RepositoryDamageError(
-        `disk '${this.disk}' holds restore point${ids.length > 1 ? 's' : ''} ${ids.join(', ')} later than every point its manifest lists or listed, and ${ids.length > 1 ? 'they' : 'it'} ${err.message.replace(/^cannot rebuild the manifest: /, 'cannot be recorded: ').replace(/ \(nothing was written\)$/, '')}; nothing was changed: see 'vhdsync verify --repo ${this.repo.display} ${this.disk} --repair'`,
+        `disk '${this.disk}' holds restore point${ids.length > 1 ? 's' : ''} ${ids.join(', ')} later than every point its manifest lists or listed, and ${ids.length > 1 ? 'they' : 'it'} cannot be recorded: ${err.why}; nothing was changed: see 'vhdsync verify --repo ${this.repo.display} ${this.disk} --repair'`,
         err.subject,
       );
     }

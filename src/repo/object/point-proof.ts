@@ -6,7 +6,7 @@
  * those a lost newest manifest generation or a killed backup left unlisted (pastManifest).
  */
 import { checkFresh, NATIVE_ALGORITHMS, type Metafile } from '../../meta/index.js';
-import { CorruptImageError, MetafileError, RepositoryDamageError, VhdsyncError } from '../../util/errors.js';
+import { CorruptImageError, MetafileError, RepositoryDamageError, UnprovenPointError, VhdsyncError } from '../../util/errors.js';
 import { highWater, type DiskManifest, type RestorePoint } from '../manifest.js';
 import { byId } from '../names.js';
 import { changedBytes, timeOfId } from '../repair.js';
@@ -36,14 +36,14 @@ export interface Proven {
 /**
  * Proves the points `ids` (in backup order) and returns them as manifest entries after `base`'s points: `source` as
  * given, `time` the id's second, `changedBytes` against the point before. Their lists must share `base`'s digest and
- * block size when it has points, else one another's. Throws a RepositoryDamageError starting `cannot rebuild` when a
+ * block size when it has points, else one another's. Throws an UnprovenPointError (`cannot rebuild ...`) when a
  * point cannot be proven (its map or list is damaged or missing, or, given `blocks` (the hashes of the disk's block
  * objects, one listing), a block its map references is not among them); a failing store's error (IoError,
  * CredentialsError, ...) is thrown unchanged.
  */
 export async function provePoints(repo: ObjectRepository, disk: string, ids: string[], base: DiskManifest | null, source: string, blocks?: ReadonlySet<string>): Promise<Proven> {
   const prefix = diskPrefix(disk);
-  const refuse = (key: string, why: string) => new RepositoryDamageError(`cannot rebuild the manifest: ${why} (nothing was written)`, repo.name(key));
+  const refuse = (key: string, why: string) => new UnprovenPointError(why, repo.name(key));
   const before = base?.points ?? [];
   const points: RestorePoint[] = [];
   let settings: { algorithm: string; blockSize: number } | null = before.length ? { algorithm: base!.hash, blockSize: base!.blockSize } : null;
@@ -75,7 +75,7 @@ export async function provePoints(repo: ObjectRepository, disk: string, ids: str
       } catch (err) {
         // Only damage makes a point unprovable: a store that cannot be reached, keeps failing (5xx) or refuses the
         // credentials says nothing of the point, and advice to delete it would cost a good point. Those fail as they came.
-        if (!isDamage(err) || err.message.startsWith('cannot rebuild')) throw err;
+        if (!isDamage(err) || err instanceof UnprovenPointError) throw err;
         throw refuse(key, `restore point ${id} cannot be proven (${err.describe()}); delete its map and list if it is not needed`);
       }
       const s = list.summary;

@@ -173,7 +173,10 @@ describe('object lease', () => {
         const next = { ...m, generation: g + 1 };
         // Generation g + 1's key is free again: the create succeeds, but it is not the newest, so the run stops there.
         await expect(late.writeManifest(next)).rejects.toThrow(new ConflictError(`generation ${g + 2} of the manifest of disk 'vm' was written by another run that took the disk over; this run (at generation ${g + 1}) stopped and records nothing more (a restore point whose map it wrote may still be recorded by the next run): retry`, ''));
+        // The sweep refuses on the listing that found the newer generation (it used to list the manifests again).
+        const lists = store.counts.list;
         await expect(late.sweep(next)).rejects.toBeInstanceOf(ConflictError);
+        expect(store.counts.list - lists).toBe(1);
         expect(store.keys()).toContain(theirs);
         expect(store.keys()).toContain(key(g + 2));
       } finally {

@@ -68,8 +68,12 @@ describe('object repository: verify --repair', () => {
       }
       // Nothing else changed: every object is referenced (the kept damaged copy aside).
       expect((await unreferenced(store.keys(), (k) => store.get(k))).filter((k) => !k.includes('.damaged-'))).toEqual([]);
-      // A second repair finds the manifest intact.
+      // A second repair finds the manifest intact, having read it once.
+      const reads: string[] = [];
+      store.beforeRead = (k) => void (k.startsWith('manifests/') && reads.push(k));
       expect((await repairObjectManifest(repo, 'vm')).rebuilt).toBe(false);
+      store.beforeRead = null;
+      expect(reads).toHaveLength(1);
     }
   });
 
