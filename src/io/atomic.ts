@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Location } from './location.js';
-import type { ByteStore } from './store.js';
+import type { ByteStore, RandomAccessFile } from './store.js';
 import { AlreadyExistsError, NotFoundError, VhdsyncError } from '../util/errors.js';
 
 /** The temporary name `writeAtomically` uses for `target`: hidden, next to it, unique per call. */
@@ -81,6 +81,49 @@ export async function createWithBytes(loc: Location, bytes: Uint8Array, opts: { 
 /** Writes `bytes` as the whole new content of `target` through `writeAtomically` (temp name, flush, rename). */
 export async function writeBytesAtomically(target: Location, bytes: Uint8Array, opts: { overwrite?: boolean } = {}): Promise<void> {
   await writeAtomically(target, (temp) => createWithBytes(temp, bytes), opts);
+}
+
+/** What a producer of a file's bytes by position needs of the file (writeSizedAtomically hands it one). */
+export type PositionedWriter = Pick<RandomAccessFile, 'write'>;
+
+/** The largest file writeSizedAtomically lays out in memory to publish in one step. */
+export const ONE_STEP_LIMIT = 4 << 20;
+
+/**
+ * `writeAtomically` for a file of exactly `size` bytes that `fill` produces by positioned writes. Where the store
+ * creates a small file in one step (writeNew: on a share, CREATE + WRITEs + CLOSE in one round trip) and `size` is at
+ * most ONE_STEP_LIMIT, the bytes are laid out in memory first and published as writeBytesAtomically does: two round
+ * trips (create, then flush and rename) instead of four (create, the writes, close, flush and rename). Elsewhere
+ * they stream into the temp file. Same contract either way: temp name, flushed before the rename.
+ */
+export async function writeSizedAtomically(
+  target: Location,
+  size: number,
+  fill: (out: PositionedWriter) => Promise<void>,
+  opts: { overwrite?: boolean } = {},
+): Promise<void> {
+  if (target.store.writeNew && size <= ONE_STEP_LIMIT) {
+    const bytes = Buffer.alloc(size);
+    await fill({
+      write: async (position, data) => {
+        if (position + data.byteLength > size) throw new Error(`write of ${data.byteLength} bytes at ${position} past the file's ${size}`);
+        bytes.set(data, position);
+      },
+    });
+    return writeBytesAtomically(target, bytes, opts);
+  }
+  await writeAtomically(
+    target,
+    async (temp) => {
+      const file = await temp.store.createExclusive(temp.path);
+      try {
+        await fill(file);
+      } finally {
+        await file.close();
+      }
+    },
+    opts,
+  );
 }
 
 /**

@@ -5,9 +5,10 @@
  * every merge; docs/performance.md, merge).
  */
 import type { DiskIdentity } from '../formats/disk.js';
-import { writeAtomically } from '../io/atomic.js';
+import { writeSizedAtomically } from '../io/atomic.js';
 import type { Location } from '../io/location.js';
 import { HEADER_SIZE, entrySize, serializeHeader, subSlotSize } from './header.js';
+import { TRAILER_SIZE } from './entries.js';
 import { finishNative, headerFor, readMetafile, writableFields, writeMetafile, type Metafile, type ReadMetafileOptions } from './metafile.js';
 
 /**
@@ -20,17 +21,13 @@ export async function restampList(list: Metafile, to: Location, identity: DiskId
   if (s.layout !== 'native') return writeMetafile(to, fields, list.records());
   const header = headerFor(fields);
   const trailerPos = HEADER_SIZE + s.blockCount * entrySize(s.digestLength) + (s.sub ? s.blockCount * subSlotSize(s.blockSize, s.sub) : 0);
-  await writeAtomically(
+  await writeSizedAtomically(
     to,
-    async (temp) => {
-      const file = await temp.store.createExclusive(temp.path);
-      try {
-        await file.write(0, serializeHeader(header));
-        const { listCrc, tableCrc } = await list.copyBody(file);
-        await finishNative(file, header, trailerPos, listCrc, tableCrc);
-      } finally {
-        await file.close();
-      }
+    trailerPos + TRAILER_SIZE,
+    async (file) => {
+      await file.write(0, serializeHeader(header));
+      const { listCrc, tableCrc } = await list.copyBody(file);
+      await finishNative(file, header, trailerPos, listCrc, tableCrc);
     },
     { overwrite: true },
   );

@@ -4,13 +4,16 @@
  * The oracle is the file smbd wrote on the local disk, plus an in-memory model of the expected bytes.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { haveSamba, SambaServer, type SambaOptions } from './samba-server.js';
 import { Dialect, SigningAlgorithm } from '../../src/io/smb/negotiate.js';
 import type { SmbClient } from '../../src/io/smb/client.js';
 import type { VhdsyncError } from '../../src/util/errors.js';
+import { writeSizedAtomically, type PositionedWriter } from '../../src/io/atomic.js';
 import { isAllZero } from '../../src/util/struct.js';
 
 interface Case {
@@ -66,6 +69,20 @@ const cases: Case[] = [
 ];
 
 const run = haveSamba() ? describe : describe.skip;
+
+/** Why a tmpfs cannot be mounted here (the disk-full case needs one), or null when it can. */
+function tmpfsProblem(): string | null {
+  if (process.getuid?.() !== 0) return 'not root';
+  const probe = mkdtempSync(path.join(tmpdir(), 'vhdsync-tmpfs-'));
+  try {
+    const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', probe], { encoding: 'utf8' });
+    if (r.status !== 0) return (r.stderr || String(r.error)).trim();
+    spawnSync('umount', [probe]);
+    return null;
+  } finally {
+    rmSync(probe, { recursive: true, force: true });
+  }
+}
 
 /** The one line a failed operation reports. */
 const line = (p: Promise<unknown>) => p.then(() => 'succeeded', (e: VhdsyncError) => e.describe());
@@ -212,9 +229,13 @@ run.each(cases)('Samba: $name', ({ server: serverOpts, client: clientOpts, expec
     expect(readFileSync(path.join(server.shareDir, 'cmp/new.bin')).equals(small)).toBe(true);
     expect(await line(store.writeNew!('/cmp/new.bin', small))).toMatch(/cmp\/new\.bin: already exists$/);
     await store.writeNew!('/cmp/empty.bin', Buffer.alloc(0));
-    const big = randomBytes((2 << 20) + 5); // more than one WRITE: a handle of its own
-    await store.writeNew!('/cmp/big.bin', big);
+    const big = randomBytes((2 << 20) + 5); // several WRITEs in the one chain
+    await store.writeNew!('/cmp/big.bin', big, { flush: true });
     expect(readFileSync(path.join(server.shareDir, 'cmp/big.bin')).equals(big)).toBe(true);
+    const bigger = randomBytes((4 << 20) + 1); // more than one chain carries: a handle of its own
+    await store.writeNew!('/cmp/bigger.bin', bigger);
+    expect(readFileSync(path.join(server.shareDir, 'cmp/bigger.bin')).equals(bigger)).toBe(true);
+    rmSync(path.join(server.shareDir, 'cmp/bigger.bin'));
 
     expect(await store.readSmall!('/cmp/new.bin', 4096)).toMatchObject({ bytes: small, size: small.length });
     expect((await store.readSmall!('/cmp/new.bin', 100))!.bytes.equals(small.subarray(0, 100))).toBe(true);
@@ -238,6 +259,38 @@ run.each(cases)('Samba: $name', ({ server: serverOpts, client: clientOpts, expec
     // Every handle was closed: the directory can go.
     rmSync(path.join(server.shareDir, 'cmp'), { recursive: true });
     expect(await store.stat('/cmp')).toBeNull();
+  });
+
+  it('a small file laid out in memory and published in two chains; a write failing mid-chain leaves the old file, no temp', async () => {
+    const reason = tmpfsProblem();
+    if (reason) return console.warn(`skipped: cannot mount a tmpfs (${reason})`);
+    const store = server.store(client);
+    const dir = path.join(server.shareDir, 'full');
+    mkdirSync(dir);
+    // A file system with room for 256 KiB: the server itself fails a WRITE in the middle of the chain (disk full).
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k,mode=0777', 'tmpfs', dir]);
+    try {
+      const loc = { store, path: '/full/list.bin' };
+      const fill = (bytes: Buffer) => async (out: PositionedWriter) => {
+        // Out of order, as writeMetafile writes (the header last): positions land where they say.
+        await out.write(100, bytes.subarray(100));
+        await out.write(0, bytes.subarray(0, 100));
+      };
+      const old = randomBytes(1000);
+      await writeSizedAtomically(loc, old.length, fill(old));
+      expect(readFileSync(path.join(dir, 'list.bin')).equals(old)).toBe(true);
+      const tooBig = randomBytes(600 << 10);
+      expect(await line(writeSizedAtomically(loc, tooBig.length, fill(tooBig), { overwrite: true }))).toMatch(/\/full\/list\.bin: no space left on share$/);
+      expect(readFileSync(path.join(dir, 'list.bin')).equals(old)).toBe(true);
+      expect(readdirSync(dir)).toEqual(['list.bin']);
+      const fresh = randomBytes(100 << 10);
+      await writeSizedAtomically(loc, fresh.length, fill(fresh), { overwrite: true });
+      expect(readFileSync(path.join(dir, 'list.bin')).equals(fresh)).toBe(true);
+      expect(readdirSync(dir)).toEqual(['list.bin']);
+    } finally {
+      execFileSync('umount', [dir]);
+      rmSync(dir, { recursive: true });
+    }
   });
 
   it('lists with a wildcard evaluated by the server', async () => {
