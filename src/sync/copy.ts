@@ -267,6 +267,9 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
         // The diff's list is the source's list: after the merge it is what the target holds. The merge's
         // rotation re-stamps it with the parent's new identity.
         await writeDiffMetafile(sourceList, metafileLocationFor(writeLoc), { identity: diffId, parentIdentity: targetIdentity }, source);
+        // The locks' read-back (before their deletion at the end) goes out with the diff's flush and rename below.
+        diffLock!.prepareRelease();
+        lock.prepareRelease();
       },
       // Checked above (the rename still refuses a diff that appeared since).
       { overwrite: opts.force, checked: true },

@@ -60,6 +60,12 @@ export const LOCK_TIMING: LockTiming = { leaseMs: 120_000, renewMs: 10_000, auth
 export interface ImageLock {
   /** Stops renewing and deletes the lock file, unless the lock was lost (then the file may be another run's). */
   release(): Promise<void>;
+  /**
+   * Starts reading the lock file back for release() (which deletes it only if it still holds this run's token), so
+   * that read overlaps the caller's last step instead of following it: on a share, one round trip less. Renewal goes
+   * on; release() checks again what it must (lost, lease) and reads again if the early read did not show this holding.
+   */
+  prepareRelease(): void;
   /** Throws BusyError once the lease has lapsed or another run took the lock over. */
   check(): void;
   /** `loc` with every mutation (write, flush, create, rename, delete) refused once the lock is lost. */
@@ -177,6 +183,8 @@ class HeldLock implements ImageLock {
   private lost: string | null = null;
   private readonly timer: NodeJS.Timeout;
   private renewing: Promise<void> | null = null;
+  /** The read-back release() uses, started early by prepareRelease(). */
+  private readAhead: Promise<LockSnapshot | null> | null = null;
   private readonly guarded = new WeakMap<object, Location['store']>();
 
   constructor(
@@ -251,11 +259,19 @@ class HeldLock implements ImageLock {
     return this.renewing;
   }
 
+  prepareRelease(): void {
+    this.readAhead ??= readSnapshot(this.loc).catch(() => null);
+  }
+
   async release(): Promise<void> {
     clearInterval(this.timer);
     await this.renewing;
+    const early = this.readAhead;
     if (this.lost || performance.now() >= this.deadline) return;
-    const now = await readSnapshot(this.loc).catch(() => null);
+    let now = early ? await early : null;
+    // Read again unless the early read saw this holding (it may have met a renewal's write half done): a renewal
+    // keeps the token, and whatever happened since is in `lost` and the deadline, checked above.
+    if (now?.record?.token !== this.record.token) now = await readSnapshot(this.loc).catch(() => null);
     if (now?.record?.token === this.record.token) await this.loc.store.unlink(this.loc.path).catch(() => {});
     this.lost = 'released';
   }
