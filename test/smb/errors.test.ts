@@ -1,6 +1,6 @@
 /** Failures a user meets, each as one clear line: wrong password, unknown share, missing file, no permission, no server, no reply. */
 import * as net from 'node:net';
-import { haveSamba, SambaServer, USER } from './samba-server.js';
+import { haveSamba, PASSWORD, SambaServer, USER } from './samba-server.js';
 import { SmbClient } from '../../src/io/smb/client.js';
 import { NotFoundError, VhdsyncError } from '../../src/util/errors.js';
 
@@ -34,6 +34,27 @@ run('SMB errors against Samba', () => {
   it('wrong password: logon failure', async () => {
     const bad = new SmbClient({ host: '127.0.0.1', port: server.port, credentials: { user: USER, password: 'wrong', domain: '' } });
     expect(await failure(bad.connection())).toBe(`${USER}@127.0.0.1:${server.port}: logon failure (wrong user name or password)`);
+  });
+
+  it('a refused logon started early (prewarm) is thrown once: by the call that joined it, or else by the next one', async () => {
+    const creds = { user: USER, password: 'wrong', domain: '' };
+    const want = `${USER}@127.0.0.1:${server.port}: logon failure (wrong user name or password)`;
+    // A call joins the early attempt and is given its failure; the call after it tries again (here: now it works).
+    const joined = new SmbClient({ host: '127.0.0.1', port: server.port, credentials: creds });
+    joined.prewarm('share');
+    expect(await failure(joined.connection())).toBe(want);
+    creds.password = PASSWORD;
+    await joined.ensureShare('share');
+    await joined.shutdown();
+    // Nobody joined: the first call after it is given the kept failure without a second logon with that password.
+    creds.password = 'wrong';
+    const alone = new SmbClient({ host: '127.0.0.1', port: server.port, credentials: creds });
+    alone.prewarm('share');
+    await new Promise((r) => setTimeout(r, 500));
+    creds.password = PASSWORD;
+    expect(await failure(alone.connection())).toBe(want);
+    await alone.ensureShare('share');
+    await alone.shutdown();
   });
 
   it('unknown user: logon failure', async () => {

@@ -62,6 +62,8 @@ export class SmbClient {
   private closed = false;
   /** A failure of prewarm's logon, for the next connection() to throw. */
   private earlyFailure: unknown = null;
+  /** The last failed connect that connection() threw to a caller: prewarm does not keep that one to throw again. */
+  private delivered: unknown = null;
 
   constructor(readonly opts: SmbServerOptions) {}
 
@@ -76,9 +78,12 @@ export class SmbClient {
    */
   prewarm(share: string): void {
     if (this.conn || this.connecting || this.closed) return;
-    this.ensureShare(share).catch((err: unknown) => {
-      if (!this.conn) this.earlyFailure = err;
-    });
+    this.attempt()
+      .then((conn) => this.tree(conn, share))
+      .catch((err: unknown) => {
+        // Unless a caller that joined the same attempt was already given it (then the next call tries afresh).
+        if (!this.conn && err !== this.delivered) this.earlyFailure = err;
+      });
   }
 
   /** The live connection, connecting (and authenticating) when there is none. */
@@ -90,6 +95,18 @@ export class SmbClient {
       this.earlyFailure = null;
       throw err;
     }
+    try {
+      return await this.attempt();
+    } catch (err) {
+      // Thrown here once: a prewarm that kept this failure (before or after this) does not throw it again.
+      if (this.earlyFailure === err) this.earlyFailure = null;
+      else this.delivered = err;
+      throw err;
+    }
+  }
+
+  /** The connect in progress, or a new one. */
+  private attempt(): Promise<SmbConnection> {
     if (!this.connecting) {
       this.connecting = this.connect().finally(() => {
         this.connecting = null;
