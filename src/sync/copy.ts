@@ -105,11 +105,19 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
   const targetWhere = lock.guard(hookLocation(targetAt));
   let source: Disk;
   let target: Disk | null = null;
+  // The diff's lock, taken alongside the opens when its name does not need the target's format (on a share, one
+  // round trip less); its failure is thrown where the lock was taken before, after the checks that come first.
+  const early = earlyDiffLock(targetAt, opts);
   try {
     // A merge into the target that only lacked its cleanup is finished here; any other is named with its way out.
     // Both images open meanwhile (on a share, their round trips overlap); a target opened before a cleanup is reopened.
+    // A cleanup may take the same diff name's lock: the early one is let go first.
     const targetOpts = { ...opts.open, format: undefined };
-    const [settled, src, tgt] = await Promise.allSettled([settlePendingMerge(targetWhere), openDisk(sourceWhere, opts.open), openDisk(targetWhere, targetOpts)]);
+    const [settled, src, tgt] = await Promise.allSettled([
+      settlePendingMerge(targetWhere, { beforeLock: () => early.drop() }),
+      openDisk(sourceWhere, opts.open),
+      openDisk(targetWhere, targetOpts),
+    ]);
     const failed = [settled, src, tgt].find((r) => r.status === 'rejected');
     if (failed) {
       for (const r of [src, tgt]) if (r.status === 'fulfilled') await r.value.close().catch(() => {});
@@ -127,7 +135,7 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
       });
     }
   } catch (err) {
-    await lock.release();
+    await Promise.all([early.drop(), lock.release()]);
     throw err;
   }
   let diffLock: ImageLock | null = null;
@@ -152,7 +160,7 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     }
     // Another target of the same file name can have the same diff name in the same --diffdir: the diff's own lock
     // keeps two copies from deleting each other's temp files or replacing each other's diff.
-    diffLock = await lockImage(diffAt, 'copy');
+    diffLock = await early.take(diffAt);
     const writeLoc = diffLock.guard(opts.diffdir ? lock.guard(hookLocation(diffAt)) : finalLoc);
     // What follows only reads, but for the leftovers' removal (which the diff's lock allows), so it runs together (on a
     // share: one round trip, not seven); failures are reported in the order the steps had when they ran one by one.
@@ -283,8 +291,47 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     await target?.close().catch(() => {});
     await source.close().catch(() => {});
     // Two locks: released together (on a share, each reads the lock back and deletes it: two round trips, not four).
-    await Promise.all([diffLock?.release(), lock.release()]);
+    await Promise.all([diffLock?.release(), early.drop(), lock.release()]);
   }
+}
+
+/** The diff's lock taken ahead (earlyDiffLock): handed over once the diff's place is known, or let go. */
+interface EarlyLock {
+  /** The lock of `diffAt`: the early one when it is that location's, else taken now (the early one let go). */
+  take(diffAt: Location): Promise<ImageLock>;
+  /** Lets the early lock go (when it was taken), once its attempt has ended. Never throws. */
+  drop(): Promise<void>;
+}
+
+/**
+ * Starts taking the lock of the diff's location when the target's path alone names it (the target's file name has
+ * an extension, or the diff is chunked): the place `copyToDiff` locks once the target is open.
+ */
+function earlyDiffLock(targetAt: Location, opts: CopyOptions): EarlyLock {
+  const base = targetAt.store.paths.basename(targetAt.path);
+  const chunked = opts.diffFormat === 'chunked';
+  const name = chunked ? chunkedDiffName(base) : base.lastIndexOf('.') > 0 ? diffNameFor(targetAt, '') : null;
+  const at = name === null ? null : opts.diffdir ? { store: opts.diffdir.store, path: opts.diffdir.store.paths.join(opts.diffdir.path, name) } : sibling(targetAt, name);
+  let pending: Promise<ImageLock> | null = at ? lockImage(at, 'copy') : null;
+  // Its failure is thrown by take(), or not at all.
+  pending?.catch(() => {});
+  const drop = async () => {
+    const p = pending;
+    pending = null;
+    if (p) await p.then((l) => l.release(), () => {}).catch(() => {});
+  };
+  return {
+    take: async (diffAt) => {
+      if (!pending || at!.store !== diffAt.store || at!.path !== diffAt.path) {
+        await drop();
+        return lockImage(diffAt, 'copy');
+      }
+      const p = pending;
+      pending = null;
+      return p;
+    },
+    drop,
+  };
 }
 
 /** Writes a list under a new name with the diff's identity and its parent's (the target's, as checked) in its header. */

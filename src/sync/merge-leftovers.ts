@@ -132,11 +132,13 @@ export function pendingMergeMessage(state: MergeState, parent: Location, diffExi
  * Called by a run holding `image`'s lock before it writes `image`: a pending merge whose diff is present must be
  * finished first (throws, naming the command); one that only lacked its cleanup is finished here; one whose diff
  * is gone mid-merge throws, naming `merge --discard`. True when it finished one (the image's files changed).
+ * `beforeLock` runs once a merge state is found, before the diff's lock is taken (copy lets go of its early one there).
  */
-export async function settlePendingMerge(image: Location): Promise<boolean> {
+export async function settlePendingMerge(image: Location, opts: { beforeLock?: () => Promise<void> } = {}): Promise<boolean> {
   const stateLoc = mergeStateLocationFor(image);
   const state = await readMergeState(stateLoc);
   if (!state) return false;
+  await opts.beforeLock?.();
   const diff = withPath(image, state.diff);
   const diffLock = await lockImage(diff, 'merge');
   try {
