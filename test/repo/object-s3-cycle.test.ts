@@ -84,9 +84,14 @@ d('repositories on radosgw', () => {
     expect(run('qemu-img', ['compare', '-q', '-f', 'vhdx', '-F', 'vhdx', out, source]).toString()).toBe('');
     const v = cli(['verify', '--repo', repo], { env: g.env });
     expect({ status: v.status, stderr: v.stderr }).toEqual({ status: 0, stderr: '' });
+    // A released lease of a disk that never got a manifest (a first backup killed before it, then released by a rerun
+    // that failed): prune of every disk removes it.
+    const ghost = { format: 'vhdsync-lease', host: 'elsewhere', pid: 1, op: 'backup', token: '0123456789abcdef', since: new Date().toISOString(), renewed: new Date().toISOString(), renewals: 0, leaseMs: 120000, released: true };
+    await g.sdk.send(new PutObjectCommand({ Bucket: bucket, Key: 'backups/leases/ghost/000000000001.json', Body: JSON.stringify(ghost) }));
     // prune keeps one; the bucket then holds that point's objects only.
-    const p = cli(['prune', '--repo', repo, 'vm', '--keep', '1'], { env: g.env });
+    const p = cli(['prune', '--repo', repo, '--keep', '1', '--json'], { env: g.env });
     expect({ status: p.status, stderr: p.stderr }).toEqual({ status: 0, stderr: '' });
+    expect(JSON.parse(p.stdout)).toMatchObject({ failed: [], removedLeases: ['leases/ghost/000000000002.json'] });
     expect(await auditBucket(g, bucket, 'backups/')).toEqual({ unreferenced: [], missing: [] });
     expect(await restoredObjectSha(lib, 'vm', ids[5], tmp.dir)).toBe(expected.get(ids[5]));
   }, 400_000);

@@ -235,7 +235,7 @@ export class DiskLease implements WriteFence {
    * the lease of a first backup killed before its first manifest, which no other command visits. Within our
    * authority and only while no run took it over; a generation after ours is never touched.
    */
-  async discard(): Promise<string> {
+  async discard(): Promise<string[]> {
     clearInterval(this.timer);
     await this.renewing;
     this.check();
@@ -243,10 +243,15 @@ export class DiskLease implements WriteFence {
       this.lose('another run took it over');
       this.check();
     }
-    const key = leaseKey(this.disk, this.generation);
-    await this.store.delete([key], this);
+    // Ours and any older one a failed delete at take() left: the disk then has no lease object at all.
+    const keys: string[] = [];
+    for await (const o of this.store.list(leasePrefix(this.disk))) {
+      const g = parseGeneration(o.key.slice(leasePrefix(this.disk).length));
+      if (g !== null && g <= this.generation) keys.push(o.key);
+    }
+    await this.store.delete(keys, this);
     this.lost = 'released';
-    return key;
+    return keys;
   }
 
   /** Marks the lease released (the next run takes it at once); a lapsed lease is left to expire. */

@@ -241,9 +241,11 @@ export class ObjectRepository implements RepoBackend {
       const disk = o.key.slice(LEASES.length).split('/')[0];
       if (!disks.has(disk) && isDiskName(disk)) orphans.add(disk);
     }
+    if (!orphans.size) return [];
     await this.probeConditions();
-    // At once: each may watch an expired lease for a whole lease before it takes it over.
-    const removed = await Promise.all(
+    // At once: each may watch an expired lease for a whole lease before it takes it over. All end (each releases
+    // what it took) before a failure of one is thrown.
+    const settled = await Promise.allSettled(
       [...orphans].map(async (disk) => {
         const lease = await DiskLease.take(this.store, disk, 'prune', this.lease).catch((err: unknown) => {
           if (err instanceof BusyError) return null; // a live run holds it: not an orphan
@@ -259,7 +261,9 @@ export class ObjectRepository implements RepoBackend {
         }
       }),
     );
-    return removed.filter((k): k is string => k !== null);
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    return settled.flatMap((r) => (r.status === 'fulfilled' && r.value ? r.value : []));
   }
 
   /** True when some object's key starts with `prefix` (the listing's first page only). */
