@@ -8,6 +8,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { jest } from '@jest/globals';
 import fc from 'fast-check';
 import { haveSamba, SambaServer, type SambaOptions } from './samba-server.js';
 import { Dialect, SigningAlgorithm } from '../../src/io/smb/negotiate.js';
@@ -187,6 +188,11 @@ run.each(cases)('Samba: $name', ({ server: serverOpts, client: clientOpts, expec
     await w.truncate(1 << 20);
     await w.write((2 << 20) - 1000, tail);
     expect(await w.size()).toBe((2 << 20) + 2000);
+    // A truncation to the size the file already has sends nothing.
+    const setInfo = jest.spyOn(client, 'setInfo');
+    await w.truncate((2 << 20) + 2000);
+    expect(setInfo).not.toHaveBeenCalled();
+    setInfo.mockRestore();
     expect(w.closedStat!()).toBeNull();
     await w.close();
     const local = readFileSync(path.join(server.shareDir, 'grown.bin'));

@@ -181,8 +181,10 @@ class SmbFile implements RandomAccessFile {
       return this.client.setInfo(h, FileInfoClass.END_OF_FILE, endOfFileInfo(size), this.name);
     };
     if (size >= this.knownSize) {
-      // Growing the file runs behind like a write (write-behind.ts, extend): it cuts nothing in flight.
       if (this.closing) throw new IoError('file already closed', this.name);
+      // Already that size (writes in flight included, which fail loudly if they fail): nothing to send.
+      if (size === this.knownSize) return this.behind.check();
+      // Growing the file runs behind like a write (write-behind.ts, extend): it cuts nothing in flight.
       const from = this.knownSize;
       this.knownSize = size;
       await this.behind.extend(from, () => this.io(setSize));
