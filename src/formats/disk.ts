@@ -125,6 +125,8 @@ export interface OpenOptions {
   format?: DiskFormat;
   /** VHD: take the virtual size from the CHS geometry or from current_size instead of the creator's rule. */
   vhdSize?: 'chs' | 'current';
+  /** Local files of the chain read and write on the calling thread (OpenHints.syncIo): for merge's small pieces. */
+  syncIo?: boolean;
 }
 
 /** Options for creating images. */

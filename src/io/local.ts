@@ -1,6 +1,6 @@
 import fs, { promises as fsp, constants as fsc } from 'node:fs';
 import * as path from 'node:path';
-import type { ByteStore, OpenMode, RandomAccessFile, StoreStat, StorePaths } from './store.js';
+import type { ByteStore, OpenHints, OpenMode, RandomAccessFile, StoreStat, StorePaths } from './store.js';
 import { AlreadyExistsError, UnsupportedError, fromSystemError } from '../util/errors.js';
 import { PAGE, allocAligned, directSource } from '../util/aligned.js';
 
@@ -34,12 +34,16 @@ function* writablePieces(position: number, data: Uint8Array): Generator<[number,
   }
 }
 
-/** A local file opened with a FileHandle; every call is positioned, so several may be in flight. */
+/**
+ * A local file opened with a FileHandle; every call is positioned, so several may be in flight. With `syncIo`
+ * (OpenHints) reads and writes are made on the calling thread and the promise they return is already settled.
+ */
 class LocalFile implements RandomAccessFile {
   constructor(
     private readonly fh: fsp.FileHandle,
     readonly name: string,
     readonly writable: boolean,
+    private readonly syncIo = false,
   ) {}
 
   async read(position: number, length: number, into?: Buffer): Promise<Buffer> {
@@ -47,9 +51,11 @@ class LocalFile implements RandomAccessFile {
     let done = 0;
     try {
       while (done < length) {
-        const { bytesRead } = await this.fh.read(buf, done, length - done, position + done);
-        if (bytesRead === 0) break;
-        done += bytesRead;
+        const n = this.syncIo
+          ? fs.readSync(this.fh.fd, buf, done, length - done, position + done)
+          : (await this.fh.read(buf, done, length - done, position + done)).bytesRead;
+        if (n === 0) break;
+        done += n;
       }
     } catch (err) {
       throw fromSystemError(err, this.name);
@@ -63,6 +69,7 @@ class LocalFile implements RandomAccessFile {
    * 4 KiB boundary and never tears a sector.
    */
   async write(position: number, data: Uint8Array): Promise<void> {
+    if (this.syncIo) return this.writeSync(position, data);
     for (const [at, piece] of writablePieces(position, data)) await this.writeAll(at, piece);
   }
 
@@ -136,12 +143,12 @@ export class LocalStore implements ByteStore {
   readonly kind = 'local';
   readonly paths = posixPaths;
 
-  async open(p: string, mode: OpenMode): Promise<RandomAccessFile> {
+  async open(p: string, mode: OpenMode, hints: OpenHints = {}): Promise<RandomAccessFile> {
     try {
       const st = await fsp.stat(p);
       if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
       const fh = await fsp.open(p, mode === 'read' ? 'r' : 'r+');
-      return new LocalFile(fh, p, mode !== 'read');
+      return new LocalFile(fh, p, mode !== 'read', hints.syncIo);
     } catch (err) {
       throw fromSystemError(err, p);
     }

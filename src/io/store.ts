@@ -61,6 +61,12 @@ export interface OpenHints {
    * opens only; the files are under the rules of size(), which nothing else changes while they are open.
    */
   readAhead?: number;
+  /**
+   * The caller reads and writes small pieces one after another, with nothing to overlap them with (merge): a local
+   * file then makes each read and write on the calling thread, skipping a thread-pool hand-off that costs more than
+   * a 64 KiB copy from the page cache (decision 0021). Flushes stay off the thread. Ignored by other stores.
+   */
+  syncIo?: boolean;
 }
 
 /** A namespace of files: the local file system, an SMB share, an HTTP server. */

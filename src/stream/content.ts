@@ -8,6 +8,7 @@ import type { ParentLocator } from '../formats/vhdx/parent-locator.js';
 import { displayLocation } from '../io/location.js';
 import { prefetch } from '../util/prefetch.js';
 import { isAllZero } from '../util/struct.js';
+import { YIELD_BYTES, yieldToEventLoop } from '../util/event-loop.js';
 import { pooledRing } from '../util/aligned.js';
 import { canMap, readMapped } from '../formats/mapped-read.js';
 import { HoleProbe } from '../io/holes.js';
@@ -181,12 +182,6 @@ export function contentOfDisk(disk: Disk, ranges: ByteRange[], base: DeltaBase |
     read: (offset, length, into) => readMapped(disk, offset, length, into ?? Buffer.allocUnsafe(length)),
   };
 }
-
-/** Scans and synchronous sends hand the event loop a turn after this many bytes, so timers still run. */
-export const YIELD_BYTES = 16 << 20;
-
-/** Lets the event loop run pending timers and I/O callbacks. */
-export const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /** Bytes read first from a granule: data rarely starts with a whole page of zeros, so most data granules are known by it. */
 const PROBE = 4096;

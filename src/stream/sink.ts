@@ -3,7 +3,7 @@ import type { RandomAccessFile } from '../io/store.js';
 import { EarlyFlusher } from '../io/early-flush.js';
 import { isAllZero } from '../util/struct.js';
 import { chunkLength, type EncodedStream } from './encoded.js';
-import { YIELD_BYTES, yieldToEventLoop } from './content.js';
+import { YIELD_BYTES, yieldToEventLoop } from '../util/event-loop.js';
 
 /** Where a byte pipe's data goes: a Node Writable, a socket, an HTTP request body. */
 export interface ByteSink {

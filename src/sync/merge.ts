@@ -12,6 +12,7 @@ import type { RandomAccessFile } from '../io/store.js';
 import { BusyError, MetafileError, NotFoundError, ParentError, UsageError } from '../util/errors.js';
 import { sizedRing } from '../util/aligned.js';
 import { prefetch } from '../util/prefetch.js';
+import { YIELD_BYTES, yieldToEventLoop } from '../util/event-loop.js';
 import { lockImage, type ImageLock } from './lock.js';
 import { hookLocation } from './kill-hook.js';
 import { mergeStateLocationFor, readMergeState, writeMergeState, type MergeState } from './merge-state.js';
@@ -166,6 +167,7 @@ export async function mergeExtents(
   let bytes = 0;
   let extents = 0;
   let sinceCheckpoint = 0;
+  let sinceYield = 0;
   // One piece read ahead from the diff while the previous one is written into the parent.
   // Aligned buffers, so the parent's store writes them without a bounce copy (decision 0009), no larger than the
   // pieces need: scattered 64 KiB extents do not pay for faulting in 3 x 4 MiB.
@@ -183,6 +185,12 @@ export async function mergeExtents(
       await parent.flush();
       await checkpoint(piece.offset + piece.length, bytes, extents);
       sinceCheckpoint = 0;
+    }
+    // Local reads and writes do not give the event loop a turn (syncIo): the lock's renewals and progress need one.
+    sinceYield += piece.length;
+    if (sinceYield >= YIELD_BYTES) {
+      sinceYield = 0;
+      await yieldToEventLoop();
     }
   }
   await parent.flush();
@@ -239,7 +247,8 @@ async function firstParentLike(candidates: Location[], expect: ParentExpectation
 
 async function openPair(diffLoc: Location, vhdSize: OpenOptions['vhdSize'], held?: ImageLock): Promise<MergePair> {
   const subject = displayLocation(diffLoc);
-  const file = await diffLoc.store.open(diffLoc.path, 'read');
+  // Merge moves small pieces one at a time: local files do each read and write on this thread (OpenHints.syncIo).
+  const file = await diffLoc.store.open(diffLoc.path, 'read', { syncIo: true });
   let found: { parent: Disk; expect: ParentExpectation; stat: { size: number; mtimeMs: number } } | null = null;
   let lock: ImageLock | null = null;
   const opener: ParentOpener = async (candidates, child, _opts, expect) => {
@@ -260,7 +269,7 @@ async function openPair(diffLoc: Location, vhdSize: OpenOptions['vhdSize'], held
       lock = held ?? (await lockImage(cand, 'merge'));
       const locked = (await cand.store.stat(cand.path)) ?? st;
       // The parent's writes (and the state file and metafile beside it) stop if the lock's lease lapses.
-      const parent = await openDisk(lock.guard(cand), { writable: true, vhdSize });
+      const parent = await openDisk(lock.guard(cand), { writable: true, vhdSize, syncIo: true });
       found = { parent, expect, stat: { size: locked.size, mtimeMs: locked.mtimeMs } };
       return parent;
     }

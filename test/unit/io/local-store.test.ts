@@ -1,5 +1,6 @@
-import * as fs from 'node:fs';
+import fs from 'node:fs';
 import * as path from 'node:path';
+import { jest } from '@jest/globals';
 import fc from 'fast-check';
 import { localStore } from '../../../src/io/local.js';
 import { writeAtomically } from '../../../src/io/atomic.js';
@@ -29,6 +30,51 @@ describe('local byte store', () => {
     expect((await f.read(model.length - 10, 100)).length).toBe(10);
     await f.flush();
     await f.close();
+  });
+
+  it('with syncIo reads and writes on the calling thread, with the same results as through the thread pool', async () => {
+    const a = path.join(tmp.dir, 'a');
+    const b = path.join(tmp.dir, 'b');
+    fs.writeFileSync(a, Buffer.alloc(1 << 14));
+    fs.writeFileSync(b, Buffer.alloc(1 << 14));
+    const pooled = await localStore.open(a, 'readwrite');
+    const same = await localStore.open(b, 'readwrite', { syncIo: true });
+    const read = jest.spyOn(fs, 'readSync');
+    const write = jest.spyOn(fs, 'writeSync');
+    try {
+      const op = fc.oneof(
+        fc.record({ kind: fc.constant('write' as const), pos: fc.nat(1 << 15), data: fc.uint8Array({ minLength: 1, maxLength: 5000 }) }),
+        // Reads past the end come back short, as through the pool.
+        fc.record({ kind: fc.constant('read' as const), pos: fc.nat(1 << 15), len: fc.integer({ min: 1, max: 9000 }) }),
+      );
+      await fc.assert(
+        fc.asyncProperty(op, async (o) => {
+          read.mockClear();
+          write.mockClear();
+          if (o.kind === 'write') {
+            await pooled.write(o.pos, o.data);
+            let settled = false;
+            void same.write(o.pos, o.data).then(() => (settled = true));
+            // Done before the call returned: one microtask later the promise has settled, no thread pool involved.
+            await Promise.resolve();
+            expect(settled).toBe(true);
+            expect(write).toHaveBeenCalled();
+          } else {
+            const got = await same.read(o.pos, o.len);
+            expect(read).toHaveBeenCalled();
+            expect(got.equals(await pooled.read(o.pos, o.len))).toBe(true);
+          }
+          expect(await same.size()).toBe(await pooled.size());
+        }),
+        { numRuns: 150 },
+      );
+      expect(fs.readFileSync(b).equals(fs.readFileSync(a))).toBe(true);
+    } finally {
+      read.mockRestore();
+      write.mockRestore();
+      await pooled.close();
+      await same.close();
+    }
   });
 
   it('refuses to create over an existing file and reports missing ones clearly', async () => {
