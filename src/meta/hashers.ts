@@ -5,7 +5,10 @@ import { UsageError } from '../util/errors.js';
 
 // xxhash-addon is CommonJS, loaded with require: an ESM import would first run Node's export lexer over it, about
 // 160 M instructions for the first such import in a process (util/crc32c.ts says the same of @node-rs/crc32).
-const { XXHash128, XXHash3 } = createRequire(import.meta.url)('xxhash-addon') as typeof Xxhash;
+// Loaded at the first digest, not with this module: commands that only read and write metafiles (merge's rotation)
+// import the digest lengths from here, and finding and loading the addon took 25-130 ms of their start-up.
+let addon: typeof Xxhash | null = null;
+const xxhash = (): typeof Xxhash => (addon ??= createRequire(import.meta.url)('xxhash-addon') as typeof Xxhash);
 
 /** Digest algorithms of metafiles; `sha1-16` is VhdBlockBackup's (first 16 bytes of SHA-1). */
 export type HashAlgorithm = 'xxh128' | 'sha256' | 'sha1-16';
@@ -20,7 +23,7 @@ export const DIGEST_LENGTH: Record<HashAlgorithm, number> = { xxh128: 16, sha256
 export function digestBlock(algorithm: HashAlgorithm, data: Uint8Array): Buffer {
   switch (algorithm) {
     case 'xxh128':
-      return XXHash128.hash(Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+      return xxhash().XXHash128.hash(Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
     case 'sha256':
       return createHash('sha256').update(data).digest();
     case 'sha1-16':
@@ -47,7 +50,7 @@ export function zeroDigest(algorithm: HashAlgorithm, length: number): Buffer {
 
 function streamZeros(algorithm: HashAlgorithm, length: number): Buffer {
   const h =
-    algorithm === 'xxh128' ? new XXHash128(Buffer.alloc(8)) : createHash(algorithm === 'sha256' ? 'sha256' : 'sha1');
+    algorithm === 'xxh128' ? new (xxhash().XXHash128)(Buffer.alloc(8)) : createHash(algorithm === 'sha256' ? 'sha256' : 'sha1');
   for (let done = 0; done < length; done += ZERO_PIECE.length) {
     h.update(ZERO_PIECE.subarray(0, Math.min(ZERO_PIECE.length, length - done)));
   }
@@ -77,7 +80,7 @@ export function defaultSubLevel(algorithm: HashAlgorithm): { algorithm: SubAlgor
 
 /** Digest of one sub-block. */
 export function digestSub(algorithm: SubAlgorithm, data: Uint8Array): Buffer {
-  if (algorithm === 'xxh3-64') return XXHash3.hash(Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+  if (algorithm === 'xxh3-64') return xxhash().XXHash3.hash(Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
   return createHash('sha256').update(data).digest();
 }
 

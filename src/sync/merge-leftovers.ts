@@ -5,7 +5,7 @@
  */
 import type { Location } from '../io/location.js';
 import { displayLocation, withPath } from '../io/location.js';
-import { metafileLocationFor } from '../meta/index.js';
+import { metafileLocationFor } from '../meta/metafile.js';
 import { openDisk } from '../formats/open.js';
 import { BusyError, NotFoundError } from '../util/errors.js';
 import { removePartials } from './leftovers.js';

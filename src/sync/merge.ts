@@ -3,10 +3,13 @@
  * rotates the metafile so the parent's list describes its new content. See docs/decisions/0003-merge-state.md.
  */
 import type { Disk, FormatDriver, OpenOptions, ParentExpectation, ParentOpener } from '../formats/disk.js';
-import { detectStructured, openDisk } from '../formats/open.js';
+import { detectStructured } from '../formats/open.js';
+// From the formats' index, which registers the drivers detectStructured and the parent opener choose from.
+import { openDisk } from '../formats/index.js';
 import type { Location } from '../io/location.js';
 import { displayLocation, withPath } from '../io/location.js';
-import { metafileLocationFor, readMetafile } from '../meta/index.js';
+// Modules, not the meta index: a merge does not hash, and the index would load the hashers and their native helpers.
+import { metafileLocationFor, readMetafile } from '../meta/metafile.js';
 import { chunkedParentPath, isChunkedDiff, openChunkedDiff } from './chunked-diff.js';
 import type { RandomAccessFile } from '../io/store.js';
 import { BusyError, MetafileError, NotFoundError, ParentError, UsageError } from '../util/errors.js';

@@ -4,7 +4,7 @@
  * identity in the diff's metafile (docs/metafile.md, version 2) and merge compares it before its first write.
  */
 import type { DiskIdentity } from '../formats/disk.js';
-import { identityProblem } from '../meta/index.js';
+import { identityProblem } from '../meta/fresh.js';
 
 /** What the diff side says about the parent: the identity copy recorded, else when the diff was last written. */
 export interface ParentRecord {

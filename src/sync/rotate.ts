@@ -5,7 +5,9 @@
 import type { Location } from '../io/location.js';
 import { displayLocation } from '../io/location.js';
 import { openDisk } from '../formats/open.js';
-import { hashDisk, metafileLocationFor, readMetafile, restampList, type EntryBatch } from '../meta/index.js';
+import { metafileLocationFor, readMetafile } from '../meta/metafile.js';
+import { restampList } from '../meta/restamp.js';
+import type { EntryBatch } from '../meta/entries.js';
 import { MetafileError } from '../util/errors.js';
 import type { Disk, OpenOptions } from '../formats/disk.js';
 import type { ParentRecord } from './parent-identity.js';
@@ -74,6 +76,8 @@ export async function removeDiffMetafile(diffLoc: Location): Promise<void> {
 export async function firstDifference(diffLoc: Location, parentLoc: Location, vhdSize?: OpenOptions['vhdSize']): Promise<string | null> {
   const from = metafileLocationFor(diffLoc);
   if (!(await from.store.stat(from.path))) return null;
+  // Loaded here: only a resumed merge hashes, and the hashers' modules and native helpers cost every merge start-up time.
+  const { hashDisk } = await import('../meta/hash-disk.js');
   const parent = await openDisk(parentLoc, { vhdSize });
   try {
     const list = await readMetafile(from, { virtualSize: parent.virtualSize, logicalSectorSize: parent.logicalSectorSize });
