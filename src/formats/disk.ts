@@ -15,6 +15,16 @@ export type DiskType = 'raw' | 'fixed' | 'dynamic' | 'differencing';
  */
 export type ExtentState = 'data' | 'zero' | 'unallocated';
 
+/** What a status() caller needs to know. */
+export interface StatusOptions {
+  /**
+   * Only this image's own content (depth 0) matters: a range it leaves to its parent is not looked up in the parent
+   * but reported as one extent of depth 1, state `unallocated` (merge moves depth 0 and nothing else). A disk may
+   * ignore it and answer in full: depth 0 is the same either way.
+   */
+  ownOnly?: boolean;
+}
+
 /** A run of virtual content with one state. */
 export interface Extent {
   offset: number;
@@ -89,7 +99,7 @@ export interface Disk {
   /** Reads `length` bytes of virtual content at `offset`, resolving the parent chain. */
   read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
   /** Describes [offset, offset+length) as extents, from allocation tables only. Extents are contiguous and cover the range. */
-  status(offset: number, length: number): Promise<Extent[]>;
+  status(offset: number, length: number, opts?: StatusOptions): Promise<Extent[]>;
   /** Writes virtual content; allocates blocks and sets presence bits as needed. */
   write(offset: number, data: Uint8Array): Promise<void>;
   /** Makes [offset, offset+length) read as zeros, deallocating or using zero states where the format allows. */

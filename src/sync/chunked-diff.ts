@@ -6,7 +6,7 @@
  * header of zeros. The file names no parent: its metafile's parent identity (version 2 or 3) says which image it
  * belongs to, and merge finds that image next to the diff by name (the diff's name without `_diff.chunked`).
  */
-import type { Disk, DiskIdentity, DiskInfo, Extent } from '../formats/disk.js';
+import type { Disk, DiskIdentity, DiskInfo, Extent, StatusOptions } from '../formats/disk.js';
 import type { Location } from '../io/location.js';
 import { displayLocation } from '../io/location.js';
 import type { RandomAccessFile } from '../io/store.js';
@@ -178,7 +178,7 @@ class ChunkedDiff implements Disk {
     return out.subarray(0, length);
   }
 
-  async status(offset: number, length: number): Promise<Extent[]> {
+  async status(offset: number, length: number, opts: StatusOptions = {}): Promise<Extent[]> {
     const out: Extent[] = [];
     const end = offset + length;
     let at = offset;
@@ -193,7 +193,8 @@ class ChunkedDiff implements Disk {
         i++;
       } else {
         const n = Math.min(end, f ? f.offset : end) - at;
-        for (const e of await this.parent.status(at, n)) out.push({ ...e, depth: e.depth + 1 });
+        if (opts.ownOnly) out.push({ offset: at, length: n, state: 'unallocated', depth: 1 });
+        else for (const e of await this.parent.status(at, n)) out.push({ ...e, depth: e.depth + 1 });
         at += n;
       }
     }

@@ -95,7 +95,8 @@ interface Piece {
 async function* ownPieces(diff: Disk, from: number, to = diff.virtualSize): AsyncGenerator<Piece> {
   for (let base = from; base < to; base += STATUS_WINDOW) {
     const len = Math.min(STATUS_WINDOW, to - base);
-    for (const e of await diff.status(base, len)) {
+    // The parent is not asked about what the diff leaves to it: only depth 0 moves.
+    for (const e of await diff.status(base, len, { ownOnly: true })) {
       // Only what this image itself holds moves; depth > 0 is already the parent's, `unallocated` is nobody's.
       if (e.depth !== 0 || e.state === 'unallocated') continue;
       if (e.state === 'zero') {

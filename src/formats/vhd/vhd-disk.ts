@@ -28,6 +28,7 @@ import type {
   OpenOptions,
   ParentExpectation,
   ParentOpener,
+  StatusOptions,
 } from '../disk.js';
 import { closeBoth, identityStat } from '../disk.js';
 import type { Location } from '../../io/location.js';
@@ -200,12 +201,13 @@ export class VhdDisk implements Disk {
     return out;
   }
 
-  async status(offset: number, length: number): Promise<Extent[]> {
+  async status(offset: number, length: number, opts: StatusOptions = {}): Promise<Extent[]> {
     checkRange(this, offset, length);
     const out: Extent[] = [];
     for (const s of await this.plan(offset, length)) {
       if (s.kind === 'file') pushExtent(out, { offset: s.v, length: s.n, state: 'data', depth: 0 });
       else if (s.kind === 'zero') pushExtent(out, { offset: s.v, length: s.n, state: 'unallocated', depth: 0 });
+      else if (opts.ownOnly) pushExtent(out, { offset: s.v, length: s.n, state: 'unallocated', depth: 1 });
       else {
         const p = this.requireParent();
         const avail = Math.max(0, Math.min(s.n, p.virtualSize - s.v));

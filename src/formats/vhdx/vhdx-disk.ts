@@ -3,7 +3,7 @@
  * routes every metadata update (BAT, sector bitmaps) through the log so a crash at any point leaves
  * a file that replays to a consistent state.
  */
-import type { Disk, DiskIdentity, DiskInfo, DiskType, Extent, FileRun, OpenOptions, ParentOpener } from '../disk.js';
+import type { Disk, DiskIdentity, DiskInfo, DiskType, Extent, FileRun, OpenOptions, ParentOpener, StatusOptions } from '../disk.js';
 import { closeBoth, identityStat } from '../disk.js';
 import { displayLocation, withPath, type Location } from '../../io/location.js';
 import type { RandomAccessFile } from '../../io/store.js';
@@ -381,7 +381,7 @@ export class VhdxDisk implements Disk {
     return whole ? out : null;
   }
 
-  async status(offset: number, length: number): Promise<Extent[]> {
+  async status(offset: number, length: number, opts: StatusOptions = {}): Promise<Extent[]> {
     checkRange(this, offset, length);
     const out: Extent[] = [];
     // Content this image leaves to its parent is gathered into one run and asked of the parent once per run, not
@@ -394,7 +394,8 @@ export class VhdxDisk implements Disk {
       askTo = pos + n;
     };
     const settle = async () => {
-      await this.askParent(out, askFrom, askTo);
+      if (opts.ownOnly) pushExtent(out, { offset: askFrom, length: askTo - askFrom, state: 'unallocated', depth: 1 });
+      else await this.askParent(out, askFrom, askTo);
       askFrom = askTo = 0;
     };
     // A plain loop rather than forBlocks: no closure or promise per block on the common path.

@@ -95,6 +95,12 @@ describe('VHD images', () => {
       { offset: MiB, length: 512, state: 'data', depth: 0 },
       { offset: MiB + 512, length: 3 * MiB - 512, state: 'data', depth: 1 },
     ]);
+    // ownOnly (merge): the parent is not asked; what the child leaves to it is a depth-1 placeholder.
+    expect(await child.status(0, 4 * MiB, { ownOnly: true })).toEqual([
+      { offset: 0, length: MiB, state: 'unallocated', depth: 1 },
+      { offset: MiB, length: 512, state: 'data', depth: 0 },
+      { offset: MiB + 512, length: 3 * MiB - 512, state: 'unallocated', depth: 1 },
+    ]);
     const info = await child.info();
     expect(info.parentLocators).toEqual([`W2ku: ${p('base/parent.vhd').replace(/\//g, '\\')}`, 'W2ru: ..\\base\\parent.vhd']);
     expect(info.parentUniqueId).toBe((await par.identity()).contentId);

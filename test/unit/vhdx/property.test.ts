@@ -1,8 +1,10 @@
 /** Random writes into dynamic and differencing VHDX against an in-memory model, across flushes and reopens. */
+import { jest } from '@jest/globals';
 import fc from 'fast-check';
 import * as path from 'node:path';
 import { openDisk, createDisk } from '../../../src/formats/index.js';
 import type { Disk, Extent } from '../../../src/formats/disk.js';
+import { pushExtent } from '../../../src/formats/ranges.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 
 const MiB = 1 << 20;
@@ -81,6 +83,23 @@ async function checkLayers(child: Disk, parentFile: string, window: [number, num
     if (b > a) cut.push({ ...e, offset: a, length: b - a });
   }
   expect(await child.status(from, to - from)).toEqual(cut);
+  // ownOnly (merge): depth 0 as in the full answer, each run left to the parent one depth-1 placeholder, and the
+  // parent never asked.
+  const asked = jest.spyOn(child.parent!, 'status');
+  try {
+    expect(await child.status(0, child.virtualSize, { ownOnly: true })).toEqual(ownView(whole));
+    expect(await child.status(from, to - from, { ownOnly: true })).toEqual(ownView(cut));
+    expect(asked).not.toHaveBeenCalled();
+  } finally {
+    asked.mockRestore();
+  }
+}
+
+/** A full status answer as an ownOnly one reads: what lies deeper than depth 0 becomes depth-1 `unallocated` runs. */
+function ownView(full: Extent[]): Extent[] {
+  const out: Extent[] = [];
+  for (const e of full) pushExtent(out, e.depth === 0 ? e : { offset: e.offset, length: e.length, state: 'unallocated', depth: 1 });
+  return out;
 }
 
 test('dynamic VHDX (512 and 4096-byte sectors) behaves like a flat buffer', async () => {
