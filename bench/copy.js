@@ -12,7 +12,7 @@
 // Prints a Markdown table and the diff's size (apparent and du). VHDSYNC_BIN: a private build (bench/lib.js).
 import { closeSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { BIN, PIECE, benchDir, distinctRandom, flag, header, opt, randomFile, rewritePieces, sh, timedRuns } from './lib.js';
+import { BIN, PIECE, PYTHON, benchDir, distinctRandom, flag, header, opt, randomFile, rewritePieces, sh, timedRuns } from './lib.js';
 
 const RUNS = Number(opt('--runs', 3));
 const DIR = benchDir('vhdsync-bench-copy');
@@ -69,7 +69,7 @@ for line in open(sys.argv[3]):
     off = int(line); os.pwrite(dst, os.pread(src, ${PIECE}, off), off)
 os.fsync(dst); os.close(dst)
 `;
-const limit = timed('python3', ['-c', limitScript, source, limitOut, f('ranges.txt')], () => rmSync(limitOut, { force: true }));
+const limit = timed(PYTHON, ['-c', limitScript, source, limitOut, f('ranges.txt')], () => rmSync(limitOut, { force: true }));
 
 const row = (name, r, extra = '') => console.log(`| ${name} | ${r.seconds.toFixed(2)} s (${r.min.toFixed(2)}-${r.max.toFixed(2)}) | ${extra} |`);
 console.log('| what | median (min-max) | notes |');

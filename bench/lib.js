@@ -13,6 +13,18 @@ export const GiB = 1 << 30;
 export const PIECE = 64 << 10;
 /** The CLI under test; VHDSYNC_BIN names a private build (the shared dist/ may be rebuilt by others mid-run). */
 export const BIN = process.env.VHDSYNC_BIN ?? path.resolve('bin/vhdsync.js');
+/**
+ * The python3 interpreter itself, as the peers' plain programs run it: on PATH there may be a version manager's shim
+ * instead (pyenv's is a bash script that forks several processes: 0.15-0.2 s per start here, 0.01-0.06 s for the
+ * interpreter), which a peer measured through it would be charged for.
+ */
+export const PYTHON = (() => {
+  try {
+    return execFileSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).trim() || 'python3';
+  } catch {
+    return 'python3';
+  }
+})();
 /** Another build (e.g. main before a change) that benches supporting it run beside BIN, interleaved, in every row. */
 export const BIN_BEFORE = process.env.VHDSYNC_BIN_BEFORE;
 /** The builds a row runs: BIN as 'ours', and BIN_BEFORE as 'before' when set. */

@@ -14,7 +14,7 @@
 // VHDSYNC_BIN: a private build (bench/lib.js).
 import { closeSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { BIN, PIECE, benchDir, distinctRandom, flag, header, median, opt, randomFile, rewritePieces, run, sh } from './lib.js';
+import { BIN, PIECE, PYTHON, benchDir, distinctRandom, flag, header, median, opt, randomFile, rewritePieces, run, sh } from './lib.js';
 
 const RUNS = Number(opt('--runs', 5));
 const DIR = benchDir('vhdsync-bench-overview');
@@ -120,7 +120,7 @@ os.fsync(dst); os.close(dst)
 `;
   const peer = haveRsync
     ? ['rsync', ['--inplace', '--no-whole-file', source, oldCopy], () => sh('cp', [raw, oldCopy])]
-    : ['python3', ['-c', limitScript, source, limitOut, f('ranges.txt')], () => rmSync(limitOut, { force: true })];
+    : [PYTHON, ['-c', limitScript, source, limitOut, f('ranges.txt')], () => rmSync(limitOut, { force: true })];
   const [ours, other] = race([[node, [BIN, 'copy', '--json', source, vhdx], rmDiff], peer]);
   const s = JSON.parse(ours.out);
   row('`copy`, 1% changed in 64 KiB pieces, 64 KiB metafiles', ours, haveRsync ? '`rsync --inplace --no-whole-file`' : 'physical limit (rsync not installed)', other, haveRsync ? '>= 10x faster (<= 0.1x)' : '');
@@ -144,7 +144,7 @@ os.fsync(dst); os.close(dst)
   const [m, kept, plain, unlinked] = race([
     [node, [BIN, 'merge', '--json', diff], restore],
     [node, [BIN, 'merge', '--json', '--keep-diff', diff], restore],
-    ['python3', ['-c', limitScript, source, limitOut, f('ranges.txt')], () => {
+    [PYTHON, ['-c', limitScript, source, limitOut, f('ranges.txt')], () => {
       rmSync(limitOut, { force: true });
       sh('sync', []);
     }],
