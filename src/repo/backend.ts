@@ -28,6 +28,8 @@ export interface WrittenPoint<T> {
   parent: string | null;
   /** What the fill callback returned. */
   result: T;
+  /** The size of the point's image when the backend knows it without asking (pointSize otherwise). */
+  imageBytes?: number;
 }
 
 /**

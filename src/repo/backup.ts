@@ -204,7 +204,7 @@ export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: 
       after = { id, generation: m.generation, step: 'the retention step (--keep) did not finish', advice: 'the next backup with it, or a prune, applies it' };
       const pruned = opts.retention ? await applyPolicy(session, m, opts.retention) : { dropped: [], removed: [] };
       after = { ...after, step: 'reading its stored size failed', advice: 'nothing else is left to do' };
-      const imageBytes = (await repo.pointSize(disk, point)) ?? 0;
+      const imageBytes = written.imageBytes ?? (await repo.pointSize(disk, point)) ?? 0;
       after = { ...after, step: 'closing the source failed' };
       return {
         disk,

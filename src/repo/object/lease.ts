@@ -88,6 +88,8 @@ export class DiskLease implements WriteFence {
    * would fail and give up a live lease.
    */
   private unsure: LeaseRecord | null = null;
+  /** The deletion of the generations below ours, started by take(); release() waits for it. */
+  private cleanup: Promise<void> = Promise.resolve();
 
   private constructor(
     private readonly store: ObjectStore,
@@ -103,8 +105,11 @@ export class DiskLease implements WriteFence {
     this.timer.unref();
   }
 
-  /** Takes disk `disk`'s lease for `op`, or throws BusyError naming the holder. */
-  static async take(store: ObjectStore, disk: string, op: string, timing: LeaseTiming = LEASE_TIMING): Promise<DiskLease> {
+  /**
+   * Takes disk `disk`'s lease for `op`, or throws BusyError naming the holder. `writable`: what must succeed before
+   * the lease is written (the store's conditional writes checked); the reads before it go meanwhile.
+   */
+  static async take(store: ObjectStore, disk: string, op: string, timing: LeaseTiming = LEASE_TIMING, writable: Promise<void> = Promise.resolve()): Promise<DiskLease> {
     if (!(2 * timing.authorityMs < timing.leaseMs && timing.renewMs < timing.authorityMs)) throw new Error('lease timing: need renewal < authority < lease / 2');
     for (let attempt = 0; ; attempt++) {
       if (attempt >= MAX_LOOKS) throw new BusyError(`the lease of disk '${disk}' kept changing while it was read (${MAX_LOOKS} looks): retry`, `${store.display}/${leasePrefix(disk)}`);
@@ -134,6 +139,7 @@ export class DiskLease implements WriteFence {
       const started = performance.now();
       const now = new Date().toISOString();
       const record: LeaseRecord = { format: 'vhdsync-lease', ...ownIdentity(), op, token: randomBytes(8).toString('hex'), since: now, renewed: now, renewals: 0, leaseMs: timing.leaseMs, released: false };
+      await writable;
       let etag: string;
       try {
         etag = (await store.put(leaseKey(disk, next), serialize(record), { ifNoneMatch: '*' })).etag;
@@ -144,13 +150,17 @@ export class DiskLease implements WriteFence {
         throw busy(store, disk, winner);
       }
       const lease = new DiskLease(store, disk, next, record, etag, timing, started);
-      // Older generations are history now; a failure here only leaves them for the next holder.
-      const old: string[] = [];
-      for await (const o of store.list(leasePrefix(disk))) {
-        const g = parseGeneration(o.key.slice(leasePrefix(disk).length));
-        if (g !== null && g < next) old.push(o.key);
-      }
-      await store.delete(old).catch(() => {});
+      // Older generations are history now; a failure here only leaves them for the next holder. Nothing waits for
+      // it but release(): removing them decides nothing (the newest generation is the lease), and the holder's
+      // first requests need not queue behind a listing and a delete (two answers with a body each).
+      lease.cleanup = (async () => {
+        const old: string[] = [];
+        for await (const o of store.list(leasePrefix(disk))) {
+          const g = parseGeneration(o.key.slice(leasePrefix(disk).length));
+          if (g !== null && g < next) old.push(o.key);
+        }
+        await store.delete(old);
+      })().catch(() => {});
       return lease;
     }
   }
@@ -257,6 +267,7 @@ export class DiskLease implements WriteFence {
   /** Marks the lease released (the next run takes it at once); a lapsed lease is left to expire. */
   async release(): Promise<void> {
     clearInterval(this.timer);
+    await this.cleanup;
     await this.renewing;
     if (this.lost || performance.now() >= this.deadline) return;
     this.lost = 'released';

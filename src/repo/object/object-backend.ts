@@ -144,9 +144,18 @@ export class ObjectRepository implements RepoBackend {
     );
   }
 
+  /**
+   * The map openPoint read last, for the next readMap of the same point to take instead of reading it again (once):
+   * a backup opens its base point (checkFresh), then derives the new point's map from it. Maps are never rewritten.
+   */
+  private opened: { key: string; map: PointMap } | null = null;
+
   /** A point's map, checked; a damage error naming the point when missing or unreadable. */
   async readMap(disk: string, point: RestorePoint): Promise<PointMap> {
     const key = diskPrefix(disk) + point.image;
+    const opened = this.opened;
+    this.opened = null;
+    if (opened?.key === key && opened.map.virtualSize === point.virtualSize) return opened.map;
     // At most a map of this disk size at the smallest block size: the read is sized by the manifest, not the store.
     const limit = mapLimitFor(point.virtualSize);
     const bytes = await getAtMost(this.store, key, limit);
@@ -161,6 +170,7 @@ export class ObjectRepository implements RepoBackend {
   async openPoint(disk: string, point: RestorePoint): Promise<Disk> {
     const map = await this.readMap(disk, point);
     const key = diskPrefix(disk) + point.image;
+    this.opened = { key, map };
     return new PointDisk(map, { store: this.store, diskPrefix: diskPrefix(disk), pointId: point.id, location: { store: new MemoryStore(this.name('')), path: key }, readAhead: this.readAhead });
   }
 
@@ -279,8 +289,17 @@ export class ObjectRepository implements RepoBackend {
 
   async lockDisk(disk: string, op: string): Promise<DiskSession> {
     checkDiskName(disk);
-    await this.probeConditions();
-    const lease = await DiskLease.take(this.store, disk, op, this.lease);
+    // The probe's refused writes and the lease's reads go at once (one round trip less): take() writes nothing
+    // before the probe has passed, and a store that failed it is reported rather than what take() ran into.
+    const probed = this.probeConditions();
+    probed.catch(() => {});
+    let lease: DiskLease;
+    try {
+      lease = await DiskLease.take(this.store, disk, op, this.lease, probed);
+    } catch (err) {
+      await probed;
+      throw err;
+    }
     return new ObjectDiskSession(this, disk, op, lease);
   }
 }

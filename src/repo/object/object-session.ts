@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { DiskIdentity } from '../../formats/disk.js';
 import { fencedStore } from '../../io/fenced-store.js';
 import { MemoryStore } from '../../io/memory-store.js';
-import type { ObjectStore } from '../../io/object-store.js';
+import type { ObjectInfo, ObjectStore } from '../../io/object-store.js';
 import { readMetafile, writableFields, writeMetafile } from '../../meta/index.js';
 import { AlreadyExistsError, ConflictError, ManifestWrittenError, RepositoryDamageError, UnprovenPointError, UnsupportedError, VhdsyncError } from '../../util/errors.js';
 import type { DiskSession, PointFill, PointName, PointSpec, WrittenPoint } from '../backend.js';
@@ -40,6 +40,11 @@ export class ObjectDiskSession implements DiskSession {
   private keepStrayBlocks: boolean;
   /** The disk's block objects (hash, size) as the sweep of a backup listed them, for its point to reuse (once). */
   private listedBlocks: Map<string, number> | null = null;
+  /**
+   * The listing of the disk's objects recordLater made in a backup, for the sweep that follows to use instead of
+   * listing again (once, and only for the manifest recordLater returned unchanged: no later point was found in it).
+   */
+  private settleListing: { m: DiskManifest; objects: ObjectInfo[] } | null = null;
 
   constructor(
     private readonly repo: ObjectRepository,
@@ -198,9 +203,10 @@ export class ObjectDiskSession implements DiskSession {
     this.check();
     await this.store.put(this.prefix + pointListName(id), lists.contents('point.list')!, { ifNoneMatch: '*' });
     this.check();
-    await this.store.put(mapKey, map.serialize(createdMs), { ifNoneMatch: '*' });
+    const mapBytes = map.serialize(createdMs);
+    await this.store.put(mapKey, mapBytes, { ifNoneMatch: '*' });
     this.keepStrayBlocks = false;
-    return { image: pointMapName(id), kind, parent: null, result };
+    return { image: pointMapName(id), kind, parent: null, result, imageBytes: mapBytes.length };
   }
 
   async fold(drop: PointName): Promise<void> {
@@ -231,19 +237,26 @@ export class ObjectDiskSession implements DiskSession {
     // The blocks a later point references must exist (a holder that slept past its lease may write its map after a
     // prune swept them): the same listing goes on into `blocks/` only when there is a later point to check.
     const blocks = new Set<string>();
+    // A backup's sweep lists the same objects right after this: it takes this listing instead (one listing of the
+    // blocks, not two). Otherwise the listing stops at the blocks when there is no later point to check.
+    const objects: ObjectInfo[] | null = this.keepStrayBlocks && !repairing ? [] : null;
     for await (const o of this.store.list(this.prefix)) {
+      objects?.push(o);
       const name = o.key.slice(this.prefix.length);
       // Listings are in key order and point ids start with a digit: every map comes before `blocks/`.
       const block = parseBlockName(name);
       if (block !== null) {
-        if (!ids.length) break;
+        if (!ids.length && !objects) break;
         blocks.add(block);
         continue;
       }
       const id = parseMapName(name);
       if (id !== null && pastManifest(m, id)) ids.push(id);
     }
-    if (!ids.length) return m;
+    if (!ids.length) {
+      if (objects) this.settleListing = { m, objects };
+      return m;
+    }
     ids.sort(byId);
     let proven: Proven;
     try {
@@ -286,7 +299,11 @@ export class ObjectDiskSession implements DiskSession {
         break;
       }
     }
-    for await (const o of this.store.list(this.prefix)) {
+    // recordLater's listing, when it found no later point: what appeared since then is left for the next sweep (a
+    // later map among it is a takeover, which the manifest writes and each batch of deletes below look for).
+    const listed = this.settleListing?.m === m ? this.settleListing.objects : null;
+    this.settleListing = null;
+    for await (const o of listed ?? this.store.list(this.prefix)) {
       const name = o.key.slice(this.prefix.length);
       const block = parseBlockName(name);
       if (block !== null) blocks?.set(block, o.size);

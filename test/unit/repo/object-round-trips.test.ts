@@ -1,0 +1,134 @@
+/**
+ * What an incremental backup to an object repository costs in requests, and in round trips before its first block
+ * is sent: on a real endpoint each answer with a body costs a round trip or more (radosgw with Nagle on: ~50 ms),
+ * so requests that need not wait for each other go at once (docs/performance.md, "Repositories on object storage").
+ */
+import { closeSync, openSync, writeSync } from 'node:fs';
+import * as path from 'node:path';
+import '../../../src/formats/index.js';
+import type { ObjectInfo, ObjectRange, PutConditions, WriteFence } from '../../../src/io/object-store.js';
+import { parseLocation } from '../../../src/io/location.js';
+import { backupDisk } from '../../../src/repo/index.js';
+import { ObjectRepository } from '../../../src/repo/object/object-backend.js';
+import { MemoryObjectStore } from '../../helpers/memory-object-store.js';
+import { makeTempDir } from '../../helpers/tmp.js';
+import { restoredObjectSha } from '../../repo/object-helpers.js';
+import { rawDisk, sha256File } from '../../repo/repo-helpers.js';
+
+const BLOCK = 16 << 10;
+const BLOCKS = 32;
+
+/** A request as the store saw it: its round trip counts the requests that had to finish before it started. */
+interface Request {
+  op: 'get' | 'head' | 'put' | 'list' | 'delete';
+  key: string;
+  round: number;
+}
+
+/**
+ * A memory store whose every request takes a turn of the event loop, so that requests sent together are in flight
+ * together; each is numbered by the longest chain of requests that finished before it started (its round trip).
+ */
+class RoundTripStore extends MemoryObjectStore {
+  readonly requests: Request[] = [];
+  private finished = 0;
+
+  /** Forgets the requests so far: the next one is round 1. */
+  reset(): void {
+    this.requests.length = 0;
+    this.finished = 0;
+  }
+
+  private async request<T>(op: Request['op'], key: string, run: () => Promise<T>): Promise<T> {
+    const round = this.finished + 1;
+    this.requests.push({ op, key, round });
+    await new Promise((resolve) => setImmediate(resolve));
+    try {
+      return await run();
+    } finally {
+      this.finished = Math.max(this.finished, round);
+    }
+  }
+
+  override get(key: string, range?: ObjectRange): Promise<Buffer | null> {
+    return this.request('get', key, () => super.get(key, range));
+  }
+
+  override head(key: string): Promise<ObjectInfo | null> {
+    return this.request('head', key, () => super.head(key));
+  }
+
+  override put(key: string, body: Uint8Array, conditions?: PutConditions): Promise<{ etag: string }> {
+    return this.request('put', key, () => super.put(key, body, conditions));
+  }
+
+  override delete(keys: readonly string[], fence?: WriteFence): Promise<void> {
+    return this.request('delete', keys.join(','), () => super.delete(keys, fence));
+  }
+
+  override async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    // One page: the whole listing is one request.
+    const page = await this.request('list', prefix, async () => {
+      const out: ObjectInfo[] = [];
+      for await (const o of super.list(prefix)) out.push(o);
+      return out;
+    });
+    yield* page;
+  }
+}
+
+describe('object repository round trips', () => {
+  let tmp: ReturnType<typeof makeTempDir>;
+  beforeAll(() => (tmp = makeTempDir('vhdsync-objrounds-')));
+  afterAll(() => tmp.cleanup());
+
+  it('an incremental sends its first block in round trip 12 (15 requests before it), and records it in 6 more', async () => {
+    const src = rawDisk(path.join(tmp.dir, 'src.raw'), BLOCK * BLOCKS, Array.from({ length: BLOCKS }, (_, b): [number, number, number] => [b * BLOCK, BLOCK, b + 1]));
+    const store = new RoundTripStore();
+    const repo = new ObjectRepository(store);
+    await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK });
+    await backupDisk(new ObjectRepository(store), await parseLocation(src), 'vm', { blockSize: BLOCK });
+    const fd = openSync(src, 'r+');
+    writeSync(fd, Buffer.alloc(100, 0xee), 0, 100, 7 * BLOCK + 3);
+    closeSync(fd);
+    store.reset();
+    // A new repository object, as each CLI run has: nothing is known of the store yet.
+    const s = await backupDisk(new ObjectRepository(store), await parseLocation(src), 'vm', { blockSize: BLOCK });
+    expect(s.changedBytes).toBe(BLOCK);
+    // Within a round trip, in a fixed order (the order they went in is the event loop's).
+    const seen = store.requests
+      .map((r) => `${String(r.round).padStart(2)} ${r.op} ${r.key.replace(/[0-9a-f]{64}/, 'HASH').replace(/\d{8}T\d{6}Z(-\d+)?/g, 'ID')}`)
+      .sort();
+    const first = seen.findIndex((r) => r.includes('/blocks/'));
+    expect(seen.slice(0, first + 1)).toEqual([
+      ' 1 get vhdsync-repository.json',
+      // The probe of conditional writes and the lease's reads at once; the lease is written after both.
+      ' 2 list leases/vm/',
+      ' 2 put vhdsync-repository.json',
+      ' 2 put vhdsync-repository.json',
+      ' 3 head leases/vm/000000000002.json',
+      ' 4 get leases/vm/000000000002.json',
+      ' 5 put leases/vm/000000000003.json',
+      // The deletion of the older lease generation goes on beside the manifest's reads.
+      ' 6 list leases/vm/',
+      ' 6 list manifests/vm/',
+      ' 7 delete leases/vm/000000000002.json',
+      ' 7 get manifests/vm/000000000003.json',
+      // One listing of the disk's objects: recordLater's, which the sweep and the point reuse.
+      ' 8 list disks/vm/',
+      ' 9 list manifests/vm/',
+      '10 get disks/vm/ID.list',
+      '11 get disks/vm/ID.map',
+      '12 put disks/vm/blocks/HASH',
+    ]);
+    expect(seen.slice(first + 1)).toEqual([
+      '13 put disks/vm/ID.list',
+      '14 put disks/vm/ID.map',
+      '15 put manifests/vm/000000000004.json',
+      '16 list manifests/vm/',
+      '17 delete manifests/vm/000000000003.json',
+      '18 put leases/vm/000000000003.json',
+    ]);
+    expect(await restoredObjectSha(repo, 'vm', s.point, tmp.dir)).toBe(sha256File(src));
+  });
+});
