@@ -13,7 +13,13 @@ import { newPointId } from './names.js';
 import { applyPolicy, settle } from './prune.js';
 import { checkPolicy, type RetentionPolicy } from './retention.js';
 import { lockDiskWaiting, type LockWait } from './wait.js';
-import { openSource, sourceName, type BackupSource, type OpenedSource } from './source.js';
+import { isStream, openSource, sourceName, type BackupSource, type OpenedSource } from './source.js';
+
+/**
+ * Blocks of a disk whose incremental starts hashing before the sweep (repo/early-pass.ts): its list then waits in
+ * memory, a few MiB at most (32 GiB at 2 MiB blocks).
+ */
+const EARLY_MAX_BLOCKS = 16384;
 
 /** Options for backupDisk. */
 export interface BackupOptions {
@@ -138,93 +144,101 @@ export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: 
   let after: { id: string; generation: number; step: string; advice: string } | null = null;
   try {
     const existing = (await repo.readManifest(disk)) ?? (await firstManifest(repo, session, disk, opts));
-    const settled = await settle(session, existing);
-    // A disk without points (its first backup failed, e.g. on a mistyped source, after the first manifest was
-    // written) has no settings to keep yet: this run's are the ones its first point will have.
-    let m = settled.manifest.points.length ? settled.manifest : { ...settled.manifest, ...runSettings(opts) };
-    const src = await openSource(source, opts.open);
-    const { base, list, note } = await baseOf(repo, disk, m, src, Boolean(opts.full)).catch(async (err) => {
-      await src.close();
-      throw err;
-    });
+    // An image is opened now, and an incremental's hashing starts, beside the settling's and baseOf's requests; the
+    // pass takes it over when the point does build on the newest one with these settings. Its list waits in memory:
+    // not for huge disks. A stream is opened only when it is read at once (an idle export may time out).
+    let opened = isStream(source) ? null : await openSource(source, opts.open);
     try {
-      checkPointable(src);
-      const time = opts.now?.() ?? new Date();
-      const id = newPointId(time, m.points.map((p) => p.id));
-      const stats = { changedBytes: 0, dataBytes: 0, zeroBytes: 0, bytesRead: 0 };
-      const spec = { base, reflink: opts.reflink ?? 'auto', virtualSize: src.virtualSize, logicalSectorSize: src.logicalSectorSize, blockSize: m.blockSize } as const;
-      const hash = m.hash;
-      const blockSize = m.blockSize;
-      const written = await session.writePoint(id, spec, async (image, listAt) => {
-        const cursor = list ? new DigestCursor(list) : null;
-        opts.onTotal?.(src.virtualSize);
-        await src.pass({
-          algorithm: hash,
-          blockSize,
-          target: listAt,
-          // An incremental sends the changed blocks only: the others need not be read beside being hashed.
-          fewBlocks: cursor !== null,
-          onProgress: opts.onProgress,
-          onBlock: async (b) => {
-            if (b.read) stats.bytesRead += b.length;
-            if (cursor) {
-              if (b.digest.equals(await cursor.digest(b.index))) return;
-            } else if (b.state !== 'data') {
-              return; // a new full image reads zeros already
-            }
-            stats.changedBytes += b.length;
-            if (b.state === 'data') {
-              await image.write(b.offset, await b.bytes());
-              stats.dataBytes += b.length;
-            } else {
-              await image.writeZeroes(b.offset, b.length);
-              stats.zeroBytes += b.length;
-            }
-          },
-        });
-      });
-      const point: RestorePoint = {
-        id,
-        time: time.toISOString(),
-        image: written.image,
-        kind: written.kind,
-        parent: written.parent,
-        virtualSize: src.virtualSize,
-        changedBytes: stats.changedBytes,
-        source: sourceName(source),
-      };
-      // The point exists from this write on, and only from it: whatever fails after its create says so (exit 3).
-      m = { ...m, generation: m.generation + 1, points: [...m.points, point] };
-      try {
-        await session.writeManifest(m);
-      } catch (err) {
-        if (err instanceof ManifestWrittenError) throw new RecordedError(`${recorded(repo, disk, id, err.generation)}, but ${err.unfinished}`, repo.display);
-        throw err;
+      const newest = existing.points.at(-1);
+      if (opened && newest && !opts.full && newest.virtualSize === opened.virtualSize && opened.virtualSize / existing.blockSize <= EARLY_MAX_BLOCKS) {
+        await opened.hashEarly?.(existing.hash, existing.blockSize);
       }
-      after = { id, generation: m.generation, step: 'the retention step (--keep) did not finish', advice: 'the next backup with it, or a prune, applies it' };
-      const pruned = opts.retention ? await applyPolicy(session, m, opts.retention) : { dropped: [], removed: [] };
-      after = { ...after, step: 'reading its stored size failed', advice: 'nothing else is left to do' };
-      const imageBytes = written.imageBytes ?? (await repo.pointSize(disk, point)) ?? 0;
-      after = { ...after, step: 'closing the source failed' };
-      return {
-        disk,
-        source: point.source,
-        point: id,
-        time: point.time,
-        kind: point.kind,
-        parent: point.parent,
-        virtualSize: point.virtualSize,
-        ...stats,
-        imageBytes,
-        note,
-        dropped: pruned.dropped,
-        finishedInterrupted: settled.finished,
-        removed: [...settled.removed, ...pruned.removed],
-        seconds: (Date.now() - started) / 1000,
-      };
+      const settled = await settle(session, existing);
+      // A disk without points (its first backup failed, e.g. on a mistyped source, after the first manifest was
+      // written) has no settings to keep yet: this run's are the ones its first point will have.
+      let m = settled.manifest.points.length ? settled.manifest : { ...settled.manifest, ...runSettings(opts) };
+      const src = (opened ??= await openSource(source, opts.open));
+      const { base, list, note } = await baseOf(repo, disk, m, src, Boolean(opts.full));
+      try {
+        checkPointable(src);
+        const time = opts.now?.() ?? new Date();
+        const id = newPointId(time, m.points.map((p) => p.id));
+        const stats = { changedBytes: 0, dataBytes: 0, zeroBytes: 0, bytesRead: 0 };
+        const spec = { base, reflink: opts.reflink ?? 'auto', virtualSize: src.virtualSize, logicalSectorSize: src.logicalSectorSize, blockSize: m.blockSize } as const;
+        const hash = m.hash;
+        const blockSize = m.blockSize;
+        const written = await session.writePoint(id, spec, async (image, listAt) => {
+          const cursor = list ? new DigestCursor(list) : null;
+          opts.onTotal?.(src.virtualSize);
+          await src.pass({
+            algorithm: hash,
+            blockSize,
+            target: listAt,
+            // An incremental sends the changed blocks only: the others need not be read beside being hashed.
+            fewBlocks: cursor !== null,
+            onProgress: opts.onProgress,
+            onBlock: async (b) => {
+              if (b.read) stats.bytesRead += b.length;
+              if (cursor) {
+                if (b.digest.equals(await cursor.digest(b.index))) return;
+              } else if (b.state !== 'data') {
+                return; // a new full image reads zeros already
+              }
+              stats.changedBytes += b.length;
+              if (b.state === 'data') {
+                await image.write(b.offset, await b.bytes());
+                stats.dataBytes += b.length;
+              } else {
+                await image.writeZeroes(b.offset, b.length);
+                stats.zeroBytes += b.length;
+              }
+            },
+          });
+        });
+        const point: RestorePoint = {
+          id,
+          time: time.toISOString(),
+          image: written.image,
+          kind: written.kind,
+          parent: written.parent,
+          virtualSize: src.virtualSize,
+          changedBytes: stats.changedBytes,
+          source: sourceName(source),
+        };
+        // The point exists from this write on, and only from it: whatever fails after its create says so (exit 3).
+        m = { ...m, generation: m.generation + 1, points: [...m.points, point] };
+        try {
+          await session.writeManifest(m);
+        } catch (err) {
+          if (err instanceof ManifestWrittenError) throw new RecordedError(`${recorded(repo, disk, id, err.generation)}, but ${err.unfinished}`, repo.display);
+          throw err;
+        }
+        after = { id, generation: m.generation, step: 'the retention step (--keep) did not finish', advice: 'the next backup with it, or a prune, applies it' };
+        const pruned = opts.retention ? await applyPolicy(session, m, opts.retention) : { dropped: [], removed: [] };
+        after = { ...after, step: 'reading its stored size failed', advice: 'nothing else is left to do' };
+        const imageBytes = written.imageBytes ?? (await repo.pointSize(disk, point)) ?? 0;
+        after = { ...after, step: 'closing the source failed' };
+        return {
+          disk,
+          source: point.source,
+          point: id,
+          time: point.time,
+          kind: point.kind,
+          parent: point.parent,
+          virtualSize: point.virtualSize,
+          ...stats,
+          imageBytes,
+          note,
+          dropped: pruned.dropped,
+          finishedInterrupted: settled.finished,
+          removed: [...settled.removed, ...pruned.removed],
+          seconds: (Date.now() - started) / 1000,
+        };
+      } finally {
+        await list?.close();
+      }
     } finally {
-      await list?.close();
-      await src.close();
+      await opened?.close();
     }
   } catch (err) {
     if (!after || !(err instanceof VhdsyncError)) throw err;

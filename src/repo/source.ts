@@ -9,6 +9,7 @@ import { displayLocation, type Location } from '../io/location.js';
 import { createMetafile, digestBlock, hashesDirectly, writeMetafile, zeroDigest, type HashedBlock } from '../meta/index.js';
 import type { ContentSource } from '../stream/index.js';
 import { ContentChangedError, UnsupportedError } from '../util/errors.js';
+import { EarlyPass } from './early-pass.js';
 import { isAllZero } from '../util/struct.js';
 
 /** A stream opened only once the backup holds the disk's lock (so a wait for the lock never stalls a request). */
@@ -54,6 +55,11 @@ export interface OpenedSource {
   readonly virtualSize: number;
   readonly logicalSectorSize: number;
   pass(opts: PassOptions): Promise<void>;
+  /**
+   * Starts hashing for a pass of `fewBlocks` with these settings now, beside the backup's other work (a local image
+   * on the direct path only; repo/early-pass.ts). pass() takes it over when asked for the same; else it is dropped.
+   */
+  hashEarly?(algorithm: PassOptions['algorithm'], blockSize: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -77,13 +83,24 @@ const STREAM_IDENTITY: DiskIdentity = { format: 'raw', contentId: '', timestamp:
 export async function openSource(source: BackupSource, open?: OpenOptions): Promise<OpenedSource> {
   if (!isStream(source)) {
     const disk = await openDisk(source, open);
+    let early: EarlyPass | null = null;
+    const dropEarly = async () => {
+      const e = early;
+      early = null;
+      await e?.drop();
+    };
     return {
       display: displayLocation(source),
       virtualSize: disk.virtualSize,
       logicalSectorSize: disk.logicalSectorSize,
+      hashEarly: async (algorithm, blockSize) => {
+        if (!early && (await hashesDirectly(disk))) early = new EarlyPass(disk, algorithm, blockSize);
+      },
       // The identity taken before and after the pass refuses an image that changed under it (createMetafile).
       pass: async (o) => {
-        const later = o.fewBlocks === true && (await hashesDirectly(disk));
+        const taken = o.fewBlocks === true && early?.algorithm === o.algorithm && early.blockSize === o.blockSize ? early : null;
+        if (!taken) await dropEarly();
+        const later = taken !== null || (o.fewBlocks === true && (await hashesDirectly(disk)));
         let scratch: Buffer | null = null;
         // A block read again must still be the one hashed: the list records that digest, the point these bytes.
         const reread = (b: HashedBlock) => async () => {
@@ -95,9 +112,16 @@ export async function openSource(source: BackupSource, open?: OpenOptions): Prom
           return data;
         };
         const onBlock = later ? (b: HashedBlock) => o.onBlock(Object.assign(b, { bytes: reread(b) })) : (b: HashedBlock) => o.onBlock(carried(b));
-        await createMetafile(disk, { algorithm: o.algorithm, blockSize: o.blockSize, target: o.target, onBlock, withData: !later, onProgress: o.onProgress });
+        if (taken) await taken.drain(o.target, onBlock, o.onProgress);
+        else await createMetafile(disk, { algorithm: o.algorithm, blockSize: o.blockSize, target: o.target, onBlock, withData: !later, onProgress: o.onProgress });
       },
-      close: () => disk.close(),
+      close: async () => {
+        try {
+          await dropEarly();
+        } finally {
+          await disk.close();
+        }
+      },
     };
   }
   const opened = await source.open();
