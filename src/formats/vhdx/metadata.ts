@@ -64,8 +64,11 @@ export function itemsEnd(start: Buffer): number {
   return end;
 }
 
-/** Parses the table at the start of the metadata region, bounding every item by the region's length. */
-export function parseTable(region: Buffer, subject?: string): MetadataEntry[] {
+/**
+ * Parses the table at the start of the metadata region, bounding every item by the region's length: `regionLength`
+ * when only the region's first bytes are given (they must then hold every item the table names: see itemsEnd).
+ */
+export function parseTable(region: Buffer, subject?: string, regionLength = region.length): MetadataEntry[] {
   if (region.length < METADATA_TABLE_SIZE) throw new CorruptImageError('metadata region is smaller than its table', subject);
   if (!region.subarray(0, 8).equals(SIGNATURE)) throw new CorruptImageError('metadata table signature is not "metadata"', subject);
   const count = region.readUInt16LE(10);
@@ -83,7 +86,7 @@ export function parseTable(region: Buffer, subject?: string): MetadataEntry[] {
       isRequired: (flags & 4) !== 0,
     };
     // A zero-length item has offset 0 by the spec and occupies nothing.
-    if (e.length > 0 && (e.offset < METADATA_TABLE_SIZE || e.offset + e.length > region.length)) {
+    if (e.length > 0 && (e.offset < METADATA_TABLE_SIZE || e.offset + e.length > regionLength)) {
       throw new CorruptImageError(`metadata item ${e.itemId} at ${e.offset}+${e.length} lies outside the metadata region`, subject);
     }
     if (!e.isUser && entries.some((x) => !x.isUser && x.itemId === e.itemId)) {
@@ -102,9 +105,12 @@ export function parseTable(region: Buffer, subject?: string): MetadataEntry[] {
   return entries;
 }
 
-/** Parses the system items of a metadata region and checks their values. */
-export function parse(region: Buffer, subject?: string): VhdxMetadata {
-  const entries = parseTable(region, subject);
+/** Parses the system items of a metadata region (or of its first bytes, as parseTable) and checks their values. */
+export function parse(region: Buffer, subject?: string, regionLength = region.length): VhdxMetadata {
+  const entries = parseTable(region, subject, regionLength);
+  if (region.length < regionLength && entries.some((e) => e.offset + e.length > region.length)) {
+    throw new Error('metadata items past the bytes given: read the whole region');
+  }
   const item = (id: string, size: number | null, required: boolean): Buffer | null => {
     const e = entries.find((x) => !x.isUser && x.itemId === id);
     if (!e) {

@@ -147,11 +147,11 @@ export async function readLayout(file: RandomAccessFile, subject: string, writab
     view.read(metaRegion.fileOffset, Math.min(metaRegion.length, META_READ_AHEAD)),
     view.read(batRegion.fileOffset, Math.min(batRegion.length, BAT_READ_AHEAD)),
   ]);
-  const metaBytes =
+  // Items within the bytes read are parsed there, bounded by the region's length (no 1 MiB copy per open).
+  const meta =
     md.itemsEnd(metaStart) <= metaStart.length
-      ? Buffer.concat([metaStart, Buffer.alloc(metaRegion.length - metaStart.length)])
-      : await view.read(metaRegion.fileOffset, metaRegion.length);
-  const meta = md.parse(metaBytes, subject);
+      ? md.parse(metaStart, subject, metaRegion.length)
+      : md.parse(await view.read(metaRegion.fileOffset, metaRegion.length), subject);
   const g = geometry(meta.virtualSize, meta.blockSize, meta.logicalSectorSize, meta.hasParent);
   const batBytes = Math.min(batRegion.length, Math.ceil((g.totalEntries * 8) / log.LOG_SECTOR) * log.LOG_SECTOR);
   const batRaw = batBytes <= batStart.length ? batStart.subarray(0, batBytes) : Buffer.concat([batStart, await view.read(batRegion.fileOffset + batStart.length, batBytes - batStart.length)]);
