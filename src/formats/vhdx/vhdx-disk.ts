@@ -147,11 +147,12 @@ export async function readLayout(file: RandomAccessFile, subject: string, writab
     view.read(metaRegion.fileOffset, Math.min(metaRegion.length, META_READ_AHEAD)),
     view.read(batRegion.fileOffset, Math.min(batRegion.length, BAT_READ_AHEAD)),
   ]);
-  // Items within the bytes read are parsed there, bounded by the region's length (no 1 MiB copy per open).
+  // Items within the bytes read are parsed there, bounded by the region's length (no 1 MiB copy per open); items past
+  // them (no known writer puts them there) need only the rest of the region, not all of it again.
   const meta =
     md.itemsEnd(metaStart) <= metaStart.length
       ? md.parse(metaStart, subject, metaRegion.length)
-      : md.parse(await view.read(metaRegion.fileOffset, metaRegion.length), subject);
+      : md.parse(Buffer.concat([metaStart, await view.read(metaRegion.fileOffset + metaStart.length, metaRegion.length - metaStart.length)]), subject);
   const g = geometry(meta.virtualSize, meta.blockSize, meta.logicalSectorSize, meta.hasParent);
   const batBytes = Math.min(batRegion.length, Math.ceil((g.totalEntries * 8) / log.LOG_SECTOR) * log.LOG_SECTOR);
   const batRaw = batBytes <= batStart.length ? batStart.subarray(0, batBytes) : Buffer.concat([batStart, await view.read(batRegion.fileOffset + batStart.length, batBytes - batStart.length)]);
@@ -383,20 +384,16 @@ export class VhdxDisk implements Disk {
 
   async status(offset: number, length: number, opts: StatusOptions = {}): Promise<Extent[]> {
     checkRange(this, offset, length);
-    const out: Extent[] = [];
-    // Content this image leaves to its parent is gathered into one run and asked of the parent once per run, not
-    // once per block: a scattered diff is thousands of NOT_PRESENT blocks between its few present ones. Positions
-    // only grow, so a run left to the parent either continues the gathered one or starts after content of our own.
-    let askFrom = 0;
-    let askTo = 0;
+    const own: Extent[] = [];
+    // Content this image leaves to its parent is gathered into runs (each noting where it stands among our own
+    // extents) and asked of the parent once per run after the scan, not once per block: a scattered diff is thousands
+    // of NOT_PRESENT blocks between its few present ones. Positions only grow, so a run either continues the last one
+    // or starts after content of our own.
+    const asks: Array<{ at: number; from: number; to: number }> = [];
     const leave = (pos: number, n: number) => {
-      if (askTo !== pos) askFrom = pos;
-      askTo = pos + n;
-    };
-    const settle = async () => {
-      if (opts.ownOnly) pushExtent(out, { offset: askFrom, length: askTo - askFrom, state: 'unallocated', depth: 1 });
-      else await this.askParent(out, askFrom, askTo);
-      askFrom = askTo = 0;
+      const last = asks[asks.length - 1];
+      if (last && last.to === pos) last.to = pos + n;
+      else asks.push({ at: own.length, from: pos, to: pos + n });
     };
     // A plain loop rather than forBlocks: no closure or promise per block on the common path.
     for (let done = 0; done < length; ) {
@@ -407,29 +404,32 @@ export class VhdxDisk implements Disk {
       done += n;
       const state = this.bat.get(payloadIndex(this.g, b)).state;
       if (state === PAYLOAD.FULLY_PRESENT) {
-        if (askTo > askFrom) await settle();
-        pushExtent(out, { offset: pos, length: n, state: 'data', depth: 0 });
+        pushExtent(own, { offset: pos, length: n, state: 'data', depth: 0 });
       } else if (state === PAYLOAD.PARTIALLY_PRESENT) {
         for (const run of await this.presenceRuns(b, inBlock, n)) {
           const at = b * this.blockSize + run.from;
-          if (!run.present) leave(at, run.to - run.from);
-          else {
-            if (askTo > askFrom) await settle();
-            pushExtent(out, { offset: at, length: run.to - run.from, state: 'data', depth: 0 });
-          }
+          if (run.present) pushExtent(own, { offset: at, length: run.to - run.from, state: 'data', depth: 0 });
+          else leave(at, run.to - run.from);
         }
       } else if (state === PAYLOAD.NOT_PRESENT) {
         if (this.parent) leave(pos, n);
-        else pushExtent(out, { offset: pos, length: n, state: 'unallocated', depth: 0 });
+        else pushExtent(own, { offset: pos, length: n, state: 'unallocated', depth: 0 });
       } else if (state === PAYLOAD.ZERO || this.parent) {
         // In a child, UNDEFINED and UNMAPPED blocks do not consult the parent either: they read as zeros.
-        if (askTo > askFrom) await settle();
-        pushExtent(out, { offset: pos, length: n, state: 'zero', depth: 0 });
+        pushExtent(own, { offset: pos, length: n, state: 'zero', depth: 0 });
       } else {
-        pushExtent(out, { offset: pos, length: n, state: 'unallocated', depth: 0 });
+        pushExtent(own, { offset: pos, length: n, state: 'unallocated', depth: 0 });
       }
     }
-    if (askTo > askFrom) await settle();
+    if (asks.length === 0) return own;
+    const out: Extent[] = [];
+    let i = 0;
+    for (const ask of asks) {
+      for (; i < ask.at; i++) pushExtent(out, own[i]);
+      if (opts.ownOnly) pushExtent(out, { offset: ask.from, length: ask.to - ask.from, state: 'unallocated', depth: 1 });
+      else await this.askParent(out, ask.from, ask.to);
+    }
+    for (; i < own.length; i++) pushExtent(out, own[i]);
     return out;
   }
 

@@ -1,4 +1,4 @@
-/** Each VHDX on-disk structure alone: round trips and the checks its parser makes. */
+/** Each VHDX on-disk structure alone: round trips and the checks its parser makes; and how much of the metadata an open reads. */
 import * as hdr from '../../../src/formats/vhdx/header.js';
 import * as rt from '../../../src/formats/vhdx/region-table.js';
 import * as md from '../../../src/formats/vhdx/metadata.js';
@@ -10,6 +10,15 @@ import { Bat, PAYLOAD, bitmapIndex, geometry, payloadIndex } from '../../../src/
 import { CorruptImageError, UnsupportedError } from '../../../src/util/errors.js';
 import { crc32c } from '../../../src/util/crc32c.js';
 import { newGuid, parseGuidLE } from '../../../src/util/guid.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import '../../../src/formats/index.js';
+import { createDisk } from '../../../src/formats/index.js';
+import { METADATA_LENGTH, METADATA_OFFSET } from '../../../src/formats/vhdx/create.js';
+import { readLayout } from '../../../src/formats/vhdx/vhdx-disk.js';
+import { localStore } from '../../../src/io/local.js';
+import { makeTempDir } from '../../helpers/tmp.js';
+import { run } from '../../helpers/tools.js';
 
 const MiB = 1 << 20;
 
@@ -115,6 +124,46 @@ describe('metadata', () => {
     parseGuidLE('aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee').copy(d, 32 + 5 * 32);
     expect(() => md.parse(d)).toThrow(UnsupportedError);
   });
+});
+
+test('metadata items past the first 128 KiB of the region: read once, the rest of the region only (qemu agrees)', async () => {
+  const tmp = makeTempDir('vhdx-meta-');
+  try {
+    const file = path.join(tmp.dir, 'far.vhdx');
+    const disk = await createDisk(file, { format: 'vhdx', type: 'dynamic', virtualSize: 48 * MiB, blockSize: MiB });
+    await disk.close();
+    // Move the virtual disk size item to 512 KiB into the metadata region (the table has no checksum).
+    const bytes = readFileSync(file);
+    const region = bytes.subarray(METADATA_OFFSET, METADATA_OFFSET + METADATA_LENGTH);
+    const entry = md.parseTable(region).findIndex((e) => e.itemId === '2fa54224-cd1b-4876-b211-5dbed83bf4b8');
+    const at = region.readUInt32LE(32 + entry * 32 + 16);
+    region.copy(region, 512 << 10, at, at + 8);
+    region.fill(0, at, at + 8);
+    region.writeUInt32LE(512 << 10, 32 + entry * 32 + 16);
+    writeFileSync(file, bytes);
+    expect(JSON.parse(run('qemu-img', ['info', '--output=json', file]).toString())['virtual-size']).toBe(48 * MiB);
+    const f = await localStore.open(file, 'read');
+    let metaBytesRead = 0;
+    const counting = Object.create(f, {
+      read: {
+        value: (position: number, length: number, into?: Buffer) => {
+          const from = Math.max(position, METADATA_OFFSET);
+          const to = Math.min(position + length, METADATA_OFFSET + METADATA_LENGTH);
+          if (from < to) metaBytesRead += to - from;
+          return f.read(position, length, into);
+        },
+      },
+    });
+    try {
+      const { layout } = await readLayout(counting, file, false);
+      expect(layout.meta.virtualSize).toBe(48 * MiB);
+      expect(metaBytesRead).toBe(METADATA_LENGTH);
+    } finally {
+      await f.close();
+    }
+  } finally {
+    tmp.cleanup();
+  }
 });
 
 describe('parent locator', () => {
