@@ -41,7 +41,7 @@
 /* Bytes mapped at a time: few mmap/munmap calls (each munmap of a threaded process flushes the other cores' TLBs),
  * little resident at once (mapped page-cache pages count in the process's RSS). */
 #define WINDOW (16u << 20)
-/* Files one call may name. */
+/* Files one call may name; exported as `maxFiles`, which src/meta/hash-sync.ts reads. */
 #define MAX_FILES 64
 
 static uint8_t zeros[PIECE];
@@ -386,5 +386,7 @@ NAPI_MODULE_INIT() {
   napi_value fn;
   if (napi_create_function(env, "hashBlocks", NAPI_AUTO_LENGTH, hash_blocks, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "hashBlocks", fn) != napi_ok) return NULL;
+  napi_value max;
+  if (napi_create_uint32(env, MAX_FILES, &max) != napi_ok || napi_set_named_property(env, exports, "maxFiles", max) != napi_ok) return NULL;
   return exports;
 }

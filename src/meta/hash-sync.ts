@@ -39,6 +39,8 @@ export interface SyncHasher {
    * level or none, the helper built and not switched off), or null. Same arguments and result as hashBlocksSync.
    */
   native: ((blocks: number[][], files: string[]) => Array<BlockDigests | null>) | null;
+  /** The most files `native` takes in one group (the helper's MAX_FILES); 0 without it. */
+  nativeMaxFiles: number;
   /** Closes the descriptors opened so far (a worker's descriptors are the process's: ending the thread keeps them). */
   closeAll(): void;
 }
@@ -53,8 +55,8 @@ export type BlockDigests = [Uint8Array, Uint8Array | null];
  * worker threads: it uses only its arguments.
  */
 export function hashBlocksSync(blocks: number[][], files: string[], hx: SyncHasher): Array<BlockDigests | null> {
-  // The native hasher takes up to 64 files a group (a longer chain's group is hashed here).
-  if (hx.native && files.length <= 64) return hx.native(blocks, files);
+  // A chain longer than the native hasher takes is hashed here.
+  if (hx.native && files.length <= hx.nativeMaxFiles) return hx.native(blocks, files);
   const sub = hx.sub;
   return blocks.map((runs) => {
     let h: ReturnType<SyncHasher['newHash']> | null = null;
@@ -143,7 +145,7 @@ function makeSyncHasher(
   XXHash3: XxhashModule['XXHash128'],
   subLevel: { algorithm: string; size: number } | null,
   xxh3Subs: XxhSubs | null,
-  blockHasher: { hashBlocks: NativeHashBlocks; map: boolean } | null,
+  blockHasher: NativeBlockHasher | null,
 ): SyncHasher {
   const piece = buf.length;
   const xxh = new XXHash128(Buffer.alloc(8));
@@ -197,6 +199,7 @@ function makeSyncHasher(
         }
       : null,
     native,
+    nativeMaxFiles: native ? blockHasher!.maxFiles : 0,
     closeAll: () => {
       for (const fd of fds.values()) fs.closeSync(fd);
       fds.clear();
@@ -209,6 +212,9 @@ type XxhSubs = (data: Buffer, size: number, out: Buffer) => number;
 
 /** The native block hasher's hashBlocks (native/xxh3blocks.c): a group's digests from file descriptors and triples. */
 type NativeHashBlocks = (fds: number[], blocks: number[][], subSize: number, map: boolean) => Array<BlockDigests | null>;
+
+/** The native block hasher as a thread holds it: its function, how many files it takes at once, and its mode. */
+type NativeBlockHasher = { hashBlocks: NativeHashBlocks; maxFiles: number; map: boolean };
 
 /**
  * The path of native helper `name` when it was built and loads here with its `exported` function (workers load it
@@ -266,7 +272,7 @@ const { XXHash128, XXHash3 } = require(workerData.xxhash);
 let xxh3Subs = null;
 try { if (workerData.subs) xxh3Subs = require(workerData.subs).xxh3Subs; } catch {}
 let blockHasher = null;
-try { if (workerData.blocks) blockHasher = { hashBlocks: require(workerData.blocks).hashBlocks, map: workerData.map }; } catch {}
+try { if (workerData.blocks) { const m = require(workerData.blocks); blockHasher = { hashBlocks: m.hashBlocks, maxFiles: m.maxFiles, map: workerData.map }; } } catch {}
 const hashBlocksSync = ${hashBlocksSync.toString()};
 const makeSyncHasher = ${makeSyncHasher.toString()};
 let hx = null;
@@ -288,7 +294,7 @@ parentPort.on('message', ({ id, files, blocks, config }) => {
 `;
 
 let loadedSubs: XxhSubs | null | undefined;
-let loadedBlocks: { hashBlocks: NativeHashBlocks; map: boolean } | null | undefined;
+let loadedBlocks: NativeBlockHasher | null | undefined;
 
 /** This thread's handle on the native sub-digest helper, or null. */
 function nativeSubs(): XxhSubs | null {
@@ -297,9 +303,10 @@ function nativeSubs(): XxhSubs | null {
 }
 
 /** This thread's handle on the native block hasher and its mode, or null. */
-function nativeBlocks(): { hashBlocks: NativeHashBlocks; map: boolean } | null {
+function nativeBlocks(): NativeBlockHasher | null {
   if (loadedBlocks === undefined) {
-    loadedBlocks = xxh3BlocksPath ? { hashBlocks: (createRequire(import.meta.url)(xxh3BlocksPath) as { hashBlocks: NativeHashBlocks }).hashBlocks, map: nativeHashMode === 'map' } : null;
+    const m = xxh3BlocksPath ? (createRequire(import.meta.url)(xxh3BlocksPath) as Omit<NativeBlockHasher, 'map'>) : null;
+    loadedBlocks = m ? { hashBlocks: m.hashBlocks, maxFiles: m.maxFiles, map: nativeHashMode === 'map' } : null;
   }
   return loadedBlocks;
 }
@@ -310,7 +317,7 @@ function nativeBlocks(): { hashBlocks: NativeHashBlocks; map: boolean } | null {
  */
 export function localHasher(algorithm: HashAlgorithm, piece: number, sub: { algorithm: SubAlgorithm; size: number } | null, native = nativeHashing()): SyncHasher {
   const helper = native ? nativeBlocks() : null;
-  const blocks = helper ? { hashBlocks: helper.hashBlocks, map: native === 'map' } : null;
+  const blocks = helper ? { ...helper, map: native === 'map' } : null;
   // Required here, not imported: see hashers.ts (and that module has loaded it by now).
   const xxhash = createRequire(import.meta.url)('xxhash-addon') as typeof Xxhash;
   return makeSyncHasher(algorithm, allocAligned(piece), fs, createHash, xxhash.XXHash128 as XxhashModule['XXHash128'], xxhash.XXHash3 as XxhashModule['XXHash128'], sub, nativeSubs(), blocks);

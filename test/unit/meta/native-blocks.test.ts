@@ -88,6 +88,34 @@ describe('native block hasher', () => {
     );
   });
 
+  it('takes groups up to the file limit the helper exports; a group naming more files is hashed in JavaScript, alike', () => {
+    if (!have()) return;
+    const read = localHasher('xxh128', 256 * KiB, { algorithm: 'xxh3-64', size: 32 * KiB }, 'read');
+    const js = localHasher('xxh128', 256 * KiB, { algorithm: 'xxh3-64', size: 32 * KiB }, null);
+    const max = read.nativeMaxFiles;
+    expect(max).toBeGreaterThan(1);
+    expect(js.nativeMaxFiles).toBe(0);
+    const paths = Array.from({ length: max + 1 }, (_, i) => {
+      const file = path.join(tmp.dir, `many${i}`);
+      fs.writeFileSync(file, randomBytes(64 * KiB));
+      return file;
+    });
+    let nativeCalls = 0;
+    const counted: SyncHasher = { ...read, native: (blocks, files) => (nativeCalls++, read.native!(blocks, files)) };
+    try {
+      for (const files of [paths.slice(0, max), paths]) {
+        // One block taking a piece of the last file and of the first.
+        const blocks = [[files.length - 1, 0, 48 * KiB, 0, 16 * KiB, 16 * KiB]];
+        const before = nativeCalls;
+        expect(hashBlocksSync(blocks, files, counted)).toEqual(hashBlocksSync(blocks, files, js));
+        expect(nativeCalls - before).toBe(files.length <= max ? 1 : 0);
+      }
+    } finally {
+      read.closeAll();
+      js.closeAll();
+    }
+  });
+
   /** Hashes `file` (128 MiB) whole, again and again, until it shrinks under the mapping: the error hashing gave. */
   async function shrinkWhileHashing(hash: (blocks: number[][], files: string[]) => Promise<unknown>): Promise<Error> {
     const file = path.join(tmp.dir, 'shrinks');
