@@ -30,6 +30,13 @@ function pointIdentity(virtualSize: number, createdMs: number): DiskIdentity {
 /** The `source` of a point a later run recorded (recordLater): the run that made it never did. */
 export const RECORDED_LATER = 'unknown (recorded by a later run: its backup was killed before recording it, or the manifest generation that did was lost)';
 
+/** Every object a listing yields. */
+async function listAll(listing: AsyncIterable<ObjectInfo>): Promise<ObjectInfo[]> {
+  const out: ObjectInfo[] = [];
+  for await (const o of listing) out.push(o);
+  return out;
+}
+
 /** The session of one run on one disk. */
 export class ObjectDiskSession implements DiskSession {
   private readonly prefix: string;
@@ -42,9 +49,10 @@ export class ObjectDiskSession implements DiskSession {
   private listedBlocks: Map<string, number> | null = null;
   /**
    * The listing of the disk's objects recordLater made in a backup, for the sweep that follows to use instead of
-   * listing again (once, and only for the manifest recordLater returned unchanged: no later point was found in it).
+   * listing again (once, and only for the manifest recordLater returned unchanged: no later point was found in it),
+   * and the listing of the manifests the sweep also needs, made beside it.
    */
-  private settleListing: { m: DiskManifest; objects: ObjectInfo[] } | null = null;
+  private settleListing: { m: DiskManifest; objects: ObjectInfo[]; manifests: ObjectInfo[] } | null = null;
 
   constructor(
     private readonly repo: ObjectRepository,
@@ -240,6 +248,9 @@ export class ObjectDiskSession implements DiskSession {
     // A backup's sweep lists the same objects right after this: it takes this listing instead (one listing of the
     // blocks, not two). Otherwise the listing stops at the blocks when there is no later point to check.
     const objects: ObjectInfo[] | null = this.keepStrayBlocks && !repairing ? [] : null;
+    // So does the sweep's listing of the manifests, which goes beside this one (one round trip, not two).
+    const manifests = objects ? listAll(this.store.list(manifestPrefix(this.disk))) : null;
+    manifests?.catch(() => {});
     for await (const o of this.store.list(this.prefix)) {
       objects?.push(o);
       const name = o.key.slice(this.prefix.length);
@@ -254,7 +265,7 @@ export class ObjectDiskSession implements DiskSession {
       if (id !== null && pastManifest(m, id)) ids.push(id);
     }
     if (!ids.length) {
-      if (objects) this.settleListing = { m, objects };
+      if (objects && manifests) this.settleListing = { m, objects, manifests: await manifests };
       return m;
     }
     ids.sort(byId);
@@ -277,8 +288,13 @@ export class ObjectDiskSession implements DiskSession {
   async sweep(m: DiskManifest): Promise<string[]> {
     const removed: string[] = [];
     const doomed: string[] = [];
+    // recordLater's listings, when it found no later point: what appeared since then is left for the next sweep (a
+    // later map or manifest among it is a takeover, which the manifest writes and each batch of deletes below look
+    // for; an older generation left by a late writer goes in the next sweep).
+    const settled = this.settleListing?.m === m ? this.settleListing : null;
+    this.settleListing = null;
     // Older manifest generations: the one just written (m) replaces them.
-    for await (const o of this.store.list(manifestPrefix(this.disk))) {
+    for await (const o of settled?.manifests ?? this.store.list(manifestPrefix(this.disk))) {
       const g = parseGeneration(o.key.slice(manifestPrefix(this.disk).length));
       if (g !== null && g < m.generation) doomed.push(o.key);
       if (g !== null && g > m.generation) throw this.superseded(g, m.generation, o.key);
@@ -299,11 +315,7 @@ export class ObjectDiskSession implements DiskSession {
         break;
       }
     }
-    // recordLater's listing, when it found no later point: what appeared since then is left for the next sweep (a
-    // later map among it is a takeover, which the manifest writes and each batch of deletes below look for).
-    const listed = this.settleListing?.m === m ? this.settleListing.objects : null;
-    this.settleListing = null;
-    for await (const o of listed ?? this.store.list(this.prefix)) {
+    for await (const o of settled?.objects ?? this.store.list(this.prefix)) {
       const name = o.key.slice(this.prefix.length);
       const block = parseBlockName(name);
       if (block !== null) blocks?.set(block, o.size);
