@@ -60,11 +60,11 @@ export interface DiskIdentity {
 }
 
 /**
- * The size and mtime an identity records for an image file: what the store said when the file was closed, when it
- * said it (SMB's CLOSE reply: no round trip), else a stat by name.
+ * The size and mtime an identity records for an image file: what the store said when the file was closed, or, for a
+ * file open read-only, when it was opened (SMB's CLOSE or CREATE reply: no round trip), else a stat by name.
  */
 export async function identityStat(file: RandomAccessFile, location: Location): Promise<StoreStat | null> {
-  return file.closedStat?.() ?? (await location.store.stat(location.path));
+  return file.closedStat?.() ?? file.openedStat?.() ?? (await location.store.stat(location.path));
 }
 
 /**

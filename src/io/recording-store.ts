@@ -55,6 +55,9 @@ class RecordingFile implements RandomAccessFile {
   closedStat() {
     return this.inner.closedStat?.() ?? null;
   }
+  openedStat() {
+    return this.inner.openedStat?.() ?? null;
+  }
 }
 
 /** `inner` seen through a decorator that calls `record` for each open, change and flush, before making it. */

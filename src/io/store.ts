@@ -33,6 +33,12 @@ export interface RandomAccessFile {
    * costs no more.
    */
   closedStat?(): StoreStat | null;
+  /**
+   * A file opened read-only: its size and mtime as the store reported them on opening it (SMB's CREATE reply), under
+   * the rule that nothing changes a file vhdsync has open on a share during a run (SmbFile's knownSize); null once
+   * closed, or for a writable file. Absent where a stat costs no more.
+   */
+  openedStat?(): StoreStat | null;
 }
 
 /** The start of a small file read in one step (ByteStore.readSmall). */

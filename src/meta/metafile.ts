@@ -201,8 +201,11 @@ export class Metafile {
   }
 
   /** Opens and verifies a metafile; see readMetafile. */
-  static async open(location: Location, opts: ReadMetafileOptions = {}): Promise<Metafile> {
+  static async open(location: Location, options: ReadMetafileOptions | Promise<ReadMetafileOptions> = {}): Promise<Metafile> {
     const name = displayLocation(location);
+    // Options still being worked out (the image's sizes, while it opens) are needed only once the file is read.
+    options = Promise.resolve(options);
+    options.catch(() => {});
     // A store that reads a small file in a single step (SMB: one round trip instead of five) gives a small list whole
     // with its size and mtime, and no stat goes first; a larger list is read through a handle like any other.
     const small = location.store.readSmall ? await location.store.readSmall(location.path, SMALL_LIST) : null;
@@ -214,6 +217,7 @@ export class Metafile {
     try {
       const size = await file.size();
       const head = await file.read(0, Math.min(size, HEADER_SIZE));
+      const opts = await options;
       const limit = opts.memoryLimit ?? LIST_IN_MEMORY_LIMIT;
       if (hasMagic(head)) {
         const { summary, list, table } = await openNative(file, size, head, name, limit);
@@ -332,8 +336,11 @@ async function openNative(
   return { summary, list: keep, table };
 }
 
-/** Opens and verifies a metafile (native, or vbb recognised by its length), refusing anything corrupt or truncated. */
-export function readMetafile(location: Location, opts: ReadMetafileOptions = {}): Promise<Metafile> {
+/**
+ * Opens and verifies a metafile (native, or vbb recognised by its length), refusing anything corrupt or truncated.
+ * `opts` may still be pending (the image opening meanwhile): the read starts at once and waits for them after it.
+ */
+export function readMetafile(location: Location, opts: ReadMetafileOptions | Promise<ReadMetafileOptions> = {}): Promise<Metafile> {
   return Metafile.open(location, opts);
 }
 

@@ -8,7 +8,7 @@ import { createDisk, openDisk } from '../formats/open.js';
 import { writeAtomically } from '../io/atomic.js';
 import type { Location } from '../io/location.js';
 import { displayLocation, sibling } from '../io/location.js';
-import { checkFresh, createMetafile, metafileLocationFor, readMetafile, writableFields, writeMetafile, type Metafile } from '../meta/index.js';
+import { checkFresh, createMetafile, metafileLocationFor, readMetafile, writableFields, writeMetafile, type Metafile, type ReadMetafileOptions } from '../meta/index.js';
 import { defaultSubLevel } from '../meta/hashers.js';
 import { AlreadyExistsError, UnsupportedError, UsageError } from '../util/errors.js';
 import { isAllZero } from '../util/struct.js';
@@ -108,16 +108,18 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
   // The diff's lock, taken alongside the opens when its name does not need the target's format (on a share, one
   // round trip less); its failure is thrown where the lock was taken before, after the checks that come first.
   const early = earlyDiffLock(targetAt, opts);
+  const targetOpts = { ...opts.open, format: undefined };
+  // A merge into the target that only lacked its cleanup is finished here; any other is named with its way out.
+  // Both images open meanwhile (on a share, their round trips overlap); a target opened before a cleanup is reopened.
+  // A cleanup may take the same diff name's lock: the early one is let go first.
+  const settling = settlePendingMerge(targetWhere, { beforeLock: () => early.drop() });
+  const sourceOpening = openDisk(sourceWhere, opts.open);
+  const targetOpening = openDisk(targetWhere, targetOpts);
+  // With no merge pending and the early lock held, the checks under the diff's lock go out while the target is still
+  // opening (on a share, beside its metadata read: one round trip less); their results are looked at where they were.
+  const ahead = earlyChecks(early, settling, targetWhere, targetOpening, lock, opts);
   try {
-    // A merge into the target that only lacked its cleanup is finished here; any other is named with its way out.
-    // Both images open meanwhile (on a share, their round trips overlap); a target opened before a cleanup is reopened.
-    // A cleanup may take the same diff name's lock: the early one is let go first.
-    const targetOpts = { ...opts.open, format: undefined };
-    const [settled, src, tgt] = await Promise.allSettled([
-      settlePendingMerge(targetWhere, { beforeLock: () => early.drop() }),
-      openDisk(sourceWhere, opts.open),
-      openDisk(targetWhere, targetOpts),
-    ]);
+    const [settled, src, tgt] = await Promise.allSettled([settling, sourceOpening, targetOpening]);
     const failed = [settled, src, tgt].find((r) => r.status === 'rejected');
     if (failed) {
       for (const r of [src, tgt]) if (r.status === 'fulfilled') await r.value.close().catch(() => {});
@@ -135,12 +137,16 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
       });
     }
   } catch (err) {
+    await closeChecks(await ahead);
     await Promise.all([early.drop(), lock.release()]);
     throw err;
   }
   let diffLock: ImageLock | null = null;
   const metas: Metafile[] = [];
   try {
+    // Nothing runs under the early lock past this point: its list (if read) is closed with the others.
+    const pre = await ahead;
+    if (pre?.list.status === 'fulfilled') metas.push(pre.list.value);
     const targetName = displayLocation(target.location);
     // Frames apply to any image; a differencing image needs a VHD or VHDX parent.
     if (target.format === 'raw' && opts.diffFormat !== 'chunked') {
@@ -165,19 +171,20 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     // What follows only reads, but for the leftovers' removal (which the diff's lock allows), so it runs together (on a
     // share: one round trip, not seven); failures are reported in the order the steps had when they ran one by one.
     const image = target;
-    const [refused, existing, , identity, list, sourceList] = await Promise.allSettled([
-      // Nor replace a diff of this name that an interrupted merge into another target still needs.
-      refuseDiffInMerge(diffAt, image.location),
-      opts.force ? null : writeLoc.store.stat(writeLoc.path),
-      removePartials(writeLoc, metafileLocationFor(writeLoc)),
+    // The checks started ahead hold when they looked where these would (the same diff, the same target).
+    const same = pre !== null && pre.diffAt.store === diffAt.store && pre.diffAt.path === diffAt.path && image.location === targetWhere;
+    const [checks, identity, sourceList] = await Promise.all([
+      same ? pre : checksUnderDiffLock(diffAt, writeLoc, image.location, { virtualSize: image.virtualSize, logicalSectorSize: image.logicalSectorSize }, opts),
       // Read before the target's list is checked fresh, so a write after the check shows as a change: the diff's
       // metafile records it and merge refuses a target that no longer matches (docs/metafile.md, parent identity).
-      image.identity(),
-      readMetafile(metafileLocationFor(image.location), { virtualSize: image.virtualSize, logicalSectorSize: image.logicalSectorSize }),
+      // On a share it is what the open's CREATE reply said (identityStat).
+      settle(image.identity()),
       // The source's list, checked fresh against it; planned from below.
-      opts.createmeta ? null : openFreshMetafile(source),
+      settle(opts.createmeta ? Promise.resolve(null) : openFreshMetafile(source)),
     ]);
-    for (const r of [list, sourceList]) if (r.status === 'fulfilled' && r.value) metas.push(r.value);
+    const { refused, existing, list } = checks;
+    if (!same && list.status === 'fulfilled') metas.push(list.value);
+    if (sourceList.status === 'fulfilled' && sourceList.value) metas.push(sourceList.value);
     const failed = [refused, existing, identity, list].find((r) => r.status === 'rejected');
     if (failed) throw failed.reason;
     if ((existing as PromiseFulfilledResult<unknown>).value) {
@@ -295,8 +302,65 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
   }
 }
 
+/** The settled outcome of `p` (it never rejects). */
+function settle<T>(p: Promise<T>): Promise<PromiseSettledResult<T>> {
+  return Promise.allSettled([p]).then(([r]) => r);
+}
+
+/** The checks a copy makes under the diff's lock, each settled, and the diff location they looked at. */
+interface DiffChecks {
+  diffAt: Location;
+  /** refuseDiffInMerge's outcome. */
+  refused: PromiseSettledResult<void>;
+  /** The diff already there (null with --force: not looked for). */
+  existing: PromiseSettledResult<unknown>;
+  /** The target's list. */
+  list: PromiseSettledResult<Metafile>;
+}
+
+/**
+ * Under the diff's lock (held): refuses a diff name another target's merge still needs, looks for an existing diff,
+ * removes the leftovers of an interrupted copy, and reads the target's list (`listOpts` may still be pending).
+ */
+async function checksUnderDiffLock(diffAt: Location, writeLoc: Location, image: Location, listOpts: ReadMetafileOptions | Promise<ReadMetafileOptions>, opts: CopyOptions): Promise<DiffChecks> {
+  const [refused, existing, , list] = await Promise.allSettled([
+    // Nor replace a diff of this name that an interrupted merge into another target still needs.
+    refuseDiffInMerge(diffAt, image),
+    opts.force ? null : writeLoc.store.stat(writeLoc.path),
+    removePartials(writeLoc, metafileLocationFor(writeLoc)),
+    readMetafile(metafileLocationFor(image), listOpts),
+  ]);
+  return { diffAt, refused, existing, list };
+}
+
+/**
+ * The checks under the diff's lock, started while the target opens: once no merge is pending and the early lock is
+ * held (else null: they run after the open). Never rejects.
+ */
+async function earlyChecks(early: EarlyLock, settling: Promise<boolean>, targetWhere: Location, opening: Promise<Disk>, lock: ImageLock, opts: CopyOptions): Promise<DiffChecks | null> {
+  // A cleanup (or a failed probe) comes first: the cleanup may rotate the target's list and remove the old diff.
+  if (await settling.catch(() => true)) return null;
+  const held = await early.held();
+  if (!held || !early.at) return null;
+  const diffAt = early.at;
+  // As copyToDiff places it once the target is open (the diff's name from the target's path alone).
+  const finalLoc = sibling(targetWhere, targetWhere.store.paths.basename(diffAt.path));
+  const writeLoc = held.guard(opts.diffdir ? lock.guard(hookLocation(diffAt)) : finalLoc);
+  const sizes = opening.then((d) => ({ virtualSize: d.virtualSize, logicalSectorSize: d.logicalSectorSize }));
+  return checksUnderDiffLock(diffAt, writeLoc, targetWhere, sizes, opts).catch(() => null);
+}
+
+/** Closes the list a discarded set of checks opened. */
+async function closeChecks(checks: DiffChecks | null): Promise<void> {
+  if (checks?.list.status === 'fulfilled') await checks.list.value.close().catch(() => {});
+}
+
 /** The diff's lock taken ahead (earlyDiffLock): handed over once the diff's place is known, or let go. */
 interface EarlyLock {
+  /** Where the early lock is taken, or null when the diff's name needs the target's format. */
+  readonly at: Location | null;
+  /** The early lock once taken and still not handed over or let go; null when it failed, or was never taken. */
+  held(): Promise<ImageLock | null>;
   /** The lock of `diffAt`: the early one when it is that location's, else taken now (the early one let go). */
   take(diffAt: Location): Promise<ImageLock>;
   /** Lets the early lock go (when it was taken), once its attempt has ended. Never throws. */
@@ -321,6 +385,11 @@ function earlyDiffLock(targetAt: Location, opts: CopyOptions): EarlyLock {
     if (p) await p.then((l) => l.release(), () => {}).catch(() => {});
   };
   return {
+    at,
+    held: async () => {
+      const p = pending;
+      return p ? p.catch(() => null) : null;
+    },
     take: async (diffAt) => {
       if (!pending || at!.store !== diffAt.store || at!.path !== diffAt.path) {
         await drop();

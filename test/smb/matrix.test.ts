@@ -201,6 +201,14 @@ run.each(cases)('Samba: $name', ({ server: serverOpts, client: clientOpts, expec
     expect(isAllZero(local.subarray(5000, (2 << 20) - 1000))).toBe(true);
     // What the CLOSE reply said is what a stat says afterwards.
     expect(w.closedStat!()).toEqual(await store.stat('/grown.bin'));
+    // A read-only handle answers with what its CREATE reply said (the same a stat says); a writable one says nothing.
+    const r = await store.open('/grown.bin', 'read');
+    expect(r.openedStat!()).toEqual(await store.stat('/grown.bin'));
+    await r.close();
+    expect(r.openedStat!()).toBeNull();
+    const rw = await store.open('/grown.bin', 'readwrite');
+    expect(rw.openedStat!()).toBeNull();
+    await rw.close();
   });
 
   it('sets size, renames, lists, deletes', async () => {

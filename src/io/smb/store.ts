@@ -227,6 +227,13 @@ class SmbFile implements RandomAccessFile {
   closedStat(): StoreStat | null {
     return this.atClose;
   }
+
+  /** A read-only handle's size and mtime from its CREATE reply (see knownSize for why they still hold): null otherwise. */
+  openedStat(): StoreStat | null {
+    if (this.writable || this.closing) return null;
+    const info = this.handle.info;
+    return { size: info.endOfFile, mtimeMs: info.mtimeMs, isDirectory: (info.attributes & FILE_ATTRIBUTE_DIRECTORY) !== 0 };
+  }
 }
 
 /** One share on one server, seen as a ByteStore. */
