@@ -6,7 +6,7 @@
 import type { OpenOptions } from '../formats/disk.js';
 import { checkFresh, DEFAULT_BLOCK_SIZE, type Metafile } from '../meta/index.js';
 import { DigestCursor } from '../sync/plan.js';
-import { ManifestWrittenError, RecordedError, RepositoryDamageError, UnsupportedError, UsageError, VhdsyncError } from '../util/errors.js';
+import { describeError, ManifestWrittenError, RecordedError, RepositoryDamageError, UnsupportedError, UsageError, VhdsyncError } from '../util/errors.js';
 import type { DiskSession, ReflinkMode, RepoBackend } from './backend.js';
 import { emptyManifest, type DiskManifest, type PointKind, type RestorePoint } from './manifest.js';
 import { newPointId } from './names.js';
@@ -241,8 +241,9 @@ export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: 
       await opened?.close();
     }
   } catch (err) {
-    if (!after || !(err instanceof VhdsyncError)) throw err;
-    throw new RecordedError(`${recorded(repo, disk, after.id, after.generation)}, but ${after.step}: ${err.describe()}; ${after.advice}`, repo.display);
+    // Whatever it is (a raw EIO at close included), the point stands: exit 3 with the step, never exit 1.
+    if (!after || err instanceof RecordedError) throw err;
+    throw new RecordedError(`${recorded(repo, disk, after.id, after.generation)}, but ${after.step}: ${describeError(err)}; ${after.advice}`, repo.display);
   } finally {
     await session.release();
   }

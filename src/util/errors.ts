@@ -62,6 +62,11 @@ export class BusyError extends VhdsyncError {}
 export class IoError extends VhdsyncError {}
 
 /** Translates Node's system errors (ENOENT, EACCES, ENOSPC, ...) into typed one-line errors. */
+/** One line for any thrown value: a VhdsyncError's describe(), else the message (for a step that must name why). */
+export function describeError(err: unknown): string {
+  return err instanceof VhdsyncError ? err.describe() : String((err as Error)?.message ?? err);
+}
+
 export function fromSystemError(err: unknown, subject: string): Error {
   if (err instanceof VhdsyncError) return err;
   const e = err as NodeJS.ErrnoException;

@@ -121,7 +121,11 @@ export class DiskLease implements WriteFence {
         const key = leaseKey(disk, newest);
         const info = await store.head(key);
         if (!info) continue; // deleted by a new holder meanwhile: look again
-        const held = parseRecord(await getAtMost(store, key, RECORD_LIMIT));
+        const bytes = await getAtMost(store, key, RECORD_LIMIT);
+        // Gone since the HEAD: a holder deleted it (a prune discarding an orphan's lease, a taker's cleanup). Taking
+        // `newest + 1` now could stand beside a new holder of a lower generation: look again.
+        if (bytes === null) continue;
+        const held = parseRecord(bytes);
         if (held && !held.released && !holderGone(held)) {
           const renewedAgo = Date.now() - Date.parse(held.renewed);
           if (!(renewedAgo > held.leaseMs)) throw busy(store, disk, held);
@@ -153,14 +157,9 @@ export class DiskLease implements WriteFence {
       // Older generations are history now; a failure here only leaves them for the next holder. Nothing waits for
       // it but release(): removing them decides nothing (the newest generation is the lease), and the holder's
       // first requests need not queue behind a listing and a delete (two answers with a body each).
-      lease.cleanup = (async () => {
-        const old: string[] = [];
-        for await (const o of store.list(leasePrefix(disk))) {
-          const g = parseGeneration(o.key.slice(leasePrefix(disk).length));
-          if (g !== null && g < next) old.push(o.key);
-        }
-        await store.delete(old);
-      })().catch(() => {});
+      lease.cleanup = generationsUpTo(store, disk, next - 1)
+        .then((old) => deleteOldestFirst(store, old))
+        .catch(() => {});
       return lease;
     }
   }
@@ -184,7 +183,15 @@ export class DiskLease implements WriteFence {
    */
   async takenOver(): Promise<boolean> {
     if (await this.store.head(leaseKey(this.disk, this.generation + 1))) return true;
-    return (await this.store.head(leaseKey(this.disk, this.generation))) === null;
+    const key = leaseKey(this.disk, this.generation);
+    const info = await this.store.head(key);
+    if (!info) return true;
+    if (info.etag === this.etag) return false;
+    // Another ETag: our renewal that committed unseen, or a new holder of the same generation number (one created
+    // after a prune discarded every generation). Only our token says which.
+    const bytes = await getAtMost(this.store, key, RECORD_LIMIT);
+    const held = bytes && bytes !== 'too large' ? parseRecord(bytes) : null;
+    return held?.token !== this.record.token;
   }
 
   private lose(why: string): void {
@@ -247,6 +254,9 @@ export class DiskLease implements WriteFence {
    */
   async discard(): Promise<string[]> {
     clearInterval(this.timer);
+    // take()'s cleanup deletes without our fence: a late attempt of it must not land after our deletes, on the
+    // generation 1 of the next holder.
+    await this.cleanup;
     await this.renewing;
     this.check();
     if (await this.takenOver()) {
@@ -254,12 +264,8 @@ export class DiskLease implements WriteFence {
       this.check();
     }
     // Ours and any older one a failed delete at take() left: the disk then has no lease object at all.
-    const keys: string[] = [];
-    for await (const o of this.store.list(leasePrefix(this.disk))) {
-      const g = parseGeneration(o.key.slice(leasePrefix(this.disk).length));
-      if (g !== null && g <= this.generation) keys.push(o.key);
-    }
-    await this.store.delete(keys, this);
+    const keys = await generationsUpTo(this.store, this.disk, this.generation);
+    await deleteOldestFirst(this.store, keys, this);
     this.lost = 'released';
     return keys;
   }
@@ -279,6 +285,24 @@ export class DiskLease implements WriteFence {
       // Not released: the lease expires as a crashed run's would.
     }
   }
+}
+
+/** The keys of disk `disk`'s lease generations up to `upTo`, oldest first. */
+async function generationsUpTo(store: ObjectStore, disk: string, upTo: number): Promise<string[]> {
+  const found: Array<[number, string]> = [];
+  for await (const o of store.list(leasePrefix(disk))) {
+    const g = parseGeneration(o.key.slice(leasePrefix(disk).length));
+    if (g !== null && g <= upTo) found.push([g, o.key]);
+  }
+  return found.sort((a, b) => a[0] - b[0]).map(([, key]) => key);
+}
+
+/**
+ * Deletes lease generations one at a time, oldest first: a stale holder of generation g proves "no takeover" by
+ * g+1 being absent while g is there (takenOver), which a batch deleting g+1 but failing on g would falsify.
+ */
+async function deleteOldestFirst(store: ObjectStore, keys: string[], fence?: WriteFence): Promise<void> {
+  for (const key of keys) await store.delete([key], fence);
 }
 
 /** The newest lease generation of a disk, or null when it has none. */

@@ -8,7 +8,7 @@ import { fencedStore } from '../../io/fenced-store.js';
 import { MemoryStore } from '../../io/memory-store.js';
 import type { ObjectInfo, ObjectStore } from '../../io/object-store.js';
 import { readMetafile, writableFields, writeMetafile } from '../../meta/index.js';
-import { AlreadyExistsError, ConflictError, ManifestWrittenError, RepositoryDamageError, UnprovenPointError, UnsupportedError, VhdsyncError } from '../../util/errors.js';
+import { AlreadyExistsError, ConflictError, describeError, ManifestWrittenError, RepositoryDamageError, UnprovenPointError, UnsupportedError, VhdsyncError } from '../../util/errors.js';
 import type { DiskSession, PointFill, PointName, PointSpec, WrittenPoint } from '../backend.js';
 import { highWater, serializeManifest, type DiskManifest } from '../manifest.js';
 import { byId } from '../names.js';
@@ -118,8 +118,8 @@ export class ObjectDiskSession implements DiskSession {
     try {
       await this.refuseIfSuperseded(m);
     } catch (err) {
-      if (err instanceof ConflictError || !(err instanceof VhdsyncError)) throw err;
-      await this.confirmNewest(m, key, err);
+      if (err instanceof ConflictError) throw err;
+      await this.confirmNewest(m, key, describeError(err));
     }
     // The generation this one replaces is of no use now (a reader that listed it lists again); older ones, left by
     // a kill between these two requests, go in the next sweep.
@@ -128,8 +128,7 @@ export class ObjectDiskSession implements DiskSession {
       // Our generation is recorded: a failed delete (the store failing, the lease lost) fails nothing. The leftover
       // goes in the next sweep, as after a kill here; a lost lease stops the run at its next write, if it has one.
       await this.store.delete([old]).catch((err: unknown) => {
-        const why = err instanceof VhdsyncError ? err.describe() : String((err as Error)?.message ?? err);
-        notice(`disk '${this.disk}'`, `generation ${m.generation} of its manifest is written, but the one it replaces was not deleted (${why}); the next run deletes it`);
+        notice(`disk '${this.disk}'`, `generation ${m.generation} of its manifest is written, but the one it replaces was not deleted (${describeError(err)}); the next run deletes it`);
       });
     }
   }
@@ -140,20 +139,19 @@ export class ObjectDiskSession implements DiskSession {
    * a frozen clock defeats). None: the run goes on with one notice. Taken: ConflictError. The store failing again:
    * ManifestWrittenError, since the generation stands unless such a takeover happened.
    */
-  private async confirmNewest(m: DiskManifest, key: string, listing: VhdsyncError): Promise<void> {
+  private async confirmNewest(m: DiskManifest, key: string, listing: string): Promise<void> {
     const head = `generation ${m.generation} of the manifest of disk '${this.disk}' is written, but`;
     let taken: boolean;
     try {
       taken = await this.lease.takenOver();
     } catch (err) {
-      if (!(err instanceof VhdsyncError)) throw err;
-      const unfinished = `confirming that no other run wrote a newer generation failed (listing the manifests: ${listing.describe()}; reading the lease: ${err.describe()}); it stands unless another run took the disk over meanwhile: check with 'vhdsync list --repo ${this.repo.display} ${this.disk}'`;
+      const unfinished = `confirming that no other run wrote a newer generation failed (listing the manifests: ${listing}; reading the lease: ${describeError(err)}); it stands unless another run took the disk over meanwhile: check with 'vhdsync list --repo ${this.repo.display} ${this.disk}'`;
       throw new ManifestWrittenError(m.generation, unfinished, `${head} ${unfinished}`, this.repo.name(key));
     }
     if (taken) {
-      throw new ConflictError(`${head} another run has taken the disk's lease over since and may have written a newer one (listing the manifests to check failed: ${listing.describe()}); this run stopped and records nothing more: check with 'vhdsync list --repo ${this.repo.display} ${this.disk}' whether what it wrote is there, and retry`, this.repo.name(key));
+      throw new ConflictError(`${head} another run has taken the disk's lease over since and may have written a newer one (listing the manifests to check failed: ${listing}); this run stopped and records nothing more: check with 'vhdsync list --repo ${this.repo.display} ${this.disk}' whether what it wrote is there, and retry`, this.repo.name(key));
     }
-    notice(`disk '${this.disk}'`, `generation ${m.generation} of its manifest is written, but listing the manifests to confirm that no other run wrote a newer one failed (${listing.describe()}); the store shows no other run took the lease, so none can have: going on`);
+    notice(`disk '${this.disk}'`, `generation ${m.generation} of its manifest is written, but listing the manifests to confirm that no other run wrote a newer one failed (${listing}); the store shows no other run took the lease, so none can have: going on`);
   }
 
   async writePoint<T>(id: string, spec: PointSpec, fill: PointFill<T>): Promise<WrittenPoint<T>> {

@@ -20,6 +20,8 @@ import { makeTempDir } from '../../helpers/tmp.js';
 import type { ObjectInfo, PutConditions } from '../../../src/io/object-store.js';
 import { MemoryObjectStore } from '../../helpers/memory-object-store.js';
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 describe('object lease', () => {
   it('a newest generation that the listing names but reading never finds: one line after a few looks, no endless loop', async () => {
     // A listing that keeps naming a generation already deleted (a lagging index, or a new holder deleting it
@@ -256,5 +258,88 @@ describe('object lease', () => {
     } finally {
       tmp.cleanup();
     }
+  });
+
+  describe('a prune that discards an orphan lease (every generation gone, so generation numbers start again)', () => {
+    const L = (g: number) => `leases/vm/${String(g).padStart(12, '0')}.json`;
+    /** A released lease of generation `g`, as a run that ended cleanly leaves it. */
+    async function released(store: MemoryObjectStore, g: number): Promise<void> {
+      const now = new Date().toISOString();
+      const record = { format: 'vhdsync-lease', host: 'h', pid: 1, op: 'backup', token: 'feedfacefeedface', since: now, renewed: now, renewals: 0, leaseMs: 120000, released: true };
+      await store.put(L(g), Buffer.from(JSON.stringify(record)), { ifNoneMatch: '*' });
+    }
+    const holds = (lease: DiskLease) => {
+      try {
+        lease.check();
+        return true;
+      } catch {
+        return false;
+      }
+    };
+
+    it('a taker whose generation vanished between its HEAD and its GET looks again: never two holders at once', async () => {
+      const store = new MemoryObjectStore();
+      await released(store, 1);
+      const prune = await DiskLease.take(store, 'vm', 'prune'); // generation 2
+      let other: DiskLease | null = null;
+      // The taker's HEAD of generation 2 comes before the prune's discard, its GET after it and after a new first
+      // backup took generation 1. The old code counted the vanished record as free and took generation 3.
+      const view = Object.create(store) as MemoryObjectStore;
+      let once = true;
+      view.get = async (key, range) => {
+        if (once && key === L(2)) {
+          once = false;
+          await prune.discard();
+          other = await DiskLease.take(store, 'vm', 'backup');
+        }
+        return store.get(key, range);
+      };
+      const err = await DiskLease.take(view, 'vm', 'backup').then(() => null, (e: unknown) => e);
+      expect(err).toBeInstanceOf(BusyError);
+      expect(other).not.toBeNull();
+      expect(holds(other!)).toBe(true);
+      expect(store.keys()).toEqual([L(1)]);
+      await other!.release();
+    });
+
+    it("discard waits for its take's cleanup: a late cleanup delete cannot remove the next holder's generation 1", async () => {
+      const store = new MemoryObjectStore();
+      await released(store, 1);
+      let letGo!: () => void;
+      const gate = new Promise<void>((r) => (letGo = r));
+      const view = Object.create(store) as MemoryObjectStore;
+      let first = true;
+      view.delete = async (keys, fence) => {
+        if (first && keys.includes(L(1))) {
+          first = false;
+          await gate; // the cleanup's delete, answered late (retried after a timeout)
+        }
+        return store.delete(keys, fence);
+      };
+      const prune = await DiskLease.take(view, 'vm', 'prune'); // generation 2
+      const discarding = prune.discard();
+      await sleep(20);
+      letGo();
+      expect(await discarding).toEqual([L(2)]);
+      const next = await DiskLease.take(store, 'vm', 'backup'); // generation 1 again
+      await next.renew();
+      expect(holds(next)).toBe(true);
+      expect(store.keys()).toEqual([L(1)]);
+      await next.release();
+    });
+
+    it('a stalled holder of generation 1 is told it was taken over when a new run holds a new generation 1', async () => {
+      const store = new MemoryObjectStore();
+      const stalled = await DiskLease.take(store, 'vm', 'backup');
+      clearInterval((stalled as unknown as { timer: NodeJS.Timeout }).timer); // frozen: it renews no more
+      expect(await stalled.takenOver()).toBe(false);
+      await stalled.renew(); // a renewal changes the ETag; the token still says the lease is ours
+      expect(await stalled.takenOver()).toBe(false);
+      // What a prune's takeover and discard leave behind: no generation at all. A new run then takes generation 1.
+      await store.delete([L(1)]);
+      const next = await DiskLease.take(store, 'vm', 'backup');
+      expect(await stalled.takenOver()).toBe(true);
+      await next.release();
+    });
   });
 });

@@ -157,4 +157,59 @@ describe('object backups: failures after the manifest create', () => {
     expect(await pruneDisk(repo, 'vm', { keep: 1 })).toMatchObject({ dropped: [a.point], kept: ['20260502T100000Z'] });
     expect(await restoredObjectSha(repo, 'vm', '20260502T100000Z', tmp.dir)).toBe(sha256File(src));
   });
+
+  it('a failure that is not ours (a raw Error from the store or a bug) after the create is still worded as a recorded point, never exit 1', async () => {
+    const store = new MemoryObjectStore();
+    const repo = new ObjectRepository(store);
+    const src = source();
+    const a = await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, now: () => new Date('2026-05-01T10:00:00Z') });
+    scribble(src, [[5 * BLOCK, 100, 0xab]]);
+    store.beforeMutation = (m) => {
+      if (m.op === 'put' && m.key === gen(4)) throw new Error('socket hang up');
+    };
+    const err = await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, retention: { keep: 1 }, now: () => new Date('2026-05-02T10:00:00Z') }).catch((e: unknown) => e);
+    store.beforeMutation = null;
+    expect(err).toBeInstanceOf(RecordedError);
+    expect((err as RecordedError).describe()).toContain("restore point 20260502T100000Z of disk 'vm' is recorded (manifest generation 3");
+    expect((err as RecordedError).describe()).toContain('the retention step (--keep) did not finish: socket hang up;');
+    expect(await pointsOf(repo)).toEqual([a.point, '20260502T100000Z']);
+  });
+
+  it('a raw Error from the listing after the create is confirmed through the lease like any listing failure; raw again there: exit 3', async () => {
+    class RawOutage extends MemoryObjectStore {
+      failing = { lists: false, heads: false };
+      override async *list(prefix: string): AsyncIterable<ObjectInfo> {
+        if (this.failing.lists && prefix.startsWith('manifests/')) throw new Error('socket hang up');
+        yield* super.list(prefix);
+      }
+      override async head(key: string): Promise<ObjectInfo | null> {
+        if (this.failing.heads) throw new Error('read ECONNRESET');
+        return super.head(key);
+      }
+    }
+    for (const heads of [false, true]) {
+      const store = new RawOutage();
+      const repo = new ObjectRepository(store);
+      const src = source();
+      await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK });
+      scribble(src, [[5 * BLOCK, 100, 0xcd]]);
+      store.beforeMutation = (m) => {
+        if (m.op === 'put' && m.key.startsWith('manifests/vm/')) store.failing = { lists: true, heads };
+      };
+      let result: unknown;
+      const lines = await stderrOf(async () => {
+        result = await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK }).catch((e: unknown) => e);
+      });
+      store.beforeMutation = null;
+      store.failing = { lists: false, heads: false };
+      if (heads) {
+        expect(result).toBeInstanceOf(RecordedError);
+        expect((result as RecordedError).describe()).toMatch(/is recorded \(manifest generation 3 .*listing the manifests: socket hang up; reading the lease: read ECONNRESET/);
+      } else {
+        expect(result).toMatchObject({ disk: 'vm' });
+        expect(lines.join('')).toContain('listing the manifests to confirm that no other run wrote a newer one failed (socket hang up)');
+      }
+      expect(await pointsOf(repo)).toHaveLength(2);
+    }
+  });
 });
