@@ -210,7 +210,7 @@ export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: 
         try {
           await session.writeManifest(m);
         } catch (err) {
-          if (err instanceof ManifestWrittenError) throw new RecordedError(`${recorded(repo, disk, id, err.generation)}, but ${err.unfinished}`, repo.display);
+          if (err instanceof ManifestWrittenError) throw new RecordedError(`${recorded(repo, disk, id, err.generation)}, but ${err.unfinished}`, repo.display, { disk, point: id, generation: err.generation });
           throw err;
         }
         after = { id, generation: m.generation, step: 'the retention step (--keep) did not finish', advice: 'the next backup with it, or a prune, applies it' };
@@ -243,7 +243,7 @@ export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: 
   } catch (err) {
     // Whatever it is (a raw EIO at close included), the point stands: exit 3 with the step, never exit 1.
     if (!after || err instanceof RecordedError) throw err;
-    throw new RecordedError(`${recorded(repo, disk, after.id, after.generation)}, but ${after.step}: ${describeError(err)}; ${after.advice}`, repo.display);
+    throw new RecordedError(`${recorded(repo, disk, after.id, after.generation)}, but ${after.step}: ${describeError(err)}; ${after.advice}`, repo.display, { disk, point: after.id, generation: after.generation });
   } finally {
     await session.release();
   }

@@ -145,6 +145,14 @@ export class ManifestWrittenError extends VhdsyncError {
  */
 export class RecordedError extends VhdsyncError {
   override readonly exitCode: number = 3; // EXIT_RECORDED (cli/run.ts)
+  constructor(
+    message: string,
+    subject?: string,
+    /** The point that stands (absent on the CLI's summary of several disks), for `--json`. */
+    readonly recorded?: { disk: string; point: string; generation: number },
+  ) {
+    super(message, subject);
+  }
 }
 
 /**

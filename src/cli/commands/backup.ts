@@ -88,9 +88,13 @@ export const backupCommand: CommandModule<object, BackupArgs> = {
     else for (const bar of bars.values()) bar.finish();
     const failed = results.filter((r) => r.error);
     for (const r of failed) if (!(r.error instanceof VhdsyncError)) throw r.error;
-    if (results.length === 1 && failed.length) throw failed[0].error;
+    if (results.length === 1 && failed.length) {
+      // A script reading --json still learns which point stands when the exit is 3.
+      if (args.json && failed[0].error instanceof RecordedError) outJson(failedJson(failed[0]));
+      throw failed[0].error;
+    }
     const done = results.filter((r) => r.summary).map((r) => r.summary!);
-    if (args.json) outJson(results.length === 1 ? done[0] : { backups: done, failed: failed.map((r) => ({ disk: r.job.disk, error: (r.error as VhdsyncError).describe() })) });
+    if (args.json) outJson(results.length === 1 ? done[0] : { backups: done, failed: failed.map(failedJson) });
     else for (const s of done) out(describe(s));
     for (const r of failed) process.stderr.write(`vhdsync: ${(r.error as VhdsyncError).describe()}\n`);
     if (!failed.length) return;
@@ -99,6 +103,13 @@ export const backupCommand: CommandModule<object, BackupArgs> = {
     throw new VhdsyncError(`${failed.length} of ${results.length} disks failed (see above)`);
   },
 };
+
+/** A failed disk for --json: `{disk, error}`, plus `recorded: true, point, generation` when its point stands (exit 3). */
+function failedJson(r: { job: BackupJob; error?: unknown }): object {
+  const err = r.error as VhdsyncError;
+  const recorded = err instanceof RecordedError && err.recorded ? { recorded: true, point: err.recorded.point, generation: err.recorded.generation } : {};
+  return { disk: r.job.disk, error: err.describe(), ...recorded };
+}
 
 function describe(s: BackupSummary): string {
   const how = s.kind === 'diff' ? `differencing image of ${s.parent}` : s.kind === 'clone' ? 'reflinked full image' : 'full image';

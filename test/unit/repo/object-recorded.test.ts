@@ -85,6 +85,7 @@ describe('object backups: failures after the manifest create', () => {
     expect(err).toBeInstanceOf(RecordedError);
     expect((err as RecordedError).exitCode).toBe(3);
     const [id] = (await pointsOf(repo))!;
+    expect((err as RecordedError).recorded).toEqual({ disk: 'vm', point: id, generation: 2 });
     expect((err as RecordedError).describe()).toBe(
       `${REPO}: restore point ${id} of disk 'vm' is recorded (manifest generation 2 in ${REPO}), but confirming that no other run wrote a newer generation failed ` +
         `(listing the manifests: ${REPO}/manifests/vm/: cannot reach http://127.0.0.1:9: ECONNREFUSED (after 6 attempts); reading the lease: ${REPO}/leases/vm/000000000002.json: cannot reach http://127.0.0.1:9: ECONNREFUSED (after 6 attempts)); ` +
@@ -149,6 +150,8 @@ describe('object backups: failures after the manifest create', () => {
     const err = await backupDisk(repo, await parseLocation(src), 'vm', { blockSize: BLOCK, retention: { keep: 1 }, now: () => new Date('2026-05-02T10:00:00Z') }).catch((e: unknown) => e);
     store.beforeMutation = null;
     expect(err).toBeInstanceOf(RecordedError);
+    // What `backup --json` prints beside exit 3.
+    expect((err as RecordedError).recorded).toEqual({ disk: 'vm', point: '20260502T100000Z', generation: 3 });
     expect((err as RecordedError).describe()).toBe(
       `${REPO}: restore point 20260502T100000Z of disk 'vm' is recorded (manifest generation 3 in ${REPO}), but the retention step (--keep) did not finish: ` +
         `${REPO}/${gen(4)}: keeps failing: ServiceUnavailable (HTTP 503) after 6 attempts; the next backup with it, or a prune, applies it`,
