@@ -16,10 +16,10 @@ import { lockDiskWaiting, type LockWait } from './wait.js';
 import { isStream, openSource, sourceName, type BackupSource, type OpenedSource } from './source.js';
 
 /**
- * Blocks of a disk whose incremental starts hashing before the sweep (repo/early-pass.ts): its list then waits in
- * memory, a few MiB at most (32 GiB at 2 MiB blocks).
+ * The largest disk whose incremental starts hashing before the sweep (repo/early-pass.ts): its list then waits in
+ * memory. The list's size follows the disk's size (its sub-block digests), not the block count: 8-16 MiB at most.
  */
-const EARLY_MAX_BLOCKS = 16384;
+const EARLY_MAX_SIZE = 32 * 2 ** 30;
 
 /** Options for backupDisk. */
 export interface BackupOptions {
@@ -147,10 +147,11 @@ export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: 
     // An image is opened now, and an incremental's hashing starts, beside the settling's and baseOf's requests; the
     // pass takes it over when the point does build on the newest one with these settings. Its list waits in memory:
     // not for huge disks. A stream is opened only when it is read at once (an idle export may time out).
-    let opened = isStream(source) ? null : await openSource(source, opts.open);
+    const newest = existing.points.at(-1);
+    // Only an incremental opens early: a full backup's source that fails to open must not stop the settling first.
+    let opened = isStream(source) || !newest || opts.full ? null : await openSource(source, opts.open);
     try {
-      const newest = existing.points.at(-1);
-      if (opened && newest && !opts.full && newest.virtualSize === opened.virtualSize && opened.virtualSize / existing.blockSize <= EARLY_MAX_BLOCKS) {
+      if (opened && newest && newest.virtualSize === opened.virtualSize && opened.virtualSize <= EARLY_MAX_SIZE) {
         await opened.hashEarly?.(existing.hash, existing.blockSize);
       }
       const settled = await settle(session, existing);

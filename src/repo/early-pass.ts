@@ -9,7 +9,10 @@ import type { Disk } from '../formats/disk.js';
 import { writeAtomically } from '../io/atomic.js';
 import type { Location } from '../io/location.js';
 import { MemoryStore } from '../io/memory-store.js';
-import { createMetafile, type HashedBlock } from '../meta/index.js';
+import { createMetafile, identityProblem, type HashedBlock } from '../meta/index.js';
+import type { DiskIdentity } from '../formats/disk.js';
+import { ContentChangedError } from '../util/errors.js';
+import { displayLocation } from '../io/location.js';
 
 /** Blocks that wait for the backup before the hashing pauses (a few hundred KiB of digests). */
 const QUEUE_LIMIT = 4096;
@@ -29,12 +32,16 @@ export class EarlyPass {
   private room: (() => void) | null = null;
   private readonly mem: MemoryStore;
   private readonly done: Promise<void>;
+  /** The image's identity when the hashing started: drain() checks it again after the last block was sent. */
+  private readonly before: Promise<DiskIdentity>;
 
   constructor(
-    disk: Disk,
+    private readonly disk: Disk,
     readonly algorithm: 'xxh128' | 'sha256',
     readonly blockSize: number,
   ) {
+    this.before = disk.identity();
+    this.before.catch(() => {}); // observed in drain(); a failure here also fails the hashing itself
     this.mem = new MemoryStore(disk.location.store.display(disk.location.path));
     this.done = createMetafile(disk, { algorithm, blockSize, target: { store: this.mem, path: 'early.list' }, withData: false, onBlock: (b) => this.push(b) })
       .then(
@@ -85,6 +92,11 @@ export class EarlyPass {
       await new Promise<void>((resolve) => (this.wake = resolve));
     }
     if (this.failure) throw this.failure;
+    // createMetafile checked the image when the hashing ended, which may be long before the last block was sent
+    // (the queue): a write in between, to a block whose digest matched the base, would be missing from a point
+    // dated after it. Without the early pass the hashing ends with the last block, so this is the same guarantee.
+    const why = identityProblem(await this.before, await this.disk.identity(), true);
+    if (why) throw new ContentChangedError(`the image changed while it was being backed up (${why}); run the backup again when nothing writes to it`, displayLocation(this.disk.location));
     const bytes = this.mem.contents('early.list')!;
     await writeAtomically(target, async (temp) => {
       const file = await temp.store.createExclusive(temp.path);

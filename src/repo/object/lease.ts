@@ -130,6 +130,8 @@ export class DiskLease implements WriteFence {
           const renewedAgo = Date.now() - Date.parse(held.renewed);
           if (!(renewedAgo > held.leaseMs)) throw busy(store, disk, held);
           // Looks expired by our clock: watch it for one more lease; any renewal proves the holder alive.
+          // A store that ignores conditional writes is reported now, not after watching a lease we could never take.
+          await writable;
           notice(`disk '${disk}'`, `the lease of ${holderName(held)} was last renewed ${Math.round(renewedAgo / 1000)} s ago by our clock: watching it ${Math.round(held.leaseMs / 1000)} s more before taking it over (a renewal meanwhile means it is alive)`);
           await sleep(held.leaseMs);
           const later = await store.head(key);
@@ -253,10 +255,10 @@ export class DiskLease implements WriteFence {
    * authority and only while no run took it over; a generation after ours is never touched.
    */
   async discard(): Promise<string[]> {
-    clearInterval(this.timer);
     // take()'s cleanup deletes without our fence: a late attempt of it must not land after our deletes, on the
-    // generation 1 of the next holder.
+    // generation 1 of the next holder. Renewals go on while it runs (a slow delete must not cost our authority).
     await this.cleanup;
+    clearInterval(this.timer);
     await this.renewing;
     this.check();
     if (await this.takenOver()) {
@@ -272,8 +274,10 @@ export class DiskLease implements WriteFence {
 
   /** Marks the lease released (the next run takes it at once); a lapsed lease is left to expire. */
   async release(): Promise<void> {
-    clearInterval(this.timer);
+    // Renewals go on while the cleanup of older generations ends: a slow delete must not run our authority out and
+    // leave the lease unreleased (the next run would wait for it to expire).
     await this.cleanup;
+    clearInterval(this.timer);
     await this.renewing;
     if (this.lost || performance.now() >= this.deadline) return;
     this.lost = 'released';

@@ -342,4 +342,39 @@ describe('object lease', () => {
       await next.release();
     });
   });
+
+  it('a slow delete of older generations at take() does not keep release() from marking the lease released', async () => {
+    class SlowDelete extends MemoryObjectStore {
+      slow = false;
+      override async delete(keys: readonly string[], fence?: Parameters<MemoryObjectStore['delete']>[1]): Promise<void> {
+        if (this.slow && keys.some((k) => k.startsWith('leases/'))) await sleep(2500); // longer than the authority
+        return super.delete(keys, fence);
+      }
+    }
+    const store = new SlowDelete();
+    const timing = { leaseMs: 4000, renewMs: 200, authorityMs: 1000 };
+    await (await DiskLease.take(store, 'vm', 'backup', timing)).release(); // generation 1, released
+    store.slow = true;
+    const lease = await DiskLease.take(store, 'vm', 'backup', timing); // generation 2; generation 1's delete is slow
+    await lease.release(); // renewals went on while it waited for that delete
+    const record = JSON.parse(store.objects.get('leases/vm/000000000002.json')!.body.toString()) as { released: boolean };
+    expect(record.released).toBe(true);
+  });
+
+  it('a store that ignores conditional writes is reported at once, not after watching an expired lease', async () => {
+    class Unconditional extends MemoryObjectStore {
+      override async put(key: string, body: Uint8Array, c: PutConditions = {}): Promise<{ etag: string }> {
+        return super.put(key, body, key === 'vhdsync-repository.json' ? {} : c);
+      }
+    }
+    const store = new Unconditional();
+    const repo = new ObjectRepository(store);
+    await repo.exists(true);
+    const old = new Date(Date.now() - 3_600_000).toISOString();
+    const record = { format: 'vhdsync-lease', host: 'elsewhere', pid: 1, op: 'backup', token: 't', since: old, renewed: old, renewals: 0, leaseMs: 600_000, released: false };
+    await store.put('leases/vm/000000000001.json', Buffer.from(JSON.stringify(record) + '\n'));
+    // The old code printed "watching it 600 s more" and slept that long before the probe's error.
+    const err = await repo.lockDisk('vm', 'backup').then(() => null, (e: unknown) => e);
+    expect(String(err)).toMatch(/ignores If-None-Match/);
+  });
 });
