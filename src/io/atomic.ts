@@ -80,7 +80,10 @@ export async function createWithBytes(loc: Location, bytes: Uint8Array, opts: { 
 
 /** Writes `bytes` as the whole new content of `target` through `writeAtomically` (temp name, flush, rename). */
 export async function writeBytesAtomically(target: Location, bytes: Uint8Array, opts: { overwrite?: boolean } = {}): Promise<void> {
-  await writeAtomically(target, (temp) => createWithBytes(temp, bytes), opts);
+  // Where flush and rename are one chain (SMB), a server may run the rename although the FLUSH failed (Samba stops a
+  // related chain only after a failed CREATE): the bytes are flushed, and the FLUSH's answer checked, in the create.
+  const flush = Boolean(target.store.flushAndRename);
+  await writeAtomically(target, (temp) => createWithBytes(temp, bytes, { flush }), opts);
 }
 
 /** What a producer of a file's bytes by position needs of the file (writeSizedAtomically hands it one). */

@@ -15,6 +15,7 @@ import { Dialect, SigningAlgorithm } from '../../src/io/smb/negotiate.js';
 import type { SmbClient } from '../../src/io/smb/client.js';
 import type { VhdsyncError } from '../../src/util/errors.js';
 import { writeSizedAtomically, type PositionedWriter } from '../../src/io/atomic.js';
+import { Command } from '../../src/io/smb/header.js';
 import { isAllZero } from '../../src/util/struct.js';
 
 interface Case {
@@ -305,6 +306,28 @@ run.each(cases)('Samba: $name', ({ server: serverOpts, client: clientOpts, expec
       execFileSync('umount', [dir]);
       rmSync(dir, { recursive: true });
     }
+  });
+
+  it('a small file is flushed inside its create chain (the FLUSH answer checked); a CLOSE that fails there publishes nothing', async () => {
+    const store = server.store(client);
+    const loc = { store, path: '/chainflush.bin' };
+    const fill = (bytes: Buffer) => async (out: PositionedWriter) => void (await out.write(0, bytes));
+    const old = randomBytes(3000);
+    const original = client.openChain.bind(client);
+    const chains = jest.spyOn(client, 'openChain');
+    await writeSizedAtomically(loc, old.length, fill(old));
+    // Samba runs a related chain's rename even after its FLUSH failed: the flush must come with the data, in chain 1.
+    const sent = chains.mock.calls.map((call) => call[2].map((op) => op.command));
+    expect(sent.filter((ops) => ops.includes(Command.WRITE))).toEqual([[Command.WRITE, Command.FLUSH]]);
+    // A write-back error reported only at close (NFS, Ceph, quotas under the share): the file is not published.
+    chains.mockImplementation(async (...args) => {
+      const result = await original(...args);
+      return args[2].some((op) => op.command === Command.WRITE) ? { ...result, closed: false } : result;
+    });
+    expect(await line(writeSizedAtomically(loc, 5000, fill(randomBytes(5000)), { overwrite: true }))).toMatch(/failed to close the file after writing it/);
+    chains.mockRestore();
+    expect(readFileSync(path.join(server.shareDir, 'chainflush.bin')).equals(old)).toBe(true);
+    expect(readdirSync(server.shareDir).filter((n) => n.includes('chainflush'))).toEqual(['chainflush.bin']);
   });
 
   it('lists with a wildcard evaluated by the server', async () => {

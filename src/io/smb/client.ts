@@ -48,6 +48,8 @@ export interface ChainOp extends ChainLink {
 export interface ChainResult {
   info: CreateResponse;
   replies: Reply[];
+  /** Whether the chain's own CLOSE succeeded (a server may report a write-back error only there). */
+  closed: boolean;
 }
 
 /** The largest READ/WRITE this client issues: big enough to amortise per-request costs, small enough to pipeline. */
@@ -226,7 +228,7 @@ export class SmbClient {
     const info = parseCreateResponse(replies[0].msg);
     if (outcome.open) await this.close({ share, treeId, fileId: info.fileId, generation, info }).catch(() => undefined);
     if (outcome.failed > 0) throw this.failed(conn, statuses[outcome.failed], subject);
-    return { info, replies: replies.slice(1, 1 + ops.length) };
+    return { info, replies: replies.slice(1, 1 + ops.length), closed: !outcome.open };
   }
 
   /**

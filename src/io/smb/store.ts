@@ -501,9 +501,10 @@ export class SmbStore implements ByteStore {
     const create = this.req(path, OPEN.readwrite.access, Disposition.CREATE, CreateOptions.NON_DIRECTORY_FILE);
     await retrying(this.client, () => this.client.ensureShare(this.share), name);
     let replies: Reply[];
+    let closed: boolean;
     try {
       this.beforeChange();
-      ({ replies } = await this.client.openChain(this.share, create, ops, name));
+      ({ replies, closed } = await this.client.openChain(this.share, create, ops, name));
     } catch (err) {
       if (err instanceof ConnectionLostError) throw new IoError(`${err.message} while creating the file; it may or may not exist now`, name);
       if (isDeletePending(err)) throw new AlreadyExistsError('already exists (being deleted)', name);
@@ -514,6 +515,8 @@ export class SmbStore implements ByteStore {
       const n = parseWriteResponse(replies[i].msg);
       if (n !== want) throw new IoError(`short write (${n} of ${want} bytes) at offset ${i * limit}`, name);
     }
+    // Servers on NFS, Ceph or quota'd storage may report a failed write-back only at close: the file is not whole.
+    if (!closed) throw new IoError('the server failed to close the file after writing it; its content may not be stored', name);
   }
 
   async syncDir(): Promise<void> {

@@ -169,7 +169,7 @@ class ScriptedShare {
           if (op.command === Command.SET_INFO) setInfo(h.name, body.readUInt8(3), body.subarray(32, 32 + body.readUInt32LE(4)));
           return reply(op.command === Command.QUERY_DIRECTORY ? Status.NO_MORE_FILES : Status.SUCCESS);
         });
-        return { info: { ...h.info, fileId: h.fileId, createAction: 1 }, replies };
+        return { info: { ...h.info, fileId: h.fileId, createAction: 1 }, replies, closed: true };
       },
     };
     return c as unknown as SmbClient;
