@@ -134,9 +134,15 @@ d('serve: confinement, slow clients, load, disk locks', () => {
     frame.writeUInt32LE(512, 8);
     held.end(Buffer.concat([frame, Buffer.alloc(12)]));
     expect(await reply).toMatch(/^HTTP\/1\.1 200/);
+    const exported = () => server.log.filter((e) => e.method === 'GET' && e.target.startsWith('/export_raw_vdi') && e.status === 200).length;
+    const logged = exported();
     const exports = await Promise.all([1, 2, 3].map(() => runAsync('curl', ['-sS', '--limit-rate', '4M', `${server.url}/export_raw_vdi?vdi=v.vhd`])));
     for (const e of exports) expect(e.stdout.subarray(0, 512).equals(Buffer.alloc(512, 0x61))).toBe(true);
     expect(new Set(exports.map((e) => sha256(e.stdout))).size).toBe(1);
+    // curl ends with the last byte; the server releases the disk's shared lock after it, then logs the request. The
+    // next test locks this disk, so it waits for those three lines (the dry run on a557ea2 lost that race once).
+    for (let i = 0; i < 250 && exported() < logged + 3; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(exported()).toBe(logged + 3);
   });
 
   it('a disk another vhdsync run has locked (a copy or merge) is 409, and free again once released', async () => {
