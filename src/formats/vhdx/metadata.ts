@@ -108,7 +108,8 @@ export function parseTable(region: Buffer, subject?: string, regionLength = regi
 /** Parses the system items of a metadata region (or of its first bytes, as parseTable) and checks their values. */
 export function parse(region: Buffer, subject?: string, regionLength = region.length): VhdxMetadata {
   const entries = parseTable(region, subject, regionLength);
-  if (region.length < regionLength && entries.some((e) => e.offset + e.length > region.length)) {
+  // As itemsEnd counts them: a zero-length item occupies nothing, whatever offset it names.
+  if (region.length < regionLength && entries.some((e) => e.length > 0 && e.offset + e.length > region.length)) {
     throw new Error('metadata items past the bytes given: read the whole region');
   }
   const item = (id: string, size: number | null, required: boolean): Buffer | null => {

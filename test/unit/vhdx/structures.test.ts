@@ -124,6 +124,19 @@ describe('metadata', () => {
     parseGuidLE('aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee').copy(d, 32 + 5 * 32);
     expect(() => md.parse(d)).toThrow(UnsupportedError);
   });
+  test('a zero-length item naming an offset past the bytes read occupies nothing: parsed from the first bytes alone', () => {
+    // Found by the fuzzer (vhdx-read): itemsEnd skipped the item, parse counted it and threw a bare Error (a crash).
+    const b = md.serialize(meta);
+    const head = 128 << 10;
+    const user = md.parseTable(b).length; // a user item after the system ones: zero length, offset far past the head
+    b.writeUInt16LE(user + 1, 10);
+    parseGuidLE('aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee').copy(b, 32 + user * 32);
+    b.writeUInt32LE(900 << 10, 32 + user * 32 + 16);
+    b.writeUInt32LE(0, 32 + user * 32 + 20);
+    b.writeUInt32LE(1, 32 + user * 32 + 24); // IsUser
+    expect(md.itemsEnd(b.subarray(0, head))).toBeLessThanOrEqual(head);
+    expect(md.parse(b.subarray(0, head), undefined, b.length)).toEqual(meta);
+  });
 });
 
 test('metadata items past the first 128 KiB of the region: read once, the rest of the region only (qemu agrees)', async () => {
