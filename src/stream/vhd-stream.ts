@@ -88,14 +88,30 @@ export interface StreamBlock {
   data: Buffer;
 }
 
-/** Reads the blocks in stream order into two reused buffers. */
+/** The block buffer's first size: it doubles as a block's bytes arrive, up to the header's block size. */
+const FIRST_BLOCK_BUFFER = 4 << 20;
+
+/**
+ * Reads the blocks in stream order into two reused buffers. The data buffer grows with the bytes that arrive, so a
+ * header naming 256 MiB blocks costs memory only once a stream really carries them (a truncated or hostile one fails
+ * first).
+ */
 export async function* readVhdStreamBlocks(r: ForwardReader, head: VhdStreamHead): AsyncGenerator<StreamBlock> {
   const bitmap = Buffer.alloc(bitmapBytes(head.blockSize));
-  const data = Buffer.allocUnsafeSlow(head.blockSize);
+  let data = Buffer.allocUnsafeSlow(Math.min(head.blockSize, FIRST_BLOCK_BUFFER));
   for (const b of head.blocks) {
     await r.skipTo(b.position, `VHD block ${b.index}`);
     await r.read(bitmap.length, `the bitmap of VHD block ${b.index}`, bitmap);
-    await r.read(head.blockSize, `VHD block ${b.index}`, data);
+    for (let got = 0; got < head.blockSize; ) {
+      if (got === data.length) {
+        const bigger = Buffer.allocUnsafeSlow(Math.min(head.blockSize, data.length * 2));
+        data.copy(bigger, 0, 0, got);
+        data = bigger;
+      }
+      const n = data.length - got;
+      await r.read(n, `VHD block ${b.index}`, data.subarray(got));
+      got += n;
+    }
     yield { index: b.index, bitmap, data };
   }
 }

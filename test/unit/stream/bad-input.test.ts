@@ -5,6 +5,8 @@ import { applyChunked, writeContentOnto } from '../../../src/stream/apply.js';
 import { frameHeader } from '../../../src/stream/chunked.js';
 import { vhdStreamContent } from '../../../src/stream/vhd-stream-source.js';
 import { serializeFooter, parseFooter } from '../../../src/formats/vhd/footer.js';
+import { parseDynamicHeader, serializeDynamicHeader } from '../../../src/formats/vhd/dynamic-header.js';
+import { installAllocationCap, withAllocationCap } from '../../fuzz/guards.js';
 import { CorruptImageError } from '../../../src/util/errors.js';
 import { MemDisk } from '../sync/mem-disk.js';
 import { collect, MIB, patternBytes, readerOf } from './helpers.js';
@@ -29,6 +31,20 @@ describe('VHD stream bad input', () => {
     for (const cut of [100, 700, 2100, 2560 + 1000, bytes.length - 512 - 1, bytes.length - 1]) {
       await expect(decode(bytes.subarray(0, cut))).rejects.toThrow(/truncated/);
     }
+  });
+
+  it('a header naming 256 MiB blocks over a stream that stops short: refused as truncated, with memory sized by what arrived', async () => {
+    // Found by the fuzzer (vhd-stream): the block buffer was allocated at the header's block size before any of it
+    // arrived. One block (block 0) keeps the head's checks from refusing the layout first.
+    const disk = new MemDisk(5 * MIB);
+    await disk.write(4096, patternBytes(8192, 1));
+    const bytes = await collect(await encode('vhd', await diskContent(disk)));
+    const h = parseDynamicHeader(bytes.subarray(512, 512 + 1024), 'x');
+    serializeDynamicHeader({ ...h, blockSize: 256 * MIB }).copy(bytes, 512);
+    installAllocationCap();
+    const cut = bytes.subarray(0, bytes.length - 512 - MIB);
+    const { worst } = await withAllocationCap(32 * MIB, () => expect(decode(cut)).rejects.toThrow(/truncated/));
+    expect(worst).toBeLessThanOrEqual(8 * MIB);
   });
 
   it('a trailing footer that differs from the first: refused', async () => {
