@@ -5,14 +5,12 @@
  * wait in a bounded queue (digests only: the direct path reads no data) and the list in memory until the backup
  * takes them over (drain), or the backup takes another way and drops the pass.
  */
-import type { Disk } from '../formats/disk.js';
-import { writeAtomically } from '../io/atomic.js';
-import type { Location } from '../io/location.js';
+import type { Disk, DiskIdentity } from '../formats/disk.js';
+import { writeBytesAtomically } from '../io/atomic.js';
+import { displayLocation, type Location } from '../io/location.js';
 import { MemoryStore } from '../io/memory-store.js';
 import { createMetafile, identityProblem, type HashedBlock } from '../meta/index.js';
-import type { DiskIdentity } from '../formats/disk.js';
 import { ContentChangedError } from '../util/errors.js';
-import { displayLocation } from '../io/location.js';
 
 /** Blocks that wait for the backup before the hashing pauses (a few hundred KiB of digests). */
 const QUEUE_LIMIT = 4096;
@@ -71,8 +69,8 @@ export class EarlyPass {
   }
 
   /**
-   * Every block to `onBlock` in order as the hashing yields it, then (the hashing done, the image unchanged since it
-   * started: createMetafile's identity check) the list written to `target`; the hashing's failure is thrown here.
+   * Every block to `onBlock` in order as the hashing yields it, then (the hashing done, the image unchanged from the
+   * hashing's start to the last block) the list written to `target`; the hashing's failure is thrown here.
    */
   async drain(target: Location, onBlock: (b: HashedBlock) => Promise<void>, onProgress?: (bytes: number) => void): Promise<void> {
     for (;;) {
@@ -97,15 +95,7 @@ export class EarlyPass {
     // dated after it. Without the early pass the hashing ends with the last block, so this is the same guarantee.
     const why = identityProblem(await this.before, await this.disk.identity(), true);
     if (why) throw new ContentChangedError(`the image changed while it was being backed up (${why}); run the backup again when nothing writes to it`, displayLocation(this.disk.location));
-    const bytes = this.mem.contents('early.list')!;
-    await writeAtomically(target, async (temp) => {
-      const file = await temp.store.createExclusive(temp.path);
-      try {
-        await file.write(0, bytes);
-      } finally {
-        await file.close();
-      }
-    });
+    await writeBytesAtomically(target, this.mem.contents('early.list')!);
   }
 
   /** Stops the hashing (the backup goes another way, or failed before its pass); resolves once it has stopped. */
