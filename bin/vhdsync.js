@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Entry point: the CLI lives in dist/cli/main.js, built by `npm ci` (prepare) or `npm run build`.
-import { main } from '../dist/cli/main.js';
+// Entry point: the CLI is dist/bundle/main.js, tsc's dist/cli/main.js bundled with its imports into ESM chunks
+// (scripts/bundle.js; built by `npm ci` (prepare) or `npm run build`).
+import { main } from '../dist/bundle/main.js';
 
 // `vhdsync info x | head` closes the pipe early: that is the reader's choice, not an error.
 process.stdout.on('error', (err) => {
