@@ -1,11 +1,12 @@
 /**
  * The fast path past yargs for the commands whose start-up counts (createmeta, run on whole fleets of images; merge,
- * after every copy; convert and stream, measured against qemu-img and curl): yargs and the 50 modules it loads cost about 150 ms of every
+ * after every copy; convert and stream, measured against qemu-img and curl; backup, timed to its first S3 request): yargs and the 50 modules it loads cost about 150 ms of every
  * run's start-up on this project's 2-core machines (a quarter of `createmeta` on a 4 GiB image; docs/performance.md).
  * This reader takes the plain forms only (`--name value`,
  * `--name=value`, `--flag`, `--no-flag`, one-letter aliases alone, positional words) from the same option specs
  * yargs gets, and returns null for everything else (`--help`, `--version`, `--`, an option given twice, unknown or
- * camel-cased names, a value that is missing, starts with `-` or is not among the choices, `=` after a flag), which
+ * camel-cased names, a value that is missing, starts with `-` or is not among the choices, `=` after a flag, a
+ * required option missing), which
  * then goes to yargs exactly as before. So a command line means the same whichever parser read it, and every error
  * message is still yargs'; a property test checks the two against each other.
  */
@@ -91,6 +92,10 @@ export function parseSimple(
     if (words.length !== positionals.length) return null;
     positionals.forEach((name, k) => (out[name] = words[k]));
   }
-  for (const [name, spec] of Object.entries(options)) if (!(name in out) && spec.default !== undefined) out[name] = spec.default;
+  for (const [name, spec] of Object.entries(options)) {
+    // A required option missing is yargs' usage error to report.
+    if (!(name in out) && spec.demandOption) return null;
+    if (!(name in out) && spec.default !== undefined) out[name] = spec.default;
+  }
   return out;
 }

@@ -40,6 +40,11 @@ function inputFormatOption(formatAlias: boolean): Options {
   };
 }
 
+/** `--input-format` as a yargs option spec, for a command that declares its options as data. */
+export function inputFormatSpec(): Options {
+  return inputFormatOption(false);
+}
+
 /**
  * Adds `--input-format`; `formatAlias` also accepts it as `--format` on commands where `--format` means nothing
  * else (on create, convert and createmeta it names the output or metafile format).
@@ -113,14 +118,18 @@ export interface ObjectStoreArgs {
   's3-path-style'?: boolean;
 }
 
+/** `--profile` and `--s3-path-style` as yargs option specs (read by yargs and by the fast path, fast-args.ts). */
+export const OBJECT_STORE_OPTIONS = {
+  profile: { type: 'string', describe: 'for s3:// repositories: the profile of the shared AWS config and credentials files (default AWS_PROFILE, else "default")' },
+  's3-path-style': {
+    type: 'boolean',
+    describe: 'for s3:// repositories: put the bucket in the path, not the host name (Ceph, MinIO; on by default when an endpoint is set, --no-s3-path-style turns it off)',
+  },
+} satisfies Record<string, Options>;
+
 /** Adds `--profile` and `--s3-path-style` (they apply only when the repository is `s3://BUCKET/PREFIX`). */
 export function withObjectStoreOptions<T>(y: Argv<T>): Argv<T & ObjectStoreArgs> {
-  return y
-    .option('profile', { type: 'string', describe: 'for s3:// repositories: the profile of the shared AWS config and credentials files (default AWS_PROFILE, else "default")' })
-    .option('s3-path-style', {
-      type: 'boolean',
-      describe: 'for s3:// repositories: put the bucket in the path, not the host name (Ceph, MinIO; on by default when an endpoint is set, --no-s3-path-style turns it off)',
-    }) as Argv<T & ObjectStoreArgs>;
+  return y.options(OBJECT_STORE_OPTIONS) as Argv<T & ObjectStoreArgs>;
 }
 
 /** The object-store options as the repository layer takes them. */

@@ -2,7 +2,8 @@
  * bin/vhdsync.js runs the bundle (dist/bundle/, scripts/bundle.js), not tsc's module tree, and the bundle keeps the
  * CLI's lazy loading: the S3 client (the AWS SDK, a few hundred modules) loads only when an s3:// location is
  * opened, so commands on files never pay for it (issue 14's start-up goal). A control run that opens an s3://
- * repository (on a local server that refuses every request) shows the detector sees the SDK.
+ * repository (on a local server that refuses every request) shows the detector sees the SDK; backup's does it
+ * without loading yargs.
  */
 import { once } from 'node:events';
 import { createServer } from 'node:http';
@@ -47,6 +48,13 @@ describe('S3 client loading', () => {
       const list = await loadedModules(dir, ['list', '--repo', 's3://bucket/x'], env);
       expect(list.status).toBe(1);
       expect(sdk(list.sources).length).toBeGreaterThan(10);
+      // backup's plain command lines skip yargs (fast-args.ts): its time to the first request is issue 15's.
+      const img = path.join(dir, 'src.raw');
+      writeFileSync(img, Buffer.alloc(1 << 20));
+      const backup = await loadedModules(dir, ['backup', img, '--repo', 's3://bucket/x'], env);
+      expect(backup.stderr).toMatch(/AccessDenied/);
+      expect(sdk(backup.sources).length).toBeGreaterThan(10);
+      expect(backup.sources.filter((s) => s.startsWith('node_modules/yargs/'))).toEqual([]);
     } finally {
       server.close();
     }

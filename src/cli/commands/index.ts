@@ -25,12 +25,13 @@ const LOADERS: Record<CommandName, () => Promise<AnyCommand>> = {
   verify: async () => (await import('./verify.js')).verifyCommand,
 };
 
-/** Commands that offer the fast path past yargs (fast-args.ts): those whose start-up counts (run on many images or after every copy, or against qemu-img and curl). */
+/** Commands that offer the fast path past yargs (fast-args.ts): those whose start-up counts (run on many images or after every copy, against qemu-img and curl, or timed to the first S3 request). */
 const FAST: Partial<Record<CommandName, () => Promise<AnyCommand & FastCommand>>> = {
   createmeta: async () => (await import('./createmeta.js')).createmetaCommand as AnyCommand & FastCommand,
   merge: async () => (await import('./merge.js')).mergeCommand as AnyCommand & FastCommand,
   convert: async () => (await import('./convert.js')).convertCommand as AnyCommand & FastCommand,
   stream: async () => (await import('./stream.js')).streamCommand as AnyCommand & FastCommand,
+  backup: async () => (await import('./backup.js')).backupCommand as AnyCommand & FastCommand,
 };
 
 /** The command `name` loaded (with the format drivers and location schemes) if it offers the fast path, else null. */

@@ -91,6 +91,23 @@ const GRAMMARS: Partial<Record<CommandName, Grammar>> = {
     runs: 80,
     minFast: 15,
   },
+  backup: {
+    words: [
+      '--repo', '--repo=', 'r', 's3://b/p', '--name', 'd', '--keep', '3', '--keep=3', '--keepDaily', '--jobs', '4', '--jobs=1', '--reflink',
+      'auto', 'always', 'bogus', '--full', '--no-full', '--full=true', '--block-size', '1M', '--hash', 'sha256', 'sha512', '--wait',
+      '--wait=5', '--profile', 'p', '--s3-path-style', '--no-s3-path-style', '--insecure', '--ca-cert', 'ca.pem', '--input-format', 'vhdx',
+      'a.raw', 'backup',
+    ],
+    pieces: [
+      ['--json'], ['-q'], ['--no-progress'], ['--full'], ['--insecure'], ['--s3-path-style'],
+      ['--no-s3-path-style'], ['--name', 'd'], ['--name=d'], ['--reflink', 'never'], ['--reflink=always'], ['--hash', 'sha256'], ['--block-size', '64K'],
+      ['--wait=5'], ['--wait', '10'], ['--profile', 'p'], ['--ca-cert', 'ca.pem'], ['--input-format', 'vhdx'], ['--vhd-size', 'chs'], ['--keep', '3'],
+    ],
+    // --repo is required (a line without it is yargs' to refuse, checked below): every line gets one, anywhere.
+    positionals: ['c.raw', '--repo=s3://b/p'],
+    runs: 60,
+    minFast: 10,
+  },
 };
 
 const globalPiece = (words: string[]) =>
@@ -170,6 +187,13 @@ describe('the fast path reads command lines as yargs does', () => {
     const two = cli(['merge', missing, 'other']);
     expect([two.status, two.stderr]).toEqual([2, 'vhdsync: Unknown argument: other\n']);
     expect(cli(['merge', '-q']).stderr).toMatch(/^vhdsync: Not enough non-option arguments/);
+  });
+
+  it('leaves backup lines without --repo to yargs, whose message they keep', async () => {
+    const command = (await loadFastCommand('backup'))!;
+    expect(parseSimple(['backup', 'a.raw'], 0, command.fast.positionals, GLOBAL_OPTIONS, command.fast.options())).toBeNull();
+    expect(parseSimple(['backup', 'a.raw', '--repo', 'r'], 0, command.fast.positionals, GLOBAL_OPTIONS, command.fast.options())).toMatchObject({ sources: ['a.raw'], repo: 'r', jobs: 2, reflink: 'auto' });
+    expect(cli(['backup', 'a.raw'])).toMatchObject({ status: 2, stderr: 'vhdsync: Missing required argument: repo\n' });
   });
 
   it('runs convert and stream without yargs (defaults included), and leaves wrong counts of positionals to it', () => {
