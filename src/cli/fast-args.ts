@@ -1,6 +1,6 @@
 /**
  * The fast path past yargs for the commands whose start-up counts (createmeta, run on whole fleets of images; merge,
- * after every copy; convert and stream, measured against qemu-img and curl; backup, timed to its first S3 request): yargs and the 50 modules it loads cost about 150 ms of every
+ * after every copy; convert and stream, measured against qemu-img and curl; copy and backup, issues 14 and 15's 1% rows): yargs and the 50 modules it loads cost about 150 ms of every
  * run's start-up on this project's 2-core machines (a quarter of `createmeta` on a 4 GiB image; docs/performance.md).
  * This reader takes the plain forms only (`--name value`,
  * `--name=value`, `--flag`, `--no-flag`, one-letter aliases alone, positional words) from the same option specs

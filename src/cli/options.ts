@@ -40,9 +40,9 @@ function inputFormatOption(formatAlias: boolean): Options {
   };
 }
 
-/** `--input-format` as a yargs option spec, for a command that declares its options as data. */
-export function inputFormatSpec(): Options {
-  return inputFormatOption(false);
+/** `--input-format` (also as `--format` with `formatAlias`) as a yargs option spec, for a command that declares its options as data. */
+export function inputFormatSpec(formatAlias = false): Options {
+  return inputFormatOption(formatAlias);
 }
 
 /**

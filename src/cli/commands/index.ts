@@ -32,6 +32,7 @@ const FAST: Partial<Record<CommandName, () => Promise<AnyCommand & FastCommand>>
   convert: async () => (await import('./convert.js')).convertCommand as AnyCommand & FastCommand,
   stream: async () => (await import('./stream.js')).streamCommand as AnyCommand & FastCommand,
   backup: async () => (await import('./backup.js')).backupCommand as AnyCommand & FastCommand,
+  copy: async () => (await import('./copy.js')).copyCommand as AnyCommand & FastCommand,
 };
 
 /** The command `name` loaded (with the format drivers and location schemes) if it offers the fast path, else null. */

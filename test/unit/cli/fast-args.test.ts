@@ -91,6 +91,19 @@ const GRAMMARS: Partial<Record<CommandName, Grammar>> = {
     runs: 80,
     minFast: 15,
   },
+  copy: {
+    words: [
+      '--createmeta', '--no-createmeta', '--createmeta=true', '--diffdir', '--diffdir=', 'dd', '--force', '--no-force', '--diff-format',
+      'image', 'chunked', 'bogus', '--diff-format=chunked', '--diffFormat', '--format', 'vhdx', 'raw', '--input-format=vhd', 'a.raw', 'copy',
+    ],
+    pieces: [
+      ['--json'], ['-q'], ['--no-progress'], ['--createmeta'], ['--force'], ['--diffdir', 'dd'], ['--diffdir=dd'], ['--diff-format', 'chunked'],
+      ['--diff-format', 'image'], ['--format', 'raw'], ['--input-format', 'vhdx'], ['--vhd-size', 'current'], ['--smb-credentials', 'creds'],
+    ],
+    positionals: ['s.raw', 't.vhdx'],
+    runs: 60,
+    minFast: 15,
+  },
   backup: {
     words: [
       '--repo', '--repo=', 'r', 's3://b/p', '--name', 'd', '--keep', '3', '--keep=3', '--keepDaily', '--jobs', '4', '--jobs=1', '--reflink',
