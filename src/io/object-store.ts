@@ -16,6 +16,11 @@ export interface ObjectInfo {
   /** The ETag without quotes (radosgw may return an empty one after a multipart completion). */
   etag: string;
   lastModifiedMs: number;
+  /**
+   * The object's user metadata (S3 `x-amz-meta-*`, names lower-case), as a HEAD reports it; listings leave it out.
+   * It is stored with the body in the same PUT, so a HEAD's metadata and ETag describe one version of the object.
+   */
+  metadata?: Record<string, string>;
 }
 
 /**
@@ -40,6 +45,11 @@ export interface PutConditions {
    * receives and refuses a mismatch, so a wrong value fails the write, never stores other bytes.
    */
   sha256?: string;
+  /**
+   * User metadata to store with the object (printable ASCII, names lower-case, a few hundred bytes at most): what
+   * a reader must know of a small object before acting, which a HEAD (no body) then tells it in one round trip.
+   */
+  metadata?: Record<string, string>;
 }
 
 /** A byte range of an object. */

@@ -11,6 +11,7 @@ interface Stored {
   body: Buffer;
   etag: string;
   lastModifiedMs: number;
+  metadata?: Record<string, string>;
 }
 
 /** A request that changes the store, as `beforeMutation` sees it. */
@@ -38,7 +39,7 @@ export class MemoryObjectStore implements ObjectStore {
   async head(key: string): Promise<ObjectInfo | null> {
     this.counts.head++;
     const o = this.objects.get(key);
-    return o ? { key, size: o.body.length, etag: o.etag, lastModifiedMs: o.lastModifiedMs } : null;
+    return o ? { key, size: o.body.length, etag: o.etag, lastModifiedMs: o.lastModifiedMs, ...(o.metadata ? { metadata: { ...o.metadata } } : {}) } : null;
   }
 
   async put(key: string, body: Uint8Array, conditions: PutConditions = {}): Promise<{ etag: string }> {
@@ -52,7 +53,7 @@ export class MemoryObjectStore implements ObjectStore {
     if (conditions.sha256 !== undefined && createHash('sha256').update(body).digest('hex') !== conditions.sha256) throw new IoError('XAmzContentSHA256Mismatch', key);
     const copy = Buffer.from(body);
     const etag = createHash('md5').update(copy).digest('hex');
-    this.objects.set(key, { body: copy, etag, lastModifiedMs: Date.now() });
+    this.objects.set(key, { body: copy, etag, lastModifiedMs: Date.now(), ...(conditions.metadata ? { metadata: { ...conditions.metadata } } : {}) });
     return { etag };
   }
 

@@ -54,7 +54,11 @@ function buryLease(store: MemoryObjectStore): void {
   for (const [key, o] of store.objects) {
     if (!key.startsWith('leases/')) continue;
     const r = JSON.parse(o.body.toString('utf8')) as { pid: number; released: boolean };
-    if (r.pid === process.pid && !r.released) o.body = Buffer.from(JSON.stringify({ ...r, pid: DEAD_PID }));
+    if (r.pid === process.pid && !r.released) {
+      o.body = Buffer.from(JSON.stringify({ ...r, pid: DEAD_PID }));
+      // The record's copy in the metadata, which a taker reads first, says the same.
+      if (o.metadata) o.metadata = { 'vhdsync-lease': o.body.toString('base64') };
+    }
   }
 }
 

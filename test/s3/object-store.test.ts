@@ -115,6 +115,17 @@ describeRgw('S3ObjectStore on radosgw', () => {
     await expect(store.put('lease-missing', Buffer.from('x'), { ifMatch: first.etag })).rejects.toBeInstanceOf(ConflictError);
   });
 
+  it('stores user metadata with the body: a HEAD returns the version it read, a conditional replace changes both', async () => {
+    const record = (n: number) => Buffer.from(JSON.stringify({ format: 'vhdsync-lease', n }) + '\n').toString('base64');
+    const first = await store.put('meta', Buffer.from('one'), { ifNoneMatch: '*', metadata: { 'vhdsync-lease': record(1) } });
+    expect(await store.head('meta')).toMatchObject({ etag: first.etag, metadata: { 'vhdsync-lease': record(1) } });
+    const second = await store.put('meta', Buffer.from('two'), { ifMatch: first.etag, metadata: { 'vhdsync-lease': record(2) } });
+    expect(await store.head('meta')).toMatchObject({ etag: second.etag, metadata: { 'vhdsync-lease': record(2) } });
+    // Without metadata, a HEAD reports none (what a lease of an older version looks like).
+    await store.put('meta-none', Buffer.from('x'));
+    expect((await store.head('meta-none'))?.metadata ?? {}).toEqual({});
+  });
+
   it('sends a SHA-256 the caller gives as the signed payload hash: the right one stores the body, a wrong one is refused by the service', async () => {
     const body = randomBytes(300_000);
     await store.put('hashed', body, { ifNoneMatch: '*', sha256: sha256(body) });

@@ -223,7 +223,7 @@ export class S3ObjectStore implements ObjectStore {
       try {
         const r = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }));
         this.bucketSeen = true;
-        return { key, size: r.ContentLength ?? 0, etag: bareEtag(r.ETag), lastModifiedMs: r.LastModified?.getTime() ?? 0 };
+        return { key, size: r.ContentLength ?? 0, etag: bareEtag(r.ETag), lastModifiedMs: r.LastModified?.getTime() ?? 0, ...(r.Metadata ? { metadata: r.Metadata } : {}) };
       } catch (err) {
         if (httpStatus(err) === 404) {
           // HEAD answers have no body: a missing bucket looks like a missing key, so ask the bucket (once).
@@ -248,6 +248,7 @@ export class S3ObjectStore implements ObjectStore {
           ContentLength: body.byteLength,
           IfNoneMatch: conditions.ifNoneMatch,
           IfMatch: conditions.ifMatch === undefined ? undefined : bareEtag(conditions.ifMatch),
+          Metadata: conditions.metadata,
         });
         if (conditions.sha256) withPayloadHash(command, conditions.sha256);
         const r = await fencedAttempt(conditions.fence, (abortSignal) => this.client.send(command, { abortSignal }));

@@ -62,6 +62,9 @@ export class ObjectDiskSession implements DiskSession {
   ) {
     this.prefix = diskPrefix(disk);
     this.keepStrayBlocks = op === 'backup';
+    // A backup deletes the older lease generations once its blocks go (writePoint): not beside its first requests,
+    // which wait on the store's answers while these would not. Every other run deletes them now.
+    if (op !== 'backup') void lease.cleanUpOlder();
   }
 
   /** This run's token in every manifest it writes (DiskManifest.writer): no other run writes the same bytes. */
@@ -113,24 +116,26 @@ export class ObjectDiskSession implements DiskSession {
       if (!(err instanceof AlreadyExistsError)) throw err;
       throw new ConflictError(`generation ${m.generation} of the manifest of disk '${this.disk}' was written by another run meanwhile; this run recorded nothing (a restore point whose map it wrote may still be recorded by the next run): retry`, this.repo.name(key));
     }
+    // The generation this one replaces is of no use now (a reader that listed it lists again); older ones, left by
+    // a kill before this delete, go in the next sweep. It goes beside the listing below, whatever that finds: a
+    // generation older than ours is never the newest (generations only grow), so deleting it decides nothing, even
+    // when the listing then shows that another run superseded ours (that run deletes the older ones too).
+    const replaced = m.generation > 1 ? this.store.delete([manifestKey(this.disk, m.generation - 1)]).then(() => null, (err: unknown) => err) : Promise.resolve(null);
     // The key of a generation a newer writer already deleted can be created again by a late one: ours is then not
     // the newest, and this run must stop before it acts on it (its sweep would delete the newer points' objects).
     try {
       await this.refuseIfSuperseded(m);
     } catch (err) {
-      if (err instanceof ConflictError) throw err;
-      await this.confirmNewest(m, key, describeError(err));
+      if (err instanceof ConflictError) {
+        await replaced;
+        throw err;
+      }
+      await this.confirmNewest(m, key, describeError(err)).finally(() => replaced);
     }
-    // The generation this one replaces is of no use now (a reader that listed it lists again); older ones, left by
-    // a kill between these two requests, go in the next sweep.
-    if (m.generation > 1) {
-      const old = manifestKey(this.disk, m.generation - 1);
-      // Our generation is recorded: a failed delete (the store failing, the lease lost) fails nothing. The leftover
-      // goes in the next sweep, as after a kill here; a lost lease stops the run at its next write, if it has one.
-      await this.store.delete([old]).catch((err: unknown) => {
-        notice(`disk '${this.disk}'`, `generation ${m.generation} of its manifest is written, but the one it replaces was not deleted (${describeError(err)}); the next run deletes it`);
-      });
-    }
+    // Our generation is recorded: a failed delete (the store failing, the lease lost) fails nothing. The leftover
+    // goes in the next sweep, as after a kill here; a lost lease stops the run at its next write, if it has one.
+    const failed = await replaced;
+    if (failed) notice(`disk '${this.disk}'`, `generation ${m.generation} of its manifest is written, but the one it replaces was not deleted (${describeError(failed)}); the next run deletes it`);
   }
 
   /**
@@ -183,6 +188,8 @@ export class ObjectDiskSession implements DiskSession {
     // Every point shares its unchanged blocks with its base: a `clone` in the model's words, whatever --reflink says.
     const kind = spec.base ? 'clone' : 'full';
     const uploader = new BlockUploader(this.store, this.prefix, known, this.repo.uploadsInFlight, () => this.check());
+    // Beside the blocks (release() waits for it): the store has no request of ours to answer sooner now.
+    void this.lease.cleanUpOlder();
     const mapKey = this.prefix + pointMapName(id);
     const lists = new MemoryStore(this.repo.name(this.prefix));
     const image = new PointDisk(map, { store: this.store, diskPrefix: this.prefix, pointId: id, location: { store: lists, path: mapKey }, uploader });

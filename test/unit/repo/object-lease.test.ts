@@ -88,6 +88,30 @@ describe('object lease', () => {
     expect(await taken({ ...here, pid: process.pid, start: processStart(process.pid) })).toBe(false);
   });
 
+  it('a lease object carries its record as metadata too: a taker decides on its HEAD alone, with the same answers as from its body', async () => {
+    const store = new MemoryObjectStore();
+    const timing = { leaseMs: 600_000, renewMs: 60_000, authorityMs: 200_000 };
+    const holder = await DiskLease.take(store, 'vm', 'backup', timing);
+    await holder.renew();
+    const stored = store.objects.get('leases/vm/000000000001.json')!;
+    // The metadata is the body's record, renewal included (one PUT writes both).
+    expect(Buffer.from(stored.metadata!['vhdsync-lease'], 'base64').equals(stored.body)).toBe(true);
+    const gets = store.counts.get;
+    const busy = await DiskLease.take(store, 'vm', 'prune', timing).then(() => null, (e: unknown) => e);
+    expect(busy).toBeInstanceOf(BusyError);
+    expect((busy as BusyError).describe()).toMatch(/in use by a backup \(pid \d+ on /);
+    await holder.release();
+    const next = await DiskLease.take(store, 'vm', 'prune', timing);
+    // Neither the busy answer nor the takeover of the released lease read a body.
+    expect(store.counts.get).toBe(gets);
+    await next.release();
+    // A lease without the metadata (an older version's) has its body read: busy while its holder lives.
+    const older = new MemoryObjectStore();
+    await plant(older, { host: 'elsewhere', pid: 1 });
+    expect(await DiskLease.take(older, 'vm', 'prune', timing).then(() => null, (e: unknown) => e)).toBeInstanceOf(BusyError);
+    expect(older.counts.get).toBe(1);
+  });
+
   it('a renewal that committed while every attempt of it failed: the next renewal reads the lease back and keeps it', async () => {
     /** A store whose lease PUTs commit and then fail (the answers lost after the retries), or fail before committing. */
     class Unanswered extends MemoryObjectStore {
@@ -285,6 +309,12 @@ describe('object lease', () => {
       // The taker's HEAD of generation 2 comes before the prune's discard, its GET after it and after a new first
       // backup took generation 1. The old code counted the vanished record as free and took generation 3.
       const view = Object.create(store) as MemoryObjectStore;
+      // As an older version wrote it (no record in its metadata): the taker reads its body after the HEAD.
+      view.head = async (key) => {
+        const info = await store.head(key);
+        if (info) delete info.metadata;
+        return info;
+      };
       let once = true;
       view.get = async (key, range) => {
         if (once && key === L(2)) {

@@ -32,6 +32,8 @@ interface Request {
 class RoundTripStore extends MemoryObjectStore {
   readonly requests: Request[] = [];
   private finished = 0;
+  /** Requests nothing waits for (work going on beside the others): numbered, but no later round counts them. */
+  background: (op: Request['op'], key: string, before: readonly Request[]) => boolean = () => false;
 
   /** Forgets the requests so far: the next one is round 1. */
   reset(): void {
@@ -41,12 +43,13 @@ class RoundTripStore extends MemoryObjectStore {
 
   private async request<T>(op: Request['op'], key: string, run: () => Promise<T>): Promise<T> {
     const round = this.finished + 1;
+    const aside = this.background(op, key, this.requests);
     this.requests.push({ op, key, round });
     await new Promise((resolve) => setImmediate(resolve));
     try {
       return await run();
     } finally {
-      this.finished = Math.max(this.finished, round);
+      if (!aside) this.finished = Math.max(this.finished, round);
     }
   }
 
@@ -82,7 +85,7 @@ describe('object repository round trips', () => {
   beforeAll(() => (tmp = makeTempDir('vhdsync-objrounds-')));
   afterAll(() => tmp.cleanup());
 
-  it('an incremental sends its first block in round trip 11 (15 requests before it), and records it in 6 more', async () => {
+  it('an incremental sends its first block in round trip 10 (14 requests before it), and records it in 5 more', async () => {
     const src = rawDisk(path.join(tmp.dir, 'src.raw'), BLOCK * BLOCKS, Array.from({ length: BLOCKS }, (_, b): [number, number, number] => [b * BLOCK, BLOCK, b + 1]));
     const store = new RoundTripStore();
     const repo = new ObjectRepository(store);
@@ -92,6 +95,8 @@ describe('object repository round trips', () => {
     writeSync(fd, Buffer.alloc(100, 0xee), 0, 100, 7 * BLOCK + 3);
     closeSync(fd);
     store.reset();
+    // The new holder's deletion of the older lease generations, which only the release waits for.
+    store.background = (op, key, before) => key.startsWith('leases/') && (op === 'delete' || (op === 'list' && before.some((r) => r.op === 'put' && r.key.startsWith('leases/'))));
     // A new repository object, as each CLI run has: nothing is known of the store yet.
     const s = await backupDisk(new ObjectRepository(store), await parseLocation(src), 'vm', { blockSize: BLOCK });
     expect(s.changedBytes).toBe(BLOCK);
@@ -102,33 +107,34 @@ describe('object repository round trips', () => {
     const first = seen.findIndex((r) => r.includes('/blocks/'));
     expect(seen.slice(0, first + 1)).toEqual([
       ' 1 get vhdsync-repository.json',
-      // The probe of conditional writes and the lease's reads at once; the lease is written after both.
+      // The probe of conditional writes and the lease's reads at once; the lease is written after both. Its HEAD
+      // carries its record (metadata): no GET of it.
       ' 2 list leases/vm/',
       ' 2 put vhdsync-repository.json',
       ' 2 put vhdsync-repository.json',
       ' 3 head leases/vm/000000000002.json',
-      ' 4 get leases/vm/000000000002.json',
-      ' 5 put leases/vm/000000000003.json',
-      // The deletion of the older lease generation goes on beside the manifest's reads.
-      ' 6 list leases/vm/',
-      ' 6 list manifests/vm/',
-      ' 7 delete leases/vm/000000000002.json',
-      ' 7 get manifests/vm/000000000003.json',
+      ' 4 put leases/vm/000000000003.json',
+      ' 5 list manifests/vm/',
+      ' 6 get manifests/vm/000000000003.json',
       // One listing of the disk's objects (recordLater's, which the sweep and the point reuse), and the sweep's
       // listing of the manifests beside it.
-      ' 8 list disks/vm/',
-      ' 8 list manifests/vm/',
-      ' 9 get disks/vm/ID.list',
-      '10 get disks/vm/ID.map',
-      '11 put disks/vm/blocks/HASH',
+      ' 7 list disks/vm/',
+      ' 7 list manifests/vm/',
+      ' 8 get disks/vm/ID.list',
+      ' 9 get disks/vm/ID.map',
+      // The deletion of the older lease generation goes out with the first blocks (background: nothing waits for it).
+      '10 delete leases/vm/000000000002.json',
+      '10 list leases/vm/',
+      '10 put disks/vm/blocks/HASH',
     ]);
     expect(seen.slice(first + 1)).toEqual([
-      '12 put disks/vm/ID.list',
-      '13 put disks/vm/ID.map',
-      '14 put manifests/vm/000000000004.json',
-      '15 list manifests/vm/',
-      '16 delete manifests/vm/000000000003.json',
-      '17 put leases/vm/000000000003.json',
+      '11 put disks/vm/ID.list',
+      '12 put disks/vm/ID.map',
+      '13 put manifests/vm/000000000004.json',
+      // The generation it replaces is deleted beside the listing that checks no newer one exists.
+      '14 delete manifests/vm/000000000003.json',
+      '14 list manifests/vm/',
+      '15 put leases/vm/000000000003.json',
     ]);
     expect(await restoredObjectSha(repo, 'vm', s.point, tmp.dir)).toBe(sha256File(src));
   });
