@@ -5,7 +5,7 @@
  * the others; manifests are a new object per generation; each disk has a lease object.
  */
 import type { Disk } from '../../formats/disk.js';
-import type { ObjectStore, PutConditions } from '../../io/object-store.js';
+import type { ObjectInfo, ObjectStore, PutConditions } from '../../io/object-store.js';
 import { MemoryStore } from '../../io/memory-store.js';
 import { nativeMetafileLength, readMetafile, type Metafile } from '../../meta/index.js';
 import { AlreadyExistsError, BusyError, ConflictError, IoError, MetafileError, NotFoundError, RepositoryDamageError, UnsupportedError, UsageError } from '../../util/errors.js';
@@ -27,6 +27,12 @@ const MARKER_LIMIT = 4096;
 const LIST_HEADER = 512;
 /** A list's first read: its header and, for most disks, all of it (memory: this much at most before the header is checked). */
 const LIST_FIRST_READ = 1 << 20;
+
+/** A manifest read before the lease was held: the newest generation and ETag its listing showed, and what a GET read of it. */
+interface EarlyManifest {
+  listed: { generation: number; etag: string } | null;
+  manifest: DiskManifest | null;
+}
 
 /** Tuning of an object repository (defaults in docs/repository.md). */
 export interface ObjectRepositoryOptions {
@@ -105,36 +111,77 @@ export class ObjectRepository implements RepoBackend {
 
   /** The newest generation of a disk's manifest, or null when there is none. */
   async newestManifest(disk: string): Promise<number | null> {
-    let newest: number | null = null;
-    for await (const o of this.store.list(manifestPrefix(disk))) {
+    return (await this.newestManifestObject(disk))?.generation ?? null;
+  }
+
+  /** The newest generation of a disk's manifest and its ETag as one listing shows them, or null when it has none. */
+  private async newestManifestObject(disk: string, listing: AsyncIterable<ObjectInfo> | ObjectInfo[] = this.store.list(manifestPrefix(disk))): Promise<{ generation: number; etag: string } | null> {
+    let newest: { generation: number; etag: string } | null = null;
+    for await (const o of listing) {
       const g = parseGeneration(o.key.slice(manifestPrefix(disk).length));
-      if (g !== null && (newest === null || g > newest)) newest = g;
+      if (g !== null && (newest === null || g > newest.generation)) newest = { generation: g, etag: o.etag };
     }
     return newest;
   }
 
+  /**
+   * Manifests a backup read beside its lease take (lockDisk), by disk, for its readManifest to check and use once
+   * (`read`: the newest generation as a listing showed it, its ETag, and what a GET then read of it), and the
+   * listing of the manifests its session made once the lease was held, to check it against.
+   */
+  private readonly early = new Map<string, { read: Promise<EarlyManifest | null>; listing: Promise<ObjectInfo[]> }>();
+
+  /** Forgets the early read of disk `disk` that `listing` was made for (its session ends): it is only for that session. */
+  forgetEarly(disk: string, listing: Promise<ObjectInfo[]>): void {
+    if (this.early.get(disk)?.listing === listing) this.early.delete(disk);
+  }
+
+  /** Reads disk `disk`'s manifest now, for readManifest to use once it has checked it is still the newest; never throws. */
+  private readEarly(disk: string): Promise<EarlyManifest | null> {
+    return (async () => {
+      const listed = await this.newestManifestObject(disk);
+      return { listed, manifest: listed ? await this.readGeneration(disk, listed.generation) : null };
+    })().catch(() => null);
+  }
+
   async readManifest(disk: string): Promise<DiskManifest | null> {
     checkDiskName(disk);
+    const early = this.early.get(disk);
+    this.early.delete(disk);
     // A writer may delete the generation we listed once its successor exists: list again then.
     for (let attempt = 0; attempt < 5; attempt++) {
-      const generation = await this.newestManifest(disk);
-      if (generation === null) return null;
-      const key = manifestKey(disk, generation);
-      const bytes = await getAtMost(this.store, key, MANIFEST_LIMIT);
-      if (!bytes) continue;
-      if (bytes === 'too large') throw this.manifestDamage(disk, key, `more than ${MANIFEST_LIMIT} bytes, more than a manifest may have`);
-      try {
-        const m = parseManifest(bytes);
-        if (m.disk !== disk) throw new ManifestProblem(`it names disk '${m.disk}'`);
-        if (m.generation !== generation) throw new ManifestProblem(`it says generation ${m.generation}, its name ${generation}`);
-        if (m.points.some((p) => p.kind === 'diff')) throw new ManifestProblem('it lists a differencing point, which object repositories never have');
-        return m;
-      } catch (err) {
-        if (!(err instanceof ManifestProblem)) throw err;
-        throw this.manifestDamage(disk, key, err.message);
-      }
+      // The first look: the listing the session made once the lease was held (a failed one: list again).
+      const listed = attempt === 0 && early ? await early.listing.catch(() => undefined) : undefined;
+      const newest = await this.newestManifestObject(disk, listed);
+      if (newest === null) return null;
+      // Read before this listing (beside the lease take): it is what a GET would read now when this listing shows
+      // the very object that read listed. The same generation under the same ETag is the same version: a manifest
+      // carries its writer's random token, so two writes of one key never have one ETag (If-Match relies on that
+      // too), and the GET went between the two listings, which saw that one version at both ends.
+      const e = attempt === 0 && early ? await early.read : null;
+      if (e?.manifest && e.listed && e.listed.etag !== '' && e.listed.generation === newest.generation && e.listed.etag === newest.etag) return e.manifest;
+      const m = await this.readGeneration(disk, newest.generation);
+      if (m) return m;
     }
     throw new IoError(`the manifest of disk '${disk}' kept changing while it was read; retry`, this.name(manifestPrefix(disk)));
+  }
+
+  /** Generation `generation` of disk `disk`'s manifest, checked, or null when it is gone; damage throws. */
+  private async readGeneration(disk: string, generation: number): Promise<DiskManifest | null> {
+    const key = manifestKey(disk, generation);
+    const bytes = await getAtMost(this.store, key, MANIFEST_LIMIT);
+    if (!bytes) return null;
+    if (bytes === 'too large') throw this.manifestDamage(disk, key, `more than ${MANIFEST_LIMIT} bytes, more than a manifest may have`);
+    try {
+      const m = parseManifest(bytes);
+      if (m.disk !== disk) throw new ManifestProblem(`it names disk '${m.disk}'`);
+      if (m.generation !== generation) throw new ManifestProblem(`it says generation ${m.generation}, its name ${generation}`);
+      if (m.points.some((p) => p.kind === 'diff')) throw new ManifestProblem('it lists a differencing point, which object repositories never have');
+      return m;
+    } catch (err) {
+      if (!(err instanceof ManifestProblem)) throw err;
+      throw this.manifestDamage(disk, key, err.message);
+    }
   }
 
   private manifestDamage(disk: string, key: string, why: string): RepositoryDamageError {
@@ -293,6 +340,9 @@ export class ObjectRepository implements RepoBackend {
     // before the probe has passed, and a store that failed it is reported rather than what take() ran into.
     const probed = this.probeConditions();
     probed.catch(() => {});
+    // A backup reads the manifest next: its listing and GET go beside the lease's reads too, and readManifest uses
+    // what they read only once a listing made under the lease shows the same version (so it is a read made then).
+    const early = op === 'backup' ? this.readEarly(disk) : null;
     let lease: DiskLease;
     try {
       lease = await DiskLease.take(this.store, disk, op, this.lease, probed);
@@ -300,6 +350,9 @@ export class ObjectRepository implements RepoBackend {
       await probed;
       throw err;
     }
-    return new ObjectDiskSession(this, disk, op, lease);
+    const session = new ObjectDiskSession(this, disk, op, lease);
+    const listing = session.listedManifests();
+    if (early && listing) this.early.set(disk, { read: early, listing });
+    return session;
   }
 }

@@ -53,6 +53,12 @@ export class ObjectDiskSession implements DiskSession {
    * and the listing of the manifests the sweep also needs, made beside it.
    */
   private settleListing: { m: DiskManifest; objects: ObjectInfo[]; manifests: ObjectInfo[] } | null = null;
+  /**
+   * A backup's listings of its manifests and of the disk's objects, sent as soon as the lease is held (beside each
+   * other, not one round trip after another): readManifest checks its early read against the first, and
+   * recordLater takes both (once) when the manifest it is given is the newest they show.
+   */
+  private prelisted: { manifests: Promise<ObjectInfo[]>; objects: Promise<ObjectInfo[]> } | null = null;
 
   constructor(
     private readonly repo: ObjectRepository,
@@ -65,6 +71,17 @@ export class ObjectDiskSession implements DiskSession {
     // A backup deletes the older lease generations once its blocks go (writePoint): not beside its first requests,
     // which wait on the store's answers while these would not. Every other run deletes them now.
     if (op !== 'backup') void lease.cleanUpOlder();
+    else {
+      this.prelisted = { manifests: listAll(this.store.list(manifestPrefix(disk))), objects: listAll(this.store.list(this.prefix)) };
+      // A failed listing is listed again by whoever needs it (or never, when the run ends first).
+      this.prelisted.manifests.catch(() => {});
+      this.prelisted.objects.catch(() => {});
+    }
+  }
+
+  /** The listing of the manifests made once the lease was held (a backup's), for readManifest; null for other runs. */
+  listedManifests(): Promise<ObjectInfo[]> | null {
+    return this.prelisted?.manifests ?? null;
   }
 
   /** This run's token in every manifest it writes (DiskManifest.writer): no other run writes the same bytes. */
@@ -97,6 +114,10 @@ export class ObjectDiskSession implements DiskSession {
   }
 
   release(): Promise<void> {
+    // The early manifest read is checked against this session's listing: no later readManifest may use it.
+    const listing = this.listedManifests();
+    if (listing) this.repo.forgetEarly(this.disk, listing);
+    this.prelisted = null;
     return this.lease.release();
   }
 
@@ -253,10 +274,15 @@ export class ObjectDiskSession implements DiskSession {
     // A backup's sweep lists the same objects right after this: it takes this listing instead (one listing of the
     // blocks, not two). Otherwise the listing stops at the blocks when there is no later point to check.
     const objects: ObjectInfo[] | null = this.keepStrayBlocks && !repairing ? [] : null;
+    // The listings sent once the lease was held serve when `m` is the newest manifest they show (it was read and
+    // checked against them): they were made under the lease before this session wrote anything, so they are what
+    // listing now would show but for a late writer's requests since, which are left for the next sweep as those
+    // after a listing made here would be (the manifest writes and each batch of deletes look for a takeover).
+    const pre = objects ? await this.takePrelisted(m) : null;
     // So does the sweep's listing of the manifests, which goes beside this one (one round trip, not two).
-    const manifests = objects ? listAll(this.store.list(manifestPrefix(this.disk))) : null;
+    const manifests = objects ? (pre ? Promise.resolve(pre.manifests) : listAll(this.store.list(manifestPrefix(this.disk)))) : null;
     manifests?.catch(() => {});
-    for await (const o of this.store.list(this.prefix)) {
+    for await (const o of pre?.objects ?? this.store.list(this.prefix)) {
       objects?.push(o);
       const name = o.key.slice(this.prefix.length);
       // Listings are in key order and point ids start with a digit: every map comes before `blocks/`.
@@ -288,6 +314,21 @@ export class ObjectDiskSession implements DiskSession {
     await this.writeManifest(next);
     if (!repairing) notice(`disk '${this.disk}'`, `recorded restore point${ids.length > 1 ? 's' : ''} ${ids.join(', ')}, which the manifest did not list (a backup killed before recording it, or the newest manifest generation lost)`);
     return next;
+  }
+
+  /** The listings sent once the lease was held (once), when `m` is the newest manifest they show; else null. */
+  private async takePrelisted(m: DiskManifest): Promise<{ manifests: ObjectInfo[]; objects: ObjectInfo[] } | null> {
+    const pre = this.prelisted;
+    this.prelisted = null;
+    if (!pre) return null;
+    const got = await Promise.all([pre.manifests, pre.objects]).catch(() => null);
+    if (!got) return null;
+    let newest: number | null = null;
+    for (const o of got[0]) {
+      const g = parseGeneration(o.key.slice(manifestPrefix(this.disk).length));
+      if (g !== null && (newest === null || g > newest)) newest = g;
+    }
+    return newest === m.generation ? { manifests: got[0], objects: got[1] } : null;
   }
 
   async sweep(m: DiskManifest): Promise<string[]> {

@@ -85,7 +85,7 @@ describe('object repository round trips', () => {
   beforeAll(() => (tmp = makeTempDir('vhdsync-objrounds-')));
   afterAll(() => tmp.cleanup());
 
-  it('an incremental sends its first block in round trip 10 (14 requests before it), and records it in 5 more', async () => {
+  it('an incremental sends its first block in round trip 8 (12 requests before it), and records it in 5 more', async () => {
     const src = rawDisk(path.join(tmp.dir, 'src.raw'), BLOCK * BLOCKS, Array.from({ length: BLOCKS }, (_, b): [number, number, number] => [b * BLOCK, BLOCK, b + 1]));
     const store = new RoundTripStore();
     const repo = new ObjectRepository(store);
@@ -108,34 +108,89 @@ describe('object repository round trips', () => {
     expect(seen.slice(0, first + 1)).toEqual([
       ' 1 get vhdsync-repository.json',
       // The probe of conditional writes and the lease's reads at once; the lease is written after both. Its HEAD
-      // carries its record (metadata): no GET of it.
+      // carries its record (metadata): no GET of it. The manifest is read beside them too, and used once a listing
+      // made under the lease shows the same version.
       ' 2 list leases/vm/',
+      ' 2 list manifests/vm/',
       ' 2 put vhdsync-repository.json',
       ' 2 put vhdsync-repository.json',
+      ' 3 get manifests/vm/000000000003.json',
       ' 3 head leases/vm/000000000002.json',
       ' 4 put leases/vm/000000000003.json',
+      // Under the lease at once: the manifests (readManifest's check, then the sweep's) and the disk's objects
+      // (recordLater's, which the sweep and the point reuse).
+      ' 5 list disks/vm/',
       ' 5 list manifests/vm/',
-      ' 6 get manifests/vm/000000000003.json',
-      // One listing of the disk's objects (recordLater's, which the sweep and the point reuse), and the sweep's
-      // listing of the manifests beside it.
-      ' 7 list disks/vm/',
-      ' 7 list manifests/vm/',
-      ' 8 get disks/vm/ID.list',
-      ' 9 get disks/vm/ID.map',
+      ' 6 get disks/vm/ID.list',
+      ' 7 get disks/vm/ID.map',
       // The deletion of the older lease generation goes out with the first blocks (background: nothing waits for it).
-      '10 delete leases/vm/000000000002.json',
-      '10 list leases/vm/',
-      '10 put disks/vm/blocks/HASH',
+      ' 8 delete leases/vm/000000000002.json',
+      ' 8 list leases/vm/',
+      ' 8 put disks/vm/blocks/HASH',
     ]);
     expect(seen.slice(first + 1)).toEqual([
-      '11 put disks/vm/ID.list',
-      '12 put disks/vm/ID.map',
-      '13 put manifests/vm/000000000004.json',
+      ' 9 put disks/vm/ID.list',
+      '10 put disks/vm/ID.map',
+      '11 put manifests/vm/000000000004.json',
       // The generation it replaces is deleted beside the listing that checks no newer one exists.
-      '14 delete manifests/vm/000000000003.json',
-      '14 list manifests/vm/',
-      '15 put leases/vm/000000000003.json',
+      '12 delete manifests/vm/000000000003.json',
+      '12 list manifests/vm/',
+      '13 put leases/vm/000000000003.json',
     ]);
     expect(await restoredObjectSha(repo, 'vm', s.point, tmp.dir)).toBe(sha256File(src));
+  });
+
+  it('a manifest read before the lease is held and superseded before the take is not used: the backup builds on the newer one', async () => {
+    /** Holds the run's first lease listing until another run's whole backup has ended. */
+    class Racing extends MemoryObjectStore {
+      gate: Promise<void> | null = null;
+      afterRead: { key: string; run: () => Promise<void> } | null = null;
+      override async *list(prefix: string): AsyncIterable<ObjectInfo> {
+        const gate = prefix === 'leases/vm/' ? this.gate : null;
+        if (gate) {
+          this.gate = null;
+          await gate;
+        }
+        yield* super.list(prefix);
+      }
+      override async get(key: string, range?: ObjectRange): Promise<Buffer | null> {
+        const bytes = await super.get(key, range);
+        const after = this.afterRead?.key === key ? this.afterRead : null;
+        if (after) {
+          this.afterRead = null;
+          await after.run();
+        }
+        return bytes;
+      }
+    }
+    const src = rawDisk(path.join(tmp.dir, 'race.raw'), BLOCK * BLOCKS, Array.from({ length: BLOCKS }, (_, b): [number, number, number] => [b * BLOCK, BLOCK, b + 1]));
+    const store = new Racing();
+    await backupDisk(new ObjectRepository(store), await parseLocation(src), 'vm', { blockSize: BLOCK });
+    const change = (block: number, fill: number) => {
+      const fd = openSync(src, 'r+');
+      writeSync(fd, Buffer.alloc(100, fill), 0, 100, block * BLOCK + 3);
+      closeSync(fd);
+    };
+    change(3, 0xaa);
+    let other: Awaited<ReturnType<typeof backupDisk>> | null = null;
+    let open!: () => void;
+    store.gate = new Promise<void>((resolve) => (open = resolve));
+    // Right after this run's early read of generation 2, another run backs the change up (generation 3) and lets
+    // go of the disk; only then is this run's lease listing answered, so it takes the lease after that run.
+    store.afterRead = {
+      key: 'manifests/vm/000000000002.json',
+      run: async () => {
+        other = await backupDisk(new ObjectRepository(store), await parseLocation(src), 'vm', { blockSize: BLOCK });
+        change(9, 0xbb);
+        open();
+      },
+    };
+    const mine = await backupDisk(new ObjectRepository(store), await parseLocation(src), 'vm', { blockSize: BLOCK });
+    expect(other).not.toBeNull();
+    // Built on the other run's point (only block 9 changed since), and recorded after it in generation 4.
+    expect(mine.changedBytes).toBe(BLOCK);
+    const m = JSON.parse(store.objects.get('manifests/vm/000000000004.json')!.body.toString('utf8')) as { points: Array<{ id: string }> };
+    expect(m.points.map((p) => p.id).slice(-2)).toEqual([other!.point, mine.point]);
+    expect(await restoredObjectSha(new ObjectRepository(store), 'vm', mine.point, tmp.dir)).toBe(sha256File(src));
   });
 });
