@@ -79,24 +79,49 @@ function checkPointable(src: OpenedSource): void {
   if (src.virtualSize > 64 * 2 ** 40) throw new UnsupportedError('larger than 64 TiB, the most a VHDX restore point holds', src.display);
 }
 
+/** The newest point's list, opened and checked fresh for its image (checkFresh); a VhdsyncError says why not. */
+async function freshList(repo: RepoBackend, disk: string, newest: RestorePoint, src: OpenedSource): Promise<Metafile> {
+  // Both at once (one round trip on an object store); the list's failure is the one reported, as when it came first.
+  const [list, image] = await Promise.allSettled([repo.openList(disk, newest, { virtualSize: src.virtualSize, logicalSectorSize: src.logicalSectorSize }), repo.openPoint(disk, newest)]);
+  try {
+    if (list.status === 'rejected') throw list.reason;
+    if (image.status === 'rejected') throw image.reason;
+    await checkFresh(list.value, image.value);
+    return list.value;
+  } catch (err) {
+    if (list.status === 'fulfilled') await list.value.close();
+    throw err;
+  } finally {
+    if (image.status === 'fulfilled') await image.value.close();
+  }
+}
+
+/** A freshList started before the settling, for the manifest it was read from. */
+interface EarlyList {
+  m: DiskManifest;
+  list: Promise<Metafile>;
+}
+
+/** Closes an early list nobody takes. */
+async function dropEarly(early: EarlyList | null): Promise<void> {
+  await early?.list.then((l) => l.close()).catch(() => {});
+}
+
 /**
  * The newest point's list, when the new point can build on it: same virtual size, the list present, readable and
- * fresh for its image. Otherwise null and the reason, and the new point is full.
+ * fresh for its image. Otherwise null and the reason, and the new point is full. `early`: the same, opened before
+ * the settling, taken when the settling left the manifest as it was (else dropped).
  */
-async function baseOf(repo: RepoBackend, disk: string, m: DiskManifest, src: OpenedSource, full: boolean): Promise<{ base: RestorePoint | null; list: Metafile | null; note: string | null }> {
+async function baseOf(repo: RepoBackend, disk: string, m: DiskManifest, src: OpenedSource, full: boolean, early: EarlyList | null): Promise<{ base: RestorePoint | null; list: Metafile | null; note: string | null }> {
+  const ready = early?.m === m ? early.list : null;
+  if (!ready) await dropEarly(early);
   const newest = m.points[m.points.length - 1];
   if (!newest || full) return { base: null, list: null, note: newest ? 'full point asked for (--full)' : null };
   if (newest.virtualSize !== src.virtualSize) return { base: null, list: null, note: `virtual size changed (${newest.virtualSize} -> ${src.virtualSize} bytes)` };
   let list: Metafile | null = null;
   try {
-    list = await repo.openList(disk, newest, { virtualSize: src.virtualSize, logicalSectorSize: src.logicalSectorSize });
+    list = await (ready ?? freshList(repo, disk, newest, src));
     if (list.summary.blockSize !== m.blockSize || list.summary.algorithm !== m.hash) throw new UsageError('its list has other settings than the disk');
-    const image = await repo.openPoint(disk, newest);
-    try {
-      await checkFresh(list, image);
-    } finally {
-      await image.close();
-    }
     return { base: newest, list, note: null };
   } catch (err) {
     await list?.close();
@@ -150,16 +175,25 @@ export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: 
     const newest = existing.points.at(-1);
     // Only an incremental opens early: a full backup's source that fails to open must not stop the settling first.
     let opened = isStream(source) || !newest || opts.full ? null : await openSource(source, opts.open);
+    // The newest point's list and image are read beside the settling's requests too (they are never rewritten): the
+    // new point takes them when the settling leaves the manifest as it is (no fold finished, no point recorded).
+    let early: EarlyList | null = null;
     try {
       if (opened && newest && newest.virtualSize === opened.virtualSize && opened.virtualSize <= EARLY_MAX_SIZE) {
         await opened.hashEarly?.(existing.hash, existing.blockSize);
+      }
+      if (opened && newest && newest.virtualSize === opened.virtualSize && !existing.pending) {
+        early = { m: existing, list: freshList(repo, disk, newest, opened) };
+        early.list.catch(() => {});
       }
       const settled = await settle(session, existing);
       // A disk without points (its first backup failed, e.g. on a mistyped source, after the first manifest was
       // written) has no settings to keep yet: this run's are the ones its first point will have.
       let m = settled.manifest.points.length ? settled.manifest : { ...settled.manifest, ...runSettings(opts) };
       const src = (opened ??= await openSource(source, opts.open));
-      const { base, list, note } = await baseOf(repo, disk, m, src, Boolean(opts.full));
+      const taken = early;
+      early = null;
+      const { base, list, note } = await baseOf(repo, disk, m, src, Boolean(opts.full), taken);
       try {
         checkPointable(src);
         const time = opts.now?.() ?? new Date();
@@ -239,6 +273,7 @@ export async function backupDisk(repo: RepoBackend, source: BackupSource, disk: 
         await list?.close();
       }
     } finally {
+      await dropEarly(early);
       await opened?.close();
     }
   } catch (err) {
