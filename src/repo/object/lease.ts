@@ -12,8 +12,7 @@
  *   that finished within `authorityMs`; past that, `check()` throws and the run stops writing. Because a breaker
  *   watches for a whole lease (> 2 x authority) after the last change it saw, the holder has stopped before.
  * - Releasing rewrites the object as released (never deleted: generations only grow, so a stale holder's view can
- *   never match a new one). A new holder deletes the generations below its own (cleanUpOlder), at the latest
- *   before it releases.
+ *   never match a new one). A new holder deletes the generations below its own.
  */
 import { randomBytes } from 'node:crypto';
 import type { ObjectInfo, ObjectStore, PutConditions, WriteFence } from '../../io/object-store.js';
@@ -82,14 +81,17 @@ function withRecord(r: LeaseRecord, conditions: PutConditions): PutConditions {
 }
 
 /**
- * The record a HEAD's metadata carries; undefined when it carries none that parses (a lease written by an older
- * version, a store that drops metadata): the body is then read, as before.
+ * The record a HEAD's metadata carries; undefined when it carries none, or one whose fields a taker decides on are
+ * not what we write (a lease written by an older version, a store that drops or mangles metadata): the body is then
+ * read and decides, as before.
  */
 function recordOfHead(info: ObjectInfo): LeaseRecord | undefined {
   const meta = info.metadata?.[RECORD_META];
   // Our record is a few hundred bytes; a larger value is no record of ours.
   if (meta === undefined || meta.length > 4096) return undefined;
-  return parseRecord(Buffer.from(meta, 'base64')) ?? undefined;
+  const r = parseRecord(Buffer.from(meta, 'base64'));
+  const complete = r && typeof r.host === 'string' && typeof r.pid === 'number' && typeof r.released === 'boolean' && typeof r.leaseMs === 'number' && Number.isFinite(r.leaseMs) && typeof r.renewed === 'string' && !Number.isNaN(Date.parse(r.renewed));
+  return complete ? r : undefined;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -112,8 +114,8 @@ export class DiskLease implements WriteFence {
    * would fail and give up a live lease.
    */
   private unsure: LeaseRecord | null = null;
-  /** The deletion of the generations below ours, once started (cleanUpOlder); release() and discard() wait for it. */
-  private cleanup: Promise<void> | null = null;
+  /** The deletion of the generations below ours, started by take(); release() waits for it. */
+  private cleanup: Promise<void> = Promise.resolve();
 
   private constructor(
     private readonly store: ObjectStore,
@@ -183,21 +185,15 @@ export class DiskLease implements WriteFence {
         const winner = parseRecord(await getAtMost(store, leaseKey(disk, next), RECORD_LIMIT));
         throw busy(store, disk, winner);
       }
-      return new DiskLease(store, disk, next, record, etag, timing, started);
+      const lease = new DiskLease(store, disk, next, record, etag, timing, started);
+      // Older generations are history now; a failure here only leaves them for the next holder. Nothing waits for
+      // it but release(): removing them decides nothing (the newest generation is the lease), and the holder's
+      // first requests need not queue behind a listing and a delete (two answers with a body each).
+      lease.cleanup = generationsUpTo(store, disk, next - 1)
+        .then((old) => deleteOldestFirst(store, old))
+        .catch(() => {});
+      return lease;
     }
-  }
-
-  /**
-   * Starts deleting the generations below ours (once; release() and discard() start it when no one did). Older
-   * generations are history: removing them decides nothing (the newest generation is the lease), so the holder
-   * starts it when its store is least busy (a backup: once its point's blocks go), and a failure, or a kill
-   * before it, only leaves them for the next holder, which deletes every generation below its own.
-   */
-  cleanUpOlder(): Promise<void> {
-    if (this.generation <= 1) this.cleanup ??= Promise.resolve();
-    return (this.cleanup ??= generationsUpTo(this.store, this.disk, this.generation - 1)
-      .then((old) => deleteOldestFirst(this.store, old))
-      .catch(() => {}));
   }
 
   /** Throws once this run may no longer change the disk (lease lost or not renewed in time). */
@@ -289,9 +285,9 @@ export class DiskLease implements WriteFence {
    * authority and only while no run took it over; a generation after ours is never touched.
    */
   async discard(): Promise<string[]> {
-    // The cleanup deletes without our fence: a late attempt of it must not land after our deletes, on the
+    // take()'s cleanup deletes without our fence: a late attempt of it must not land after our deletes, on the
     // generation 1 of the next holder. Renewals go on while it runs (a slow delete must not cost our authority).
-    await this.cleanUpOlder();
+    await this.cleanup;
     clearInterval(this.timer);
     await this.renewing;
     this.check();
@@ -310,7 +306,7 @@ export class DiskLease implements WriteFence {
   async release(): Promise<void> {
     // Renewals go on while the cleanup of older generations ends: a slow delete must not run our authority out and
     // leave the lease unreleased (the next run would wait for it to expire).
-    await this.cleanUpOlder();
+    await this.cleanup;
     clearInterval(this.timer);
     await this.renewing;
     if (this.lost || performance.now() >= this.deadline) return;

@@ -130,6 +130,8 @@ export class ObjectRepository implements RepoBackend {
    * listing of the manifests its session made once the lease was held, to check it against.
    */
   private readonly early = new Map<string, { read: Promise<EarlyManifest | null>; listing: Promise<ObjectInfo[]> }>();
+  /** Disks whose lease a take of this object found held: their next takes read no manifest early. */
+  private readonly busyTakes = new Set<string>();
 
   /** Forgets the early read of disk `disk` that `listing` was made for (its session ends): it is only for that session. */
   forgetEarly(disk: string, listing: Promise<ObjectInfo[]>): void {
@@ -155,9 +157,10 @@ export class ObjectRepository implements RepoBackend {
       const newest = await this.newestManifestObject(disk, listed);
       if (newest === null) return null;
       // Read before this listing (beside the lease take): it is what a GET would read now when this listing shows
-      // the very object that read listed. The same generation under the same ETag is the same version: a manifest
-      // carries its writer's random token, so two writes of one key never have one ETag (If-Match relies on that
-      // too), and the GET went between the two listings, which saw that one version at both ends.
+      // the very object that read listed. The same generation under the same ETag is the same version: a
+      // generation's key is only ever created (If-None-Match: *), never replaced, and were it created again (a
+      // late writer of an already deleted generation), the writer's random token in every manifest gives that
+      // version another ETag; the GET went between the two listings, which saw that one version at both ends.
       const e = attempt === 0 && early ? await early.read : null;
       if (e?.manifest && e.listed && e.listed.etag !== '' && e.listed.generation === newest.generation && e.listed.etag === newest.etag) return e.manifest;
       const m = await this.readGeneration(disk, newest.generation);
@@ -342,11 +345,14 @@ export class ObjectRepository implements RepoBackend {
     probed.catch(() => {});
     // A backup reads the manifest next: its listing and GET go beside the lease's reads too, and readManifest uses
     // what they read only once a listing made under the lease shows the same version (so it is a read made then).
-    const early = op === 'backup' ? this.readEarly(disk) : null;
+    // Not after a take this object saw fail busy: a run that waits for the lease (--wait) polls it every second, and
+    // would read the manifest again each time for nothing.
+    const early = op === 'backup' && !this.busyTakes.has(disk) ? this.readEarly(disk) : null;
     let lease: DiskLease;
     try {
       lease = await DiskLease.take(this.store, disk, op, this.lease, probed);
     } catch (err) {
+      if (err instanceof BusyError) this.busyTakes.add(disk);
       await probed;
       throw err;
     }

@@ -31,9 +31,13 @@ function pointIdentity(virtualSize: number, createdMs: number): DiskIdentity {
 export const RECORDED_LATER = 'unknown (recorded by a later run: its backup was killed before recording it, or the manifest generation that did was lost)';
 
 /** Every object a listing yields. */
-async function listAll(listing: AsyncIterable<ObjectInfo>): Promise<ObjectInfo[]> {
+async function listAll(listing: AsyncIterable<ObjectInfo>, stop?: AbortSignal): Promise<ObjectInfo[]> {
   const out: ObjectInfo[] = [];
-  for await (const o of listing) out.push(o);
+  for await (const o of listing) {
+    // A listing nobody will take (its run ended first) asks for no further pages.
+    stop?.throwIfAborted();
+    out.push(o);
+  }
   return out;
 }
 
@@ -59,6 +63,8 @@ export class ObjectDiskSession implements DiskSession {
    * recordLater takes both (once) when the manifest it is given is the newest they show.
    */
   private prelisted: { manifests: Promise<ObjectInfo[]>; objects: Promise<ObjectInfo[]> } | null = null;
+  /** Ends the prelisted listings' paging when the session ends before they are taken (a failed backup). */
+  private readonly prelistStop = new AbortController();
 
   constructor(
     private readonly repo: ObjectRepository,
@@ -68,11 +74,9 @@ export class ObjectDiskSession implements DiskSession {
   ) {
     this.prefix = diskPrefix(disk);
     this.keepStrayBlocks = op === 'backup';
-    // A backup deletes the older lease generations once its blocks go (writePoint): not beside its first requests,
-    // which wait on the store's answers while these would not. Every other run deletes them now.
-    if (op !== 'backup') void lease.cleanUpOlder();
-    else {
-      this.prelisted = { manifests: listAll(this.store.list(manifestPrefix(disk))), objects: listAll(this.store.list(this.prefix)) };
+    if (op === 'backup') {
+      const stop = this.prelistStop.signal;
+      this.prelisted = { manifests: listAll(this.store.list(manifestPrefix(disk)), stop), objects: listAll(this.store.list(this.prefix), stop) };
       // A failed listing is listed again by whoever needs it (or never, when the run ends first).
       this.prelisted.manifests.catch(() => {});
       this.prelisted.objects.catch(() => {});
@@ -117,6 +121,7 @@ export class ObjectDiskSession implements DiskSession {
     // The early manifest read is checked against this session's listing: no later readManifest may use it.
     const listing = this.listedManifests();
     if (listing) this.repo.forgetEarly(this.disk, listing);
+    if (this.prelisted) this.prelistStop.abort();
     this.prelisted = null;
     return this.lease.release();
   }
@@ -209,8 +214,6 @@ export class ObjectDiskSession implements DiskSession {
     // Every point shares its unchanged blocks with its base: a `clone` in the model's words, whatever --reflink says.
     const kind = spec.base ? 'clone' : 'full';
     const uploader = new BlockUploader(this.store, this.prefix, known, this.repo.uploadsInFlight, () => this.check());
-    // Beside the blocks (release() waits for it): the store has no request of ours to answer sooner now.
-    void this.lease.cleanUpOlder();
     const mapKey = this.prefix + pointMapName(id);
     const lists = new MemoryStore(this.repo.name(this.prefix));
     const image = new PointDisk(map, { store: this.store, diskPrefix: this.prefix, pointId: id, location: { store: lists, path: mapKey }, uploader });

@@ -23,6 +23,9 @@ interface Request {
   op: 'get' | 'head' | 'put' | 'list' | 'delete';
   key: string;
   round: number;
+  /** Requests finished when this one was sent, and when it finished (-1 until then): the order the run waited in. */
+  sentAfter: number;
+  finishedAs: number;
 }
 
 /**
@@ -32,24 +35,38 @@ interface Request {
 class RoundTripStore extends MemoryObjectStore {
   readonly requests: Request[] = [];
   private finished = 0;
-  /** Requests nothing waits for (work going on beside the others): numbered, but no later round counts them. */
+  /** The highest round finished by any request, side chains' included (a side chain's own rounds). */
+  private finishedAny = 0;
+  private finishedCount = 0;
+  /**
+   * Requests of a chain that runs beside the others (nothing but the end of the run waits for it): numbered, but
+   * they do not raise the round of later requests. A request's round is one more than the highest round finished
+   * when it is sent, whichever chain finished it: without this, a side chain that happens to finish first would
+   * push the main chain's next requests a round later than a network would. The test checks by `finishedAs`
+   * that whatever waits for the side chain is sent after it finished.
+   */
   background: (op: Request['op'], key: string, before: readonly Request[]) => boolean = () => false;
 
   /** Forgets the requests so far: the next one is round 1. */
   reset(): void {
     this.requests.length = 0;
     this.finished = 0;
+    this.finishedAny = 0;
+    this.finishedCount = 0;
   }
 
   private async request<T>(op: Request['op'], key: string, run: () => Promise<T>): Promise<T> {
-    const round = this.finished + 1;
     const aside = this.background(op, key, this.requests);
-    this.requests.push({ op, key, round });
+    const round = (aside ? this.finishedAny : this.finished) + 1;
+    const request: Request = { op, key, round, sentAfter: this.finishedCount, finishedAs: -1 };
+    this.requests.push(request);
     await new Promise((resolve) => setImmediate(resolve));
     try {
       return await run();
     } finally {
       if (!aside) this.finished = Math.max(this.finished, round);
+      this.finishedAny = Math.max(this.finishedAny, round);
+      request.finishedAs = ++this.finishedCount;
     }
   }
 
@@ -95,7 +112,8 @@ describe('object repository round trips', () => {
     writeSync(fd, Buffer.alloc(100, 0xee), 0, 100, 7 * BLOCK + 3);
     closeSync(fd);
     store.reset();
-    // The new holder's deletion of the older lease generations, which only the release waits for.
+    // The new holder's deletion of the older lease generations (its listing, sent once the lease is written, and
+    // its delete): only the release waits for it, which is checked below.
     store.background = (op, key, before) => key.startsWith('leases/') && (op === 'delete' || (op === 'list' && before.some((r) => r.op === 'put' && r.key.startsWith('leases/'))));
     // A new repository object, as each CLI run has: nothing is known of the store yet.
     const s = await backupDisk(new ObjectRepository(store), await parseLocation(src), 'vm', { blockSize: BLOCK });
@@ -118,15 +136,15 @@ describe('object repository round trips', () => {
       ' 3 head leases/vm/000000000002.json',
       ' 4 put leases/vm/000000000003.json',
       // Under the lease at once: the manifests (readManifest's check, then the sweep's) and the disk's objects
-      // (recordLater's, which the sweep and the point reuse).
+      // (recordLater's, which the sweep and the point reuse); the deletion of the older lease generation starts
+      // beside them (a side chain: only the release waits for it).
       ' 5 list disks/vm/',
+      ' 5 list leases/vm/',
       ' 5 list manifests/vm/',
       // The newest point's list and map at once (baseOf's check that the list is fresh for it).
+      ' 6 delete leases/vm/000000000002.json',
       ' 6 get disks/vm/ID.list',
       ' 6 get disks/vm/ID.map',
-      // The deletion of the older lease generation goes out with the first blocks (background: nothing waits for it).
-      ' 7 delete leases/vm/000000000002.json',
-      ' 7 list leases/vm/',
       ' 7 put disks/vm/blocks/HASH',
     ]);
     expect(seen.slice(first + 1)).toEqual([
@@ -138,6 +156,10 @@ describe('object repository round trips', () => {
       '11 list manifests/vm/',
       '12 put leases/vm/000000000003.json',
     ]);
+    // The release is the one request that waits for the side chain: it is sent after the delete finished.
+    const del = store.requests.find((r) => r.op === 'delete' && r.key.startsWith('leases/'))!;
+    const release = store.requests.filter((r) => r.op === 'put' && r.key.startsWith('leases/')).at(-1)!;
+    expect(release.sentAfter).toBeGreaterThanOrEqual(del.finishedAs);
     expect(await restoredObjectSha(repo, 'vm', s.point, tmp.dir)).toBe(sha256File(src));
   });
 
