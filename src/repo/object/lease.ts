@@ -73,7 +73,9 @@ function serialize(r: LeaseRecord): Buffer {
  * the ETag of the same version. A taker then decides on one HEAD, not a HEAD and a GET: a GET's small body costs
  * a round trip more (radosgw with Nagle on sends it one delayed ACK after the headers: ~40 ms on loopback).
  */
-const RECORD_META = 'vhdsync-lease';
+// Letters only: some gateways refuse other characters in metadata names (s3proxy on Azure Blob answers 500 to a
+// hyphen, nginx drops headers with an underscore by default), and a lease PUT refused that way fails every run.
+const RECORD_META = 'vhdsynclease';
 
 /** The put conditions that store record `r` with its metadata copy. */
 function withRecord(r: LeaseRecord, conditions: PutConditions): PutConditions {
@@ -188,9 +190,11 @@ export class DiskLease implements WriteFence {
       const lease = new DiskLease(store, disk, next, record, etag, timing, started);
       // Older generations are history now; a failure here only leaves them for the next holder. Nothing waits for
       // it but release(): removing them decides nothing (the newest generation is the lease), and the holder's
-      // first requests need not queue behind a listing and a delete (two answers with a body each).
+      // first requests need not queue behind a listing and a delete (two answers with a body each). Our authority
+      // fences each delete: a run frozen here past it must not delete a later holder's generation 1 once
+      // generations restarted (a prune removing an orphan lease).
       lease.cleanup = generationsUpTo(store, disk, next - 1)
-        .then((old) => deleteOldestFirst(store, old))
+        .then((old) => deleteOldestFirst(store, old, lease))
         .catch(() => {});
       return lease;
     }
@@ -285,8 +289,9 @@ export class DiskLease implements WriteFence {
    * authority and only while no run took it over; a generation after ours is never touched.
    */
   async discard(): Promise<string[]> {
-    // take()'s cleanup deletes without our fence: a late attempt of it must not land after our deletes, on the
-    // generation 1 of the next holder. Renewals go on while it runs (a slow delete must not cost our authority).
+    // take()'s cleanup must end first: a late attempt of it (within our authority) must not land after our
+    // deletes, on the generation 1 of the next holder. Renewals go on while it runs (a slow delete must not cost
+    // our authority).
     await this.cleanup;
     clearInterval(this.timer);
     await this.renewing;

@@ -129,7 +129,7 @@ export class ObjectRepository implements RepoBackend {
    * (`read`: the newest generation as a listing showed it, its ETag, and what a GET then read of it), and the
    * listing of the manifests its session made once the lease was held, to check it against.
    */
-  private readonly early = new Map<string, { read: Promise<EarlyManifest | null>; listing: Promise<ObjectInfo[]> }>();
+  private readonly early = new Map<string, { read: Promise<EarlyManifest | null>; listing: Promise<ObjectInfo[]>; headed: Promise<ObjectInfo | null> }>();
   /** Disks whose lease a take of this object found held: their next takes read no manifest early. */
   private readonly busyTakes = new Set<string>();
 
@@ -161,8 +161,12 @@ export class ObjectRepository implements RepoBackend {
       // generation's key is only ever created (If-None-Match: *), never replaced, and were it created again (a
       // late writer of an already deleted generation), the writer's random token in every manifest gives that
       // version another ETag; the GET went between the two listings, which saw that one version at both ends.
+      // A listing can lag a delete (some gateways): one made under the lease may still show a generation a holder
+      // before us deleted after writing the next one. The HEAD made under the lease asks the object itself, as a
+      // GET would (a gone one is listed again below).
       const e = attempt === 0 && early ? await early.read : null;
-      if (e?.manifest && e.listed && e.listed.etag !== '' && e.listed.generation === newest.generation && e.listed.etag === newest.etag) return e.manifest;
+      const sameVersion = e?.manifest && e.listed && e.listed.etag !== '' && e.listed.generation === newest.generation && e.listed.etag === newest.etag;
+      if (sameVersion && (await early!.headed)?.etag === e.listed!.etag) return e.manifest!;
       const m = await this.readGeneration(disk, newest.generation);
       if (m) return m;
     }
@@ -358,7 +362,12 @@ export class ObjectRepository implements RepoBackend {
     }
     const session = new ObjectDiskSession(this, disk, op, lease);
     const listing = session.listedManifests();
-    if (early && listing) this.early.set(disk, { read: early, listing });
+    if (early && listing) {
+      // Sent now that the lease is held, beside the session's listings (no round trip of its own, the early read
+      // being done by now as a rule): readManifest's proof that the generation read early still exists as read.
+      const headed = early.then((e) => (e?.listed ? this.store.head(manifestKey(disk, e.listed.generation)) : null)).catch(() => null);
+      this.early.set(disk, { read: early, listing, headed });
+    }
     return session;
   }
 }

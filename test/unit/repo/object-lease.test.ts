@@ -95,7 +95,7 @@ describe('object lease', () => {
     await holder.renew();
     const stored = store.objects.get('leases/vm/000000000001.json')!;
     // The metadata is the body's record, renewal included (one PUT writes both).
-    expect(Buffer.from(stored.metadata!['vhdsync-lease'], 'base64').equals(stored.body)).toBe(true);
+    expect(Buffer.from(stored.metadata!['vhdsynclease'], 'base64').equals(stored.body)).toBe(true);
     const gets = store.counts.get;
     const busy = await DiskLease.take(store, 'vm', 'prune', timing).then(() => null, (e: unknown) => e);
     expect(busy).toBeInstanceOf(BusyError);

@@ -102,7 +102,7 @@ describe('object repository round trips', () => {
   beforeAll(() => (tmp = makeTempDir('vhdsync-objrounds-')));
   afterAll(() => tmp.cleanup());
 
-  it('an incremental sends its first block in round trip 7 (12 requests before it), and records it in 5 more', async () => {
+  it('an incremental sends its first block in round trip 7 (13 requests before it), and records it in 5 more', async () => {
     const src = rawDisk(path.join(tmp.dir, 'src.raw'), BLOCK * BLOCKS, Array.from({ length: BLOCKS }, (_, b): [number, number, number] => [b * BLOCK, BLOCK, b + 1]));
     const store = new RoundTripStore();
     const repo = new ObjectRepository(store);
@@ -135,9 +135,11 @@ describe('object repository round trips', () => {
       ' 3 get manifests/vm/000000000003.json',
       ' 3 head leases/vm/000000000002.json',
       ' 4 put leases/vm/000000000003.json',
-      // Under the lease at once: the manifests (readManifest's check, then the sweep's) and the disk's objects
+      // Under the lease at once: the manifests (readManifest's check, then the sweep's), a HEAD of the generation read
+      // early (the check that it still exists as read, a listing being able to lag a delete), the disk's objects
       // (recordLater's, which the sweep and the point reuse); the deletion of the older lease generation starts
       // beside them (a side chain: only the release waits for it).
+      ' 5 head manifests/vm/000000000003.json',
       ' 5 list disks/vm/',
       ' 5 list leases/vm/',
       ' 5 list manifests/vm/',
@@ -214,6 +216,73 @@ describe('object repository round trips', () => {
     expect(mine.changedBytes).toBe(BLOCK);
     const m = JSON.parse(store.objects.get('manifests/vm/000000000004.json')!.body.toString('utf8')) as { points: Array<{ id: string }> };
     expect(m.points.map((p) => p.id).slice(-2)).toEqual([other!.point, mine.point]);
+    expect(await restoredObjectSha(new ObjectRepository(store), 'vm', mine.point, tmp.dir)).toBe(sha256File(src));
+  });
+
+  it('a listing under the lease that lags a delete does not make the early read pass: the HEAD finds the generation gone', async () => {
+    /** Answers one listing of the manifests with a snapshot taken earlier (a gateway whose listings lag). */
+    class Lagging extends MemoryObjectStore {
+      stale: ObjectInfo[] | null = null;
+      gate: Promise<void> | null = null;
+      afterRead: { key: string; run: () => Promise<void> } | null = null;
+      override async *list(prefix: string): AsyncIterable<ObjectInfo> {
+        const gate = prefix === 'leases/vm/' ? this.gate : null;
+        if (gate) {
+          this.gate = null;
+          await gate;
+        }
+        const stale = prefix === 'manifests/vm/' ? this.stale : null;
+        if (stale) {
+          this.stale = null;
+          yield* stale;
+          return;
+        }
+        yield* super.list(prefix);
+      }
+      override async get(key: string, range?: ObjectRange): Promise<Buffer | null> {
+        const bytes = await super.get(key, range);
+        const after = this.afterRead?.key === key ? this.afterRead : null;
+        if (after) {
+          this.afterRead = null;
+          await after.run();
+        }
+        return bytes;
+      }
+    }
+    const src = rawDisk(path.join(tmp.dir, 'lag.raw'), BLOCK * BLOCKS, Array.from({ length: BLOCKS }, (_, b): [number, number, number] => [b * BLOCK, BLOCK, b + 1]));
+    const store = new Lagging();
+    await backupDisk(new ObjectRepository(store), await parseLocation(src), 'vm', { blockSize: BLOCK });
+    const change = (block: number, fill: number) => {
+      const fd = openSync(src, 'r+');
+      writeSync(fd, Buffer.alloc(100, fill), 0, 100, block * BLOCK + 3);
+      closeSync(fd);
+    };
+    change(3, 0xaa);
+    let other: Awaited<ReturnType<typeof backupDisk>> | null = null;
+    let open!: () => void;
+    store.gate = new Promise<void>((resolve) => (open = resolve));
+    // Right after this run's early read of generation 2 (its lease listing held meanwhile), another run records
+    // generation 3 and deletes 2; this run's first listing of the manifests under the lease still shows generation
+    // 2, under the ETag it read.
+    store.afterRead = {
+      key: 'manifests/vm/000000000002.json',
+      run: async () => {
+        const snapshot: ObjectInfo[] = [];
+        for await (const o of store.list('manifests/vm/')) snapshot.push(o);
+        other = await backupDisk(new ObjectRepository(store), await parseLocation(src), 'vm', { blockSize: BLOCK });
+        expect(store.objects.has('manifests/vm/000000000002.json')).toBe(false);
+        change(9, 0xbb);
+        store.stale = snapshot;
+        open();
+      },
+    };
+    const mine = await backupDisk(new ObjectRepository(store), await parseLocation(src), 'vm', { blockSize: BLOCK });
+    expect(other).not.toBeNull();
+    // Built on the other run's point, recorded after it, and that point is whole (its list and map kept).
+    expect(mine.changedBytes).toBe(BLOCK);
+    const m = JSON.parse(store.objects.get('manifests/vm/000000000004.json')!.body.toString('utf8')) as { points: Array<{ id: string }> };
+    expect(m.points.map((p) => p.id).slice(-2)).toEqual([other!.point, mine.point]);
+    expect(await restoredObjectSha(new ObjectRepository(store), 'vm', other!.point, tmp.dir)).not.toBe(sha256File(src));
     expect(await restoredObjectSha(new ObjectRepository(store), 'vm', mine.point, tmp.dir)).toBe(sha256File(src));
   });
 });
