@@ -360,6 +360,7 @@ export class ObjectRepository implements RepoBackend {
       await probed;
       throw err;
     }
+    this.busyTakes.delete(disk);
     const session = new ObjectDiskSession(this, disk, op, lease);
     const listing = session.listedManifests();
     if (early && listing) {

@@ -97,10 +97,58 @@ class RoundTripStore extends MemoryObjectStore {
   }
 }
 
+/**
+ * A store for races between two runs: holds the first lease listing until `gate` opens, runs `afterRead.run` once
+ * right after the GET of `afterRead.key`, and answers the next listing of the manifests with `stale` (a gateway
+ * whose listings lag) when set.
+ */
+class RacingStore extends MemoryObjectStore {
+  gate: Promise<void> | null = null;
+  stale: ObjectInfo[] | null = null;
+  afterRead: { key: string; run: () => Promise<void> } | null = null;
+  override async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    const gate = prefix === 'leases/vm/' ? this.gate : null;
+    if (gate) {
+      this.gate = null;
+      await gate;
+    }
+    const stale = prefix === 'manifests/vm/' ? this.stale : null;
+    if (stale) {
+      this.stale = null;
+      yield* stale;
+      return;
+    }
+    yield* super.list(prefix);
+  }
+  override async get(key: string, range?: ObjectRange): Promise<Buffer | null> {
+    const bytes = await super.get(key, range);
+    const after = this.afterRead?.key === key ? this.afterRead : null;
+    if (after) {
+      this.afterRead = null;
+      await after.run();
+    }
+    return bytes;
+  }
+}
+
 describe('object repository round trips', () => {
   let tmp: ReturnType<typeof makeTempDir>;
   beforeAll(() => (tmp = makeTempDir('vhdsync-objrounds-')));
   afterAll(() => tmp.cleanup());
+
+  /** A disk backed up once to a new RacingStore, and a way to change a block of it. */
+  async function racingStore(file: string) {
+    const src = rawDisk(path.join(tmp.dir, file), BLOCK * BLOCKS, Array.from({ length: BLOCKS }, (_, b): [number, number, number] => [b * BLOCK, BLOCK, b + 1]));
+    const store = new RacingStore();
+    await backupDisk(new ObjectRepository(store), await parseLocation(src), 'vm', { blockSize: BLOCK });
+    const change = (block: number, fill: number) => {
+      const fd = openSync(src, 'r+');
+      writeSync(fd, Buffer.alloc(100, fill), 0, 100, block * BLOCK + 3);
+      closeSync(fd);
+    };
+    change(3, 0xaa);
+    return { store, src, change };
+  }
 
   it('an incremental sends its first block in round trip 7 (13 requests before it), and records it in 5 more', async () => {
     const src = rawDisk(path.join(tmp.dir, 'src.raw'), BLOCK * BLOCKS, Array.from({ length: BLOCKS }, (_, b): [number, number, number] => [b * BLOCK, BLOCK, b + 1]));
@@ -165,105 +213,18 @@ describe('object repository round trips', () => {
     expect(await restoredObjectSha(repo, 'vm', s.point, tmp.dir)).toBe(sha256File(src));
   });
 
-  it('a manifest read before the lease is held and superseded before the take is not used: the backup builds on the newer one', async () => {
-    /** Holds the run's first lease listing until another run's whole backup has ended. */
-    class Racing extends MemoryObjectStore {
-      gate: Promise<void> | null = null;
-      afterRead: { key: string; run: () => Promise<void> } | null = null;
-      override async *list(prefix: string): AsyncIterable<ObjectInfo> {
-        const gate = prefix === 'leases/vm/' ? this.gate : null;
-        if (gate) {
-          this.gate = null;
-          await gate;
-        }
-        yield* super.list(prefix);
-      }
-      override async get(key: string, range?: ObjectRange): Promise<Buffer | null> {
-        const bytes = await super.get(key, range);
-        const after = this.afterRead?.key === key ? this.afterRead : null;
-        if (after) {
-          this.afterRead = null;
-          await after.run();
-        }
-        return bytes;
-      }
-    }
-    const src = rawDisk(path.join(tmp.dir, 'race.raw'), BLOCK * BLOCKS, Array.from({ length: BLOCKS }, (_, b): [number, number, number] => [b * BLOCK, BLOCK, b + 1]));
-    const store = new Racing();
-    await backupDisk(new ObjectRepository(store), await parseLocation(src), 'vm', { blockSize: BLOCK });
-    const change = (block: number, fill: number) => {
-      const fd = openSync(src, 'r+');
-      writeSync(fd, Buffer.alloc(100, fill), 0, 100, block * BLOCK + 3);
-      closeSync(fd);
-    };
-    change(3, 0xaa);
+  it.each([
+    ['a manifest read before the lease is held and superseded before the take is not used: the backup builds on the newer one', false],
+    ['a listing under the lease that lags a delete does not make the early read pass: the HEAD finds the generation gone', true],
+  ])('%s', async (_name, lagging) => {
+    const { store, src, change } = await racingStore(lagging ? 'lag.raw' : 'race.raw');
     let other: Awaited<ReturnType<typeof backupDisk>> | null = null;
     let open!: () => void;
     store.gate = new Promise<void>((resolve) => (open = resolve));
-    // Right after this run's early read of generation 2, another run backs the change up (generation 3) and lets
-    // go of the disk; only then is this run's lease listing answered, so it takes the lease after that run.
-    store.afterRead = {
-      key: 'manifests/vm/000000000002.json',
-      run: async () => {
-        other = await backupDisk(new ObjectRepository(store), await parseLocation(src), 'vm', { blockSize: BLOCK });
-        change(9, 0xbb);
-        open();
-      },
-    };
-    const mine = await backupDisk(new ObjectRepository(store), await parseLocation(src), 'vm', { blockSize: BLOCK });
-    expect(other).not.toBeNull();
-    // Built on the other run's point (only block 9 changed since), and recorded after it in generation 4.
-    expect(mine.changedBytes).toBe(BLOCK);
-    const m = JSON.parse(store.objects.get('manifests/vm/000000000004.json')!.body.toString('utf8')) as { points: Array<{ id: string }> };
-    expect(m.points.map((p) => p.id).slice(-2)).toEqual([other!.point, mine.point]);
-    expect(await restoredObjectSha(new ObjectRepository(store), 'vm', mine.point, tmp.dir)).toBe(sha256File(src));
-  });
-
-  it('a listing under the lease that lags a delete does not make the early read pass: the HEAD finds the generation gone', async () => {
-    /** Answers one listing of the manifests with a snapshot taken earlier (a gateway whose listings lag). */
-    class Lagging extends MemoryObjectStore {
-      stale: ObjectInfo[] | null = null;
-      gate: Promise<void> | null = null;
-      afterRead: { key: string; run: () => Promise<void> } | null = null;
-      override async *list(prefix: string): AsyncIterable<ObjectInfo> {
-        const gate = prefix === 'leases/vm/' ? this.gate : null;
-        if (gate) {
-          this.gate = null;
-          await gate;
-        }
-        const stale = prefix === 'manifests/vm/' ? this.stale : null;
-        if (stale) {
-          this.stale = null;
-          yield* stale;
-          return;
-        }
-        yield* super.list(prefix);
-      }
-      override async get(key: string, range?: ObjectRange): Promise<Buffer | null> {
-        const bytes = await super.get(key, range);
-        const after = this.afterRead?.key === key ? this.afterRead : null;
-        if (after) {
-          this.afterRead = null;
-          await after.run();
-        }
-        return bytes;
-      }
-    }
-    const src = rawDisk(path.join(tmp.dir, 'lag.raw'), BLOCK * BLOCKS, Array.from({ length: BLOCKS }, (_, b): [number, number, number] => [b * BLOCK, BLOCK, b + 1]));
-    const store = new Lagging();
-    await backupDisk(new ObjectRepository(store), await parseLocation(src), 'vm', { blockSize: BLOCK });
-    const change = (block: number, fill: number) => {
-      const fd = openSync(src, 'r+');
-      writeSync(fd, Buffer.alloc(100, fill), 0, 100, block * BLOCK + 3);
-      closeSync(fd);
-    };
-    change(3, 0xaa);
-    let other: Awaited<ReturnType<typeof backupDisk>> | null = null;
-    let open!: () => void;
-    store.gate = new Promise<void>((resolve) => (open = resolve));
-    // Right after this run's early read of generation 2 (its lease listing held meanwhile), another run records
-    // generation 3 and deletes 2; this run's first listing of the manifests under the lease still shows generation
-    // 2, under the ETag it read.
+    // Right after this run's early read of generation 2, another run backs the change up (generation 3, generation
+    // 2 deleted) and lets go of the disk; only then is this run's lease listing answered, so it takes the lease
+    // after that run. Lagging: its first listing of the manifests under the lease still shows generation 2, under
+    // the ETag it read.
     store.afterRead = {
       key: 'manifests/vm/000000000002.json',
       run: async () => {
@@ -272,13 +233,14 @@ describe('object repository round trips', () => {
         other = await backupDisk(new ObjectRepository(store), await parseLocation(src), 'vm', { blockSize: BLOCK });
         expect(store.objects.has('manifests/vm/000000000002.json')).toBe(false);
         change(9, 0xbb);
-        store.stale = snapshot;
+        if (lagging) store.stale = snapshot;
         open();
       },
     };
     const mine = await backupDisk(new ObjectRepository(store), await parseLocation(src), 'vm', { blockSize: BLOCK });
     expect(other).not.toBeNull();
-    // Built on the other run's point, recorded after it, and that point is whole (its list and map kept).
+    // Built on the other run's point (only block 9 changed since), and recorded after it in generation 4; both
+    // points whole.
     expect(mine.changedBytes).toBe(BLOCK);
     const m = JSON.parse(store.objects.get('manifests/vm/000000000004.json')!.body.toString('utf8')) as { points: Array<{ id: string }> };
     expect(m.points.map((p) => p.id).slice(-2)).toEqual([other!.point, mine.point]);
