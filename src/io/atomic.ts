@@ -14,12 +14,13 @@ export function tempLocationFor(target: Location): Location {
  * Produces a new file under a temporary name next to its final one, then flushes and renames it, so a
  * crash never leaves a partial file under the final name. `body` creates and closes the temp file. Without
  * `overwrite`, an existing file is refused before `body` runs, unless `checked` says the caller has just found
- * none there; either way the rename refuses one that appeared meanwhile.
+ * none there; either way the rename refuses one that appeared meanwhile. With `flushed`, `body` has made the temp
+ * file durable itself (flushByName, or a flush in its create), a failed flush thrown: only the rename is left.
  */
 export async function writeAtomically<T>(
   target: Location,
   body: (temp: Location) => Promise<T>,
-  opts: { overwrite?: boolean; checked?: boolean } = {},
+  opts: { overwrite?: boolean; checked?: boolean; flushed?: boolean } = {},
 ): Promise<T> {
   const { store, path } = target;
   if (!opts.overwrite && !opts.checked && (await store.stat(path))) {
@@ -31,7 +32,9 @@ export async function writeAtomically<T>(
     const result = await body(temp);
     // Without overwrite, a file that appeared under the final name meanwhile (another run's) is never replaced.
     try {
-      await flushThenRename(store, temp.path, path, opts.overwrite === true);
+      // The flush is answered before the rename is sent: never one chain (decision 0034).
+      if (!opts.flushed) await flushByName(temp);
+      await store.rename(temp.path, path, { replace: opts.overwrite === true });
     } catch (err) {
       if (err instanceof AlreadyExistsError && !opts.overwrite) throw new AlreadyExistsError('appeared while this run was writing it (another run?); left as it is', store.display(path));
       throw err;
@@ -53,17 +56,17 @@ export async function writeAtomically<T>(
   }
 }
 
-/** Makes `from`'s data durable, then renames it to `to`: in one step where the store can (SMB), else in two. */
-async function flushThenRename(store: ByteStore, from: string, to: string, replace: boolean): Promise<void> {
-  if (store.flushAndRename) return store.flushAndRename(from, to, { replace });
-  // Flush through a fresh handle: whatever wrote the file, its data is durable before the rename.
-  const f = await store.open(from, 'readwrite');
+/** Makes the data of the closed file at `loc` durable: in one step where the store can (SMB), else open, flush, close. */
+export async function flushByName(loc: Location): Promise<void> {
+  const { store, path } = loc;
+  if (store.flushByName) return store.flushByName(path);
+  // Through a fresh handle: whatever wrote the file, its data is durable once this returns.
+  const f = await store.open(path, 'readwrite');
   try {
     await f.flush();
   } finally {
     await f.close();
   }
-  await store.rename(from, to, { replace });
 }
 
 /** Creates `loc` exclusively (AlreadyExistsError when it exists) holding `bytes`, flushed when asked. */
@@ -80,10 +83,10 @@ export async function createWithBytes(loc: Location, bytes: Uint8Array, opts: { 
 
 /** Writes `bytes` as the whole new content of `target` through `writeAtomically` (temp name, flush, rename). */
 export async function writeBytesAtomically(target: Location, bytes: Uint8Array, opts: { overwrite?: boolean } = {}): Promise<void> {
-  // Where flush and rename are one chain (SMB), a server may run the rename although the FLUSH failed (Samba stops a
-  // related chain only after a failed CREATE): the bytes are flushed, and the FLUSH's answer checked, in the create.
-  const flush = Boolean(target.store.flushAndRename);
-  await writeAtomically(target, (temp) => createWithBytes(temp, bytes, { flush }), opts);
+  // Where the file is created in one step (SMB: one chain), the FLUSH rides in it, its answer checked, and the rename
+  // goes alone: two round trips, not three.
+  const flushed = Boolean(target.store.writeNew);
+  await writeAtomically(target, (temp) => createWithBytes(temp, bytes, { flush: flushed }), { ...opts, flushed });
 }
 
 /** What a producer of a file's bytes by position needs of the file (writeSizedAtomically hands it one). */

@@ -99,11 +99,10 @@ export function recordingStore(inner: ByteStore, record: (e: StoreEvent) => void
           return inner.writeNew!(path, bytes, opts);
         }
       : undefined,
-    flushAndRename: inner.flushAndRename
-      ? async (from, to, opts) => {
-          record({ op: 'flush', path: from });
-          record({ op: 'rename', path: from, to });
-          return inner.flushAndRename!(from, to, opts);
+    flushByName: inner.flushByName
+      ? async (path) => {
+          record({ op: 'flush', path });
+          return inner.flushByName!(path);
         }
       : undefined,
     clone: inner.clone

@@ -106,10 +106,11 @@ export interface ByteStore {
    */
   writeNew?(path: string, bytes: Uint8Array, opts?: { flush?: boolean }): Promise<void>;
   /**
-   * Makes the data of `from` durable, then renames it as `rename` does, in one step where that saves round trips
-   * (SMB: flush and rename on one handle, in order). Absent elsewhere (io/atomic.ts falls back).
+   * Makes the data of the file at `path` durable, by name, in one step where that saves round trips (SMB: CREATE +
+   * FLUSH + CLOSE). Absent elsewhere (io/atomic.ts falls back to open, flush, close). Never a step with a rename:
+   * a server may run a chain's rename after its FLUSH failed (decision 0034).
    */
-  flushAndRename?(from: string, to: string, opts?: { replace?: boolean }): Promise<void>;
+  flushByName?(path: string): Promise<void>;
   /** Makes a directory's entries (renames, creates) durable, where the store supports it. */
   syncDir(dir: string): Promise<void>;
   /** Path helpers in the store's own syntax. */

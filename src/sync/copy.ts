@@ -5,7 +5,7 @@
  */
 import type { Disk, DiskIdentity, OpenOptions } from '../formats/disk.js';
 import { createDisk, openDisk } from '../formats/open.js';
-import { writeAtomically } from '../io/atomic.js';
+import { flushByName, writeAtomically } from '../io/atomic.js';
 import type { Location } from '../io/location.js';
 import { displayLocation, sibling } from '../io/location.js';
 import { checkFresh, createMetafile, metafileLocationFor, readMetafile, writableFields, writeMetafile, type Metafile, type ReadMetafileOptions } from '../meta/index.js';
@@ -268,7 +268,7 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
             await writer.finish();
             diffId = (await scanChunkedDiff(chunkedFile!, temp, source.virtualSize)).identity;
           } else {
-            // Closing completes the image (durable only by writeAtomically's flush below); its identity is then the
+            // Closing completes the image (durable only by the flush below); its identity is then the
             // file as closed, which a share reports in its CLOSE reply.
             await image!.close();
             diffId = await image!.identity();
@@ -276,18 +276,26 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
         } finally {
           await (image ?? chunkedFile!).close();
         }
-        // --force: the old diff goes before the new list takes its metafile's name, so an old diff is never left
-        // under a list that is not its own. Until the rename below neither is there; the new one is durable in temp.
-        if (opts.force) await writeLoc.store.unlink(writeLoc.path).catch(() => {});
-        // The diff's list is the source's list: after the merge it is what the target holds. The merge's
-        // rotation re-stamps it with the parent's new identity.
-        await writeDiffMetafile(sourceList, metafileLocationFor(writeLoc), { identity: diffId, parentIdentity: targetIdentity }, source);
+        // The diff's FLUSH goes out beside its list's publication (on a share: no round trip of its own), answered
+        // before the rename (writeAtomically, `flushed`): a server may rename behind a failed FLUSH (decision 0034).
+        const [flushed, listed] = await Promise.allSettled([
+          flushByName(temp),
+          (async () => {
+            // --force: the old diff goes before the new list takes its metafile's name, so an old diff is never left
+            // under a list that is not its own. Until the rename below neither is there.
+            if (opts.force) await writeLoc.store.unlink(writeLoc.path).catch(() => {});
+            // The diff's list is the source's list: after the merge it is what the target holds. The merge's
+            // rotation re-stamps it with the parent's new identity.
+            await writeDiffMetafile(sourceList, metafileLocationFor(writeLoc), { identity: diffId!, parentIdentity: targetIdentity }, source);
+          })(),
+        ]);
+        for (const r of [flushed, listed]) if (r.status === 'rejected') throw r.reason;
         // The locks' read-back (before their deletion at the end) goes out with the diff's flush and rename below.
         diffLock!.prepareRelease();
         lock.prepareRelease();
       },
-      // Checked above (the rename still refuses a diff that appeared since).
-      { overwrite: opts.force, checked: true },
+      // Checked above (the rename still refuses a diff that appeared since); flushed in the body.
+      { overwrite: opts.force, checked: true, flushed: true },
     );
     // The size the diff had once complete (its identity); renaming it changed nothing.
     summary.diffFileSize = diffId!.fileSize;

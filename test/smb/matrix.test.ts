@@ -14,7 +14,9 @@ import { haveSamba, SambaServer, type SambaOptions } from './samba-server.js';
 import { Dialect, SigningAlgorithm } from '../../src/io/smb/negotiate.js';
 import type { SmbClient } from '../../src/io/smb/client.js';
 import type { VhdsyncError } from '../../src/util/errors.js';
-import { writeSizedAtomically, type PositionedWriter } from '../../src/io/atomic.js';
+import { writeAtomically, writeBytesAtomically, writeSizedAtomically, type PositionedWriter } from '../../src/io/atomic.js';
+import { Status } from '../../src/io/smb/status.js';
+import { FlushFaultProxy } from './fault-proxy.js';
 import { Command } from '../../src/io/smb/header.js';
 import { isAllZero } from '../../src/util/struct.js';
 
@@ -259,11 +261,12 @@ run.each(cases)('Samba: $name', ({ server: serverOpts, client: clientOpts, expec
     expect(await store.readSmall!('/cmp/missing', 100)).toBeNull();
     expect(await store.readSmall!('/cmp', 100)).toBeNull();
 
-    // The rename fails in the middle of the chain (after the FLUSH): the file stays, under its old name.
-    expect(await line(store.flushAndRename!('/cmp/empty.bin', '/cmp/new.bin', { replace: false }))).toMatch(/cmp\/new\.bin: already exists$/);
-    await store.flushAndRename!('/cmp/empty.bin', '/cmp/new.bin', { replace: true });
+    // A flush by name in one chain; a rename that finds its destination taken leaves the file under its old name.
+    await store.flushByName!('/cmp/empty.bin');
+    expect(await line(store.rename('/cmp/empty.bin', '/cmp/new.bin', { replace: false }))).toMatch(/cmp\/new\.bin: already exists$/);
+    await store.rename('/cmp/empty.bin', '/cmp/new.bin', { replace: true });
     expect(readFileSync(path.join(server.shareDir, 'cmp/new.bin')).length).toBe(0);
-    expect(await line(store.flushAndRename!('/cmp/gone.bin', '/cmp/x.bin'))).toMatch(/cmp\/gone\.bin: no such file/);
+    expect(await line(store.flushByName!('/cmp/gone.bin'))).toMatch(/cmp\/gone\.bin: no such file/);
 
     // More entries than two QUERY_DIRECTORY answers hold: listed again on a handle of its own.
     const names = Array.from({ length: 1200 }, (_, i) => `entry-with-a-long-name-${String(i).padStart(5, '0')}.bin`);
@@ -328,6 +331,46 @@ run.each(cases)('Samba: $name', ({ server: serverOpts, client: clientOpts, expec
     chains.mockRestore();
     expect(readFileSync(path.join(server.shareDir, 'chainflush.bin')).equals(old)).toBe(true);
     expect(readdirSync(server.shareDir).filter((n) => n.includes('chainflush'))).toEqual(['chainflush.bin']);
+  });
+
+  it('a FLUSH that fails is answered before any rename: nothing is published, the old file stays, no temp is left', async () => {
+    // The fault proxy reads the traffic to pick the FLUSHes it fails: not possible encrypted (same code path).
+    if (want.encryptAll) return;
+    const proxy = await FlushFaultProxy.start(server.port, (name) => name.includes('flushfail'), Status.DISK_FULL);
+    const faulty = server.client({ ...clientOpts, port: proxy.port });
+    const dir = path.join(server.shareDir, 'ff');
+    mkdirSync(dir);
+    try {
+      const store = server.store(faulty);
+      const old = randomBytes(1000);
+      writeFileSync(path.join(dir, 'flushfail.bin'), old);
+      // A large file written through a handle (writeAtomically's own flush), and a small one (the flush in its create).
+      const big = randomBytes((5 << 20) + 7);
+      const viaHandle = writeAtomically(
+        { store, path: '/ff/flushfail.bin' },
+        async (temp) => {
+          const f = await store.createExclusive(temp.path);
+          try {
+            await f.write(0, big);
+          } finally {
+            await f.close();
+          }
+        },
+        { overwrite: true },
+      );
+      expect(await line(viaHandle)).toMatch(/\/ff\/flushfail\.bin: no space left on share$/);
+      expect(await line(writeBytesAtomically({ store, path: '/ff/flushfail.bin' }, randomBytes(3000), { overwrite: true }))).toMatch(/no space left on share$/);
+      expect(await line(writeBytesAtomically({ store, path: '/ff/new-flushfail.bin' }, randomBytes(3000)))).toMatch(/no space left on share$/);
+      expect(readFileSync(path.join(dir, 'flushfail.bin')).equals(old)).toBe(true);
+      expect(readdirSync(dir)).toEqual(['flushfail.bin']);
+      writeFileSync(path.join(dir, 'kept-flushfail.bin'), old);
+      expect(await line(store.flushByName!('/ff/kept-flushfail.bin'))).toMatch(/no space left on share$/);
+      expect(proxy.failed).toBe(4);
+    } finally {
+      await faulty.shutdown();
+      await proxy.stop();
+      rmSync(dir, { recursive: true });
+    }
   });
 
   it('lists with a wildcard evaluated by the server', async () => {

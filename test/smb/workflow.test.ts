@@ -9,8 +9,10 @@ import * as path from 'node:path';
 import { makeTempDir } from '../helpers/tmp.js';
 import { pyvhdiRead, run, runStatus } from '../helpers/tools.js';
 import { qemuSame } from '../cli/sync-helpers.js';
-import { SambaServer } from './samba-server.js';
-import { changedBlocks, haveWorkflowTools, makeImagePair, passwordEnv, partials, smbBase, vsOk, usePrivateCli, type ImagePair } from './workflow-helpers.js';
+import { FlushFaultProxy } from './fault-proxy.js';
+import { SambaServer, USER } from './samba-server.js';
+import { Status } from '../../src/io/smb/status.js';
+import { changedBlocks, haveWorkflowTools, makeImagePair, passwordEnv, partials, smbBase, vs, vsOk, usePrivateCli, type ImagePair } from './workflow-helpers.js';
 
 const go = haveWorkflowTools() ? describe : describe.skip;
 
@@ -106,5 +108,27 @@ go('vhdsync workflow with the target on an SMB share', () => {
     expect(partials(local('vhd'))).toEqual([]);
     const after = JSON.parse((await vsOk(['check', img.srcRaw, `${S}/vhd/disk.vhd`, '--json'], env)).stdout);
     expect(after.changedBlocks).toBe(0);
+  });
+
+  it("a copy whose diff's FLUSH fails publishes no diff, says why in one line, and a rerun then succeeds", async () => {
+    mkdirSync(local('ff'));
+    run('qemu-img', ['convert', '-f', 'raw', '-O', 'vhdx', '-o', 'subformat=dynamic', img.baseRaw, local('ff/target.vhdx')]);
+    await vsOk(['createmeta', '--block-size', '64K', `${S}/ff/target.vhdx`], env);
+    // Only the diff's own FLUSH fails (its temp name), as a server's failed fsync would answer it.
+    const proxy = await FlushFaultProxy.start(server.port, (name) => /target_diff\.vhdx\.[0-9a-f]{8}\.partial$/.test(name), Status.DISK_FULL);
+    try {
+      const args = ['copy', '--createmeta', img.srcRaw, `smb://${USER}@127.0.0.1:${proxy.port}/share/ff/target.vhdx`];
+      const r = await vs(args, env);
+      expect(proxy.failed).toBe(1);
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toMatch(/^vhdsync: smb:\/\/\S+\/ff\/target_diff\.vhdx: no space left on share\n$/);
+      expect(existsSync(local('ff/target_diff.vhdx'))).toBe(false);
+      expect(partials(local('ff'))).toEqual([]);
+    } finally {
+      await proxy.stop();
+    }
+    const copy = JSON.parse((await vsOk(['copy', '--createmeta', img.srcRaw, `${S}/ff/target.vhdx`, '--json'], env)).stdout);
+    expect(copy.changedBlocks).toBe(changedBlocks(img.baseRaw, img.srcRaw, 64 * 1024));
+    expect(pyvhdiRead(local('ff/target_diff.vhdx'), local('ff/target.vhdx')).equals(readFileSync(img.srcRaw))).toBe(true);
   });
 });

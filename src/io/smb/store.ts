@@ -338,7 +338,7 @@ export class SmbStore implements ByteStore {
    * Opens `path` (with `access`), applies `ops` and closes, as one round trip. A chain the connection was lost
    * under may have been applied: it is not retried, and the error says so.
    */
-  private async change(path: string, what: string, access: number, options: number, ops: ChainOp[]): Promise<void> {
+  private async change(path: string, what: string, access: number, options: number, ops: ChainOp[]): Promise<ChainResult> {
     const name = this.display(path);
     const req = this.req(path, access | Access.READ_ATTRIBUTES | Access.SYNCHRONIZE, Disposition.OPEN, options);
     // Reconnect first if the connection is known to be gone, so only a drop under the chain itself leaves doubt.
@@ -346,7 +346,7 @@ export class SmbStore implements ByteStore {
     try {
       // Reconnecting may have waited: the change itself is what must not go out late.
       this.beforeChange();
-      await this.client.openChain(this.share, req, ops, name);
+      return await this.client.openChain(this.share, req, ops, name);
     } catch (err) {
       if (err instanceof ConnectionLostError) throw new IoError(`${err.message} during ${what}; it may or may not have happened`, name);
       throw err;
@@ -368,16 +368,16 @@ export class SmbStore implements ByteStore {
     }
   }
 
-  /** FLUSH then rename on one handle, in one round trip: related requests run in order, so the data is durable first. */
-  async flushAndRename(from: string, to: string, opts: { replace?: boolean } = {}): Promise<void> {
+  /**
+   * FLUSH by name: CREATE + FLUSH + CLOSE in one round trip; the FLUSH's answer, and the CLOSE's (a server may report
+   * a write-back error there), checked. A rename never rides in this chain: Samba runs a related chain's next request
+   * after a failed one (only a failed CREATE stops it), so it would publish a file whose data is not durable.
+   */
+  async flushByName(path: string): Promise<void> {
     const flush: ChainOp = { command: Command.FLUSH, body: [serializeFlushRequest(RELATED_FILE_ID)] };
-    const rename = SmbStore.setInfo(FileInfoClass.RENAME, renameInfo(smbName(to), opts.replace !== false));
-    // FLUSH needs write access to the file ([MS-SMB2] 3.3.5.11); the rename needs DELETE.
-    try {
-      await this.change(from, 'rename', Access.WRITE_DATA | Access.DELETE, CreateOptions.NON_DIRECTORY_FILE, [flush, rename]);
-    } catch (err) {
-      throw err instanceof AlreadyExistsError ? err.withSubject(this.display(to)) : err;
-    }
+    // FLUSH needs write access to the file ([MS-SMB2] 3.3.5.11).
+    const { closed } = await this.change(path, 'flush', Access.WRITE_DATA, CreateOptions.NON_DIRECTORY_FILE, [flush]);
+    if (!closed) throw new IoError('the server failed to close the file after flushing it; its content may not be stored', this.display(path));
   }
 
   async unlink(path: string): Promise<void> {
