@@ -3,7 +3,7 @@
 #
 #   samba.sh start DIR PORT [--user U] [--password P] [--min-protocol SMB2_10|SMB3_11|...]
 #                          [--max-protocol ...] [--signing mandatory|auto|disabled]
-#                          [--encrypt required|desired|default|off] [--aio on|off]
+#                          [--encrypt required|desired|default|off] [--aio on|off] [--max-credits N]
 #   samba.sh stop DIR
 #
 # Everything (config, passdb, locks, logs, the share itself at DIR/share) lives under DIR, so it never
@@ -49,6 +49,7 @@ maxproto=SMB3_11
 signing=auto
 encrypt=default
 aio=on
+maxcredits=8192
 while [ $# -gt 0 ]; do
   case "$1" in
   --user) user=$2; shift 2 ;;
@@ -58,6 +59,7 @@ while [ $# -gt 0 ]; do
   --signing) signing=$2; shift 2 ;;
   --encrypt) encrypt=$2; shift 2 ;;
   --aio) aio=$2; shift 2 ;;
+  --max-credits) maxcredits=$2; shift 2 ;;
   *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -92,6 +94,7 @@ cat >"$dir/smb.conf" <<EOF
  server smb encrypt = $encrypt
  aio read size = $aiosize
  aio write size = $aiosize
+ smb2 max credits = $maxcredits
 [share]
  path = $dir/share
  read only = no

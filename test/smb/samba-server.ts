@@ -36,6 +36,8 @@ export interface SambaOptions {
   signing?: 'mandatory' | 'auto' | 'disabled';
   encrypt?: 'required' | 'desired' | 'default' | 'off';
   aio?: boolean;
+  /** Samba's `smb2 max credits`: the most credits it grants a connection (default 8192). */
+  maxCredits?: number;
 }
 
 /** A running private smbd. */
@@ -51,6 +53,7 @@ export class SambaServer {
     const { dir, cleanup } = makeTempDir('vhdsync-samba-');
     const args = ['--min-protocol', opts.minProtocol ?? 'SMB2_02', '--max-protocol', opts.maxProtocol ?? 'SMB3_11'];
     args.push('--signing', opts.signing ?? 'auto', '--encrypt', opts.encrypt ?? 'default', '--aio', opts.aio === false ? 'off' : 'on');
+    if (opts.maxCredits !== undefined) args.push('--max-credits', String(opts.maxCredits));
     const server = new SambaServer(dir, await freePort(), args, cleanup);
     server.restart();
     return server;

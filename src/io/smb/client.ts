@@ -240,7 +240,7 @@ export class SmbClient {
     const conn = await this.connection();
     const generation = this.generation;
     const treeId = await this.tree(conn, share);
-    const n = Math.max(1, Math.min(length, conn.maxReadSize, IO_CHUNK));
+    const n = Math.max(1, Math.min(length, conn.maxReadSize, IO_CHUNK, conn.payloadWithin(1)));
     const [created, read] = await conn.compound(
       [
         { command: Command.CREATE, body: [serializeCreateRequest(req)] },
@@ -264,10 +264,23 @@ export class SmbClient {
     return { share, treeId, fileId: info.fileId, generation, info };
   }
 
-  /** The largest READ, WRITE and QUERY_DIRECTORY answer this client asks for in one request on the live connection. */
+  /**
+   * The largest READ, WRITE and QUERY_DIRECTORY answer this client asks for in one request on the live connection:
+   * a READ or WRITE fits the credits granted with a CREATE and a CLOSE beside it (a chain of the three).
+   */
   async requestLimits(): Promise<{ read: number; write: number; transact: number }> {
     const conn = await this.connection();
-    return { read: Math.min(conn.maxReadSize, IO_CHUNK), write: Math.min(conn.maxWriteSize, IO_CHUNK), transact: Math.min(conn.maxTransactSize, 65536) };
+    const fit = conn.payloadWithin(2);
+    return { read: Math.min(conn.maxReadSize, IO_CHUNK, fit), write: Math.min(conn.maxWriteSize, IO_CHUNK, fit), transact: Math.min(conn.maxTransactSize, 65536) };
+  }
+
+  /**
+   * Whether a chain of CREATE, requests moving `payloads` bytes each and CLOSE fits the credits the server has granted
+   * (SmbConnection.creditWindow); one that does not would wait for grants a server may never make.
+   */
+  async chainFits(payloads: number[]): Promise<boolean> {
+    const conn = await this.connection();
+    return conn.creditsFit([0, ...payloads, 0]);
   }
 
   /**
@@ -288,7 +301,7 @@ export class SmbClient {
   /** Reads up to `length` bytes at `offset` into `into` at `at`, in parallel chunks; returns the count (short only at end of file). */
   async read(h: SmbHandle, offset: number, length: number, into: Buffer, at: number, subject: string): Promise<number> {
     const conn = await this.connection();
-    const chunk = Math.min(conn.maxReadSize, IO_CHUNK);
+    const chunk = Math.min(conn.maxReadSize, IO_CHUNK, conn.payloadWithin(0));
     const jobs: Promise<number>[] = [];
     for (let done = 0; done < length; done += chunk) {
       const n = Math.min(chunk, length - done);
@@ -321,7 +334,7 @@ export class SmbClient {
   /** Writes all of `data` at `offset`, in parallel chunks. */
   async write(h: SmbHandle, offset: number, data: Uint8Array, subject: string): Promise<void> {
     const conn = await this.connection();
-    const chunk = Math.min(conn.maxWriteSize, IO_CHUNK);
+    const chunk = Math.min(conn.maxWriteSize, IO_CHUNK, conn.payloadWithin(0));
     const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     const jobs: Promise<void>[] = [];
     for (let done = 0; done < buf.length; done += chunk) {

@@ -63,6 +63,8 @@ interface Pending {
   reject: (e: Error) => void;
   timer: NodeJS.Timeout;
   command: number;
+  /** Credits this request was charged; its final reply gives them back to the window (creditWindow). */
+  charge: number;
   sent?: Buffer;
   readInto?: Buffer;
 }
@@ -105,6 +107,8 @@ export class SmbConnection {
   private askingForCredits = false;
   /** Requests that hold credits but are not yet in `pending`: a grant may still come through them. */
   private starting = 0;
+  /** Credits charged to requests sent and not finally answered. */
+  private inFlight = 0;
   private readonly pending = new Map<number, Pending>();
   private readonly nonces = new NonceSource();
 
@@ -140,6 +144,30 @@ export class SmbConnection {
   }
 
   /**
+   * The credits the server has granted: those in hand and those charged to requests in flight, which their replies
+   * give back. One frame charged more than this would wait on the server to grant more, which it may never do (a
+   * server's `smb2 max credits`): chains and I/O sizes are bounded by it (creditsFit, payloadWithin).
+   */
+  get creditWindow(): number {
+    return this.credits + this.inFlight;
+  }
+
+  /** The credit charge of a request moving `payload` bytes ([MS-SMB2] 3.2.4.1.5). */
+  charge(payload = 0): number {
+    return this.largeMtu ? Math.max(1, Math.ceil(payload / 65536)) : 1;
+  }
+
+  /** Whether one frame of requests moving `payloads` bytes each fits the credits granted (creditWindow). */
+  creditsFit(payloads: number[]): boolean {
+    return payloads.reduce((n, p) => n + this.charge(p), 0) <= this.creditWindow;
+  }
+
+  /** The most bytes one READ or WRITE may move so that it and `others` one-credit requests fit the window. */
+  payloadWithin(others: number): number {
+    return this.largeMtu ? Math.max(1, this.creditWindow - others) * 65536 : 65536;
+  }
+
+  /**
    * Sends a request and resolves with its final reply, whatever the status (callers judge it). Rejects
    * with ConnectionLostError when the connection breaks or the reply does not come in time.
    */
@@ -169,11 +197,12 @@ export class SmbConnection {
   /** Sends `links` (one request, or a related chain) in one frame; one promise per final reply. */
   private async dispatch(links: ChainLink[], opts: RequestOptions): Promise<Promise<Reply>[]> {
     if (this.failure) throw this.failure;
-    const charges = links.map((l) => (this.largeMtu ? Math.max(1, Math.ceil((l.payload ?? 0) / 65536)) : 1));
+    const charges = links.map((l) => this.charge(l.payload));
     const total = charges.reduce((a, b) => a + b, 0);
     await this.takeCredits(total);
     this.starting--;
     if (this.failure) throw this.failure;
+    this.inFlight += total;
 
     const sec = this.security;
     const chained = links.length > 1;
@@ -206,7 +235,7 @@ export class SmbConnection {
     const replies = ids.map(
       (messageId, i) =>
         new Promise<Reply>((resolve, reject) => {
-          const p: Pending = { resolve, reject, command: links[i].command, timer: this.timer(messageId), readInto: links[i].readInto };
+          const p: Pending = { resolve, reject, command: links[i].command, charge: charges[i], timer: this.timer(messageId), readInto: links[i].readInto };
           if (opts.keepSent) p.sent = Buffer.concat(parts);
           this.pending.set(messageId, p);
         }),
@@ -245,6 +274,7 @@ export class SmbConnection {
         if (this.pending.size === 0 && this.starting === 0 && !this.askingForCredits) {
           // Nothing in flight, so no grant is on its way: ask for credits with an ECHO (it costs one).
           if (this.credits < 1) throw new IoError(`SMB server ${this.host} granted no credits`);
+          const before = this.credits;
           this.askingForCredits = true;
           this.demand -= n;
           try {
@@ -252,6 +282,12 @@ export class SmbConnection {
           } finally {
             this.askingForCredits = false;
             this.demand += n;
+          }
+          // Asked with nothing else in flight, and the window did not grow: the server grants no more. Waiting (or
+          // asking again) would never end; callers bound their frames by creditWindow, so this is a bug's last guard.
+          const idle = this.pending.size === 0 && this.starting === 0;
+          if (idle && this.credits < n && this.credits <= before) {
+            throw new IoError(`SMB server ${this.host} grants at most ${this.credits} credits; a request needs ${n}`);
           }
           continue;
         }
@@ -275,6 +311,7 @@ export class SmbConnection {
     if (!p) return undefined;
     clearTimeout(p.timer);
     this.pending.delete(messageId);
+    this.inFlight -= p.charge;
     if (this.pending.size === 0) this.transport.idle(true);
     return p;
   }

@@ -475,12 +475,16 @@ export class SmbStore implements ByteStore {
 
   /**
    * CREATE + WRITEs (+ FLUSH) + CLOSE in one round trip when the bytes fit a few WRITEs (ONE_CHAIN_BYTES,
-   * ONE_CHAIN_WRITES); else through a handle. Not retried once sent.
+   * ONE_CHAIN_WRITES) and the chain the credits the server granted; else through a handle. Not retried once sent.
    */
   async writeNew(path: string, bytes: Uint8Array, opts: { flush?: boolean } = {}): Promise<void> {
     const name = this.display(path);
     const { write: limit } = await retrying(this.client, () => this.client.requestLimits(), name);
-    if (bytes.byteLength > Math.min(ONE_CHAIN_BYTES, limit * ONE_CHAIN_WRITES)) {
+    const pieces: number[] = [];
+    for (let at = 0; at < bytes.byteLength; at += limit) pieces.push(Math.min(limit, bytes.byteLength - at));
+    if (opts.flush) pieces.push(0);
+    const oneChain = bytes.byteLength <= Math.min(ONE_CHAIN_BYTES, limit * ONE_CHAIN_WRITES) && (await retrying(this.client, () => this.client.chainFits(pieces), name));
+    if (!oneChain) {
       const f = await this.createExclusive(path);
       try {
         await f.write(0, bytes);

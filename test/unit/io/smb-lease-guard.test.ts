@@ -141,6 +141,11 @@ class ScriptedShare {
       async requestLimits() {
         return { read: 1 << 20, write: 1 << 20, transact: 65536 };
       },
+      /** A server that grants all the credits a chain needs. */
+      async chainFits() {
+        await s.down?.up;
+        return true;
+      },
       /** CREATE + ops + CLOSE as SmbClient.openChain sends them, each op decoded from the bytes it would send. */
       async openChain(share: string, req: { name: string; disposition: number }, ops: Array<{ command: number; body: Buffer[] }>) {
         const h = await create(share, req);
