@@ -3,7 +3,7 @@
  * result is either complete and correct or a clear error; never a half-written file under its final name.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { haveSamba, SambaServer } from './samba-server.js';
 import { writeAtomically } from '../../src/io/atomic.js';
@@ -62,6 +62,36 @@ run('SMB reconnect after smbd restarts', () => {
       expect(Buffer.concat([first, rest]).equals(local.subarray(0, 4 << 20))).toBe(true);
     } finally {
       await f.close();
+    }
+  });
+
+  it("a read-only file's identity stays the first open's across a restart; a file replaced meanwhile fails its reads", async () => {
+    const store = server.store(client);
+    const at = path.join(server.shareDir, 'ident.bin');
+    writeFileSync(at, randomBytes(2 << 20));
+    const same = await store.open('/ident.bin', 'read');
+    const replaced = await store.open('/ident.bin', 'read');
+    try {
+      const first = replaced.openedStat!();
+      expect(first).toMatchObject({ size: 2 << 20 });
+      const head = await same.read(0, 4096);
+      server.kill();
+      // While the server is down: unchanged bytes for `same`'s check below, then replaced by another file for the rest.
+      server.restart();
+      expect((await same.read(0, 4096)).equals(head)).toBe(true);
+      expect(same.openedStat!()).toEqual(first);
+      server.kill();
+      writeFileSync(at, randomBytes(3 << 20));
+      utimesSync(at, new Date(), new Date(Date.now() + 5000));
+      server.restart();
+      const line = await replaced.read(0, 4096).then(() => 'read', (e: VhdsyncError) => e.describe());
+      expect(line).toMatch(/ident\.bin: changed on the server while the connection was re-established/);
+      // The identity is still the file first opened, and every later read fails the same way.
+      expect(replaced.openedStat!()).toEqual(first);
+      await expect(replaced.read(1 << 20, 10)).rejects.toThrow(/changed on the server/);
+    } finally {
+      await same.close();
+      await replaced.close();
     }
   });
 

@@ -12,7 +12,7 @@ import type { ByteStore, OpenHints, OpenMode, RandomAccessFile, SmallFile, Store
 import { OPEN, type ChainOp, type ChainResult, type SmbClient, type SmbHandle } from './client.js';
 import { RELATED_FILE_ID } from './compound.js';
 import type { Reply } from './connection.js';
-import { Access, CreateOptions, Disposition, FILE_ATTRIBUTE_DIRECTORY, ShareAccess, type CreateRequest } from './create.js';
+import { Access, CreateOptions, Disposition, FILE_ATTRIBUTE_DIRECTORY, ShareAccess, type CreateRequest, type CreateResponse } from './create.js';
 import { Command } from './header.js';
 import { dispositionInfo, endOfFileInfo, FileInfoClass, renameInfo, serializeSetInfoRequest } from './info.js';
 import { parseQueryDirectoryResponse, QueryDirectoryFlags, type DirectoryEntry, serializeQueryDirectoryRequest } from './query-directory.js';
@@ -87,6 +87,10 @@ class SmbFile implements RandomAccessFile {
   private atClose: StoreStat | null = null;
   /** The file's first bytes, read with the open (keepHead), or null. */
   private head: Buffer | null = null;
+  /** What the first open's CREATE reply said of the file: a reopen after a reconnect must find the same (read-only). */
+  private readonly opened: CreateResponse;
+  /** Set once a reopen found a different file: every later operation throws it. */
+  private replaced: IoError | null = null;
 
   constructor(
     private readonly client: SmbClient,
@@ -98,16 +102,28 @@ class SmbFile implements RandomAccessFile {
     private readonly beforeChange: () => void,
   ) {
     this.knownSize = handle.info.endOfFile;
+    this.opened = handle.info;
   }
 
-  /** The handle, reopened (same access, never creating) when the connection was re-established. */
+  /**
+   * The handle, reopened (same access, never creating) when the connection was re-established. A read-only file must
+   * come back with the size and mtime it was first opened with: reads, the kept head and its identity (openedStat)
+   * must all be of one file, so one replaced or changed meanwhile fails every later call instead.
+   */
   private async live(): Promise<SmbHandle> {
+    if (this.replaced) throw this.replaced;
     if (this.handle.generation === this.client.generation) return this.handle;
     this.reopening ??= (async () => {
       try {
         await this.client.connection();
-        this.handle = await this.client.create(this.handle.share, this.reopenRequest, this.name);
-        return this.handle;
+        const h = await this.client.create(this.handle.share, this.reopenRequest, this.name);
+        if (!this.writable && (h.info.endOfFile !== this.opened.endOfFile || h.info.mtimeMs !== this.opened.mtimeMs)) {
+          await this.client.close(h).catch(() => undefined);
+          this.replaced = new IoError('changed on the server while the connection was re-established (its size or modification time differ); not read further', this.name);
+          throw this.replaced;
+        }
+        this.handle = h;
+        return h;
       } finally {
         this.reopening = null;
       }
@@ -228,10 +244,13 @@ class SmbFile implements RandomAccessFile {
     return this.atClose;
   }
 
-  /** A read-only handle's size and mtime from its CREATE reply (see knownSize for why they still hold): null otherwise. */
+  /**
+   * A read-only handle's size and mtime from its first CREATE reply (see knownSize for why they still hold; a reopen
+   * after a reconnect finds the same or fails, see live): null otherwise.
+   */
   openedStat(): StoreStat | null {
     if (this.writable || this.closing) return null;
-    const info = this.handle.info;
+    const info = this.opened;
     return { size: info.endOfFile, mtimeMs: info.mtimeMs, isDirectory: (info.attributes & FILE_ATTRIBUTE_DIRECTORY) !== 0 };
   }
 }
