@@ -97,7 +97,7 @@ describe('chain outcome against a model server ([MS-SMB2] 3.3.5.2.7.2)', () => {
  * A server that answers every message of every chain with a reply naming the message's index in its chain, after
  * optional interim replies, in frames split and ordered as `plan` says. Checks the RELATED flags as it goes.
  */
-async function chainServer(plan: () => { together: boolean; reverse: boolean; interim: boolean }) {
+async function chainServer(plan: () => { together: boolean; reverse: boolean; interim: boolean; capped?: boolean }) {
   const problems: string[] = [];
   const sockets: net.Socket[] = [];
   const server = net.createServer((sock) => {
@@ -115,10 +115,11 @@ async function chainServer(plan: () => { together: boolean; reverse: boolean; in
         const len = buf.readUInt32BE(0) & 0xffffff;
         const chain = splitChain(buf.subarray(4, 4 + len));
         buf = buf.subarray(4 + len);
-        const { together, reverse, interim } = plan();
+        const { together, reverse, interim, capped } = plan();
         const replies = chain.map(({ header: h }, i) => {
           if (((h.flags & HeaderFlags.RELATED) !== 0) !== (i > 0)) problems.push(`message ${i} of ${chain.length}: RELATED flag ${h.flags & HeaderFlags.RELATED}`);
-          const r = serializeHeader({ creditCharge: 1, command: h.command, credits: 8, flags: HeaderFlags.SERVER_TO_REDIR, messageId: h.messageId, treeId: 0, sessionId: 0n });
+          // Capped: each reply gives back only what its request spent, so the client's window never grows.
+          const r = serializeHeader({ creditCharge: 1, command: h.command, credits: capped ? Math.max(1, h.creditCharge) : 8, flags: HeaderFlags.SERVER_TO_REDIR, messageId: h.messageId, treeId: 0, sessionId: 0n });
           const body = Buffer.alloc(4);
           body.writeUInt16LE(i, 0);
           return [r, body];
@@ -148,6 +149,23 @@ async function chainServer(plan: () => { together: boolean; reverse: boolean; in
 }
 
 describe('SmbConnection.compound', () => {
+  it('fails a chain the server never grants the credits for with one line, instead of asking forever', async () => {
+    const srv = await chainServer(() => ({ together: true, reverse: false, interim: false, capped: true }));
+    const conn = await SmbConnection.open('127.0.0.1', srv.port, 10000);
+    try {
+      // One credit to start with, and a server that only ever gives back what was spent.
+      expect(conn.creditWindow).toBe(1);
+      expect((await conn.compound([{ command: Command.ECHO, body: [Buffer.alloc(4)] }]))[0].header.command).toBe(Command.ECHO);
+      const chain = [Command.CREATE, Command.FLUSH, Command.CLOSE].map((command) => ({ command, body: [Buffer.alloc(8)] }));
+      await expect(conn.compound(chain)).rejects.toThrow(/^SMB server 127\.0\.0\.1 grants at most 1 credit; a request needs 3$/);
+      expect(srv.problems).toEqual([]);
+    } finally {
+      conn.close();
+      await srv.close();
+    }
+  });
+
+
   it('matches every reply to its request, whether the server answers in one frame or several, in order or not, after interim replies', async () => {
     let current = { together: true, reverse: false, interim: false };
     const srv = await chainServer(() => current);

@@ -287,7 +287,7 @@ export class SmbConnection {
           // asking again) would never end; callers bound their frames by creditWindow, so this is a bug's last guard.
           const idle = this.pending.size === 0 && this.starting === 0;
           if (idle && this.credits < n && this.credits <= before) {
-            throw new IoError(`SMB server ${this.host} grants at most ${this.credits} credits; a request needs ${n}`);
+            throw new IoError(`SMB server ${this.host} grants at most ${this.credits} credit${this.credits === 1 ? '' : 's'}; a request needs ${n}`);
           }
           continue;
         }
