@@ -137,16 +137,17 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
       });
     }
   } catch (err) {
+    // The refusal comes now: an early lock still being waited for (a stale-looking one is watched for its lease) is
+    // given up; checks already running under it are waited for before it is let go.
+    early.abort();
     await closeChecks(await ahead);
     await Promise.all([early.drop(), lock.release()]);
     throw err;
   }
   let diffLock: ImageLock | null = null;
   const metas: Metafile[] = [];
+  let pre: DiffChecks | null | undefined;
   try {
-    // Nothing runs under the early lock past this point: its list (if read) is closed with the others.
-    const pre = await ahead;
-    if (pre?.list.status === 'fulfilled') metas.push(pre.list.value);
     const targetName = displayLocation(target.location);
     // Frames apply to any image; a differencing image needs a VHD or VHDX parent.
     if (target.format === 'raw' && opts.diffFormat !== 'chunked') {
@@ -164,6 +165,10 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
       if (!st?.isDirectory) throw new UsageError('--diffdir is not an existing directory', displayLocation(opts.diffdir));
       diffAt = { store: opts.diffdir.store, path: opts.diffdir.store.paths.join(opts.diffdir.path, diffName) };
     }
+    // The refusals above needed only the images (and --diffdir), so they did not wait for the diff's lock. Nothing runs
+    // under the early lock past this point: its list (if read) is closed with the others.
+    const checked = (pre = await ahead);
+    if (checked?.list.status === 'fulfilled') metas.push(checked.list.value);
     // Another target of the same file name can have the same diff name in the same --diffdir: the diff's own lock
     // keeps two copies from deleting each other's temp files or replacing each other's diff.
     diffLock = await early.take(diffAt);
@@ -172,9 +177,9 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     // share: one round trip, not seven); failures are reported in the order the steps had when they ran one by one.
     const image = target;
     // The checks started ahead hold when they looked where these would (the same diff, the same target).
-    const same = pre !== null && pre.diffAt.store === diffAt.store && pre.diffAt.path === diffAt.path && image.location === targetWhere;
+    const same = checked !== null && checked.diffAt.store === diffAt.store && checked.diffAt.path === diffAt.path && image.location === targetWhere;
     const [checks, identity, sourceList] = await Promise.all([
-      same ? pre : checksUnderDiffLock(diffAt, writeLoc, image.location, { virtualSize: image.virtualSize, logicalSectorSize: image.logicalSectorSize }, opts),
+      same ? checked : checksUnderDiffLock(diffAt, writeLoc, image.location, { virtualSize: image.virtualSize, logicalSectorSize: image.logicalSectorSize }, opts),
       // Read before the target's list is checked fresh, so a write after the check shows as a change: the diff's
       // metafile records it and merge refuses a target that no longer matches (docs/metafile.md, parent identity).
       // On a share it is what the open's CREATE reply said (identityStat).
@@ -302,6 +307,11 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
     summary.seconds = (Date.now() - started) / 1000;
     return summary;
   } finally {
+    // Refused before the diff's lock was looked at: as after a failed open (above).
+    if (pre === undefined) {
+      early.abort();
+      await closeChecks(await ahead);
+    }
     for (const m of metas) await m.close().catch(() => {});
     await target?.close().catch(() => {});
     await source.close().catch(() => {});
@@ -373,6 +383,8 @@ interface EarlyLock {
   take(diffAt: Location): Promise<ImageLock>;
   /** Lets the early lock go (when it was taken), once its attempt has ended. Never throws. */
   drop(): Promise<void>;
+  /** Ends an attempt still waiting (watching a stale-looking lock); a lock already taken stays until drop(). */
+  abort(): void;
 }
 
 /**
@@ -384,12 +396,15 @@ function earlyDiffLock(targetAt: Location, opts: CopyOptions): EarlyLock {
   const chunked = opts.diffFormat === 'chunked';
   const name = chunked ? chunkedDiffName(base) : base.lastIndexOf('.') > 0 ? diffNameFor(targetAt, '') : null;
   const at = name === null ? null : opts.diffdir ? { store: opts.diffdir.store, path: opts.diffdir.store.paths.join(opts.diffdir.path, name) } : sibling(targetAt, name);
-  let pending: Promise<ImageLock> | null = at ? lockImage(at, 'copy') : null;
+  const quit = new AbortController();
+  let pending: Promise<ImageLock> | null = at ? lockImage(at, 'copy', undefined, quit.signal) : null;
   // Its failure is thrown by take(), or not at all.
   pending?.catch(() => {});
   const drop = async () => {
     const p = pending;
     pending = null;
+    // An attempt still watching a stale-looking lock ends now rather than after its lease.
+    quit.abort();
     if (p) await p.then((l) => l.release(), () => {}).catch(() => {});
   };
   return {
@@ -408,6 +423,7 @@ function earlyDiffLock(targetAt: Location, opts: CopyOptions): EarlyLock {
       return p;
     },
     drop,
+    abort: () => quit.abort(),
   };
 }
 

@@ -78,12 +78,15 @@ export function lockLocationFor(image: Location): Location {
   return { store, path: image.path + LOCK_SUFFIX };
 }
 
-/** Takes the lock of `image` for `op` (`copy`, `merge`), or throws BusyError naming who holds it. */
-export async function lockImage(image: Location, op: string, timing: LockTiming = LOCK_TIMING): Promise<ImageLock> {
+/**
+ * Takes the lock of `image` for `op` (`copy`, `merge`), or throws BusyError naming who holds it. `signal` ends an
+ * attempt still waiting (the watch of a stale-looking lock) with its abort reason; a lock already made is returned.
+ */
+export async function lockImage(image: Location, op: string, timing: LockTiming = LOCK_TIMING, signal?: AbortSignal): Promise<ImageLock> {
   if (!(2 * timing.authorityMs < timing.leaseMs && timing.renewMs < timing.authorityMs)) throw new Error('lock timing: need renewal < authority < lease / 2');
   const loc = lockLocationFor(image);
   const record = newRecord(op, timing.leaseMs);
-  const created = await acquire(loc, record, image, timing, 0);
+  const created = await acquire(loc, record, image, timing, 0, signal);
   return new HeldLock(loc, record, image, timing, created);
 }
 
@@ -91,8 +94,9 @@ export async function lockImage(image: Location, op: string, timing: LockTiming 
  * Creates the lock file at `loc` holding `record`, breaking a stale one; throws BusyError when it is held.
  * Returns performance.now() from just before the file was created: the holder's authority counts from there.
  */
-async function acquire(loc: Location, record: LockRecord, image: Location, timing: LockTiming, depth: number): Promise<number> {
+async function acquire(loc: Location, record: LockRecord, image: Location, timing: LockTiming, depth: number, signal?: AbortSignal): Promise<number> {
   for (let round = 0; ; round++) {
+    signal?.throwIfAborted();
     const started = performance.now();
     try {
       await createWithBytes(loc, serializeRecord(record));
@@ -103,14 +107,14 @@ async function acquire(loc: Location, record: LockRecord, image: Location, timin
     const seen = await readSnapshot(loc);
     if (!seen) continue;
     if (round >= MAX_ROUNDS || depth >= MAX_DEPTH) throw busy(image, seen.record);
-    const verdict = await judge(loc, seen);
+    const verdict = await judge(loc, seen, signal);
     if (verdict === 'live') throw busy(image, seen.record);
-    if (verdict === 'stale') await breakStale(loc, seen, image, timing, depth);
+    if (verdict === 'stale') await breakStale(loc, seen, image, timing, depth, signal);
   }
 }
 
 /** Whether a lock state is held, gone stale, or changed while being watched. */
-async function judge(loc: Location, seen: LockSnapshot): Promise<'live' | 'stale' | 'changed'> {
+async function judge(loc: Location, seen: LockSnapshot, signal?: AbortSignal): Promise<'live' | 'stale' | 'changed'> {
   const r = seen.record;
   if (!r) return Date.now() - seen.mtimeMs > FRESH_MS ? 'stale' : 'live';
   if (holderGone(r)) return 'stale';
@@ -122,15 +126,15 @@ async function judge(loc: Location, seen: LockSnapshot): Promise<'live' | 'stale
     displayLocation(loc),
     `held by a ${r.op} (pid ${r.pid} on ${r.host}) that has not renewed its lease since ${r.renewed}; watching it for ${Math.round(lease / 1000)} s before taking it over`,
   );
-  return (await unchangedFor(loc, seen, lease)) ? 'stale' : 'changed';
+  return (await unchangedFor(loc, seen, lease, signal)) ? 'stale' : 'changed';
 }
 
 /** Watches the lock for `ms` (measured here); false as soon as it changes or disappears. */
-async function unchangedFor(loc: Location, seen: LockSnapshot, ms: number): Promise<boolean> {
+async function unchangedFor(loc: Location, seen: LockSnapshot, ms: number, signal?: AbortSignal): Promise<boolean> {
   const start = performance.now();
   const poll = Math.max(20, Math.min(1000, ms / 10));
   while (performance.now() - start < ms) {
-    await sleep(poll);
+    await sleep(poll, undefined, { signal });
     const now = await readSnapshot(loc);
     if (!now || !now.raw.equals(seen.raw)) return false;
   }
@@ -142,12 +146,12 @@ async function unchangedFor(loc: Location, seen: LockSnapshot, ms: number): Prom
  * named for that state. Returns with the lock removed, or unchanged when someone else got there first (the
  * caller then looks again).
  */
-async function breakStale(loc: Location, seen: LockSnapshot, image: Location, timing: LockTiming, depth: number): Promise<void> {
+async function breakStale(loc: Location, seen: LockSnapshot, image: Location, timing: LockTiming, depth: number, signal?: AbortSignal): Promise<void> {
   const { store } = loc;
   const claim: Location = { store, path: `${loc.path}.takeover-${snapshotId(seen)}` };
   const me = newRecord('takeover', timing.leaseMs);
   try {
-    await acquire(claim, me, image, timing, depth + 1);
+    await acquire(claim, me, image, timing, depth + 1, signal);
   } catch (err) {
     if (!(err instanceof BusyError)) throw err;
     // Another run is breaking this very state; it takes milliseconds. Look again after it.
