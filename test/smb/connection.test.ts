@@ -2,6 +2,7 @@
 import * as net from 'node:net';
 import { SmbConnection } from '../../src/io/smb/connection.js';
 import { Command, HeaderFlags, parseHeader, serializeHeader } from '../../src/io/smb/header.js';
+import { Dialect } from '../../src/io/smb/negotiate.js';
 import { Status } from '../../src/io/smb/status.js';
 import { ConnectionLostError } from '../../src/io/smb/status.js';
 
@@ -43,6 +44,56 @@ function echoReply(mid: number, status: number, flags = 0, credits = 1): Buffer 
   if (flags & HeaderFlags.ASYNC) h.writeBigUInt64LE(99n, 32);
   return Buffer.concat([h, Buffer.from([4, 0, 0, 0])]);
 }
+
+/**
+ * A server that grants credits like Samba with `smb2 max credits = max`: each reply grants what was asked, up to the
+ * maximum outstanding; a WRITE chosen by `slow` goes async after `slowMs` (an interim STATUS_PENDING reply that grants
+ * the credits) and is finished `finalMs` later by a final reply that grants 0 ([MS-SMB2] 3.3.4.2; Samba's
+ * smb2_set_operation_credit). Every other request is answered at once. Records any request sent without the credits.
+ */
+async function sambaCredits(max: number, slow: (n: number) => boolean, slowMs = 600, finalMs = 300) {
+  let outstanding = 1; // the credit every connection starts with
+  let writes = 0;
+  const problems: string[] = [];
+  const reply = (h: ReturnType<typeof parseHeader>, status: number, flags: number): Buffer => {
+    const granted = flags & HeaderFlags.ASYNC && status !== Status.PENDING ? 0 : Math.min(h.credits, max - outstanding);
+    outstanding += granted;
+    const r = serializeHeader({ creditCharge: h.creditCharge, command: h.command, credits: granted, flags: HeaderFlags.SERVER_TO_REDIR | flags, messageId: h.messageId, treeId: 0, sessionId: 0n });
+    r.writeUInt32LE(status, 8);
+    if (flags & HeaderFlags.ASYNC) r.writeBigUInt64LE(BigInt(h.messageId) + 1n, 32);
+    return Buffer.concat([r, Buffer.alloc(17)]);
+  };
+  const srv = await scriptedServer((req, send) => {
+    const h = parseHeader(req);
+    const charge = Math.max(1, h.creditCharge);
+    if (charge > outstanding) problems.push(`message ${h.messageId} charged ${charge} with ${outstanding} granted`);
+    outstanding -= charge;
+    const later = (ms: number, make: () => Buffer): unknown => setTimeout(() => send(make()), ms);
+    if (h.command === Command.WRITE && slow(writes++)) {
+      later(slowMs, () => reply(h, Status.PENDING, HeaderFlags.ASYNC));
+      later(slowMs + finalMs, () => reply(h, Status.SUCCESS, HeaderFlags.ASYNC));
+    } else {
+      later(0, () => reply(h, Status.SUCCESS, 0));
+    }
+  });
+  return { ...srv, problems };
+}
+
+/** `p`, or a failure naming `what` once `ms` passed (instead of a test that hangs until jest's own timeout). */
+function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: still waiting after ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+/** Resolves once `cond` holds (looked at every 10 ms). */
+async function until(cond: () => boolean): Promise<void> {
+  while (!cond()) await new Promise((r) => setTimeout(r, 10));
+}
+
+const ECHO_BODY = (): Buffer[] => [Buffer.from([4, 0, 0, 0])];
 
 describe('SmbConnection', () => {
   it('waits past an interim STATUS_PENDING for the final reply, even beyond the timeout', async () => {
@@ -97,5 +148,52 @@ describe('SmbConnection', () => {
     } finally {
       await srv.close().catch(() => undefined);
     }
+  });
+  describe('credits granted in an interim reply (Samba: smb2 max credits = 8, a WRITE async after 0.6 s)', () => {
+    it('sizes writes by the credits the server really holds for them, and every write is answered', async () => {
+      const srv = await sambaCredits(8, (n) => n === 0);
+      const conn = await SmbConnection.open('127.0.0.1', srv.port, 10000);
+      conn.dialect = Dialect.SMB300; // multi-credit requests
+      try {
+        await conn.request(Command.ECHO, ECHO_BODY());
+        expect(conn.creditWindow).toBe(8);
+        const first = conn.request(Command.WRITE, [Buffer.alloc(48)], { payload: conn.payloadWithin(0) });
+        first.catch(() => undefined); // awaited below; a failed assertion before that must not leave it unhandled
+        // The slow WRITE's interim gave its 8 credits back; its final reply will grant none.
+        await within(5000, 'the interim reply', until(() => conn.interimReplies === 1));
+        expect(conn.creditWindow).toBe(8);
+        expect(conn.payloadWithin(0)).toBe(8 * 65536);
+        // Write-behind: more writes, each sized by the window when it is issued, while the first is async.
+        const more = [0, 1, 2].map(() => conn.request(Command.WRITE, [Buffer.alloc(48)], { payload: conn.payloadWithin(0) }));
+        more.forEach((p) => p.catch(() => undefined));
+        const replies = await within(5000, 'four writes', Promise.all([first, ...more]));
+        expect(replies.map((r) => r.header.status)).toEqual([0, 0, 0, 0]);
+        expect(conn.creditWindow).toBe(8);
+        expect(srv.problems).toEqual([]);
+      } finally {
+        conn.close();
+        await srv.close();
+      }
+    });
+
+    it('ends a request the window cannot hold with one line once the async request is finally answered (granting 0)', async () => {
+      const srv = await sambaCredits(8, (n) => n === 0);
+      const conn = await SmbConnection.open('127.0.0.1', srv.port, 10000);
+      conn.dialect = Dialect.SMB300; // multi-credit requests
+      try {
+        await conn.request(Command.ECHO, ECHO_BODY());
+        const first = conn.request(Command.WRITE, [Buffer.alloc(48)], { payload: 8 * 65536 });
+        first.catch(() => undefined);
+        await within(5000, 'the interim reply', until(() => conn.interimReplies === 1));
+        const tooBig = conn.request(Command.WRITE, [Buffer.alloc(48)], { payload: 16 * 65536 });
+        tooBig.catch(() => undefined);
+        await expect(within(5000, 'the 16-credit write', tooBig)).rejects.toThrow(/^SMB server 127\.0\.0\.1 grants at most 8 credits; a request needs 16$/);
+        expect((await first).header.status).toBe(Status.SUCCESS);
+        expect(srv.problems).toEqual([]);
+      } finally {
+        conn.close();
+        await srv.close();
+      }
+    });
   });
 });

@@ -63,7 +63,10 @@ interface Pending {
   reject: (e: Error) => void;
   timer: NodeJS.Timeout;
   command: number;
-  /** Credits this request was charged; its final reply gives them back to the window (creditWindow). */
+  /**
+   * Credits this request holds in the window (creditWindow): its charge until the server grants them back, in the
+   * final reply or in an interim STATUS_PENDING one (then the final grants 0: [MS-SMB2] 3.3.4.2, Samba), and 0 after.
+   */
   charge: number;
   sent?: Buffer;
   readInto?: Buffer;
@@ -144,8 +147,8 @@ export class SmbConnection {
   }
 
   /**
-   * The credits the server has granted: those in hand and those charged to requests in flight, which their replies
-   * give back. One frame charged more than this would wait on the server to grant more, which it may never do (a
+   * The credits the server has granted: those in hand and those charged to requests in flight that the server has not
+   * yet granted back (an interim reply gives them back early; the request then holds none). One frame charged more than this would wait on the server to grant more, which it may never do (a
    * server's `smb2 max credits`): chains and I/O sizes are bounded by it (creditsFit, payloadWithin).
    */
   get creditWindow(): number {
@@ -291,19 +294,44 @@ export class SmbConnection {
           }
           continue;
         }
-        await new Promise<void>((r) => this.creditWaiters.push(r));
+        await this.creditWait();
       }
     } finally {
       this.demand -= n;
     }
   }
 
-  private grant(n: number): void {
-    if (n === 0) return;
-    this.credits += n;
+  /**
+   * Waits until credits are granted, a request settles or the connection fails, or `timeoutMs` has passed; the
+   * caller then looks again. A wait thus never outlasts what could still end it: with a request in flight, that
+   * request's reply or its own timeout (which fails the connection); with nothing in flight, takeCredits asks with an
+   * ECHO and ends in one line if the server grants no more. The deadline only guards against a wake that was missed.
+   */
+  private creditWait(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.creditWaiters = this.creditWaiters.filter((w) => w !== wake);
+        resolve();
+      }, this.timeoutMs);
+      this.creditWaiters.push(wake);
+    });
+  }
+
+  /** Wakes every credit wait to look again (credits changed, a request settled, or the connection failed). */
+  private wakeCreditWaiters(): void {
     const waiters = this.creditWaiters;
     this.creditWaiters = [];
     for (const w of waiters) w();
+  }
+
+  private grant(n: number): void {
+    if (n === 0) return;
+    this.credits += n;
+    this.wakeCreditWaiters();
   }
 
   private settle(messageId: number): Pending | undefined {
@@ -313,6 +341,9 @@ export class SmbConnection {
     this.pending.delete(messageId);
     this.inFlight -= p.charge;
     if (this.pending.size === 0) this.transport.idle(true);
+    // A final reply after an interim grants 0 credits, yet a wait may depend on it: with nothing left in flight, the
+    // waiter asks for credits itself (takeCredits).
+    this.wakeCreditWaiters();
     return p;
   }
 
@@ -321,9 +352,7 @@ export class SmbConnection {
     this.failure = err;
     this.transport?.close();
     for (const id of [...this.pending.keys()]) this.settle(id)?.reject(err);
-    const waiters = this.creditWaiters;
-    this.creditWaiters = [];
-    for (const w of waiters) w();
+    this.wakeCreditWaiters();
   }
 
   /** Where a plain READ reply's data can go directly: the caller's buffer, when the reply is exactly what we asked. */
@@ -362,7 +391,11 @@ export class SmbConnection {
     if (!p) return; // oplock breaks (id -1) and replies to requests already failed
     if (header.status === Status.PENDING && header.flags & HeaderFlags.ASYNC) {
       // Interim reply: the real one follows with the same MessageId. The server is alive, so restart the clock.
+      // The interim grants this request's credits (granted above; the final reply then grants 0: [MS-SMB2] 3.3.4.2,
+      // Samba's smb2_set_operation_credit), so the request no longer holds its charge in the window.
       this.interimReplies++;
+      this.inFlight -= p.charge;
+      p.charge = 0;
       clearTimeout(p.timer);
       p.timer = this.timer(header.messageId);
       return;
