@@ -294,7 +294,12 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
             await writeDiffMetafile(sourceList, metafileLocationFor(writeLoc), { identity: diffId!, parentIdentity: targetIdentity }, source);
           })(),
         ]);
-        for (const r of [flushed, listed]) if (r.status === 'rejected') throw r.reason;
+        if (flushed.status === 'rejected') {
+          // No diff will be published: nor is its list left without it (best effort, as the rest of the rollback).
+          if (listed.status === 'fulfilled') await writeLoc.store.unlink(metafileLocationFor(writeLoc).path).catch(() => {});
+          throw flushed.reason;
+        }
+        if (listed.status === 'rejected') throw listed.reason;
         // The locks' read-back (before their deletion at the end) goes out with the diff's flush and rename below.
         diffLock!.prepareRelease();
         lock.prepareRelease();

@@ -123,6 +123,8 @@ go('vhdsync workflow with the target on an SMB share', () => {
       expect(r.status).not.toBe(0);
       expect(r.stderr).toMatch(/^vhdsync: smb:\/\/\S+\/ff\/target_diff\.vhdx: no space left on share\n$/);
       expect(existsSync(local('ff/target_diff.vhdx'))).toBe(false);
+      // Nor its list, which went out beside the FLUSH.
+      expect(existsSync(local('ff/target_diff.vhdx.blocklist.bin'))).toBe(false);
       expect(partials(local('ff'))).toEqual([]);
     } finally {
       await proxy.stop();
