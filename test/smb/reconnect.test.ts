@@ -2,8 +2,9 @@
  * smbd killed and restarted under a transfer: positioned I/O reconnects, reopens and retries, and the
  * result is either complete and correct or a clear error; never a half-written file under its final name.
  */
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, utimesSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { haveSamba, SambaServer } from './samba-server.js';
 import { writeAtomically } from '../../src/io/atomic.js';
@@ -68,11 +69,16 @@ run('SMB reconnect after smbd restarts', () => {
   it("a read-only file's identity stays the first open's across a restart; a file replaced meanwhile fails its reads", async () => {
     const store = server.store(client);
     const at = path.join(server.shareDir, 'ident.bin');
+    const twinAt = path.join(server.shareDir, 'twin.bin');
     writeFileSync(at, randomBytes(2 << 20));
+    writeFileSync(twinAt, randomBytes(1 << 20));
+    execFileSync('touch', ['-d', '@1700000000.123456789', twinAt]);
     writeFileSync(path.join(server.shareDir, 'kept.bin'), randomBytes(1 << 20));
     const same = await store.open('/kept.bin', 'read');
     const replaced = await store.open('/ident.bin', 'read');
+    const twin = await store.open('/twin.bin', 'read');
     try {
+      await twin.read(0, 4096);
       const first = replaced.openedStat!();
       const kept = same.openedStat!();
       expect(first).toMatchObject({ size: 2 << 20 });
@@ -81,6 +87,11 @@ run('SMB reconnect after smbd restarts', () => {
       server.kill();
       writeFileSync(at, randomBytes(3 << 20));
       utimesSync(at, new Date(), new Date(Date.now() + 5000));
+      // And one by a file of the same size whose times were kept to the millisecond (as a tool copying them through
+      // milliseconds leaves them): only the ChangeTime, to 100 ns, tells them apart.
+      writeFileSync(`${twinAt}.new`, randomBytes(1 << 20));
+      execFileSync('touch', ['-d', '@1700000000.123', `${twinAt}.new`]);
+      renameSync(`${twinAt}.new`, twinAt);
       server.restart();
       expect((await same.read(0, 4096)).equals(head)).toBe(true);
       expect(same.openedStat!()).toEqual(kept);
@@ -89,9 +100,11 @@ run('SMB reconnect after smbd restarts', () => {
       // The identity is still the file first opened, and every later read fails the same way.
       expect(replaced.openedStat!()).toEqual(first);
       await expect(replaced.read(1 << 20, 10)).rejects.toThrow(/changed on the server/);
+      await expect(twin.read(0, 4096)).rejects.toThrow(/changed on the server while the connection was re-established/);
     } finally {
       await same.close();
       await replaced.close();
+      await twin.close();
     }
   });
 

@@ -57,6 +57,9 @@ export function fileTimeToMs(ft: bigint): number {
 export interface CreateResponse {
   fileId: Buffer;
   createAction: number;
+  /** CreationTime and ChangeTime as sent (FILETIME, 100 ns ticks; 0 when the server does not say). */
+  creationTime: bigint;
+  changeTime: bigint;
   mtimeMs: number;
   endOfFile: number;
   attributes: number;
@@ -68,6 +71,8 @@ export function parseCreateResponse(msg: Buffer): CreateResponse {
   const b = msg.subarray(HEADER_SIZE);
   return {
     createAction: b.readUInt32LE(4),
+    creationTime: b.readBigUInt64LE(8),
+    changeTime: b.readBigUInt64LE(32),
     mtimeMs: fileTimeToMs(b.readBigUInt64LE(24)),
     endOfFile: Number(b.readBigUInt64LE(48)),
     attributes: b.readUInt32LE(56),

@@ -107,8 +107,11 @@ class SmbFile implements RandomAccessFile {
 
   /**
    * The handle, reopened (same access, never creating) when the connection was re-established. A read-only file must
-   * come back with the size and mtime it was first opened with: reads, the kept head and its identity (openedStat)
-   * must all be of one file, so one replaced or changed meanwhile fails every later call instead.
+   * come back with the size, mtime and ChangeTime (to 100 ns, when the server sends one) it was first opened with:
+   * reads, the kept head and its identity (openedStat) must all be of one file, so one replaced or changed meanwhile
+   * fails every later call instead. ChangeTime is any metadata change on Windows; Samba sends the mtime to the
+   * nanosecond. CreationTime is not compared: Samba computes it, for a file it did not create, as the oldest of
+   * atime, mtime and ctime, so our own reads (relatime) move it.
    */
   private async live(): Promise<SmbHandle> {
     if (this.replaced) throw this.replaced;
@@ -117,9 +120,9 @@ class SmbFile implements RandomAccessFile {
       try {
         await this.client.connection();
         const h = await this.client.create(this.handle.share, this.reopenRequest, this.name);
-        if (!this.writable && (h.info.endOfFile !== this.opened.endOfFile || h.info.mtimeMs !== this.opened.mtimeMs)) {
+        if (!this.writable && (h.info.endOfFile !== this.opened.endOfFile || h.info.mtimeMs !== this.opened.mtimeMs || differs(h.info.changeTime, this.opened.changeTime))) {
           await this.client.close(h).catch(() => undefined);
-          this.replaced = new IoError('changed on the server while the connection was re-established (its size or modification time differ); not read further', this.name);
+          this.replaced = new IoError('changed on the server while the connection was re-established (its size, modification time or change time differ); not read further', this.name);
           throw this.replaced;
         }
         this.handle = h;
@@ -545,4 +548,9 @@ export class SmbStore implements ByteStore {
   async syncDir(): Promise<void> {
     // SMB servers apply renames and creates to their file system before replying; there is nothing to flush.
   }
+}
+
+/** Whether two FILETIMEs a server sent differ; 0 (or none, from a stand-in) means it did not say. */
+function differs(a: bigint | undefined, b: bigint | undefined): boolean {
+  return !!a && !!b && a !== b;
 }
