@@ -51,7 +51,7 @@ function echoReply(mid: number, status: number, flags = 0, credits = 1): Buffer 
  * the credits) and is finished `finalMs` later by a final reply that grants 0 ([MS-SMB2] 3.3.4.2; Samba's
  * smb2_set_operation_credit). Every other request is answered at once. Records any request sent without the credits.
  */
-async function sambaCredits(max: number, slow: (n: number) => boolean, slowMs = 600, finalMs = 300) {
+async function sambaCredits(max: number, slow: (n: number) => boolean, slowMs = 600, finalMs = 300, answerMs: (messageId: number) => number = () => 0) {
   let outstanding = 1; // the credit every connection starts with
   let writes = 0;
   const problems: string[] = [];
@@ -73,7 +73,7 @@ async function sambaCredits(max: number, slow: (n: number) => boolean, slowMs = 
       later(slowMs, () => reply(h, Status.PENDING, HeaderFlags.ASYNC));
       later(slowMs + finalMs, () => reply(h, Status.SUCCESS, HeaderFlags.ASYNC));
     } else {
-      later(0, () => reply(h, Status.SUCCESS, 0));
+      later(answerMs(h.messageId), () => reply(h, Status.SUCCESS, 0));
     }
   });
   return { ...srv, problems };
@@ -169,6 +169,30 @@ describe('SmbConnection', () => {
         const replies = await within(5000, 'four writes', Promise.all([first, ...more]));
         expect(replies.map((r) => r.header.status)).toEqual([0, 0, 0, 0]);
         expect(conn.creditWindow).toBe(8);
+        expect(srv.problems).toEqual([]);
+      } finally {
+        conn.close();
+        await srv.close();
+      }
+    });
+
+    it('never counts more than the server lets us hold: the first of several replies grants up to the maximum, the rest 0', async () => {
+      // ECHOs after the first answered 100 ms apart, so the client sees the window between them.
+      const srv = await sambaCredits(8, () => false, 0, 0, (mid) => (mid <= 1 ? 0 : (mid - 1) * 100));
+      const conn = await SmbConnection.open('127.0.0.1', srv.port, 10000);
+      conn.dialect = Dialect.SMB300; // multi-credit requests
+      try {
+        await conn.request(Command.ECHO, ECHO_BODY());
+        expect(conn.creditWindow).toBe(8);
+        const echoes = [0, 1, 2, 3].map(() => conn.request(Command.ECHO, ECHO_BODY()));
+        echoes.forEach((p) => p.catch(() => undefined));
+        // The first grants 4 (8 held again), the others will grant 0: 8 in hand and 3 in flight, yet 8 is the limit.
+        await within(5000, 'the first echo', echoes[0]);
+        expect(conn.creditWindow).toBe(8);
+        const write = conn.request(Command.WRITE, [Buffer.alloc(48)], { payload: conn.payloadWithin(0) });
+        write.catch(() => undefined);
+        expect((await within(5000, 'the write sized by the window', write)).header.status).toBe(Status.SUCCESS);
+        await Promise.all(echoes);
         expect(srv.problems).toEqual([]);
       } finally {
         conn.close();

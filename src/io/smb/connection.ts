@@ -112,6 +112,12 @@ export class SmbConnection {
   private starting = 0;
   /** Credits charged to requests sent and not finally answered. */
   private inFlight = 0;
+  /**
+   * The most credits ever in hand at once. A server may bound the credits a client holds rather than those held plus
+   * those in flight (Samba's `smb2 max credits` does: its first reply of several can grant up to the maximum and the
+   * rest 0), so credits + inFlight can exceed what it will ever let us hold; this it has let us hold.
+   */
+  private mostHeld = 1;
   private readonly pending = new Map<number, Pending>();
   private readonly nonces = new NonceSource();
 
@@ -148,11 +154,13 @@ export class SmbConnection {
 
   /**
    * The credits the server has granted: those in hand and those charged to requests in flight that the server has not
-   * yet granted back (an interim reply gives them back early; the request then holds none). One frame charged more than this would wait on the server to grant more, which it may never do (a
-   * server's `smb2 max credits`): chains and I/O sizes are bounded by it (creditsFit, payloadWithin).
+   * yet granted back (an interim reply gives them back early; the request then holds none), but never more than it
+   * has let us hold at once (mostHeld). One frame charged more than this would wait on the server to grant more,
+   * which it may never do (a server's `smb2 max credits`): chains and I/O sizes are bounded by it (creditsFit,
+   * payloadWithin).
    */
   get creditWindow(): number {
-    return this.credits + this.inFlight;
+    return Math.min(this.credits + this.inFlight, this.mostHeld);
   }
 
   /** The credit charge of a request moving `payload` bytes ([MS-SMB2] 3.2.4.1.5). */
@@ -274,8 +282,9 @@ export class SmbConnection {
           this.starting++;
           return;
         }
-        if (this.pending.size === 0 && this.starting === 0 && !this.askingForCredits) {
-          // Nothing in flight, so no grant is on its way: ask for credits with an ECHO (it costs one).
+        if (this.inFlight === 0 && this.starting === 0 && !this.askingForCredits) {
+          // Nothing in flight that a grant could still come through (an async request's final reply grants none):
+          // ask for credits with an ECHO (it costs one).
           if (this.credits < 1) throw new IoError(`SMB server ${this.host} granted no credits`);
           const before = this.credits;
           this.askingForCredits = true;
@@ -285,10 +294,12 @@ export class SmbConnection {
           } finally {
             this.askingForCredits = false;
             this.demand += n;
+            // Other waiters held back while this ECHO was out look again now (else only at their deadline).
+            this.wakeCreditWaiters();
           }
           // Asked with nothing else in flight, and the window did not grow: the server grants no more. Waiting (or
           // asking again) would never end; callers bound their frames by creditWindow, so this is a bug's last guard.
-          const idle = this.pending.size === 0 && this.starting === 0;
+          const idle = this.inFlight === 0 && this.starting === 0;
           if (idle && this.credits < n && this.credits <= before) {
             throw new IoError(`SMB server ${this.host} grants at most ${this.credits} credit${this.credits === 1 ? '' : 's'}; a request needs ${n}`);
           }
@@ -331,6 +342,7 @@ export class SmbConnection {
   private grant(n: number): void {
     if (n === 0) return;
     this.credits += n;
+    this.mostHeld = Math.max(this.mostHeld, this.credits);
     this.wakeCreditWaiters();
   }
 
