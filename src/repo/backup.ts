@@ -113,11 +113,12 @@ async function dropEarly(early: EarlyList | null): Promise<void> {
  * the settling, taken when the settling left the manifest as it was (else dropped).
  */
 async function baseOf(repo: RepoBackend, disk: string, m: DiskManifest, src: OpenedSource, full: boolean, early: EarlyList | null): Promise<{ base: RestorePoint | null; list: Metafile | null; note: string | null }> {
-  const ready = early?.m === m ? early.list : null;
-  if (!ready) await dropEarly(early);
   const newest = m.points[m.points.length - 1];
-  if (!newest || full) return { base: null, list: null, note: newest ? 'full point asked for (--full)' : null };
-  if (newest.virtualSize !== src.virtualSize) return { base: null, list: null, note: `virtual size changed (${newest.virtualSize} -> ${src.virtualSize} bytes)` };
+  const whyFull = !newest ? null : full ? 'full point asked for (--full)' : newest.virtualSize !== src.virtualSize ? `virtual size changed (${newest.virtualSize} -> ${src.virtualSize} bytes)` : undefined;
+  // The early list serves only a point that builds on the newest one of the very manifest it was read from.
+  const ready = whyFull === undefined && early?.m === m ? early.list : null;
+  if (!ready) await dropEarly(early);
+  if (whyFull !== undefined) return { base: null, list: null, note: whyFull };
   let list: Metafile | null = null;
   try {
     list = await (ready ?? freshList(repo, disk, newest, src));

@@ -95,6 +95,23 @@ async function until(cond: () => boolean): Promise<void> {
 
 const ECHO_BODY = (): Buffer[] => [Buffer.from([4, 0, 0, 0])];
 
+/**
+ * Runs `body` on a connection (multi-credit dialect) to `srv` after one ECHO (the server's first grant), then checks
+ * no request went out without its credits; closes both whatever happens.
+ */
+async function onConnection(srv: Awaited<ReturnType<typeof sambaCredits>>, body: (conn: SmbConnection) => Promise<void>): Promise<void> {
+  const conn = await SmbConnection.open('127.0.0.1', srv.port, 10000);
+  conn.dialect = Dialect.SMB300; // multi-credit requests
+  try {
+    await conn.request(Command.ECHO, ECHO_BODY());
+    await body(conn);
+    expect(srv.problems).toEqual([]);
+  } finally {
+    conn.close();
+    await srv.close();
+  }
+}
+
 describe('SmbConnection', () => {
   it('waits past an interim STATUS_PENDING for the final reply, even beyond the timeout', async () => {
     const srv = await scriptedServer((req, send) => {
@@ -152,10 +169,7 @@ describe('SmbConnection', () => {
   describe('credits granted in an interim reply (Samba: smb2 max credits = 8, a WRITE async after 0.6 s)', () => {
     it('sizes writes by the credits the server really holds for them, and every write is answered', async () => {
       const srv = await sambaCredits(8, (n) => n === 0);
-      const conn = await SmbConnection.open('127.0.0.1', srv.port, 10000);
-      conn.dialect = Dialect.SMB300; // multi-credit requests
-      try {
-        await conn.request(Command.ECHO, ECHO_BODY());
+      await onConnection(srv, async (conn) => {
         expect(conn.creditWindow).toBe(8);
         const first = conn.request(Command.WRITE, [Buffer.alloc(48)], { payload: conn.payloadWithin(0) });
         first.catch(() => undefined); // awaited below; a failed assertion before that must not leave it unhandled
@@ -169,20 +183,13 @@ describe('SmbConnection', () => {
         const replies = await within(5000, 'four writes', Promise.all([first, ...more]));
         expect(replies.map((r) => r.header.status)).toEqual([0, 0, 0, 0]);
         expect(conn.creditWindow).toBe(8);
-        expect(srv.problems).toEqual([]);
-      } finally {
-        conn.close();
-        await srv.close();
-      }
+      });
     });
 
     it('never counts more than the server lets us hold: the first of several replies grants up to the maximum, the rest 0', async () => {
       // ECHOs after the first answered 100 ms apart, so the client sees the window between them.
       const srv = await sambaCredits(8, () => false, 0, 0, (mid) => (mid <= 1 ? 0 : (mid - 1) * 100));
-      const conn = await SmbConnection.open('127.0.0.1', srv.port, 10000);
-      conn.dialect = Dialect.SMB300; // multi-credit requests
-      try {
-        await conn.request(Command.ECHO, ECHO_BODY());
+      await onConnection(srv, async (conn) => {
         expect(conn.creditWindow).toBe(8);
         const echoes = [0, 1, 2, 3].map(() => conn.request(Command.ECHO, ECHO_BODY()));
         echoes.forEach((p) => p.catch(() => undefined));
@@ -193,19 +200,12 @@ describe('SmbConnection', () => {
         write.catch(() => undefined);
         expect((await within(5000, 'the write sized by the window', write)).header.status).toBe(Status.SUCCESS);
         await Promise.all(echoes);
-        expect(srv.problems).toEqual([]);
-      } finally {
-        conn.close();
-        await srv.close();
-      }
+      });
     });
 
     it('ends a request the window cannot hold with one line once the async request is finally answered (granting 0)', async () => {
       const srv = await sambaCredits(8, (n) => n === 0);
-      const conn = await SmbConnection.open('127.0.0.1', srv.port, 10000);
-      conn.dialect = Dialect.SMB300; // multi-credit requests
-      try {
-        await conn.request(Command.ECHO, ECHO_BODY());
+      await onConnection(srv, async (conn) => {
         const first = conn.request(Command.WRITE, [Buffer.alloc(48)], { payload: 8 * 65536 });
         first.catch(() => undefined);
         await within(5000, 'the interim reply', until(() => conn.interimReplies === 1));
@@ -213,11 +213,7 @@ describe('SmbConnection', () => {
         tooBig.catch(() => undefined);
         await expect(within(5000, 'the 16-credit write', tooBig)).rejects.toThrow(/^SMB server 127\.0\.0\.1 grants at most 8 credits; a request needs 16$/);
         expect((await first).header.status).toBe(Status.SUCCESS);
-        expect(srv.problems).toEqual([]);
-      } finally {
-        conn.close();
-        await srv.close();
-      }
+      });
     });
   });
 });
