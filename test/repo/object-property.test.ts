@@ -57,7 +57,7 @@ function buryLease(store: MemoryObjectStore): void {
     if (r.pid === process.pid && !r.released) {
       o.body = Buffer.from(JSON.stringify({ ...r, pid: DEAD_PID }));
       // The record's copy in the metadata, which a taker reads first, says the same.
-      if (o.metadata) o.metadata = { 'vhdsync-lease': o.body.toString('base64') };
+      if (o.metadata) o.metadata = Object.fromEntries(Object.keys(o.metadata).map((name) => [name, o.body.toString('base64')]));
     }
   }
 }

@@ -117,10 +117,10 @@ describeRgw('S3ObjectStore on radosgw', () => {
 
   it('stores user metadata with the body: a HEAD returns the version it read, a conditional replace changes both', async () => {
     const record = (n: number) => Buffer.from(JSON.stringify({ format: 'vhdsync-lease', n }) + '\n').toString('base64');
-    const first = await store.put('meta', Buffer.from('one'), { ifNoneMatch: '*', metadata: { 'vhdsync-lease': record(1) } });
-    expect(await store.head('meta')).toMatchObject({ etag: first.etag, metadata: { 'vhdsync-lease': record(1) } });
-    const second = await store.put('meta', Buffer.from('two'), { ifMatch: first.etag, metadata: { 'vhdsync-lease': record(2) } });
-    expect(await store.head('meta')).toMatchObject({ etag: second.etag, metadata: { 'vhdsync-lease': record(2) } });
+    const first = await store.put('meta', Buffer.from('one'), { ifNoneMatch: '*', metadata: { vhdsynclease: record(1) } });
+    expect(await store.head('meta')).toMatchObject({ etag: first.etag, metadata: { vhdsynclease: record(1) } });
+    const second = await store.put('meta', Buffer.from('two'), { ifMatch: first.etag, metadata: { vhdsynclease: record(2) } });
+    expect(await store.head('meta')).toMatchObject({ etag: second.etag, metadata: { vhdsynclease: record(2) } });
     // Without metadata, a HEAD reports none (what a lease of an older version looks like).
     await store.put('meta-none', Buffer.from('x'));
     expect((await store.head('meta-none'))?.metadata ?? {}).toEqual({});
