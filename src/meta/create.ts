@@ -4,13 +4,13 @@ import type { Disk } from '../formats/disk.js';
 import { displayLocation, type Location } from '../io/location.js';
 import { ContentChangedError, UsageError } from '../util/errors.js';
 import { formatSize } from '../util/units.js';
-import type { BlockState } from './entries.js';
+import { stateName, type BlockState } from './entries.js';
 import { identityProblem } from './fresh.js';
 import type { DirectThreads } from './hash-direct.js';
-import { hashDisk, type HashedBlock } from './hash-disk.js';
+import { hashDisk, hashDiskGroups, type HashedBlock } from './hash-disk.js';
 import { defaultSubLevel, type HashAlgorithm } from './hashers.js';
 import { blockSizeProblem } from './header.js';
-import { metafileLocationFor, writeMetafile, type BlockRecord, type MetafileLayout } from './metafile.js';
+import { metafileLocationFor, writeMetafile, type BlockRecord, type MetafileLayout, type RecordGroup } from './metafile.js';
 import { VBB_BLOCK_SIZE } from './vbb.js';
 
 /** The default block size of native metafiles (VhdBlockBackup's, and a VHD's). */
@@ -97,13 +97,24 @@ export async function createMetafile(disk: Disk, opts: CreateMetafileOptions = {
     blocks: { unallocated: 0, zero: 0, data: 0 },
     bytesRead: 0,
   };
-  async function* records(): AsyncGenerator<BlockRecord> {
-    for await (const b of hashDisk(disk, { algorithm, blockSize, withData: Boolean(opts.onBlock) && opts.withData !== false, chunkSize: opts.chunkSize, readAhead: opts.readAhead, workers: opts.workers ?? defaultWorkers(algorithm), sub, threads: opts.threads })) {
-      result.blocks[b.state]++;
-      if (b.read) result.bytesRead += b.length;
-      if (opts.onBlock) await opts.onBlock(b);
-      opts.onProgress?.(b.length);
-      yield b;
+  const hashing = { algorithm, blockSize, chunkSize: opts.chunkSize, readAhead: opts.readAhead, workers: opts.workers ?? defaultWorkers(algorithm), sub, threads: opts.threads };
+  async function* records(): AsyncGenerator<BlockRecord | RecordGroup> {
+    if (!opts.onBlock) {
+      // Nobody looks at single blocks: the hashed groups go to the list as they are.
+      for await (const g of hashDiskGroups(disk, hashing)) {
+        for (let k = 0; k < g.count; k++) result.blocks[stateName(g.states[k])]++;
+        if (g.read) result.bytesRead += g.bytes;
+        opts.onProgress?.(g.bytes);
+        yield g;
+      }
+    } else {
+      for await (const b of hashDisk(disk, { ...hashing, withData: opts.withData !== false })) {
+        result.blocks[b.state]++;
+        if (b.read) result.bytesRead += b.length;
+        await opts.onBlock(b);
+        opts.onProgress?.(b.length);
+        yield b;
+      }
     }
     // Checked before the rename: a metafile of content that moved under us must never be published.
     const why = identityProblem(before, await disk.identity(), true);

@@ -32,6 +32,15 @@ export function encodeEntry(out: Buffer, offset: number, state: BlockState, dige
   out.set(digest, offset + 1);
 }
 
+/** Writes entries `from`..`from+count` of a group (state codes, digests back to back) at `offset` of `out`. */
+export function encodeEntries(out: Buffer, offset: number, states: Uint8Array, digests: Uint8Array, from: number, count: number, digestLength: number): void {
+  for (let k = from, at = offset; k < from + count; k++, at += 1 + digestLength) {
+    if (states[k] > 2) throw new Error(`invalid block state code ${states[k]}`);
+    out[at] = states[k];
+    out.set(digests.subarray(k * digestLength, (k + 1) * digestLength), at + 1);
+  }
+}
+
 /** Serializes the trailer for a list whose CRC-32C is `crc`. */
 export function serializeTrailer(crc: number): Buffer {
   const b = Buffer.alloc(TRAILER_SIZE);

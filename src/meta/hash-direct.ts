@@ -20,8 +20,9 @@ import { fromSystemError } from '../util/errors.js';
 import { isAllZero } from '../util/struct.js';
 import { planRuns, type Run } from './block-runs.js';
 import type { HashedBlock } from './hash-disk.js';
-import { digestBlock, digestSubs, zeroDigest, zeroSubDigests, type HashAlgorithm, type SubAlgorithm } from './hashers.js';
-import { asBuffer, DirectPool, hashBlocksSync, localHasher, type Digests } from './hash-sync.js';
+import { GroupShape, type HashedGroup } from './hashed-group.js';
+import { digestBlock, digestSubs, type HashAlgorithm, type SubAlgorithm } from './hashers.js';
+import { DirectPool, hashBlocksSync, localHasher, type Digests } from './hash-sync.js';
 
 /** Bytes per synchronous read: small enough to stay in L2 until hashed. */
 const PIECE = 1 << 20;
@@ -145,21 +146,31 @@ function dropHoles(blocks: number[][], files: string[], holes: HoleProbe): void 
   }
 }
 
+/** A group all of whose blocks lie in holes or zero runs: nothing to read, every block reads as zeros. */
+function allHoles(blocks: number[][]): boolean {
+  for (const triples of blocks) for (let r = 0; r < triples.length; r += 3) if (triples[r] >= 0) return false;
+  return true;
+}
+
+/** How long this thread runs groups back to back before it lets timers and the helpers' answers in. */
+const YIELD_MS = 2;
+
 /**
- * Yields every block of `disk` in order, like hashDisk, reading and hashing the mapped file ranges synchronously.
- * With `workers` > 0 (SHA digests, which are CPU bound) groups go to that many worker threads; with 0 (XXH128,
- * which keeps up with the reads on one core) this thread hashes, helped by `threads.count - 1` helper threads
- * once it has hashed `threads.helperAfter` bytes itself.
+ * Yields every block of `disk` in order, like hashDisk, in groups (hashed-group.ts), reading and hashing the mapped
+ * file ranges synchronously. With `workers` > 0 (SHA digests, which are CPU bound) groups go to that many worker
+ * threads; with 0 (XXH128, which keeps up with the reads on one core) this thread hashes, helped by
+ * `threads.count - 1` helper threads once it has hashed `threads.helperAfter` bytes itself.
  */
-export async function* hashDirectly(
+export async function* hashDirectGroups(
   disk: Disk,
   algorithm: HashAlgorithm,
   blockSize: number,
   workers: number,
   sub: { algorithm: SubAlgorithm; size: number } | null = null,
   threads: DirectThreads = {},
-): AsyncGenerator<HashedBlock> {
+): AsyncGenerator<HashedGroup> {
   const size = disk.virtualSize;
+  const shape = new GroupShape(algorithm, blockSize, size, sub);
   const piece = Math.min(PIECE, blockSize);
   const hashesHere = workers === 0;
   const helpers = hashesHere ? Math.max(0, (threads.count ?? defaultHashThreads()) - 1) : 0;
@@ -169,7 +180,13 @@ export async function* hashDirectly(
   const holes = new HoleProbe();
   let hashedHere = 0;
   let noHelpers = false;
-  const zeroSubs = (length: number) => (sub ? { subDigests: zeroSubDigests(sub.algorithm, sub.size, length) } : {});
+  let lastYield = performance.now();
+  /** Lets timers (progress, lock renewals, keep-alives) and the helpers' answers run when this thread has held on. */
+  const breathe = async () => {
+    if (performance.now() - lastYield < YIELD_MS) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    lastYield = performance.now();
+  };
   /** Hashes a group the disk could not map, on this thread through the driver. */
   const hashHere = async (run: Run): Promise<Digests> => {
     const offset = run.first * blockSize;
@@ -191,6 +208,11 @@ export async function* hashDirectly(
     const files: string[] = [];
     const blocks = perBlock(runs, run, blockSize, size, files);
     dropHoles(blocks, files, holes);
+    // Holes of a sparse file: zeros known without a read, answered here (a 1 TiB sparse raw is 65536 such groups).
+    if (allHoles(blocks)) {
+      await breathe();
+      return { run, digests: Promise.resolve(new Array<null>(run.count).fill(null)) };
+    }
     // Helpers already up (started with the process) join at once; new ones only for an image worth their start-up.
     if (helpers > 0 && !pool && !noHelpers && (hashedHere >= helperAfter || spare?.ready)) {
       try {
@@ -206,9 +228,8 @@ export async function* hashDirectly(
       if (threads.stats) threads.stats.helpers++;
       return { run, digests: pool.hash(files, blocks) };
     }
-    // Each group blocks this thread for a few milliseconds: let timers (progress, lock renewals, keep-alives) and
-    // the helpers' answers run between.
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    // Each group blocks this thread for a few milliseconds.
+    await breathe();
     let digests: Digests;
     try {
       digests = hashBlocksSync(blocks, files, local!);
@@ -243,29 +264,28 @@ export async function* hashDirectly(
       if (!step) break;
       const { run } = step;
       if (!step.digests) {
-        for (let k = 0; k < run.count; k++) {
-          const index = run.first + k;
-          const offset = index * blockSize;
-          const length = Math.min(blockSize, size - offset);
-          yield { index, offset, length, state: run.kind as HashedBlock['state'], read: false, digest: zeroDigest(algorithm, length), ...zeroSubs(length) };
-        }
+        yield* shape.knownGroups(run.first, run.count, run.kind as 'unallocated' | 'zero');
         continue;
       }
       inFlight--;
-      const digests = await step.digests;
-      for (let k = 0; k < digests.length; k++) {
-        const index = run.first + k;
-        const offset = index * blockSize;
-        const length = Math.min(blockSize, size - offset);
-        const d = digests[k];
-        yield d
-          ? { index, offset, length, state: 'data', read: true, digest: asBuffer(d[0]), ...(d[1] ? { subDigests: asBuffer(d[1]) } : {}) }
-          : { index, offset, length, state: 'zero', read: true, digest: zeroDigest(algorithm, length), ...zeroSubs(length) };
-      }
+      yield shape.fromDigests(run.first, await step.digests);
     }
   } finally {
     local?.closeAll();
     holes.close();
     await pool?.close();
   }
+}
+
+/** hashDirectGroups block by block (hashDisk's view of the direct path). */
+export async function* hashDirectly(
+  disk: Disk,
+  algorithm: HashAlgorithm,
+  blockSize: number,
+  workers: number,
+  sub: { algorithm: SubAlgorithm; size: number } | null = null,
+  threads: DirectThreads = {},
+): AsyncGenerator<HashedBlock> {
+  const shape = new GroupShape(algorithm, blockSize, disk.virtualSize, sub);
+  for await (const g of hashDirectGroups(disk, algorithm, blockSize, workers, sub, threads)) yield* shape.blocksOf(g);
 }

@@ -10,7 +10,8 @@ import type { BlockState } from './entries.js';
 import { digestBlock, digestSubs, zeroDigest, zeroSubDigests, type HashAlgorithm, type SubAlgorithm } from './hashers.js';
 import { HashPool, type PoolDigest } from './hash-pool.js';
 import { planRuns, type Run } from './block-runs.js';
-import { canHashDirectly, hashDirectly, type DirectThreads } from './hash-direct.js';
+import { canHashDirectly, hashDirectGroups, hashDirectly, type DirectThreads } from './hash-direct.js';
+import { GroupShape, type HashedGroup } from './hashed-group.js';
 
 /** Reads are at least this large (several blocks at once when blocks are small): few async calls, and buffers small enough to stay warm in cache between the read and the hash (2 MiB measured best; docs/performance.md). */
 export const DEFAULT_CHUNK = 2 << 20;
@@ -55,6 +56,41 @@ export interface HashedBlock {
   subDigests?: Buffer;
 }
 
+/** Blocks of the pipeline gathered into one group by hashDiskGroups (its entries are copied, not its data). */
+const PIPELINE_GROUP = 256;
+
+/**
+ * Every block of `disk` in order, like hashDisk (without block data), as groups: the direct path's own groups, or
+ * the pipeline's blocks gathered PIPELINE_GROUP at a time.
+ */
+export async function* hashDiskGroups(disk: Disk, opts: Omit<HashOptions, 'withData'>): AsyncGenerator<HashedGroup> {
+  const { blockSize, algorithm } = opts;
+  if (opts.direct !== false && (await hashesDirectly(disk))) {
+    yield* hashDirectGroups(disk, algorithm, blockSize, directWorkers(opts), opts.sub ?? null, opts.threads);
+    return;
+  }
+  const shape = new GroupShape(algorithm, blockSize, disk.virtualSize, opts.sub ?? null);
+  let pending: HashedBlock[] = [];
+  const gather = () => {
+    const first = pending[0].index;
+    const g = shape.allZero(first, pending.length, 'zero', pending[0].read);
+    pending.forEach((b, k) => shape.setBlock(g, k, b));
+    pending = [];
+    return g;
+  };
+  for await (const b of hashDisk(disk, { ...opts, direct: false })) {
+    // A group holds blocks alike in being read or not (its `read` says which).
+    if (pending.length && (pending.length === PIPELINE_GROUP || pending[0].read !== b.read)) yield gather();
+    pending.push(b);
+  }
+  if (pending.length) yield gather();
+}
+
+/** Worker threads the direct path gets for these options (SHA only; XXH128 is hashed by this thread and its helpers). */
+function directWorkers(opts: Pick<HashOptions, 'workers'>): number {
+  return Math.min(4, Math.max(0, opts.workers ?? 0));
+}
+
 /** Whether hashDisk takes the direct path for `disk` when asked for no block data (hash-direct.ts). */
 export async function hashesDirectly(disk: Disk): Promise<boolean> {
   // An empty range tells whether the driver maps at all now (a writable open or a replayed log does not).
@@ -77,7 +113,7 @@ interface Loaded {
 export async function* hashDisk(disk: Disk, opts: HashOptions): AsyncGenerator<HashedBlock> {
   const { blockSize, algorithm } = opts;
   if (!opts.withData && opts.direct !== false && (await hashesDirectly(disk))) {
-    yield* hashDirectly(disk, algorithm, blockSize, Math.min(4, Math.max(0, opts.workers ?? 0)), opts.sub ?? null, opts.threads);
+    yield* hashDirectly(disk, algorithm, blockSize, directWorkers(opts), opts.sub ?? null, opts.threads);
     return;
   }
   const sub = opts.sub ?? null;

@@ -8,7 +8,7 @@ import { displayLocation, type Location } from '../io/location.js';
 import { bufferFile } from '../io/memory-store.js';
 import type { RandomAccessFile } from '../io/store.js';
 import { MetafileError } from '../util/errors.js';
-import { decodeEntries, encodeEntry, ListVerifier, parseTrailer, serializeTrailer, stateName, TRAILER_SIZE, type BlockState, type EntryBatch } from './entries.js';
+import { decodeEntries, encodeEntries, encodeEntry, ListVerifier, parseTrailer, serializeTrailer, stateName, TRAILER_SIZE, type BlockState, type EntryBatch } from './entries.js';
 import { DIGEST_LENGTH, SUB_DIGEST_LENGTH, type HashAlgorithm } from './hashers.js';
 import { blockCountFor, entrySize, hasMagic, HEADER_SIZE, parseHeader, serializeHeader, subAlgorithmFor, subBlockSizeProblem, subSlotSize, type MetafileHeader, type SubLevel } from './header.js';
 import { decodeVbbEntries, VBB_BLOCK_SIZE, VBB_DIGEST_LENGTH, vbbBlockCount } from './vbb.js';
@@ -369,6 +369,18 @@ export interface BlockRecord {
   subDigests?: Uint8Array;
 }
 
+/**
+ * Consecutive entries to write in one step: each block's state code, the digests back to back, and with a second
+ * level each block's sub-digests in a slot of the list's slot size (a short last block's spare bytes 0).
+ */
+export interface RecordGroup {
+  first: number;
+  count: number;
+  states: Uint8Array;
+  digests: Uint8Array;
+  subDigests: Uint8Array | null;
+}
+
 /** The header (not yet complete) of a new list, its fields checked. */
 export function headerFor(meta: NewMetafile): MetafileHeader {
   const blockCount = blockCountFor(meta.virtualSize, meta.blockSize);
@@ -403,7 +415,7 @@ export function headerFor(meta: NewMetafile): MetafileHeader {
 export async function writeMetafile(
   location: Location,
   meta: NewMetafile,
-  blocks: AsyncIterable<BlockRecord> | Iterable<BlockRecord>,
+  blocks: AsyncIterable<BlockRecord | RecordGroup> | Iterable<BlockRecord | RecordGroup>,
 ): Promise<void> {
   const header = headerFor(meta);
   const { blockCount, digestLength, sub } = header;
@@ -441,7 +453,33 @@ export async function writeMetafile(
         pos += used;
         used = 0;
       };
+      // A group's entries and slots are copied in runs as large as the batches allow.
+      const writeGroup = async (g: RecordGroup) => {
+        if (g.first !== next || g.count < 1 || next + g.count > blockCount) throw new Error(`metafile entries out of order: got ${g.first}+${g.count}, expected ${next} of ${blockCount}`);
+        if (g.digests.length !== g.count * digestLength) throw new Error(`group of ${g.count} blocks with ${g.digests.length} bytes of digests, expected ${g.count * digestLength}`);
+        if (table && g.subDigests?.length !== g.count * slot) throw new Error(`group of ${g.count} blocks with ${g.subDigests?.length ?? 0} bytes of sub-digests, expected ${g.count * slot}`);
+        for (let k = 0; k < g.count; ) {
+          const n = Math.min(g.count - k, Math.floor((batch.length - used) / stride));
+          if (native) encodeEntries(batch, used, g.states, g.digests, k, n, digestLength);
+          else batch.set(g.digests.subarray(k * digestLength, (k + n) * digestLength), used);
+          used += n * stride;
+          k += n;
+          if (used + stride > batch.length) await flushBatch();
+        }
+        for (let k = 0; table && k < g.count; ) {
+          const n = Math.min(g.count - k, Math.floor((table.length - tableUsed) / slot));
+          table.set(g.subDigests!.subarray(k * slot, (k + n) * slot), tableUsed);
+          tableUsed += n * slot;
+          k += n;
+          if (tableUsed + slot > table.length) await flushTable();
+        }
+        next += g.count;
+      };
       for await (const b of blocks) {
+        if ('count' in b) {
+          await writeGroup(b);
+          continue;
+        }
         if (b.index !== next || next >= blockCount) throw new Error(`metafile entries out of order: got ${b.index}, expected ${next} of ${blockCount}`);
         if (b.digest.length !== digestLength) throw new Error(`digest of ${b.digest.length} bytes, expected ${digestLength}`);
         if (native) encodeEntry(batch, used, b.state, b.digest);
