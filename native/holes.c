@@ -13,9 +13,9 @@
 #include <unistd.h>
 #include <node_api.h>
 
-/* nextData(fd, offset): the offset of the first data byte at or after `offset`, or -1 when there is none before
- * the end of the file. Throws (message: strerror) on any other error. Moves the descriptor's file position. */
-static napi_value next_data(napi_env env, napi_callback_info info) {
+/* The offset lseek(fd, argv[1], whence) finds, -1 for ENXIO (nothing there before the end of the file); NULL
+ * after throwing on bad arguments or any other error. */
+static napi_value seek_to(napi_env env, napi_callback_info info, int whence, const char *usage) {
   size_t argc = 2;
   napi_value argv[2];
   int32_t fd;
@@ -23,10 +23,10 @@ static napi_value next_data(napi_env env, napi_callback_info info) {
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
       napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int64(env, argv[1], &offset) != napi_ok ||
       fd < 0 || offset < 0) {
-    napi_throw_type_error(env, NULL, "nextData(fd, offset) takes a descriptor and a non-negative offset");
+    napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
-  off_t at = lseek(fd, (off_t)offset, SEEK_DATA);
+  off_t at = lseek(fd, (off_t)offset, whence);
   if (at < 0) {
     if (errno != ENXIO) {
       napi_throw_error(env, NULL, strerror(errno));
@@ -39,9 +39,23 @@ static napi_value next_data(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* nextData(fd, offset): the offset of the first data byte at or after `offset`, or -1 when there is none before
+ * the end of the file. Throws (message: strerror) on any other error. Moves the descriptor's file position. */
+static napi_value next_data(napi_env env, napi_callback_info info) {
+  return seek_to(env, info, SEEK_DATA, "nextData(fd, offset) takes a descriptor and a non-negative offset");
+}
+
+/* nextHole(fd, offset): the offset of the first hole at or after `offset` (the end of the file counts as one), so
+ * one call tells how far the data found by nextData goes; -1 when `offset` is past the end. */
+static napi_value next_hole(napi_env env, napi_callback_info info) {
+  return seek_to(env, info, SEEK_HOLE, "nextHole(fd, offset) takes a descriptor and a non-negative offset");
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   if (napi_create_function(env, "nextData", NAPI_AUTO_LENGTH, next_data, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "nextData", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "nextHole", NAPI_AUTO_LENGTH, next_hole, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "nextHole", fn) != napi_ok) return NULL;
   return exports;
 }

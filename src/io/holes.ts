@@ -9,6 +9,8 @@ import { createRequire } from 'node:module';
 
 interface HoleHelper {
   nextData(fd: number, offset: number): number;
+  /** Absent from a helper built before it was added (then every question past a data offset asks again). */
+  nextHole?(fd: number, offset: number): number;
 }
 
 let helper: HoleHelper | null | undefined;
@@ -39,7 +41,8 @@ export function holeMapAvailable(): boolean {
  * costs one lseek, and the next data offset it returns answers later questions about the hole before it for free.
  */
 export class HoleProbe {
-  private readonly files = new Map<string, { fd: number; from: number; dataAt: number }>();
+  /** Per file, what the last questions found: [from, dataAt) is a hole (to the end when dataAt is -1), [dataAt, dataEnd) data. */
+  private readonly files = new Map<string, { fd: number; from: number; dataAt: number; dataEnd: number }>();
   private readonly helper = loadHelper();
 
   /**
@@ -51,10 +54,13 @@ export class HoleProbe {
     if (!this.helper) return false;
     let f = this.files.get(path);
     try {
-      if (!f) this.files.set(path, (f = { fd: fs.openSync(path, 'r'), from: 0, dataAt: -2 }));
-      if (f.dataAt === -2 || offset < f.from || (f.dataAt >= 0 && offset >= f.dataAt)) {
+      if (!f) this.files.set(path, (f = { fd: fs.openSync(path, 'r'), from: 0, dataAt: -2, dataEnd: -2 }));
+      if (f.dataAt === -2 || offset < f.from || (f.dataAt >= 0 && offset >= f.dataEnd)) {
         f.from = offset;
         f.dataAt = this.helper.nextData(f.fd, offset);
+        // Where that data ends: the many questions inside one allocated extent (a full image asks per block) are
+        // then answered without a system call each.
+        f.dataEnd = f.dataAt >= 0 && this.helper.nextHole ? Math.max(f.dataAt, this.helper.nextHole(f.fd, f.dataAt)) : f.dataAt;
       }
     } catch {
       return false;

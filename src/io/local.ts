@@ -9,6 +9,12 @@ const BOUNCE = 1 << 20;
 /** Idle bounce buffers kept for reuse (one per write in flight is taken; more are made when needed). */
 const KEEP_BOUNCE = 4;
 const idleBounce: Buffer[] = [];
+/**
+ * Writes up to this size (headers, lock records, state files) take a bounce buffer of this size: touching a fresh
+ * 1 MiB one costs 3 ms of page faults on some virtual machines, paid by every command's first small write.
+ */
+const SMALL_BOUNCE = 64 << 10;
+const idleSmallBounce: Buffer[] = [];
 
 /**
  * The pwrites that write `data` at `position` under decision 0009: `data` itself when `directSource` allows it,
@@ -20,17 +26,19 @@ function* writablePieces(position: number, data: Uint8Array): Generator<[number,
     yield [position, direct];
     return;
   }
-  const bounce = idleBounce.pop() ?? allocAligned(BOUNCE + PAGE);
+  const size = data.byteLength <= SMALL_BOUNCE ? SMALL_BOUNCE : BOUNCE;
+  const idle = size === SMALL_BOUNCE ? idleSmallBounce : idleBounce;
+  const bounce = idle.pop() ?? allocAligned(size + PAGE);
   try {
     for (let done = 0; done < data.byteLength; ) {
-      const n = Math.min(BOUNCE, data.byteLength - done);
+      const n = Math.min(size, data.byteLength - done);
       const phase = (position + done) % PAGE;
       bounce.set(data.subarray(done, done + n), phase);
       yield [position + done, bounce.subarray(phase, phase + n)];
       done += n;
     }
   } finally {
-    if (idleBounce.length < KEEP_BOUNCE) idleBounce.push(bounce);
+    if (idle.length < KEEP_BOUNCE) idle.push(bounce);
   }
 }
 

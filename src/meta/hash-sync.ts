@@ -138,7 +138,8 @@ export function hashBlocksSync(blocks: number[][], files: string[], hx: SyncHash
 /** The hasher state of one thread: its page-aligned read buffer, cached descriptors, the digest's constructor. */
 function makeSyncHasher(
   algorithm: string,
-  buf: Buffer,
+  piece: number,
+  newBuffer: (piece: number) => Buffer,
   fs: typeof import('node:fs'),
   createHash: typeof import('node:crypto').createHash,
   XXHash128: XxhashModule['XXHash128'],
@@ -147,7 +148,9 @@ function makeSyncHasher(
   xxh3Subs: XxhSubs | null,
   blockHasher: NativeBlockHasher | null,
 ): SyncHasher {
-  const piece = buf.length;
+  // Made on first use: the native block hasher reads into its own buffer, and pre-touching 1 MiB of aligned memory
+  // costs this machine 3 ms of page faults before the first group.
+  let buf: Buffer | null = null;
   const xxh = new XXHash128(Buffer.alloc(8));
   const xxh3 = new XXHash3(Buffer.alloc(8));
   const fds = new Map<string, number>();
@@ -176,7 +179,9 @@ function makeSyncHasher(
       : null;
   return {
     piece,
-    buf,
+    get buf() {
+      return (buf ??= newBuffer(piece));
+    },
     zeros: Buffer.alloc(piece),
     fdOf,
     readSync: (fd, b, offset, length, position) => fs.readSync(fd, b, offset, length, position),
@@ -279,10 +284,11 @@ let hx = null;
 parentPort.postMessage({ id: -2 });
 parentPort.on('message', ({ id, files, blocks, config }) => {
   if (id === -3) {
-    let buf;
     // WebAssembly memories are page aligned: the kernel copies into them several times faster (docs/performance.md).
-    try { buf = Buffer.from(new WebAssembly.Memory({ initial: Math.ceil(config.piece / 65536) }).buffer, 0, config.piece); } catch { buf = Buffer.allocUnsafe(config.piece); }
-    return void (hx = makeSyncHasher(config.algorithm, buf, fs, createHash, XXHash128, XXHash3, config.sub, xxh3Subs, blockHasher));
+    const newBuffer = (piece) => {
+      try { return Buffer.from(new WebAssembly.Memory({ initial: Math.ceil(piece / 65536) }).buffer, 0, piece); } catch { return Buffer.allocUnsafe(piece); }
+    };
+    return void (hx = makeSyncHasher(config.algorithm, config.piece, newBuffer, fs, createHash, XXHash128, XXHash3, config.sub, xxh3Subs, blockHasher));
   }
   if (id < 0) return void (hx && hx.closeAll(), parentPort.postMessage({ id }));
   try {
@@ -320,7 +326,7 @@ export function localHasher(algorithm: HashAlgorithm, piece: number, sub: { algo
   const blocks = helper ? { ...helper, map: native === 'map' } : null;
   // Required here, not imported: see hashers.ts (and that module has loaded it by now).
   const xxhash = createRequire(import.meta.url)('xxhash-addon') as typeof Xxhash;
-  return makeSyncHasher(algorithm, allocAligned(piece), fs, createHash, xxhash.XXHash128 as XxhashModule['XXHash128'], xxhash.XXHash3 as XxhashModule['XXHash128'], sub, nativeSubs(), blocks);
+  return makeSyncHasher(algorithm, piece, allocAligned, fs, createHash, xxhash.XXHash128 as XxhashModule['XXHash128'], xxhash.XXHash3 as XxhashModule['XXHash128'], sub, nativeSubs(), blocks);
 }
 
 /** The digests of a group of blocks, in block order; null for an all-zero block. */
