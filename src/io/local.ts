@@ -10,10 +10,11 @@ const BOUNCE = 1 << 20;
 const KEEP_BOUNCE = 4;
 const idleBounce: Buffer[] = [];
 /**
- * Writes up to this size (headers, lock records, state files) take a bounce buffer of this size: touching a fresh
- * 1 MiB one costs 3 ms of page faults on some virtual machines, paid by every command's first small write.
+ * Writes up to this size (headers, lock records, state files) take a bounce buffer of this size (with its page for the
+ * phase, one 64 KiB wasm page): touching a fresh 1 MiB one costs 3 ms of page faults on some virtual machines, paid
+ * by every command's first small write.
  */
-const SMALL_BOUNCE = 64 << 10;
+const SMALL_BOUNCE = (64 << 10) - PAGE;
 const idleSmallBounce: Buffer[] = [];
 
 /**

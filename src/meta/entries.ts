@@ -34,10 +34,11 @@ export function encodeEntry(out: Buffer, offset: number, state: BlockState, dige
 
 /** Writes entries `from`..`from+count` of a group (state codes, digests back to back) at `offset` of `out`. */
 export function encodeEntries(out: Buffer, offset: number, states: Uint8Array, digests: Uint8Array, from: number, count: number, digestLength: number): void {
+  const src = Buffer.isBuffer(digests) ? digests : Buffer.from(digests.buffer, digests.byteOffset, digests.byteLength);
   for (let k = from, at = offset; k < from + count; k++, at += 1 + digestLength) {
     if (states[k] > 2) throw new Error(`invalid block state code ${states[k]}`);
     out[at] = states[k];
-    out.set(digests.subarray(k * digestLength, (k + 1) * digestLength), at + 1);
+    src.copy(out, at + 1, k * digestLength, (k + 1) * digestLength);
   }
 }
 

@@ -56,12 +56,15 @@ export interface HashedBlock {
   subDigests?: Buffer;
 }
 
-/** Blocks of the pipeline gathered into one group by hashDiskGroups (its entries are copied, not its data). */
-const PIPELINE_GROUP = 256;
+/**
+ * Virtual bytes of the pipeline's blocks gathered into one group by hashDiskGroups: progress is reported a group at
+ * a time, and a share read at 50 MB/s still moves it every second or so. Its entries are copied, not its data.
+ */
+const PIPELINE_GROUP_BYTES = 32 << 20;
 
 /**
  * Every block of `disk` in order, like hashDisk (without block data), as groups: the direct path's own groups, or
- * the pipeline's blocks gathered PIPELINE_GROUP at a time.
+ * the pipeline's blocks gathered up to PIPELINE_GROUP_BYTES (and GroupShape's cap on digest bytes) at a time.
  */
 export async function* hashDiskGroups(disk: Disk, opts: Omit<HashOptions, 'withData'>): AsyncGenerator<HashedGroup> {
   const { blockSize, algorithm } = opts;
@@ -70,6 +73,7 @@ export async function* hashDiskGroups(disk: Disk, opts: Omit<HashOptions, 'withD
     return;
   }
   const shape = new GroupShape(algorithm, blockSize, disk.virtualSize, opts.sub ?? null);
+  const most = Math.max(1, Math.min(shape.knownGroup, Math.floor(PIPELINE_GROUP_BYTES / blockSize)));
   let pending: HashedBlock[] = [];
   const gather = () => {
     const first = pending[0].index;
@@ -80,7 +84,7 @@ export async function* hashDiskGroups(disk: Disk, opts: Omit<HashOptions, 'withD
   };
   for await (const b of hashDisk(disk, { ...opts, direct: false })) {
     // A group holds blocks alike in being read or not (its `read` says which).
-    if (pending.length && (pending.length === PIPELINE_GROUP || pending[0].read !== b.read)) yield gather();
+    if (pending.length && (pending.length === most || pending[0].read !== b.read)) yield gather();
     pending.push(b);
   }
   if (pending.length) yield gather();

@@ -9,8 +9,10 @@ import type { HashedBlock } from './hash-disk.js';
 import { DIGEST_LENGTH, SUB_DIGEST_LENGTH, zeroDigest, zeroSubDigests, type HashAlgorithm, type SubAlgorithm } from './hashers.js';
 import type { RecordGroup } from './metafile.js';
 
-/** Blocks of a group known without reading (unallocated or zero) at most: memory is this many digests and slots. */
+/** Blocks of a group known without reading (unallocated or zero) at most. */
 export const KNOWN_GROUP = 4096;
+/** Bytes of digests and sub-digest slots a group holds at most: large blocks (256 MiB, 4 KiB slots) get fewer per group. */
+export const GROUP_BYTES_CAP = 4 << 20;
 
 /** One hashed group. */
 export interface HashedGroup extends RecordGroup {
@@ -30,6 +32,8 @@ export class GroupShape {
   readonly digestLength: number;
   /** Bytes per block of sub-digests (a full block's), 0 without a second level. */
   readonly slot: number;
+  /** Blocks per group of known blocks: KNOWN_GROUP, fewer when their digests and slots would pass GROUP_BYTES_CAP. */
+  readonly knownGroup: number;
   private readonly blockCount: number;
   private readonly known = new Map<string, HashedGroup>();
 
@@ -42,6 +46,7 @@ export class GroupShape {
     this.digestLength = DIGEST_LENGTH[algorithm];
     this.slot = sub ? (blockSize / sub.size) * SUB_DIGEST_LENGTH[sub.algorithm] : 0;
     this.blockCount = Math.ceil(virtualSize / blockSize);
+    this.knownGroup = Math.max(1, Math.min(KNOWN_GROUP, Math.floor(GROUP_BYTES_CAP / (this.slot + this.digestLength))));
   }
 
   /** Virtual bytes of block `index` (the last one may be short). */
@@ -55,16 +60,16 @@ export class GroupShape {
   }
 
   /**
-   * Groups of blocks the tables say need no read, at most KNOWN_GROUP blocks each. Full groups of one kind are built
+   * Groups of blocks the tables say need no read, at most `knownGroup` blocks each. Full groups of one kind are built
    * once and handed out again: nothing downstream writes into a group.
    */
   *knownGroups(first: number, count: number, kind: 'unallocated' | 'zero'): Generator<HashedGroup> {
-    for (let at = first; at < first + count; at += KNOWN_GROUP) {
-      const n = Math.min(KNOWN_GROUP, first + count - at);
+    for (let at = first; at < first + count; at += this.knownGroup) {
+      const n = Math.min(this.knownGroup, first + count - at);
       const key = `${kind}:${n}`;
       const shared = at + n < this.blockCount ? this.known.get(key) : undefined;
       const g = shared ? { ...shared, first: at } : this.allZero(at, n, kind, false);
-      if (!shared && at + n < this.blockCount && n === KNOWN_GROUP) this.known.set(key, g);
+      if (!shared && at + n < this.blockCount && n === this.knownGroup) this.known.set(key, g);
       yield g;
     }
   }
@@ -81,7 +86,10 @@ export class GroupShape {
     return g;
   }
 
-  /** A group of blocks that were read, from a hashing thread's per-block digests (null for an all-zero block). */
+  /**
+   * A group of blocks that were read, from a hashing thread's per-block digests (null for an all-zero block). Each
+   * block's digests are checked for their length: a hasher's mistake must fail the list, not shift its entries.
+   */
   fromDigests(first: number, digests: PackedDigests): HashedGroup {
     const count = digests.length;
     const g = this.empty(first, count, true);
@@ -89,14 +97,19 @@ export class GroupShape {
     const data = stateCode('data');
     for (let k = 0; k < count; k++) {
       const got = digests[k];
+      const length = this.blockLength(first + k);
       if (!got) {
         g.states[k] = stateCode('zero');
-        this.setZero(g, k, this.blockLength(first + k));
+        this.setZero(g, k, length);
         continue;
+      }
+      const subs = this.sub ? Math.ceil(length / this.sub.size) * SUB_DIGEST_LENGTH[this.sub.algorithm] : 0;
+      if (got[0].length !== d || (got[1]?.length ?? 0) !== subs) {
+        throw new Error(`block ${first + k}: ${got[0].length} bytes of digest and ${got[1]?.length ?? 0} of sub-digests, expected ${d} and ${subs}`);
       }
       g.states[k] = data;
       g.digests.set(got[0], k * d);
-      if (got[1]) g.subDigests?.set(got[1], k * this.slot);
+      if (got[1]) g.subDigests!.set(got[1], k * this.slot);
     }
     return g;
   }

@@ -458,6 +458,11 @@ export async function writeMetafile(
         if (g.first !== next || g.count < 1 || next + g.count > blockCount) throw new Error(`metafile entries out of order: got ${g.first}+${g.count}, expected ${next} of ${blockCount}`);
         if (g.digests.length !== g.count * digestLength) throw new Error(`group of ${g.count} blocks with ${g.digests.length} bytes of digests, expected ${g.count * digestLength}`);
         if (table && g.subDigests?.length !== g.count * slot) throw new Error(`group of ${g.count} blocks with ${g.subDigests?.length ?? 0} bytes of sub-digests, expected ${g.count * slot}`);
+        if (table && g.first + g.count === blockCount) {
+          // A short last block's spare slots are 0, as the block-by-block path leaves them.
+          const used = Math.ceil((meta.virtualSize - (blockCount - 1) * meta.blockSize) / sub!.size) * sub!.digestLength;
+          if (!g.subDigests!.subarray((g.count - 1) * slot + used, g.count * slot).every((x) => x === 0)) throw new Error(`block ${blockCount - 1}: sub-digests past its ${used} bytes`);
+        }
         for (let k = 0; k < g.count; ) {
           const n = Math.min(g.count - k, Math.floor((batch.length - used) / stride));
           if (native) encodeEntries(batch, used, g.states, g.digests, k, n, digestLength);
@@ -476,7 +481,7 @@ export async function writeMetafile(
         next += g.count;
       };
       for await (const b of blocks) {
-        if ('count' in b) {
+        if ('states' in b && 'first' in b) {
           await writeGroup(b);
           continue;
         }

@@ -12,7 +12,8 @@ import type { Location } from '../../../src/io/location.js';
 import { openDisk } from '../../../src/formats/index.js';
 import { createMetafile } from '../../../src/meta/create.js';
 import { stateCode, type BlockState } from '../../../src/meta/entries.js';
-import { KNOWN_GROUP } from '../../../src/meta/hashed-group.js';
+import { GROUP_BYTES_CAP, GroupShape, KNOWN_GROUP } from '../../../src/meta/hashed-group.js';
+import { hashDiskGroups } from '../../../src/meta/hash-disk.js';
 import { parseHeader } from '../../../src/meta/header.js';
 import { writeMetafile, type BlockRecord, type NewMetafile, type RecordGroup } from '../../../src/meta/metafile.js';
 import { makeTempDir } from '../../helpers/tmp.js';
@@ -96,8 +97,48 @@ describe('hashed groups', () => {
       [[group(0, 10, { states: new Uint8Array(10).fill(3) })], /invalid block state code 3/],
       [[group(0, 9)], /ended at 9 of 10/],
     ];
+    // A short last block (4 KiB of 16: one sub-digest of four) with bytes in its spare slots.
+    const shortMeta = { ...meta, virtualSize: 16384 * 9 + 4096 };
+    const padded = group(0, 10);
+    padded.subDigests![9 * 32 + 8] = 1;
+    await expect(writeMetafile(loc(p('bad.bin')), shortMeta, [padded])).rejects.toThrow(/sub-digests past its 8 bytes/);
+    await writeMetafile(loc(p('good.bin')), shortMeta, [group(0, 10)]);
+    fs.rmSync(p('good.bin'));
     for (const [groups, why] of cases) await expect(writeMetafile(loc(p('bad.bin')), meta, groups)).rejects.toThrow(why);
     expect(fs.readdirSync(tmp.dir).filter((f) => f.includes('bad.bin'))).toEqual([]);
+  });
+
+  it('hold a bounded number of digest bytes whatever the block size, and refuse digests of the wrong length', () => {
+    for (const [blockSize, algorithm, sub] of [
+      [256 << 20, 'sha256', { algorithm: 'sha256', size: 64 << 10 }],
+      [256 << 20, 'xxh128', { algorithm: 'xxh3-64', size: 32 << 10 }],
+      [64 << 10, 'xxh128', { algorithm: 'xxh3-64', size: 32 << 10 }],
+      [4096, 'xxh128', null],
+    ] as const) {
+      const shape = new GroupShape(algorithm, blockSize, 2 ** 44 + 512, sub);
+      const groups = [...shape.knownGroups(3, 10 * KNOWN_GROUP, 'unallocated')];
+      expect(groups.reduce((n, g) => n + g.count, 0)).toBe(10 * KNOWN_GROUP);
+      for (const g of groups) expect(g.digests.length + (g.subDigests?.length ?? 0)).toBeLessThanOrEqual(GROUP_BYTES_CAP);
+      expect(shape.knownGroup).toBe(Math.min(KNOWN_GROUP, Math.floor(GROUP_BYTES_CAP / (shape.slot + shape.digestLength))));
+    }
+    const shape = new GroupShape('xxh128', 64 << 10, 10 << 20, { algorithm: 'xxh3-64', size: 32 << 10 });
+    expect(() => shape.fromDigests(0, [[Buffer.alloc(16), Buffer.alloc(16)], [Buffer.alloc(15), Buffer.alloc(16)]])).toThrow(/block 1: 15 bytes of digest/);
+    expect(() => shape.fromDigests(0, [[Buffer.alloc(16), null]])).toThrow(/0 of sub-digests, expected 16 and 16/);
+  });
+
+  it('from the pipeline (no direct path) move progress at least every 32 MiB', async () => {
+    const image = p('pipeline.raw');
+    fs.writeFileSync(image, randomBytes(1 << 20));
+    fs.truncateSync(image, 100 << 20);
+    const disk = await openDisk(image);
+    try {
+      const bytes: number[] = [];
+      for await (const g of hashDiskGroups(disk, { algorithm: 'xxh128', blockSize: 2 << 20, direct: false })) bytes.push(g.bytes);
+      expect(bytes.reduce((a, b) => a + b, 0)).toBe(100 << 20);
+      expect(Math.max(...bytes)).toBeLessThanOrEqual(32 << 20);
+    } finally {
+      await disk.close();
+    }
   });
 
   /** The list createmeta writes (groups, direct path) against one written block by block through the pipeline. */
