@@ -278,14 +278,8 @@ export async function* hashDirectGroups(
 }
 
 /** hashDirectGroups block by block (hashDisk's view of the direct path). */
-export async function* hashDirectly(
-  disk: Disk,
-  algorithm: HashAlgorithm,
-  blockSize: number,
-  workers: number,
-  sub: { algorithm: SubAlgorithm; size: number } | null = null,
-  threads: DirectThreads = {},
-): AsyncGenerator<HashedBlock> {
-  const shape = new GroupShape(algorithm, blockSize, disk.virtualSize, sub);
-  for await (const g of hashDirectGroups(disk, algorithm, blockSize, workers, sub, threads)) yield* shape.blocksOf(g);
+export async function* hashDirectly(...args: Parameters<typeof hashDirectGroups>): AsyncGenerator<HashedBlock> {
+  const [disk, algorithm, blockSize, , sub] = args;
+  const shape = new GroupShape(algorithm, blockSize, disk.virtualSize, sub ?? null);
+  for await (const g of hashDirectGroups(...args)) yield* shape.blocksOf(g);
 }
