@@ -211,17 +211,35 @@ static int64_t block_length(napi_env env, napi_value triples, uint32_t n, uint32
   return total;
 }
 
+/* A Buffer or Uint8Array argument's bytes and length, or NULL when it is not one. */
+static uint8_t *bytes_of(napi_env env, napi_value v, size_t *length) {
+  bool is;
+  void *data = NULL;
+  if (napi_is_typedarray(env, v, &is) == napi_ok && is) {
+    napi_typedarray_type type;
+    napi_value ab;
+    size_t offset;
+    if (napi_get_typedarray_info(env, v, &type, length, &data, &ab, &offset) != napi_ok || type != napi_uint8_array) return NULL;
+    return data;
+  }
+  return NULL;
+}
+
 /*
- * hashBlocks(fds, blocks, subSize, map): for each block, given as flat triples (index into fds or -1 for zeros,
+ * hashBlocks(fds, blocks, subSize, map[, states, digests, subs, slot]): for each block, given as flat triples (index into fds or -1 for zeros,
  * file offset, length), null when all its bytes are zero, else [XXH128 digest (16 bytes, canonical),
  * XXH3-64 sub-digests of every subSize bytes (8 bytes each, canonical, the last over its shorter piece) or null when
  * subSize is 0]. Bytes past a file's end are zeros, as the drivers' reads give. With `map` the files are mapped,
  * else read. Throws an Error with `code` (an errno name, or ERR_FILE_SHRANK when a mapped file shrank) and
  * `fileIndex`.
+ * Given `states`, `digests`, `subs` (Uint8Arrays of at least n, 16n and slot*n bytes, subs null without a second
+ * level) and `slot`, block i's results go there instead and nothing is returned: states[i] 1 (all zero: its digests
+ * are left for the caller) or 2 (data: its digest at 16i, its sub-digests at slot*i, the slot's rest zeroed). A group
+ * then costs three buffers instead of two per block (and a worker transfers them instead of cloning each).
  */
 static napi_value hash_blocks(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4], result;
+  size_t argc = 8;
+  napi_value argv[8], result = NULL;
   uint32_t nfds, nblocks, subSize;
   bool isArray, useMap;
   int fds[MAX_FILES];
@@ -232,6 +250,22 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
       napi_get_value_bool(env, argv[3], &useMap) != napi_ok) {
     napi_throw_type_error(env, NULL, "hashBlocks(fds, blocks, subSize, map) takes up to 64 descriptors, an array of blocks, a size and a boolean");
     return NULL;
+  }
+  uint8_t *states = NULL, *digests = NULL, *subsOut = NULL;
+  uint32_t slot = 0;
+  if (argc >= 8) {
+    size_t nStates = 0, nDigests = 0, nSubs = 0;
+    bool subsNull = false;
+    napi_valuetype t;
+    if (napi_typeof(env, argv[6], &t) == napi_ok) subsNull = t == napi_null;
+    states = bytes_of(env, argv[4], &nStates);
+    digests = bytes_of(env, argv[5], &nDigests);
+    if (!subsNull) subsOut = bytes_of(env, argv[6], &nSubs);
+    if (!states || !digests || nStates < nblocks || nDigests < (size_t)nblocks * 16 || napi_get_value_uint32(env, argv[7], &slot) != napi_ok ||
+        (subSize ? !subsOut || slot == 0 || nSubs < (size_t)nblocks * slot : !subsNull)) {
+      napi_throw_type_error(env, NULL, "hashBlocks: states, digests and subs must be Uint8Arrays of n, 16n and slot*n bytes (subs null without sub-blocks)");
+      return NULL;
+    }
   }
   for (uint32_t i = 0; i < nfds; i++) {
     int64_t fd = int_at(env, argv[0], i);
@@ -256,7 +290,7 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
       return fail(env, "ENOMEM", "out of memory", -1);
     }
   }
-  if (napi_create_array_with_length(env, nblocks, &result) != napi_ok) return NULL;
+  if (!states && napi_create_array_with_length(env, nblocks, &result) != napi_ok) return NULL;
   // On the heap, its address fixed before the jump point: nothing the cleanup after a SIGBUS reads lives in a register.
   Block *const b = calloc(1, sizeof(Block));
   if (!b || !(b->h = XXH3_createState()) || !(b->sub = XXH3_createState())) {
@@ -360,6 +394,24 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
       if (!failed && end > stored) feed_zeros(b, (uint64_t)(end - stored));
     }
     if (failed) break;
+    if (states) {
+      states[i] = b->started ? 2 : 1;
+      if (!b->started) continue;
+      XXH128_canonical_t c;
+      XXH128_canonicalFromHash(&c, XXH3_128bits_digest(b->h));
+      memcpy(digests + (size_t)i * 16, c.digest, 16);
+      if (subSize) {
+        if (b->subFill) put_sub(b, XXH3_64bits_digest(b->sub));
+        if (b->nsubs * 8 > slot) {
+          napi_throw_range_error(env, NULL, "hashBlocks: a block has more sub-digests than its slot holds");
+          failed = 1;
+          break;
+        }
+        memcpy(subsOut + (size_t)i * slot, b->subs, b->nsubs * 8);
+        memset(subsOut + (size_t)i * slot + b->nsubs * 8, 0, slot - b->nsubs * 8);
+      }
+      continue;
+    }
     if (!b->started) {
       failed = napi_get_null(env, &out) != napi_ok;
     } else {
@@ -376,7 +428,12 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
   free(b->subs);
   XXH3_freeState(b->h), XXH3_freeState(b->sub);
   free(b);
-  if (!failed) return result;
+  if (!failed) {
+    if (result) return result;
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    return undefined;
+  }
   bool pending = false;
   if (napi_is_exception_pending(env, &pending) == napi_ok && !pending) napi_throw_error(env, "EIO", "hashBlocks failed");
   return NULL;

@@ -22,7 +22,7 @@ import { planRuns, type Run } from './block-runs.js';
 import type { HashedBlock } from './hash-disk.js';
 import { GroupShape, type HashedGroup } from './hashed-group.js';
 import { digestBlock, digestSubs, type HashAlgorithm, type SubAlgorithm } from './hashers.js';
-import { DirectPool, hashBlocksSync, localHasher, type Digests } from './hash-sync.js';
+import { DirectPool, hashGroupSync, localHasher, type Digests, type GroupDigests } from './hash-sync.js';
 
 /** Bytes per synchronous read: small enough to stay in L2 until hashed. */
 const PIECE = 1 << 20;
@@ -96,7 +96,7 @@ export function canHashDirectly(disk: Disk): boolean {
 }
 
 /** One planned run, in order: known from the tables (no digests), hashed here, or posted to a worker. */
-type Step = { run: Run; digests: Promise<Digests> | null };
+type Step = { run: Run; digests: Promise<Digests | GroupDigests> | null };
 
 /** Splits file runs covering consecutive blocks into per-block flat triples (file index, offset, length). */
 function perBlock(runs: FileRun[], run: Run, blockSize: number, size: number, files: string[]): number[][] {
@@ -226,13 +226,13 @@ export async function* hashDirectGroups(
     // A helper takes the group when it is up and has room; else this thread hashes it now.
     if (pool && (!hashesHere || (pool.ready && pool.inFlight < HELPER_QUEUE * helpers))) {
       if (threads.stats) threads.stats.helpers++;
-      return { run, digests: pool.hash(files, blocks) };
+      return { run, digests: pool.hash(files, blocks, shape.slot) };
     }
     // Each group blocks this thread for a few milliseconds.
     await breathe();
-    let digests: Digests;
+    let digests: GroupDigests;
     try {
-      digests = hashBlocksSync(blocks, files, local!);
+      digests = hashGroupSync(blocks, files, local!, shape.slot);
     } catch (err) {
       throw fromSystemError(err, (err as NodeJS.ErrnoException).path ?? disk.location.path);
     }
@@ -268,7 +268,8 @@ export async function* hashDirectGroups(
         continue;
       }
       inFlight--;
-      yield shape.fromDigests(run.first, await step.digests);
+      const got = await step.digests;
+      yield Array.isArray(got) ? shape.fromDigests(run.first, got) : shape.fromPacked(run.first, got);
     }
   } finally {
     local?.closeAll();

@@ -39,6 +39,10 @@ export interface SyncHasher {
    * level or none, the helper built and not switched off), or null. Same arguments and result as hashBlocksSync.
    */
   native: ((blocks: number[][], files: string[]) => Array<BlockDigests | null>) | null;
+  /** `native`, writing a group's results into `out` (hashGroupSync's layout) instead of a pair of buffers per block. */
+  nativeInto: ((blocks: number[][], files: string[], out: GroupDigests, slot: number) => void) | null;
+  /** Bytes of one block digest (16, or 32 for SHA-256). */
+  digestLength: number;
   /** The most files `native` takes in one group (the helper's MAX_FILES); 0 without it. */
   nativeMaxFiles: number;
   /** Closes the descriptors opened so far (a worker's descriptors are the process's: ending the thread keeps them). */
@@ -47,6 +51,38 @@ export interface SyncHasher {
 
 /** A hashed block: its digest and, with a second level, its sub-digests back to back (else null). */
 export type BlockDigests = [Uint8Array, Uint8Array | null];
+
+/**
+ * A hashed group in three buffers: per block its state (1 all zero, 2 data: a list's codes), its digest at
+ * digestLength * k and its sub-digests in a slot at slot * k (the slot's rest 0); an all-zero block's digests are
+ * left for the caller. A worker hands these over by transfer, not by copying two buffers per block.
+ */
+export interface GroupDigests {
+  states: Uint8Array;
+  digests: Uint8Array;
+  subs: Uint8Array | null;
+}
+
+/**
+ * hashBlocksSync's results for a group in GroupDigests' layout, `slot` bytes of sub-digests per block (0 without a
+ * second level). Runs on the calling thread and, as its source text, in worker threads (with hashBlocksSync).
+ */
+export function hashGroupSync(blocks: number[][], files: string[], hx: SyncHasher, slot: number): GroupDigests {
+  const n = blocks.length;
+  const out: GroupDigests = { states: new Uint8Array(n), digests: new Uint8Array(n * hx.digestLength), subs: hx.sub ? new Uint8Array(n * slot) : null };
+  if (n > 0 && hx.nativeInto && files.length <= hx.nativeMaxFiles) {
+    hx.nativeInto(blocks, files, out, slot);
+    return out;
+  }
+  hashBlocksSync(blocks, files, hx).forEach((d, k) => {
+    out.states[k] = d ? 2 : 1;
+    if (!d) return;
+    if (d[0].length !== hx.digestLength || (d[1] && (!out.subs || d[1].length > slot))) throw new Error(`block digests of ${d[0].length} and ${d[1]?.length ?? 0} bytes do not fit their slots`);
+    out.digests.set(d[0], k * hx.digestLength);
+    if (d[1]) out.subs!.set(d[1], k * slot);
+  });
+  return out;
+}
 
 /**
  * Hashes blocks given as flat triples (file index or -1 for zeros, file offset, length), reading the files
@@ -177,8 +213,22 @@ function makeSyncHasher(
           }
         }
       : null;
+  const nativeInto =
+    native && blockHasher
+      ? (blocks: number[][], files: string[], out: GroupDigests, slot: number) => {
+          try {
+            blockHasher.hashBlocks(files.map(fdOf), blocks, subLevel ? subLevel.size : 0, blockHasher.map, out.states, out.digests, out.subs, slot);
+          } catch (err) {
+            const e = err as { fileIndex?: number; path?: string };
+            if (e && typeof e.fileIndex === 'number' && e.fileIndex >= 0) e.path = files[e.fileIndex];
+            throw err;
+          }
+        }
+      : null;
   return {
     piece,
+    digestLength: algorithm === 'sha256' ? 32 : 16,
+    nativeInto,
     get buf() {
       return (buf ??= newBuffer(piece));
     },
@@ -216,7 +266,10 @@ function makeSyncHasher(
 type XxhSubs = (data: Buffer, size: number, out: Buffer) => number;
 
 /** The native block hasher's hashBlocks (native/xxh3blocks.c): a group's digests from file descriptors and triples. */
-type NativeHashBlocks = (fds: number[], blocks: number[][], subSize: number, map: boolean) => Array<BlockDigests | null>;
+type NativeHashBlocks = {
+  (fds: number[], blocks: number[][], subSize: number, map: boolean): Array<BlockDigests | null>;
+  (fds: number[], blocks: number[][], subSize: number, map: boolean, states: Uint8Array, digests: Uint8Array, subs: Uint8Array | null, slot: number): undefined;
+};
 
 /** The native block hasher as a thread holds it: its function, how many files it takes at once, and its mode. */
 type NativeBlockHasher = { hashBlocks: NativeHashBlocks; maxFiles: number; map: boolean };
@@ -279,10 +332,11 @@ try { if (workerData.subs) xxh3Subs = require(workerData.subs).xxh3Subs; } catch
 let blockHasher = null;
 try { if (workerData.blocks) { const m = require(workerData.blocks); blockHasher = { hashBlocks: m.hashBlocks, maxFiles: m.maxFiles, map: workerData.map }; } } catch {}
 const hashBlocksSync = ${hashBlocksSync.toString()};
+const hashGroupSync = ${hashGroupSync.toString()};
 const makeSyncHasher = ${makeSyncHasher.toString()};
 let hx = null;
 parentPort.postMessage({ id: -2 });
-parentPort.on('message', ({ id, files, blocks, config }) => {
+parentPort.on('message', ({ id, files, blocks, slot, config }) => {
   if (id === -3) {
     // WebAssembly memories are page aligned: the kernel copies into them several times faster (docs/performance.md).
     const newBuffer = (piece) => {
@@ -292,7 +346,8 @@ parentPort.on('message', ({ id, files, blocks, config }) => {
   }
   if (id < 0) return void (hx && hx.closeAll(), parentPort.postMessage({ id }));
   try {
-    parentPort.postMessage({ id, digests: hashBlocksSync(blocks, files, hx) });
+    const out = hashGroupSync(blocks, files, hx, slot);
+    parentPort.postMessage({ id, digests: out }, out.subs ? [out.states.buffer, out.digests.buffer, out.subs.buffer] : [out.states.buffer, out.digests.buffer]);
   } catch (err) {
     parentPort.postMessage({ id, error: { code: err && err.code, message: err && err.message ? err.message : String(err), path: err && err.path } });
   }
@@ -346,7 +401,7 @@ type WorkerError = { code?: string; message: string; path?: string };
  */
 export class DirectPool {
   private readonly workers: Worker[] = [];
-  private readonly pending = new Map<number, { resolve: (d: Digests) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (d: GroupDigests) => void; reject: (e: Error) => void }>();
   private failure: Error | null = null;
   private nextId = 0;
   private started = 0;
@@ -362,7 +417,7 @@ export class DirectPool {
     const xxhash = createRequire(import.meta.url).resolve('xxhash-addon');
     for (let w = 0; w < size; w++) {
       const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { xxhash, subs: xxh3SubsPath, blocks: native ? xxh3BlocksPath : null, map: native === 'map' } });
-      worker.on('message', ({ id, digests, error }: { id: number; digests?: Digests; error?: WorkerError }) => {
+      worker.on('message', ({ id, digests, error }: { id: number; digests?: GroupDigests; error?: WorkerError }) => {
         if (id === -2) {
           if (++this.started === this.workers.length) for (const f of this.onReady.splice(0)) f();
           return;
@@ -374,7 +429,8 @@ export class DirectPool {
         if (error) {
           this.fail(fromSystemError(Object.assign(new Error(error.message), { code: error.code }), error.path ?? this.subject));
           p?.reject(this.failure!);
-        } else p?.resolve(digests ?? []);
+        } else if (digests) p?.resolve(digests);
+        else p?.reject(new Error('a hashing thread answered without digests'));
       });
       worker.on('error', (err) => this.fail(err));
       // After the listeners: adding a 'message' listener refs the worker's port again.
@@ -408,13 +464,13 @@ export class DirectPool {
     return this.pending.size;
   }
 
-  /** The digests of one group, hashed by the next worker in turn. */
-  hash(files: string[], blocks: number[][]): Promise<Digests> {
+  /** The digests of one group (hashGroupSync's layout, `slot` bytes of sub-digests per block), hashed by the next worker in turn. */
+  hash(files: string[], blocks: number[][], slot: number): Promise<GroupDigests> {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
-    const promise = new Promise<Digests>((resolve, reject) => this.pending.set(id, { resolve, reject }));
+    const promise = new Promise<GroupDigests>((resolve, reject) => this.pending.set(id, { resolve, reject }));
     promise.catch(() => {});
-    this.workers[id % this.workers.length].postMessage({ id, files, blocks });
+    this.workers[id % this.workers.length].postMessage({ id, files, blocks, slot });
     return promise;
   }
 

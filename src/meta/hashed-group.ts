@@ -7,6 +7,7 @@
 import { stateCode, stateName, type BlockState } from './entries.js';
 import type { HashedBlock } from './hash-disk.js';
 import { DIGEST_LENGTH, SUB_DIGEST_LENGTH, zeroDigest, zeroSubDigests, type HashAlgorithm, type SubAlgorithm } from './hashers.js';
+import type { GroupDigests } from './hash-sync.js';
 import type { RecordGroup } from './metafile.js';
 
 /** Blocks of a group known without reading (unallocated or zero) at most. */
@@ -114,6 +115,31 @@ export class GroupShape {
     return g;
   }
 
+  /**
+   * A group of blocks that were read, from a hashing thread's three buffers (hash-sync.ts GroupDigests), which the
+   * group takes over: all-zero blocks get the digests of zeros here. Every length and state is checked.
+   */
+  fromPacked(first: number, got: GroupDigests): HashedGroup {
+    const count = got.states.length;
+    if (count < 1 || got.digests.length !== count * this.digestLength || (got.subs?.length ?? 0) !== count * this.slot || (got.subs === null) !== (this.sub === null)) {
+      throw new Error(`a hashed group of ${count} blocks came with ${got.digests.length} bytes of digests and ${got.subs?.length ?? 0} of sub-digests`);
+    }
+    const g: HashedGroup = {
+      first,
+      count,
+      states: got.states,
+      digests: view(got.digests, 0, got.digests.length),
+      subDigests: got.subs ? view(got.subs, 0, got.subs.length) : null,
+      read: true,
+      bytes: this.bytesOf(first, count),
+    };
+    for (let k = 0; k < count; k++) {
+      if (g.states[k] === ZERO) this.setZero(g, k, this.blockLength(first + k));
+      else if (g.states[k] !== DATA) throw new Error(`a hashed group gave block ${first + k} state ${g.states[k]}`);
+    }
+    return g;
+  }
+
   /** Sets block k of `g` from a block hashed one at a time. */
   setBlock(g: HashedGroup, k: number, b: HashedBlock): void {
     g.states[k] = stateCode(b.state);
@@ -166,6 +192,9 @@ export class GroupShape {
     slot.set(zeroSubDigests(this.sub.algorithm, this.sub.size, length));
   }
 }
+
+const ZERO = stateCode('zero');
+const DATA = stateCode('data');
 
 function view(b: Uint8Array, at: number, length: number): Buffer {
   return Buffer.from(b.buffer, b.byteOffset + at, length);

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import fc from 'fast-check';
-import { DirectPool, hashBlocksSync, localHasher, nativeHashing, type SyncHasher } from '../../../src/meta/hash-sync.js';
+import { DirectPool, hashBlocksSync, hashGroupSync, localHasher, nativeHashing, type SyncHasher } from '../../../src/meta/hash-sync.js';
 import { ContentChangedError, fromSystemError } from '../../../src/util/errors.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 import { requireTool } from '../../helpers/tools.js';
@@ -78,6 +78,17 @@ describe('native block hasher', () => {
             const [mapped, read, js] = hashers.map((hx) => hashBlocksSync(triples, paths, hx));
             expect(mapped).toEqual(js);
             expect(read).toEqual(js);
+            // The same results in a group's three buffers (hashGroupSync: the helper writes them in place, JavaScript
+            // packs its pairs), with a slot wider than any block needs: its rest must be zero.
+            const longest = Math.max(...triples.map((t) => t.reduce((sum, x, i) => (i % 3 === 2 ? sum + x : sum), 0)));
+            const slot = subSize ? (Math.ceil(longest / subSize) + 1) * 8 : 0;
+            const expected = { states: new Uint8Array(js.length), digests: new Uint8Array(js.length * 16), subs: subSize ? new Uint8Array(js.length * slot) : null };
+            js.forEach((d, k) => {
+              expected.states[k] = d ? 2 : 1;
+              if (d) expected.digests.set(d[0], k * 16);
+              if (d?.[1]) expected.subs!.set(d[1], k * slot);
+            });
+            for (const hx of hashers) expect(hashGroupSync(triples, paths, hx, slot)).toEqual(expected);
           } finally {
             for (const hx of hashers) hx.closeAll();
             for (const p of paths) fs.rmSync(p);
@@ -154,7 +165,7 @@ describe('native block hasher', () => {
     if (!have()) return;
     const pool = new DirectPool(1, 'map').configure('xxh128', MiB, { algorithm: 'xxh3-64', size: 32 * KiB }, 'image');
     try {
-      const err = await shrinkWhileHashing((blocks, files) => pool.hash(files, blocks));
+      const err = await shrinkWhileHashing((blocks, files) => pool.hash(files, blocks, 512));
       expect(err.constructor.name).toBe('ContentChangedError');
       expect(err.message).toBe('the file shrank while it was being hashed');
       expect((err as { subject?: string }).subject).toBe(path.join(tmp.dir, 'shrinks'));
