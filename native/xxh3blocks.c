@@ -253,6 +253,10 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
   }
   uint8_t *states = NULL, *digests = NULL, *subsOut = NULL;
   uint32_t slot = 0;
+  if (argc > 4 && argc < 8) {
+    napi_throw_type_error(env, NULL, "hashBlocks: the packed form takes states, digests, subs and slot");
+    return NULL;
+  }
   if (argc >= 8) {
     size_t nStates = 0, nDigests = 0, nSubs = 0;
     bool subsNull = false;
@@ -324,8 +328,9 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
     uint32_t n;
     int64_t total;
     if (napi_get_element(env, argv[1], i, &triples) != napi_ok || napi_get_array_length(env, triples, &n) != napi_ok || n % 3 ||
-        (total = block_length(env, triples, n, nfds)) < 0 || (subSize && total / subSize >= (1 << 20))) {
-      napi_throw_range_error(env, NULL, "hashBlocks: a block is a flat array of (file, offset, length) triples naming given files");
+        (total = block_length(env, triples, n, nfds)) < 0 || (subSize && total / subSize >= (1 << 20)) ||
+        (states && subSize && (uint64_t)((total + subSize - 1) / subSize) * 8 > slot)) {
+      napi_throw_range_error(env, NULL, "hashBlocks: a block is a flat array of (file, offset, length) triples naming given files, its sub-digests fitting its slot");
       failed = 1;
       break;
     }

@@ -205,6 +205,8 @@ export async function* hashDirectGroups(
     const runs = await disk.mapFile!(offset, length);
     // Read through the driver one group at a time: its buffer is the only one of this size held.
     if (!runs) return { run, digests: Promise.resolve(await hashHere(run)) };
+    // The mapped runs must cover the group exactly: a driver's short map would otherwise hash fewer bytes per block.
+    if (runs.reduce((n, r) => n + r.length, 0) !== length) throw new Error(`${disk.location.path}: the image's map covers ${runs.reduce((n, r) => n + r.length, 0)} of ${length} bytes at ${offset}`);
     const files: string[] = [];
     const blocks = perBlock(runs, run, blockSize, size, files);
     dropHoles(blocks, files, holes);
@@ -269,7 +271,9 @@ export async function* hashDirectGroups(
       }
       inFlight--;
       const got = await step.digests;
-      yield Array.isArray(got) ? shape.fromDigests(run.first, got) : shape.fromPacked(run.first, got);
+      const group = Array.isArray(got) ? shape.fromDigests(run.first, got) : shape.fromPacked(run.first, got);
+      if (group.count !== run.count) throw new Error(`a hashed group of ${group.count} blocks came for ${run.count}`);
+      yield group;
     }
   } finally {
     local?.closeAll();

@@ -77,7 +77,11 @@ export function hashGroupSync(blocks: number[][], files: string[], hx: SyncHashe
   hashBlocksSync(blocks, files, hx).forEach((d, k) => {
     out.states[k] = d ? 2 : 1;
     if (!d) return;
-    if (d[0].length !== hx.digestLength || (d[1] && (!out.subs || d[1].length > slot))) throw new Error(`block digests of ${d[0].length} and ${d[1]?.length ?? 0} bytes do not fit their slots`);
+    let length = 0;
+    for (let r = 2; r < blocks[k].length; r += 3) length += blocks[k][r];
+    // Exactly the block's sub-digests (the sub-level's zero digest has their length), and room for them.
+    const want = hx.sub ? Math.ceil(length / hx.sub.size) * hx.sub.zeroDigest.length : 0;
+    if (d[0].length !== hx.digestLength || (d[1]?.length ?? 0) !== want || want > slot) throw new Error(`block digests of ${d[0].length} and ${d[1]?.length ?? 0} bytes, expected ${hx.digestLength} and ${want} (slot ${slot})`);
     out.digests.set(d[0], k * hx.digestLength);
     if (d[1]) out.subs!.set(d[1], k * slot);
   });

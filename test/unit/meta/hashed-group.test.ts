@@ -141,6 +141,23 @@ describe('hashed groups', () => {
     }
   });
 
+  it('refuse an image whose map does not cover a group exactly, writing no list', async () => {
+    const image = p('short-map.raw');
+    fs.writeFileSync(image, randomBytes(3 << 20));
+    const disk = await openDisk(image);
+    try {
+      const real = disk.mapFile!.bind(disk);
+      disk.mapFile = async (offset, length) => {
+        const runs = await real(offset, length);
+        return runs && length > 0 ? [{ ...runs[0], length: runs[0].length - 512 }, ...runs.slice(1)] : runs;
+      };
+      await expect(createMetafile(disk, { blockSize: 64 << 10, target: loc(image + '.list') })).rejects.toThrow(/map covers \d+ of \d+ bytes/);
+      expect(fs.existsSync(image + '.list')).toBe(false);
+    } finally {
+      await disk.close();
+    }
+  });
+
   /** The list createmeta writes (groups, direct path) against one written block by block through the pipeline. */
   async function expectSameList(image: string, blockSize: number): Promise<void> {
     const disk = await openDisk(image);

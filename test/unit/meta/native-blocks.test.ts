@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import fc from 'fast-check';
 import { DirectPool, hashBlocksSync, hashGroupSync, localHasher, nativeHashing, type SyncHasher } from '../../../src/meta/hash-sync.js';
@@ -97,6 +98,28 @@ describe('native block hasher', () => {
       ),
       { numRuns: 60 },
     );
+  });
+
+  it('refuses a packed call whose buffers or slot are too small for the group, before reading', () => {
+    if (!have()) return;
+    const file = path.join(tmp.dir, 'packed');
+    fs.writeFileSync(file, randomBytes(128 * KiB));
+    const fd = fs.openSync(file, 'r');
+    const { hashBlocks } = createRequire(import.meta.url)('../../../build/native/xxh3blocks.node') as { hashBlocks: (...args: unknown[]) => unknown };
+    const blocks = [[0, 0, 64 * KiB], [0, 64 * KiB, 64 * KiB]];
+    try {
+      const call = (states: number, digests: number, subs: number | null, slot: number) =>
+        hashBlocks([fd], blocks, 32 * KiB, false, new Uint8Array(states), new Uint8Array(digests), subs === null ? null : new Uint8Array(subs), slot);
+      expect(call(2, 32, 32, 16)).toBeUndefined();
+      expect(() => call(1, 32, 32, 16)).toThrow(/Uint8Arrays of n, 16n and slot\*n bytes/);
+      expect(() => call(2, 31, 32, 16)).toThrow(/Uint8Arrays/);
+      expect(() => call(2, 32, 31, 16)).toThrow(/Uint8Arrays/);
+      expect(() => call(2, 32, null, 16)).toThrow(/Uint8Arrays/);
+      expect(() => call(2, 32, 16, 8)).toThrow(/sub-digests fitting its slot/);
+      expect(() => hashBlocks([fd], blocks, 32 * KiB, false, new Uint8Array(2))).toThrow(/packed form takes/);
+    } finally {
+      fs.closeSync(fd);
+    }
   });
 
   it('takes groups up to the file limit the helper exports; a group naming more files is hashed in JavaScript, alike', () => {
