@@ -9,7 +9,7 @@ import type { HashAlgorithm, SubAlgorithm } from '../meta/hashers.js';
 import { digestBlock, digestSub, zeroDigest, zeroSubDigests } from '../meta/hashers.js';
 import { displayLocation } from '../io/location.js';
 import { ContentChangedError } from '../util/errors.js';
-import { alignedRing } from '../util/aligned.js';
+import { sizedRing } from '../util/aligned.js';
 import { prefetch } from '../util/prefetch.js';
 import { isAllZero } from '../util/struct.js';
 
@@ -110,10 +110,10 @@ async function* runsOf(units: AsyncIterable<Unit>): AsyncGenerator<Run> {
  * Reads a run into `into` (aligned, so the diff's store writes it without a bounce copy), skipping the read when
  * the source's allocation tables say it is all zeros.
  */
-async function readRun(source: Disk, run: Run, into: () => Buffer): Promise<Buffer | null> {
+async function readRun(source: Disk, run: Run, into: (length: number) => Buffer): Promise<Buffer | null> {
   const ext = await source.status(run.offset, run.length);
   if (ext.every((e) => e.state !== 'data')) return null;
-  return source.read(run.offset, run.length, into().subarray(0, run.length));
+  return source.read(run.offset, run.length, into(run.length));
 }
 
 /** The digest a unit's bytes have (`piece` null or all zero: zeros). */
@@ -129,8 +129,9 @@ function digestOf(u: Unit, algorithm: HashAlgorithm, piece: Buffer | null): Buff
 export async function copyChangedBlocks(source: Disk, diff: DiffSink, blocks: AsyncIterable<ChangedBlock> | Iterable<ChangedBlock>, opts: CopyBlocksOptions): Promise<CopyBlocksStats> {
   const { blockSize: bs, algorithm } = opts;
   const stats: CopyBlocksStats = { blocks: 0, dataBytes: 0, zeroBytes: 0, readBytes: 0 };
-  // One run read ahead while the previous one is verified and written.
-  const buffer = alignedRing(3, Math.max(RUN_BYTES, bs));
+  // One run read ahead while the previous one is verified and written. Buffers grow to the runs met: scattered
+  // 64 KiB changes never touch 3 x 4 MiB of fresh aligned memory (about 40 ms of page faults here).
+  const buffer = sizedRing(3, Math.max(RUN_BYTES, bs));
   let lastBlock = -1;
   for await (const { item: run, value: data } of prefetch(runsOf(unitsOf(blocks, bs, source.virtualSize)), (r) => readRun(source, r, buffer), 2)) {
     if (data) stats.readBytes += run.length;
