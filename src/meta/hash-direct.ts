@@ -206,7 +206,8 @@ export async function* hashDirectGroups(
     // Read through the driver one group at a time: its buffer is the only one of this size held.
     if (!runs) return { run, digests: Promise.resolve(await hashHere(run)) };
     // The mapped runs must cover the group exactly: a driver's short map would otherwise hash fewer bytes per block.
-    if (runs.reduce((n, r) => n + r.length, 0) !== length) throw new Error(`${disk.location.path}: the image's map covers ${runs.reduce((n, r) => n + r.length, 0)} of ${length} bytes at ${offset}`);
+    const mapped = runs.reduce((n, r) => n + r.length, 0);
+    if (mapped !== length) throw new Error(`${disk.location.path}: the image's map covers ${mapped} of ${length} bytes at ${offset}`);
     const files: string[] = [];
     const blocks = perBlock(runs, run, blockSize, size, files);
     dropHoles(blocks, files, holes);

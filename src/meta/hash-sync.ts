@@ -204,33 +204,26 @@ function makeSyncHasher(
     if (fd === undefined) fds.set(path, (fd = fs.openSync(path, 'r')));
     return fd;
   };
-  const native =
-    blockHasher && algorithm === 'xxh128' && (!subLevel || subLevel.algorithm === 'xxh3-64')
-      ? (blocks: number[][], files: string[]) => {
-          try {
-            return blockHasher.hashBlocks(files.map(fdOf), blocks, subLevel ? subLevel.size : 0, blockHasher.map);
-          } catch (err) {
-            // Name the file for the error line (the helper only knows its index).
-            const e = err as { fileIndex?: number; path?: string };
-            if (e && typeof e.fileIndex === 'number' && e.fileIndex >= 0) e.path = files[e.fileIndex];
-            throw err;
-          }
-        }
-      : null;
-  const nativeInto =
-    native && blockHasher
-      ? (blocks: number[][], files: string[], out: GroupDigests, slot: number) => {
-          try {
-            blockHasher.hashBlocks(files.map(fdOf), blocks, subLevel ? subLevel.size : 0, blockHasher.map, out.states, out.digests, out.subs, slot);
-          } catch (err) {
-            const e = err as { fileIndex?: number; path?: string };
-            if (e && typeof e.fileIndex === 'number' && e.fileIndex >= 0) e.path = files[e.fileIndex];
-            throw err;
-          }
-        }
-      : null;
+  const helper = blockHasher && algorithm === 'xxh128' && (!subLevel || subLevel.algorithm === 'xxh3-64') ? blockHasher : null;
+  /** Runs the helper on a group, naming the file for the error line (the helper only knows its index). */
+  const naming = <T>(files: string[], call: (fds: number[]) => T): T => {
+    try {
+      return call(files.map(fdOf));
+    } catch (err) {
+      const e = err as { fileIndex?: number; path?: string };
+      if (e && typeof e.fileIndex === 'number' && e.fileIndex >= 0) e.path = files[e.fileIndex];
+      throw err;
+    }
+  };
+  const subSize = subLevel ? subLevel.size : 0;
+  const native = helper ? (blocks: number[][], files: string[]) => naming(files, (fds) => helper.hashBlocks(fds, blocks, subSize, helper.map)) : null;
+  const nativeInto = helper
+    ? (blocks: number[][], files: string[], out: GroupDigests, slot: number) =>
+        void naming(files, (fds) => helper.hashBlocks(fds, blocks, subSize, helper.map, out.states, out.digests, out.subs, slot))
+    : null;
   return {
     piece,
+    // hashers.ts's DIGEST_LENGTH, which this function's source text, run in workers, cannot import.
     digestLength: algorithm === 'sha256' ? 32 : 16,
     nativeInto,
     get buf() {
@@ -390,11 +383,6 @@ export function localHasher(algorithm: HashAlgorithm, piece: number, sub: { algo
 
 /** The digests of a group of blocks, in block order; null for an all-zero block. */
 export type Digests = Array<BlockDigests | null>;
-
-/** A Buffer view of bytes a worker posted back (they arrive as plain Uint8Arrays). */
-export function asBuffer(d: Uint8Array): Buffer {
-  return Buffer.from(d.buffer, d.byteOffset, d.byteLength);
-}
 
 type WorkerError = { code?: string; message: string; path?: string };
 

@@ -7,7 +7,7 @@
 import { stateCode, stateName, type BlockState } from './entries.js';
 import type { HashedBlock } from './hash-disk.js';
 import { DIGEST_LENGTH, SUB_DIGEST_LENGTH, zeroDigest, zeroSubDigests, type HashAlgorithm, type SubAlgorithm } from './hashers.js';
-import type { GroupDigests } from './hash-sync.js';
+import type { Digests, GroupDigests } from './hash-sync.js';
 import type { RecordGroup } from './metafile.js';
 
 /** Blocks of a group known without reading (unallocated or zero) at most. */
@@ -24,9 +24,6 @@ export interface HashedGroup extends RecordGroup {
   /** Virtual bytes the group covers. */
   bytes: number;
 }
-
-/** A block's digests from a hashing thread: block digest and sub-digests (null without a second level); null for zeros. */
-export type PackedDigests = Array<[Uint8Array, Uint8Array | null] | null>;
 
 /** What every group of one image shares: digest and slot sizes, the zero patterns, the last block's length. */
 export class GroupShape {
@@ -91,7 +88,7 @@ export class GroupShape {
    * A group of blocks that were read, from a hashing thread's per-block digests (null for an all-zero block). Each
    * block's digests are checked for their length: a hasher's mistake must fail the list, not shift its entries.
    */
-  fromDigests(first: number, digests: PackedDigests): HashedGroup {
+  fromDigests(first: number, digests: Digests): HashedGroup {
     const count = digests.length;
     const g = this.empty(first, count, true);
     const d = this.digestLength;
@@ -104,7 +101,7 @@ export class GroupShape {
         this.setZero(g, k, length);
         continue;
       }
-      const subs = this.sub ? Math.ceil(length / this.sub.size) * SUB_DIGEST_LENGTH[this.sub.algorithm] : 0;
+      const subs = this.subBytes(length);
       if (got[0].length !== d || (got[1]?.length ?? 0) !== subs) {
         throw new Error(`block ${first + k}: ${got[0].length} bytes of digest and ${got[1]?.length ?? 0} of sub-digests, expected ${d} and ${subs}`);
       }
@@ -144,11 +141,7 @@ export class GroupShape {
   setBlock(g: HashedGroup, k: number, b: HashedBlock): void {
     g.states[k] = stateCode(b.state);
     g.digests.set(b.digest, k * this.digestLength);
-    if (this.sub) {
-      const slot = g.subDigests!.subarray(k * this.slot, (k + 1) * this.slot);
-      slot.fill(0);
-      slot.set(b.subDigests!);
-    }
+    if (this.sub) this.setSubs(g, k, b.subDigests!);
   }
 
   /** The blocks of a group one by one, for callers that take blocks (views into the group's buffers). */
@@ -165,7 +158,7 @@ export class GroupShape {
         read: g.read,
         digest: view(g.digests, k * d, d),
       };
-      if (this.sub) block.subDigests = view(g.subDigests!, k * this.slot, Math.ceil(length / this.sub.size) * SUB_DIGEST_LENGTH[this.sub.algorithm]);
+      if (this.sub) block.subDigests = view(g.subDigests!, k * this.slot, this.subBytes(length));
       yield block;
     }
   }
@@ -186,10 +179,19 @@ export class GroupShape {
   /** Sets block k of `g` to the digests of `length` zero bytes. */
   private setZero(g: HashedGroup, k: number, length: number): void {
     g.digests.set(zeroDigest(this.algorithm, length), k * this.digestLength);
-    if (!this.sub) return;
+    if (this.sub) this.setSubs(g, k, zeroSubDigests(this.sub.algorithm, this.sub.size, length));
+  }
+
+  /** Puts a block's sub-digests in its slot, the slot's rest 0. */
+  private setSubs(g: HashedGroup, k: number, subs: Uint8Array): void {
     const slot = g.subDigests!.subarray(k * this.slot, (k + 1) * this.slot);
     slot.fill(0);
-    slot.set(zeroSubDigests(this.sub.algorithm, this.sub.size, length));
+    slot.set(subs);
+  }
+
+  /** Bytes of sub-digests a block of `length` bytes has. */
+  private subBytes(length: number): number {
+    return this.sub ? Math.ceil(length / this.sub.size) * SUB_DIGEST_LENGTH[this.sub.algorithm] : 0;
   }
 }
 

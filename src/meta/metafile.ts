@@ -460,8 +460,8 @@ export async function writeMetafile(
         if (table && g.subDigests?.length !== g.count * slot) throw new Error(`group of ${g.count} blocks with ${g.subDigests?.length ?? 0} bytes of sub-digests, expected ${g.count * slot}`);
         if (table && g.first + g.count === blockCount) {
           // A short last block's spare slots are 0, as the block-by-block path leaves them.
-          const used = Math.ceil((meta.virtualSize - (blockCount - 1) * meta.blockSize) / sub!.size) * sub!.digestLength;
-          if (!g.subDigests!.subarray((g.count - 1) * slot + used, g.count * slot).every((x) => x === 0)) throw new Error(`block ${blockCount - 1}: sub-digests past its ${used} bytes`);
+          const filled = Math.ceil((meta.virtualSize - (blockCount - 1) * meta.blockSize) / sub!.size) * sub!.digestLength;
+          if (!g.subDigests!.subarray((g.count - 1) * slot + filled, g.count * slot).every((x) => x === 0)) throw new Error(`block ${blockCount - 1}: sub-digests past its ${filled} bytes`);
         }
         for (let k = 0; k < g.count; ) {
           const n = Math.min(g.count - k, Math.floor((batch.length - used) / stride));
