@@ -137,6 +137,8 @@ export interface OpenOptions {
   vhdSize?: 'chs' | 'current';
   /** Local files of the chain read and write on the calling thread (OpenHints.syncIo): for merge's small pieces. */
   syncIo?: boolean;
+  /** The writable image's local file starts writing back what it is given before a flush (OpenHints.writeBehind). */
+  writeBehind?: boolean;
 }
 
 /** Options for creating images. */
@@ -158,6 +160,10 @@ export interface CreateOptions {
    * its log and the flushes between data, BAT and headers; decision 0026). flush() still makes it durable.
    */
   unpublished?: boolean;
+  /** A local file is written on the calling thread (OpenHints.syncIo): for copy's small pieces. */
+  syncIo?: boolean;
+  /** A local file starts writing back what it is given before the final flush (OpenHints.writeBehind). */
+  writeBehind?: boolean;
   /**
    * Where the child will finally live, when it is written elsewhere first (a temp name, a --diffdir):
    * parent locators are computed from this place.

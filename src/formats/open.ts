@@ -49,7 +49,7 @@ async function openInChain(loc: Location, opts: OpenOptions, chain: string[]): P
   if (chain.length >= MAX_CHAIN_DEPTH) throw new ParentError(`parent chain deeper than ${MAX_CHAIN_DEPTH}`, displayLocation(loc));
   // Parents are opened read-only: writing a child never modifies its parent.
   const fileOpts = chain.length === 0 ? opts : { ...opts, writable: false };
-  const file = await loc.store.open(loc.path, fileOpts.writable ? 'readwrite' : 'read', { readAhead: IMAGE_HEAD, syncIo: opts.syncIo });
+  const file = await loc.store.open(loc.path, fileOpts.writable ? 'readwrite' : 'read', { readAhead: IMAGE_HEAD, syncIo: opts.syncIo, writeBehind: fileOpts.writable && opts.writeBehind });
   try {
     // A parent's format is whatever its child names (openParent sets it, or clears the child's own).
     const driver = opts.format ? formatDriver(opts.format) : await detect(file, displayLocation(loc));

@@ -71,9 +71,9 @@ export function recordingStore(inner: ByteStore, record: (e: StoreEvent) => void
       record({ op: 'open', path, mode });
       return new RecordingFile(await inner.open(path, mode, hints), path, record);
     },
-    createExclusive: async (path) => {
+    createExclusive: async (path, hints) => {
       record({ op: 'create', path });
-      return new RecordingFile(await inner.createExclusive(path), path, record);
+      return new RecordingFile(await inner.createExclusive(path, hints), path, record);
     },
     stat: (p) => inner.stat(p),
     rename: async (from, to, opts) => {

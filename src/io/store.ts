@@ -73,6 +73,13 @@ export interface OpenHints {
    * a 64 KiB copy from the page cache (decision 0021). Flushes stay off the thread. Ignored by other stores.
    */
   syncIo?: boolean;
+  /**
+   * The caller writes much and flushes once at the end (a new diff, a merge's data): a local file starts the write-back
+   * of what it was given every WRITE_BEHIND_BYTES (an fdatasync on the thread pool, never more than one at a time), so
+   * the final flush waits for the last part only. A failed write-back is thrown by the next flush or close. Writable
+   * opens only; ignored by other stores.
+   */
+  writeBehind?: boolean;
 }
 
 /** A namespace of files: the local file system, an SMB share, an HTTP server. */
@@ -80,8 +87,8 @@ export interface ByteStore {
   /** Short name for messages: `local`, `smb`, `http`. */
   readonly kind: string;
   open(path: string, mode: OpenMode, hints?: OpenHints): Promise<RandomAccessFile>;
-  /** Creates a new file, failing with AlreadyExistsError when one exists. */
-  createExclusive(path: string): Promise<RandomAccessFile>;
+  /** Creates a new file, failing with AlreadyExistsError when one exists (`hints` as for open). */
+  createExclusive(path: string, hints?: OpenHints): Promise<RandomAccessFile>;
   /** Returns null when nothing exists at `path`. */
   stat(path: string): Promise<StoreStat | null>;
   /**

@@ -63,22 +63,34 @@ function imageOf(m: Metafile): string {
   return image ? displayLocation(image) : `<image of ${m.name}>`;
 }
 
+/**
+ * Entries compared as one span before entry by entry: most spans of an incremental backup are equal, and one memcmp
+ * over 16 entries is far cheaper than 16 (a differing state byte over equal digests, such as zero against
+ * unallocated, only sends its span to the entry-by-entry check).
+ */
+const SPAN = 16;
+
 /** Yields ranges of blocks whose digests differ, in order; call assertComparable first. */
 export async function* changedRanges(a: Metafile, b: Metafile): AsyncGenerator<BlockRange> {
   const total = a.summary.blockCount;
-  const len = a.summary.digestLength;
   let open: BlockRange | null = null;
   for (let first = 0; first < total; first += BATCH) {
-    const [x, y] = await Promise.all([a.read(first, BATCH), b.read(first, BATCH)]);
-    for (let i = 0; i < x.count; i++) {
-      const same = x.digests.compare(y.digests, i * len, i * len + len, i * len, i * len + len) === 0;
-      if (same) continue;
-      const index = first + i;
-      if (open && open.first + open.count === index) {
-        open.count++;
-      } else {
-        if (open) yield open;
-        open = { first: index, count: 1 };
+    // Comparable lists share layout and digest, so their entries have the same stride.
+    const [x, y] = await Promise.all([a.entryView(first, BATCH), b.entryView(first, BATCH)]);
+    const { stride, digestOffset: at, digestLength: len } = x;
+    for (let i = 0; i < x.count; i += SPAN) {
+      const end = Math.min(x.count, i + SPAN);
+      if (x.bytes.compare(y.bytes, i * stride, end * stride, i * stride, end * stride) === 0) continue;
+      for (let k = i; k < end; k++) {
+        const from = k * stride + at;
+        if (x.bytes.compare(y.bytes, from, from + len, from, from + len) === 0) continue;
+        const index = first + k;
+        if (open && open.first + open.count === index) {
+          open.count++;
+        } else {
+          if (open) yield open;
+          open = { first: index, count: 1 };
+        }
       }
     }
   }

@@ -3,7 +3,7 @@
  */
 export { metafileLocationFor, imageLocationForMetafile, readMetafile, writeMetafile, writableFields, Metafile, METAFILE_SUFFIX, nativeMetafileLength } from './metafile.js';
 export { restampList, restampMetafile } from './restamp.js';
-export type { MetafileLayout, MetafileSummary, NewMetafile, BlockRecord, ReadMetafileOptions } from './metafile.js';
+export type { EntryView, MetafileLayout, MetafileSummary, NewMetafile, BlockRecord, ReadMetafileOptions } from './metafile.js';
 export { hashDisk, hashesDirectly } from './hash-disk.js';
 export { hasMagic } from './header.js';
 export type { HashOptions, HashedBlock } from './hash-disk.js';

@@ -73,6 +73,16 @@ export interface ReadMetafileOptions {
   memoryLimit?: number;
 }
 
+/** Entries as stored: entry `first + i`'s digest is `bytes[i * stride + digestOffset, + digestLength)`. */
+export interface EntryView {
+  first: number;
+  count: number;
+  stride: number;
+  digestOffset: number;
+  digestLength: number;
+  bytes: Buffer;
+}
+
 /** An opened, verified metafile. Close it when done. */
 export class Metafile {
   private constructor(
@@ -97,24 +107,34 @@ export class Metafile {
     return Math.min(s.blockSize, s.virtualSize - index * s.blockSize);
   }
 
-  /** Reads entries [first, first+count) (clamped to the list). */
+  /** Reads entries [first, first+count) (clamped to the list), states and digests apart. */
   async read(first: number, count: number): Promise<EntryBatch> {
+    const v = await this.entryView(first, count);
+    return this.summary.layout === 'native' ? decodeEntries(v.bytes, first, v.digestLength) : decodeVbbEntries(v.bytes, first);
+  }
+
+  /**
+   * Entries [first, first+count) (clamped to the list) as the file stores them, not decoded: for callers that only
+   * compare or pick a few digests (a list held in memory gives a view of itself; 65 536 decoded entries cost a
+   * fresh megabyte and a copy per digest).
+   */
+  async entryView(first: number, count: number): Promise<EntryView> {
     const s = this.summary;
     if (!Number.isSafeInteger(first) || !Number.isSafeInteger(count) || first < 0 || count < 0) {
       throw new RangeError(`bad entry range ${first}+${count}`);
     }
     const n = Math.max(0, Math.min(count, s.blockCount - first));
-    const stride = s.layout === 'native' ? entrySize(s.digestLength) : VBB_DIGEST_LENGTH;
+    const native = s.layout === 'native';
+    const stride = native ? entrySize(s.digestLength) : VBB_DIGEST_LENGTH;
     const start = first * stride;
     let bytes: Buffer;
     if (this.list) {
       bytes = this.list.subarray(start, start + n * stride);
     } else {
-      const base = s.layout === 'native' ? HEADER_SIZE : 0;
-      bytes = await this.file!.read(base + start, n * stride);
+      bytes = await this.file!.read((native ? HEADER_SIZE : 0) + start, n * stride);
       if (bytes.length !== n * stride) throw new MetafileError('the metafile shrank while being read', this.name);
     }
-    return s.layout === 'native' ? decodeEntries(bytes, first, s.digestLength) : decodeVbbEntries(bytes, first);
+    return { first, count: n, stride, digestOffset: native ? 1 : 0, digestLength: s.digestLength, bytes };
   }
 
   /**

@@ -12,12 +12,19 @@ import { TRAILER_SIZE } from './entries.js';
 import { finishNative, headerFor, readMetafile, writableFields, writeMetafile, type Metafile, type ReadMetafileOptions } from './metafile.js';
 
 /**
- * Writes `list` to `to` (atomically; `to` may be the list's own file) recording `identity` and no parent; the
- * logical sector size comes from the list, or `logicalSectorSize` for a vbb list, which records neither and is copied.
+ * Writes `list` to `to` (atomically; `to` may be the list's own file) recording `identity` and `parentIdentity` (none
+ * unless given: a diff's list names its parent); the logical sector size comes from the list, or `logicalSectorSize`
+ * for a vbb list, which records neither and is copied.
  */
-export async function restampList(list: Metafile, to: Location, identity: DiskIdentity, logicalSectorSize = 512): Promise<void> {
+export async function restampList(
+  list: Metafile,
+  to: Location,
+  identity: DiskIdentity,
+  logicalSectorSize = 512,
+  parentIdentity: DiskIdentity | null = null,
+): Promise<void> {
   const s = list.summary;
-  const fields = { ...writableFields(list), logicalSectorSize: s.logicalSectorSize ?? logicalSectorSize, identity };
+  const fields = { ...writableFields(list), logicalSectorSize: s.logicalSectorSize ?? logicalSectorSize, identity, parentIdentity };
   if (s.layout !== 'native') return writeMetafile(to, fields, list.records());
   const header = headerFor(fields);
   const trailerPos = HEADER_SIZE + s.blockCount * entrySize(s.digestLength) + (s.sub ? s.blockCount * subSlotSize(s.blockSize, s.sub) : 0);

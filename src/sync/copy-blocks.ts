@@ -12,6 +12,7 @@ import { ContentChangedError } from '../util/errors.js';
 import { sizedRing } from '../util/aligned.js';
 import { prefetch } from '../util/prefetch.js';
 import { isAllZero } from '../util/struct.js';
+import { YIELD_BYTES, yieldToEventLoop } from '../util/event-loop.js';
 
 /** Contiguous changed ranges are read together up to this many bytes. */
 const RUN_BYTES = 4 << 20;
@@ -133,6 +134,9 @@ export async function copyChangedBlocks(source: Disk, diff: DiffSink, blocks: As
   // 64 KiB changes never touch 3 x 4 MiB of fresh aligned memory (about 40 ms of page faults here).
   const buffer = sizedRing(3, Math.max(RUN_BYTES, bs));
   let lastBlock = -1;
+  // Local sources and diffs read and write on the calling thread (copy opens them with syncIo): timers (the lock's
+  // renewals, progress) get a turn every YIELD_BYTES.
+  let sinceTurn = 0;
   for await (const { item: run, value: data } of prefetch(runsOf(unitsOf(blocks, bs, source.virtualSize)), (r) => readRun(source, r, buffer), 2)) {
     if (data) stats.readBytes += run.length;
     // Consecutive ranges of one kind go to the diff in one call.
@@ -168,6 +172,11 @@ export async function copyChangedBlocks(source: Disk, diff: DiffSink, blocks: As
     }
     await flushPending();
     opts.onProgress?.(run.length);
+    sinceTurn += run.length;
+    if (sinceTurn >= YIELD_BYTES) {
+      sinceTurn = 0;
+      await yieldToEventLoop();
+    }
   }
   return stats;
 }

@@ -8,7 +8,11 @@ import { createDisk, openDisk } from '../formats/open.js';
 import { flushByName, writeAtomically } from '../io/atomic.js';
 import type { Location } from '../io/location.js';
 import { displayLocation, sibling } from '../io/location.js';
-import { checkFresh, createMetafile, metafileLocationFor, readMetafile, writableFields, writeMetafile, type Metafile, type ReadMetafileOptions } from '../meta/index.js';
+// The meta modules themselves, not their index: a copy that does not hash (no --createmeta) loads no hasher, no hashing
+// threads and no native block hasher (decision 0032, as merge).
+import { checkFresh } from '../meta/fresh.js';
+import { metafileLocationFor, readMetafile, type Metafile, type ReadMetafileOptions } from '../meta/metafile.js';
+import { restampList } from '../meta/restamp.js';
 import { defaultSubLevel } from '../meta/hashers.js';
 import { AlreadyExistsError, UnsupportedError, UsageError } from '../util/errors.js';
 import { isAllZero } from '../util/struct.js';
@@ -113,7 +117,10 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
   // Both images open meanwhile (on a share, their round trips overlap); a target opened before a cleanup is reopened.
   // A cleanup may take the same diff name's lock: the early one is let go first.
   const settling = settlePendingMerge(targetWhere, { beforeLock: () => early.drop() });
-  const sourceOpening = openDisk(sourceWhere, opts.open);
+  // Changed pieces are read one after another and written into a new local diff: on the calling thread (OpenHints.syncIo,
+  // as merge), not a thread-pool hand-off each. The --createmeta pass reads the whole source through the hashing pipeline,
+  // which overlaps reads with hashing, so it keeps the pool.
+  const sourceOpening = openDisk(sourceWhere, opts.createmeta ? opts.open : { ...opts.open, syncIo: true });
   const targetOpening = openDisk(targetWhere, targetOpts);
   // With no merge pending and the early lock held, the checks under the diff's lock go out while the target is still
   // opening (on a share, beside its metadata read: one round trip less); their results are looked at where they were.
@@ -234,7 +241,7 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
       writeLoc,
       async (temp) => {
         let sourceList: Metafile;
-        const chunkedFile = chunked ? await temp.store.createExclusive(temp.path) : null;
+        const chunkedFile = chunked ? await temp.store.createExclusive(temp.path, { syncIo: true, writeBehind: true }) : null;
         const writer = chunkedFile ? new ChunkedDiffWriter(chunkedFile, source.virtualSize) : null;
         const image = writer
           ? null
@@ -247,6 +254,8 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
               unpublished: true,
               finalLocation: finalLoc,
               blockSize: diffBlockSize(parent.format, summary.subBlockSize || ts.blockSize),
+              syncIo: true,
+              writeBehind: true,
             });
         const diff: DiffSink = writer ?? image!;
         try {
@@ -432,14 +441,12 @@ function earlyDiffLock(targetAt: Location, opts: CopyOptions): EarlyLock {
   };
 }
 
-/** Writes a list under a new name with the diff's identity and its parent's (the target's, as checked) in its header. */
+/**
+ * Writes a list under a new name with the diff's identity and its parent's (the target's, as checked) in its header;
+ * a native list's body is copied byte for byte (restampList).
+ */
 async function writeDiffMetafile(list: Metafile, to: Location, ids: { identity: DiskIdentity; parentIdentity: DiskIdentity }, source: Disk): Promise<void> {
-  const s = list.summary;
-  await writeMetafile(
-    to,
-    { ...writableFields(list), logicalSectorSize: s.logicalSectorSize ?? source.logicalSectorSize, ...ids },
-    list.records(),
-  );
+  await restampList(list, to, ids.identity, source.logicalSectorSize, ids.parentIdentity);
 }
 
 /** The sub-block size a --createmeta copy compares at: the target list's, when the source's new list gets the same. */
@@ -469,6 +476,7 @@ async function copyWithCreatemeta(source: Disk, diff: DiffSink, targetMeta: Meta
   };
   opts.onTotal?.(source.virtualSize);
   const hashing = ts.layout === 'vbb' ? { layout: 'vbb' as const } : { layout: 'native' as const, algorithm: ts.algorithm as 'xxh128' | 'sha256', blockSize: ts.blockSize };
+  const { createMetafile } = await import('../meta/create.js');
   const result = await createMetafile(source, {
     ...hashing,
     onProgress: opts.onProgress,

@@ -4,7 +4,10 @@
  * have a second level (docs/metafile.md, version 3), the sub-blocks inside each changed block that differ.
  */
 import type { Disk } from '../formats/disk.js';
-import { compareMetafiles, openFreshMetafile, type Comparison, type Metafile, type SubLevel } from '../meta/index.js';
+import { compareMetafiles, type Comparison } from '../meta/compare.js';
+import { openFreshMetafile } from '../meta/fresh.js';
+import type { SubLevel } from '../meta/header.js';
+import type { EntryView, Metafile } from '../meta/metafile.js';
 import type { ChangedBlock, ChangedParts } from './copy-blocks.js';
 
 export { openFreshMetafile };
@@ -92,17 +95,17 @@ export function changedParts(sub: SubLevel, count: number, source: Buffer, targe
   return { size: sub.size, algorithm: sub.algorithm, changed };
 }
 
-/** Random access to a list's digests in ascending order, read in batches (for the one-pass --createmeta copy). */
+/** Random access to a list's digests in ascending order, read in batches as stored (a list in memory is not copied). */
 export class DigestCursor {
-  private batch: Awaited<ReturnType<Metafile['read']>> | null = null;
+  private view: EntryView | null = null;
   constructor(private readonly meta: Metafile) {}
 
-  /** The digest of block `index`. */
+  /** The digest of block `index` (a view into the batch: copy it to keep it). */
   async digest(index: number): Promise<Buffer> {
-    let b = this.batch;
-    if (!b || index < b.first || index >= b.first + b.count) b = this.batch = await this.meta.read(index, BATCH);
-    const k = index - b.first;
-    return b.digests.subarray(k * b.digestLength, (k + 1) * b.digestLength);
+    let v = this.view;
+    if (!v || index < v.first || index >= v.first + v.count) v = this.view = await this.meta.entryView(index, BATCH);
+    const at = (index - v.first) * v.stride + v.digestOffset;
+    return v.bytes.subarray(at, at + v.digestLength);
   }
 }
 

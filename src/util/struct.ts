@@ -31,6 +31,7 @@ export function writeU64BE(buf: Buffer, value: number, offset: number): void {
 }
 
 const ZEROS = Buffer.alloc(1 << 20);
+const ZERO_STEP = 64 << 10;
 
 /** True when every byte of `buf` is zero; memcmp against a zero page, far faster than a JS loop. */
 export function isAllZero(buf: Uint8Array): boolean {
@@ -40,4 +41,13 @@ export function isAllZero(buf: Uint8Array): boolean {
     if (ZEROS.compare(b, off, end, 0, end - off) !== 0) return false;
   }
   return true;
+}
+
+/** The length of `buf` without its trailing zero bytes (memcmp against zeros a 64 KiB step at a time, from the end). */
+export function lengthWithoutTrailingZeros(buf: Uint8Array): number {
+  const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  let end = b.length;
+  for (let start = Math.max(0, end - ZERO_STEP); end > 0 && ZEROS.compare(b, start, end, 0, end - start) === 0; start = Math.max(0, end - ZERO_STEP)) end = start;
+  while (end > 0 && b[end - 1] === 0) end--;
+  return end;
 }

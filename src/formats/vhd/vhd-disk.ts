@@ -774,7 +774,7 @@ export async function createVhd(location: Location, opts: CreateOptions): Promis
     savedState: 0,
   };
   const footer = serializeFooter(footerFields);
-  const file = await location.store.createExclusive(location.path);
+  const file = await location.store.createExclusive(location.path, { syncIo: opts.syncIo, writeBehind: opts.writeBehind });
   try {
     if (type === 'fixed') {
       // Data area as a hole: the file system supplies the zeros.
