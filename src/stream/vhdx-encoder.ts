@@ -66,8 +66,7 @@ export function encodeVhdx(source: ContentSource): EncodedStream {
   const fresh = newHeaderAndRegions(batLength);
   const header = hdr.serialize(fresh.header);
   const regions = rt.serialize(fresh.regions);
-  const metadata = md.serialize(
-    {
+  const metadata = md.serializeItems({
       blockSize,
       leaveBlockAllocated: false,
       hasParent: Boolean(base),
@@ -75,10 +74,9 @@ export function encodeVhdx(source: ContentSource): EncodedStream {
       logicalSectorSize: sector,
       physicalSectorSize: Math.max(sector, parent?.physicalSectorSize ?? 4096),
       page83: newGuid(),
-      parentLocator: parent?.locator ?? null,
-    },
-    METADATA_LENGTH,
-  );
+    parentLocator: parent?.locator ?? null,
+  });
+  if (metadata.length > METADATA_LENGTH) throw new UnsupportedError('metadata items do not fit the metadata region');
 
   return {
     format: 'vhdx',
@@ -87,7 +85,11 @@ export function encodeVhdx(source: ContentSource): EncodedStream {
       yield* headSection(header, regions);
       yield LOG_LENGTH;
       yield metadata;
-      yield bat.serialize();
+      yield METADATA_LENGTH - metadata.length;
+      // The table's entries, then the rest of its region as zeros.
+      const table = bat.serialize();
+      yield table;
+      if (batLength > table.length) yield batLength - table.length;
       for (const k of chunks) yield sectorBitmap(g, k, byChunk.get(k) ?? []);
       const reads = readPieces(source, splitRanges(ranges, blockSize, blockSize), blockSize);
       for (const b of blocks) yield* blockChunks(reads, b.index * blockSize, blockSize, b.ranges.length);

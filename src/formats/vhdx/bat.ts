@@ -16,6 +16,8 @@ export const BITMAP = { NOT_PRESENT: 0, PRESENT: 6 } as const;
 export const SECTOR_BITMAP_BLOCK_SIZE = 1 << 20;
 const MIB = 1 << 20;
 const ENTRY_SIZE = 8;
+/** The unit a BAT is logged and kept in: 4 KiB sectors. */
+const BAT_SECTOR = 4096;
 
 /** The shape of a BAT, derived from the metadata. */
 export interface BatGeometry {
@@ -68,12 +70,15 @@ export class Bat {
     return new Bat(g, region);
   }
 
-  /** An empty (all NOT_PRESENT) table in a region of `regionLength` bytes. */
+  /**
+   * An empty (all NOT_PRESENT) table for a region of `regionLength` bytes, holding the whole 4 KiB sectors its entries
+   * need (as a reader keeps them): the region's padding is zeros in a new file and is not made in memory.
+   */
   static empty(g: BatGeometry, regionLength: number): Bat {
-    return new Bat(g, Buffer.alloc(regionLength));
+    return new Bat(g, Buffer.alloc(Math.min(regionLength, Math.ceil((g.totalEntries * ENTRY_SIZE) / BAT_SECTOR) * BAT_SECTOR)));
   }
 
-  /** The raw bytes of the region, for serializing it whole. */
+  /** The table's bytes (the start of its region; the rest of the region is zeros). */
   serialize(): Buffer {
     return this.bytes;
   }
