@@ -200,15 +200,66 @@ static int64_t int_at(napi_env env, napi_value array, uint32_t i) {
   return x;
 }
 
-/* One block's triples checked (a known file or -1, offsets and lengths not negative); its byte count, or -1. */
-static int64_t block_length(napi_env env, napi_value triples, uint32_t n, uint32_t nfds) {
-  int64_t total = 0;
-  for (uint32_t r = 0; r < n; r += 3) {
-    int64_t file = int_at(env, triples, r), offset = int_at(env, triples, r + 1), length = int_at(env, triples, r + 2);
-    if (file >= (int64_t)nfds || file < -1 || offset < 0 || length < 0 || length > (INT64_C(1) << 40) - total) return -1;
-    total += length;
+/* Triples one call may give in all: far above any group the JavaScript side makes, far below what malloc refuses. */
+#define MAX_TRIPLES (1u << 24)
+
+/* Every block's triples, copied out of the JavaScript arrays once and checked (a known file or -1, offsets and lengths
+ * not negative): a getter on an element runs before any pointer into the caller's buffers is taken, and what is
+ * hashed is what was checked, however the arrays change meanwhile. */
+typedef struct {
+  int64_t *triples; /* file, offset, length of every range, block after block */
+  uint32_t *first;  /* block i's ranges are triples[3*first[i] .. 3*first[i+1]) */
+  int64_t *totals;  /* block i's byte count */
+} Ranges;
+
+static void free_ranges(Ranges *r) {
+  free(r->triples), free(r->first), free(r->totals);
+  r->triples = NULL, r->first = NULL, r->totals = NULL;
+}
+
+/* Copies argv's blocks into `out`; 0, or -1 after throwing (malformed blocks, too many ranges, no memory). */
+static int copy_ranges(napi_env env, napi_value blocks, uint32_t nblocks, uint32_t nfds, Ranges *out) {
+  size_t cap = 0, used = 0;
+  out->first = malloc(((size_t)nblocks + 1) * sizeof *out->first);
+  out->totals = malloc(((size_t)nblocks + 1) * sizeof *out->totals);
+  if (!out->first || !out->totals) {
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return -1;
   }
-  return total;
+  for (uint32_t i = 0; i < nblocks; i++) {
+    napi_value triples;
+    uint32_t n;
+    if (napi_get_element(env, blocks, i, &triples) != napi_ok || napi_get_array_length(env, triples, &n) != napi_ok || n % 3 ||
+        n > MAX_TRIPLES * 3u - used * 3) {
+      napi_throw_range_error(env, NULL, "hashBlocks: a block is a flat array of (file, offset, length) triples naming given files");
+      return -1;
+    }
+    if (used + n / 3 > cap) {
+      size_t want = cap ? cap : 64;
+      while (want < used + n / 3) want *= 2;
+      int64_t *grown = realloc(out->triples, want * 3 * sizeof *grown);
+      if (!grown) {
+        napi_throw_error(env, "ENOMEM", "out of memory");
+        return -1;
+      }
+      out->triples = grown, cap = want;
+    }
+    out->first[i] = (uint32_t)used;
+    int64_t total = 0;
+    for (uint32_t r = 0; r < n; r += 3) {
+      int64_t file = int_at(env, triples, r), offset = int_at(env, triples, r + 1), length = int_at(env, triples, r + 2);
+      if (file >= (int64_t)nfds || file < -1 || offset < 0 || length < 0 || length > (INT64_C(1) << 40) - total) {
+        napi_throw_range_error(env, NULL, "hashBlocks: a block is a flat array of (file, offset, length) triples naming given files");
+        return -1;
+      }
+      int64_t *t = out->triples + 3 * used++;
+      t[0] = file, t[1] = offset, t[2] = length;
+      total += length;
+    }
+    out->totals[i] = total;
+  }
+  out->first[nblocks] = (uint32_t)used;
+  return 0;
 }
 
 /* A Buffer or Uint8Array argument's bytes and length, or NULL when it is not one. */
@@ -251,12 +302,24 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "hashBlocks(fds, blocks, subSize, map) takes up to 64 descriptors, an array of blocks, a size and a boolean");
     return NULL;
   }
-  uint8_t *states = NULL, *digests = NULL, *subsOut = NULL;
-  uint32_t slot = 0;
   if (argc > 4 && argc < 8) {
     napi_throw_type_error(env, NULL, "hashBlocks: the packed form takes states, digests, subs and slot");
     return NULL;
   }
+  // Everything read out of JavaScript arrays (whose getters may run code) is read first; the output buffers' pointers
+  // are taken after, when no more JavaScript runs before they are written.
+  for (uint32_t i = 0; i < nfds; i++) {
+    int64_t fd = int_at(env, argv[0], i);
+    if (fd < 0 || fd > INT32_MAX) return fail(env, "EBADF", "hashBlocks: not a descriptor", -1);
+    fds[i] = (int)fd;
+  }
+  Ranges ranges = {0};
+  if (copy_ranges(env, argv[1], nblocks, nfds, &ranges) != 0) {
+    free_ranges(&ranges);
+    return NULL;
+  }
+  uint8_t *states = NULL, *digests = NULL, *subsOut = NULL;
+  uint32_t slot = 0;
   if (argc >= 8) {
     size_t nStates = 0, nDigests = 0, nSubs = 0;
     bool subsNull = false;
@@ -268,15 +331,16 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
     if (!states || !digests || nStates < nblocks || nDigests < (size_t)nblocks * 16 || napi_get_value_uint32(env, argv[7], &slot) != napi_ok ||
         (subSize ? !subsOut || slot == 0 || nSubs < (size_t)nblocks * slot : !subsNull)) {
       napi_throw_type_error(env, NULL, "hashBlocks: states, digests and subs must be Uint8Arrays of n, 16n and slot*n bytes (subs null without sub-blocks)");
+      free_ranges(&ranges);
       return NULL;
     }
   }
   for (uint32_t i = 0; i < nfds; i++) {
-    int64_t fd = int_at(env, argv[0], i);
     struct stat st;
-    if (fd < 0 || fd > INT32_MAX) return fail(env, "EBADF", "hashBlocks: not a descriptor", -1);
-    if (fstat((int)fd, &st) != 0) return fail(env, errno_code(errno), strerror(errno), (int32_t)i);
-    fds[i] = (int)fd;
+    if (fstat(fds[i], &st) != 0) {
+      free_ranges(&ranges);
+      return fail(env, errno_code(errno), strerror(errno), (int32_t)i);
+    }
     sizes[i] = st.st_size;
   }
   Instance *inst = NULL;
@@ -286,20 +350,26 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
       inst = calloc(1, sizeof *inst);
       if (!inst || napi_set_instance_data(env, inst, free_instance, NULL) != napi_ok) {
         free(inst);
+        free_ranges(&ranges);
         return fail(env, "ENOMEM", "out of memory", -1);
       }
     }
     if (!inst->buf && posix_memalign((void **)&inst->buf, 4096, PIECE) != 0) {
       inst->buf = NULL;
+      free_ranges(&ranges);
       return fail(env, "ENOMEM", "out of memory", -1);
     }
   }
-  if (!states && napi_create_array_with_length(env, nblocks, &result) != napi_ok) return NULL;
+  if (!states && napi_create_array_with_length(env, nblocks, &result) != napi_ok) {
+    free_ranges(&ranges);
+    return NULL;
+  }
   // On the heap, its address fixed before the jump point: nothing the cleanup after a SIGBUS reads lives in a register.
   Block *const b = calloc(1, sizeof(Block));
   if (!b || !(b->h = XXH3_createState()) || !(b->sub = XXH3_createState())) {
     if (b) XXH3_freeState(b->h);
     free(b);
+    free_ranges(&ranges);
     return fail(env, "ENOMEM", "out of memory", -1);
   }
   b->subSize = subSize;
@@ -324,12 +394,9 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
     fail(env, "ERR_FILE_SHRANK", "the file shrank while it was being hashed", current);
   }
   for (uint32_t i = 0; i < nblocks && !failed; i++) {
-    napi_value triples, out = NULL;
-    uint32_t n;
-    int64_t total;
-    if (napi_get_element(env, argv[1], i, &triples) != napi_ok || napi_get_array_length(env, triples, &n) != napi_ok || n % 3 ||
-        (total = block_length(env, triples, n, nfds)) < 0 || (subSize && total / subSize >= (1 << 20)) ||
-        (states && subSize && (uint64_t)((total + subSize - 1) / subSize) * 8 > slot)) {
+    napi_value out = NULL;
+    int64_t total = ranges.totals[i];
+    if ((subSize && total / subSize >= (1 << 20)) || (states && subSize && (uint64_t)((total + subSize - 1) / subSize) * 8 > slot)) {
       napi_throw_range_error(env, NULL, "hashBlocks: a block is a flat array of (file, offset, length) triples naming given files, its sub-digests fitting its slot");
       failed = 1;
       break;
@@ -343,8 +410,9 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
       failed = 1;
       break;
     }
-    for (uint32_t r = 0; r < n && !failed; r += 3) {
-      int64_t file = int_at(env, triples, r), offset = int_at(env, triples, r + 1), length = int_at(env, triples, r + 2);
+    for (uint32_t r = ranges.first[i]; r < ranges.first[i + 1] && !failed; r++) {
+      const int64_t *t = ranges.triples + 3 * (size_t)r;
+      int64_t file = t[0], offset = t[1], length = t[2];
       if (file < 0) {
         feed_zeros(b, (uint64_t)length);
         continue;
@@ -433,6 +501,7 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
   free(b->subs);
   XXH3_freeState(b->h), XXH3_freeState(b->sub);
   free(b);
+  free_ranges(&ranges);
   if (!failed) {
     if (result) return result;
     napi_value undefined;

@@ -122,6 +122,36 @@ describe('native block hasher', () => {
     }
   });
 
+  it('reads each range once, before any output buffer: element getters that change ranges or detach a buffer get a refusal, not a wild read or write', () => {
+    if (!have()) return;
+    const file = path.join(tmp.dir, 'hostile');
+    fs.writeFileSync(file, randomBytes(128 * KiB));
+    const fd = fs.openSync(file, 'r');
+    const { hashBlocks } = createRequire(import.meta.url)('../../../build/native/xxh3blocks.node') as { hashBlocks: (...args: unknown[]) => unknown };
+    try {
+      // A file index that is valid when checked and far out of range on a second look.
+      let reads = 0;
+      const shifty: number[] = [0, 0, 64 * KiB];
+      Object.defineProperty(shifty, 0, { get: () => (reads++ === 0 ? 0 : 1e6), enumerable: true });
+      const states = new Uint8Array(1);
+      const digests = new Uint8Array(16);
+      hashBlocks([fd], [shifty], 0, false, states, digests, null, 0);
+      expect(reads).toBe(1);
+      expect(states[0]).toBe(2);
+      const plain = new Uint8Array(16);
+      hashBlocks([fd], [[0, 0, 64 * KiB]], 0, false, new Uint8Array(1), plain, null, 0);
+      expect(Buffer.from(digests).equals(Buffer.from(plain))).toBe(true);
+      // A getter that detaches the digests' memory while the ranges are read: the buffer is then refused as too small.
+      const out = new Uint8Array(16);
+      const detaching: number[] = [0, 0, 64 * KiB];
+      Object.defineProperty(detaching, 2, { get: () => (structuredClone(out.buffer, { transfer: [out.buffer] }), 64 * KiB), enumerable: true });
+      expect(() => hashBlocks([fd], [detaching], 0, false, new Uint8Array(1), out, null, 0)).toThrow(/Uint8Arrays/);
+      expect(out.byteLength).toBe(0);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
   it('takes groups up to the file limit the helper exports; a group naming more files is hashed in JavaScript, alike', () => {
     if (!have()) return;
     const read = localHasher('xxh128', 256 * KiB, { algorithm: 'xxh3-64', size: 32 * KiB }, 'read');
