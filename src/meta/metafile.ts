@@ -13,6 +13,7 @@ import { DIGEST_LENGTH, SUB_DIGEST_LENGTH, type HashAlgorithm } from './hashers.
 import { blockCountFor, entrySize, hasMagic, HEADER_SIZE, parseHeader, serializeHeader, subAlgorithmFor, subBlockSizeProblem, subSlotSize, type MetafileHeader, type SubLevel } from './header.js';
 import { decodeVbbEntries, VBB_BLOCK_SIZE, VBB_DIGEST_LENGTH, vbbBlockCount } from './vbb.js';
 import { crc32c } from '../util/crc32c.js';
+import { allocForRead } from '../util/aligned.js';
 import { toolVersion } from './version.js';
 
 /** Name suffix of metafiles: `<image>.blocklist.bin`. */
@@ -313,7 +314,7 @@ async function openNative(
   // Bounded by the file's real length above, so these allocations are sized by data that exists.
   const verifier = new ListVerifier(stride, name);
   const inMemory = listBytes + tableBytes <= memoryLimit;
-  const keep = inMemory ? Buffer.allocUnsafe(listBytes) : null;
+  const keep = inMemory ? allocForRead(listBytes) : null;
   const chunk = Math.max(stride, Math.floor(IO_CHUNK / stride) * stride);
   for (let off = 0; off < listBytes; off += chunk) {
     const len = Math.min(chunk, listBytes - off);
@@ -324,7 +325,7 @@ async function openNative(
   const trailer = await file.read(HEADER_SIZE + listBytes + tableBytes, TRAILER_SIZE);
   verifier.finish(parseTrailer(trailer, name));
   // The sub-digest table has its own CRC in the header (it is written beside the entries, not after them).
-  const table = inMemory && tableBytes ? Buffer.allocUnsafe(tableBytes) : null;
+  const table = inMemory && tableBytes ? allocForRead(tableBytes) : null;
   let tableCrc = 0;
   for (let off = 0; off < tableBytes; off += IO_CHUNK) {
     const len = Math.min(IO_CHUNK, tableBytes - off);
