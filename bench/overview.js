@@ -109,6 +109,12 @@ const rmDiff = () => {
   rmSync(diff, { force: true });
   rmSync(diff + '.blocklist.bin', { force: true });
 };
+// Each copy contestant starts with nothing left to write back: the peer's set-up (a 4 GiB cp) would otherwise still
+// be flushing while the next contestant runs and fsyncs (untimed, as the merge rows' restore).
+const settled = (before) => () => {
+  before();
+  sh('sync', []);
+};
 sh(node, [BIN, 'createmeta', '-q', '--block-size', '64K', source, vhdx]);
 {
   const limitScript = `
@@ -119,9 +125,9 @@ for line in open(sys.argv[3]):
 os.fsync(dst); os.close(dst)
 `;
   const peer = haveRsync
-    ? ['rsync', ['--inplace', '--no-whole-file', source, oldCopy], () => sh('cp', [raw, oldCopy])]
-    : [PYTHON, ['-c', limitScript, source, limitOut, f('ranges.txt')], () => rmSync(limitOut, { force: true })];
-  const [ours, other] = race([[node, [BIN, 'copy', '--json', source, vhdx], rmDiff], peer]);
+    ? ['rsync', ['--inplace', '--no-whole-file', source, oldCopy], settled(() => sh('cp', [raw, oldCopy]))]
+    : [PYTHON, ['-c', limitScript, source, limitOut, f('ranges.txt')], settled(() => rmSync(limitOut, { force: true }))];
+  const [ours, other] = race([[node, [BIN, 'copy', '--json', source, vhdx], settled(rmDiff)], peer]);
   const s = JSON.parse(ours.out);
   row('`copy`, 1% changed in 64 KiB pieces, 64 KiB metafiles', ours, haveRsync ? '`rsync --inplace --no-whole-file`' : 'physical limit (rsync not installed)', other, haveRsync ? '>= 10x faster (<= 0.1x)' : '');
   const apparent = statSync(diff).size;
