@@ -345,7 +345,10 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
   }
   Instance *inst = NULL;
   if (!useMap) {
-    if (napi_get_instance_data(env, (void **)&inst) != napi_ok) return NULL;
+    if (napi_get_instance_data(env, (void **)&inst) != napi_ok) {
+      free_ranges(&ranges);
+      return NULL;
+    }
     if (!inst) {
       inst = calloc(1, sizeof *inst);
       if (!inst || napi_set_instance_data(env, inst, free_instance, NULL) != napi_ok) {

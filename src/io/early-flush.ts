@@ -16,7 +16,7 @@ export class EarlyFlusher {
   private error: unknown = null;
 
   constructor(
-    private readonly file: RandomAccessFile,
+    private readonly file: Pick<RandomAccessFile, 'flush'>,
     private readonly every = EARLY_FLUSH_BYTES,
   ) {}
 

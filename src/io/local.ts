@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import type { ByteStore, OpenHints, OpenMode, RandomAccessFile, StoreStat, StorePaths } from './store.js';
 import { AlreadyExistsError, UnsupportedError, fromSystemError } from '../util/errors.js';
 import { PAGE, allocAligned, directSource } from '../util/aligned.js';
+import { EarlyFlusher } from './early-flush.js';
 
 /** Writes from other memory are copied through bounce buffers of this size (plus a page for the phase). */
 const BOUNCE = 1 << 20;
@@ -15,8 +16,13 @@ const idleBounce: Buffer[] = [];
  * by every command's first small write.
  */
 const SMALL_BOUNCE = (64 << 10) - PAGE;
-/** OpenHints.writeBehind starts a write-back after this many bytes: a 40 MiB diff then waits ~10 ms at its flush, not ~55. */
+/** OpenHints.writeBehind starts a write-back after this many bytes: a 43 MB diff then waits ~1 ms at its flush, not ~55. */
 const WRITE_BEHIND_BYTES = 8 << 20;
+/**
+ * OpenHints.syncIo makes reads and writes up to this size on the calling thread; larger ones go to the pool, where a
+ * slow device's wait does not hold up timers (a lock's renewals) and the hand-off is small next to the data.
+ */
+const SYNC_IO_MAX = 256 << 10;
 const idleSmallBounce: Buffer[] = [];
 
 /**
@@ -50,25 +56,25 @@ function* writablePieces(position: number, data: Uint8Array): Generator<[number,
  * (OpenHints) reads and writes are made on the calling thread and the promise they return is already settled.
  */
 class LocalFile implements RandomAccessFile {
-  /** Bytes written since the last write-back started (OpenHints.writeBehind). */
-  private behind = 0;
-  private writingBack: Promise<void> | null = null;
-  private writeBackError: unknown = null;
+  /** OpenHints.writeBehind: fdatasyncs started in the background as the file is written (io/early-flush.ts). */
+  private readonly behind: EarlyFlusher | null;
 
   constructor(
     private readonly fh: fsp.FileHandle,
     readonly name: string,
     readonly writable: boolean,
     private readonly syncIo = false,
-    private readonly writeBehind = false,
-  ) {}
+    writeBehind = false,
+  ) {
+    this.behind = writeBehind ? new EarlyFlusher({ flush: () => this.fh.datasync().catch((err: unknown) => Promise.reject(fromSystemError(err, this.name))) }, WRITE_BEHIND_BYTES) : null;
+  }
 
   async read(position: number, length: number, into?: Buffer): Promise<Buffer> {
     const buf = into ?? Buffer.allocUnsafe(length);
     let done = 0;
     try {
       while (done < length) {
-        const n = this.syncIo
+        const n = this.syncIo && length <= SYNC_IO_MAX
           ? fs.readSync(this.fh.fd, buf, done, length - done, position + done)
           : (await this.fh.read(buf, done, length - done, position + done)).bytesRead;
         if (n === 0) break;
@@ -86,37 +92,15 @@ class LocalFile implements RandomAccessFile {
    * 4 KiB boundary and never tears a sector.
    */
   async write(position: number, data: Uint8Array): Promise<void> {
-    if (this.syncIo) return this.writeSync(position, data);
+    if (this.syncIo && data.byteLength <= SYNC_IO_MAX) return this.writeSync(position, data);
     for (const [at, piece] of writablePieces(position, data)) await this.writeAll(at, piece);
-    this.wrote(data.byteLength);
+    this.behind?.wrote(data.byteLength);
   }
 
   /** `write` on the calling thread, with the same rule: only page-aligned, touched memory reaches pwrite. */
   writeSync(position: number, data: Uint8Array): void {
     for (const [at, piece] of writablePieces(position, data)) this.writeAllSync(at, piece);
-    this.wrote(data.byteLength);
-  }
-
-  /** Starts a write-back of what was written when WRITE_BEHIND_BYTES have come since the last (OpenHints.writeBehind). */
-  private wrote(bytes: number): void {
-    if (!this.writeBehind) return;
-    this.behind += bytes;
-    if (this.behind < WRITE_BEHIND_BYTES || this.writingBack) return;
-    this.behind = 0;
-    this.writingBack = this.fh
-      .datasync()
-      .catch((err: unknown) => {
-        this.writeBackError ??= err;
-      })
-      .finally(() => {
-        this.writingBack = null;
-      });
-  }
-
-  /** Waits for a write-back in flight; throws the error of any that failed (it stays thrown: those writes are lost). */
-  private async settleWriteBack(): Promise<void> {
-    while (this.writingBack) await this.writingBack;
-    if (this.writeBackError) throw fromSystemError(this.writeBackError, this.name);
+    this.behind?.wrote(data.byteLength);
   }
 
   private async writeAll(position: number, data: Uint8Array): Promise<void> {
@@ -157,7 +141,8 @@ class LocalFile implements RandomAccessFile {
   }
 
   async flush(): Promise<void> {
-    await this.settleWriteBack();
+    // A failed write-back stays thrown: an fsync reports a write-back error once per descriptor, so this one would not.
+    await this.behind?.done();
     try {
       await this.fh.sync();
     } catch (err) {
@@ -167,7 +152,7 @@ class LocalFile implements RandomAccessFile {
 
   async close(): Promise<void> {
     try {
-      await this.settleWriteBack();
+      await this.behind?.done();
     } finally {
       await this.fh.close();
     }

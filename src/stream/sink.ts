@@ -3,7 +3,7 @@ import type { RandomAccessFile } from '../io/store.js';
 import { EarlyFlusher } from '../io/early-flush.js';
 import { isAllZero } from '../util/struct.js';
 import { chunkLength, type EncodedStream } from './encoded.js';
-import { YIELD_BYTES, yieldToEventLoop } from '../util/event-loop.js';
+import { EventLoopTurns } from '../util/event-loop.js';
 
 /** Where a byte pipe's data goes: a Node Writable, a socket, an HTTP request body. */
 export interface ByteSink {
@@ -18,22 +18,18 @@ const HOLE_MIN = 4096;
 /**
  * Writes the stream from offset 0 of `file` (new and empty), leaving holes where it has zeros. Returns bytes emitted.
  * A local file is written synchronously (no thread-pool hand-off per piece), with a turn for the event loop every
- * YIELD_BYTES, and flushed in the background as it grows (io/early-flush.ts).
+ * 16 MiB or 50 ms (util/event-loop.ts), and flushed in the background as it grows (io/early-flush.ts).
  */
 export async function sendToFile(stream: EncodedStream, file: RandomAccessFile, onProgress?: (n: number) => void): Promise<number> {
   let pos = 0;
-  let sinceYield = 0;
+  const turns = new EventLoopTurns();
   const flusher = new EarlyFlusher(file);
   try {
     for await (const c of stream.chunks()) {
       if (typeof c !== 'number' && !(c.length >= HOLE_MIN && isAllZero(c))) {
         if (file.writeSync) {
           file.writeSync(pos, c);
-          sinceYield += c.length;
-          if (sinceYield >= YIELD_BYTES) {
-            sinceYield = 0;
-            await yieldToEventLoop();
-          }
+          await turns.after(c.length);
         } else {
           await file.write(pos, c);
         }

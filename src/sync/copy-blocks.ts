@@ -12,7 +12,7 @@ import { ContentChangedError } from '../util/errors.js';
 import { sizedRing } from '../util/aligned.js';
 import { prefetch } from '../util/prefetch.js';
 import { isAllZero } from '../util/struct.js';
-import { YIELD_BYTES, yieldToEventLoop } from '../util/event-loop.js';
+import { EventLoopTurns } from '../util/event-loop.js';
 
 /** Contiguous changed ranges are read together up to this many bytes. */
 const RUN_BYTES = 4 << 20;
@@ -135,8 +135,8 @@ export async function copyChangedBlocks(source: Disk, diff: DiffSink, blocks: As
   const buffer = sizedRing(3, Math.max(RUN_BYTES, bs));
   let lastBlock = -1;
   // Local sources and diffs read and write on the calling thread (copy opens them with syncIo): timers (the lock's
-  // renewals, progress) get a turn every YIELD_BYTES.
-  let sinceTurn = 0;
+  // renewals, progress) get turns all the same.
+  const turns = new EventLoopTurns();
   for await (const { item: run, value: data } of prefetch(runsOf(unitsOf(blocks, bs, source.virtualSize)), (r) => readRun(source, r, buffer), 2)) {
     if (data) stats.readBytes += run.length;
     // Consecutive ranges of one kind go to the diff in one call.
@@ -172,11 +172,7 @@ export async function copyChangedBlocks(source: Disk, diff: DiffSink, blocks: As
     }
     await flushPending();
     opts.onProgress?.(run.length);
-    sinceTurn += run.length;
-    if (sinceTurn >= YIELD_BYTES) {
-      sinceTurn = 0;
-      await yieldToEventLoop();
-    }
+    await turns.after(run.length);
   }
   return stats;
 }

@@ -15,7 +15,7 @@ import type { RandomAccessFile } from '../io/store.js';
 import { BusyError, MetafileError, NotFoundError, ParentError, UsageError } from '../util/errors.js';
 import { sizedRing } from '../util/aligned.js';
 import { prefetch } from '../util/prefetch.js';
-import { YIELD_BYTES, yieldToEventLoop } from '../util/event-loop.js';
+import { EventLoopTurns } from '../util/event-loop.js';
 import { lockImage, type ImageLock } from './lock.js';
 import { hookLocation } from './kill-hook.js';
 import { mergeStateLocationFor, readMergeState, writeMergeState, type MergeState } from './merge-state.js';
@@ -171,7 +171,7 @@ export async function mergeExtents(
   let bytes = 0;
   let extents = 0;
   let sinceCheckpoint = 0;
-  let sinceYield = 0;
+  const turns = new EventLoopTurns();
   // One piece read ahead from the diff while the previous one is written into the parent.
   // Aligned buffers, so the parent's store writes them without a bounce copy (decision 0009), no larger than the
   // pieces need: scattered 64 KiB extents do not pay for faulting in 3 x 4 MiB.
@@ -191,11 +191,7 @@ export async function mergeExtents(
       sinceCheckpoint = 0;
     }
     // Local reads and writes do not give the event loop a turn (syncIo): the lock's renewals and progress need one.
-    sinceYield += piece.length;
-    if (sinceYield >= YIELD_BYTES) {
-      sinceYield = 0;
-      await yieldToEventLoop();
-    }
+    await turns.after(piece.length);
   }
   await parent.flush();
   return { bytes, extents };
