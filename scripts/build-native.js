@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Builds vhdsync's optional Node-API helpers with the system C compiler against Node's own headers:
 //   native/holes.c    -> build/native/holes.node    (the hole map helper, docs/decisions/0024)
-//   native/memory.c   -> build/native/memory.node   (buffers mapped with MAP_POPULATE, docs/decisions/0036)
+//   native/memory.c   -> build/native/memory.node   (large buffers as huge pages made present in one call, decision 0036)
 //   native/xxh3subs.c -> build/native/xxh3subs.node (second-level sub-digests in one call, docs/decisions/0025),
 //                        with xxhash-addon's copy of xxHash (and its runtime SIMD dispatch on x86)
 //   native/xxh3blocks.c -> build/native/xxh3blocks.node (XXH128 blocks hashed from mapped files, decision 0027),

@@ -70,11 +70,12 @@ export interface OpenHints {
   /**
    * The caller reads and writes small pieces one after another, with nothing to overlap them with (merge): a local
    * file then makes each read and write on the calling thread, skipping a thread-pool hand-off that costs more than
-   * a 64 KiB copy from the page cache (decision 0021). Flushes stay off the thread. Ignored by other stores.
+   * a 64 KiB copy from the page cache (decision 0021). Pieces up to 256 KiB only, the event loop given a turn between
+   * them every 50 ms; larger ones and flushes stay on the pool. Ignored by other stores.
    */
   syncIo?: boolean;
   /**
-   * The caller writes much and flushes once at the end (a new diff, a merge's data): a local file starts the write-back
+   * The caller writes much and flushes once at the end (copy's new diff): a local file starts the write-back
    * of what it was given every WRITE_BEHIND_BYTES (an fdatasync on the thread pool, never more than one at a time), so
    * the final flush waits for the last part only. A failed write-back is thrown by the next flush or close. Writable
    * opens only; ignored by other stores.

@@ -66,7 +66,8 @@ export function encodeVhdx(source: ContentSource): EncodedStream {
   const fresh = newHeaderAndRegions(batLength);
   const header = hdr.serialize(fresh.header);
   const regions = rt.serialize(fresh.regions);
-  const metadata = md.serializeItems({
+  const metadata = md.serializeItems(
+    {
       blockSize,
       leaveBlockAllocated: false,
       hasParent: Boolean(base),
@@ -74,9 +75,10 @@ export function encodeVhdx(source: ContentSource): EncodedStream {
       logicalSectorSize: sector,
       physicalSectorSize: Math.max(sector, parent?.physicalSectorSize ?? 4096),
       page83: newGuid(),
-    parentLocator: parent?.locator ?? null,
-  });
-  if (metadata.length > METADATA_LENGTH) throw new UnsupportedError('metadata items do not fit the metadata region');
+      parentLocator: parent?.locator ?? null,
+    },
+    METADATA_LENGTH,
+  );
 
   return {
     format: 'vhdx',

@@ -300,7 +300,9 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
             if (opts.force) await writeLoc.store.unlink(writeLoc.path).catch(() => {});
             // The diff's list is the source's list: after the merge it is what the target holds. The merge's
             // rotation re-stamps it with the parent's new identity.
-            await writeDiffMetafile(sourceList, metafileLocationFor(writeLoc), { identity: diffId!, parentIdentity: targetIdentity }, source);
+            // With the diff's identity and its parent's (the target's, as checked) in its header; a native list's body
+            // is copied byte for byte.
+            await restampList(sourceList, metafileLocationFor(writeLoc), diffId!, source.logicalSectorSize, targetIdentity);
           })(),
         ]);
         if (flushed.status === 'rejected') {
@@ -439,14 +441,6 @@ function earlyDiffLock(targetAt: Location, opts: CopyOptions): EarlyLock {
     drop,
     abort: () => quit.abort(),
   };
-}
-
-/**
- * Writes a list under a new name with the diff's identity and its parent's (the target's, as checked) in its header;
- * a native list's body is copied byte for byte (restampList).
- */
-async function writeDiffMetafile(list: Metafile, to: Location, ids: { identity: DiskIdentity; parentIdentity: DiskIdentity }, source: Disk): Promise<void> {
-  await restampList(list, to, ids.identity, source.logicalSectorSize, ids.parentIdentity);
 }
 
 /** The sub-block size a --createmeta copy compares at: the target list's, when the source's new list gets the same. */

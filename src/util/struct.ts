@@ -47,7 +47,11 @@ export function isAllZero(buf: Uint8Array): boolean {
 export function lengthWithoutTrailingZeros(buf: Uint8Array): number {
   const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   let end = b.length;
-  for (let start = Math.max(0, end - ZERO_STEP); end > 0 && ZEROS.compare(b, start, end, 0, end - start) === 0; start = Math.max(0, end - ZERO_STEP)) end = start;
+  while (end > 0) {
+    const start = Math.max(0, end - ZERO_STEP);
+    if (ZEROS.compare(b, start, end, 0, end - start) !== 0) break;
+    end = start;
+  }
   while (end > 0 && b[end - 1] === 0) end--;
   return end;
 }

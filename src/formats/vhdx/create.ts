@@ -152,9 +152,7 @@ async function writeStructures(
   for (const o of hdr.HEADER_OFFSETS) await file.write(o, h);
   const table = rt.serialize(s.regions);
   for (const o of rt.REGION_TABLE_OFFSETS) await file.write(o, table);
-  const meta = md.serializeItems(s.meta);
-  if (meta.length > METADATA_LENGTH) throw new UnsupportedError('metadata items do not fit the metadata region');
-  await file.write(METADATA_OFFSET, meta);
+  await file.write(METADATA_OFFSET, md.serializeItems(s.meta, METADATA_LENGTH));
   await file.write(BAT_OFFSET, s.bat.serialize());
   await file.truncate(s.fileSize);
   if (durable) await file.flush();

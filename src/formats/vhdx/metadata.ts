@@ -152,18 +152,18 @@ export function parse(region: Buffer, subject?: string, regionLength = region.le
 
 /** Serializes a metadata region of `regionLength` bytes: table, then items from 64 KiB on. */
 export function serialize(m: VhdxMetadata, regionLength = MIB): Buffer {
-  const used = serializeItems(m);
-  if (used.length > regionLength) throw new UnsupportedError('metadata items do not fit the metadata region');
+  const used = serializeItems(m, regionLength);
   const region = Buffer.alloc(regionLength);
   used.copy(region);
   return region;
 }
 
 /**
- * The metadata table and its items as they start the region, without the zeros that pad them to its length (a new
- * image's file is zeros there already: writing or scanning the padding of a fresh 1 MiB buffer costs page faults).
+ * The metadata table and its items as they start a region of `regionLength` bytes, without the zeros that pad them to
+ * its length (a new image's file is zeros there already: writing or scanning the padding of a fresh 1 MiB buffer costs
+ * page faults).
  */
-export function serializeItems(m: VhdxMetadata): Buffer {
+export function serializeItems(m: VhdxMetadata, regionLength = MIB): Buffer {
   const items: Array<[string, Buffer, number]> = [];
   const u32 = (v: number) => {
     const b = Buffer.alloc(4);
@@ -180,6 +180,7 @@ export function serializeItems(m: VhdxMetadata): Buffer {
   // Hyper-V marks the parent locator IsRequired only (it describes the file, not the virtual disk).
   if (m.parentLocator) items.push([PARENT_LOCATOR, locator.serialize(m.parentLocator), 4]);
   const size = METADATA_TABLE_SIZE + items.reduce((n, [, data]) => n + Math.ceil(data.length / 8) * 8, 0);
+  if (size > regionLength) throw new UnsupportedError('metadata items do not fit the metadata region');
   const region = Buffer.alloc(size);
   SIGNATURE.copy(region, 0);
   region.writeUInt16LE(items.length, 10);
