@@ -4,7 +4,6 @@ import type { ByteStore, OpenHints, OpenMode, RandomAccessFile, StoreStat, Store
 import { AlreadyExistsError, UnsupportedError, fromSystemError } from '../util/errors.js';
 import { PAGE, allocAligned, directSource } from '../util/aligned.js';
 import { EarlyFlusher } from './early-flush.js';
-import { dueTurn } from '../util/event-loop.js';
 
 /** Writes from other memory are copied through bounce buffers of this size (plus a page for the phase). */
 const BOUNCE = 1 << 20;
@@ -54,8 +53,8 @@ function* writablePieces(position: number, data: Uint8Array): Generator<[number,
 
 /**
  * A local file opened with a FileHandle; every call is positioned, so several may be in flight. With `syncIo`
- * (OpenHints) reads and writes of up to SYNC_IO_MAX are made on the calling thread, giving the event loop a turn
- * first when one is due (util/event-loop.ts); larger ones go to the pool.
+ * (OpenHints) reads and writes of up to SYNC_IO_MAX are made on the calling thread and the promise they return is
+ * already settled; larger ones go to the pool.
  */
 class LocalFile implements RandomAccessFile {
   /** OpenHints.writeBehind: fdatasyncs started in the background as the file is written (io/early-flush.ts). */
@@ -73,12 +72,10 @@ class LocalFile implements RandomAccessFile {
 
   async read(position: number, length: number, into?: Buffer): Promise<Buffer> {
     const buf = into ?? Buffer.allocUnsafe(length);
-    const sync = this.syncIo && length <= SYNC_IO_MAX;
-    if (sync) await dueTurn();
     let done = 0;
     try {
       while (done < length) {
-        const n = sync
+        const n = this.syncIo && length <= SYNC_IO_MAX
           ? fs.readSync(this.fh.fd, buf, done, length - done, position + done)
           : (await this.fh.read(buf, done, length - done, position + done)).bytesRead;
         if (n === 0) break;
@@ -96,10 +93,7 @@ class LocalFile implements RandomAccessFile {
    * 4 KiB boundary and never tears a sector.
    */
   async write(position: number, data: Uint8Array): Promise<void> {
-    if (this.syncIo && data.byteLength <= SYNC_IO_MAX) {
-      await dueTurn();
-      return this.writeSync(position, data);
-    }
+    if (this.syncIo && data.byteLength <= SYNC_IO_MAX) return this.writeSync(position, data);
     for (const [at, piece] of writablePieces(position, data)) await this.writeAll(at, piece);
     this.behind?.wrote(data.byteLength);
   }

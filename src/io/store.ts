@@ -70,8 +70,8 @@ export interface OpenHints {
   /**
    * The caller reads and writes small pieces one after another, with nothing to overlap them with (merge): a local
    * file then makes each read and write on the calling thread, skipping a thread-pool hand-off that costs more than
-   * a 64 KiB copy from the page cache (decision 0021). Pieces up to 256 KiB only, the event loop given a turn between
-   * them every 50 ms; larger ones and flushes stay on the pool. Ignored by other stores.
+   * a 64 KiB copy from the page cache (decision 0021). Pieces up to 256 KiB only (the caller's loop gives the event loop
+   * turns: util/event-loop.ts); larger ones and flushes stay on the pool. Ignored by other stores.
    */
   syncIo?: boolean;
   /**

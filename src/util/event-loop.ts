@@ -10,33 +10,17 @@ export const YIELD_MS = 50;
 /** Lets the event loop run pending timers and I/O callbacks. */
 export const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-/** When calling-thread I/O last gave the event loop a turn (one clock for the whole process). */
-let lastTurn = performance.now();
-
-/** A turn for the event loop, resolved once it has run. */
-async function turn(): Promise<void> {
-  await yieldToEventLoop();
-  lastTurn = performance.now();
-}
-
-/**
- * A turn when YIELD_MS have passed since the last one calling-thread I/O gave, else null: for each read or write made
- * on the calling thread, so one long operation of many small ones (a fragmented differencing image's run) still lets
- * timers run.
- */
-export function dueTurn(): Promise<void> | null {
-  return performance.now() - lastTurn < YIELD_MS ? null : turn();
-}
-
 /** Turns for the event loop in a loop that reads and writes on the calling thread: after YIELD_BYTES or YIELD_MS. */
 export class EventLoopTurns {
   private bytes = 0;
+  private last = performance.now();
 
   /** Counts `bytes` done; when a turn is due, resolves after the event loop has had it. */
   async after(bytes: number): Promise<void> {
     this.bytes += bytes;
-    if (this.bytes < YIELD_BYTES) return dueTurn() ?? undefined;
+    if (this.bytes < YIELD_BYTES && performance.now() - this.last < YIELD_MS) return;
     this.bytes = 0;
-    await turn();
+    await yieldToEventLoop();
+    this.last = performance.now();
   }
 }
