@@ -12,10 +12,13 @@ import { ContentChangedError } from '../util/errors.js';
 import { sizedRing } from '../util/aligned.js';
 import { prefetch } from '../util/prefetch.js';
 import { isAllZero } from '../util/struct.js';
-import { EventLoopTurns } from '../util/event-loop.js';
+import { EventLoopTurns, dueTurn } from '../util/event-loop.js';
 
 /** Contiguous changed ranges are read together up to this many bytes. */
 const RUN_BYTES = 4 << 20;
+
+/** A run whose source extents are more than this is read this many extents at a time (event loop turns between). */
+const EXTENTS_PER_READ = 16;
 
 /** The sub-blocks of a changed block that differ from the target's, each with the digest the source's list records. */
 export interface ChangedParts {
@@ -114,7 +117,17 @@ async function* runsOf(units: AsyncIterable<Unit>): AsyncGenerator<Run> {
 async function readRun(source: Disk, run: Run, into: (length: number) => Buffer): Promise<Buffer | null> {
   const ext = await source.status(run.offset, run.length);
   if (ext.every((e) => e.state !== 'data')) return null;
-  return source.read(run.offset, run.length, into(run.length));
+  const out = into(run.length);
+  if (ext.length <= EXTENTS_PER_READ) return source.read(run.offset, run.length, out);
+  // A fragmented chain's run is hundreds of small reads on the calling thread: the event loop gets turns between
+  // groups of them, so a slow disk cannot hold off the lock's renewals for the whole run.
+  for (let i = 0; i < ext.length; i += EXTENTS_PER_READ) {
+    const from = i === 0 ? 0 : ext[i].offset - run.offset;
+    const to = i + EXTENTS_PER_READ < ext.length ? ext[i + EXTENTS_PER_READ].offset - run.offset : run.length;
+    await source.read(run.offset + from, to - from, out.subarray(from, to));
+    await dueTurn();
+  }
+  return out;
 }
 
 /** The digest a unit's bytes have (`piece` null or all zero: zeros). */

@@ -21,6 +21,7 @@ const states = ['unallocated', 'zero', 'data'] as const;
 
 describe('restampMetafile', () => {
   const tmp = makeTempDir('restamp');
+  afterAll(() => tmp.cleanup());
   const p = (n: string) => path.join(tmp.dir, n);
 
   it('writes what re-encoding the records would, for v1/v2/v3 lists, in memory and streamed', async () => {

@@ -65,6 +65,58 @@ describe('copyChangedBlocks', () => {
     const diff = new MemDisk(SIZE, { parent: new MemDisk(SIZE) });
     await expect(copyChangedBlocks(source, diff, [{ index: 0, expected: digestBlock('xxh128', Buffer.alloc(BS, 2)) }], { blockSize: BS, algorithm: 'xxh128' })).rejects.toBeInstanceOf(ContentChangedError);
   });
+
+  it('reads a fragmented chain source in pieces that still give the whole run', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.record({ sector: fc.integer({ min: 0, max: SIZE / 512 - 1 }), fill: fc.integer({ min: 0, max: 3 }) }), { minLength: 20, maxLength: 120 }), fc.integer({ min: 1, max: 250 }), async (sectors, seed) => {
+        const base = new MemDisk(SIZE);
+        await base.write(0, Buffer.from(Array.from({ length: SIZE }, (_, i) => (i * seed) & 0xff)));
+        const source = new MemDisk(SIZE, { parent: base });
+        await fill(source, sectors.map(({ sector, fill }) => ({ sector, count: 1, fill })));
+        const reads: number[] = [];
+        const read = source.read.bind(source);
+        source.read = (offset, length, into) => (reads.push(length), read(offset, length, into));
+        const changed: ChangedBlock[] = digests(await source.content()).map((d, index) => ({ index, expected: d }));
+        reads.length = 0;
+        const diff = new MemDisk(SIZE, { parent: new MemDisk(SIZE) });
+        await copyChangedBlocks(source, diff, changed, { blockSize: BS, algorithm: 'xxh128' });
+        const copyReads = reads.splice(0);
+        expect((await diff.content()).equals(await source.content())).toBe(true);
+        // The disk is one run: many extents make several reads of it, together exactly the disk.
+        expect(copyReads.reduce((a, b) => a + b, 0)).toBe(SIZE);
+        const extents = (await source.status(0, SIZE)).length;
+        expect(copyReads.length).toBe(extents > 16 ? Math.ceil(extents / 16) : 1);
+      }),
+      { numRuns: 40 },
+    );
+  });
+
+  it('gives the event loop turns inside one run of many slow small reads (a fragmented chain on a slow disk)', async () => {
+    // Every other sector of the source is its parent's, and each parent read blocks this thread for 2 ms, as a slow
+    // synchronous read does: one 4 MiB run is then ~0.5 s of reads that no byte count sees.
+    const size = 256 * 1024;
+    const base = new MemDisk(size);
+    await base.write(0, Buffer.alloc(size, 7));
+    const parentRead = base.read.bind(base);
+    base.read = (offset, length, into) => (Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2), parentRead(offset, length, into));
+    const source = new MemDisk(size, { parent: base });
+    for (let sec = 0; sec < size / 512; sec += 2) await source.write(sec * 512, Buffer.alloc(512, 1));
+    const content = await source.content();
+    const changed = [{ index: 0, expected: digestBlock('xxh128', content) }];
+    const fired: number[] = [];
+    const started = performance.now();
+    const timer = setInterval(() => fired.push(performance.now() - started), 1);
+    try {
+      await copyChangedBlocks(source, new MemDisk(size, { parent: new MemDisk(size) }), changed, { blockSize: size, algorithm: 'xxh128' });
+    } finally {
+      clearInterval(timer);
+    }
+    const took = performance.now() - started;
+    expect(took).toBeGreaterThan(400);
+    // A timer ran at least every ~100 ms (turns are due after 50 ms; a group of reads is ~16-32 ms).
+    const marks = [0, ...fired, took];
+    expect(Math.max(...marks.slice(1).map((t, i) => t - marks[i]))).toBeLessThan(150);
+  });
 });
 
 function isZero(b: Buffer) {

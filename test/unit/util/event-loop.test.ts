@@ -2,7 +2,7 @@
  * Turns for the event loop in loops that do their I/O on the calling thread (util/event-loop.ts, decision 0036):
  * timers (a lock's renewals) still run when the loop moves few bytes slowly, not only after every 16 MiB.
  */
-import { EventLoopTurns, YIELD_BYTES } from '../../../src/util/event-loop.js';
+import { EventLoopTurns, YIELD_BYTES, YIELD_MS, dueTurn } from '../../../src/util/event-loop.js';
 
 /** Blocks this thread for `ms`, as a slow synchronous read does. */
 const block = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
@@ -35,5 +35,20 @@ describe('event loop turns', () => {
     expect(ran).toBe(false);
     await turns.after(1);
     expect(ran).toBe(true);
+  });
+
+  it('dueTurn gives a turn only when YIELD_MS have passed since the last one', async () => {
+    await (dueTurn() ?? Promise.resolve());
+    block(YIELD_MS + 5);
+    let ran = false;
+    setImmediate(() => (ran = true));
+    const due = dueTurn();
+    expect(due).not.toBeNull();
+    await due;
+    const after = performance.now();
+    expect(ran).toBe(true);
+    // Right after a turn none is due (unless this machine stalled for YIELD_MS in between).
+    const next = dueTurn();
+    if (performance.now() - after < YIELD_MS / 2) expect(next).toBeNull();
   });
 });
