@@ -116,18 +116,24 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
   // A merge into the target that only lacked its cleanup is finished here; any other is named with its way out.
   // Both images open meanwhile (on a share, their round trips overlap); a target opened before a cleanup is reopened.
   // A cleanup may take the same diff name's lock: the early one is let go first.
-  const settling = settlePendingMerge(targetWhere, { beforeLock: () => early.drop() });
+  // A failed open ends a wait for that cleanup's lock: the failure is reported now, not after a stale lock's lease.
+  const settleQuit = new AbortController();
+  let settleFailedFirst = false;
+  const settling = settlePendingMerge(targetWhere, { beforeLock: () => early.drop(), signal: settleQuit.signal });
+  settling.catch(() => (settleFailedFirst ||= !settleQuit.signal.aborted));
   // Changed pieces are read one after another and written into a new local diff: on the calling thread (OpenHints.syncIo,
   // as merge), not a thread-pool hand-off each. The --createmeta pass reads the whole source through the hashing pipeline,
   // which overlaps reads with hashing, so it keeps the pool.
   const sourceOpening = openDisk(sourceWhere, opts.createmeta ? opts.open : { ...opts.open, syncIo: true });
   const targetOpening = openDisk(targetWhere, targetOpts);
+  for (const opening of [sourceOpening, targetOpening]) opening.catch(() => settleQuit.abort());
   // With no merge pending and the early lock held, the checks under the diff's lock go out while the target is still
   // opening (on a share, beside its metadata read: one round trip less); their results are looked at where they were.
   const ahead = earlyChecks(early, settling, targetWhere, targetOpening, lock, opts);
   try {
     const [settled, src, tgt] = await Promise.allSettled([settling, sourceOpening, targetOpening]);
-    const failed = [settled, src, tgt].find((r) => r.status === 'rejected');
+    // An aborted cleanup's wait is not the failure to report: the open that aborted it is.
+    const failed = [settleFailedFirst ? settled : null, src, tgt, settled].find((r) => r?.status === 'rejected');
     if (failed) {
       for (const r of [src, tgt]) if (r.status === 'fulfilled') await r.value.close().catch(() => {});
       throw failed.reason;

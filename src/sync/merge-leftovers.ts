@@ -134,13 +134,14 @@ export function pendingMergeMessage(state: MergeState, parent: Location, diffExi
  * is gone mid-merge throws, naming `merge --discard`. True when it finished one (the image's files changed).
  * `beforeLock` runs once a merge state is found, before the diff's lock is taken (copy lets go of its early one there).
  */
-export async function settlePendingMerge(image: Location, opts: { beforeLock?: () => Promise<void> } = {}): Promise<boolean> {
+export async function settlePendingMerge(image: Location, opts: { beforeLock?: () => Promise<void>; signal?: AbortSignal } = {}): Promise<boolean> {
   const stateLoc = mergeStateLocationFor(image);
   const state = await readMergeState(stateLoc);
   if (!state) return false;
   await opts.beforeLock?.();
   const diff = withPath(image, state.diff);
-  const diffLock = await lockImage(diff, 'merge');
+  // `signal` ends the wait for the lock (a stale-looking one is watched for its lease); a cleanup once begun finishes.
+  const diffLock = await lockImage(diff, 'merge', undefined, opts.signal);
   try {
     // Looked at under the diff name's lock: a later diff of the same name (another target's) is not this one.
     const exists = await diffOfStatePresent(state, image);
