@@ -6,7 +6,8 @@
 #   rgw-up.sh DIR            DIR must be empty or absent; it is created
 #
 # Env: RGW_STORE=memstore|bluestore (default memstore; bluestore keeps data in a sparse file under DIR),
-#      RGW_MEM_BYTES (memstore capacity, default 2 GiB), DEBUG=1 (timings on stderr).
+#      RGW_MEM_BYTES (memstore capacity, default 2 GiB), RGW_TCP_NODELAY=1 (beast without Nagle's algorithm;
+#      default 0, Ceph's own default), DEBUG=1 (timings on stderr).
 # On success prints (and writes to DIR/env) shell-sourceable lines: RGW_DIR, RGW_ENDPOINT, RGW_ACCESS_KEY,
 # RGW_SECRET_KEY. On failure stops whatever it started (scripts/ceph/rgw-down.sh), prints the logs' tails on
 # stderr and exits non-zero. Stop with: rgw-down.sh DIR.
@@ -17,6 +18,7 @@ dir=${1:?usage: rgw-up.sh DIR}
 here=$(cd "$(dirname "$0")" && pwd)
 store=${RGW_STORE:-memstore}
 mem_bytes=${RGW_MEM_BYTES:-2147483648}
+nodelay=${RGW_TCP_NODELAY:-0}
 t0=$(date +%s%N)
 say() { [ "${DEBUG:-0}" = 1 ] && echo "rgw-up +$((($(date +%s%N) - t0) / 1000000)) ms: $*" >&2; return 0; }
 
@@ -94,7 +96,7 @@ bluestore block size = 4294967296
 
 [client]
 rgw data = $dir/rgw.\$id
-rgw frontends = beast endpoint=127.0.0.1:$rgw_port
+rgw frontends = beast endpoint=127.0.0.1:$rgw_port tcp_nodelay=$nodelay
 rgw dns name = localhost
 rgw enable usage log = false
 rgw enable ops log = false

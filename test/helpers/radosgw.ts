@@ -59,7 +59,10 @@ async function up(): Promise<{ dir: string; cleanup: () => void; vars: Record<st
   for (let attempt = 0; attempt < 2; attempt++) {
     const { dir, cleanup } = makeTempDir('vhdsync-rgw-');
     try {
-      const { stdout } = await run(path.join(SCRIPTS, 'rgw-up.sh'), [dir], { timeout: 180_000 });
+      // Without Nagle's algorithm (Ceph's default keeps it): each small answer radosgw writes in two pieces otherwise
+      // waits ~40 ms for our delayed ACK. Same behaviour, half the time for the S3 crash suite (98 -> 52 s).
+      const env = { ...process.env, RGW_TCP_NODELAY: process.env.RGW_TCP_NODELAY ?? '1' };
+      const { stdout } = await run(path.join(SCRIPTS, 'rgw-up.sh'), [dir], { timeout: 180_000, env });
       const vars: Record<string, string> = {};
       for (const line of stdout.split('\n')) {
         const m = /^([A-Z_]+)=(.*)$/.exec(line);
