@@ -4,8 +4,7 @@
  * FLUSH failed, as it would be when the server's fsync fails. The fault sits at the transport's edge, outside every
  * layer under test. It reads requests to learn which file each FLUSH is for (the CREATE's name in its chain, or the
  * FileId a CREATE answered), and rewrites the final reply of those FLUSHes to `status`, unsigned (a client accepts an
- * unsigned error reply, as Windows servers send some); or, with `'drop'`, drops the connection under such a FLUSH
- * instead of passing it on. Encrypted traffic cannot be read: use unencrypted sessions.
+ * unsigned error reply, as Windows servers send some). Encrypted traffic cannot be read: use unencrypted sessions.
  */
 import * as net from 'node:net';
 
@@ -45,7 +44,7 @@ function messages(frame: Buffer): number[] {
   return out;
 }
 
-/** The proxy: `port` to connect to; `failed` counts the FLUSHes it failed (or dropped the connection under). */
+/** The proxy: `port` to connect to; `failed` counts the FLUSH replies it turned into failures. */
 export class FlushFaultProxy {
   failed = 0;
   private readonly sockets = new Set<net.Socket>();
@@ -59,15 +58,11 @@ export class FlushFaultProxy {
    * Proxies to `targetPort` on loopback; a FLUSH of a file whose share-relative name (backslashes) `fails` matches
    * is answered with `status` while `armed()` says so.
    */
-  static async start(targetPort: number, fails: (name: string) => boolean, status: number | 'drop', armed: () => boolean = () => true): Promise<FlushFaultProxy> {
+  static async start(targetPort: number, fails: (name: string) => boolean, status: number, armed: () => boolean = () => true): Promise<FlushFaultProxy> {
     let proxy: FlushFaultProxy;
     const server = net.createServer((client) => {
       const upstream = net.connect({ host: '127.0.0.1', port: targetPort });
       proxy.sockets.add(client).add(upstream);
-      const end = () => {
-        client.destroy();
-        upstream.destroy();
-      };
       const names = new Map<bigint, string>(); // CREATE request message id -> name
       const files = new Map<string, string>(); // FileId (hex) -> name
       const doomed = new Set<bigint>(); // FLUSH message ids whose reply is to fail
@@ -89,12 +84,6 @@ export class FlushFaultProxy {
               if (name !== null && armed() && fails(name)) doomed.add(id);
             }
           }
-          if (status === 'drop' && doomed.size) {
-            // The connection is lost under the FLUSH: nothing of this frame reaches the server.
-            proxy.failed++;
-            end();
-            return;
-          }
           upstream.write(frame);
         }),
       );
@@ -109,7 +98,7 @@ export class FlushFaultProxy {
             if (command === CREATE && names.has(id)) {
               if (got === 0) files.set(frame.subarray(at + HEADER + 64, at + HEADER + 80).toString('hex'), names.get(id)!);
               names.delete(id);
-            } else if (command === FLUSH && doomed.delete(id) && got === 0 && status !== 'drop') {
+            } else if (command === FLUSH && doomed.delete(id) && got === 0) {
               frame.writeUInt32LE(status, at + 8);
               frame.writeUInt32LE(frame.readUInt32LE(at + 16) & ~SIGNED, at + 16);
               frame.fill(0, at + 48, at + 64);
@@ -119,6 +108,10 @@ export class FlushFaultProxy {
           client.write(frame);
         }),
       );
+      const end = () => {
+        client.destroy();
+        upstream.destroy();
+      };
       client.on('close', end).on('error', end);
       upstream.on('close', end).on('error', end);
     });

@@ -7,7 +7,6 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, renameSync, utimesSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { haveSamba, SambaServer } from './samba-server.js';
-import { FlushFaultProxy } from './fault-proxy.js';
 import { writeAtomically } from '../../src/io/atomic.js';
 import type { SmbClient } from '../../src/io/smb/client.js';
 import { VhdsyncError } from '../../src/util/errors.js';
@@ -50,29 +49,6 @@ run('SMB reconnect after smbd restarts', () => {
     expect(client.generation).toBeGreaterThan(generationBefore);
     expect(readFileSync(path.join(server.shareDir, 'restart.bin')).equals(data)).toBe(true);
     expect(readdirSync(server.shareDir).filter((n) => n.includes('partial'))).toEqual([]);
-  });
-
-  it('a flush by name lost with its connection is sent again after the reconnect', async () => {
-    const proxy = await FlushFaultProxy.start(server.port, (name) => name.includes('lostflush'), 'drop', () => proxy.failed === 0);
-    const viaProxy = server.client({ reconnectMs: 15000, port: proxy.port });
-    try {
-      const store = server.store(viaProxy);
-      const data = randomBytes(3 << 20);
-      const f = await store.createExclusive('/lostflush.bin');
-      try {
-        await f.write(0, data);
-      } finally {
-        await f.close();
-      }
-      const generationBefore = viaProxy.generation;
-      await store.flushByName!('/lostflush.bin');
-      expect(proxy.failed).toBe(1);
-      expect(viaProxy.generation).toBeGreaterThan(generationBefore);
-      expect(readFileSync(path.join(server.shareDir, 'lostflush.bin')).equals(data)).toBe(true);
-    } finally {
-      await viaProxy.shutdown();
-      await proxy.stop();
-    }
   });
 
   it('reads through a restart', async () => {

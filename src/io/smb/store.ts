@@ -394,25 +394,12 @@ export class SmbStore implements ByteStore {
    * FLUSH by name: CREATE + FLUSH + CLOSE in one round trip; the FLUSH's answer, and the CLOSE's (a server may report
    * a write-back error there), checked. A rename never rides in this chain: Samba runs a related chain's next request
    * after a failed one (only a failed CREATE stops it), so it would publish a file whose data is not durable.
-   * Unlike a change, a flush lost with its connection is sent again after the reconnect: it changes nothing the server
-   * shows, and the server flushes the file whichever open asks. Its limit is a handle flush's (SmbFile.flush): writes
-   * acknowledged before a restart of the server's host may be lost without the flush noticing.
    */
   async flushByName(path: string): Promise<void> {
-    const name = this.display(path);
     const flush: ChainOp = { command: Command.FLUSH, body: [serializeFlushRequest(RELATED_FILE_ID)] };
     // FLUSH needs write access to the file ([MS-SMB2] 3.3.5.11).
-    const req = this.req(path, Access.WRITE_DATA | Access.READ_ATTRIBUTES | Access.SYNCHRONIZE, Disposition.OPEN, CreateOptions.NON_DIRECTORY_FILE);
-    const { closed } = await retrying(
-      this.client,
-      async () => {
-        await this.client.ensureShare(this.share);
-        this.beforeChange();
-        return this.client.openChain(this.share, req, [flush], name);
-      },
-      name,
-    );
-    if (!closed) throw new IoError('the server failed to close the file after flushing it; its content may not be stored', name);
+    const { closed } = await this.change(path, 'flush', Access.WRITE_DATA, CreateOptions.NON_DIRECTORY_FILE, [flush]);
+    if (!closed) throw new IoError('the server failed to close the file after flushing it; its content may not be stored', this.display(path));
   }
 
   async unlink(path: string): Promise<void> {
