@@ -4,7 +4,9 @@
  * FLUSH failed, as it would be when the server's fsync fails. The fault sits at the transport's edge, outside every
  * layer under test. It reads requests to learn which file each FLUSH is for (the CREATE's name in its chain, or the
  * FileId a CREATE answered), and rewrites the final reply of those FLUSHes to `status`, unsigned (a client accepts an
- * unsigned error reply, as Windows servers send some). Encrypted traffic cannot be read: use unencrypted sessions.
+ * unsigned error reply, as Windows servers send some); with `'lose-answer'` it drops the connection instead of passing
+ * such a FLUSH's answer on (the server flushed; the client cannot know how it went). Encrypted traffic cannot be read:
+ * use unencrypted sessions.
  */
 import * as net from 'node:net';
 
@@ -58,7 +60,7 @@ export class FlushFaultProxy {
    * Proxies to `targetPort` on loopback; a FLUSH of a file whose share-relative name (backslashes) `fails` matches
    * is answered with `status` while `armed()` says so.
    */
-  static async start(targetPort: number, fails: (name: string) => boolean, status: number, armed: () => boolean = () => true): Promise<FlushFaultProxy> {
+  static async start(targetPort: number, fails: (name: string) => boolean, status: number | 'lose-answer', armed: () => boolean = () => true): Promise<FlushFaultProxy> {
     let proxy: FlushFaultProxy;
     const server = net.createServer((client) => {
       const upstream = net.connect({ host: '127.0.0.1', port: targetPort });
@@ -87,9 +89,11 @@ export class FlushFaultProxy {
           upstream.write(frame);
         }),
       );
+      let lost = false;
       upstream.on(
         'data',
         framer((frame) => {
+          if (lost) return;
           for (const at of messages(frame)) {
             const command = frame.readUInt16LE(at + 12);
             const id = frame.readBigUInt64LE(at + 24);
@@ -98,7 +102,14 @@ export class FlushFaultProxy {
             if (command === CREATE && names.has(id)) {
               if (got === 0) files.set(frame.subarray(at + HEADER + 64, at + HEADER + 80).toString('hex'), names.get(id)!);
               names.delete(id);
-            } else if (command === FLUSH && doomed.delete(id) && got === 0) {
+            } else if (command === FLUSH && status === 'lose-answer' && doomed.delete(id)) {
+              // smbd ran the FLUSH; its answer is lost with the connection.
+              proxy.failed++;
+              lost = true;
+              client.destroy();
+              upstream.destroy();
+              return;
+            } else if (command === FLUSH && status !== 'lose-answer' && doomed.delete(id) && got === 0) {
               frame.writeUInt32LE(status, at + 8);
               frame.writeUInt32LE(frame.readUInt32LE(at + 16) & ~SIGNED, at + 16);
               frame.fill(0, at + 48, at + 64);

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, renameSync, utimesSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { haveSamba, SambaServer } from './samba-server.js';
+import { FlushFaultProxy } from './fault-proxy.js';
 import { writeAtomically } from '../../src/io/atomic.js';
 import type { SmbClient } from '../../src/io/smb/client.js';
 import { VhdsyncError } from '../../src/util/errors.js';
@@ -49,6 +50,31 @@ run('SMB reconnect after smbd restarts', () => {
     expect(client.generation).toBeGreaterThan(generationBefore);
     expect(readFileSync(path.join(server.shareDir, 'restart.bin')).equals(data)).toBe(true);
     expect(readdirSync(server.shareDir).filter((n) => n.includes('partial'))).toEqual([]);
+  });
+
+  it('a FLUSH that ran but whose answer was lost with its connection is reported as unknown, never sent again', async () => {
+    // A resent FLUSH would answer success even when the first one's fsync failed: Linux reports a write-back error once.
+    const proxy = await FlushFaultProxy.start(server.port, (name) => name.includes('lostanswer'), 'lose-answer');
+    const viaProxy = server.client({ reconnectMs: 15000, port: proxy.port });
+    try {
+      const store = server.store(viaProxy);
+      const f = await store.createExclusive('/lostanswer.bin');
+      try {
+        await f.write(0, randomBytes(1 << 20));
+        const line = await f.flush().then(() => 'flushed', (e: VhdsyncError) => e.describe());
+        expect(line).toMatch(/lostanswer\.bin: connection .* lost .* during a flush; whether the file's data is stored is unknown$/);
+      } finally {
+        await f.close().catch(() => undefined);
+      }
+      expect(proxy.failed).toBe(1);
+      // The same for a flush by name (CREATE + FLUSH + CLOSE): the chain is not sent again.
+      const named = await store.flushByName!('/lostanswer.bin').then(() => 'flushed', (e: VhdsyncError) => e.describe());
+      expect(named).toMatch(/lostanswer\.bin: connection .* lost .* during flush; it may or may not have happened$/);
+      expect(proxy.failed).toBe(2);
+    } finally {
+      await viaProxy.shutdown();
+      await proxy.stop();
+    }
   });
 
   it('reads through a restart', async () => {

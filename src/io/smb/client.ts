@@ -15,7 +15,7 @@ import { parseQueryDirectoryResponse, QueryDirectoryFlags, serializeQueryDirecto
 import { parseReadResponse, parseWriteResponse, serializeReadRequest, serializeWriteRequest } from './read-write.js';
 import { authenticate, negotiate, type SecurityOptions } from './session.js';
 import { parseCloseResponse, serializeCloseRequest, serializeEmptyRequest, serializeFlushRequest, type CloseAttributes } from './simple.js';
-import { ConnectionLostError, Status, statusError } from './status.js';
+import { ConnectionLostError, StaleHandleError, Status, statusError } from './status.js';
 import { parseTreeConnectResponse, serializeTreeConnectRequest, ShareFlags } from './tree-connect.js';
 
 /** Where and as whom to connect. */
@@ -190,7 +190,7 @@ export class SmbClient {
   ): Promise<Reply> {
     const conn = await this.connection();
     if (opts.handle && opts.handle.generation !== this.generation) {
-      throw new ConnectionLostError(`connection to ${this.server} was re-established; the file must be reopened`, subject);
+      throw new StaleHandleError(`connection to ${this.server} was re-established; the file must be reopened`, subject);
     }
     const treeId = opts.handle?.treeId ?? (await this.tree(conn, share));
     const r = await conn.request(command, body, { treeId, payload: opts.payload, readInto: opts.readInto });

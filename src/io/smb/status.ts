@@ -96,3 +96,6 @@ export function statusError(status: number, subject: string): VhdsyncError {
 
 /** The connection broke (or timed out) before a reply: positioned I/O may be retried on a new connection. */
 export class ConnectionLostError extends IoError {}
+
+/** A handle of an earlier connection was used: nothing was sent; the file is reopened and the request sent then. */
+export class StaleHandleError extends ConnectionLostError {}

@@ -18,7 +18,7 @@ import { dispositionInfo, endOfFileInfo, FileInfoClass, renameInfo, serializeSet
 import { parseQueryDirectoryResponse, QueryDirectoryFlags, type DirectoryEntry, serializeQueryDirectoryRequest } from './query-directory.js';
 import { parseReadResponse, parseWriteResponse, serializeReadRequest, serializeWriteRequest } from './read-write.js';
 import { serializeFlushRequest } from './simple.js';
-import { ConnectionLostError, SmbStatusError, Status } from './status.js';
+import { ConnectionLostError, SmbStatusError, StaleHandleError, Status } from './status.js';
 import { WriteBehind } from './write-behind.js';
 
 /**
@@ -215,15 +215,24 @@ class SmbFile implements RandomAccessFile {
   }
 
   /**
-   * Makes every write so far durable. A flush that reconnects goes out on the reopened handle; writes the server
-   * acknowledged before a restart of its host (not of smbd alone, which keeps the host's page cache) may be lost
-   * without this flush noticing: a known limit (docs/architecture.md, SMB).
+   * Makes every write so far durable. A flush that finds the connection re-established goes out on the reopened
+   * handle; writes the server acknowledged before a restart of its host (not of smbd alone, which keeps the host's
+   * page cache) may be lost without this flush noticing: a known limit (docs/architecture.md, SMB). A flush sent
+   * and then lost with its connection is not sent again: its answer may have carried the server's fsync error, which
+   * Linux reports once, so a second FLUSH (on a new open) would answer success over data that is not stored.
    */
   async flush(): Promise<void> {
     await this.drained();
-    await this.io((h) => {
+    await this.io(async (h) => {
       this.beforeChange();
-      return this.client.flush(h, this.name);
+      try {
+        return await this.client.flush(h, this.name);
+      } catch (err) {
+        if (err instanceof ConnectionLostError && !(err instanceof StaleHandleError)) {
+          throw new IoError(`${err.message} during a flush; whether the file's data is stored is unknown`, this.name);
+        }
+        throw err;
+      }
     });
   }
 
