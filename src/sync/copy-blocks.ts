@@ -19,6 +19,8 @@ const RUN_BYTES = 4 << 20;
 
 /** A run whose source extents are more than this is read this many extents at a time (event loop turns between). */
 const EXTENTS_PER_READ = 16;
+/** ... and, from a local source, at most this many bytes at a time. */
+const PIECE_BYTES = 1 << 20;
 
 /** The sub-blocks of a changed block that differ from the target's, each with the digest the source's list records. */
 export interface ChangedParts {
@@ -118,13 +120,20 @@ async function readRun(source: Disk, run: Run, into: (length: number) => Buffer)
   const ext = await source.status(run.offset, run.length);
   if (ext.every((e) => e.state !== 'data')) return null;
   const out = into(run.length);
-  if (ext.length <= EXTENTS_PER_READ) return source.read(run.offset, run.length, out);
-  // A fragmented chain's run is hundreds of small reads on the calling thread: the event loop gets turns between
-  // groups of them, so a slow disk cannot hold off the lock's renewals for the whole run.
-  for (let i = 0; i < ext.length; i += EXTENTS_PER_READ) {
-    const from = i === 0 ? 0 : ext[i].offset - run.offset;
-    const to = i + EXTENTS_PER_READ < ext.length ? ext[i + EXTENTS_PER_READ].offset - run.offset : run.length;
+  // A local source reads on the calling thread, and one run of a fragmented image is many small reads: hundreds of a
+  // chain's extents, or one extent of a QCOW2 whose clusters are scattered in its file. Read in pieces of at most 16
+  // extents and 1 MiB, the event loop gets turns between them, so a slow disk cannot hold off the lock's renewals for
+  // the whole run. Other stores' reads wait on the network, which gives turns; there one read keeps a run's requests
+  // in flight together.
+  const pieceBytes = source.location.store.kind === 'local' ? PIECE_BYTES : run.length;
+  if (ext.length <= EXTENTS_PER_READ && run.length <= pieceBytes) return source.read(run.offset, run.length, out);
+  let e = 0;
+  for (let from = 0; from < run.length; ) {
+    while (e + 1 < ext.length && ext[e + 1].offset - run.offset <= from) e++;
+    const byExtents = e + EXTENTS_PER_READ < ext.length ? ext[e + EXTENTS_PER_READ].offset - run.offset : run.length;
+    const to = Math.min(byExtents, from + pieceBytes, run.length);
     await source.read(run.offset + from, to - from, out.subarray(from, to));
+    from = to;
     await dueTurn();
   }
   return out;

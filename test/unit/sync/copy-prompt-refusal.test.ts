@@ -70,7 +70,7 @@ it("a missing source is refused within seconds although a pending merge's cleanu
   const t0 = Date.now();
   await expect(copyToDiff(at('gone.raw'), at('t2.raw'))).rejects.toMatchObject({ message: 'no such file or directory', subject: expect.stringContaining('gone.raw') });
   expect(Date.now() - t0).toBeLessThan(10_000);
-  // The watch was given up: the stale lock and the pending state are as they were.
+  // The cleanup's wait for the lock was given up: the stale lock and the pending state are as they were.
   expect(readFileSync(at('t2_diff.vhdx.vhdsync-lock').path, 'utf8')).toBe(lock);
   expect(await readMergeState(mergeStateLocationFor(at('t2.raw')))).toEqual(state);
   expect(readdirSync(tmp.dir).filter((n) => n.startsWith('t2')).sort()).toEqual(['t2.raw', 't2.raw.merge-state.json', 't2_diff.vhdx.vhdsync-lock']);
