@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { Command, HEADER_SIZE, parseHeader, serializeHeader } from '../../src/io/smb/header.js';
 import { ALL_DIALECTS, Cipher, parseNegotiateResponse, serializeNegotiateRequest, SigningAlgorithm } from '../../src/io/smb/negotiate.js';
 import { parseReadResponse } from '../../src/io/smb/read-write.js';
+import { parseCreateResponse, serializeCreateRequest } from '../../src/io/smb/create.js';
 import { parseQueryDirectoryResponse } from '../../src/io/smb/query-directory.js';
 import { decryptMessage, encryptMessage, NonceSource } from '../../src/io/smb/transform.js';
 import { computeSignature } from '../../src/io/smb/signing.js';
@@ -81,6 +82,73 @@ describe('READ and QUERY_DIRECTORY responses', () => {
     expect(parseQueryDirectoryResponse(reply(Buffer.concat([body, entry])))).toEqual([{ name: 'disk.vhdx', size: 123, mtimeMs: expect.any(Number), isDirectory: false }]);
     entry.writeUInt32LE(1000, 60);
     expect(() => parseQueryDirectoryResponse(reply(Buffer.concat([body, entry])))).toThrow(/past the end/);
+  });
+});
+
+describe('CREATE and its QFid context', () => {
+  /** A CREATE response body (89) followed by `contexts`, each [name, data], laid out as a server does. */
+  function createReply(contexts: Array<[string, Buffer]>): Buffer {
+    const fixed = Buffer.alloc(88);
+    fixed.writeUInt16LE(89, 0);
+    const parts: Buffer[] = [];
+    contexts.forEach(([name, data], i) => {
+      const n = Buffer.from(name, 'latin1');
+      const dataAt = (16 + n.length + 7) & ~7;
+      const c = Buffer.alloc((dataAt + data.length + 7) & ~7);
+      c.writeUInt32LE(i === contexts.length - 1 ? 0 : c.length, 0);
+      c.writeUInt16LE(16, 4);
+      c.writeUInt16LE(n.length, 6);
+      c.writeUInt16LE(data.length ? dataAt : 0, 10);
+      c.writeUInt32LE(data.length, 12);
+      n.copy(c, 16);
+      data.copy(c, dataAt);
+      parts.push(c);
+    });
+    const ctx = Buffer.concat(parts);
+    if (ctx.length) {
+      fixed.writeUInt32LE(HEADER_SIZE + 88, 80);
+      fixed.writeUInt32LE(ctx.length, 84);
+    }
+    return reply(Buffer.concat([fixed, ctx]));
+  }
+
+  it('asks for QFid in an aligned context after the name, and reads the identity among other contexts', () => {
+    fc.assert(
+      fc.property(fc.string({ maxLength: 40 }), fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.boolean(), fc.boolean(), (name, id, before, after) => {
+        const req = serializeCreateRequest({ name, access: 1, shareAccess: 7, disposition: 1, options: 0x40, queryDiskId: true });
+        const at = req.readUInt32LE(48) - HEADER_SIZE;
+        expect(at % 8).toBe(0);
+        expect(at).toBeGreaterThanOrEqual(56 + Buffer.byteLength(name, 'utf16le'));
+        expect(at + req.readUInt32LE(52)).toBe(req.length);
+        expect(req.subarray(at + req.readUInt16LE(at + 4), at + req.readUInt16LE(at + 4) + req.readUInt16LE(at + 6)).toString('latin1')).toBe('QFid');
+        expect(req.length % 8).toBe(0);
+        const contexts: Array<[string, Buffer]> = [];
+        if (before) contexts.push(['MxAc', Buffer.alloc(8, 1)]);
+        contexts.push(['QFid', Buffer.from(id)]);
+        if (after) contexts.push(['RqLs', Buffer.alloc(32, 2)]);
+        expect(parseCreateResponse(createReply(contexts)).diskId).toBe(Buffer.from(id).toString('hex'));
+      }),
+    );
+    const plain = serializeCreateRequest({ name: 'a', access: 1, shareAccess: 7, disposition: 1, options: 0 });
+    expect(plain.readUInt32LE(48)).toBe(0);
+    expect(parseCreateResponse(createReply([])).diskId).toBeNull();
+    expect(parseCreateResponse(createReply([['MxAc', Buffer.alloc(8)]])).diskId).toBeNull();
+  });
+
+  it('refuses contexts that point outside the message or overlap', () => {
+    const good = createReply([['QFid', Buffer.alloc(32, 3)]]);
+    const body = HEADER_SIZE;
+    const bad = (edit: (m: Buffer) => void) => {
+      const m = Buffer.from(good);
+      edit(m);
+      return () => parseCreateResponse(m);
+    };
+    expect(bad((m) => m.writeUInt32LE(m.length, body + 80))).toThrow(/malformed CREATE response/);
+    expect(bad((m) => m.writeUInt32LE(1 << 20, body + 84))).toThrow(/malformed CREATE response/);
+    expect(bad((m) => m.writeUInt32LE(HEADER_SIZE + 4, body + 80))).toThrow(/malformed CREATE response/);
+    expect(bad((m) => m.writeUInt32LE(1000, body + 88 + 12))).toThrow(/malformed CREATE response/);
+    expect(bad((m) => m.writeUInt16LE(200, body + 88 + 4))).toThrow(/malformed CREATE response/);
+    expect(bad((m) => m.writeUInt32LE(9, body + 88))).toThrow(/malformed CREATE response/);
   });
 });
 

@@ -100,11 +100,15 @@ run('SMB reconnect after smbd restarts', () => {
     writeFileSync(twinAt, randomBytes(1 << 20));
     execFileSync('touch', ['-d', '@1700000000.123456789', twinAt]);
     writeFileSync(path.join(server.shareDir, 'kept.bin'), randomBytes(1 << 20));
+    const cloneAt = path.join(server.shareDir, 'clone.bin');
+    writeFileSync(cloneAt, randomBytes(1 << 20));
     const same = await store.open('/kept.bin', 'read');
     const replaced = await store.open('/ident.bin', 'read');
     const twin = await store.open('/twin.bin', 'read');
+    const clone = await store.open('/clone.bin', 'read');
     try {
       await twin.read(0, 4096);
+      await clone.read(0, 4096);
       const first = replaced.openedStat!();
       const kept = same.openedStat!();
       expect(first).toMatchObject({ size: 2 << 20 });
@@ -118,6 +122,11 @@ run('SMB reconnect after smbd restarts', () => {
       writeFileSync(`${twinAt}.new`, randomBytes(1 << 20));
       execFileSync('touch', ['-d', '@1700000000.123', `${twinAt}.new`]);
       renameSync(`${twinAt}.new`, twinAt);
+      // And one by a file of the same size whose times were copied to the nanosecond (touch -r, rsync -t): only its
+      // on-disk identity (the QFid create context) tells them apart.
+      writeFileSync(`${cloneAt}.new`, randomBytes(1 << 20));
+      execFileSync('touch', ['-r', cloneAt, `${cloneAt}.new`]);
+      renameSync(`${cloneAt}.new`, cloneAt);
       server.restart();
       expect((await same.read(0, 4096)).equals(head)).toBe(true);
       expect(same.openedStat!()).toEqual(kept);
@@ -127,10 +136,12 @@ run('SMB reconnect after smbd restarts', () => {
       expect(replaced.openedStat!()).toEqual(first);
       await expect(replaced.read(1 << 20, 10)).rejects.toThrow(/changed on the server/);
       await expect(twin.read(0, 4096)).rejects.toThrow(/changed on the server while the connection was re-established/);
+      await expect(clone.read(0, 4096)).rejects.toThrow(/changed on the server while the connection was re-established/);
     } finally {
       await same.close();
       await replaced.close();
       await twin.close();
+      await clone.close();
     }
   });
 

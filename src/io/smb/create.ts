@@ -28,13 +28,29 @@ export interface CreateRequest {
   shareAccess: number;
   disposition: number;
   options: number;
+  /**
+   * Ask for the file's on-disk identity (the QFid create context, [MS-SMB2] 2.2.13.2.9): a reopen can then tell the
+   * same file from a replacement whose size and times were all kept.
+   */
+  queryDiskId?: boolean;
 }
 
-/** The CREATE request body (no create contexts, no oplock). */
+/** The QFid create context's name ([MS-SMB2] 2.2.13.2: SMB2_CREATE_QUERY_ON_DISK_ID). */
+const QFID = Buffer.from('QFid', 'latin1');
+/** A create context's fixed part: Next, NameOffset, NameLength, Reserved, DataOffset, DataLength. */
+const CONTEXT_HEADER = 16;
+/** The QFid response's data: DiskFileId (16 bytes) and VolumeId (16 bytes) ([MS-SMB2] 2.2.14.2.9). */
+const QFID_DATA = 32;
+
+const align8 = (n: number) => (n + 7) & ~7;
+
+/** The CREATE request body (no oplock; the QFid context when asked for). */
 export function serializeCreateRequest(r: CreateRequest): Buffer {
   const name = Buffer.from(r.name, 'utf16le');
-  // An empty name still needs one byte of buffer ([MS-SMB2] 2.2.13).
-  const b = Buffer.alloc(56 + Math.max(name.length, 1));
+  // An empty name still needs one byte of buffer ([MS-SMB2] 2.2.13). A context starts 8-byte aligned after it.
+  const nameBytes = Math.max(name.length, 1);
+  const contextAt = r.queryDiskId ? 56 + align8(nameBytes) : 0;
+  const b = Buffer.alloc(r.queryDiskId ? contextAt + CONTEXT_HEADER + align8(QFID.length) : 56 + nameBytes);
   b.writeUInt16LE(57, 0);
   b.writeUInt32LE(IMPERSONATION, 4);
   b.writeUInt32LE(r.access >>> 0, 24);
@@ -45,6 +61,13 @@ export function serializeCreateRequest(r: CreateRequest): Buffer {
   b.writeUInt16LE(HEADER_SIZE + 56, 44);
   b.writeUInt16LE(name.length, 46);
   name.copy(b, 56);
+  if (r.queryDiskId) {
+    b.writeUInt32LE(HEADER_SIZE + contextAt, 48);
+    b.writeUInt32LE(b.length - contextAt, 52);
+    b.writeUInt16LE(CONTEXT_HEADER, contextAt + 4);
+    b.writeUInt16LE(QFID.length, contextAt + 6);
+    QFID.copy(b, contextAt + CONTEXT_HEADER);
+  }
   return b;
 }
 
@@ -63,6 +86,35 @@ export interface CreateResponse {
   mtimeMs: number;
   endOfFile: number;
   attributes: number;
+  /** The file's on-disk identity (QFid: DiskFileId and VolumeId, hex) when asked for and sent; null otherwise. */
+  diskId: string | null;
+}
+
+/**
+ * The QFid response context's data among the CREATE response's contexts (offsets from the SMB2 header), as hex; null
+ * when the server sent none. Contexts that do not lie inside the message are a malformed response.
+ */
+function diskIdOf(msg: Buffer, offset: number, length: number): string | null {
+  if (length === 0) return null;
+  if (offset < HEADER_SIZE + 88 || offset % 8 || offset + length > msg.length) throw new IoError('malformed CREATE response (create contexts)');
+  const all = msg.subarray(offset, offset + length);
+  for (let at = 0; ; ) {
+    if (at + CONTEXT_HEADER > all.length) throw new IoError('malformed CREATE response (create contexts)');
+    const next = all.readUInt32LE(at);
+    const nameOffset = all.readUInt16LE(at + 4);
+    const nameLength = all.readUInt16LE(at + 6);
+    const dataOffset = all.readUInt16LE(at + 10);
+    const dataLength = all.readUInt32LE(at + 12);
+    const end = next ? next : all.length - at;
+    if (nameOffset + nameLength > end || (dataLength && dataOffset + dataLength > end) || (next && (next % 8 || at + next > all.length))) {
+      throw new IoError('malformed CREATE response (create contexts)');
+    }
+    if (all.subarray(at + nameOffset, at + nameOffset + nameLength).equals(QFID) && dataLength >= QFID_DATA) {
+      return all.subarray(at + dataOffset, at + dataOffset + QFID_DATA).toString('hex');
+    }
+    if (!next) return null;
+    at += next;
+  }
 }
 
 /** Parses a CREATE response. */
@@ -70,6 +122,7 @@ export function parseCreateResponse(msg: Buffer): CreateResponse {
   if (msg.length < HEADER_SIZE + 88 || msg.readUInt16LE(HEADER_SIZE) !== 89) throw new IoError('malformed CREATE response');
   const b = msg.subarray(HEADER_SIZE);
   return {
+    diskId: diskIdOf(msg, b.readUInt32LE(80), b.readUInt32LE(84)),
     createAction: b.readUInt32LE(4),
     creationTime: b.readBigUInt64LE(8),
     changeTime: b.readBigUInt64LE(32),

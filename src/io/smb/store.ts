@@ -107,10 +107,11 @@ class SmbFile implements RandomAccessFile {
 
   /**
    * The handle, reopened (same access, never creating) when the connection was re-established. A read-only file must
-   * come back with the size, mtime and ChangeTime (to 100 ns, when the server sends one) it was first opened with:
-   * reads, the kept head and its identity (openedStat) must all be of one file, so one replaced or changed meanwhile
-   * fails every later call instead. ChangeTime is any metadata change on Windows; Samba sends the mtime to the
-   * nanosecond. CreationTime is not compared: Samba computes it, for a file it did not create, as the oldest of
+   * come back with the size, mtime, ChangeTime (to 100 ns) and on-disk identity (QFid) it was first opened with, each
+   * compared when the server sends it: reads, the kept head and its identity (openedStat) must all be of one file, so
+   * one replaced or changed meanwhile fails every later call instead. ChangeTime is any metadata change on Windows;
+   * Samba sends the mtime to the nanosecond, so only the on-disk identity tells a replacement whose times were copied
+   * exactly (`touch -r`, rsync -t on a file system with nanoseconds) from the file it replaced. CreationTime is not compared: Samba computes it, for a file it did not create, as the oldest of
    * atime, mtime and ctime, so our own reads (relatime) move it.
    */
   private async live(): Promise<SmbHandle> {
@@ -120,9 +121,10 @@ class SmbFile implements RandomAccessFile {
       try {
         await this.client.connection();
         const h = await this.client.create(this.handle.share, this.reopenRequest, this.name);
-        if (!this.writable && (h.info.endOfFile !== this.opened.endOfFile || h.info.mtimeMs !== this.opened.mtimeMs || differs(h.info.changeTime, this.opened.changeTime))) {
+        const other = h.info.endOfFile !== this.opened.endOfFile || h.info.mtimeMs !== this.opened.mtimeMs || differs(h.info.changeTime, this.opened.changeTime);
+        if (!this.writable && (other || otherDisk(h.info.diskId, this.opened.diskId))) {
           await this.client.close(h).catch(() => undefined);
-          this.replaced = new IoError('changed on the server while the connection was re-established (its size, modification time or change time differ); not read further', this.name);
+          this.replaced = new IoError('changed on the server while the connection was re-established (its size, modification time, change time or file id differ); not read further', this.name);
           throw this.replaced;
         }
         this.handle = h;
@@ -308,7 +310,8 @@ export class SmbStore implements ByteStore {
 
   async open(path: string, mode: OpenMode, hints: OpenHints = {}): Promise<RandomAccessFile> {
     const o = mode === 'read' ? OPEN.read : OPEN.readwrite;
-    const req = this.req(path, o.access, Disposition.OPEN, CreateOptions.NON_DIRECTORY_FILE, o.share);
+    // A read-only file's reopen must find the same file: its on-disk identity is asked for with it.
+    const req = { ...this.req(path, o.access, Disposition.OPEN, CreateOptions.NON_DIRECTORY_FILE, o.share), queryDiskId: mode === 'read' };
     const name = this.display(path);
     const ahead = mode === 'read' ? (hints.readAhead ?? 0) : 0;
     let opened: { handle: SmbHandle; head: Buffer | null };
@@ -557,6 +560,11 @@ export class SmbStore implements ByteStore {
   async syncDir(): Promise<void> {
     // SMB servers apply renames and creates to their file system before replying; there is nothing to flush.
   }
+}
+
+/** Whether two on-disk identities (QFid) differ; null means the server did not send one. */
+function otherDisk(a: string | null, b: string | null): boolean {
+  return a !== null && b !== null && a !== b;
 }
 
 /** Whether two FILETIMEs a server sent differ; 0 (or none, from a stand-in) means it did not say. */
