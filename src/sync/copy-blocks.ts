@@ -125,13 +125,13 @@ async function readRun(source: Disk, run: Run, into: (length: number) => Buffer)
   // extents and 1 MiB, the event loop gets turns between them, so a slow disk cannot hold off the lock's renewals for
   // the whole run. Other stores' reads wait on the network, which gives turns; there one read keeps a run's requests
   // in flight together.
-  const pieceBytes = source.location.store.kind === 'local' ? PIECE_BYTES : run.length;
-  if (ext.length <= EXTENTS_PER_READ && run.length <= pieceBytes) return source.read(run.offset, run.length, out);
+  if (source.location.store.kind !== 'local' || (ext.length <= EXTENTS_PER_READ && run.length <= PIECE_BYTES)) return source.read(run.offset, run.length, out);
   let e = 0;
   for (let from = 0; from < run.length; ) {
     while (e + 1 < ext.length && ext[e + 1].offset - run.offset <= from) e++;
     const byExtents = e + EXTENTS_PER_READ < ext.length ? ext[e + EXTENTS_PER_READ].offset - run.offset : run.length;
-    const to = Math.min(byExtents, from + pieceBytes, run.length);
+    const to = Math.min(byExtents, from + PIECE_BYTES, run.length);
+    if (to <= from) throw new Error(`internal: extents of ${displayLocation(source.location)} are not in ascending order`);
     await source.read(run.offset + from, to - from, out.subarray(from, to));
     from = to;
     await dueTurn();

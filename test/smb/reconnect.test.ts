@@ -77,6 +77,25 @@ run('SMB reconnect after smbd restarts', () => {
     }
   });
 
+  it('a flush after smbd restarted unnoticed (this process busy meanwhile) goes out on the new connection', async () => {
+    const store = server.store(client);
+    const data = randomBytes(1 << 20);
+    const f = await store.createExclusive('/unnoticed.bin');
+    try {
+      await f.write(0, data);
+      await f.read(0, 10);
+      const generationBefore = client.generation;
+      // Synchronous: the event loop has not seen the connection close when the flush starts (as after SIGSTOP).
+      server.kill();
+      server.restart();
+      await f.flush();
+      expect(client.generation).toBeGreaterThan(generationBefore);
+    } finally {
+      await f.close();
+    }
+    expect(readFileSync(path.join(server.shareDir, 'unnoticed.bin')).equals(data)).toBe(true);
+  });
+
   it('reads through a restart', async () => {
     const store = server.store(client);
     const f = await store.open('/restart.bin', 'read');

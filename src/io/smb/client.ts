@@ -354,6 +354,11 @@ export class SmbClient {
   }
 
   /** FLUSH: the server makes the file's data durable. */
+  /** One ECHO round trip on the handle's connection: whether the server still answers there. */
+  async echo(h: SmbHandle, subject: string): Promise<void> {
+    await this.call(h.share, Command.ECHO, [serializeEmptyRequest()], subject, { handle: h });
+  }
+
   async flush(h: SmbHandle, subject: string): Promise<void> {
     await this.call(h.share, Command.FLUSH, [serializeFlushRequest(h.fileId)], subject, { handle: h });
   }

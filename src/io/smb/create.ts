@@ -39,7 +39,7 @@ export interface CreateRequest {
 const QFID = Buffer.from('QFid', 'latin1');
 /** A create context's fixed part: Next, NameOffset, NameLength, Reserved, DataOffset, DataLength. */
 const CONTEXT_HEADER = 16;
-/** The QFid response's data: DiskFileId (16 bytes) and VolumeId (16 bytes) ([MS-SMB2] 2.2.14.2.9). */
+/** The QFid response's data: DiskFileId (8 bytes), VolumeId (8) and Reserved (16) ([MS-SMB2] 2.2.14.2.9); compared whole. */
 const QFID_DATA = 32;
 
 const align8 = (n: number) => (n + 7) & ~7;
@@ -86,7 +86,7 @@ export interface CreateResponse {
   mtimeMs: number;
   endOfFile: number;
   attributes: number;
-  /** The file's on-disk identity (QFid: DiskFileId and VolumeId, hex) when asked for and sent; null otherwise. */
+  /** The file's on-disk identity (QFid's 32 bytes: DiskFileId, VolumeId, Reserved; hex) when asked for and sent; null otherwise. */
   diskId: string | null;
 }
 

@@ -221,11 +221,18 @@ class SmbFile implements RandomAccessFile {
    * handle; writes the server acknowledged before a restart of its host (not of smbd alone, which keeps the host's
    * page cache) may be lost without this flush noticing: a known limit (docs/architecture.md, SMB). A flush sent
    * and then lost with its connection is not sent again: its answer may have carried the server's fsync error, which
-   * Linux reports once, so a second FLUSH (on a new open) would answer success over data that is not stored.
+   * Linux reports once, so a second FLUSH (on a new open) would answer success over data that is not stored. So that
+   * a connection that died unnoticed (the server restarted while this process was busy) takes none, an ECHO's round
+   * trip comes first: a connection lost there is reconnected, as for a stale handle.
    */
   async flush(): Promise<void> {
     await this.drained();
     await this.io(async (h) => {
+      try {
+        await this.client.echo(h, this.name);
+      } catch (err) {
+        throw err instanceof ConnectionLostError && !(err instanceof StaleHandleError) ? new StaleHandleError(err.message, this.name) : err;
+      }
       this.beforeChange();
       try {
         return await this.client.flush(h, this.name);

@@ -4,7 +4,7 @@
  */
 import { SmbStore } from '../../../src/io/smb/store.js';
 import type { SmbClient } from '../../../src/io/smb/client.js';
-import { ConnectionLostError } from '../../../src/io/smb/status.js';
+import { ConnectionLostError, StaleHandleError } from '../../../src/io/smb/status.js';
 
 class ScriptedServer {
   generation = 1;
@@ -24,7 +24,8 @@ class ScriptedServer {
   client(): SmbClient {
     const s = this;
     const alive = (h: { generation: number }) => {
-      if (h.generation !== s.generation) throw new ConnectionLostError('connection to fake:445 closed');
+      // The client's call sees a handle of an earlier connection before sending anything.
+      if (h.generation !== s.generation) throw new StaleHandleError('connection to fake:445 was re-established; the file must be reopened');
     };
     const c = {
       get generation() {
@@ -48,6 +49,9 @@ class ScriptedServer {
       async read(h: { generation: number }, pos: number, len: number, into: Buffer, at: number) {
         alive(h);
         return s.cache.copy(into, at, pos, Math.min(pos + len, s.cache.length));
+      },
+      async echo(h: { generation: number }) {
+        alive(h);
       },
       async flush(h: { generation: number }) {
         alive(h);

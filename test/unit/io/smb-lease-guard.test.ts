@@ -8,7 +8,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SmbStore } from '../../../src/io/smb/store.js';
 import type { SmbClient } from '../../../src/io/smb/client.js';
-import { ConnectionLostError } from '../../../src/io/smb/status.js';
+import { ConnectionLostError, StaleHandleError } from '../../../src/io/smb/status.js';
 import { NotFoundError, AlreadyExistsError } from '../../../src/util/errors.js';
 import { lockImage, type ImageLock, type LockTiming } from '../../../src/sync/lock.js';
 import { FileInfoClass } from '../../../src/io/smb/info.js';
@@ -74,7 +74,9 @@ class ScriptedShare {
   client(): SmbClient {
     const s = this;
     const alive = (h: Handle) => {
-      if (s.down || h.generation !== s.generation) throw new ConnectionLostError('connection to fake:445 closed');
+      if (s.down) throw new ConnectionLostError('connection to fake:445 closed');
+      // The client's call sees a handle of an earlier connection before sending anything.
+      if (h.generation !== s.generation) throw new StaleHandleError('connection to fake:445 was re-established; the file must be reopened');
     };
     const create = async (share: string, req: { name: string; disposition: number }): Promise<Handle> => {
       if (s.down) throw new ConnectionLostError('connection to fake:445 closed');
@@ -129,6 +131,9 @@ class ScriptedShare {
         alive(h);
         const f = s.files.get(h.name)!;
         return f.copy(into, at, pos, Math.min(pos + len, f.length));
+      },
+      async echo(h: Handle) {
+        alive(h);
       },
       async flush(h: Handle) {
         alive(h);
