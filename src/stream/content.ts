@@ -8,7 +8,7 @@ import type { ParentLocator } from '../formats/vhdx/parent-locator.js';
 import { displayLocation } from '../io/location.js';
 import { prefetch } from '../util/prefetch.js';
 import { isAllZero } from '../util/struct.js';
-import { YIELD_BYTES, yieldToEventLoop } from '../util/event-loop.js';
+import { EventLoopTurns } from '../util/event-loop.js';
 import { pooledRing } from '../util/aligned.js';
 import { canMap, readMapped } from '../formats/mapped-read.js';
 import { HoleProbe } from '../io/holes.js';
@@ -228,15 +228,11 @@ async function nonZeroRuns(disk: Disk, ranges: ByteRange[], granule: number): Pr
     return false;
   };
   const out: ByteRange[] = [];
-  let sinceYield = 0;
+  const turns = new EventLoopTurns();
   try {
     for await (const { item, value } of prefetch(splitRanges(widened, granule, granule), hasData, depth)) {
       if (value) out.push(item);
-      sinceYield += item.length;
-      if (sinceYield >= YIELD_BYTES) {
-        sinceYield = 0;
-        await yieldToEventLoop();
-      }
+      await turns.after(item.length);
     }
   } finally {
     probes.release();

@@ -133,7 +133,7 @@ export async function copyToDiff(sourceAt: Location, targetAt: Location, opts: C
   try {
     const [settled, src, tgt] = await Promise.allSettled([settling, sourceOpening, targetOpening]);
     // An aborted cleanup's wait is not the failure to report: the open that aborted it is.
-    const failed = [settleFailedFirst ? settled : null, src, tgt, settled].find((r) => r?.status === 'rejected');
+    const failed = (settleFailedFirst ? [settled, src, tgt] : [src, tgt, settled]).find((r) => r.status === 'rejected');
     if (failed) {
       for (const r of [src, tgt]) if (r.status === 'fulfilled') await r.value.close().catch(() => {});
       throw failed.reason;

@@ -8,7 +8,7 @@ export const YIELD_BYTES = 16 << 20;
 export const YIELD_MS = 50;
 
 /** Lets the event loop run pending timers and I/O callbacks. */
-export const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /** When calling-thread work last gave the event loop a turn here (one clock for the whole process). */
 let lastTurn = performance.now();

@@ -353,12 +353,19 @@ export class SmbClient {
     if (n !== piece.length) throw new IoError(`short write (${n} of ${piece.length} bytes) at offset ${offset}`, subject);
   }
 
-  /** FLUSH: the server makes the file's data durable. */
-  /** One ECHO round trip on the handle's connection: whether the server still answers there. */
+  /**
+   * One ECHO round trip on the handle's connection, before a request that must not go out on a connection that died
+   * unnoticed: a connection lost here took nothing else, so it is reported as a stale handle (reopen and send).
+   */
   async echo(h: SmbHandle, subject: string): Promise<void> {
-    await this.call(h.share, Command.ECHO, [serializeEmptyRequest()], subject, { handle: h });
+    try {
+      await this.call(h.share, Command.ECHO, [serializeEmptyRequest()], subject, { handle: h });
+    } catch (err) {
+      throw err instanceof ConnectionLostError && !(err instanceof StaleHandleError) ? new StaleHandleError(err.message, subject) : err;
+    }
   }
 
+  /** FLUSH: the server makes the file's data durable. */
   async flush(h: SmbHandle, subject: string): Promise<void> {
     await this.call(h.share, Command.FLUSH, [serializeFlushRequest(h.fileId)], subject, { handle: h });
   }

@@ -111,8 +111,9 @@ class SmbFile implements RandomAccessFile {
    * compared when the server sends it: reads, the kept head and its identity (openedStat) must all be of one file, so
    * one replaced or changed meanwhile fails every later call instead. ChangeTime is any metadata change on Windows;
    * Samba sends the mtime to the nanosecond, so only the on-disk identity tells a replacement whose times were copied
-   * exactly (`touch -r`, rsync -t on a file system with nanoseconds) from the file it replaced. CreationTime is not compared: Samba computes it, for a file it did not create, as the oldest of
-   * atime, mtime and ctime, so our own reads (relatime) move it.
+   * exactly (`touch -r`, rsync -t on a file system with nanoseconds) from the file it replaced. CreationTime is not
+   * compared: Samba computes it, for a file it did not create, as the oldest of atime, mtime and ctime, so our own
+   * reads (relatime) move it.
    */
   private async live(): Promise<SmbHandle> {
     if (this.replaced) throw this.replaced;
@@ -121,8 +122,9 @@ class SmbFile implements RandomAccessFile {
       try {
         await this.client.connection();
         const h = await this.client.create(this.handle.share, this.reopenRequest, this.name);
-        const other = h.info.endOfFile !== this.opened.endOfFile || h.info.mtimeMs !== this.opened.mtimeMs || differs(h.info.changeTime, this.opened.changeTime);
-        if (!this.writable && (other || otherDisk(h.info.diskId, this.opened.diskId))) {
+        const was = this.opened;
+        const changed = h.info.endOfFile !== was.endOfFile || h.info.mtimeMs !== was.mtimeMs || differs(h.info.changeTime, was.changeTime) || differs(h.info.diskId, was.diskId);
+        if (!this.writable && changed) {
           await this.client.close(h).catch(() => undefined);
           this.replaced = new IoError('changed on the server while the connection was re-established (its size, modification time, change time or file id differ); not read further', this.name);
           throw this.replaced;
@@ -228,11 +230,7 @@ class SmbFile implements RandomAccessFile {
   async flush(): Promise<void> {
     await this.drained();
     await this.io(async (h) => {
-      try {
-        await this.client.echo(h, this.name);
-      } catch (err) {
-        throw err instanceof ConnectionLostError && !(err instanceof StaleHandleError) ? new StaleHandleError(err.message, this.name) : err;
-      }
+      await this.client.echo(h, this.name);
       this.beforeChange();
       try {
         return await this.client.flush(h, this.name);
@@ -569,12 +567,10 @@ export class SmbStore implements ByteStore {
   }
 }
 
-/** Whether two on-disk identities (QFid) differ; null means the server did not send one. */
-function otherDisk(a: string | null, b: string | null): boolean {
-  return a !== null && b !== null && a !== b;
-}
-
-/** Whether two FILETIMEs a server sent differ; 0 (or none, from a stand-in) means it did not say. */
-function differs(a: bigint | undefined, b: bigint | undefined): boolean {
+/**
+ * Whether two values a server sent of a file (FILETIMEs, on-disk identities) differ; 0 or null (or none, from a
+ * stand-in) means it did not say.
+ */
+function differs(a: bigint | string | null | undefined, b: bigint | string | null | undefined): boolean {
   return !!a && !!b && a !== b;
 }
