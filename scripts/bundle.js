@@ -8,7 +8,7 @@
 // The chunks sit at the depth of dist/*/ files, so `createRequire(import.meta.url)` paths such as
 // '../../build/native/holes.node' and '../../package.json' resolve as they do from tsc's output. Native addons
 // (xxhash-addon, @node-rs/crc32) stay outside: they are loaded by createRequire at run time, which esbuild leaves alone.
-import { rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as path from 'node:path';
 
@@ -23,19 +23,47 @@ try {
   process.exit(1);
 }
 
-// Old chunks have other hashes in their names: a stale one would never be loaded, but would ship.
-rmSync(outdir, { recursive: true, force: true });
-await esbuild.build({
-  absWorkingDir: root,
-  entryPoints: { main: 'dist/cli/main.js' },
-  outdir,
-  bundle: true,
-  splitting: true,
-  format: 'esm',
-  platform: 'node',
-  target: 'node20',
-  // The SDK's ES module build (dist-es) over its CommonJS one: no require() shims in an ES module bundle.
-  mainFields: ['module', 'main'],
-  chunkNames: 'chunk-[hash]',
-  logLevel: 'warning',
-});
+// The build goes to a staging folder and is moved in file by file, the entry last: a CLI started while this runs
+// (a test beside a rebuild) loads the previous build or this one whole, never an entry whose chunks are missing.
+const staging = path.join(root, 'dist', `.bundle-${process.pid}`);
+rmSync(staging, { recursive: true, force: true });
+try {
+  await esbuild.build({
+    absWorkingDir: root,
+    entryPoints: { main: 'dist/cli/main.js' },
+    outdir: staging,
+    bundle: true,
+    splitting: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    // The SDK's ES module build (dist-es) over its CommonJS one: no require() shims in an ES module bundle.
+    mainFields: ['module', 'main'],
+    chunkNames: 'chunk-[hash]',
+    logLevel: 'warning',
+  });
+} catch (err) {
+  rmSync(staging, { recursive: true, force: true });
+  throw err;
+}
+
+// Chunk names carry their content's hash, so a name already in place holds the same bytes and renaming over it is
+// harmless; main.js is replaced last.
+const fresh = readdirSync(staging);
+mkdirSync(outdir, { recursive: true });
+for (const f of fresh.filter((f) => f !== 'main.js')) renameSync(path.join(staging, f), path.join(outdir, f));
+renameSync(path.join(staging, 'main.js'), path.join(outdir, 'main.js'));
+rmSync(staging, { recursive: true, force: true });
+
+// Chunks of older builds would never be loaded, but would ship. Those of the build just replaced stay until the
+// next build: a process started from its entry may still import one lazily (a command, the S3 SDK).
+const manifest = path.join(outdir, '.files');
+let previous = [];
+try {
+  previous = readFileSync(manifest, 'utf8').split('\n').filter(Boolean);
+} catch {
+  // first build into this folder
+}
+const keep = new Set([...fresh, ...previous, '.files']);
+for (const f of readdirSync(outdir)) if (!keep.has(f)) rmSync(path.join(outdir, f), { force: true });
+writeFileSync(manifest, fresh.join('\n') + '\n');
