@@ -15,7 +15,7 @@ import { parseQueryDirectoryResponse, QueryDirectoryFlags, serializeQueryDirecto
 import { parseReadResponse, parseWriteResponse, serializeReadRequest, serializeWriteRequest } from './read-write.js';
 import { authenticate, negotiate, type SecurityOptions } from './session.js';
 import { parseCloseResponse, serializeCloseRequest, serializeEmptyRequest, serializeFlushRequest, type CloseAttributes } from './simple.js';
-import { ConnectionLostError, StaleHandleError, Status, statusError } from './status.js';
+import { ConnectionLostError, NotRunError, StaleHandleError, Status, statusError } from './status.js';
 import { parseTreeConnectResponse, serializeTreeConnectRequest, ShareFlags } from './tree-connect.js';
 
 /** Where and as whom to connect. */
@@ -199,12 +199,18 @@ export class SmbClient {
     return r;
   }
 
-  /** The error for a failure status; a session or tree the server forgot also ends the connection. */
-  private failed(conn: SmbConnection, status: number, subject: string): Error {
+  /**
+   * The error for a failure status; a session or tree the server forgot also ends the connection. `after` says that
+   * requests chained before the failed one ran: then the chain as a whole may have changed something.
+   */
+  private failed(conn: SmbConnection, status: number, subject: string, after = false): Error {
     if (status === Status.USER_SESSION_DELETED || status === Status.NETWORK_SESSION_EXPIRED || status === Status.NETWORK_NAME_DELETED) {
-      // The server forgot our session or tree (e.g. restarted behind a proxy): start over like after a drop.
+      // The server forgot our session or tree (restarted behind a proxy, a share closed by its admin): start over
+      // like after a drop. It checks both before running a request ([MS-SMB2] 3.3.5.2.9, 3.3.5.2.11), so this one
+      // did not run.
       conn.close();
-      return new ConnectionLostError(`SMB session on ${this.server} ended`, subject);
+      const message = status === Status.NETWORK_NAME_DELETED ? `SMB share connection on ${this.server} ended` : `SMB session on ${this.server} ended`;
+      return after ? new ConnectionLostError(message, subject) : new NotRunError(message, subject);
     }
     return statusError(status, subject);
   }
@@ -227,7 +233,7 @@ export class SmbClient {
     if (outcome.failed === 0) throw this.failed(conn, statuses[0], subject);
     const info = parseCreateResponse(replies[0].msg);
     if (outcome.open) await this.close({ share, treeId, fileId: info.fileId, generation, info }).catch(() => undefined);
-    if (outcome.failed > 0) throw this.failed(conn, statuses[outcome.failed], subject);
+    if (outcome.failed > 0) throw this.failed(conn, statuses[outcome.failed], subject, true);
     return { info, replies: replies.slice(1, 1 + ops.length), closed: !outcome.open };
   }
 

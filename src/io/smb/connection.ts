@@ -9,7 +9,7 @@ import { Command, HeaderFlags, parseHeader, serializeHeader, type Header, HEADER
 import { Dialect } from './negotiate.js';
 import { signMessage, verifyMessage } from './signing.js';
 import { serializeEmptyRequest } from './simple.js';
-import { ConnectionLostError, Status } from './status.js';
+import { ConnectionLostError, Status, notRun } from './status.js';
 import { decryptMessage, encryptMessage, isTransformed, NonceSource } from './transform.js';
 import { PLACE_PREFIX } from './frame-reader.js';
 import { Transport } from './transport.js';
@@ -207,12 +207,17 @@ export class SmbConnection {
 
   /** Sends `links` (one request, or a related chain) in one frame; one promise per final reply. */
   private async dispatch(links: ChainLink[], opts: RequestOptions): Promise<Promise<Reply>[]> {
-    if (this.failure) throw this.failure;
+    // A connection lost before the frame is handed to the socket (while it waits for credits, say) took nothing.
+    if (this.failure) throw notRun(this.failure);
     const charges = links.map((l) => this.charge(l.payload));
     const total = charges.reduce((a, b) => a + b, 0);
-    await this.takeCredits(total);
+    try {
+      await this.takeCredits(total);
+    } catch (err) {
+      throw notRun(err);
+    }
     this.starting--;
-    if (this.failure) throw this.failure;
+    if (this.failure) throw notRun(this.failure);
     this.inFlight += total;
 
     const sec = this.security;

@@ -97,5 +97,17 @@ export function statusError(status: number, subject: string): VhdsyncError {
 /** The connection broke (or timed out) before a reply: positioned I/O may be retried on a new connection. */
 export class ConnectionLostError extends IoError {}
 
+/**
+ * The connection was lost, or the server refused the request for a session or share it no longer knows, before the
+ * server ran the request: whatever it would change is unchanged, so it may be sent again on a new connection, even
+ * one that must not run twice (a FLUSH, a rename, an exclusive create).
+ */
+export class NotRunError extends ConnectionLostError {}
+
 /** A handle of an earlier connection was used: nothing was sent; the file is reopened and the request sent then. */
-export class StaleHandleError extends ConnectionLostError {}
+export class StaleHandleError extends NotRunError {}
+
+/** `err` as a NotRunError when it is a lost connection: for a request that had not been sent when it was lost. */
+export function notRun(err: unknown): unknown {
+  return err instanceof ConnectionLostError && !(err instanceof NotRunError) ? new NotRunError(err.message, err.subject) : err;
+}

@@ -18,7 +18,7 @@ import { dispositionInfo, endOfFileInfo, FileInfoClass, renameInfo, serializeSet
 import { parseQueryDirectoryResponse, QueryDirectoryFlags, type DirectoryEntry, serializeQueryDirectoryRequest } from './query-directory.js';
 import { parseReadResponse, parseWriteResponse, serializeReadRequest, serializeWriteRequest } from './read-write.js';
 import { serializeFlushRequest } from './simple.js';
-import { ConnectionLostError, SmbStatusError, StaleHandleError, Status } from './status.js';
+import { ConnectionLostError, NotRunError, SmbStatusError, Status } from './status.js';
 import { WriteBehind } from './write-behind.js';
 
 /**
@@ -68,6 +68,25 @@ async function retrying<T>(client: SmbClient, op: () => Promise<T>, subject: str
       }
     }
   }
+}
+
+/**
+ * Runs `op`, a change that must not reach the server twice: it is sent again on a new connection only when the
+ * server never ran it (NotRunError); a connection lost after it was sent leaves its outcome unknown, which
+ * `unknown` words for the caller.
+ */
+function once<T>(client: SmbClient, op: () => Promise<T>, subject: string, unknown: (err: ConnectionLostError) => Error): Promise<T> {
+  return retrying(
+    client,
+    async () => {
+      try {
+        return await op();
+      } catch (err) {
+        throw err instanceof ConnectionLostError && !(err instanceof NotRunError) ? unknown(err) : err;
+      }
+    },
+    subject,
+  );
 }
 
 /** An open file on a share. */
@@ -235,7 +254,8 @@ class SmbFile implements RandomAccessFile {
       try {
         return await this.client.flush(h, this.name);
       } catch (err) {
-        if (err instanceof ConnectionLostError && !(err instanceof StaleHandleError)) {
+        // A FLUSH the server never ran (a session or share it forgot) is sent again like a stale handle's.
+        if (err instanceof ConnectionLostError && !(err instanceof NotRunError)) {
           throw new IoError(`${err.message} during a flush; whether the file's data is stored is unknown`, this.name);
         }
         throw err;
@@ -343,13 +363,17 @@ export class SmbStore implements ByteStore {
     await retrying(this.client, () => this.client.ensureShare(this.share), name);
     let h: SmbHandle;
     try {
-      this.beforeChange();
-      h = await this.client.create(this.share, create, name);
-    } catch (err) {
-      if (err instanceof ConnectionLostError) {
+      h = await once(
+        this.client,
+        () => {
+          this.beforeChange();
+          return this.client.create(this.share, create, name);
+        },
+        name,
         // Whether the server created the file before the drop is unknown: say so instead of guessing.
-        throw new IoError(`${err.message} while creating the file; it may or may not exist now`, name);
-      }
+        (err) => new IoError(`${err.message} while creating the file; it may or may not exist now`, name),
+      );
+    } catch (err) {
       // The name stays taken until the last handle of the file being deleted closes.
       if (isDeletePending(err)) throw new AlreadyExistsError('already exists (being deleted)', name);
       throw err;
@@ -382,14 +406,16 @@ export class SmbStore implements ByteStore {
     const req = this.req(path, access | Access.READ_ATTRIBUTES | Access.SYNCHRONIZE, Disposition.OPEN, options);
     // Reconnect first if the connection is known to be gone, so only a drop under the chain itself leaves doubt.
     await retrying(this.client, () => this.client.ensureShare(this.share), name);
-    try {
-      // Reconnecting may have waited: the change itself is what must not go out late.
-      this.beforeChange();
-      return await this.client.openChain(this.share, req, ops, name);
-    } catch (err) {
-      if (err instanceof ConnectionLostError) throw new IoError(`${err.message} during ${what}; it may or may not have happened`, name);
-      throw err;
-    }
+    return once(
+      this.client,
+      () => {
+        // Reconnecting may have waited: the change itself is what must not go out late.
+        this.beforeChange();
+        return this.client.openChain(this.share, req, ops, name);
+      },
+      name,
+      (err) => new IoError(`${err.message} during ${what}; it may or may not have happened`, name),
+    );
   }
 
   /** SET_INFO on the file the chain opened. */
@@ -546,10 +572,16 @@ export class SmbStore implements ByteStore {
     let replies: Reply[];
     let closed: boolean;
     try {
-      this.beforeChange();
-      ({ replies, closed } = await this.client.openChain(this.share, create, ops, name));
+      ({ replies, closed } = await once(
+        this.client,
+        () => {
+          this.beforeChange();
+          return this.client.openChain(this.share, create, ops, name);
+        },
+        name,
+        (err) => new IoError(`${err.message} while creating the file; it may or may not exist now`, name),
+      ));
     } catch (err) {
-      if (err instanceof ConnectionLostError) throw new IoError(`${err.message} while creating the file; it may or may not exist now`, name);
       if (isDeletePending(err)) throw new AlreadyExistsError('already exists (being deleted)', name);
       throw err;
     }
