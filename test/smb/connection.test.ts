@@ -4,7 +4,7 @@ import { SmbConnection } from '../../src/io/smb/connection.js';
 import { Command, HeaderFlags, parseHeader, serializeHeader } from '../../src/io/smb/header.js';
 import { Dialect } from '../../src/io/smb/negotiate.js';
 import { Status } from '../../src/io/smb/status.js';
-import { ConnectionLostError } from '../../src/io/smb/status.js';
+import { ConnectionLostError, NotRunError } from '../../src/io/smb/status.js';
 
 type Script = (request: Buffer, send: (reply: Buffer, delayMs?: number) => void) => void;
 
@@ -166,6 +166,54 @@ describe('SmbConnection', () => {
       await srv.close().catch(() => undefined);
     }
   });
+  it('says which replies prove they are the server\'s: an unsigned error on a signing session does not', async () => {
+    const srv = await scriptedServer((req, send) => {
+      const h = parseHeader(req);
+      const r = echoReply(h.messageId, Status.USER_SESSION_DELETED, 0, 1);
+      r.writeBigUInt64LE(h.sessionId, 40);
+      send(r);
+    });
+    try {
+      const conn = await SmbConnection.open('127.0.0.1', srv.port, 5000);
+      // No signing, no encryption: no reply proves more than another.
+      expect((await conn.request(Command.ECHO, ECHO_BODY())).authentic).toBe(true);
+      conn.security = { ...conn.security, sessionId: 7n, signingAlgorithm: 0, signingKey: Buffer.alloc(16, 1), signAll: true };
+      // Signing required: an unsigned status (Samba's own USER_SESSION_DELETED is one; so is a forged one) proves nothing.
+      const unsigned = await conn.request(Command.ECHO, ECHO_BODY());
+      expect([unsigned.header.status, unsigned.authentic]).toEqual([Status.USER_SESSION_DELETED, false]);
+      conn.close();
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('fails requests still waiting for credits when the connection dies as NotRunError, those sent as plain ConnectionLostError', async () => {
+    // The server grants 4 credits with its first reply, then answers nothing.
+    let first = true;
+    const srv = await scriptedServer((req, send) => {
+      if (!first) return;
+      first = false;
+      send(echoReply(parseHeader(req).messageId, Status.SUCCESS, 0, 4));
+    });
+    try {
+      const conn = await SmbConnection.open('127.0.0.1', srv.port, 5000);
+      conn.dialect = Dialect.SMB300;
+      await conn.request(Command.ECHO, ECHO_BODY());
+      const outcomes = Array.from({ length: 10 }, () => conn.request(Command.ECHO, ECHO_BODY()).then(() => null, (e: unknown) => e));
+      await new Promise((r) => setTimeout(r, 100));
+      await srv.close();
+      const errors = await Promise.all(outcomes);
+      expect(errors.map((e) => (e instanceof NotRunError ? 'not run' : e instanceof ConnectionLostError ? 'lost' : String(e)))).toEqual([
+        ...Array(4).fill('lost'),
+        ...Array(6).fill('not run'),
+      ]);
+      // And a request on the dead connection was never sent either.
+      await expect(conn.request(Command.ECHO, ECHO_BODY())).rejects.toBeInstanceOf(NotRunError);
+    } finally {
+      await srv.close().catch(() => undefined);
+    }
+  });
+
   describe('credits granted in an interim reply (Samba: smb2 max credits = 8, a WRITE async after 0.6 s)', () => {
     it('sizes writes by the credits the server really holds for them, and every write is answered', async () => {
       const srv = await sambaCredits(8, (n) => n === 0);

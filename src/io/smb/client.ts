@@ -7,7 +7,7 @@ import { IoError } from '../../util/errors.js';
 import { chainOutcome, RELATED_FILE_ID } from './compound.js';
 import { SmbConnection, type ChainLink, type Reply } from './connection.js';
 import { Access, parseCreateResponse, serializeCreateRequest, ShareAccess, type CreateRequest, type CreateResponse } from './create.js';
-import { Command } from './header.js';
+import { Command, HeaderFlags } from './header.js';
 import { serializeSetInfoRequest } from './info.js';
 import { Dialect } from './negotiate.js';
 import type { NtlmCredentials } from './ntlm-messages.js';
@@ -195,22 +195,26 @@ export class SmbClient {
     const treeId = opts.handle?.treeId ?? (await this.tree(conn, share));
     const r = await conn.request(command, body, { treeId, payload: opts.payload, readInto: opts.readInto });
     const ok = opts.ok ?? [Status.SUCCESS];
-    if (!ok.includes(r.header.status)) throw this.failed(conn, r.header.status, subject);
+    if (!ok.includes(r.header.status)) throw this.failed(conn, r, subject);
     return r;
   }
 
   /**
-   * The error for a failure status; a session or tree the server forgot also ends the connection. `after` says that
-   * requests chained before the failed one ran: then the chain as a whole may have changed something.
+   * The error for a reply's failure status; a session or tree the server forgot also ends the connection. `after`
+   * says that requests chained before this one ran: then the chain as a whole may have changed something.
    */
-  private failed(conn: SmbConnection, status: number, subject: string, after = false): Error {
+  private failed(conn: SmbConnection, reply: Reply, subject: string, after = false): Error {
+    const status = reply.header.status;
     if (status === Status.USER_SESSION_DELETED || status === Status.NETWORK_SESSION_EXPIRED || status === Status.NETWORK_NAME_DELETED) {
       // The server forgot our session or tree (restarted behind a proxy, a share closed by its admin): start over
-      // like after a drop. It checks both before running a request ([MS-SMB2] 3.3.5.2.9, 3.3.5.2.11), so this one
-      // did not run.
+      // like after a drop. It checks both before it runs a request ([MS-SMB2] 3.3.5.2.9, 3.3.5.2.11), so a request
+      // refused so did not run, when the refusal is the server's own (authentic: an unsigned status on a signed
+      // session may be forged over a reply that said the request ran) and came at once, not after an interim reply
+      // (the request was running).
       conn.close();
       const message = status === Status.NETWORK_NAME_DELETED ? `SMB share connection on ${this.server} ended` : `SMB session on ${this.server} ended`;
-      return after ? new ConnectionLostError(message, subject) : new NotRunError(message, subject);
+      const ran = after || !reply.authentic || (reply.header.flags & HeaderFlags.ASYNC) !== 0;
+      return ran ? new ConnectionLostError(message, subject) : new NotRunError(message, subject);
     }
     return statusError(status, subject);
   }
@@ -230,10 +234,10 @@ export class SmbClient {
     const replies = await conn.compound(links, { treeId });
     const statuses = replies.map((r) => r.header.status);
     const outcome = chainOutcome(statuses, ops.map((o) => o.ok ?? [Status.SUCCESS]));
-    if (outcome.failed === 0) throw this.failed(conn, statuses[0], subject);
+    if (outcome.failed === 0) throw this.failed(conn, replies[0], subject);
     const info = parseCreateResponse(replies[0].msg);
     if (outcome.open) await this.close({ share, treeId, fileId: info.fileId, generation, info }).catch(() => undefined);
-    if (outcome.failed > 0) throw this.failed(conn, statuses[outcome.failed], subject, true);
+    if (outcome.failed > 0) throw this.failed(conn, replies[outcome.failed], subject, true);
     return { info, replies: replies.slice(1, 1 + ops.length), closed: !outcome.open };
   }
 
@@ -254,7 +258,7 @@ export class SmbClient {
       ],
       { treeId },
     );
-    if (created.header.status !== Status.SUCCESS) throw this.failed(conn, created.header.status, subject);
+    if (created.header.status !== Status.SUCCESS) throw this.failed(conn, created, subject);
     const info = parseCreateResponse(created.msg);
     const head = read.header.status === Status.SUCCESS ? Buffer.from(parseReadResponse(read.msg, n)) : Buffer.alloc(0);
     return { handle: { share, treeId, fileId: info.fileId, generation, info }, head };

@@ -21,6 +21,12 @@ export interface Reply {
   sent?: Buffer;
   /** For a READ with `readInto`: the data went straight there, this many bytes, and `msg` is only the prefix. */
   placed?: number;
+  /**
+   * Whether the reply is the server's as far as this session can prove: encrypted, or signed and verified, or on a
+   * session and share that neither sign nor encrypt (where no reply proves more than another). An unsigned error
+   * status on a protected session may be anyone's.
+   */
+  authentic: boolean;
 }
 
 /** One request of a chain (connection.compound), or the only one. */
@@ -418,6 +424,7 @@ export class SmbConnection {
       return;
     }
     const sec = this.security;
+    let authentic = encrypted || !(sec.signAll || sec.encryptAll || this.encryptedTrees.has(header.treeId));
     if (!encrypted && sec.signingKey && header.sessionId === sec.sessionId && sec.sessionId !== 0n) {
       const signed = (header.flags & HeaderFlags.SIGNED) !== 0;
       if (signed && !verifyMessage(sec.signingAlgorithm, sec.signingKey, msg, header.messageId, placed)) {
@@ -425,6 +432,7 @@ export class SmbConnection {
         p.reject(new IoError(`reply from ${this.host} has a bad signature (tampered with, or a protocol error)`));
         return;
       }
+      if (signed) authentic = true;
       if (!signed && sec.signAll && header.status === Status.SUCCESS) {
         this.settle(header.messageId);
         p.reject(new IoError(`reply from ${this.host} is not signed although signing is required`));
@@ -437,6 +445,6 @@ export class SmbConnection {
       return;
     }
     this.settle(header.messageId);
-    p.resolve({ header, msg, sent: p.sent, placed: placed?.length });
+    p.resolve({ header, msg, sent: p.sent, placed: placed?.length, authentic });
   }
 }

@@ -18,7 +18,7 @@ import { dispositionInfo, endOfFileInfo, FileInfoClass, renameInfo, serializeSet
 import { parseQueryDirectoryResponse, QueryDirectoryFlags, type DirectoryEntry, serializeQueryDirectoryRequest } from './query-directory.js';
 import { parseReadResponse, parseWriteResponse, serializeReadRequest, serializeWriteRequest } from './read-write.js';
 import { serializeFlushRequest } from './simple.js';
-import { ConnectionLostError, NotRunError, SmbStatusError, Status } from './status.js';
+import { ConnectionLostError, NotRunError, SmbStatusError, StaleHandleError, Status } from './status.js';
 import { WriteBehind } from './write-behind.js';
 
 /**
@@ -254,8 +254,11 @@ class SmbFile implements RandomAccessFile {
       try {
         return await this.client.flush(h, this.name);
       } catch (err) {
-        // A FLUSH the server never ran (a session or share it forgot) is sent again like a stale handle's.
-        if (err instanceof ConnectionLostError && !(err instanceof NotRunError)) {
+        // Only a stale handle's FLUSH is sent again, not every one the server never ran (NotRunError): a server
+        // that forgot our session or share closed the file, and on a share over NFS, Ceph or CIFS that close may have
+        // taken the write-back error no later FLUSH would report. A stale handle is the same case, accepted: a
+        // known limit (docs/architecture.md, SMB).
+        if (err instanceof ConnectionLostError && !(err instanceof StaleHandleError)) {
           throw new IoError(`${err.message} during a flush; whether the file's data is stored is unknown`, this.name);
         }
         throw err;
