@@ -2,7 +2,10 @@
 import * as net from 'node:net';
 import { SmbConnection } from '../../src/io/smb/connection.js';
 import { Command, HeaderFlags, parseHeader, serializeHeader } from '../../src/io/smb/header.js';
-import { Dialect } from '../../src/io/smb/negotiate.js';
+import { signMessage } from '../../src/io/smb/signing.js';
+import { refusal } from '../../src/io/smb/client.js';
+import fc from 'fast-check';
+import { Cipher, Dialect } from '../../src/io/smb/negotiate.js';
 import { Status } from '../../src/io/smb/status.js';
 import { ConnectionLostError, NotRunError } from '../../src/io/smb/status.js';
 
@@ -166,25 +169,101 @@ describe('SmbConnection', () => {
       await srv.close().catch(() => undefined);
     }
   });
-  it('says which replies prove they are the server\'s: an unsigned error on a signing session does not', async () => {
-    const srv = await scriptedServer((req, send) => {
-      const h = parseHeader(req);
-      const r = echoReply(h.messageId, Status.USER_SESSION_DELETED, 0, 1);
-      r.writeBigUInt64LE(h.sessionId, 40);
-      send(r);
-    });
-    try {
-      const conn = await SmbConnection.open('127.0.0.1', srv.port, 5000);
-      // No signing, no encryption: no reply proves more than another.
-      expect((await conn.request(Command.ECHO, ECHO_BODY())).authentic).toBe(true);
-      conn.security = { ...conn.security, sessionId: 7n, signingAlgorithm: 0, signingKey: Buffer.alloc(16, 1), signAll: true };
-      // Signing required: an unsigned status (Samba's own USER_SESSION_DELETED is one; so is a forged one) proves nothing.
-      const unsigned = await conn.request(Command.ECHO, ECHO_BODY());
-      expect([unsigned.header.status, unsigned.authentic]).toEqual([Status.USER_SESSION_DELETED, false]);
-      conn.close();
-    } finally {
-      await srv.close();
+  describe('which replies prove they are the server\'s (Reply.authentic), judged by what was sent', () => {
+    const KEY = Buffer.alloc(16, 1);
+    /** A server answering each request by `answer(messageId, count)`: status, signed or not, the SessionId and TreeId it claims. */
+    async function answering(answer: (mid: number, n: number) => { status: number; sign?: boolean; sessionId?: bigint; treeId?: number; async?: boolean }) {
+      let n = 0;
+      let mid = 0;
+      return scriptedServer((req, send) => {
+        // An encrypted request's header is out of sight: its message id is the next one.
+        const h = req.readUInt32LE(0) === 0x424d53fe ? parseHeader(req) : { messageId: mid, sessionId: 7n };
+        mid = h.messageId + 1;
+        const a = answer(h.messageId, n++);
+        if (a.async) send(echoReply(h.messageId, Status.PENDING, HeaderFlags.ASYNC));
+        const r = echoReply(h.messageId, a.status, a.async ? HeaderFlags.ASYNC : 0, 1);
+        r.writeBigUInt64LE(a.sessionId ?? h.sessionId, 40);
+        if (!a.async) r.writeUInt32LE(a.treeId ?? 0, 36);
+        if (a.sign) signMessage(0, KEY, [r], h.messageId);
+        send(r);
+      });
     }
+    /** A connection past its logon (session 7, HMAC signing with KEY), with `extra` security settings. */
+    async function loggedOn(port: number, extra: Partial<SmbConnection['security']> = {}): Promise<SmbConnection> {
+      const conn = await SmbConnection.open('127.0.0.1', port, 5000);
+      conn.security = { ...conn.security, sessionId: 7n, signingAlgorithm: 0, signingKey: KEY, ...extra };
+      return conn;
+    }
+    const outcome = (p: Promise<{ authentic: boolean; interim: boolean; header: { status: number } }>) =>
+      p.then(
+        (r) => `${r.header.status === Status.SUCCESS ? 'ok' : 'refused'}${r.authentic ? ', authentic' : ''}${r.interim ? ', interim' : ''}`,
+        (e: Error) => e.message.replace(/^reply from \S+ /, ''),
+      );
+
+    it('a session that neither signs nor encrypts: every reply, as no reply proves more than another', async () => {
+      const srv = await answering(() => ({ status: Status.USER_SESSION_DELETED }));
+      try {
+        const conn = await SmbConnection.open('127.0.0.1', srv.port, 5000);
+        expect(await outcome(conn.request(Command.ECHO, ECHO_BODY()))).toBe('refused, authentic');
+        conn.close();
+      } finally {
+        await srv.close();
+      }
+    });
+
+    it('signing required: a verified reply is, an unsigned error is not, and an unsigned success or one claiming another session is refused', async () => {
+      const answers = [
+        { status: Status.NETWORK_NAME_DELETED, sign: true },
+        { status: Status.USER_SESSION_DELETED },
+        { status: Status.SUCCESS },
+        { status: Status.SUCCESS, sessionId: 0n },
+        { status: Status.SUCCESS, sign: true, sessionId: 8n },
+        { status: Status.NETWORK_NAME_DELETED, sign: true, async: true },
+      ];
+      const srv = await answering((mid, n) => answers[n]);
+      try {
+        const conn = await loggedOn(srv.port, { signAll: true });
+        const got = [];
+        for (let i = 0; i < answers.length; i++) got.push(await outcome(conn.request(Command.ECHO, ECHO_BODY())));
+        expect(got).toEqual([
+          'refused, authentic',
+          'refused',
+          'is not signed although signing is required',
+          'is not signed although signing is required',
+          'has a bad signature (tampered with, or a protocol error)',
+          'refused, authentic, interim',
+        ]);
+        conn.close();
+      } finally {
+        await srv.close();
+      }
+    });
+
+    it('a share that encrypts: a plain reply to an encrypted request is not, whatever TreeId it claims; a plain success is refused', async () => {
+      const answers = [
+        { status: Status.NETWORK_NAME_DELETED, treeId: 0 },
+        { status: Status.NETWORK_NAME_DELETED, treeId: 5 },
+        { status: Status.SUCCESS, sign: true },
+        { status: Status.NETWORK_NAME_DELETED },
+      ];
+      const srv = await answering((mid, n) => answers[n]);
+      try {
+        const conn = await loggedOn(srv.port, { cipher: Cipher.AES128_GCM, encryptionKey: Buffer.alloc(16, 2), decryptionKey: Buffer.alloc(16, 3) });
+        conn.dialect = Dialect.SMB311;
+        conn.encryptedTrees.add(5);
+        const onShare = () => conn.request(Command.ECHO, ECHO_BODY(), { treeId: 5 });
+        expect([await outcome(onShare()), await outcome(onShare()), await outcome(onShare())]).toEqual([
+          'refused',
+          'refused',
+          'is not encrypted although encryption is required',
+        ]);
+        // The same plain refusal to a request outside the share: this session does not sign, so it proves as much as any.
+        expect(await outcome(conn.request(Command.ECHO, ECHO_BODY()))).toBe('refused, authentic');
+        conn.close();
+      } finally {
+        await srv.close();
+      }
+    });
   });
 
   it('fails requests still waiting for credits when the connection dies as NotRunError, those sent as plain ConnectionLostError', async () => {
@@ -212,6 +291,26 @@ describe('SmbConnection', () => {
     } finally {
       await srv.close().catch(() => undefined);
     }
+  });
+
+  it('counts a refusal for a forgotten session or share as not run only when authentic, at once, and first of its chain', () => {
+    const REFUSALS: number[] = [Status.USER_SESSION_DELETED, Status.NETWORK_SESSION_EXPIRED, Status.NETWORK_NAME_DELETED];
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...REFUSALS, Status.SUCCESS, Status.ACCESS_DENIED, Status.PENDING),
+        fc.boolean(),
+        fc.boolean(),
+        fc.boolean(),
+        fc.boolean(),
+        (status, authentic, interim, asyncFlag, after) => {
+          const header = parseHeader(echoReply(3, status, asyncFlag ? HeaderFlags.ASYNC : 0));
+          const err = refusal('srv', { header, msg: Buffer.alloc(0), authentic, interim }, 'f', after);
+          if (!REFUSALS.includes(status)) return err === null;
+          const notRun = authentic && !interim && !asyncFlag && !after;
+          return err instanceof ConnectionLostError && err instanceof NotRunError === notRun && err.subject === 'f';
+        },
+      ),
+    );
   });
 
   describe('credits granted in an interim reply (Samba: smb2 max credits = 8, a WRITE async after 0.6 s)', () => {

@@ -29,6 +29,22 @@ export interface SmbServerOptions extends SecurityOptions {
   reconnectMs?: number;
 }
 
+/**
+ * The error for a reply saying the server forgot our session or tree (restarted behind a proxy, a share closed by its
+ * admin), after which the client starts over as after a drop; null for any other status. The server checks both
+ * before it runs a request ([MS-SMB2] 3.3.5.2.9, 3.3.5.2.11), so the request did not run (NotRunError) when the
+ * refusal is the server's own (`authentic`: an unsigned status on a signed session may be forged over a reply that
+ * said the request ran), came at once (no interim reply: else it was running) and was for the first request of its
+ * chain (`after`: else those before it ran).
+ */
+export function refusal(server: string, reply: Reply, subject: string, after: boolean): ConnectionLostError | null {
+  const status = reply.header.status;
+  if (status !== Status.USER_SESSION_DELETED && status !== Status.NETWORK_SESSION_EXPIRED && status !== Status.NETWORK_NAME_DELETED) return null;
+  const message = status === Status.NETWORK_NAME_DELETED ? `SMB share connection on ${server} ended` : `SMB session on ${server} ended`;
+  const ran = after || !reply.authentic || reply.interim || (reply.header.flags & HeaderFlags.ASYNC) !== 0;
+  return ran ? new ConnectionLostError(message, subject) : new NotRunError(message, subject);
+}
+
 /** An open file or directory on a share. */
 export interface SmbHandle {
   share: string;
@@ -199,24 +215,12 @@ export class SmbClient {
     return r;
   }
 
-  /**
-   * The error for a reply's failure status; a session or tree the server forgot also ends the connection. `after`
-   * says that requests chained before this one ran: then the chain as a whole may have changed something.
-   */
+  /** The error for a reply's failure status; a session or tree the server forgot also ends the connection (refusal). */
   private failed(conn: SmbConnection, reply: Reply, subject: string, after = false): Error {
-    const status = reply.header.status;
-    if (status === Status.USER_SESSION_DELETED || status === Status.NETWORK_SESSION_EXPIRED || status === Status.NETWORK_NAME_DELETED) {
-      // The server forgot our session or tree (restarted behind a proxy, a share closed by its admin): start over
-      // like after a drop. It checks both before it runs a request ([MS-SMB2] 3.3.5.2.9, 3.3.5.2.11), so a request
-      // refused so did not run, when the refusal is the server's own (authentic: an unsigned status on a signed
-      // session may be forged over a reply that said the request ran) and came at once, not after an interim reply
-      // (the request was running).
-      conn.close();
-      const message = status === Status.NETWORK_NAME_DELETED ? `SMB share connection on ${this.server} ended` : `SMB session on ${this.server} ended`;
-      const ran = after || !reply.authentic || (reply.header.flags & HeaderFlags.ASYNC) !== 0;
-      return ran ? new ConnectionLostError(message, subject) : new NotRunError(message, subject);
-    }
-    return statusError(status, subject);
+    const refused = refusal(this.server, reply, subject, after);
+    if (!refused) return statusError(reply.header.status, subject);
+    conn.close();
+    return refused;
   }
 
   /**

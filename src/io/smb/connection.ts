@@ -22,11 +22,13 @@ export interface Reply {
   /** For a READ with `readInto`: the data went straight there, this many bytes, and `msg` is only the prefix. */
   placed?: number;
   /**
-   * Whether the reply is the server's as far as this session can prove: encrypted, or signed and verified, or on a
-   * session and share that neither sign nor encrypt (where no reply proves more than another). An unsigned error
-   * status on a protected session may be anyone's.
+   * Whether the reply is the server's as far as this session can prove: encrypted, or signed and verified, or to a
+   * request that was neither signed by the session's rule nor encrypted (where no reply proves more than another). An
+   * unsigned error status on a protected session or share may be anyone's.
    */
   authentic: boolean;
+  /** The server answered STATUS_PENDING first: the request was running before this final reply. */
+  interim: boolean;
 }
 
 /** One request of a chain (connection.compound), or the only one. */
@@ -76,6 +78,10 @@ interface Pending {
   charge: number;
   sent?: Buffer;
   readInto?: Buffer;
+  /** The request went out encrypted: its reply must come encrypted to count as the server's. */
+  encrypted: boolean;
+  /** An interim STATUS_PENDING came for it. */
+  interim: boolean;
 }
 
 /** Keep this many credits granted so several large requests can be in flight. */
@@ -257,7 +263,16 @@ export class SmbConnection {
     const replies = ids.map(
       (messageId, i) =>
         new Promise<Reply>((resolve, reject) => {
-          const p: Pending = { resolve, reject, command: links[i].command, charge: charges[i], timer: this.timer(messageId), readInto: links[i].readInto };
+          const p: Pending = {
+            resolve,
+            reject,
+            command: links[i].command,
+            charge: charges[i],
+            timer: this.timer(messageId),
+            readInto: links[i].readInto,
+            encrypted: encrypt,
+            interim: false,
+          };
           if (opts.keepSent) p.sent = Buffer.concat(parts);
           this.pending.set(messageId, p);
         }),
@@ -417,34 +432,41 @@ export class SmbConnection {
       // The interim grants this request's credits (granted above; the final reply then grants 0: [MS-SMB2] 3.3.4.2,
       // Samba's smb2_set_operation_credit), so the request no longer holds its charge in the window.
       this.interimReplies++;
+      p.interim = true;
       this.inFlight -= p.charge;
       p.charge = 0;
       clearTimeout(p.timer);
       p.timer = this.timer(header.messageId);
       return;
     }
+    // Judged by what this process sent and holds, never by the reply's own SessionId or TreeId: anyone on the path
+    // can write those.
     const sec = this.security;
-    let authentic = encrypted || !(sec.signAll || sec.encryptAll || this.encryptedTrees.has(header.treeId));
-    if (!encrypted && sec.signingKey && header.sessionId === sec.sessionId && sec.sessionId !== 0n) {
-      const signed = (header.flags & HeaderFlags.SIGNED) !== 0;
-      if (signed && !verifyMessage(sec.signingAlgorithm, sec.signingKey, msg, header.messageId, placed)) {
+    const session = sec.signingKey !== null && sec.sessionId !== 0n;
+    let verified = false;
+    if (!encrypted && session && header.flags & HeaderFlags.SIGNED) {
+      if (header.sessionId !== sec.sessionId || !verifyMessage(sec.signingAlgorithm, sec.signingKey!, msg, header.messageId, placed)) {
         this.settle(header.messageId);
         p.reject(new IoError(`reply from ${this.host} has a bad signature (tampered with, or a protocol error)`));
         return;
       }
-      if (signed) authentic = true;
-      if (!signed && sec.signAll && header.status === Status.SUCCESS) {
+      verified = true;
+    }
+    // Servers send some error statuses plainly (Samba: USER_SESSION_DELETED); a success must carry the protection.
+    if (!encrypted && header.status === Status.SUCCESS) {
+      if (p.encrypted || (sec.encryptAll && header.command !== Command.SESSION_SETUP)) {
+        this.settle(header.messageId);
+        p.reject(new IoError(`reply from ${this.host} is not encrypted although encryption is required`));
+        return;
+      }
+      if (!verified && session && sec.signAll) {
         this.settle(header.messageId);
         p.reject(new IoError(`reply from ${this.host} is not signed although signing is required`));
         return;
       }
     }
-    if (sec.encryptAll && !encrypted && header.command !== Command.SESSION_SETUP && header.status === Status.SUCCESS) {
-      this.settle(header.messageId);
-      p.reject(new IoError(`reply from ${this.host} is not encrypted although encryption is required`));
-      return;
-    }
+    const authentic = encrypted || verified || !(p.encrypted || sec.encryptAll || (session && sec.signAll));
     this.settle(header.messageId);
-    p.resolve({ header, msg, sent: p.sent, placed: placed?.length, authentic });
+    p.resolve({ header, msg, sent: p.sent, placed: placed?.length, authentic, interim: p.interim });
   }
 }

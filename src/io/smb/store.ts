@@ -18,7 +18,7 @@ import { dispositionInfo, endOfFileInfo, FileInfoClass, renameInfo, serializeSet
 import { parseQueryDirectoryResponse, QueryDirectoryFlags, type DirectoryEntry, serializeQueryDirectoryRequest } from './query-directory.js';
 import { parseReadResponse, parseWriteResponse, serializeReadRequest, serializeWriteRequest } from './read-write.js';
 import { serializeFlushRequest } from './simple.js';
-import { ConnectionLostError, NotRunError, SmbStatusError, StaleHandleError, Status } from './status.js';
+import { ConnectionLostError, NotRunError, SmbStatusError, StaleHandleError, Status, notRun } from './status.js';
 import { WriteBehind } from './write-behind.js';
 
 /**
@@ -71,14 +71,20 @@ async function retrying<T>(client: SmbClient, op: () => Promise<T>, subject: str
 }
 
 /**
- * Runs `op`, a change that must not reach the server twice: it is sent again on a new connection only when the
- * server never ran it (NotRunError); a connection lost after it was sent leaves its outcome unknown, which
- * `unknown` words for the caller.
+ * Runs `op`, a change on `share` that must not reach the server twice: it is sent again on a new connection only when
+ * the server never ran it (NotRunError); a connection lost after it was sent leaves its outcome unknown, which
+ * `unknown` words for the caller. Each attempt joins the share first (after a reconnect: a round trip), so the run
+ * lock's check that `op` makes first is still the last thing before the change.
  */
-function once<T>(client: SmbClient, op: () => Promise<T>, subject: string, unknown: (err: ConnectionLostError) => Error): Promise<T> {
+function once<T>(client: SmbClient, share: string, op: () => Promise<T>, subject: string, unknown: (err: ConnectionLostError) => Error): Promise<T> {
   return retrying(
     client,
     async () => {
+      try {
+        await client.ensureShare(share);
+      } catch (err) {
+        throw notRun(err);
+      }
       try {
         return await op();
       } catch (err) {
@@ -362,12 +368,11 @@ export class SmbStore implements ByteStore {
   async createExclusive(path: string): Promise<RandomAccessFile> {
     const name = this.display(path);
     const create = this.req(path, OPEN.readwrite.access, Disposition.CREATE, CreateOptions.NON_DIRECTORY_FILE);
-    // Reconnect first if the connection is known to be gone, so the guard's check is the last thing before the CREATE.
-    await retrying(this.client, () => this.client.ensureShare(this.share), name);
     let h: SmbHandle;
     try {
       h = await once(
         this.client,
+        this.share,
         () => {
           this.beforeChange();
           return this.client.create(this.share, create, name);
@@ -407,10 +412,9 @@ export class SmbStore implements ByteStore {
   private async change(path: string, what: string, access: number, options: number, ops: ChainOp[]): Promise<ChainResult> {
     const name = this.display(path);
     const req = this.req(path, access | Access.READ_ATTRIBUTES | Access.SYNCHRONIZE, Disposition.OPEN, options);
-    // Reconnect first if the connection is known to be gone, so only a drop under the chain itself leaves doubt.
-    await retrying(this.client, () => this.client.ensureShare(this.share), name);
     return once(
       this.client,
+      this.share,
       () => {
         // Reconnecting may have waited: the change itself is what must not go out late.
         this.beforeChange();
@@ -571,12 +575,12 @@ export class SmbStore implements ByteStore {
     const writes = ops.length;
     if (opts.flush) ops.push({ command: Command.FLUSH, body: [serializeFlushRequest(RELATED_FILE_ID)] });
     const create = this.req(path, OPEN.readwrite.access, Disposition.CREATE, CreateOptions.NON_DIRECTORY_FILE);
-    await retrying(this.client, () => this.client.ensureShare(this.share), name);
     let replies: Reply[];
     let closed: boolean;
     try {
       ({ replies, closed } = await once(
         this.client,
+        this.share,
         () => {
           this.beforeChange();
           return this.client.openChain(this.share, create, ops, name);
