@@ -134,9 +134,10 @@ export function hashBlocksSync(blocks: number[][], files: string[], hx: SyncHash
         h = hx.newHash();
         for (let z = 0; z < zeroRun; z += hx.piece) h.update(hx.zeros.subarray(0, Math.min(hx.piece, zeroRun - z)));
         if (sub) {
-          // Whole zero sub-blocks take the precomputed digest; a partial one is hashed (a sub-block fits one piece).
+          // Whole zero sub-blocks take the precomputed digest; a partial one is hashed, a piece at a time (a sub-block
+          // may be larger than a piece: up to 1 MiB).
           for (let k = 0; k < Math.floor(zeroRun / sub.size); k++) subs.push(sub.zeroDigest);
-          if (zeroRun % sub.size) feedSubs(hx.zeros.subarray(0, zeroRun % sub.size));
+          for (let left = zeroRun % sub.size; left > 0; left -= Math.min(hx.piece, left)) feedSubs(hx.zeros.subarray(0, Math.min(hx.piece, left)));
         }
       }
       h.update(chunk);

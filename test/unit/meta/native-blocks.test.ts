@@ -63,7 +63,7 @@ describe('native block hasher', () => {
       fc.property(
         fc.array(fc.tuple(fc.integer({ min: 0, max: 3 * MiB }), fc.array(extent, { maxLength: 5 })), { minLength: 2, maxLength: 2 }),
         fc.array(fc.array(triple, { minLength: 1, maxLength: 5 }), { minLength: 1, maxLength: 4 }),
-        fc.constantFrom(null, 4 * KiB, 32 * KiB, 100_000),
+        fc.constantFrom(null, 4 * KiB, 32 * KiB, 100_000, 512 * KiB),
         (files, blocks, subSize) => {
           const paths = files.map(([size, extents]) => {
             const file = path.join(tmp.dir, `f${n++}`);
