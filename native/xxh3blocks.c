@@ -29,6 +29,7 @@
 #include <unistd.h>
 #include <node_api.h>
 #include "xxhash.h"
+#include "xxh3dual.h"
 #ifdef XXHASH_DISPATCH
 #include "xxh_x86dispatch.h"
 #endif
@@ -45,6 +46,8 @@
 #define MAX_FILES 64
 
 static uint8_t zeros[PIECE];
+/* Whether blocks that allow it are hashed in one pass (xxh3dual.c); set once when the addon loads. */
+static int dualOn = 1;
 
 /* The jump out of the current call's hashing on this thread, or NULL when no mapped bytes are being read. */
 static __thread sigjmp_buf *volatile guard;
@@ -91,6 +94,10 @@ static void free_instance(napi_env env, void *data, void *hint) {
 /* The digests of one block in progress; mirrors hashBlocksSync in src/meta/hash-sync.ts. */
 typedef struct {
   XXH3_state_t *h, *sub;
+  /* Both digests in one pass (xxh3dual.c), when the block's length and subSize allow it; else h and sub. */
+  DualState *dual;
+  int useDual;
+  uint64_t length;
   int started;
   uint64_t zeroRun;
   uint32_t subSize, subFill;
@@ -125,7 +132,22 @@ static void feed_subs(Block *b, const uint8_t *p, size_t n) {
   }
 }
 
+/* The block's XXH128, once all its bytes are in. */
+static XXH128_hash_t block_digest(Block *b) {
+  if (!b->useDual) return XXH3_128bits_digest(b->h);
+  XXH128_hash_t h = {b->dual->low, b->dual->high};
+  return h;
+}
+
+static void emit_sub(void *b, uint64_t d) {
+  put_sub((Block *)b, d);
+}
+
 static void feed_data(Block *b, const uint8_t *p, size_t n) {
+  if (b->useDual) {
+    dual_update(b->dual, p, n, emit_sub, b);
+    return;
+  }
   for (size_t at = 0; at < n; at += PIECE) {
     size_t k = n - at < PIECE ? n - at : PIECE;
     XXH3_128bits_update(b->h, p + at, k);
@@ -157,8 +179,15 @@ static void feed(Block *b, const uint8_t *p, size_t n) {
     if (z == n) return;
     p += z, n -= z;
     b->started = 1;
-    XXH3_128bits_reset(b->h);
     uint64_t run = b->zeroRun;
+    if (b->useDual) {
+      // The zeros before the first data are hashed with it: one pass gives the zero sub-blocks' digests as well.
+      dual_reset(b->dual, b->length, b->subSize);
+      for (uint64_t left = run; left > 0; left -= left < PIECE ? left : PIECE) dual_update(b->dual, zeros, left < PIECE ? left : PIECE, emit_sub, b);
+      feed_data(b, p, n);
+      return;
+    }
+    XXH3_128bits_reset(b->h);
     if (b->subs) {
       // Whole zero sub-blocks take the precomputed digest; a partial one is hashed.
       for (uint64_t k = run / b->subSize; k > 0; k--) put_sub(b, b->zeroSub);
@@ -369,8 +398,8 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
   }
   // On the heap, its address fixed before the jump point: nothing the cleanup after a SIGBUS reads lives in a register.
   Block *const b = calloc(1, sizeof(Block));
-  if (!b || !(b->h = XXH3_createState()) || !(b->sub = XXH3_createState())) {
-    if (b) XXH3_freeState(b->h);
+  if (!b || !(b->h = XXH3_createState()) || !(b->sub = XXH3_createState()) || posix_memalign((void **)&b->dual, 64, sizeof(DualState)) != 0) {
+    if (b) XXH3_freeState(b->h), XXH3_freeState(b->sub);
     free(b);
     free_ranges(&ranges);
     return fail(env, "ENOMEM", "out of memory", -1);
@@ -405,6 +434,8 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
       break;
     }
     b->started = 0, b->zeroRun = 0, b->subFill = 0, b->nsubs = 0;
+    b->length = (uint64_t)total;
+    b->useDual = subSize && dualOn && dual_fits(b->length, subSize);
     free(b->subs);
     b->subs = NULL;
     b->subCap = subSize ? (size_t)(total / subSize + 1) : 0;
@@ -474,7 +505,7 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
       states[i] = b->started ? 2 : 1;
       if (!b->started) continue;
       XXH128_canonical_t c;
-      XXH128_canonicalFromHash(&c, XXH3_128bits_digest(b->h));
+      XXH128_canonicalFromHash(&c, block_digest(b));
       memcpy(digests + (size_t)i * 16, c.digest, 16);
       if (subSize) {
         if (b->subFill) put_sub(b, XXH3_64bits_digest(b->sub));
@@ -492,7 +523,7 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
       failed = napi_get_null(env, &out) != napi_ok;
     } else {
       XXH128_canonical_t c;
-      XXH128_canonicalFromHash(&c, XXH3_128bits_digest(b->h));
+      XXH128_canonicalFromHash(&c, block_digest(b));
       if (subSize && b->subFill) put_sub(b, XXH3_64bits_digest(b->sub));
       napi_value d, s;
       failed = napi_create_array_with_length(env, 2, &out) != napi_ok || napi_create_buffer_copy(env, 16, c.digest, NULL, &d) != napi_ok ||
@@ -503,6 +534,7 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
   }
   free(b->subs);
   XXH3_freeState(b->h), XXH3_freeState(b->sub);
+  free(b->dual);
   free(b);
   free_ranges(&ranges);
   if (!failed) {
@@ -517,7 +549,11 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
 }
 
 NAPI_MODULE_INIT() {
-  napi_value fn;
+  // VHDSYNC_HASH_ONE_PASS=0 hashes blocks and sub-blocks in two passes (for comparisons).
+  const char *onePass = getenv("VHDSYNC_HASH_ONE_PASS");
+  dualOn = !(onePass && strcmp(onePass, "0") == 0);
+  napi_value fn, isa;
+  if (napi_create_string_utf8(env, dualOn ? dual_isa() : "off", NAPI_AUTO_LENGTH, &isa) != napi_ok || napi_set_named_property(env, exports, "onePass", isa) != napi_ok) return NULL;
   if (napi_create_function(env, "hashBlocks", NAPI_AUTO_LENGTH, hash_blocks, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "hashBlocks", fn) != napi_ok) return NULL;
   napi_value max;

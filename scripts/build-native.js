@@ -52,6 +52,8 @@ const helpers = [
     fallback: 'XXH128 blocks are read and hashed in JavaScript',
     exported: 'hashBlocks',
     ...withXxhash,
+    // The one-pass block and sub-block digests (decision 0037), and its header.
+    own: ['xxh3dual.c', 'xxh3dual.h'],
   },
 ];
 
@@ -66,11 +68,12 @@ const includes = [
 for (const h of helpers) build(h);
 
 /** Builds one helper unless it is up to date; says in one line why not when it cannot. */
-function build({ name, what, fallback, exported, needs, sources, flags }) {
+function build({ name, what, fallback, exported, needs, sources, flags, own = [] }) {
   const src = path.join(root, 'native', `${name}.c`);
   const out = path.join(root, 'build', 'native', `${name}.node`);
   const skip = (why) => console.error(`vhdsync: the optional ${what} was not built (${why}); ${fallback}`);
-  if (existsSync(out) && statSync(out).mtimeMs >= statSync(src).mtimeMs) return;
+  const mine = own.map((f) => path.join(root, 'native', f));
+  if (existsSync(out) && [src, ...mine].every((f) => statSync(out).mtimeMs >= statSync(f).mtimeMs)) return;
   if (process.platform !== 'linux' && process.platform !== 'darwin') return skip(`not built on ${process.platform}`);
   if (includes.length === 0) return skip("Node's headers (node_api.h) not found");
   if (needs) return skip(needs);
@@ -78,7 +81,9 @@ function build({ name, what, fallback, exported, needs, sources, flags }) {
   const tmp = path.join(path.dirname(out), `${name}.${process.pid}.tmp.node`);
   const cc = process.env.CC || 'cc';
   const linkFlags = process.platform === 'darwin' ? ['-bundle', '-undefined', 'dynamic_lookup'] : ['-shared'];
-  const r = spawnSync(cc, ['-O2', '-fPIC', '-Wall', '-I', includes[0], ...flags, ...linkFlags, '-o', tmp, src, ...sources], { encoding: 'utf8' });
+  const r = spawnSync(cc, ['-O2', '-fPIC', '-Wall', '-I', includes[0], ...flags, ...linkFlags, '-o', tmp, src, ...mine.filter((f) => f.endsWith('.c')), ...sources], {
+    encoding: 'utf8',
+  });
   if (r.error || r.status !== 0) {
     rmSync(tmp, { force: true });
     return skip(r.error ? `${cc}: ${r.error.message}` : `${cc} failed: ${(r.stderr || '').trim().split('\n')[0]}`);

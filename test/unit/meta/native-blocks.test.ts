@@ -100,6 +100,69 @@ describe('native block hasher', () => {
     );
   });
 
+  it('hashes blocks of whole KiB in one pass (xxh3dual.c) to the digests xxHash gives block and sub-blocks apart', () => {
+    if (!have()) return;
+    const helper = createRequire(import.meta.url)(path.resolve('build/native/xxh3blocks.node')) as { onePass: string };
+    // The widest stripe functions this CPU has; the other paths are the same code (a macro) with other functions.
+    expect(['avx512', 'avx2', 'default']).toContain(helper.onePass);
+    let n = 0;
+    const triple = fc.record({ file: fc.constantFrom(-1, 0, 0, 1), at: fc.integer({ min: 0, max: 3 * MiB }), length: fc.integer({ min: 1, max: 700 * KiB }) });
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.integer({ min: 64 * KiB, max: 3 * MiB }), fc.array(fc.record({ at: fc.integer({ min: 0, max: 3 * MiB }), length: fc.integer({ min: 1, max: 900 * KiB }), zero: fc.boolean() }), { maxLength: 4 })), { minLength: 2, maxLength: 2 }),
+        fc.array(fc.record({ zeros: fc.nat({ max: 200 * KiB }), ranges: fc.array(triple, { minLength: 1, maxLength: 4 }) }), { minLength: 1, maxLength: 3 }),
+        fc.constantFrom(1 * KiB, 4 * KiB, 32 * KiB, 64 * KiB, 1 * MiB),
+        (files, blocks, subSize) => {
+          const paths = files.map(([size, extents]) => {
+            const file = path.join(tmp.dir, `k${n++}`);
+            sparseFile(file, size, extents);
+            return file;
+          });
+          // Leading zeros (the hasher counts them before the first data), ranges of any length, and zeros to the next KiB.
+          const triples = blocks.map((b) => {
+            const t = [-1, 0, b.zeros, ...b.ranges.flatMap((r) => [r.file, r.file < 0 ? 0 : r.at, r.length])];
+            const total = t.reduce((sum, x, i) => (i % 3 === 2 ? sum + x : sum), 0);
+            return [...t, -1, 0, (KiB - (total % KiB)) % KiB];
+          });
+          const sub = { algorithm: 'xxh3-64' as const, size: subSize };
+          const hashers = (['read', null] as const).map((mode) => localHasher('xxh128', 256 * KiB, sub, mode));
+          try {
+            const [native, js] = hashers.map((hx) => hashBlocksSync(triples, paths, hx));
+            expect(native).toEqual(js);
+          } finally {
+            for (const hx of hashers) hx.closeAll();
+            for (const p of paths) fs.rmSync(p);
+          }
+        },
+      ),
+      { numRuns: 80 },
+    );
+  });
+
+  it('gives the same one-pass digests with each set of stripe functions (AVX-512, AVX2, SSE2) as with two passes', () => {
+    if (!have()) return;
+    const file = path.join(tmp.dir, 'isa');
+    sparseFile(file, 5 * MiB, [
+      { at: 0, length: 3 * MiB, zero: false },
+      { at: 3 * MiB + 300 * KiB, length: 10, zero: false },
+      { at: 4 * MiB, length: MiB, zero: false },
+    ]);
+    // Blocks of 2 MiB and 3 MiB from odd offsets, one starting with 1.3 MiB of zeros, with sub-blocks of 4 KiB to 1 MiB.
+    const blocks = [[0, 0, 2 * MiB], [0, 7, 3 * MiB], [-1, 0, 1300 * KiB, 0, 3 * MiB, 748 * KiB], [0, 4 * MiB - 512, 512, 0, 4 * MiB, MiB - 512]];
+    const script = `const fs = require('node:fs'); const m = require(${JSON.stringify(path.resolve('build/native/xxh3blocks.node'))});
+      const fd = fs.openSync(${JSON.stringify(file)}, 'r'); const out = { isa: m.onePass, runs: [] };
+      for (const sub of [4096, 32768, 65536, 1048576]) out.runs.push(m.hashBlocks([fd], ${JSON.stringify(blocks)}, sub, false).map((b) => b && [b[0].toString('hex'), b[1].toString('hex')]));
+      console.log(JSON.stringify(out));`;
+    const results = ['0', 'default', 'avx2', '1'].map((v) => {
+      const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, VHDSYNC_HASH_ONE_PASS: v } });
+      expect(r.stderr).toBe('');
+      return JSON.parse(r.stdout) as { isa: string; runs: unknown };
+    });
+    expect(results[0].isa).toBe('off');
+    expect(results[1].isa).toBe('default');
+    for (const r of results.slice(1)) expect(r.runs).toEqual(results[0].runs);
+  });
+
   it('refuses a packed call whose buffers or slot are too small for the group, before reading', () => {
     if (!have()) return;
     const file = path.join(tmp.dir, 'packed');
