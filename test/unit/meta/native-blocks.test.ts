@@ -20,8 +20,8 @@ const have = () => requireTool(nativeHashing() !== null, 'the block hasher (scri
 const KiB = 1024;
 const MiB = 1 << 20;
 
-/** A sparse file of `size` bytes: holes, random extents and written zeros. */
-function sparseFile(file: string, size: number, extents: Array<{ at: number; length: number; zero: boolean }>): void {
+/** A sparse file of `size` bytes: holes, random extents and written zeros; returns its path. */
+function sparseFile(file: string, size: number, extents: Array<{ at: number; length: number; zero: boolean }>): string {
   const fd = fs.openSync(file, 'w');
   try {
     fs.ftruncateSync(fd, size);
@@ -33,6 +33,7 @@ function sparseFile(file: string, size: number, extents: Array<{ at: number; len
   } finally {
     fs.closeSync(fd);
   }
+  return file;
 }
 
 /** Starts a thread that truncates `file` to 0 bytes after about `ms` milliseconds (this thread may be busy hashing). */
@@ -65,11 +66,7 @@ describe('native block hasher', () => {
         fc.array(fc.array(triple, { minLength: 1, maxLength: 5 }), { minLength: 1, maxLength: 4 }),
         fc.constantFrom(null, 4 * KiB, 32 * KiB, 100_000, 512 * KiB),
         (files, blocks, subSize) => {
-          const paths = files.map(([size, extents]) => {
-            const file = path.join(tmp.dir, `f${n++}`);
-            sparseFile(file, size, extents);
-            return file;
-          });
+          const paths = files.map(([size, extents]) => sparseFile(path.join(tmp.dir, `f${n++}`), size, extents));
           const triples = blocks.map((b) => b.flatMap((t) => [t.file, t.file < 0 ? 0 : t.at, t.length]));
           const sub = subSize ? { algorithm: 'xxh3-64' as const, size: subSize } : null;
           const hashers = (['map', 'read', null] as const).map((mode) => localHasher('xxh128', 256 * KiB, sub, mode));
@@ -113,11 +110,7 @@ describe('native block hasher', () => {
         fc.array(fc.record({ zeros: fc.nat({ max: 200 * KiB }), ranges: fc.array(triple, { minLength: 1, maxLength: 4 }) }), { minLength: 1, maxLength: 3 }),
         fc.constantFrom(1 * KiB, 4 * KiB, 32 * KiB, 64 * KiB, 1 * MiB),
         (files, blocks, subSize) => {
-          const paths = files.map(([size, extents]) => {
-            const file = path.join(tmp.dir, `k${n++}`);
-            sparseFile(file, size, extents);
-            return file;
-          });
+          const paths = files.map(([size, extents]) => sparseFile(path.join(tmp.dir, `k${n++}`), size, extents));
           // Leading zeros (the hasher counts them before the first data), ranges of any length, and zeros to the next KiB.
           const triples = blocks.map((b) => {
             const t = [-1, 0, b.zeros, ...b.ranges.flatMap((r) => [r.file, r.file < 0 ? 0 : r.at, r.length])];
@@ -125,14 +118,16 @@ describe('native block hasher', () => {
             return [...t, -1, 0, (KiB - (total % KiB)) % KiB];
           });
           const sub = { algorithm: 'xxh3-64' as const, size: subSize };
-          const hashers = (['read', null] as const).map((mode) => localHasher('xxh128', 256 * KiB, sub, mode));
-          try {
-            const [native, js] = hashers.map((hx) => hashBlocksSync(triples, paths, hx));
-            expect(native).toEqual(js);
-          } finally {
-            for (const hx of hashers) hx.closeAll();
-            for (const p of paths) fs.rmSync(p);
-          }
+          const [native, js] = (['read', null] as const).map((mode) => {
+            const hx = localHasher('xxh128', 256 * KiB, sub, mode);
+            try {
+              return hashBlocksSync(triples, paths, hx);
+            } finally {
+              hx.closeAll();
+            }
+          });
+          for (const p of paths) fs.rmSync(p);
+          expect(native).toEqual(js);
         },
       ),
       { numRuns: 80 },
