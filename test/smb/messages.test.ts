@@ -126,13 +126,18 @@ describe('CREATE and its QFid context', () => {
         if (before) contexts.push(['MxAc', Buffer.alloc(8, 1)]);
         contexts.push(['QFid', Buffer.from(id)]);
         if (after) contexts.push(['RqLs', Buffer.alloc(32, 2)]);
-        expect(parseCreateResponse(createReply(contexts)).diskId).toBe(Buffer.from(id).toString('hex'));
+        expect(parseCreateResponse(createReply(contexts)).diskId).toBe(Buffer.from(id).subarray(0, 8).toString('hex'));
       }),
     );
     const plain = serializeCreateRequest({ name: 'a', access: 1, shareAccess: 7, disposition: 1, options: 0 });
     expect(plain.readUInt32LE(48)).toBe(0);
     expect(parseCreateResponse(createReply([])).diskId).toBeNull();
     expect(parseCreateResponse(createReply([['MxAc', Buffer.alloc(8)]])).diskId).toBeNull();
+    // The identity is the DiskFileId alone: Samba's VolumeId is st_dev, which a reboot can change for the same file.
+    const qfid = (fileId: number, volume: number) => Buffer.concat([Buffer.alloc(8, fileId), Buffer.alloc(8, volume), Buffer.alloc(16)]);
+    const id = (data: Buffer) => parseCreateResponse(createReply([['QFid', data]])).diskId;
+    expect(id(qfid(1, 2))).toBe(id(qfid(1, 3)));
+    expect(id(qfid(1, 2))).not.toBe(id(qfid(4, 2)));
   });
 
   it('refuses contexts that point outside the message or overlap', () => {

@@ -41,6 +41,8 @@ const QFID = Buffer.from('QFid', 'latin1');
 const CONTEXT_HEADER = 16;
 /** The QFid response's data: DiskFileId (8 bytes), VolumeId (8) and Reserved (16) ([MS-SMB2] 2.2.14.2.9); compared whole. */
 const QFID_DATA = 32;
+/** DiskFileId's length at the start of QFID_DATA. */
+const DISK_FILE_ID = 8;
 
 const align8 = (n: number) => (n + 7) & ~7;
 
@@ -86,12 +88,16 @@ export interface CreateResponse {
   mtimeMs: number;
   endOfFile: number;
   attributes: number;
-  /** The file's on-disk identity (QFid's 32 bytes: DiskFileId, VolumeId, Reserved; hex) when asked for and sent; null otherwise. */
+  /**
+   * The file's id on its volume (QFid's DiskFileId, the first 8 of its 32 bytes; hex) when asked for and sent; null
+   * otherwise. The VolumeId after it is left out: Samba sends the file system's st_dev there, which a reboot of the
+   * server can change (btrfs subvolumes, device-mapper) for the same file.
+   */
   diskId: string | null;
 }
 
 /**
- * The QFid response context's data among the CREATE response's contexts (offsets from the SMB2 header), as hex; null
+ * The QFid response context's DiskFileId among the CREATE response's contexts (offsets from the SMB2 header), as hex; null
  * when the server sent none. Contexts that do not lie inside the message are a malformed response.
  */
 function diskIdOf(msg: Buffer, offset: number, length: number): string | null {
@@ -110,7 +116,7 @@ function diskIdOf(msg: Buffer, offset: number, length: number): string | null {
       throw new IoError('malformed CREATE response (create contexts)');
     }
     if (all.subarray(at + nameOffset, at + nameOffset + nameLength).equals(QFID) && dataLength >= QFID_DATA) {
-      return all.subarray(at + dataOffset, at + dataOffset + QFID_DATA).toString('hex');
+      return all.subarray(at + dataOffset, at + dataOffset + DISK_FILE_ID).toString('hex');
     }
     if (!next) return null;
     at += next;

@@ -132,9 +132,9 @@ class SmbFile implements RandomAccessFile {
 
   /**
    * The handle, reopened (same access, never creating) when the connection was re-established. A read-only file must
-   * come back with the size, mtime, ChangeTime (to 100 ns) and on-disk identity (QFid) it was first opened with, each
-   * compared when the server sends it: reads, the kept head and its identity (openedStat) must all be of one file, so
-   * one replaced or changed meanwhile fails every later call instead. ChangeTime is any metadata change on Windows;
+   * come back with the size, mtime, ChangeTime (to 100 ns) and on-disk id (QFid's DiskFileId) it was first opened with,
+   * each compared when the server sends it: reads, the kept head and its identity (openedStat) must all be of one file,
+   * so one replaced or changed meanwhile fails every later call instead. ChangeTime is any metadata change on Windows;
    * Samba sends the mtime to the nanosecond, so only the on-disk identity tells a replacement whose times were copied
    * exactly (`touch -r`, rsync -t on a file system with nanoseconds) from the file it replaced. CreationTime is not
    * compared: Samba computes it, for a file it did not create, as the oldest of atime, mtime and ctime, so our own
