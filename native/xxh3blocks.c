@@ -46,8 +46,6 @@
 #define MAX_FILES 64
 
 static uint8_t zeros[PIECE];
-/* Whether blocks that allow it are hashed in one pass (xxh3dual.c); set once when the addon loads. */
-static int dualOn = 1;
 
 /* The jump out of the current call's hashing on this thread, or NULL when no mapped bytes are being read. */
 static __thread sigjmp_buf *volatile guard;
@@ -435,7 +433,7 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
     }
     b->started = 0, b->zeroRun = 0, b->subFill = 0, b->nsubs = 0;
     b->length = (uint64_t)total;
-    b->useDual = subSize && dualOn && dual_fits(b->length, subSize);
+    b->useDual = subSize && dual_fits(b->length, subSize);
     free(b->subs);
     b->subs = NULL;
     b->subCap = subSize ? (size_t)(total / subSize + 1) : 0;
@@ -501,6 +499,13 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
       if (!failed && end > stored) feed_zeros(b, (uint64_t)(end - stored));
     }
     if (failed) break;
+    // One pass finishes the block's digest at its last byte: a block whose bytes were miscounted would get a digest
+    // of less than itself, so it fails instead.
+    if (b->started && b->useDual && (b->dual->done != b->length || b->dual->fill != 0)) {
+      fail(env, "EIO", "hashBlocks: internal error: a block's bytes were miscounted", -1);
+      failed = 1;
+      break;
+    }
     if (states) {
       states[i] = b->started ? 2 : 1;
       if (!b->started) continue;
@@ -549,11 +554,8 @@ static napi_value hash_blocks(napi_env env, napi_callback_info info) {
 }
 
 NAPI_MODULE_INIT() {
-  // VHDSYNC_HASH_ONE_PASS=0 hashes blocks and sub-blocks in two passes (for comparisons).
-  const char *onePass = getenv("VHDSYNC_HASH_ONE_PASS");
-  dualOn = !(onePass && strcmp(onePass, "0") == 0);
   napi_value fn, isa;
-  if (napi_create_string_utf8(env, dualOn ? dual_isa() : "off", NAPI_AUTO_LENGTH, &isa) != napi_ok || napi_set_named_property(env, exports, "onePass", isa) != napi_ok) return NULL;
+  if (napi_create_string_utf8(env, dual_isa(), NAPI_AUTO_LENGTH, &isa) != napi_ok || napi_set_named_property(env, exports, "onePass", isa) != napi_ok) return NULL;
   if (napi_create_function(env, "hashBlocks", NAPI_AUTO_LENGTH, hash_blocks, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "hashBlocks", fn) != napi_ok) return NULL;
   napi_value max;

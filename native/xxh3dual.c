@@ -43,9 +43,11 @@
 #define MERGE_HIGH_AT (SECRET_SIZE - XXH_STRIPE_LEN - 11)
 
 static const uint64_t INIT[8] = XXH3_INIT_ACC;
+/* Off with VHDSYNC_HASH_ONE_PASS=0 (pick() below). */
+static int enabled = 1;
 
 int dual_fits(uint64_t length, uint32_t subSize) {
-  return SECRET_SIZE == 192 && length > 0 && length % STRETCH == 0 && subSize > 0 && subSize % STRETCH == 0;
+  return enabled && SECRET_SIZE == 192 && length > 0 && length % STRETCH == 0 && subSize > 0 && subSize % STRETCH == 0;
 }
 
 void dual_reset(DualState *d, uint64_t length, uint32_t subSize) {
@@ -107,12 +109,14 @@ typedef void (*stretch_fn)(DualState *, const uint8_t *, dual_emit, void *);
 static stretch_fn stretch = stretch_default;
 
 /*
- * The widest stripe functions this CPU runs, picked once when the addon loads, before any thread hashes (libgcc's
- * check includes the OS saving the wide registers). VHDSYNC_HASH_ONE_PASS=avx2 or =default picks narrower ones (tests).
+ * The widest stripe functions this CPU runs, picked once per process when the addon loads, before any thread hashes
+ * (libgcc's check includes the OS saving the wide registers). VHDSYNC_HASH_ONE_PASS=0 turns one pass off (for
+ * comparisons), =avx2 or =default picks narrower functions (tests); read here once, not by each thread's load.
  */
 __attribute__((constructor)) static void pick(void) {
-#ifdef DUAL_X86
   const char *want = getenv("VHDSYNC_HASH_ONE_PASS");
+  enabled = !(want && strcmp(want, "0") == 0);
+#ifdef DUAL_X86
   int cap = want && strcmp(want, "default") == 0 ? 0 : want && strcmp(want, "avx2") == 0 ? 1 : 2;
   __builtin_cpu_init();
   if (cap >= 2 && __builtin_cpu_supports("avx512f")) stretch = stretch_avx512;
@@ -121,6 +125,7 @@ __attribute__((constructor)) static void pick(void) {
 }
 
 const char *dual_isa(void) {
+  if (!enabled) return "off";
 #ifdef DUAL_X86
   if (stretch == stretch_avx512) return "avx512";
   if (stretch == stretch_avx2) return "avx2";

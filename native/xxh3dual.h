@@ -16,13 +16,13 @@ typedef struct {
 /* Receives each sub-block's XXH3-64 digest, in order. */
 typedef void (*dual_emit)(void *ctx, uint64_t digest);
 
-/* Whether a block of `length` bytes with sub-blocks of `subSize` bytes can be hashed in one pass. */
+/* Whether a block of `length` bytes with sub-blocks of `subSize` bytes is hashed in one pass (and it is not off). */
 int dual_fits(uint64_t length, uint32_t subSize);
 /* Starts a block of `length` bytes (dual_fits must hold). */
 void dual_reset(DualState *d, uint64_t length, uint32_t subSize);
 /* Hashes the next `n` bytes of the block; `emit` gets each sub-block's digest as it completes. */
 void dual_update(DualState *d, const uint8_t *p, size_t n, dual_emit emit, void *ctx);
-/* The stripe functions in use ("avx512", "avx2" or "default"). */
+/* The stripe functions in use ("avx512", "avx2" or "default"), or "off" (VHDSYNC_HASH_ONE_PASS=0). */
 const char *dual_isa(void);
 /* Once all `length` bytes are in: d->low and d->high hold the block's XXH128. */
 

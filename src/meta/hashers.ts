@@ -99,7 +99,9 @@ export function zeroSubDigests(algorithm: SubAlgorithm, size: number, length: nu
   const key = `${algorithm}:${size}:${length}`;
   let d = zeroSubsCache.get(key);
   if (!d) {
-    const full = digestSub(algorithm, ZERO_PIECE.subarray(0, Math.min(size, ZERO_PIECE.length)));
+    // A sub-block is at most 1 MiB (header.ts MAX_SUB_BLOCK_SIZE), the zero piece's size: never a silent shorter slice.
+    if (size > ZERO_PIECE.length) throw new Error(`internal error: sub-block of ${size} bytes is larger than the zero piece`);
+    const full = digestSub(algorithm, ZERO_PIECE.subarray(0, size));
     const len = SUB_DIGEST_LENGTH[algorithm];
     d = Buffer.allocUnsafe(Math.ceil(length / size) * len);
     for (let at = 0, k = 0; at < length; at += size, k++) {

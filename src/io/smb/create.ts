@@ -39,7 +39,7 @@ export interface CreateRequest {
 const QFID = Buffer.from('QFid', 'latin1');
 /** A create context's fixed part: Next, NameOffset, NameLength, Reserved, DataOffset, DataLength. */
 const CONTEXT_HEADER = 16;
-/** The QFid response's data: DiskFileId (8 bytes), VolumeId (8) and Reserved (16) ([MS-SMB2] 2.2.14.2.9); compared whole. */
+/** The QFid response's data: DiskFileId (8 bytes), VolumeId (8) and Reserved (16) ([MS-SMB2] 2.2.14.2.9). */
 const QFID_DATA = 32;
 /** DiskFileId's length at the start of QFID_DATA. */
 const DISK_FILE_ID = 8;
@@ -91,7 +91,9 @@ export interface CreateResponse {
   /**
    * The file's id on its volume (QFid's DiskFileId, the first 8 of its 32 bytes; hex) when asked for and sent; null
    * otherwise. The VolumeId after it is left out: Samba sends the file system's st_dev there, which a reboot of the
-   * server can change (btrfs subvolumes, device-mapper) for the same file.
+   * server can change (btrfs subvolumes, device-mapper) for the same file. Samba puts st_dev into the DiskFileId too
+   * for a file on another device than the share's root (an image in a subvolume under the shared one): such a file
+   * still reads as changed after a reboot that renumbers its device (a run that fails, never a wrong read).
    */
   diskId: string | null;
 }
