@@ -99,8 +99,8 @@ export interface CreateResponse {
 }
 
 /**
- * The QFid response context's DiskFileId among the CREATE response's contexts (offsets from the SMB2 header), as hex; null
- * when the server sent none. Contexts that do not lie inside the message are a malformed response.
+ * The QFid response context's DiskFileId among the CREATE response's contexts (offsets from the SMB2 header), as hex;
+ * null when the server sent none. Contexts that do not lie inside the message are a malformed response.
  */
 function diskIdOf(msg: Buffer, offset: number, length: number): string | null {
   if (length === 0) return null;

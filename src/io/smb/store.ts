@@ -70,31 +70,6 @@ async function retrying<T>(client: SmbClient, op: () => Promise<T>, subject: str
   }
 }
 
-/**
- * Runs `op`, a change on `share` that must not reach the server twice: it is sent again on a new connection only when
- * the server never ran it (NotRunError); a connection lost after it was sent leaves its outcome unknown, which
- * `unknown` words for the caller. Each attempt joins the share first (after a reconnect: a round trip), so the run
- * lock's check that `op` makes first is still the last thing before the change.
- */
-function once<T>(client: SmbClient, share: string, op: () => Promise<T>, subject: string, unknown: (err: ConnectionLostError) => Error): Promise<T> {
-  return retrying(
-    client,
-    async () => {
-      try {
-        await client.ensureShare(share);
-      } catch (err) {
-        throw notRun(err);
-      }
-      try {
-        return await op();
-      } catch (err) {
-        throw err instanceof ConnectionLostError && !(err instanceof NotRunError) ? unknown(err) : err;
-      }
-    },
-    subject,
-  );
-}
-
 /** An open file on a share. */
 class SmbFile implements RandomAccessFile {
   private closing: Promise<void> | null = null;
@@ -370,14 +345,9 @@ export class SmbStore implements ByteStore {
     const create = this.req(path, OPEN.readwrite.access, Disposition.CREATE, CreateOptions.NON_DIRECTORY_FILE);
     let h: SmbHandle;
     try {
-      h = await once(
-        this.client,
-        this.share,
-        () => {
-          this.beforeChange();
-          return this.client.create(this.share, create, name);
-        },
+      h = await this.once(
         name,
+        () => this.client.create(this.share, create, name),
         // Whether the server created the file before the drop is unknown: say so instead of guessing.
         (err) => new IoError(`${err.message} while creating the file; it may or may not exist now`, name),
       );
@@ -406,21 +376,41 @@ export class SmbStore implements ByteStore {
   }
 
   /**
+   * Runs `op`, a change that must not reach the server twice: it is sent again on a new connection only when the
+   * server never ran it (NotRunError); a connection lost after it was sent leaves its outcome unknown, which `unknown`
+   * words for the caller. Each attempt joins the share (after a reconnect: a round trip) before the run lock's check,
+   * so the check is the last thing before the change.
+   */
+  private once<T>(name: string, op: () => Promise<T>, unknown: (err: ConnectionLostError) => Error): Promise<T> {
+    return retrying(
+      this.client,
+      async () => {
+        try {
+          await this.client.ensureShare(this.share);
+        } catch (err) {
+          throw notRun(err);
+        }
+        this.beforeChange();
+        try {
+          return await op();
+        } catch (err) {
+          throw err instanceof ConnectionLostError && !(err instanceof NotRunError) ? unknown(err) : err;
+        }
+      },
+      name,
+    );
+  }
+
+  /**
    * Opens `path` (with `access`), applies `ops` and closes, as one round trip. A chain the connection was lost
    * under may have been applied: it is not retried, and the error says so.
    */
   private async change(path: string, what: string, access: number, options: number, ops: ChainOp[]): Promise<ChainResult> {
     const name = this.display(path);
     const req = this.req(path, access | Access.READ_ATTRIBUTES | Access.SYNCHRONIZE, Disposition.OPEN, options);
-    return once(
-      this.client,
-      this.share,
-      () => {
-        // Reconnecting may have waited: the change itself is what must not go out late.
-        this.beforeChange();
-        return this.client.openChain(this.share, req, ops, name);
-      },
+    return this.once(
       name,
+      () => this.client.openChain(this.share, req, ops, name),
       (err) => new IoError(`${err.message} during ${what}; it may or may not have happened`, name),
     );
   }
@@ -578,14 +568,9 @@ export class SmbStore implements ByteStore {
     let replies: Reply[];
     let closed: boolean;
     try {
-      ({ replies, closed } = await once(
-        this.client,
-        this.share,
-        () => {
-          this.beforeChange();
-          return this.client.openChain(this.share, create, ops, name);
-        },
+      ({ replies, closed } = await this.once(
         name,
+        () => this.client.openChain(this.share, create, ops, name),
         (err) => new IoError(`${err.message} while creating the file; it may or may not exist now`, name),
       ));
     } catch (err) {
